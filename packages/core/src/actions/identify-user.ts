@@ -1,0 +1,40 @@
+import { defineFields, type PayloadOf } from '../field-types'
+import { skip, toTimestamp, type CommandContext, type IdentifyCommand, type Skip } from '../commands'
+import { toJsonObject } from '../json-value'
+import { validatePayload } from '../payload'
+import { identityFields } from './shared-fields'
+
+export const identifyUserFields = defineFields({
+  userId: identityFields.userId,
+  traits: {
+    label: 'Custom Attributes',
+    description: "The user's custom attributes.",
+    type: 'object',
+    defaultObjectUI: 'keyvalue',
+    default: { '@path': '$.traits' }
+  }
+})
+
+export type IdentifyUserPayload = PayloadOf<typeof identifyUserFields>
+
+export const identifyUser = {
+  title: 'Identify User',
+  description: 'Create or update a user in 1Flow.',
+  defaultSubscription: 'type = "identify"',
+  fields: identifyUserFields
+} as const
+
+/** identify → `logUser(userId, traits)`; without a usable User ID the call is skipped, as the seed doc says. */
+export function toIdentifyCommand(payload: unknown, context: CommandContext = {}): IdentifyCommand | Skip {
+  const p = validatePayload<IdentifyUserPayload>(identifyUserFields, payload)
+  if (p.userId === undefined || p.userId.trim() === '') {
+    return skip('missing-user-id', 'Identify User was not sent: the event has no User ID, and 1Flow only accepts identified users.')
+  }
+  const timestamp = toTimestamp(context.timestamp)
+  return {
+    kind: 'identify',
+    userId: p.userId,
+    traits: toJsonObject(p.traits, 'traits'),
+    ...(timestamp === undefined ? {} : { timestamp })
+  }
+}

@@ -1,0 +1,36 @@
+import type { InputField } from '@segment/actions-core'
+import type { Command, CommandContext, Skip } from '../commands'
+import { identifyUser, toIdentifyCommand } from './identify-user'
+import { toTrackCommand, trackEvent } from './track-event'
+import { toPageCommand, trackPage } from './track-page'
+
+/** Every 1Flow action, keyed as Segment's `partnerAction`. */
+export const actions = { identifyUser, trackEvent, trackPage } as const
+
+export type ActionKey = keyof typeof actions
+
+export const actionKeys = Object.keys(actions) as ActionKey[]
+
+export function isActionKey(value: unknown): value is ActionKey {
+  return typeof value === 'string' && Object.prototype.hasOwnProperty.call(actions, value)
+}
+
+const builders: Record<ActionKey, (payload: unknown, context: CommandContext) => Command | Skip> = {
+  identifyUser: toIdentifyCommand,
+  trackEvent: toTrackCommand,
+  trackPage: toPageCommand
+}
+
+/** Turns a resolved payload of `actionKey` into a 1Flow command or a skip; throws InvalidPayloadError. */
+export function toCommand(actionKey: ActionKey, payload: unknown, context: CommandContext = {}): Command | Skip {
+  return builders[actionKey](payload, context)
+}
+
+/** A field list's defaults as a mapping (what a preset subscribes with). */
+export function defaultMapping(fields: Record<string, InputField>): Record<string, unknown> {
+  const mapping: Record<string, unknown> = {}
+  for (const [key, field] of Object.entries(fields)) {
+    if (field.default !== undefined) mapping[key] = field.default
+  }
+  return mapping
+}

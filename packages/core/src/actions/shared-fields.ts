@@ -1,0 +1,17 @@
+import { defineFields } from '../field-types'
+
+/** Identity fields shared by every 1Flow action; defined once so cloud and device mode cannot drift. */
+export const identityFields = defineFields({
+  userId: {
+    label: 'User ID',
+    description: 'A unique identifier for the user.',
+    type: 'string',
+    default: { '@path': '$.userId' }
+  },
+  anonymousId: {
+    label: 'Anonymous ID',
+    description: 'An anonymous identifier for the user.',
+    type: 'string',
+    default: { '@path': '$.anonymousId' }
+  }
+})

@@ -1,0 +1,58 @@
+import type { InputField } from '@segment/actions-core'
+import { defineFields, type PayloadOf } from '../field-types'
+import { toTimestamp, type CommandContext, type TrackCommand } from '../commands'
+import { InvalidPayloadError } from '../errors'
+import { toId, toJsonObject } from '../json-value'
+import { validatePayload } from '../payload'
+import { identityFields } from './shared-fields'
+
+export const trackEventFields = defineFields({
+  event_name: {
+    label: 'Event Name',
+    description: 'The name of the event.',
+    type: 'string',
+    required: true,
+    default: { '@path': '$.event' }
+  },
+  userId: identityFields.userId,
+  anonymousId: identityFields.anonymousId,
+  properties: {
+    label: 'Event Properties',
+    description: 'Information associated with the event',
+    type: 'object',
+    default: { '@path': '$.properties' }
+  }
+})
+
+export type TrackEventPayload = PayloadOf<typeof trackEventFields>
+
+export const trackEvent = {
+  title: 'Track Event',
+  description: 'Submit an event to 1Flow.',
+  defaultSubscription: 'type = "track"',
+  fields: trackEventFields
+} as const
+
+/** Builds a track command from a payload of the track field shape (Track Event and Track Page View share it). */
+export function buildTrackCommand(fields: Record<string, InputField>, payload: unknown, context: CommandContext): TrackCommand {
+  const p = validatePayload<TrackEventPayload>(fields, payload)
+  if (p.event_name.trim() === '') {
+    throw new InvalidPayloadError('event_name', 'missing', 'Field "event_name" (Event Name) is blank; 1Flow needs a non-empty event name.')
+  }
+  const userId = toId(p.userId)
+  const anonymousId = toId(p.anonymousId)
+  const timestamp = toTimestamp(context.timestamp)
+  return {
+    kind: 'track',
+    event: p.event_name,
+    properties: toJsonObject(p.properties, 'properties'),
+    ...(userId === undefined ? {} : { userId }),
+    ...(anonymousId === undefined ? {} : { anonymousId }),
+    ...(timestamp === undefined ? {} : { timestamp })
+  }
+}
+
+/** track → `logEvent(event, properties)`; a missing or blank event name is an InvalidPayloadError on `event_name`. */
+export function toTrackCommand(payload: unknown, context: CommandContext = {}): TrackCommand {
+  return buildTrackCommand(trackEventFields, payload, context)
+}

@@ -1,0 +1,58 @@
+import type { JsonObject } from './json-value'
+
+/** Create or update a user in 1Flow (web SDK `logUser`, HTTP `POST /identify`). */
+export interface IdentifyCommand {
+  readonly kind: 'identify'
+  readonly userId: string
+  readonly traits: JsonObject
+  /** ISO-8601; only the HTTP API uses it. */
+  readonly timestamp?: string
+}
+
+/** Record an event in 1Flow (web SDK `logEvent`, HTTP `POST /track`). */
+export interface TrackCommand {
+  readonly kind: 'track'
+  readonly event: string
+  readonly properties: JsonObject
+  readonly userId?: string
+  readonly anonymousId?: string
+  /** ISO-8601; only the HTTP API uses it. */
+  readonly timestamp?: string
+}
+
+/** A runtime-neutral instruction for 1Flow; adapters turn it into an SDK call or an HTTP request. */
+export type Command = IdentifyCommand | TrackCommand
+
+export type SkipReason =
+  /** identify without a usable User ID: the seed doc says such calls are not sent. */
+  | 'missing-user-id'
+  /** no preset or subscription matches the event (for example page, group or alias without a mapping). */
+  | 'not-subscribed'
+  /** the event's `integrations` object turns 1Flow off. */
+  | 'disabled-by-integrations'
+
+/** An event deliberately not sent, with the reason; adapters count or log it, never treat it as an error. */
+export interface Skip {
+  readonly kind: 'skip'
+  readonly reason: SkipReason
+  readonly message: string
+}
+
+export function skip(reason: SkipReason, message: string): Skip {
+  return { kind: 'skip', reason, message }
+}
+
+/** Extra facts from the event (not mapped fields) that a command may carry. */
+export interface CommandContext {
+  /** The event's timestamp (ISO string or Date); invalid values are ignored. */
+  readonly timestamp?: unknown
+}
+
+/** Normalises an event timestamp to ISO-8601, or undefined when it is absent or unparseable. */
+export function toTimestamp(value: unknown): string | undefined {
+  let ms: number
+  if (typeof value === 'string') ms = Date.parse(value)
+  else if (value instanceof Date) ms = value.getTime()
+  else return undefined
+  return Number.isFinite(ms) ? new Date(ms).toISOString() : undefined
+}

@@ -1,0 +1,29 @@
+import { defaultMapping, type ActionKey } from './actions/registry'
+import { identifyUserFields } from './actions/identify-user'
+import { trackEventFields } from './actions/track-event'
+
+export interface AutomaticPreset {
+  readonly name: string
+  readonly subscribe: string
+  readonly partnerAction: ActionKey
+  readonly mapping: Record<string, unknown>
+  readonly type: 'automatic'
+}
+
+/** The seed doc's presets: Track Event on `type = "track"`, Identify User on `type = "identify"`; mappings are the field defaults. */
+export const presets = [
+  {
+    name: 'Track Event',
+    subscribe: 'type = "track"',
+    partnerAction: 'trackEvent',
+    mapping: defaultMapping(trackEventFields),
+    type: 'automatic'
+  },
+  {
+    name: 'Identify User',
+    subscribe: 'type = "identify"',
+    partnerAction: 'identifyUser',
+    mapping: defaultMapping(identifyUserFields),
+    type: 'automatic'
+  }
+] as const satisfies readonly AutomaticPreset[]

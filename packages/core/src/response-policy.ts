@@ -1,0 +1,72 @@
+/** What to do with a 1Flow response, following facts/relay.md §3. */
+export type Decision =
+  | { readonly action: 'deliver' }
+  | {
+      readonly action: 'retry'
+      /** From Retry-After (clamped to 300 s): send nothing to this project before then. */
+      readonly afterMs?: number
+      /** True for 429: the sender should also slow down (cut its rate). */
+      readonly throttled: boolean
+      /** Base delay for full-jitter backoff when there is no Retry-After. */
+      readonly backoffBaseMs: number
+      readonly reason: string
+    }
+  | { readonly action: 'split'; readonly reason: string }
+  | { readonly action: 'dead-letter'; readonly reason: string }
+  | { readonly action: 'pause-auth'; readonly reason: string }
+
+export interface ResponseFacts {
+  /** HTTP status; undefined (or 0) for a network error or timeout. */
+  readonly status?: number
+  /** The Retry-After header, if any (seconds or an HTTP date). */
+  readonly retryAfter?: string | null
+}
+
+export const MAX_RETRY_AFTER_MS = 300_000
+
+/** Parses Retry-After (delta-seconds or HTTP-date) into milliseconds from `now`, clamped to [0, 300 s]. */
+export function parseRetryAfter(value: string | null | undefined, now: number): number | undefined {
+  if (value === undefined || value === null) return undefined
+  const text = value.trim()
+  if (text === '') return undefined
+  let ms: number
+  if (/^\d+(\.\d+)?$/.test(text)) ms = Number(text) * 1000
+  else {
+    const at = Date.parse(text)
+    if (!Number.isFinite(at)) return undefined
+    ms = at - now
+  }
+  return Math.min(MAX_RETRY_AFTER_MS, Math.max(0, Math.round(ms)))
+}
+
+/** Classifies a 1Flow response into deliver / retry(after) / split / dead-letter / pause-auth. */
+export function classifyResponse(res: ResponseFacts, now: number = Date.now()): Decision {
+  const status = res.status ?? 0
+  const afterMs = parseRetryAfter(res.retryAfter, now)
+  const retry = (reason: string, throttled: boolean): Decision => ({
+    action: 'retry',
+    ...(afterMs !== undefined && { afterMs }),
+    throttled,
+    backoffBaseMs: throttled ? 1000 : 500,
+    reason
+  })
+  if (status === 0) return retry('network error or timeout', false)
+  if (status >= 200 && status < 300) return { action: 'deliver' }
+  if (status === 401 || status === 403) {
+    return { action: 'pause-auth', reason: `1Flow answered ${status}: the project API key was refused; check or rotate it` }
+  }
+  if (status === 413) return { action: 'split', reason: '1Flow answered 413: request too large' }
+  if (status === 429) return retry('1Flow answered 429: rate limited', true)
+  if (status === 408) return retry('1Flow answered 408: request timeout', false)
+  if (status >= 500 && status !== 501 && status !== 505) return retry(`1Flow answered ${status}`, false)
+  return { action: 'dead-letter', reason: `1Flow answered ${status}; retrying the same request would fail again` }
+}
+
+/**
+ * Full-jitter backoff with a floor: a random delay between `baseMs` and min(cap, base·2^attempt).
+ * `attempt` starts at 0. The floor keeps a retry storm from hammering 1Flow within the same millisecond.
+ */
+export function fullJitterDelay(attempt: number, random: () => number, baseMs = 500, capMs = 60_000): number {
+  const ceiling = Math.min(capMs, baseMs * 2 ** Math.max(0, attempt))
+  return Math.floor(baseMs + random() * Math.max(0, ceiling - baseMs))
+}

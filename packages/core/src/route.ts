@@ -1,0 +1,112 @@
+import { InvalidPayloadError } from './errors'
+import { skip, type Command, type Skip } from './commands'
+import { toCommand, type ActionKey } from './actions/registry'
+import { PAGE_EVENT_NAME } from './actions/track-page'
+import { eventTimestamp, isEnabledByIntegrations, type SegmentEvent } from './segment-event'
+
+/** The event could not be mapped into a valid payload; `error` names the field. */
+export interface Invalid {
+  readonly kind: 'invalid'
+  readonly error: InvalidPayloadError
+}
+
+export type Outcome = Command | Skip | Invalid
+
+/** What became of an event for one subscription (or, without `actionKey`, for the event as a whole). */
+export interface MappedResult {
+  readonly subscription?: string
+  readonly actionKey?: ActionKey
+  readonly outcome: Outcome
+}
+
+/** A subscription that matched an event, with its payload resolved. */
+export interface Route {
+  readonly subscription: string
+  readonly actionKey: ActionKey
+  readonly payload: unknown
+}
+
+export interface MapOptions {
+  /** Names under which the event's `integrations` object may address this destination. */
+  readonly integrationNames?: readonly string[]
+}
+
+function pick(source: unknown, key: string): unknown {
+  return typeof source === 'object' && source !== null ? (source as Record<string, unknown>)[key] : undefined
+}
+
+function withoutUndefined(record: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const key of Object.keys(record)) if (record[key] !== undefined) out[key] = record[key]
+  return out
+}
+
+/**
+ * The default (preset) mapping of an action resolved directly, without mapping-kit. A property test
+ * proves it equals mapping-kit's `transform(defaultMapping(fields), event)`.
+ */
+export function resolveDefaultPayload(actionKey: ActionKey, event: SegmentEvent): Record<string, unknown> {
+  switch (actionKey) {
+    case 'identifyUser':
+      return withoutUndefined({ userId: event.userId, traits: event.traits })
+    case 'trackEvent':
+      return withoutUndefined({
+        event_name: event.event,
+        userId: event.userId,
+        anonymousId: event.anonymousId,
+        properties: event.properties
+      })
+    case 'trackPage': {
+      const props = event.properties
+      return withoutUndefined({
+        event_name: PAGE_EVENT_NAME,
+        userId: event.userId,
+        anonymousId: event.anonymousId,
+        properties: withoutUndefined({
+          name: event.name,
+          path: pick(props, 'path'),
+          url: pick(props, 'url'),
+          title: pick(props, 'title'),
+          referrer: pick(props, 'referrer'),
+          search: pick(props, 'search')
+        })
+      })
+    }
+  }
+}
+
+const PRESET_ROUTES = new Map<unknown, { subscription: string; actionKey: ActionKey }>([
+  ['track', { subscription: 'Track Event', actionKey: 'trackEvent' }],
+  ['identify', { subscription: 'Identify User', actionKey: 'identifyUser' }]
+])
+
+/** The preset route for an event (Track Event for track, Identify User for identify), or none. */
+export function presetRoutes(event: SegmentEvent): Route[] {
+  const preset = PRESET_ROUTES.get(event.type)
+  return preset === undefined ? [] : [{ ...preset, payload: resolveDefaultPayload(preset.actionKey, event) }]
+}
+
+/** Runs matched routes through validation and command building; an invalid payload becomes an `invalid` outcome. */
+export function finishRoutes(event: SegmentEvent, routes: readonly Route[], options: MapOptions = {}): MappedResult[] {
+  if (!isEnabledByIntegrations(event.integrations, options.integrationNames)) {
+    return [{ outcome: skip('disabled-by-integrations', "Not sent: the event's integrations object turns 1Flow off.") }]
+  }
+  if (routes.length === 0) {
+    const type = typeof event.type === 'string' ? event.type : 'unknown'
+    return [{ outcome: skip('not-subscribed', `Not sent: no 1Flow mapping matches this ${type} event.`) }]
+  }
+  const context = { timestamp: eventTimestamp(event) }
+  return routes.map(({ subscription, actionKey, payload }) => {
+    try {
+      return { subscription, actionKey, outcome: toCommand(actionKey, payload, context) }
+    } catch (error) {
+      if (error instanceof InvalidPayloadError) return { subscription, actionKey, outcome: { kind: 'invalid', error } }
+      throw error
+    }
+  })
+}
+
+/** Maps an event with the presets only (no mapping-kit, no FQL): the fast path every adapter uses by default. */
+export function mapWithPresets(event: SegmentEvent, options: MapOptions = {}): MappedResult[] {
+  return finishRoutes(event, presetRoutes(event), options)
+}

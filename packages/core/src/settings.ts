@@ -1,0 +1,73 @@
+import { defineSettings, type PayloadOf } from './field-types'
+import { InvalidSettingsError } from './errors'
+
+export const DEFAULT_SDK_URL = 'https://1flow.app/js/1flow.js'
+export const DEFAULT_API_BASE_URL = 'https://api.1flow.app/v1'
+
+/** Destination settings, shared by every adapter. 1Flow has no region setting (facts/1flow.md §5). */
+export const settings = defineSettings({
+  projectApiKey: {
+    label: 'Project API Key',
+    description:
+      'Your 1Flow project API key (1Flow dashboard → Settings → Project Settings). The web SDK receives it as data-api-key; the HTTP API as the api_key header.',
+    type: 'password',
+    required: true
+  },
+  sdkUrl: {
+    label: '1Flow SDK URL',
+    description: 'Where the 1Flow web SDK is loaded from. Change it only to self-host or proxy the SDK.',
+    type: 'string',
+    format: 'uri',
+    default: DEFAULT_SDK_URL
+  },
+  apiBaseUrl: {
+    label: '1Flow HTTP API base URL',
+    description: "Base URL of 1Flow's HTTP API, used in cloud mode and by the relay. Change it only to route through a proxy.",
+    type: 'string',
+    format: 'uri',
+    default: DEFAULT_API_BASE_URL
+  }
+})
+
+export type Settings = PayloadOf<typeof settings>
+
+/** Settings after validation, with every default applied. */
+export interface ResolvedSettings {
+  readonly projectApiKey: string
+  readonly sdkUrl: string
+  readonly apiBaseUrl: string
+}
+
+const HTTP_URL = /^https?:\/\/[^\s/?#@]+(?:[/?#][^\s]*)?$/i
+
+function optionalUrl(input: Record<string, unknown>, key: 'sdkUrl' | 'apiBaseUrl', fallback: string): string {
+  const value = input[key]
+  if (value === undefined || value === null || value === '') return fallback
+  if (typeof value !== 'string' || !HTTP_URL.test(value.trim())) {
+    throw new InvalidSettingsError(
+      key,
+      `Setting "${key}" must be an absolute http(s) URL such as ${fallback}; leave it empty to use that default.`
+    )
+  }
+  return value.trim()
+}
+
+/** Validates raw settings and applies defaults; throws InvalidSettingsError naming the bad key (never its value). */
+export function resolveSettings(input: unknown): ResolvedSettings {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    throw new InvalidSettingsError('settings', 'Settings must be an object such as { "projectApiKey": "…" }.')
+  }
+  const raw = input as Record<string, unknown>
+  const key = raw.projectApiKey
+  if (typeof key !== 'string' || key.trim() === '') {
+    throw new InvalidSettingsError(
+      'projectApiKey',
+      'Setting "projectApiKey" is required: copy the project API key from 1Flow (Settings → Project Settings).'
+    )
+  }
+  return {
+    projectApiKey: key.trim(),
+    sdkUrl: optionalUrl(raw, 'sdkUrl', DEFAULT_SDK_URL),
+    apiBaseUrl: optionalUrl(raw, 'apiBaseUrl', DEFAULT_API_BASE_URL).replace(/\/+$/, '')
+  }
+}

@@ -1,0 +1,8 @@
+export { loadFixtures, reviveFixtureJson, fixtureSettings, expectedOutcome, FIXTURES_DIR, FIXTURE_API_KEY } from './fixtures'
+export type { Fixture, FixtureExpectation, ExpectedCall, ExpectedHttp, SdkCall, LoadOptions } from './fixtures'
+export { FakeOneFlowApi, FakeTimeoutError, FAKE_LIMITS } from './fake-oneflow-api'
+export type { FakeFault, RecordedRequest, AcceptedMessage, FakeOneFlowOptions } from './fake-oneflow-api'
+export { recordingSdkScript } from './recording-sdk'
+export type { SdkShape, SdkRecord, RecordingSdkOptions } from './recording-sdk'
+export { normalizeWire, sortKeys, redactSecrets } from './wire'
+export type { WireRequest } from './wire'

@@ -1,0 +1,19 @@
+import { defaultClientConditions, defaultServerConditions } from 'vite'
+import { defineConfig, type ViteUserConfig } from 'vitest/config'
+
+/** Workspace packages resolve to their TypeScript sources in tests, so nothing needs building first. */
+export const SOURCE_CONDITION = '@oneflow-seg/source'
+
+/** The one test config every package uses; packages pass only what differs. */
+export function packageTests(overrides: ViteUserConfig['test'] = {}): ViteUserConfig {
+  return defineConfig({
+    resolve: { conditions: [SOURCE_CONDITION, ...defaultClientConditions] },
+    ssr: { resolve: { conditions: [SOURCE_CONDITION, ...defaultServerConditions], externalConditions: [SOURCE_CONDITION] } },
+    test: {
+      include: ['src/**/__tests__/**/*.test.ts', 'test/**/*.test.ts'],
+      testTimeout: 20_000,
+      hookTimeout: 30_000,
+      ...overrides
+    }
+  })
+}
