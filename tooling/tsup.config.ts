@@ -13,7 +13,7 @@ export function packageBuild(entry: Record<string, string>, overrides: Options =
     clean: true,
     target: 'es2020',
     platform: 'neutral',
-    splitting: false,
+    splitting: true,
     treeshake: true,
     ...overrides
   })

@@ -48,11 +48,16 @@ export interface CommandContext {
   readonly timestamp?: unknown
 }
 
+// Already canonical (what Date#toISOString produces, as Segment libraries send it): no need to parse.
+const CANONICAL_ISO = /^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z$/
+
 /** Normalises an event timestamp to ISO-8601, or undefined when it is absent or unparseable. */
 export function toTimestamp(value: unknown): string | undefined {
   let ms: number
-  if (typeof value === 'string') ms = Date.parse(value)
-  else if (value instanceof Date) ms = value.getTime()
+  if (typeof value === 'string') {
+    if (CANONICAL_ISO.test(value)) return value
+    ms = Date.parse(value)
+  } else if (value instanceof Date) ms = value.getTime()
   else return undefined
   return Number.isFinite(ms) ? new Date(ms).toISOString() : undefined
 }

@@ -12,14 +12,44 @@ const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype'])
 /** Deeper nesting than this is refused rather than risking the caller's stack. */
 export const MAX_DEPTH = 64
 
-function convert(value: unknown, path: string, depth: number, ancestors: Set<object>, field: string): JsonValue | undefined {
+const OBJECT_PROTOTYPE = Object.getPrototypeOf({}) as object
+
+// True when `value` is already exactly what toJsonValue would produce (plain data, no Dates, no undefined,
+// no non-finite numbers, no prototype keys, not too deep). Most events are, and then no copy is needed.
+function isCleanJson(value: unknown, depth: number): boolean {
+  if (value === null) return true
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return true
+    case 'number':
+      return Number.isFinite(value) && !Object.is(value, -0)
+    case 'object':
+      break
+    default:
+      return false
+  }
+  if (depth >= MAX_DEPTH) return false
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (!isCleanJson(value[i], depth + 1)) return false
+    return true
+  }
+  const proto = Object.getPrototypeOf(value) as object | null
+  if (proto !== OBJECT_PROTOTYPE && proto !== null) return false
+  for (const key in value) {
+    if (FORBIDDEN_KEYS.has(key) || !isCleanJson((value as Record<string, unknown>)[key], depth + 1)) return false
+  }
+  return true
+}
+
+function convert(value: unknown, depth: number, stack: object[], keys: string[], field: string): JsonValue | undefined {
   if (value === null) return null
   switch (typeof value) {
     case 'string':
     case 'boolean':
       return value
     case 'number':
-      return Number.isFinite(value) ? value : null
+      return Number.isFinite(value) ? value + 0 : null // + 0 turns -0 into 0, as JSON does
     case 'bigint':
       return value.toString()
     case 'undefined':
@@ -30,34 +60,45 @@ function convert(value: unknown, path: string, depth: number, ancestors: Set<obj
   const obj = value as object
   if (typeof (obj as { toJSON?: unknown }).toJSON === 'function') {
     // Dates (and anything else that knows its JSON form) are converted the way JSON.stringify would.
-    return convert((obj as { toJSON(): unknown }).toJSON(), path, depth, ancestors, field)
+    return convert((obj as { toJSON(): unknown }).toJSON(), depth, stack, keys, field)
+  }
+  const path = () => [field, ...keys].join('.').replace(/\.\[/g, '[')
+  if (stack.includes(obj)) {
+    throw new InvalidPayloadError(field, 'circular', `"${path()}" refers back to itself (a circular reference); it cannot be sent as JSON.`)
   }
   if (depth >= MAX_DEPTH) {
-    throw new InvalidPayloadError(field, 'too-deep', `"${path}" is nested more than ${MAX_DEPTH} levels deep; flatten it before sending.`)
+    throw new InvalidPayloadError(field, 'too-deep', `"${path()}" is nested more than ${MAX_DEPTH} levels deep; flatten it before sending.`)
   }
-  if (ancestors.has(obj)) {
-    throw new InvalidPayloadError(field, 'circular', `"${path}" refers back to itself (a circular reference); it cannot be sent as JSON.`)
-  }
-  ancestors.add(obj)
+  stack.push(obj)
   let out: JsonValue
   if (Array.isArray(obj)) {
-    out = obj.map((item, i) => convert(item, `${path}[${i}]`, depth + 1, ancestors, field) ?? null)
+    out = []
+    for (let i = 0; i < obj.length; i++) {
+      keys.push(`[${i}]`)
+      out.push(convert(obj[i], depth + 1, stack, keys, field) ?? null)
+      keys.pop()
+    }
   } else {
     const record: JsonObject = {}
     for (const key of Object.keys(obj)) {
       if (FORBIDDEN_KEYS.has(key)) continue
-      const converted = convert((obj as Record<string, unknown>)[key], `${path}.${key}`, depth + 1, ancestors, field)
+      keys.push(key)
+      const converted = convert((obj as Record<string, unknown>)[key], depth + 1, stack, keys, field)
+      keys.pop()
       if (converted !== undefined) record[key] = converted
     }
     out = record
   }
-  ancestors.delete(obj)
+  stack.pop()
   return out
 }
 
-/** A JSON-safe deep copy: Dates become ISO strings, `undefined` is dropped, prototype keys never appear. */
+/**
+ * A JSON-safe version of `value`: Dates become ISO strings, `undefined` is dropped, prototype keys never
+ * appear. Input that is already clean JSON is returned as it is (never modified); anything else is copied.
+ */
 export function toJsonValue(value: unknown, field: string): JsonValue | undefined {
-  return convert(value, field, 0, new Set(), field)
+  return isCleanJson(value, 0) ? (value as JsonValue) : convert(value, 0, [], [], field)
 }
 
 /** Like toJsonValue, for fields that must be objects: absent or null gives `{}`, anything else but an object is refused. */

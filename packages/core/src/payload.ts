@@ -38,6 +38,29 @@ function article(type: string): string {
   return /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`
 }
 
+interface FieldCheck {
+  readonly key: string
+  readonly field: InputField
+  readonly required: boolean
+  readonly allowNull: boolean
+  readonly multiple: boolean
+}
+
+// Field lists are static, so each is compiled once into a flat list of checks (validation is on every event's path).
+const compiled = new WeakMap<Record<string, InputField>, readonly FieldCheck[]>()
+
+function checksFor(fields: Record<string, InputField>): readonly FieldCheck[] {
+  let checks = compiled.get(fields)
+  if (checks === undefined) {
+    checks = Object.keys(fields).map((key) => {
+      const field = fields[key] as InputField
+      return { key, field, required: field.required === true, allowNull: field.allowNull === true, multiple: field.multiple === true }
+    })
+    compiled.set(fields, checks)
+  }
+  return checks
+}
+
 /**
  * Checks a mapped payload against its fields the way Segment's cloud pipeline does (root '' and
  * disallowed null count as absent; required fields must be present; scalars are coerced where Segment
@@ -46,23 +69,18 @@ function article(type: string): string {
 export function validatePayload<P>(fields: Record<string, InputField>, payload: unknown): P {
   const input = (typeof payload === 'object' && payload !== null ? payload : {}) as Record<string, unknown>
   const out: Record<string, unknown> = {}
-  for (const key of Object.keys(fields)) {
-    const field = fields[key] as InputField
+  for (const { key, field, required, allowNull, multiple } of checksFor(fields)) {
     let value = input[key]
-    if (value === '' || (value === null && !field.allowNull)) value = undefined
+    if (value === '' || (value === null && !allowNull)) value = undefined
     if (value === undefined) {
-      if (field.required === true) {
+      if (required) {
         throw new InvalidPayloadError(key, 'missing', `Field "${key}" (${field.label}) is required but the event gave it no value; check its mapping.`)
       }
       continue
     }
-    if (value === null) {
-      out[key] = null
-    } else if (field.multiple) {
-      out[key] = (Array.isArray(value) ? value : [value]).map((v) => coerceScalar(field, key, v))
-    } else {
-      out[key] = coerceScalar(field, key, value)
-    }
+    if (value === null) out[key] = null
+    else if (multiple) out[key] = (Array.isArray(value) ? value : [value]).map((v) => coerceScalar(field, key, v))
+    else out[key] = coerceScalar(field, key, value)
   }
   return out as P
 }

@@ -31,8 +31,9 @@ export interface MapOptions {
   readonly integrationNames?: readonly string[]
 }
 
+// mapping-kit's `get` semantics, kept exactly: a falsy parent ('' / null / 0 / false) is returned as the value.
 function pick(source: unknown, key: string): unknown {
-  return typeof source === 'object' && source !== null ? (source as Record<string, unknown>)[key] : undefined
+  return source && (source as Record<string, unknown>)[key]
 }
 
 function withoutUndefined(record: Record<string, unknown>): Record<string, unknown> {
@@ -46,33 +47,33 @@ function withoutUndefined(record: Record<string, unknown>): Record<string, unkno
  * proves it equals mapping-kit's `transform(defaultMapping(fields), event)`.
  */
 export function resolveDefaultPayload(actionKey: ActionKey, event: SegmentEvent): Record<string, unknown> {
-  switch (actionKey) {
-    case 'identifyUser':
-      return withoutUndefined({ userId: event.userId, traits: event.traits })
-    case 'trackEvent':
-      return withoutUndefined({
-        event_name: event.event,
-        userId: event.userId,
-        anonymousId: event.anonymousId,
-        properties: event.properties
-      })
-    case 'trackPage': {
-      const props = event.properties
-      return withoutUndefined({
-        event_name: PAGE_EVENT_NAME,
-        userId: event.userId,
-        anonymousId: event.anonymousId,
-        properties: withoutUndefined({
-          name: event.name,
-          path: pick(props, 'path'),
-          url: pick(props, 'url'),
-          title: pick(props, 'title'),
-          referrer: pick(props, 'referrer'),
-          search: pick(props, 'search')
-        })
-      })
-    }
+  const out: Record<string, unknown> = {}
+  if (actionKey === 'identifyUser') {
+    if (event.userId !== undefined) out.userId = event.userId
+    if (event.traits !== undefined) out.traits = event.traits
+    return out
   }
+  if (actionKey === 'trackPage') {
+    out.event_name = PAGE_EVENT_NAME
+  } else if (event.event !== undefined) {
+    out.event_name = event.event
+  }
+  if (event.userId !== undefined) out.userId = event.userId
+  if (event.anonymousId !== undefined) out.anonymousId = event.anonymousId
+  if (actionKey === 'trackEvent') {
+    if (event.properties !== undefined) out.properties = event.properties
+    return out
+  }
+  const props = event.properties
+  out.properties = withoutUndefined({
+    name: event.name,
+    path: pick(props, 'path'),
+    url: pick(props, 'url'),
+    title: pick(props, 'title'),
+    referrer: pick(props, 'referrer'),
+    search: pick(props, 'search')
+  })
+  return out
 }
 
 const PRESET_ROUTES = new Map<unknown, { subscription: string; actionKey: ActionKey }>([
@@ -83,7 +84,8 @@ const PRESET_ROUTES = new Map<unknown, { subscription: string; actionKey: Action
 /** The preset route for an event (Track Event for track, Identify User for identify), or none. */
 export function presetRoutes(event: SegmentEvent): Route[] {
   const preset = PRESET_ROUTES.get(event.type)
-  return preset === undefined ? [] : [{ ...preset, payload: resolveDefaultPayload(preset.actionKey, event) }]
+  if (preset === undefined) return []
+  return [{ subscription: preset.subscription, actionKey: preset.actionKey, payload: resolveDefaultPayload(preset.actionKey, event) }]
 }
 
 /** Runs matched routes through validation and command building; an invalid payload becomes an `invalid` outcome. */

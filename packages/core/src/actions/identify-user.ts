@@ -30,11 +30,12 @@ export function toIdentifyCommand(payload: unknown, context: CommandContext = {}
   if (p.userId === undefined || p.userId.trim() === '') {
     return skip('missing-user-id', 'Identify User was not sent: the event has no User ID, and 1Flow only accepts identified users.')
   }
-  const timestamp = toTimestamp(context.timestamp)
-  return {
+  const cmd: { -readonly [K in keyof IdentifyCommand]: IdentifyCommand[K] } = {
     kind: 'identify',
     userId: p.userId,
-    traits: toJsonObject(p.traits, 'traits'),
-    ...(timestamp === undefined ? {} : { timestamp })
+    traits: toJsonObject(p.traits, 'traits')
   }
+  const timestamp = toTimestamp(context.timestamp)
+  if (timestamp !== undefined) cmd.timestamp = timestamp
+  return cmd
 }

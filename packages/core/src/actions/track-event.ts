@@ -39,17 +39,18 @@ export function buildTrackCommand(fields: Record<string, InputField>, payload: u
   if (p.event_name.trim() === '') {
     throw new InvalidPayloadError('event_name', 'missing', 'Field "event_name" (Event Name) is blank; 1Flow needs a non-empty event name.')
   }
-  const userId = toId(p.userId)
-  const anonymousId = toId(p.anonymousId)
-  const timestamp = toTimestamp(context.timestamp)
-  return {
+  const cmd: { -readonly [K in keyof TrackCommand]: TrackCommand[K] } = {
     kind: 'track',
     event: p.event_name,
-    properties: toJsonObject(p.properties, 'properties'),
-    ...(userId === undefined ? {} : { userId }),
-    ...(anonymousId === undefined ? {} : { anonymousId }),
-    ...(timestamp === undefined ? {} : { timestamp })
+    properties: toJsonObject(p.properties, 'properties')
   }
+  const userId = toId(p.userId)
+  if (userId !== undefined) cmd.userId = userId
+  const anonymousId = toId(p.anonymousId)
+  if (anonymousId !== undefined) cmd.anonymousId = anonymousId
+  const timestamp = toTimestamp(context.timestamp)
+  if (timestamp !== undefined) cmd.timestamp = timestamp
+  return cmd
 }
 
 /** track → `logEvent(event, properties)`; a missing or blank event name is an InvalidPayloadError on `event_name`. */

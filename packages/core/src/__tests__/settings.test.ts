@@ -1,0 +1,91 @@
+import type { GlobalSetting, InputField } from '@segment/actions-core'
+import { describe, expect, expectTypeOf, it } from 'vitest'
+import {
+  DEFAULT_API_BASE_URL,
+  DEFAULT_SDK_URL,
+  identifyUserFields,
+  InvalidSettingsError,
+  presets,
+  resolveSettings,
+  settings,
+  trackEventFields,
+  type IdentifyUserPayload,
+  type Settings,
+  type TrackEventPayload,
+  type TrackPagePayload
+} from '../index'
+
+describe('settings', () => {
+  it('applies the defaults', () => {
+    expect(resolveSettings({ projectApiKey: ' key-1 ' })).toEqual({ projectApiKey: 'key-1', sdkUrl: DEFAULT_SDK_URL, apiBaseUrl: DEFAULT_API_BASE_URL })
+    expect(DEFAULT_SDK_URL).toBe('https://1flow.app/js/1flow.js')
+    expect(DEFAULT_API_BASE_URL).toBe('https://api.1flow.app/v1')
+  })
+
+  it('keeps overrides and trims a trailing slash from the API base URL', () => {
+    expect(resolveSettings({ projectApiKey: 'k', sdkUrl: 'http://127.0.0.1:9/sdk.js', apiBaseUrl: 'http://127.0.0.1:9/v1/' })).toMatchObject({
+      sdkUrl: 'http://127.0.0.1:9/sdk.js',
+      apiBaseUrl: 'http://127.0.0.1:9/v1'
+    })
+  })
+
+  it.each([
+    [{}, 'projectApiKey'],
+    [{ projectApiKey: '' }, 'projectApiKey'],
+    [{ projectApiKey: 42 }, 'projectApiKey'],
+    [{ projectApiKey: 'k', sdkUrl: 'javascript:alert(1)' }, 'sdkUrl'],
+    [{ projectApiKey: 'k', apiBaseUrl: 'api.1flow.app' }, 'apiBaseUrl'],
+    [null, 'settings']
+  ])('refuses %j naming %s', (input, key) => {
+    expect(() => resolveSettings(input)).toThrowError(InvalidSettingsError)
+    expect(() => resolveSettings(input)).toThrowError(expect.objectContaining({ key, code: 'INVALID_SETTINGS', remedy: 'fix-config' }))
+  })
+
+  it('never puts a secret in an error message', () => {
+    try {
+      resolveSettings({ projectApiKey: 'secret-key-value', apiBaseUrl: 'not a url secret-key-value' })
+    } catch (error) {
+      expect((error as Error).message).not.toContain('secret-key-value')
+      return
+    }
+    expect.unreachable('resolveSettings should have thrown')
+  })
+
+  it('marks the project API key as a required secret', () => {
+    expect(settings.projectApiKey).toMatchObject({ type: 'password', required: true })
+  })
+})
+
+describe('presets and fields (seed doc)', () => {
+  it('has exactly the seed doc presets with field defaults as mappings', () => {
+    expect(presets).toEqual([
+      {
+        name: 'Track Event',
+        subscribe: 'type = "track"',
+        partnerAction: 'trackEvent',
+        type: 'automatic',
+        mapping: { event_name: { '@path': '$.event' }, userId: { '@path': '$.userId' }, anonymousId: { '@path': '$.anonymousId' }, properties: { '@path': '$.properties' } }
+      },
+      { name: 'Identify User', subscribe: 'type = "identify"', partnerAction: 'identifyUser', type: 'automatic', mapping: { userId: { '@path': '$.userId' }, traits: { '@path': '$.traits' } } }
+    ])
+  })
+
+  it('labels the fields as the seed doc does', () => {
+    expect(Object.fromEntries(Object.entries(identifyUserFields).map(([k, f]) => [k, [f.label, f.type]]))).toEqual({ userId: ['User ID', 'string'], traits: ['Custom Attributes', 'object'] })
+    expect(Object.fromEntries(Object.entries(trackEventFields).map(([k, f]) => [k, [f.label, f.type, (f as InputField).required ?? false]]))).toEqual({
+      event_name: ['Event Name', 'string', true],
+      userId: ['User ID', 'string', false],
+      anonymousId: ['Anonymous ID', 'string', false],
+      properties: ['Event Properties', 'object', false]
+    })
+  })
+
+  it('infers payload types from the field objects', () => {
+    expectTypeOf<TrackEventPayload>().toEqualTypeOf<{ event_name: string; userId?: string; anonymousId?: string; properties?: Record<string, unknown> }>()
+    expectTypeOf<IdentifyUserPayload>().toEqualTypeOf<{ userId?: string; traits?: Record<string, unknown> }>()
+    expectTypeOf<TrackPagePayload>().toEqualTypeOf<TrackEventPayload>()
+    expectTypeOf<Settings>().toEqualTypeOf<{ projectApiKey: string; sdkUrl?: string; apiBaseUrl?: string }>()
+    expectTypeOf(trackEventFields).toMatchTypeOf<Record<string, InputField>>()
+    expectTypeOf(settings).toMatchTypeOf<Record<string, GlobalSetting>>()
+  })
+})
