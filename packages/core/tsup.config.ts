@@ -1,3 +1,3 @@
 import { packageBuild } from '../../tooling/tsup.config'
 
-export default packageBuild({ index: 'src/index.ts', mapping: 'src/mapping.ts' })
+export default packageBuild({ index: 'src/index.ts', subscriptions: 'src/subscriptions.ts', mapping: 'src/mapping.ts' }, {}, { esmModules: true })

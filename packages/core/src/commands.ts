@@ -1,12 +1,12 @@
-import type { JsonObject } from './json-value'
+import type { JsonObject } from './json-value.js'
 
 /** Create or update a user in 1Flow (web SDK `logUser`, HTTP `POST /identify`). */
 export interface IdentifyCommand {
   readonly kind: 'identify'
   readonly userId: string
   readonly traits: JsonObject
-  /** ISO-8601; only the HTTP API uses it. */
-  readonly timestamp?: string
+  /** When it happened, as the event gave it (string or Date); the HTTP contract sends it as ISO-8601. */
+  readonly timestamp?: string | Date
 }
 
 /** Record an event in 1Flow (web SDK `logEvent`, HTTP `POST /track`). */
@@ -16,8 +16,8 @@ export interface TrackCommand {
   readonly properties: JsonObject
   readonly userId?: string
   readonly anonymousId?: string
-  /** ISO-8601; only the HTTP API uses it. */
-  readonly timestamp?: string
+  /** When it happened, as the event gave it (string or Date); the HTTP contract sends it as ISO-8601. */
+  readonly timestamp?: string | Date
 }
 
 /** A runtime-neutral instruction for 1Flow; adapters turn it into an SDK call or an HTTP request. */
@@ -44,8 +44,14 @@ export function skip(reason: SkipReason, message: string): Skip {
 
 /** Extra facts from the event (not mapped fields) that a command may carry. */
 export interface CommandContext {
-  /** The event's timestamp (ISO string or Date); invalid values are ignored. */
+  /** The event's timestamp (ISO string or Date); anything else is ignored. */
   readonly timestamp?: unknown
+}
+
+/** The context's timestamp if it is of a kind a command carries (normalised later, only where it is sent). */
+export function commandTimestamp(context: CommandContext): string | Date | undefined {
+  const t = context.timestamp
+  return typeof t === 'string' || t instanceof Date ? t : undefined
 }
 
 // Already canonical (what Date#toISOString produces, as Segment libraries send it): no need to parse.

@@ -86,8 +86,6 @@ export class SdkLoadError extends OneFlowError {
     readonly url: string,
     readonly reason: string
   ) {
-    super(
-      `The 1Flow SDK at ${url} did not load (${reason}). Check that the URL is reachable from the page and allowed by its Content-Security-Policy (script-src); events for 1Flow are dropped until it loads.`
-    )
+    super(`The 1Flow SDK at ${url} did not load (${reason}); check the URL and the page's Content-Security-Policy (script-src).`)
   }
 }

@@ -12,9 +12,9 @@
  * Only the fields below are sent, and a field without a value is absent (never null): 1Flow documents no
  * other field, and an unknown one could be refused.
  */
-import type { Command, IdentifyCommand, TrackCommand } from './commands'
-import { PayloadTooLargeError } from './errors'
-import type { JsonObject } from './json-value'
+import { toTimestamp, type Command, type IdentifyCommand, type TrackCommand } from './commands.js'
+import { PayloadTooLargeError } from './errors.js'
+import type { JsonObject } from './json-value.js'
 
 export const ONEFLOW_LIMITS = {
   /** 1Flow: 32 KB per standard request. */
@@ -85,21 +85,23 @@ function nonEmpty(obj: JsonObject): JsonObject | undefined {
 
 function identifyBody(cmd: IdentifyCommand): IdentifyBody {
   const traits = nonEmpty(cmd.traits)
+  const timestamp = toTimestamp(cmd.timestamp)
   return {
     user_id: cmd.userId,
     ...(traits && { traits }),
-    ...(cmd.timestamp !== undefined && { timestamp: cmd.timestamp })
+    ...(timestamp !== undefined && { timestamp })
   }
 }
 
 function trackBody(cmd: TrackCommand): TrackBody {
   const properties = nonEmpty(cmd.properties)
+  const timestamp = toTimestamp(cmd.timestamp)
   return {
     event: cmd.event,
     ...(cmd.userId !== undefined && { user_id: cmd.userId }),
     ...(cmd.anonymousId !== undefined && { anonymous_id: cmd.anonymousId }),
     ...(properties && { properties }),
-    ...(cmd.timestamp !== undefined && { timestamp: cmd.timestamp })
+    ...(timestamp !== undefined && { timestamp })
   }
 }
 

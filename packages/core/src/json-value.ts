@@ -1,4 +1,4 @@
-import { InvalidPayloadError } from './errors'
+import { InvalidPayloadError } from './errors.js'
 
 export type JsonPrimitive = string | number | boolean | null
 export type JsonValue = JsonPrimitive | JsonValue[] | JsonObject
@@ -23,7 +23,7 @@ function isCleanJson(value: unknown, depth: number): boolean {
     case 'boolean':
       return true
     case 'number':
-      return Number.isFinite(value) && !Object.is(value, -0)
+      return Number.isFinite(value)
     case 'object':
       break
     default:
@@ -31,25 +31,23 @@ function isCleanJson(value: unknown, depth: number): boolean {
   }
   if (depth >= MAX_DEPTH) return false
   if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) if (!isCleanJson(value[i], depth + 1)) return false
+    for (const item of value) if (!isCleanJson(item, depth + 1)) return false
     return true
   }
   const proto = Object.getPrototypeOf(value) as object | null
   if (proto !== OBJECT_PROTOTYPE && proto !== null) return false
-  for (const key in value) {
-    if (FORBIDDEN_KEYS.has(key) || !isCleanJson((value as Record<string, unknown>)[key], depth + 1)) return false
-  }
+  for (const key in value) if (FORBIDDEN_KEYS.has(key) || !isCleanJson((value as Record<string, unknown>)[key], depth + 1)) return false
   return true
 }
 
-function convert(value: unknown, depth: number, stack: object[], keys: string[], field: string): JsonValue | undefined {
+function convert(value: unknown, depth: number, stack: object[], field: string): JsonValue | undefined {
   if (value === null) return null
   switch (typeof value) {
     case 'string':
     case 'boolean':
       return value
     case 'number':
-      return Number.isFinite(value) ? value + 0 : null // + 0 turns -0 into 0, as JSON does
+      return Number.isFinite(value) ? value : null
     case 'bigint':
       return value.toString()
     case 'undefined':
@@ -57,34 +55,26 @@ function convert(value: unknown, depth: number, stack: object[], keys: string[],
     case 'symbol':
       return undefined
   }
-  const obj = value as object
-  if (typeof (obj as { toJSON?: unknown }).toJSON === 'function') {
+  const obj = value as Record<string, unknown>
+  if (typeof obj.toJSON === 'function') {
     // Dates (and anything else that knows its JSON form) are converted the way JSON.stringify would.
-    return convert((obj as { toJSON(): unknown }).toJSON(), depth, stack, keys, field)
+    return convert((obj as { toJSON(): unknown }).toJSON(), depth, stack, field)
   }
-  const path = () => [field, ...keys].join('.').replace(/\.\[/g, '[')
   if (stack.includes(obj)) {
-    throw new InvalidPayloadError(field, 'circular', `"${path()}" refers back to itself (a circular reference); it cannot be sent as JSON.`)
+    throw new InvalidPayloadError(field, 'circular', `"${field}" contains a circular reference; it cannot be sent as JSON.`)
   }
   if (depth >= MAX_DEPTH) {
-    throw new InvalidPayloadError(field, 'too-deep', `"${path()}" is nested more than ${MAX_DEPTH} levels deep; flatten it before sending.`)
+    throw new InvalidPayloadError(field, 'too-deep', `"${field}" is nested more than ${MAX_DEPTH} levels deep; flatten it before sending.`)
   }
   stack.push(obj)
   let out: JsonValue
   if (Array.isArray(obj)) {
     out = []
-    for (let i = 0; i < obj.length; i++) {
-      keys.push(`[${i}]`)
-      out.push(convert(obj[i], depth + 1, stack, keys, field) ?? null)
-      keys.pop()
-    }
+    for (const item of obj) out.push(convert(item, depth + 1, stack, field) ?? null)
   } else {
     const record: JsonObject = {}
     for (const key of Object.keys(obj)) {
-      if (FORBIDDEN_KEYS.has(key)) continue
-      keys.push(key)
-      const converted = convert((obj as Record<string, unknown>)[key], depth + 1, stack, keys, field)
-      keys.pop()
+      const converted = FORBIDDEN_KEYS.has(key) ? undefined : convert(obj[key], depth + 1, stack, field)
       if (converted !== undefined) record[key] = converted
     }
     out = record
@@ -98,7 +88,12 @@ function convert(value: unknown, depth: number, stack: object[], keys: string[],
  * appear. Input that is already clean JSON is returned as it is (never modified); anything else is copied.
  */
 export function toJsonValue(value: unknown, field: string): JsonValue | undefined {
-  return isCleanJson(value, 0) ? (value as JsonValue) : convert(value, 0, [], [], field)
+  return isCleanJson(value, 0) ? (value as JsonValue) : convert(value, 0, [], field)
+}
+
+/** The JSON-safe copy of an object field that validatePayload has already checked (absent gives `{}`). */
+export function toJsonFields(value: Record<string, unknown> | undefined, field: string): JsonObject {
+  return value === undefined ? {} : (toJsonValue(value, field) as JsonObject)
 }
 
 /** Like toJsonValue, for fields that must be objects: absent or null gives `{}`, anything else but an object is refused. */
@@ -119,10 +114,7 @@ export function toId(value: unknown): string | undefined {
   return undefined
 }
 
-/** Short description of a value's type for error messages (never the value itself). */
+/** A value's type for error messages (never the value itself). */
 export function describe(value: unknown): string {
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
-  const t = typeof value
-  return t === 'object' ? 'an object' : `a ${t}`
+  return value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value
 }

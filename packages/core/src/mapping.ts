@@ -6,10 +6,11 @@
  */
 import { transform } from '@segment/actions-core/mapping-kit'
 import { parseFql, validate } from '@segment/destination-subscriptions'
-import { InvalidSubscriptionError, type SubscriptionProblem } from './errors'
-import { finishRoutes, type MapOptions, type MappedResult, type Route } from './route'
-import type { SegmentEvent } from './segment-event'
-import { validateSubscriptions, type ValidSubscription } from './subscriptions'
+import { InvalidSubscriptionError, type SubscriptionProblem } from './errors.js'
+import { finishRoutes, type MapOptions, type MappedResult, type Route } from './route.js'
+import type { SegmentEvent } from './segment-event.js'
+import type { ValidSubscription } from './subscription-shape.js'
+import { validateSubscriptions } from './subscriptions.js'
 
 type Condition = Exclude<ReturnType<typeof parseFql>, { error: Error }>
 

@@ -1,6 +1,6 @@
-import { defaultMapping, type ActionKey } from './actions/registry'
-import { identifyUserFields } from './actions/identify-user'
-import { trackEventFields } from './actions/track-event'
+import { defaultMapping, type ActionKey } from './actions/registry.js'
+import { identifyUserFields } from './actions/identify-user.js'
+import { trackEventFields } from './actions/track-event.js'
 
 export interface AutomaticPreset {
   readonly name: string

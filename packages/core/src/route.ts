@@ -1,8 +1,10 @@
-import { InvalidPayloadError } from './errors'
-import { skip, type Command, type Skip } from './commands'
-import { toCommand, type ActionKey } from './actions/registry'
-import { PAGE_EVENT_NAME } from './actions/track-page'
-import { eventTimestamp, isEnabledByIntegrations, type SegmentEvent } from './segment-event'
+import { InvalidPayloadError } from './errors.js'
+import { skip, type Command, type CommandContext, type Skip } from './commands.js'
+import { toIdentifyCommand } from './actions/identify-user.js'
+import { toTrackCommand } from './actions/track-event.js'
+import { toCommand, type ActionKey } from './actions/registry.js'
+import { PAGE_EVENT_NAME } from './actions/shared-fields.js'
+import { eventTimestamp, isEnabledByIntegrations, type SegmentEvent } from './segment-event.js'
 
 /** The event could not be mapped into a valid payload; `error` names the field. */
 export interface Invalid {
@@ -47,23 +49,30 @@ function withoutUndefined(record: Record<string, unknown>): Record<string, unkno
  * proves it equals mapping-kit's `transform(defaultMapping(fields), event)`.
  */
 export function resolveDefaultPayload(actionKey: ActionKey, event: SegmentEvent): Record<string, unknown> {
+  return actionKey === 'identifyUser' ? identifyDefaults(event) : actionKey === 'trackEvent' ? trackDefaults(event) : pageDefaults(event)
+}
+
+function identifyDefaults(event: SegmentEvent): Record<string, unknown> {
   const out: Record<string, unknown> = {}
-  if (actionKey === 'identifyUser') {
-    if (event.userId !== undefined) out.userId = event.userId
-    if (event.traits !== undefined) out.traits = event.traits
-    return out
-  }
-  if (actionKey === 'trackPage') {
-    out.event_name = PAGE_EVENT_NAME
-  } else if (event.event !== undefined) {
-    out.event_name = event.event
-  }
+  if (event.userId !== undefined) out.userId = event.userId
+  if (event.traits !== undefined) out.traits = event.traits
+  return out
+}
+
+function identity(out: Record<string, unknown>, event: SegmentEvent): Record<string, unknown> {
   if (event.userId !== undefined) out.userId = event.userId
   if (event.anonymousId !== undefined) out.anonymousId = event.anonymousId
-  if (actionKey === 'trackEvent') {
-    if (event.properties !== undefined) out.properties = event.properties
-    return out
-  }
+  return out
+}
+
+function trackDefaults(event: SegmentEvent): Record<string, unknown> {
+  const out = identity(event.event === undefined ? {} : { event_name: event.event }, event)
+  if (event.properties !== undefined) out.properties = event.properties
+  return out
+}
+
+function pageDefaults(event: SegmentEvent): Record<string, unknown> {
+  const out = identity({ event_name: PAGE_EVENT_NAME }, event)
   const props = event.properties
   out.properties = withoutUndefined({
     name: event.name,
@@ -76,20 +85,26 @@ export function resolveDefaultPayload(actionKey: ActionKey, event: SegmentEvent)
   return out
 }
 
-const PRESET_ROUTES = new Map<unknown, { subscription: string; actionKey: ActionKey }>([
-  ['track', { subscription: 'Track Event', actionKey: 'trackEvent' }],
-  ['identify', { subscription: 'Identify User', actionKey: 'identifyUser' }]
+const PRESET_ROUTES = new Map<unknown, { subscription: string; actionKey: ActionKey; resolve: (event: SegmentEvent) => Record<string, unknown> }>([
+  ['track', { subscription: 'Track Event', actionKey: 'trackEvent', resolve: trackDefaults }],
+  ['identify', { subscription: 'Identify User', actionKey: 'identifyUser', resolve: identifyDefaults }]
 ])
 
 /** The preset route for an event (Track Event for track, Identify User for identify), or none. */
 export function presetRoutes(event: SegmentEvent): Route[] {
   const preset = PRESET_ROUTES.get(event.type)
   if (preset === undefined) return []
-  return [{ subscription: preset.subscription, actionKey: preset.actionKey, payload: resolveDefaultPayload(preset.actionKey, event) }]
+  return [{ subscription: preset.subscription, actionKey: preset.actionKey, payload: preset.resolve(event) }]
 }
 
-/** Runs matched routes through validation and command building; an invalid payload becomes an `invalid` outcome. */
-export function finishRoutes(event: SegmentEvent, routes: readonly Route[], options: MapOptions = {}): MappedResult[] {
+type Build = (actionKey: ActionKey, payload: unknown, context: CommandContext) => Command | Skip
+
+// The presets use only identify and track; dispatching on just those keeps Track Page View (opt-in, reached
+// only through subscriptions) out of bundles that never subscribe to it.
+const buildPreset: Build = (actionKey, payload, context) =>
+  actionKey === 'identifyUser' ? toIdentifyCommand(payload, context) : toTrackCommand(payload, context)
+
+function finish(event: SegmentEvent, routes: readonly Route[], options: MapOptions, build: Build): MappedResult[] {
   if (!isEnabledByIntegrations(event.integrations, options.integrationNames)) {
     return [{ outcome: skip('disabled-by-integrations', "Not sent: the event's integrations object turns 1Flow off.") }]
   }
@@ -100,7 +115,7 @@ export function finishRoutes(event: SegmentEvent, routes: readonly Route[], opti
   const context = { timestamp: eventTimestamp(event) }
   return routes.map(({ subscription, actionKey, payload }) => {
     try {
-      return { subscription, actionKey, outcome: toCommand(actionKey, payload, context) }
+      return { subscription, actionKey, outcome: build(actionKey, payload, context) }
     } catch (error) {
       if (error instanceof InvalidPayloadError) return { subscription, actionKey, outcome: { kind: 'invalid', error } }
       throw error
@@ -108,7 +123,12 @@ export function finishRoutes(event: SegmentEvent, routes: readonly Route[], opti
   })
 }
 
+/** Runs matched routes through validation and command building; an invalid payload becomes an `invalid` outcome. */
+export function finishRoutes(event: SegmentEvent, routes: readonly Route[], options: MapOptions = {}): MappedResult[] {
+  return finish(event, routes, options, toCommand)
+}
+
 /** Maps an event with the presets only (no mapping-kit, no FQL): the fast path every adapter uses by default. */
 export function mapWithPresets(event: SegmentEvent, options: MapOptions = {}): MappedResult[] {
-  return finishRoutes(event, presetRoutes(event), options)
+  return finish(event, presetRoutes(event), options, buildPreset)
 }

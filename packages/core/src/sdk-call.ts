@@ -1,5 +1,5 @@
-import type { Command } from './commands'
-import type { JsonObject } from './json-value'
+import type { Command } from './commands.js'
+import type { JsonObject } from './json-value.js'
 
 /** A call on 1Flow's web SDK in its documented method form: `_1flow.logUser(id, traits)` / `_1flow.logEvent(name, params)`. */
 export type SdkCall = readonly ['logUser', string, JsonObject] | readonly ['logEvent', string, JsonObject]

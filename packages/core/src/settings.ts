@@ -1,11 +1,11 @@
-import { defineSettings, type PayloadOf } from './field-types'
-import { InvalidSettingsError } from './errors'
+import { defineSettings, type PayloadOf } from './field-types.js'
+import { InvalidSettingsError } from './errors.js'
 
 export const DEFAULT_SDK_URL = 'https://1flow.app/js/1flow.js'
 export const DEFAULT_API_BASE_URL = 'https://api.1flow.app/v1'
 
 /** Destination settings, shared by every adapter. 1Flow has no region setting (facts/1flow.md §5). */
-export const settings = defineSettings({
+export const settings = /* @__PURE__ */ defineSettings({
   projectApiKey: {
     label: 'Project API Key',
     description:
@@ -46,7 +46,7 @@ function optionalUrl(input: Record<string, unknown>, key: 'sdkUrl' | 'apiBaseUrl
   if (typeof value !== 'string' || !HTTP_URL.test(value.trim())) {
     throw new InvalidSettingsError(
       key,
-      `Setting "${key}" must be an absolute http(s) URL such as ${fallback}; leave it empty to use that default.`
+      `Setting "${key}" must be an http(s) URL such as ${fallback} (or empty for that default).`
     )
   }
   return value.trim()
@@ -55,14 +55,14 @@ function optionalUrl(input: Record<string, unknown>, key: 'sdkUrl' | 'apiBaseUrl
 /** Validates raw settings and applies defaults; throws InvalidSettingsError naming the bad key (never its value). */
 export function resolveSettings(input: unknown): ResolvedSettings {
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {
-    throw new InvalidSettingsError('settings', 'Settings must be an object such as { "projectApiKey": "…" }.')
+    throw new InvalidSettingsError('settings', 'Settings must be an object such as {"projectApiKey": "…"}.')
   }
   const raw = input as Record<string, unknown>
   const key = raw.projectApiKey
   if (typeof key !== 'string' || key.trim() === '') {
     throw new InvalidSettingsError(
       'projectApiKey',
-      'Setting "projectApiKey" is required: copy the project API key from 1Flow (Settings → Project Settings).'
+      'Setting "projectApiKey" is required: copy it from 1Flow (Settings → Project Settings).'
     )
   }
   return {

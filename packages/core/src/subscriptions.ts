@@ -1,26 +1,11 @@
-import { InvalidSubscriptionError, type SubscriptionProblem } from './errors'
-import { lintFql, suggestFql } from './fql-lint'
-import { actionKeys, actions, defaultMapping, isActionKey, type ActionKey } from './actions/registry'
-
-/** Segment's limit: "Individual destination instances have support a maximum of 50 mappings." */
-export const MAX_SUBSCRIPTIONS = 50
-
-/** A mapping as Segment stores it: which action, on which trigger, with which field mapping. */
-export interface Subscription {
-  readonly name?: string
-  readonly subscribe: string
-  readonly partnerAction: string
-  readonly mapping?: Record<string, unknown>
-  readonly enabled?: boolean
-}
-
-/** A validated subscription: known action, a trigger that reads as written, a mapping (defaults filled in when omitted). */
-export interface ValidSubscription {
-  readonly name: string
-  readonly subscribe: string
-  readonly partnerAction: ActionKey
-  readonly mapping: Record<string, unknown>
-}
+/**
+ * `@oneflow-seg/core/subscriptions`: checks Segment-style subscriptions (mappings) without loading Segment's
+ * mapping-kit or FQL parser. A sub-entry of its own so that browser bundles that do not need it never carry it.
+ */
+import { InvalidSubscriptionError, type SubscriptionProblem } from './errors.js'
+import { lintFql, suggestFql } from './fql-lint.js'
+import { actionKeys, actions, defaultMapping, isActionKey, type ActionKey } from './actions/registry.js'
+import { MAX_SUBSCRIPTIONS, type Subscription, type ValidSubscription } from './subscription-shape.js'
 
 function label(sub: Record<string, unknown>, index: number): string {
   return typeof sub.name === 'string' && sub.name !== '' ? `Mapping "${sub.name}" (#${index + 1})` : `Mapping #${index + 1}`
@@ -89,6 +74,11 @@ function checkOne(sub: unknown, index: number, problems: SubscriptionProblem[]):
     mapping
   }
 }
+
+export { lintFql, suggestFql } from './fql-lint.js'
+export type { FqlProblem } from './fql-lint.js'
+export { MAX_SUBSCRIPTIONS } from './subscription-shape.js'
+export type { Subscription, ValidSubscription } from './subscription-shape.js'
 
 /**
  * Validates Segment-style subscriptions (at most 50; known actions; triggers FQL reads as written; mapping

@@ -89,3 +89,11 @@ describe('presets and fields (seed doc)', () => {
     expectTypeOf(settings).toMatchTypeOf<Record<string, GlobalSetting>>()
   })
 })
+
+describe('field types', () => {
+  it('uses only the field types validatePayload knows (string family and object)', async () => {
+    const { actions } = await import('../index')
+    const types = Object.values(actions).flatMap((a) => Object.values(a.fields as Record<string, InputField>).map((f) => f.type))
+    expect(new Set(types)).toEqual(new Set(['string', 'object']))
+  })
+})

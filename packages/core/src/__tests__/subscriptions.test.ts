@@ -1,6 +1,7 @@
 import { parseFql, validate } from '@segment/destination-subscriptions'
 import { describe, expect, it } from 'vitest'
-import { InvalidSubscriptionError, isEnabledByIntegrations, lintFql, suggestFql, validateSubscriptions } from '../index'
+import { InvalidSubscriptionError, isEnabledByIntegrations } from '../index'
+import { lintFql, suggestFql, validateSubscriptions } from '../subscriptions'
 
 const trackA = { type: 'track', event: 'A', userId: 'u', anonymousId: 'z', properties: { plan: 'pro', count: 5 } }
 

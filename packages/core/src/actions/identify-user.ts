@@ -1,10 +1,10 @@
-import { defineFields, type PayloadOf } from '../field-types'
-import { skip, toTimestamp, type CommandContext, type IdentifyCommand, type Skip } from '../commands'
-import { toJsonObject } from '../json-value'
-import { validatePayload } from '../payload'
-import { identityFields } from './shared-fields'
+import { defineFields, type PayloadOf } from '../field-types.js'
+import { skip, commandTimestamp, type CommandContext, type IdentifyCommand, type Skip } from '../commands.js'
+import { toJsonFields } from '../json-value.js'
+import { validatePayload } from '../payload.js'
+import { identityFields } from './shared-fields.js'
 
-export const identifyUserFields = defineFields({
+export const identifyUserFields = /* @__PURE__ */ defineFields({
   userId: identityFields.userId,
   traits: {
     label: 'Custom Attributes',
@@ -28,14 +28,14 @@ export const identifyUser = {
 export function toIdentifyCommand(payload: unknown, context: CommandContext = {}): IdentifyCommand | Skip {
   const p = validatePayload<IdentifyUserPayload>(identifyUserFields, payload)
   if (p.userId === undefined || p.userId.trim() === '') {
-    return skip('missing-user-id', 'Identify User was not sent: the event has no User ID, and 1Flow only accepts identified users.')
+    return skip('missing-user-id', 'Identify User not sent: the event has no User ID.')
   }
   const cmd: { -readonly [K in keyof IdentifyCommand]: IdentifyCommand[K] } = {
     kind: 'identify',
     userId: p.userId,
-    traits: toJsonObject(p.traits, 'traits')
+    traits: toJsonFields(p.traits, 'traits')
   }
-  const timestamp = toTimestamp(context.timestamp)
+  const timestamp = commandTimestamp(context)
   if (timestamp !== undefined) cmd.timestamp = timestamp
   return cmd
 }

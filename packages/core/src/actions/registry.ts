@@ -1,8 +1,8 @@
 import type { InputField } from '@segment/actions-core'
-import type { Command, CommandContext, Skip } from '../commands'
-import { identifyUser, toIdentifyCommand } from './identify-user'
-import { toTrackCommand, trackEvent } from './track-event'
-import { toPageCommand, trackPage } from './track-page'
+import type { Command, CommandContext, Skip } from '../commands.js'
+import { identifyUser, toIdentifyCommand } from './identify-user.js'
+import { toTrackCommand, trackEvent } from './track-event.js'
+import { toPageCommand, trackPage } from './track-page.js'
 
 /** Every 1Flow action, keyed as Segment's `partnerAction`. */
 export const actions = { identifyUser, trackEvent, trackPage } as const

@@ -1,12 +1,12 @@
 import type { InputField } from '@segment/actions-core'
-import { defineFields, type PayloadOf } from '../field-types'
-import { toTimestamp, type CommandContext, type TrackCommand } from '../commands'
-import { InvalidPayloadError } from '../errors'
-import { toId, toJsonObject } from '../json-value'
-import { validatePayload } from '../payload'
-import { identityFields } from './shared-fields'
+import { defineFields, type PayloadOf } from '../field-types.js'
+import { commandTimestamp, type CommandContext, type TrackCommand } from '../commands.js'
+import { InvalidPayloadError } from '../errors.js'
+import { toId, toJsonFields } from '../json-value.js'
+import { validatePayload } from '../payload.js'
+import { identityFields } from './shared-fields.js'
 
-export const trackEventFields = defineFields({
+export const trackEventFields = /* @__PURE__ */ defineFields({
   event_name: {
     label: 'Event Name',
     description: 'The name of the event.',
@@ -37,18 +37,18 @@ export const trackEvent = {
 export function buildTrackCommand(fields: Record<string, InputField>, payload: unknown, context: CommandContext): TrackCommand {
   const p = validatePayload<TrackEventPayload>(fields, payload)
   if (p.event_name.trim() === '') {
-    throw new InvalidPayloadError('event_name', 'missing', 'Field "event_name" (Event Name) is blank; 1Flow needs a non-empty event name.')
+    throw new InvalidPayloadError('event_name', 'missing', 'Field "event_name" (Event Name) is blank; 1Flow needs an event name.')
   }
   const cmd: { -readonly [K in keyof TrackCommand]: TrackCommand[K] } = {
     kind: 'track',
     event: p.event_name,
-    properties: toJsonObject(p.properties, 'properties')
+    properties: toJsonFields(p.properties, 'properties')
   }
   const userId = toId(p.userId)
   if (userId !== undefined) cmd.userId = userId
   const anonymousId = toId(p.anonymousId)
   if (anonymousId !== undefined) cmd.anonymousId = anonymousId
-  const timestamp = toTimestamp(context.timestamp)
+  const timestamp = commandTimestamp(context)
   if (timestamp !== undefined) cmd.timestamp = timestamp
   return cmd
 }

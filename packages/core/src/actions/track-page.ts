@@ -1,11 +1,11 @@
-import { defineFields, type PayloadOf } from '../field-types'
-import type { CommandContext, TrackCommand } from '../commands'
-import { identityFields } from './shared-fields'
-import { buildTrackCommand, trackEventFields } from './track-event'
+import { defineFields, type PayloadOf } from '../field-types.js'
+import type { CommandContext, TrackCommand } from '../commands.js'
+import { identityFields, PAGE_EVENT_NAME } from './shared-fields.js'
+import { buildTrackCommand, trackEventFields } from './track-event.js'
 
-export const PAGE_EVENT_NAME = 'page_view'
+export { PAGE_EVENT_NAME }
 
-export const trackPageFields = defineFields({
+export const trackPageFields = /* @__PURE__ */ defineFields({
   event_name: {
     ...trackEventFields.event_name,
     description: 'The 1Flow event name for a page view.',

@@ -1,0 +1,3 @@
+export { oneFlow, PLUGIN_NAME } from './one-flow-plugin'
+export type { OneFlowPluginOptions } from './one-flow-plugin'
+export { VERSION } from './version'

@@ -1,0 +1,3 @@
+import { packageTests } from '../../tooling/vitest.config'
+
+export default packageTests()

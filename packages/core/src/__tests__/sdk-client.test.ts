@@ -1,0 +1,129 @@
+import { describe, expect, it } from 'vitest'
+import { loadOneFlowSdk, SdkLoadError, toSdkClient, type SdkLoaderDeps } from '../index'
+
+// A manual clock: timers fire only when the test advances time, so no test sleeps.
+function manualClock() {
+  let now = 0
+  let seq = 0
+  const timers = new Map<number, { at: number; fn: () => void }>()
+  return {
+    setTimeout: (fn: () => void, ms: number) => {
+      timers.set(++seq, { at: now + ms, fn })
+      return seq
+    },
+    clearTimeout: (handle: unknown) => void timers.delete(handle as number),
+    async advance(ms: number) {
+      const end = now + ms
+      for (;;) {
+        const next = [...timers.entries()].filter(([, t]) => t.at <= end).sort((a, b) => a[1].at - b[1].at)[0]
+        if (!next) break
+        timers.delete(next[0])
+        now = next[1].at
+        next[1].fn()
+        await Promise.resolve()
+      }
+      now = end
+      await new Promise((r) => setImmediate(r))
+    },
+    get pending() {
+      return timers.size
+    }
+  }
+}
+
+const settings = { sdkUrl: 'https://1flow.app/js/1flow.js', projectApiKey: 'key-1' }
+
+function deps(overrides: Partial<SdkLoaderDeps> & { global?: { value: unknown } }) {
+  const clock = manualClock()
+  const global = overrides.global ?? { value: undefined }
+  const loads: Array<[string, Record<string, string>]> = []
+  const d: SdkLoaderDeps = {
+    loadScript: async (src, attrs) => {
+      loads.push([src, attrs])
+    },
+    readGlobal: () => global.value,
+    setTimeout: clock.setTimeout,
+    clearTimeout: clock.clearTimeout,
+    ...overrides
+  }
+  return { d, clock, global, loads }
+}
+
+describe('loadOneFlowSdk', () => {
+  it('uses an SDK already on the page without injecting a script', async () => {
+    const calls: unknown[] = []
+    const { d, loads, clock } = deps({ global: { value: { logUser: (...a: unknown[]) => calls.push(a), logEvent: () => undefined } } })
+    const client = await loadOneFlowSdk(settings, d)
+    client.send({ kind: 'identify', userId: 'u', traits: {} })
+    expect(loads).toEqual([])
+    expect(calls).toEqual([['u', {}]])
+    expect(clock.pending).toBe(0)
+  })
+
+  it('loads the script with data-api-key, then waits for the real SDK to appear', async () => {
+    const { d, clock, global, loads } = deps({})
+    let client: unknown
+    void loadOneFlowSdk(settings, d).then((c) => (client = c))
+    await clock.advance(100)
+    expect(loads).toEqual([['https://1flow.app/js/1flow.js', { 'data-api-key': 'key-1' }]])
+    expect(client).toBeUndefined()
+    global.value = { logUser: () => undefined, logEvent: () => undefined }
+    await clock.advance(25)
+    expect(client).toEqual({ send: expect.any(Function) })
+    expect(clock.pending).toBe(0)
+  })
+
+  it('rejects with an error naming the URL when the script fails (404, blocked, CSP), leaving no timer', async () => {
+    const { d, clock } = deps({ loadScript: () => Promise.reject(new Error('Failed to load')) })
+    const error = await loadOneFlowSdk(settings, d).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(SdkLoadError)
+    expect((error as Error).message).toContain('https://1flow.app/js/1flow.js')
+    expect((error as Error).message).not.toContain('key-1')
+    expect(clock.pending).toBe(0)
+  })
+
+  it('rejects at the deadline when the script never answers, leaving no timer', async () => {
+    const { d, clock } = deps({ loadScript: () => new Promise(() => undefined) })
+    let error: unknown
+    void loadOneFlowSdk(settings, d, { timeoutMs: 1500 }).catch((e: unknown) => (error = e))
+    await clock.advance(1499)
+    expect(error).toBeUndefined()
+    await clock.advance(1)
+    expect(error).toMatchObject({ code: 'SDK_LOAD_FAILED', url: settings.sdkUrl })
+    expect(clock.pending).toBe(0)
+  })
+
+  it('rejects at the deadline when the script loads but never defines the SDK, and stops polling', async () => {
+    const { d, clock } = deps({})
+    let error: unknown
+    void loadOneFlowSdk(settings, d, { timeoutMs: 300 }).catch((e: unknown) => (error = e))
+    await clock.advance(300)
+    expect(error).toBeInstanceOf(SdkLoadError)
+    expect(clock.pending).toBe(0)
+  })
+})
+
+describe('toSdkClient', () => {
+  it('prefers methods when the global has them, even on a function', () => {
+    const calls: unknown[] = []
+    const fn = Object.assign((...a: unknown[]) => calls.push(['fn', ...a]), { logUser: (...a: unknown[]) => calls.push(['logUser', ...a]), logEvent: (...a: unknown[]) => calls.push(['logEvent', ...a]) })
+    const client = toSdkClient(fn)!
+    client.send({ kind: 'track', event: 'E', properties: { a: 1 }, userId: 'u' })
+    expect(calls).toEqual([['logEvent', 'E', { a: 1 }]])
+  })
+
+  it('calls the function form as Segment reference does', () => {
+    const calls: unknown[] = []
+    const client = toSdkClient((...a: unknown[]) => calls.push(a))!
+    client.send({ kind: 'identify', userId: 'u', traits: { plan: 'pro' } })
+    client.send({ kind: 'track', event: 'E', properties: { a: 1 }, anonymousId: 'an' })
+    expect(calls).toEqual([
+      ['identify', 'u', { plan: 'pro' }],
+      ['track', 'E', { userId: undefined, anonymousId: 'an', properties: { a: 1 } }]
+    ])
+  })
+
+  it('is undefined for anything that is not an SDK', () => {
+    for (const v of [undefined, null, 1, 'x', {}, { logUser() {} }]) expect(toSdkClient(v)).toBeUndefined()
+  })
+})

@@ -1,0 +1,105 @@
+/**
+ * The 1Flow web SDK as both browser adapters see it, without touching the DOM: the adapters inject
+ * `loadScript`, a reader for `window._1flow` and the timer functions. Works with either SDK shape —
+ * 1Flow's documented object (`_1flow.logUser` / `_1flow.logEvent`, preferred when present) and the
+ * function Segment's reference calls (`_1flow('identify' | 'track', …)`).
+ */
+import type { Command } from './commands.js'
+import { SdkLoadError } from './errors.js'
+import { toSdkCall } from './sdk-call.js'
+
+/** 1Flow's documented SDK object. */
+export interface OneFlowSdkObject {
+  logUser(userId: string, userDetails?: object): void
+  logEvent(eventName: string, params?: object): void
+}
+
+/** The dispatch function Segment's reference destination calls. */
+export type OneFlowSdkFunction = (method: 'identify' | 'track', ...args: unknown[]) => void
+
+/** A ready SDK: `send` reaches it synchronously. */
+export interface SdkClient {
+  send(cmd: Command): void
+}
+
+/** A client for whatever `window._1flow` holds, or undefined when it is not (yet) a usable SDK. */
+export function toSdkClient(candidate: unknown): SdkClient | undefined {
+  if (candidate === null || (typeof candidate !== 'object' && typeof candidate !== 'function')) return undefined
+  const sdk = candidate as Partial<OneFlowSdkObject>
+  if (typeof sdk.logUser === 'function' && typeof sdk.logEvent === 'function') {
+    return {
+      send(cmd) {
+        const [method, first, second] = toSdkCall(cmd)
+        ;(sdk as OneFlowSdkObject)[method](first, second)
+      }
+    }
+  }
+  if (typeof candidate === 'function') {
+    const dispatch = candidate as OneFlowSdkFunction
+    return {
+      send(cmd) {
+        if (cmd.kind === 'identify') dispatch('identify', cmd.userId, cmd.traits)
+        else dispatch('track', cmd.event, { userId: cmd.userId, anonymousId: cmd.anonymousId, properties: cmd.properties })
+      }
+    }
+  }
+  return undefined
+}
+
+/** What loading needs from the runtime (a browser page, or a test double). */
+export interface SdkLoaderDeps {
+  /** Inserts `<script src async>` with the attributes; resolves on load, rejects on error (404, blocked, CSP). */
+  loadScript(src: string, attributes: Record<string, string>): Promise<unknown>
+  /** Reads `window._1flow`. */
+  readGlobal(): unknown
+  setTimeout(callback: () => void, ms: number): unknown
+  clearTimeout(handle: unknown): void
+}
+
+export interface SdkLoadOptions {
+  /** Give up after this long (default 10 s). */
+  readonly timeoutMs?: number
+  /** How often to look for the SDK after its script has loaded (default 25 ms). */
+  readonly pollMs?: number
+}
+
+export const DEFAULT_SDK_TIMEOUT_MS = 10_000
+
+/**
+ * Loads 1Flow's SDK from `sdkUrl` with `data-api-key` and resolves once the real SDK is callable. An SDK
+ * already on the page is used as it is (no second script). Rejects with SdkLoadError naming the URL on a
+ * load error or at the deadline; no timer is left running either way.
+ */
+export function loadOneFlowSdk(
+  settings: { readonly sdkUrl: string; readonly projectApiKey: string },
+  deps: SdkLoaderDeps,
+  options: SdkLoadOptions = {}
+): Promise<SdkClient> {
+  const existing = toSdkClient(deps.readGlobal())
+  if (existing) return Promise.resolve(existing)
+  const timeoutMs = options.timeoutMs ?? DEFAULT_SDK_TIMEOUT_MS
+  const pollMs = options.pollMs ?? 25
+  return new Promise<SdkClient>((resolve, reject) => {
+    let settled = false
+    let poll: unknown
+    const finish = (error: SdkLoadError | undefined, client?: SdkClient) => {
+      if (settled) return
+      settled = true
+      deps.clearTimeout(deadline)
+      if (poll !== undefined) deps.clearTimeout(poll)
+      if (error) reject(error)
+      else resolve(client as SdkClient)
+    }
+    const deadline = deps.setTimeout(() => finish(new SdkLoadError(settings.sdkUrl, `no usable SDK within ${timeoutMs} ms`)), timeoutMs)
+    const look = () => {
+      poll = undefined
+      if (settled) return
+      const client = toSdkClient(deps.readGlobal())
+      if (client) finish(undefined, client)
+      else poll = deps.setTimeout(look, pollMs)
+    }
+    deps.loadScript(settings.sdkUrl, { 'data-api-key': settings.projectApiKey }).then(look, () =>
+      finish(new SdkLoadError(settings.sdkUrl, 'the script failed: HTTP error, network failure or blocked'))
+    )
+  })
+}
