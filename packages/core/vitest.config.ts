@@ -1,3 +1,3 @@
-import { packageTests } from '../../tooling/vitest.config'
+import { packageTests } from '../../tooling/vitest.config.ts'
 
 export default packageTests()

@@ -1,3 +1,4 @@
+import type { JSONObject } from '@segment/actions-core'
 import { defaultMapping, type ActionKey } from './actions/registry.js'
 import { identifyUserFields } from './actions/identify-user.js'
 import { trackEventFields } from './actions/track-event.js'
@@ -6,7 +7,7 @@ export interface AutomaticPreset {
   readonly name: string
   readonly subscribe: string
   readonly partnerAction: ActionKey
-  readonly mapping: Record<string, unknown>
+  readonly mapping: JSONObject
   readonly type: 'automatic'
 }
 

@@ -75,7 +75,9 @@ export function loadOneFlowSdk(
   deps: SdkLoaderDeps,
   options: SdkLoadOptions = {}
 ): Promise<SdkClient> {
-  const existing = toSdkClient(deps.readGlobal())
+  // Called detached: a page's own setTimeout/clearTimeout throw "Illegal invocation" when called as methods of `deps`.
+  const { loadScript, readGlobal, setTimeout: setTimer, clearTimeout: clearTimer } = deps
+  const existing = toSdkClient(readGlobal())
   if (existing) return Promise.resolve(existing)
   const timeoutMs = options.timeoutMs ?? DEFAULT_SDK_TIMEOUT_MS
   const pollMs = options.pollMs ?? 25
@@ -85,20 +87,20 @@ export function loadOneFlowSdk(
     const finish = (error: SdkLoadError | undefined, client?: SdkClient) => {
       if (settled) return
       settled = true
-      deps.clearTimeout(deadline)
-      if (poll !== undefined) deps.clearTimeout(poll)
+      clearTimer(deadline)
+      if (poll !== undefined) clearTimer(poll)
       if (error) reject(error)
       else resolve(client as SdkClient)
     }
-    const deadline = deps.setTimeout(() => finish(new SdkLoadError(settings.sdkUrl, `no usable SDK within ${timeoutMs} ms`)), timeoutMs)
+    const deadline = setTimer(() => finish(new SdkLoadError(settings.sdkUrl, `no usable SDK within ${timeoutMs} ms`)), timeoutMs)
     const look = () => {
       poll = undefined
       if (settled) return
-      const client = toSdkClient(deps.readGlobal())
+      const client = toSdkClient(readGlobal())
       if (client) finish(undefined, client)
-      else poll = deps.setTimeout(look, pollMs)
+      else poll = setTimer(look, pollMs)
     }
-    deps.loadScript(settings.sdkUrl, { 'data-api-key': settings.projectApiKey }).then(look, () =>
+    loadScript(settings.sdkUrl, { 'data-api-key': settings.projectApiKey }).then(look, () =>
       finish(new SdkLoadError(settings.sdkUrl, 'the script failed: HTTP error, network failure or blocked'))
     )
   })

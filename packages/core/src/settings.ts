@@ -9,7 +9,7 @@ export const settings = /* @__PURE__ */ defineSettings({
   projectApiKey: {
     label: 'Project API Key',
     description:
-      'Your 1Flow project API key (1Flow dashboard → Settings → Project Settings). The web SDK receives it as data-api-key; the HTTP API as the api_key header.',
+      'Your 1Flow project API key (1Flow → Settings → Project Settings).',
     type: 'password',
     required: true
   },

@@ -1,65 +1,10 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-
-export type SdkCall = readonly ['logUser', string, Record<string, unknown>] | readonly ['logEvent', string, Record<string, unknown>]
-
-export type ExpectedHttp =
-  | { readonly path: '/identify' | '/track'; readonly body: Record<string, unknown> }
-  /** The command can never be sent over HTTP (over 1Flow's 32 KB limit). */
-  | { readonly error: 'PAYLOAD_TOO_LARGE' }
-
-/** One 1Flow call an event should cause: the web-SDK call (method form) and the HTTP request. */
-export interface ExpectedCall {
-  readonly sdk: SdkCall
-  readonly http: ExpectedHttp
-}
-
-export interface FixtureExpectation {
-  /** Calls made, in order. */
-  readonly calls?: readonly ExpectedCall[]
-  /** Skip reasons (nothing sent for these). */
-  readonly skipped?: readonly string[]
-  /** Invalid payloads, by the field the error names. */
-  readonly invalid?: readonly { readonly field: string }[]
-  /** The configuration (subscriptions) is refused before any event is processed. */
-  readonly configError?: { readonly code: string; readonly includes: readonly string[] }
-}
-
-/** A conformance case: a Segment event, optional settings and subscriptions, and what 1Flow should see. */
-export interface Fixture {
-  readonly name: string
-  readonly description: string
-  readonly event: Record<string, unknown>
-  readonly settings?: Record<string, unknown>
-  /** Segment-style subscriptions; absent means the presets. */
-  readonly subscriptions?: readonly Record<string, unknown>[]
-  readonly expect: FixtureExpectation
-  /** Per-adapter notes where an adapter expresses the case differently (never a silent skip). */
-  readonly adapters?: Readonly<Record<string, string>>
-}
+import { FIXTURE_API_KEY, reviveFixtureJson, type ExpectedCall, type Fixture, type LoadOptions } from './fixture-json'
 
 export const FIXTURES_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures')
 
-/** The project key fixtures use unless they set their own settings. */
-export const FIXTURE_API_KEY = 'test-project-key'
-
-export interface LoadOptions {
-  /** How `{"$date": "…"}` markers load: as Date objects (what analytics.js passes in-process) or as ISO strings (what JSON carries). */
-  readonly dates?: 'date' | 'string'
-}
-
-/** Expands fixture markers: `{"$repeat": "a", "times": n}` → a string of n "a"s; `{"$date": iso}` → a Date or its ISO string. */
-export function reviveFixtureJson(text: string, options: LoadOptions = {}): unknown {
-  return JSON.parse(text, (_key, value: unknown) => {
-    if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
-      const v = value as Record<string, unknown>
-      if (typeof v.$repeat === 'string' && typeof v.times === 'number') return v.$repeat.repeat(v.times)
-      if (typeof v.$date === 'string') return options.dates === 'string' ? v.$date : new Date(v.$date)
-    }
-    return value
-  })
-}
 
 /** Every fixture in `fixtures/`, sorted by name. */
 export function loadFixtures(options: LoadOptions = {}): Fixture[] {

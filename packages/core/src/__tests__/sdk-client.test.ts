@@ -2,16 +2,21 @@ import { describe, expect, it } from 'vitest'
 import { loadOneFlowSdk, SdkLoadError, toSdkClient, type SdkLoaderDeps } from '../index'
 
 // A manual clock: timers fire only when the test advances time, so no test sleeps.
+// Like a page's own timer functions, these refuse to be called as methods of another object.
 function manualClock() {
   let now = 0
   let seq = 0
   const timers = new Map<number, { at: number; fn: () => void }>()
   return {
-    setTimeout: (fn: () => void, ms: number) => {
+    setTimeout: function (this: unknown, fn: () => void, ms: number) {
+      if (this !== undefined) throw new TypeError('Illegal invocation')
       timers.set(++seq, { at: now + ms, fn })
       return seq
     },
-    clearTimeout: (handle: unknown) => void timers.delete(handle as number),
+    clearTimeout: function (this: unknown, handle: unknown) {
+      if (this !== undefined) throw new TypeError('Illegal invocation')
+      timers.delete(handle as number)
+    },
     async advance(ms: number) {
       const end = now + ms
       for (;;) {

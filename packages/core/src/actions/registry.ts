@@ -1,4 +1,4 @@
-import type { InputField } from '@segment/actions-core'
+import type { InputField, JSONObject } from '@segment/actions-core'
 import type { Command, CommandContext, Skip } from '../commands.js'
 import { identifyUser, toIdentifyCommand } from './identify-user.js'
 import { toTrackCommand, trackEvent } from './track-event.js'
@@ -27,10 +27,10 @@ export function toCommand(actionKey: ActionKey, payload: unknown, context: Comma
 }
 
 /** A field list's defaults as a mapping (what a preset subscribes with). */
-export function defaultMapping(fields: Record<string, InputField>): Record<string, unknown> {
-  const mapping: Record<string, unknown> = {}
+export function defaultMapping(fields: Record<string, InputField>): JSONObject {
+  const mapping: JSONObject = {}
   for (const [key, field] of Object.entries(fields)) {
-    if (field.default !== undefined) mapping[key] = field.default
+    if (field.default !== undefined) mapping[key] = field.default as JSONObject[string]
   }
   return mapping
 }

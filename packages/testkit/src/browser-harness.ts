@@ -1,0 +1,157 @@
+/**
+ * Real browser tests: Debian's Chromium driven by playwright-core, pages served from 127.0.0.1, 1Flow's
+ * SDK URL answered by the recording SDK (late, 404 or never, on request), every other off-machine
+ * request aborted.
+ */
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { build } from 'esbuild'
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
+import type { Fixture } from './fixture-json'
+import { expectedOutcome } from './fixtures'
+import { recordingSdkScript, type SdkShape } from './recording-sdk'
+
+export const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+export const CHROMIUM_FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic'
+]
+export const DEFAULT_SDK_URL = 'https://1flow.app/js/1flow.js'
+
+const here = dirname(fileURLToPath(import.meta.url))
+/** Segment's browser builds alias liquidjs to a stub (the @liquid directive is a no-op in device mode); so do we. */
+export const LIQUID_STUB = join(here, 'browser', 'liquid-stub.js')
+
+/** Launches headless Chromium with a fresh profile (playwright creates a temporary user-data-dir). */
+export function launchChromium(): Promise<Browser> {
+  return chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_FLAGS, headless: true })
+}
+
+/** Bundles a browser test page (TypeScript, workspace packages from source) into ES module files. */
+export async function bundlePage(entry: string): Promise<Map<string, string>> {
+  const result = await build({
+    entryPoints: { entry },
+    bundle: true,
+    splitting: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    write: false,
+    outdir: '/bundle',
+    conditions: ['@oneflow-seg/source'],
+    alias: { liquidjs: LIQUID_STUB },
+    define: { 'process.env.NODE_ENV': '"production"' },
+    logLevel: 'error'
+  })
+  return new Map(result.outputFiles.map((f) => [f.path.replace(/^\/bundle\//, ''), f.text]))
+}
+
+export interface SdkServing {
+  readonly shape?: SdkShape
+  /** Answer this many ms late. */
+  readonly delayMs?: number
+  /** Answer with this status (e.g. 404) instead of the SDK. */
+  readonly status?: number
+  /** Never answer. */
+  readonly hang?: boolean
+}
+
+/** A static server on 127.0.0.1 for a bundled page. */
+export class PageServer {
+  private constructor(
+    private readonly server: Server,
+    readonly origin: string
+  ) {}
+
+  static async start(files: Map<string, string>): Promise<PageServer> {
+    const html = `<!doctype html><html><head><meta charset="utf-8"><title>oneflow-seg test</title>
+<script>
+// Records every timer callback so tests can prove nothing keeps firing after a failure.
+window.__timers = { fires: 0 };
+for (const name of ['setTimeout', 'setInterval']) {
+  const original = window[name];
+  window[name] = function (fn, ms, ...rest) {
+    return original.call(window, function (...args) { window.__timers.fires++; return typeof fn === 'function' ? fn.apply(this, args) : undefined }, ms, ...rest);
+  };
+}
+</script>
+<script type="module" src="/entry.js"></script></head><body></body></html>`
+    const server = createServer((req, res) => {
+      const path = (req.url ?? '/').split('?')[0] as string
+      if (path === '/') return void res.writeHead(200, { 'content-type': 'text/html' }).end(html)
+      const body = files.get(path.slice(1))
+      if (body === undefined) return void res.writeHead(404).end()
+      res.writeHead(200, { 'content-type': 'text/javascript' }).end(body)
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    return new PageServer(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`)
+  }
+
+  async close(): Promise<void> {
+    this.server.closeAllConnections()
+    await new Promise<void>((resolve) => this.server.close(() => resolve()))
+  }
+}
+
+export interface OpenedPage {
+  readonly context: BrowserContext
+  readonly page: Page
+  /** Every request the page made to the SDK URL. */
+  readonly sdkRequests: string[]
+  /** Off-machine requests that were aborted. */
+  readonly aborted: string[]
+  /** Console output of the page (`level: text`). */
+  readonly console: string[]
+  close(): Promise<void>
+}
+
+/** Opens the served page in a new browser context with the SDK URL answered as `sdk` says. */
+export async function openPage(browser: Browser, server: PageServer, sdk: SdkServing = {}, sdkUrl = DEFAULT_SDK_URL): Promise<OpenedPage> {
+  const context = await browser.newContext()
+  const sdkRequests: string[] = []
+  const aborted: string[] = []
+  await context.route('**/*', async (route) => {
+    const url = route.request().url()
+    if (url.split('?')[0] === sdkUrl) {
+      sdkRequests.push(url)
+      if (sdk.hang) return
+      if (sdk.delayMs) await new Promise((r) => setTimeout(r, sdk.delayMs))
+      if (sdk.status && sdk.status !== 200) return route.fulfill({ status: sdk.status, body: 'not found' }).catch(() => undefined)
+      return route.fulfill({ status: 200, contentType: 'text/javascript', body: recordingSdkScript({ shape: sdk.shape }) }).catch(() => undefined)
+    }
+    if (new URL(url).hostname === '127.0.0.1') return route.continue()
+    aborted.push(url)
+    return route.abort()
+  })
+  const page = await context.newPage()
+  const errors: string[] = []
+  const consoleLines: string[] = []
+  page.on('pageerror', (e) => errors.push(e.message))
+  page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`))
+  await page.goto(server.origin + '/')
+  await page.waitForFunction(() => (window as { harness?: unknown }).harness !== undefined, undefined, { timeout: 10_000 }).catch((e: Error) => {
+    throw new HarnessError(`the test page did not start: ${errors.join('; ') || e.message}`)
+  })
+  return { context, page, sdkRequests, aborted, console: consoleLines, close: () => context.close() }
+}
+
+export class HarnessError extends Error {
+  override readonly name = 'HarnessError'
+}
+
+/** What a browser adapter should show for a fixture: the SDK calls (method form) and log lines explaining what was not sent. */
+export function browserExpectation(fixture: Fixture): { calls: unknown[]; logIncludes: string[] } {
+  const { calls, skipped, invalid } = expectedOutcome(fixture)
+  return {
+    calls: calls.map((c) => c.sdk),
+    logIncludes: [...(skipped.includes('missing-user-id') ? ['no User ID'] : []), ...invalid.map((i) => `"${i.field}"`)]
+  }
+}
