@@ -19,6 +19,10 @@ if (!name || !available.includes(name)) {
   process.exit(2)
 }
 
+// Benchmarks measure what ships: build the packages first (turbo makes this a no-op when nothing changed).
+const built = spawnSync('pnpm', ['exec', 'turbo', 'run', 'build', '--output-logs=errors-only'], { stdio: ['ignore', 'ignore', 'inherit'], cwd: join(here, '..') })
+if (built.status !== 0) process.exit(built.status ?? 1)
+
 const outdir = join(here, '.out')
 mkdirSync(outdir, { recursive: true })
 const outfile = join(outdir, `${name}.mjs`)
@@ -31,7 +35,7 @@ await build({
   target: 'node20',
   conditions: ['@oneflow-seg/source'],
   packages: 'bundle',
-  external: ['better-sqlite3', 'pg-native', 'playwright-core', 'chromium-bidi', 'autocannon', 'fastify', 'pino', 'pg'],
+  external: ['better-sqlite3', 'pg-native', 'playwright-core', 'esbuild', 'autocannon', 'fastify', 'pino', 'pg'],
   banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
   logLevel: 'warning'
 })

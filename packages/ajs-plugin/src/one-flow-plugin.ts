@@ -1,8 +1,9 @@
 import type { Context, Plugin } from '@segment/analytics-next'
 import {
+  INTEGRATION_NAMES,
   loadOneFlowSdk,
   mapWithPresets,
-  resolveSettings,
+  resolveSdkSettings,
   InvalidSettingsError,
   MAX_SUBSCRIPTIONS,
   type MappedResult,
@@ -58,13 +59,16 @@ function loadScript(src: string, attributes: Record<string, string>): Promise<un
  * `bufferLimit`) and delivered in the order they were sent; Analytics.js and other destinations never wait.
  */
 export function oneFlow(options: OneFlowPluginOptions): Plugin {
-  const settings = resolveSettings({ projectApiKey: options.projectApiKey, sdkUrl: options.sdkUrl })
+  const settings = resolveSdkSettings(options)
   const bufferLimit = positiveInteger(options.bufferLimit, 'bufferLimit', 100)
   const timeoutMs = positiveInteger(options.loadTimeoutMs, 'loadTimeoutMs', 10_000)
   const mappings = options.mappings
   // The full check (triggers, actions, fields) runs in load(), with the mapping code; the count is cheap to check now.
   if (mappings !== undefined && (!Array.isArray(mappings) || mappings.length > MAX_SUBSCRIPTIONS)) {
-    throw new InvalidSettingsError('mappings', `Option "mappings" must be an array of at most ${MAX_SUBSCRIPTIONS} subscriptions.`)
+    throw new InvalidSettingsError(
+      'mappings',
+      `Option "mappings" must be an array of at most ${MAX_SUBSCRIPTIONS} subscriptions${Array.isArray(mappings) ? ` (${mappings.length} mappings given)` : ''}.`
+    )
   }
 
   let state: State = 'idle'
@@ -90,6 +94,8 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
 
   return {
     name: PLUGIN_NAME,
+    // So that Analytics.js applies `integrations: {"1Flow Web (Actions)": …}` to this plugin as core does.
+    alternativeNames: INTEGRATION_NAMES.filter((n) => n !== PLUGIN_NAME),
     type: 'destination',
     version: VERSION,
     isLoaded: () => state === 'ready',

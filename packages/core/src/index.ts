@@ -2,7 +2,7 @@
  * `@oneflow-seg/core`: everything about Segment → 1Flow that does not depend on a runtime. Pure: this entry
  * imports nothing at run time (a lint rule enforces it); custom mappings live in `@oneflow-seg/core/mapping`.
  */
-export { settings, resolveSettings, DEFAULT_SDK_URL, DEFAULT_API_BASE_URL } from './settings.js'
+export { settings, resolveSettings, resolveSdkSettings, DEFAULT_SDK_URL, DEFAULT_API_BASE_URL } from './settings.js'
 export type { Settings, ResolvedSettings } from './settings.js'
 export { presets } from './presets.js'
 export type { AutomaticPreset } from './presets.js'

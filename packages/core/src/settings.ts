@@ -40,7 +40,7 @@ export interface ResolvedSettings {
 
 const HTTP_URL = /^https?:\/\/[^\s/?#@]+(?:[/?#][^\s]*)?$/i
 
-function optionalUrl(input: Record<string, unknown>, key: 'sdkUrl' | 'apiBaseUrl', fallback: string): string {
+function optionalUrl(input: { readonly sdkUrl?: unknown; readonly apiBaseUrl?: unknown }, key: 'sdkUrl' | 'apiBaseUrl', fallback: string): string {
   const value = input[key]
   if (value === undefined || value === null || value === '') return fallback
   if (typeof value !== 'string' || !HTTP_URL.test(value.trim())) {
@@ -52,22 +52,20 @@ function optionalUrl(input: Record<string, unknown>, key: 'sdkUrl' | 'apiBaseUrl
   return value.trim()
 }
 
+/** The settings the web SDK needs (key and SDK URL), validated, with the default applied. */
+export function resolveSdkSettings(input: { readonly projectApiKey?: unknown; readonly sdkUrl?: unknown }): Pick<ResolvedSettings, 'projectApiKey' | 'sdkUrl'> {
+  const key = input.projectApiKey
+  if (typeof key !== 'string' || key.trim() === '') {
+    throw new InvalidSettingsError('projectApiKey', 'Setting "projectApiKey" is required: copy it from 1Flow (Settings → Project Settings).')
+  }
+  return { projectApiKey: key.trim(), sdkUrl: optionalUrl(input, 'sdkUrl', DEFAULT_SDK_URL) }
+}
+
 /** Validates raw settings and applies defaults; throws InvalidSettingsError naming the bad key (never its value). */
 export function resolveSettings(input: unknown): ResolvedSettings {
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {
     throw new InvalidSettingsError('settings', 'Settings must be an object such as {"projectApiKey": "…"}.')
   }
   const raw = input as Record<string, unknown>
-  const key = raw.projectApiKey
-  if (typeof key !== 'string' || key.trim() === '') {
-    throw new InvalidSettingsError(
-      'projectApiKey',
-      'Setting "projectApiKey" is required: copy it from 1Flow (Settings → Project Settings).'
-    )
-  }
-  return {
-    projectApiKey: key.trim(),
-    sdkUrl: optionalUrl(raw, 'sdkUrl', DEFAULT_SDK_URL),
-    apiBaseUrl: optionalUrl(raw, 'apiBaseUrl', DEFAULT_API_BASE_URL).replace(/\/+$/, '')
-  }
+  return { ...resolveSdkSettings(raw), apiBaseUrl: optionalUrl(raw, 'apiBaseUrl', DEFAULT_API_BASE_URL).replace(/\/+$/, '') }
 }

@@ -5,8 +5,7 @@
  */
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { createRequire } from 'node:module'
 import { build } from 'esbuild'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
 import type { Fixture } from './fixture-json'
@@ -26,9 +25,11 @@ export const CHROMIUM_FLAGS = [
 ]
 export const DEFAULT_SDK_URL = 'https://1flow.app/js/1flow.js'
 
-const here = dirname(fileURLToPath(import.meta.url))
-/** Segment's browser builds alias liquidjs to a stub (the @liquid directive is a no-op in device mode); so do we. */
-export const LIQUID_STUB = join(here, 'browser', 'liquid-stub.js')
+/**
+ * Segment's browser builds alias liquidjs to a stub (the @liquid directive is a no-op in device mode); so do
+ * we. Found by package name so that it resolves from bundled benchmarks too.
+ */
+export const LIQUID_STUB = createRequire(import.meta.url).resolve('@oneflow-seg/testkit/liquid-stub')
 
 /** Launches headless Chromium with a fresh profile (playwright creates a temporary user-data-dir). */
 export function launchChromium(): Promise<Browser> {
@@ -68,10 +69,13 @@ export interface SdkServing {
 export class PageServer {
   private constructor(
     private readonly server: Server,
-    readonly origin: string
+    readonly origin: string,
+    /** Paths requested so far (e.g. to prove a lazy chunk was or was not loaded). */
+    readonly requests: string[]
   ) {}
 
-  static async start(files: Map<string, string>): Promise<PageServer> {
+  /** `isolated` serves the page cross-origin isolated (COOP/COEP), which gives performance.now() 5 µs resolution. */
+  static async start(files: Map<string, string>, options: { isolated?: boolean } = {}): Promise<PageServer> {
     const html = `<!doctype html><html><head><meta charset="utf-8"><title>oneflow-seg test</title>
 <script>
 // Records every timer callback so tests can prove nothing keeps firing after a failure.
@@ -84,15 +88,18 @@ for (const name of ['setTimeout', 'setInterval']) {
 }
 </script>
 <script type="module" src="/entry.js"></script></head><body></body></html>`
+    const requests: string[] = []
+    const isolation = options.isolated ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } : {}
     const server = createServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0] as string
-      if (path === '/') return void res.writeHead(200, { 'content-type': 'text/html' }).end(html)
+      requests.push(path)
+      if (path === '/') return void res.writeHead(200, { 'content-type': 'text/html', ...isolation }).end(html)
       const body = files.get(path.slice(1))
       if (body === undefined) return void res.writeHead(404).end()
-      res.writeHead(200, { 'content-type': 'text/javascript' }).end(body)
+      res.writeHead(200, { 'content-type': 'text/javascript', ...isolation }).end(body)
     })
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-    return new PageServer(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`)
+    return new PageServer(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests)
   }
 
   async close(): Promise<void> {

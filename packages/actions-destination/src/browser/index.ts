@@ -1,6 +1,6 @@
 import { browserDestination } from '@segment/browser-destination-runtime/shim'
 import type { BrowserDestinationDefinition } from '@segment/browser-destination-runtime/types'
-import { loadOneFlowSdk, presets, resolveSettings, settings, type Settings } from '@oneflow-seg/core'
+import { loadOneFlowSdk, presets, resolveSdkSettings, settings, type Settings } from '@oneflow-seg/core'
 import identifyUser from './identifyUser'
 import trackEvent from './trackEvent'
 import trackPage from './trackPage'
@@ -22,7 +22,7 @@ export const destination: BrowserDestinationDefinition<Settings, DeviceClient> =
     const order = watchDispatchOrder(analytics)
     try {
       return order.ready(
-        await loadOneFlowSdk(resolveSettings(raw), { loadScript, readGlobal: () => (window as { _1flow?: unknown })._1flow, setTimeout, clearTimeout })
+        await loadOneFlowSdk(resolveSdkSettings(raw), { loadScript, readGlobal: () => (window as { _1flow?: unknown })._1flow, setTimeout, clearTimeout })
       )
     } catch (error) {
       order.stop()

@@ -1,0 +1,194 @@
+/**
+ * The Analytics.js plugin in real headless Chromium with real analytics-next 1.84.3
+ * (`analytics.register(oneFlow(...))`); 1Flow's SDK URL answered by testkit's recording SDK.
+ */
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { browserExpectation, bundlePage, fixtureSettings, launchChromium, loadFixtures, openPage, PageServer, type OpenedPage, type SdkServing } from '@oneflow-seg/testkit'
+import type { Browser } from 'playwright-core'
+import type { OneFlowPluginOptions } from '../index'
+import type { Harness } from './page'
+
+let browser: Browser
+let server: PageServer
+
+beforeAll(async () => {
+  server = await PageServer.start(await bundlePage(join(dirname(fileURLToPath(import.meta.url)), 'page.ts')))
+  browser = await launchChromium()
+}, 60_000)
+afterAll(async () => {
+  await browser?.close()
+  await server?.close()
+})
+
+type H = { harness: Harness }
+const start = (p: OpenedPage, options: Partial<OneFlowPluginOptions> = {}) =>
+  p.page.evaluate((o) => (window as unknown as H).harness.start(o as OneFlowPluginOptions), { projectApiKey: 'k1', ...options })
+const send = (p: OpenedPage, id: number, event: unknown) => p.page.evaluate(([i, e]) => (window as unknown as H).harness.send(i, e), [id, JSON.stringify(event)] as const)
+const fire = (p: OpenedPage, id: number, event: unknown) => p.page.evaluate(([i, e]) => (window as unknown as H).harness.fire(i, e), [id, JSON.stringify(event)] as const)
+const state = (p: OpenedPage, id: number) => p.page.evaluate((i) => (window as unknown as H).harness.state(i), id)
+
+async function withPage<T>(sdk: SdkServing, body: (p: OpenedPage) => Promise<T>): Promise<T> {
+  const p = await openPage(browser, server, sdk)
+  try {
+    return await body(p)
+  } finally {
+    await p.close()
+  }
+}
+
+describe('plugin: every conformance fixture', () => {
+  const fixtures = loadFixtures({ dates: 'string' })
+  let page: OpenedPage
+
+  beforeAll(async () => {
+    page = await openPage(browser, server, {})
+  })
+  afterAll(() => page?.close())
+
+  it.each(fixtures.map((f) => [f.name, f] as const))('%s', async (_name, fixture) => {
+    await page.page.evaluate(() => (window as unknown as H).harness.reset())
+    const settings = fixtureSettings(fixture) as { projectApiKey: string }
+    const id = await start(page, { projectApiKey: settings.projectApiKey, ...(fixture.subscriptions && { mappings: fixture.subscriptions as never }) })
+    await send(page, id, fixture.event)
+    const seen = await state(page, id)
+    if (fixture.expect.configError) {
+      for (const text of fixture.expect.configError.includes) expect(seen.error).toContain(text)
+      expect(seen.calls).toEqual([])
+      return
+    }
+    expect(seen.error).toBeNull()
+    const { calls, logIncludes } = browserExpectation(fixture)
+    expect(seen.calls).toEqual(calls)
+    for (const text of logIncludes) expect(seen.logs.join('\n')).toContain(text)
+  })
+})
+
+const events = Array.from({ length: 10 }, (_, i) =>
+  i % 3 === 0 ? { type: 'identify', userId: `u${i}`, traits: { n: i } } : { type: 'track', userId: 'u0', event: `E${i}`, properties: { n: i } }
+)
+const labels = events.map((e) => `${e.type}:${'event' in e ? e.event : e.userId}`)
+const expectedCalls = events.map((e) => (e.type === 'identify' ? ['logUser', e.userId, e.traits] : ['logEvent', e.event, e.properties]))
+const recorded = () => ((window as unknown as { __oneflowRecorder?: { calls: unknown[] } }).__oneflowRecorder?.calls.length ?? 0) >= 10
+
+describe('plugin: loading and buffering', () => {
+  it('is a destination plugin named 1Flow with a version, loading the SDK with data-api-key once', () =>
+    withPage({}, async (p) => {
+      const id = await start(p, { projectApiKey: 'project-key-1' })
+      await send(p, id, events[1])
+      const seen = await state(p, id)
+      expect(seen.registered).toContain('1Flow')
+      expect(seen.loaded).toBe(true)
+      expect(seen.apiKey).toBe('project-key-1')
+      expect(seen.sdkScripts).toBe(1)
+      expect(p.sdkRequests).toEqual(['https://1flow.app/js/1flow.js'])
+      expect(seen.calls).toEqual([expectedCalls[1]])
+    }))
+
+  it('SDK answered 1.5 s late: 10 events sent before it loads arrive in send order, in 10 of 10 runs', async () => {
+    for (let run = 0; run < 10; run++) {
+      await withPage({ delayMs: 1500 }, async (p) => {
+        const id = await start(p)
+        for (const e of events) await fire(p, id, e)
+        const early = await state(p, id)
+        expect(early.calls).toEqual([])
+        // Analytics.js and the other destination did not wait for 1Flow.
+        expect(early.plain).toEqual(labels)
+        await p.page.waitForFunction(recorded, undefined, { timeout: 10_000 })
+        expect((await state(p, id)).calls, `run ${run + 1}`).toEqual(expectedCalls)
+      })
+    }
+  }, 120_000)
+
+  it.each([
+    ['answers 404 (after 0.8 s)', { status: 404, delayMs: 800 } as SdkServing],
+    ['never answers', { hang: true } as SdkServing]
+  ])('SDK %s: loading fails by the deadline, buffered events are dropped with a reason, other destinations get every event, no timer keeps firing', (_what, sdk) =>
+    withPage(sdk, async (p) => {
+      const id = await start(p, { loadTimeoutMs: 1500 })
+      for (const e of events) await fire(p, id, e)
+      await p.page.waitForFunction(() => (window as unknown as H).harness.state(0).error !== null, undefined, { timeout: 5_000 })
+      const failed = await state(p, id)
+      expect(failed.error).toContain('https://1flow.app/js/1flow.js')
+      expect(failed.calls).toEqual([])
+      expect(failed.plain).toEqual(labels)
+      expect(failed.registered).not.toContain('1Flow')
+      expect(failed.logs.filter((l) => l.startsWith('warn: 1Flow: not sent.'))).toHaveLength(10)
+      expect(p.console.join('\n')).toContain('10 waiting events dropped')
+      await send(p, id, { type: 'track', event: 'After', userId: 'u' })
+      const before = (await state(p, id)).timerFires
+      await p.page.waitForTimeout(1000)
+      const after = await state(p, id)
+      expect(after.timerFires - before).toBe(0)
+      expect(after.plain.at(-1)).toBe('track:After')
+      expect(after.calls).toEqual([])
+    }))
+
+  it('keeps at most bufferLimit events while loading and says why the others were dropped', () =>
+    withPage({ delayMs: 800 }, async (p) => {
+      const id = await start(p, { bufferLimit: 4 })
+      for (const e of events) await fire(p, id, e)
+      await p.page.waitForFunction(() => ((window as unknown as { __oneflowRecorder?: { calls: unknown[] } }).__oneflowRecorder?.calls.length ?? 0) >= 4)
+      const seen = await state(p, id)
+      expect(seen.calls).toEqual(expectedCalls.slice(0, 4))
+      expect(seen.logs.filter((l) => l.includes('4 events already wait'))).toHaveLength(6)
+    }))
+
+  it('works with an SDK of the function form, as Segment reference calls it', () =>
+    withPage({ shape: 'function' }, async (p) => {
+      const id = await start(p)
+      await send(p, id, { type: 'identify', userId: 'u1', traits: { plan: 'pro' } })
+      await send(p, id, { type: 'track', userId: 'u1', anonymousId: 'a1', event: 'Signed Up', properties: { plan: 'pro' } })
+      expect((await state(p, id)).raw).toEqual([
+        ['identify', 'u1', { plan: 'pro' }],
+        ['track', 'Signed Up', { userId: 'u1', anonymousId: 'a1', properties: { plan: 'pro' } }]
+      ])
+    }))
+
+  it('a second initialization after a successful load keeps the loaded SDK and injects no second script', () =>
+    withPage({}, async (p) => {
+      const first = await start(p)
+      await send(p, first, events[1])
+      const second = await start(p)
+      await send(p, second, events[2])
+      await send(p, first, events[4])
+      const seen = await state(p, second)
+      expect(seen.sdkScripts).toBe(1)
+      expect(seen.loads).toBe(1)
+      expect(p.sdkRequests).toHaveLength(1)
+      expect(seen.calls).toEqual([expectedCalls[1], expectedCalls[2], expectedCalls[4]])
+    }))
+
+  it('loads mapping-kit and FQL only for custom mappings, as a separate chunk', async () => {
+    const chunkRequests = () => server.requests.filter((r) => r !== '/' && r !== '/entry.js')
+    await withPage({}, async (p) => {
+      server.requests.length = 0
+      const id = await start(p)
+      await send(p, id, events[1])
+      expect((await state(p, id)).calls).toEqual([expectedCalls[1]])
+      expect(chunkRequests()).toEqual([])
+    })
+    await withPage({}, async (p) => {
+      server.requests.length = 0
+      const id = await start(p, { mappings: [{ name: 'Only E1', subscribe: 'type = "track" and event = "E1"', partnerAction: 'trackEvent' }] })
+      await send(p, id, events[1])
+      await send(p, id, events[2])
+      expect((await state(p, id)).calls).toEqual([expectedCalls[1]])
+      expect(chunkRequests().length).toBeGreaterThan(0)
+    })
+  })
+
+  it('refuses bad options at once with an error naming the option', () =>
+    withPage({}, async (p) => {
+      for (const [options, key] of [
+        [{ projectApiKey: '' }, 'projectApiKey'],
+        [{ bufferLimit: 0 }, 'bufferLimit'],
+        [{ loadTimeoutMs: -1 }, 'loadTimeoutMs'],
+        [{ sdkUrl: 'not a url' }, 'sdkUrl']
+      ] as const) {
+        const id = await start(p, options as Partial<OneFlowPluginOptions>)
+        expect((await state(p, id)).error).toContain(`"${key}"`)
+      }
+    }))
+})

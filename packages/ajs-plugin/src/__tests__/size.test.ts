@@ -1,0 +1,19 @@
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { describe, expect, it } from 'vitest'
+import { BUDGETS, measureMappingChunk, measurePluginBundle } from '@oneflow-seg/testkit'
+
+const packageDir = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
+
+describe('size budget (built dist, minified, gzip -9)', () => {
+  it(`the default import stays within ${BUDGETS.pluginGzipBytes} bytes gzip`, async () => {
+    const size = await measurePluginBundle(packageDir)
+    expect(size.gzipBytes).toBeGreaterThan(1000)
+    expect(size.gzipBytes).toBeLessThanOrEqual(BUDGETS.pluginGzipBytes)
+  })
+
+  it('custom mappings cost a separate, lazily loaded chunk that the default import does not include', async () => {
+    const [plugin, mapping] = await Promise.all([measurePluginBundle(packageDir), measureMappingChunk(packageDir)])
+    expect(mapping.gzipBytes).toBeGreaterThan(plugin.gzipBytes)
+  })
+})

@@ -1,0 +1,20 @@
+#!/usr/bin/env node
+// Makes sure the system programs the tests drive are present: Debian's Chromium (browser tests). On a
+// fresh Debian machine, as root, it installs what is missing with apt-get; otherwise it says what to install.
+import { execSync, spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+
+const needs = [{ what: 'Chromium (browser tests)', present: () => existsSync(process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'), apt: ['chromium'] }]
+
+const missing = needs.filter((n) => !n.present())
+if (missing.length === 0) process.exit(0)
+
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
+const hasApt = spawnSync('sh', ['-c', 'command -v apt-get'], { stdio: 'ignore' }).status === 0
+const packages = missing.flatMap((n) => n.apt)
+if (!isRoot || !hasApt) {
+  console.error(`Missing: ${missing.map((n) => n.what).join(', ')}. Install with: sudo apt-get install -y ${packages.join(' ')}`)
+  process.exit(1)
+}
+console.log(`Installing ${packages.join(', ')} from Debian's packages…`)
+execSync(`apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${packages.join(' ')} >/dev/null`, { stdio: 'inherit', shell: '/bin/sh' })
