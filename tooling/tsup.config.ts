@@ -1,4 +1,6 @@
-import { rmSync } from 'node:fs'
+import { rmSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { resolve } from 'node:path'
 import { defineConfig, type Options } from 'tsup'
 
 const base: Options = {
@@ -17,6 +19,20 @@ const base: Options = {
  * can split at module granularity (a lazily imported sub-entry then takes only the modules it alone needs,
  * instead of dragging them into the eager chunk). The CJS build stays bundled, with shared chunks.
  */
+/**
+ * For Node's ESM loader: an `<entry>.node.mjs` that re-exports the CJS build. actions-core's own ESM build
+ * cannot be loaded by Node (extensionless directory imports), so anything importing it must reach Node as
+ * CJS; this keeps `import x, { y } from …` working there, default export included.
+ */
+export function nodeEsmWrapper(entry: string): Options['onSuccess'] {
+  return async () => {
+    const cjs = resolve('dist', `${entry}.cjs`)
+    const names = Object.keys(createRequire(import.meta.url)(cjs) as object).filter((n) => n !== 'default' && n !== '__esModule')
+    const lines = [`import mod from './${entry}.cjs'`, `export const { ${names.join(', ')} } = mod`, 'export default mod.default', '']
+    writeFileSync(resolve('dist', `${entry}.node.mjs`), lines.join('\n'))
+  }
+}
+
 export function packageBuild(entry: Record<string, string>, overrides: Options = {}, layout: { esmModules?: boolean } = {}) {
   rmSync('dist', { recursive: true, force: true })
   if (!layout.esmModules) return defineConfig({ ...base, entry, format: ['esm', 'cjs'], dts: true, ...overrides })

@@ -6,6 +6,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { redactSecrets } from './wire'
 
 export const FAKE_LIMITS = { maxRequestBytes: 32 * 1024, maxBatchRequestBytes: 500 * 1024 } as const
 
@@ -20,6 +21,8 @@ export interface RecordedRequest {
   /** Path below the base path, e.g. `/track`. */
   readonly path: string
   readonly apiKey: string | undefined
+  /** Request headers, lower-cased. */
+  readonly headers: Readonly<Record<string, string>>
   readonly bytes: number
   readonly status: number | 'dropped'
   readonly error?: string
@@ -202,7 +205,17 @@ export class FakeOneFlowApi {
     const latency = (fault?.kind === 'latency' ? fault.ms : 0) + this.latencyMs
     if (latency > 0) await new Promise((r) => setTimeout(r, latency))
     const record = (status: number | 'dropped', error?: string, body?: unknown) =>
-      this.requests.push({ at, method: req.method ?? '', path, apiKey, bytes: raw.length, status, ...(error && { error }), ...(body !== undefined && { body }) })
+      this.requests.push({
+        at,
+        method: req.method ?? '',
+        path,
+        apiKey,
+        headers: Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, String(v)])),
+        bytes: raw.length,
+        status,
+        ...(error && { error }),
+        ...(body !== undefined && { body })
+      })
     if (fault?.kind === 'drop') {
       record('dropped')
       req.socket.destroy()
@@ -263,8 +276,9 @@ export class FakeOneFlowApi {
     for await (const chunk of req) chunks.push(chunk as Buffer)
     const send = (status: number, body: unknown): void => void res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body))
     try {
-      if (pathname === '/__fake/accepted') return send(200, this.accepted)
-      if (pathname === '/__fake/requests') return send(200, this.requests.map(({ body: _b, ...r }) => r))
+      // Over HTTP, keys are redacted: the control API may be shown to people (the demo) and logged.
+      if (pathname === '/__fake/accepted') return send(200, redactSecrets(this.accepted))
+      if (pathname === '/__fake/requests') return send(200, redactSecrets(this.requests.map(({ body: _b, ...r }) => r)))
       if (pathname === '/__fake/reset' && req.method === 'POST') {
         this.reset()
         return send(200, { ok: true })

@@ -1,4 +1,4 @@
-const SECRET_KEYS = new Set(['api_key', 'authorization', 'writekey', 'projectapikey'])
+const SECRET_KEYS = new Set(['api_key', 'apikey', 'authorization', 'writekey', 'projectapikey'])
 
 /** Deep copy with object keys sorted, so snapshots do not depend on insertion order. */
 export function sortKeys(value: unknown): unknown {
@@ -11,7 +11,7 @@ export function sortKeys(value: unknown): unknown {
   return value
 }
 
-/** Deep copy with secret-bearing keys (api_key, authorization, writeKey, projectApiKey) replaced by "[redacted]". */
+/** Deep copy with secret-bearing keys (api_key, apiKey, authorization, writeKey, projectApiKey) replaced by "[redacted]". */
 export function redactSecrets(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(redactSecrets)
   if (typeof value === 'object' && value !== null) {

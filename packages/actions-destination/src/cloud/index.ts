@@ -1,0 +1,22 @@
+import type { DestinationDefinition } from '@segment/actions-core'
+import { presets, settings, type Settings } from '@oneflow-seg/core'
+import identifyUser from './identifyUser'
+import trackEvent from './trackEvent'
+import trackPage from './trackPage'
+
+/**
+ * "1Flow Cloud (Actions)": the cloud-mode counterpart of "1Flow Web (Actions)" for server-side sources
+ * (analytics-node, the HTTP API, Reverse ETL). Same settings, presets and fields (all from core), so a
+ * mapping moves between the two modes unchanged; events go to 1Flow's HTTP API.
+ */
+export const destination: DestinationDefinition<Settings> = {
+  name: '1Flow Cloud (Actions)',
+  slug: 'actions-1flow-cloud',
+  mode: 'cloud',
+  description: "Send identify and track calls to 1Flow's HTTP API from any Segment source, server-side ones included.",
+  authentication: { scheme: 'custom', fields: settings },
+  presets: presets.map((preset) => ({ ...preset })),
+  actions: { identifyUser, trackEvent, trackPage }
+}
+
+export default destination
