@@ -1,0 +1,131 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError } from 'commander'
+import { ConfigError, loadConfig, type RelayConfig } from './config'
+import { createLogger } from './logger'
+import { createRelay, openQueue } from './relay'
+import type { Selection } from './queue/queue'
+import { VERSION } from './version'
+
+const program = new Command('oneflow-relay')
+  .description("Segment's HTTP Tracking API in, 1Flow's HTTP API out: a durable queue in between.")
+  .version(VERSION)
+
+const configOption = ['-c, --config <file>', 'the relay config (JSON)', 'oneflow-relay.json'] as const
+
+function readConfig(file: string): RelayConfig {
+  try {
+    return loadConfig(file)
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    console.error(`${file} is not a usable config:`)
+    for (const p of error.problems) console.error(`  - ${p.key}: ${p.message}`)
+    process.exit(1)
+  }
+}
+
+program
+  .command('start')
+  .description('run the relay (ingest + delivery) until SIGTERM/SIGINT')
+  .option(...configOption)
+  .action(async (opts: { config: string }) => {
+    const config = readConfig(opts.config)
+    const logger = createLogger()
+    const relay = await createRelay(config, { logger })
+    let stopping = false
+    const stop = (signal: string) => {
+      if (stopping) return
+      stopping = true
+      logger.info({ signal }, 'stopping: no new events accepted, deliveries in flight finish')
+      const hard = setTimeout(() => {
+        logger.error('could not stop in time; exiting (queued events stay in the queue)')
+        process.exit(1)
+      }, config.shutdownGraceMs)
+      hard.unref()
+      void relay.stop().then(() => process.exit(0))
+    }
+    process.on('SIGTERM', () => stop('SIGTERM'))
+    process.on('SIGINT', () => stop('SIGINT'))
+    await relay.start()
+  })
+
+program
+  .command('check-config')
+  .description('validate a config file and say what it will do')
+  .option(...configOption)
+  .action((opts: { config: string }) => {
+    const config = readConfig(opts.config)
+    console.log(`${opts.config} is valid.`)
+    console.log(`  listen: http://${config.listen.host}:${config.listen.port}`)
+    console.log(`  queue:  ${config.queue}`)
+    console.log(`  1Flow:  ${config.oneflow.apiBaseUrl} (${config.oneflow.mode} mode, at most ${config.oneflow.maxRequestsPerSecond} requests/s per project)`)
+    for (const s of config.sources) {
+      const mappings = s.subscriptions ? `${s.subscriptions.length} custom mapping(s)` : 'the presets (track → Track Event, identify → Identify User)'
+      console.log(`  source ${s.name}: project ${s.projectId}, ${mappings}`)
+    }
+  })
+
+const ids = (value: string, previous: number[] = []) => {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('ids are positive whole numbers')
+  return [...previous, n]
+}
+const selection = (opts: { id?: number[]; all?: boolean }): Selection => {
+  if (opts.all) return 'all'
+  if (!opts.id || opts.id.length === 0) {
+    console.error('Say which dead letters: --id <n> (repeatable) or --all.')
+    process.exit(1)
+  }
+  return opts.id
+}
+
+const dlq = program.command('dlq').description('inspect, replay or purge dead-lettered events')
+dlq
+  .command('list')
+  .option(...configOption)
+  .option('--limit <n>', 'how many', (v) => Number(v), 100)
+  .option('--source <name>', 'only this source')
+  .option('--body', 'include each event')
+  .action(async (opts: { config: string; limit: number; source?: string; body?: boolean }) => {
+    const queue = await openQueue(readConfig(opts.config))
+    const rows = await queue.listDead({ limit: opts.limit, ...(opts.source && { sourceName: opts.source }) })
+    for (const { body, ...row } of rows) console.log(JSON.stringify({ ...row, deadAt: new Date(row.deadAt).toISOString(), ...(opts.body && { event: JSON.parse(body) }) }))
+    if (rows.length === 0) console.error('No dead letters.')
+    await queue.close()
+  })
+dlq
+  .command('replay')
+  .description('put dead letters back in the queue (attempts reset)')
+  .option(...configOption)
+  .option('--id <n>', 'a dead letter id (repeatable)', ids)
+  .option('--all', 'every dead letter')
+  .action(async (opts: { config: string; id?: number[]; all?: boolean }) => {
+    const queue = await openQueue(readConfig(opts.config))
+    console.log(`Replaying ${await queue.replayDead(selection(opts), Date.now())} dead letter(s).`)
+    await queue.close()
+  })
+dlq
+  .command('purge')
+  .description('delete dead letters for good')
+  .option(...configOption)
+  .option('--id <n>', 'a dead letter id (repeatable)', ids)
+  .option('--all', 'every dead letter')
+  .action(async (opts: { config: string; id?: number[]; all?: boolean }) => {
+    const queue = await openQueue(readConfig(opts.config))
+    console.log(`Purged ${await queue.purgeDead(selection(opts))} dead letter(s).`)
+    await queue.close()
+  })
+
+program
+  .command('stats')
+  .description('queue depth, retries, dead letters and the oldest event, as JSON')
+  .option(...configOption)
+  .action(async (opts: { config: string }) => {
+    const queue = await openQueue(readConfig(opts.config))
+    console.log(JSON.stringify(await queue.stats(Date.now()), null, 2))
+    await queue.close()
+  })
+
+program.parseAsync().catch((error: Error) => {
+  console.error(error.message)
+  process.exit(1)
+})

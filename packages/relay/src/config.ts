@@ -1,0 +1,193 @@
+import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { dirname, isAbsolute, resolve } from 'node:path'
+import { DEFAULT_API_BASE_URL, InvalidSubscriptionError, OneFlowError, type Subscription } from '@oneflow-seg/core'
+import { compileSubscriptions, type CompiledSubscription } from '@oneflow-seg/core/mapping'
+
+/** A configuration problem: `key` is the path of the bad key (e.g. `sources[1].projectApiKey`). */
+export class ConfigError extends OneFlowError {
+  override readonly name = 'ConfigError'
+  readonly code = 'INVALID_CONFIG'
+  readonly remedy = 'fix-config'
+  constructor(readonly problems: ReadonlyArray<{ readonly key: string; readonly message: string }>) {
+    super(problems.map((p) => `${p.key}: ${p.message}`).join('\n'))
+  }
+}
+
+export interface SourceConfig {
+  /** A name for logs, metrics and the dead-letter store (never the key). */
+  readonly name: string
+  readonly writeKey: string
+  readonly projectApiKey: string
+  /** A stable, non-secret id of the 1Flow project (rate limits, pauses and queue rows are per project). */
+  readonly projectId: string
+  /** Custom subscriptions, compiled; undefined means core's presets. */
+  readonly subscriptions?: readonly CompiledSubscription[]
+}
+
+export interface RelayConfig {
+  readonly listen: { readonly host: string; readonly port: number }
+  /** `sqlite:<path>` (relative to the config file) or `postgres://…`. */
+  readonly queue: string
+  readonly oneflow: {
+    readonly apiBaseUrl: string
+    readonly mode: 'batch' | 'single'
+    readonly maxRequestsPerSecond: number
+    /** Requests in flight per project at once. */
+    readonly concurrency: number
+    readonly requestTimeoutMs: number
+  }
+  readonly limits: {
+    /** Refuse new events with 503 once the queue's files pass this size. */
+    readonly diskCapBytes: number
+    readonly dedupWindowHours: number
+    readonly giveUpAfterHours: number
+  }
+  readonly shutdownGraceMs: number
+  readonly sources: readonly SourceConfig[]
+}
+
+export const DEFAULTS = {
+  listen: { host: '127.0.0.1', port: 8787 },
+  queue: 'sqlite:./data/relay.db',
+  oneflow: { apiBaseUrl: DEFAULT_API_BASE_URL, mode: 'batch' as const, maxRequestsPerSecond: 400, concurrency: 8, requestTimeoutMs: 10_000 },
+  limits: { diskCapBytes: 1024 ** 3, dedupWindowHours: 24, giveUpAfterHours: 12 },
+  shutdownGraceMs: 25_000
+}
+
+type Json = Record<string, unknown>
+const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v)
+
+/** A stable id for a project key that is safe to log and store. */
+export function projectIdOf(projectApiKey: string): string {
+  return createHash('sha256').update(projectApiKey).digest('hex').slice(0, 12)
+}
+
+/**
+ * Validates a parsed config object, applies defaults and resolves `env:NAME` secrets from `env`. Every
+ * problem is reported at once, each naming its key; a secret's value never appears in a message.
+ */
+export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; baseDir?: string } = {}): RelayConfig {
+  const env = options.env ?? process.env
+  const problems: Array<{ key: string; message: string }> = []
+  const fail = (key: string, message: string) => problems.push({ key, message })
+  if (!isObject(raw)) throw new ConfigError([{ key: '(root)', message: 'the config must be a JSON object' }])
+
+  const known = new Set(['listen', 'queue', 'oneflow', 'limits', 'shutdownGraceMs', 'sources', '$schema'])
+  for (const key of Object.keys(raw)) if (!known.has(key)) fail(key, `unknown key; expected one of ${[...known].filter((k) => k !== '$schema').join(', ')}`)
+
+  const section = (key: string): Json => {
+    const v = raw[key]
+    if (v === undefined) return {}
+    if (!isObject(v)) fail(key, 'must be an object')
+    return isObject(v) ? v : {}
+  }
+  const num = (obj: Json, key: string, path: string, fallback: number, check: (n: number) => boolean, what: string): number => {
+    const v = obj[key]
+    if (v === undefined) return fallback
+    if (typeof v !== 'number' || !Number.isFinite(v) || !check(v)) {
+      fail(path, `must be ${what}`)
+      return fallback
+    }
+    return v
+  }
+  const secret = (obj: Json, key: string, path: string): string => {
+    const v = obj[key]
+    if (typeof v !== 'string' || v.trim() === '') {
+      fail(path, 'is required (a string, or "env:NAME" to read it from the environment variable NAME)')
+      return ''
+    }
+    if (v.startsWith('env:')) {
+      const name = v.slice(4)
+      const value = env[name]
+      if (value === undefined || value.trim() === '') fail(path, `reads the environment variable ${name}, which is not set`)
+      return value?.trim() ?? ''
+    }
+    return v.trim()
+  }
+
+  const listen = section('listen')
+  const host = listen.host ?? DEFAULTS.listen.host
+  if (typeof host !== 'string' || host === '') fail('listen.host', 'must be a host name or address, e.g. "127.0.0.1"')
+  const port = num(listen, 'port', 'listen.port', DEFAULTS.listen.port, (n) => Number.isInteger(n) && n >= 0 && n <= 65535, 'a port number from 0 to 65535')
+
+  let queue = raw.queue ?? DEFAULTS.queue
+  if (typeof queue !== 'string' || !/^(sqlite:.+|postgres(ql)?:\/\/.+)$/.test(queue)) {
+    fail('queue', 'must be "sqlite:<path>" (e.g. "sqlite:./data/relay.db") or a "postgres://…" URL')
+    queue = DEFAULTS.queue
+  }
+  if ((queue as string).startsWith('sqlite:')) {
+    const path = (queue as string).slice('sqlite:'.length)
+    queue = `sqlite:${isAbsolute(path) ? path : resolve(options.baseDir ?? process.cwd(), path)}`
+  }
+
+  const oneflow = section('oneflow')
+  const apiBaseUrl = oneflow.apiBaseUrl ?? DEFAULTS.oneflow.apiBaseUrl
+  if (typeof apiBaseUrl !== 'string' || !/^https?:\/\/[^\s/]+/.test(apiBaseUrl)) fail('oneflow.apiBaseUrl', `must be an http(s) URL such as ${DEFAULT_API_BASE_URL}`)
+  const mode = oneflow.mode ?? DEFAULTS.oneflow.mode
+  if (mode !== 'batch' && mode !== 'single') fail('oneflow.mode', 'must be "batch" (POST /batch, up to 480 KB a request) or "single" (one request per event)')
+  const oneflowConfig = {
+    apiBaseUrl: String(apiBaseUrl).replace(/\/+$/, ''),
+    mode: mode === 'single' ? ('single' as const) : ('batch' as const),
+    maxRequestsPerSecond: num(oneflow, 'maxRequestsPerSecond', 'oneflow.maxRequestsPerSecond', DEFAULTS.oneflow.maxRequestsPerSecond, (n) => n > 0 && n <= 500, 'a number above 0 and at most 500 (1Flow asks for at most 500 requests/s)'),
+    concurrency: num(oneflow, 'concurrency', 'oneflow.concurrency', DEFAULTS.oneflow.concurrency, (n) => Number.isInteger(n) && n >= 1 && n <= 64, 'a whole number from 1 to 64'),
+    requestTimeoutMs: num(oneflow, 'requestTimeoutMs', 'oneflow.requestTimeoutMs', DEFAULTS.oneflow.requestTimeoutMs, (n) => n >= 100, 'at least 100 (milliseconds)')
+  }
+
+  const limits = section('limits')
+  const limitsConfig = {
+    diskCapBytes: num(limits, 'diskCapBytes', 'limits.diskCapBytes', DEFAULTS.limits.diskCapBytes, (n) => n >= 1024 * 1024, 'at least 1048576 (1 MiB)'),
+    dedupWindowHours: num(limits, 'dedupWindowHours', 'limits.dedupWindowHours', DEFAULTS.limits.dedupWindowHours, (n) => n >= 24, 'at least 24 (hours; Segment keeps message ids for 24 h)'),
+    giveUpAfterHours: num(limits, 'giveUpAfterHours', 'limits.giveUpAfterHours', DEFAULTS.limits.giveUpAfterHours, (n) => n > 0, 'a number of hours above 0')
+  }
+  const shutdownGraceMs = num(raw, 'shutdownGraceMs', 'shutdownGraceMs', DEFAULTS.shutdownGraceMs, (n) => n >= 1000 && n <= 25_000, 'from 1000 to 25000 (milliseconds)')
+
+  const sources: SourceConfig[] = []
+  if (!Array.isArray(raw.sources) || raw.sources.length === 0) {
+    fail('sources', 'must list at least one source: [{"writeKey": "…", "projectApiKey": "…"}]')
+  } else {
+    const writeKeys = new Set<string>()
+    raw.sources.forEach((s: unknown, i: number) => {
+      const at = `sources[${i}]`
+      if (!isObject(s)) return fail(at, 'must be an object {"writeKey": "…", "projectApiKey": "…", "mappings"?: […]}')
+      for (const key of Object.keys(s)) {
+        if (!['name', 'writeKey', 'projectApiKey', 'mappings'].includes(key)) fail(`${at}.${key}`, 'unknown key; expected name, writeKey, projectApiKey, mappings')
+      }
+      const name = s.name ?? `source-${i + 1}`
+      if (typeof name !== 'string' || !/^[\w.-]{1,64}$/.test(name)) fail(`${at}.name`, 'must be 1–64 letters, digits, "_", "-" or "."')
+      const writeKey = secret(s, 'writeKey', `${at}.writeKey`)
+      if (writeKey && writeKeys.has(writeKey)) fail(`${at}.writeKey`, 'is used by another source; each write key routes to one 1Flow project')
+      writeKeys.add(writeKey)
+      const projectApiKey = secret(s, 'projectApiKey', `${at}.projectApiKey`)
+      let subscriptions: CompiledSubscription[] | undefined
+      if (s.mappings !== undefined) {
+        try {
+          subscriptions = compileSubscriptions(s.mappings as Subscription[])
+        } catch (error) {
+          if (!(error instanceof InvalidSubscriptionError)) throw error
+          for (const p of error.problems) fail(p.index >= 0 ? `${at}.mappings[${p.index}]` : `${at}.mappings`, p.message)
+        }
+      }
+      sources.push({ name: String(name), writeKey, projectApiKey, projectId: projectIdOf(projectApiKey), ...(subscriptions && { subscriptions }) })
+    })
+  }
+  if (problems.length > 0) throw new ConfigError(problems)
+  return { listen: { host: String(host), port }, queue: queue as string, oneflow: oneflowConfig, limits: limitsConfig, shutdownGraceMs, sources }
+}
+
+/** Reads and validates a config file; relative paths in it are relative to the file. */
+export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): RelayConfig {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (error) {
+    throw new ConfigError([{ key: '(file)', message: `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}` }])
+  }
+  let raw: unknown
+  try {
+    raw = JSON.parse(text)
+  } catch (error) {
+    throw new ConfigError([{ key: '(file)', message: `${file} is not valid JSON: ${(error as Error).message}` }])
+  }
+  return parseConfig(raw, { env, baseDir: dirname(resolve(file)) })
+}

@@ -1,0 +1,26 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+/** The relay's Prometheus metrics (prefix `relay_`), on a registry of its own per relay instance. */
+export function createMetrics() {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]) => new Counter<L>({ name, help, labelNames, registers: [registry] })
+  const gauge = <L extends string>(name: string, help: string, labelNames: readonly L[]) => new Gauge<L>({ name, help, labelNames, registers: [registry] })
+  return {
+    registry,
+    ingestRequests: counter('relay_ingest_requests_total', 'HTTP requests to the ingest API, by route and status', ['route', 'status']),
+    ingestEvents: counter('relay_ingest_events_total', 'Events received, by type and result (queued, duplicate, rejected)', ['type', 'result']),
+    ingestDuration: new Histogram({ name: 'relay_ingest_request_duration_seconds', help: 'Ingest request time, durable commit included', labelNames: ['route'], registers: [registry] }),
+    deliveryRequests: counter('relay_delivery_requests_total', 'Requests to 1Flow, by endpoint and status code (0 = no answer)', ['endpoint', 'status_code']),
+    deliveryEvents: counter('relay_delivery_events_total', 'Events leaving the queue, by result (delivered, skipped, dead)', ['project', 'result']),
+    retries: counter('relay_delivery_retries_total', 'Events scheduled for another attempt, by reason', ['project', 'reason']),
+    skipped: counter('relay_skipped_events_total', 'Events mapped to nothing (not sent), by reason', ['project', 'reason']),
+    deadLetters: counter('relay_dead_letters_total', 'Events moved to the dead-letter store, by reason', ['project', 'reason']),
+    queueDepth: gauge('relay_queue_depth', 'Events in the queue, by state', ['state']),
+    oldestAge: gauge('relay_queue_oldest_age_seconds', 'Age of the oldest event not yet delivered', []),
+    sendRateLimit: gauge('relay_send_rate_limit', 'Current requests/s limit per project (cut by 30% on 429s)', ['project']),
+    paused: gauge('relay_paused', '1 while sending to a project is paused, by reason (retry_after, auth)', ['project', 'reason'])
+  }
+}
+
+export type Metrics = ReturnType<typeof createMetrics>

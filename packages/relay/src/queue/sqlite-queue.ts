@@ -1,0 +1,268 @@
+import { mkdirSync, statSync } from 'node:fs'
+import { dirname } from 'node:path'
+import Database from 'better-sqlite3'
+import { dedupKey, type DeadLetter, type DeadLetterInfo, type EnqueueResult, type Job, type NewEvent, type Queue, type QueueStats, type Selection } from './queue'
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  message_id TEXT NOT NULL,
+  source_name TEXT NOT NULL,
+  project_id TEXT NOT NULL,
+  user_key TEXT NOT NULL,
+  body TEXT NOT NULL,
+  received_at INTEGER NOT NULL,
+  state TEXT NOT NULL DEFAULT 'pending',
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER NOT NULL,
+  lease_until INTEGER,
+  first_attempt_at INTEGER,
+  last_error TEXT,
+  dead_reason TEXT,
+  dead_status INTEGER,
+  dead_response TEXT,
+  dead_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS events_ready ON events (project_id, state, id);
+CREATE INDEX IF NOT EXISTS events_user ON events (project_id, user_key, state);
+CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS seen_at ON seen (seen_at);
+`
+
+// Ready events of users with nothing in flight and nothing waiting for a retry, oldest first.
+const LEASE_CANDIDATES = `
+SELECT e.id FROM events e
+WHERE e.project_id = @project AND e.state = 'pending' AND e.next_attempt_at <= @now
+  AND NOT EXISTS (
+    SELECT 1 FROM events b
+    WHERE b.project_id = e.project_id AND b.user_key = e.user_key
+      AND (b.state = 'leased' OR (b.state = 'pending' AND b.next_attempt_at > @now))
+  )
+ORDER BY e.id LIMIT @limit`
+
+interface PendingWrite {
+  readonly events: readonly NewEvent[]
+  resolve(result: EnqueueResult): void
+  reject(error: unknown): void
+}
+
+export interface SqliteQueueOptions {
+  /** Group commit: write at most this long after the first waiting event (default 2 ms). */
+  readonly commitWindowMs?: number
+  /** Group commit: write at once when this many events wait (default 512). */
+  readonly commitMaxEvents?: number
+}
+
+type Row = Record<string, unknown>
+
+/**
+ * The default queue: one SQLite file in WAL mode with synchronous=FULL, so a commit survives a crash or a
+ * power loss. Ingest is group-committed (many requests, one fsync), which keeps FULL close to NORMAL's speed.
+ * One relay process per file (SQLite has one writer); use PostgreSQL to run several.
+ */
+export class SqliteQueue implements Queue {
+  private readonly db: Database.Database
+  private waiting: PendingWrite[] = []
+  private waitingEvents = 0
+  private timer: NodeJS.Timeout | undefined
+  private readonly windowMs: number
+  private readonly maxEvents: number
+  private readonly insertSeen: Database.Statement
+  private readonly insertEvent: Database.Statement
+  private readonly writeBatch: (writes: readonly PendingWrite[]) => EnqueueResult[]
+
+  constructor(
+    readonly path: string,
+    options: SqliteQueueOptions = {}
+  ) {
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
+    this.db = new Database(path)
+    this.db.pragma('journal_mode = WAL')
+    this.db.pragma('synchronous = FULL')
+    this.db.pragma('busy_timeout = 5000')
+    this.db.exec(SCHEMA)
+    this.windowMs = options.commitWindowMs ?? 2
+    this.maxEvents = options.commitMaxEvents ?? 512
+    this.insertSeen = this.db.prepare('INSERT OR IGNORE INTO seen (message_id, seen_at) VALUES (?, ?)')
+    this.insertEvent = this.db.prepare(
+      'INSERT INTO events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)'
+    )
+    this.writeBatch = this.db.transaction((writes: readonly PendingWrite[]) =>
+      writes.map(({ events }) => {
+        let accepted = 0
+        for (const e of events) {
+          if (this.insertSeen.run(dedupKey(e), e.receivedAt).changes === 0) continue
+          this.insertEvent.run(e.messageId, e.sourceName, e.projectId, e.userKey, e.body, e.receivedAt, e.receivedAt)
+          accepted++
+        }
+        return { accepted, duplicates: events.length - accepted }
+      })
+    )
+  }
+
+  enqueue(events: readonly NewEvent[]): Promise<EnqueueResult> {
+    if (events.length === 0) return Promise.resolve({ accepted: 0, duplicates: 0 })
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ events, resolve, reject })
+      this.waitingEvents += events.length
+      if (this.waitingEvents >= this.maxEvents) this.flush()
+      else this.timer ??= setTimeout(() => this.flush(), this.windowMs)
+    })
+  }
+
+  /** Writes every waiting request in one transaction (one fsync), then answers them all. */
+  private flush(): void {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = undefined
+    const writes = this.waiting
+    this.waiting = []
+    this.waitingEvents = 0
+    if (writes.length === 0) return
+    try {
+      const results = this.writeBatch(writes)
+      writes.forEach((w, i) => w.resolve(results[i] as EnqueueResult))
+    } catch (error) {
+      for (const w of writes) w.reject(error)
+    }
+  }
+
+  async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
+    const take = this.db.transaction(() => {
+      const ids = (this.db.prepare(LEASE_CANDIDATES).all({ project: projectId, now, limit }) as Row[]).map((r) => r.id as number)
+      if (ids.length === 0) return []
+      const list = ids.join(',')
+      this.db.prepare(`UPDATE events SET state = 'leased', lease_until = ? WHERE id IN (${list})`).run(now + leaseMs)
+      return this.db.prepare(`SELECT * FROM events WHERE id IN (${list}) ORDER BY id`).all() as Row[]
+    })
+    return take().map(toJob)
+  }
+
+  private update(ids: readonly number[], sql: string, ...params: unknown[]): void {
+    if (ids.length === 0) return
+    this.db.prepare(`${sql} WHERE id IN (${ids.map(Number).join(',')})`).run(...params)
+  }
+
+  async complete(ids: readonly number[]): Promise<void> {
+    this.update(ids, 'DELETE FROM events')
+  }
+
+  async release(ids: readonly number[], readyAt: number): Promise<void> {
+    this.update(ids, "UPDATE events SET state = 'pending', lease_until = NULL, next_attempt_at = ?", readyAt)
+  }
+
+  async retry(ids: readonly number[], nextAttemptAt: number, error: string, now: number): Promise<void> {
+    this.update(
+      ids,
+      "UPDATE events SET state = 'pending', lease_until = NULL, attempts = attempts + 1, next_attempt_at = ?, last_error = ?, first_attempt_at = COALESCE(first_attempt_at, ?)",
+      nextAttemptAt,
+      error.slice(0, 500),
+      now
+    )
+  }
+
+  async deadLetter(ids: readonly number[], info: DeadLetterInfo, now: number): Promise<void> {
+    this.update(
+      ids,
+      "UPDATE events SET state = 'dead', lease_until = NULL, dead_reason = ?, dead_status = ?, dead_response = ?, dead_at = ?",
+      info.reason.slice(0, 1000),
+      info.status ?? null,
+      info.response?.slice(0, 2000) ?? null,
+      now
+    )
+  }
+
+  async readyProjects(now: number): Promise<string[]> {
+    const rows = this.db.prepare("SELECT DISTINCT project_id FROM events WHERE state = 'pending' AND next_attempt_at <= ?").all(now) as Row[]
+    return rows.map((r) => r.project_id as string)
+  }
+
+  async recoverLeases(now: number): Promise<number> {
+    return this.db.prepare("UPDATE events SET state = 'pending', lease_until = NULL WHERE state = 'leased' AND lease_until <= ?").run(now).changes
+  }
+
+  async pruneDedup(before: number): Promise<number> {
+    return this.db.prepare('DELETE FROM seen WHERE seen_at < ?').run(before).changes
+  }
+
+  async stats(now: number): Promise<QueueStats> {
+    const row = this.db
+      .prepare(
+        `SELECT
+          SUM(state = 'pending') AS pending, SUM(state = 'leased') AS leased, SUM(state = 'dead') AS dead,
+          SUM(state = 'pending' AND next_attempt_at > @now) AS retrying,
+          MIN(CASE WHEN state != 'dead' THEN received_at END) AS oldest
+        FROM events`
+      )
+      .get({ now }) as Row
+    return {
+      pending: Number(row.pending ?? 0),
+      leased: Number(row.leased ?? 0),
+      retrying: Number(row.retrying ?? 0),
+      dead: Number(row.dead ?? 0),
+      oldestAgeMs: row.oldest == null ? 0 : Math.max(0, now - Number(row.oldest)),
+      bytes: await this.sizeBytes()
+    }
+  }
+
+  async sizeBytes(): Promise<number> {
+    if (this.path === ':memory:') return 0
+    const fileSize = (p: string) => {
+      try {
+        return statSync(p).size
+      } catch {
+        return 0
+      }
+    }
+    return fileSize(this.path) + fileSize(`${this.path}-wal`)
+  }
+
+  async listDead(options: { limit?: number; sourceName?: string } = {}): Promise<DeadLetter[]> {
+    const rows = this.db
+      .prepare(`SELECT * FROM events WHERE state = 'dead' ${options.sourceName ? 'AND source_name = @source' : ''} ORDER BY id LIMIT @limit`)
+      .all({ source: options.sourceName, limit: options.limit ?? 100 }) as Row[]
+    return rows.map((r) => ({
+      ...toJob(r),
+      reason: String(r.dead_reason ?? ''),
+      ...(r.dead_status != null && { status: Number(r.dead_status) }),
+      ...(r.dead_response != null && { response: String(r.dead_response) }),
+      deadAt: Number(r.dead_at)
+    }))
+  }
+
+  async replayDead(selection: Selection, now: number): Promise<number> {
+    const set =
+      "SET state = 'pending', attempts = 0, first_attempt_at = NULL, next_attempt_at = @now, last_error = NULL, dead_reason = NULL, dead_status = NULL, dead_response = NULL, dead_at = NULL"
+    if (selection === 'all') return this.db.prepare(`UPDATE events ${set} WHERE state = 'dead'`).run({ now }).changes
+    if (selection.length === 0) return 0
+    return this.db.prepare(`UPDATE events ${set} WHERE state = 'dead' AND id IN (${selection.map(Number).join(',')})`).run({ now }).changes
+  }
+
+  async purgeDead(selection: Selection): Promise<number> {
+    if (selection === 'all') return this.db.prepare("DELETE FROM events WHERE state = 'dead'").run().changes
+    if (selection.length === 0) return 0
+    return this.db.prepare(`DELETE FROM events WHERE state = 'dead' AND id IN (${selection.map(Number).join(',')})`).run().changes
+  }
+
+  async checkWritable(): Promise<void> {
+    this.db.exec('BEGIN IMMEDIATE; ROLLBACK')
+  }
+
+  async close(): Promise<void> {
+    this.flush()
+    this.db.close()
+  }
+}
+
+function toJob(r: Row): Job {
+  return {
+    id: Number(r.id),
+    messageId: String(r.message_id),
+    sourceName: String(r.source_name),
+    projectId: String(r.project_id),
+    userKey: String(r.user_key),
+    body: String(r.body),
+    receivedAt: Number(r.received_at),
+    attempts: Number(r.attempts),
+    firstAttemptAt: r.first_attempt_at == null ? null : Number(r.first_attempt_at)
+  }
+}
