@@ -11,8 +11,9 @@ export const systemClock: Clock = {
 
 /**
  * Requests per second to one 1Flow project, never more than the current limit in any one-second window
- * (a sliding window of send times, so bursts cannot exceed it either). AIMD: a 429 cuts the limit by 30%;
- * two clean seconds in a row raise it by 10%, back up to the configured maximum.
+ * (a sliding window of send times, so bursts cannot exceed it either). The window is 1,050 ms, so that
+ * requests bunching up by up to 50 ms on the way still arrive at 1Flow within the limit.
+ * AIMD: a 429 cuts the limit by 30%; two clean seconds in a row raise it by 10%, back up to the maximum.
  */
 export class RateLimiter {
   private readonly sent: number[] = []
@@ -22,7 +23,7 @@ export class RateLimiter {
   constructor(
     private readonly max: number,
     private readonly clock: Clock,
-    private readonly windowMs = 1000
+    private readonly windowMs = 1050
   ) {
     this.limit = max
     this.cleanSince = clock.now()
@@ -53,7 +54,7 @@ export class RateLimiter {
   }
 
   private recover(now: number): void {
-    if (this.limit >= this.max || now - this.cleanSince < 2 * this.windowMs) return
+    if (this.limit >= this.max || now - this.cleanSince < 2000) return
     this.limit = Math.min(this.max, this.limit * 1.1)
     this.cleanSince = now
   }

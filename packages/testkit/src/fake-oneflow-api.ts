@@ -95,6 +95,8 @@ function checkMessage(type: 'identify' | 'track', body: unknown, where: string):
 export class FakeOneFlowApi {
   readonly requests: RecordedRequest[] = []
   readonly accepted: AcceptedMessage[] = []
+  /** Requests received but not yet answered (e.g. held by injected latency). */
+  inFlight = 0
   private faults: Array<FakeFault & { left: number }> = []
   private latencyMs: number
   private readonly apiKeys: Set<string>
@@ -203,7 +205,9 @@ export class FakeOneFlowApi {
     const at = Date.now()
     const fault = this.takeFault(path)
     const latency = (fault?.kind === 'latency' ? fault.ms : 0) + this.latencyMs
+    this.inFlight++
     if (latency > 0) await new Promise((r) => setTimeout(r, latency))
+    this.inFlight--
     const record = (status: number | 'dropped', error?: string, body?: unknown) =>
       this.requests.push({
         at,

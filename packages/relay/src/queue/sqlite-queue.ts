@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS events (
   dead_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS events_ready ON events (project_id, state, id);
-CREATE INDEX IF NOT EXISTS events_user ON events (project_id, user_key, state);
+CREATE INDEX IF NOT EXISTS events_user ON events (project_id, user_key, state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS seen_at ON seen (seen_at);
 `
@@ -33,10 +33,10 @@ CREATE INDEX IF NOT EXISTS seen_at ON seen (seen_at);
 const LEASE_CANDIDATES = `
 SELECT e.id FROM events e
 WHERE e.project_id = @project AND e.state = 'pending' AND e.next_attempt_at <= @now
+  AND NOT EXISTS (SELECT 1 FROM events b WHERE b.project_id = e.project_id AND b.user_key = e.user_key AND b.state = 'leased')
   AND NOT EXISTS (
     SELECT 1 FROM events b
-    WHERE b.project_id = e.project_id AND b.user_key = e.user_key
-      AND (b.state = 'leased' OR (b.state = 'pending' AND b.next_attempt_at > @now))
+    WHERE b.project_id = e.project_id AND b.user_key = e.user_key AND b.state = 'pending' AND b.next_attempt_at > @now
   )
 ORDER BY e.id LIMIT @limit`
 

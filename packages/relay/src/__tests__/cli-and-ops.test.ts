@@ -1,0 +1,141 @@
+/** The `oneflow-relay` CLI as users run it: check-config, start/SIGTERM, dlq, stats; and what it logs. */
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { FakeOneFlowApi } from '@oneflow-seg/testkit'
+import { SqliteQueue } from '../queue/sqlite-queue'
+import { post, tempDir, until } from './helpers'
+import { freePort, runCli, startRelayProcess, writeConfig } from './process'
+
+const WRITE_KEY = 'wk_live_SECRET_write_key_42'
+const PROJECT_KEY = 'pk_live_SECRET_project_key_42'
+const REFUSED_KEY = 'pk_live_SECRET_refused_key_7'
+
+let fake: FakeOneFlowApi
+beforeAll(async () => {
+  fake = await FakeOneFlowApi.start({ apiKeys: [PROJECT_KEY] })
+})
+afterAll(() => fake.close())
+
+describe('check-config', () => {
+  it('explains a valid config', () => {
+    const file = writeConfig({ sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY }] })
+    const r = runCli(['check-config', '--config', file])
+    expect(r.status).toBe(0)
+    expect(r.stdout).toContain('is valid')
+    expect(r.stdout).toContain('source web: project')
+    expect(r.stdout).toContain('the presets')
+    expect(r.stdout + r.stderr).not.toContain('SECRET')
+  })
+
+  it('names every bad key, and never prints a secret', () => {
+    const file = writeConfig({
+      listen: { port: 99999 },
+      oneflow: { mode: 'fast', maxRequestsPerSecond: 900 },
+      queue: 'redis://x',
+      sources: [{ writeKey: WRITE_KEY, projectApiKey: 'env:ONEFLOW_KEY_THAT_IS_NOT_SET', mappings: [{ subscribe: 'type == "track"', partnerAction: 'trackEvent' }] }, { writeKey: WRITE_KEY }],
+      extra: true
+    })
+    const r = runCli(['check-config', '--config', file])
+    expect(r.status).toBe(1)
+    for (const key of ['extra', 'listen.port', 'queue', 'oneflow.mode', 'oneflow.maxRequestsPerSecond', 'sources[0].projectApiKey', 'sources[0].mappings[0]', 'sources[1].writeKey', 'sources[1].projectApiKey']) {
+      expect(r.stderr).toContain(`- ${key}:`)
+    }
+    expect(r.stderr).toContain('ONEFLOW_KEY_THAT_IS_NOT_SET')
+    expect(r.stderr).toContain('Write instead: type = "track"')
+    expect(r.stderr).not.toContain('SECRET')
+  })
+
+  it('reads secrets from the environment with env:NAME', () => {
+    const file = writeConfig({ sources: [{ writeKey: 'env:RELAY_WK', projectApiKey: 'env:RELAY_PK' }] })
+    expect(runCli(['check-config', '--config', file], { RELAY_WK: WRITE_KEY, RELAY_PK: PROJECT_KEY }).status).toBe(0)
+  })
+
+  it('says clearly when the file is missing or not JSON', () => {
+    expect(runCli(['check-config', '--config', '/nonexistent/relay.json']).stderr).toContain('cannot read /nonexistent/relay.json')
+    const dir = tempDir()
+    const file = join(dir, 'bad.json')
+    writeFileSync(file, '{ not json')
+    expect(runCli(['check-config', '--config', file]).stderr).toMatch(/is not valid JSON/)
+  })
+})
+
+describe('start, SIGTERM and the logs', () => {
+  it('stops accepting on SIGTERM, finishes the delivery in flight, exits in time, loses nothing — and never logs a secret', async () => {
+    const port = await freePort()
+    const dir = tempDir()
+    const file = writeConfig(
+      {
+        listen: { host: '127.0.0.1', port },
+        queue: 'sqlite:./relay.db',
+        oneflow: { apiBaseUrl: fake.url },
+        sources: [
+          { name: 'web', writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY },
+          { name: 'refused', writeKey: 'wk_other_SECRET_9', projectApiKey: REFUSED_KEY }
+        ]
+      },
+      dir
+    )
+    fake.reset()
+    const relay = await startRelayProcess(file, port)
+    // A refused project key (alert path), an unknown write key, then real traffic.
+    await post(relay.url, '/v1/track', { event: 'E', userId: 'u' }, 'wk_other_SECRET_9')
+    expect((await post(relay.url, '/v1/track', { event: 'E', userId: 'u' }, 'wk_unknown_SECRET_3')).status).toBe(401)
+    await until(() => fake.requests.some((r) => r.status === 401), 'the 401 from 1Flow')
+    fake.setLatency(2_000)
+    const sent = Array.from({ length: 20 }, (_, i) => ({ type: 'track', event: `E${i}`, userId: `u${i}`, messageId: `m${i}` }))
+    expect((await post(relay.url, '/v1/batch', { batch: sent }, WRITE_KEY)).status).toBe(200)
+    await until(() => fake.inFlight > 0, 'a delivery in flight')
+    const signalled = Date.now()
+    relay.child.kill('SIGTERM')
+    await until(async () => (await fetch(`${relay.url}/health/ready`).then((r) => r.status, () => 0)) !== 200, 'readiness to drop')
+    expect(await relay.exited).toBe(0)
+    expect(Date.now() - signalled).toBeLessThan(25_000)
+    fake.setLatency(0)
+    const deliveredBeforeExit = fake.accepted.filter((m) => m.apiKey === PROJECT_KEY).length
+    expect(deliveredBeforeExit).toBeGreaterThan(0)
+    // Whatever was not delivered is still queued: a restart delivers the rest.
+    const again = await startRelayProcess(file, port)
+    await until(() => new Set(fake.accepted.filter((m) => m.apiKey === PROJECT_KEY).map((m) => m.body.event)).size === 20, 'all 20 events after the restart')
+    again.child.kill('SIGTERM')
+    await again.exited
+    const logs = relay.output() + again.output()
+    expect(logs).toContain('oneflow-relay listening')
+    expect(logs).toContain('ALERT')
+    for (const secret of [WRITE_KEY, PROJECT_KEY, REFUSED_KEY, 'wk_other_SECRET_9', 'wk_unknown_SECRET_3', Buffer.from(`${WRITE_KEY}:`).toString('base64')]) {
+      expect(logs).not.toContain(secret)
+    }
+    expect(logs).not.toContain('SECRET')
+  }, 60_000)
+})
+
+describe('dlq and stats', () => {
+  it('lists, replays and purges dead letters; reports stats', async () => {
+    const dir = tempDir()
+    const file = writeConfig({ queue: 'sqlite:./relay.db', sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY }] }, dir)
+    const queue = new SqliteQueue(join(dir, 'relay.db'))
+    await queue.enqueue(
+      [1, 2, 3].map((n) => ({ messageId: `m${n}`, sourceName: 'web', projectId: 'p', userKey: `u${n}`, body: JSON.stringify({ type: 'track', event: `E${n}` }), receivedAt: Date.now() }))
+    )
+    const jobs = await queue.lease('p', 10, 60_000, Date.now())
+    await queue.deadLetter(
+      jobs.map((j) => j.id),
+      { reason: '1Flow answered 400', status: 400, response: '{"error":"bad"}' },
+      Date.now()
+    )
+    await queue.close()
+
+    const list = runCli(['dlq', 'list', '--config', file])
+    const rows = list.stdout.trim().split('\n').map((l) => JSON.parse(l) as { id: number; messageId: string; status: number; reason: string })
+    expect(rows.map((r) => [r.messageId, r.status, r.reason])).toEqual([
+      ['m1', 400, '1Flow answered 400'],
+      ['m2', 400, '1Flow answered 400'],
+      ['m3', 400, '1Flow answered 400']
+    ])
+    expect(JSON.parse(runCli(['dlq', 'list', '--config', file, '--body', '--limit', '1']).stdout).event).toEqual({ type: 'track', event: 'E1' })
+    expect(runCli(['dlq', 'replay', '--config', file, '--id', String(rows[0]!.id)]).stdout).toContain('Replaying 1 dead letter(s)')
+    expect(runCli(['dlq', 'purge', '--config', file, '--id', String(rows[1]!.id)]).stdout).toContain('Purged 1 dead letter(s)')
+    expect(runCli(['dlq', 'purge', '--config', file]).stderr).toContain('--id <n> (repeatable) or --all')
+    expect(JSON.parse(runCli(['stats', '--config', file]).stdout)).toMatchObject({ pending: 1, dead: 1, leased: 0 })
+  })
+})

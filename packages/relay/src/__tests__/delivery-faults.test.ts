@@ -1,0 +1,144 @@
+/** Delivery rules (facts/relay.md §3), each with the fault injected at the fake 1Flow API. */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { FakeOneFlowApi } from '@oneflow-seg/testkit'
+import { post, startRelay, until, type TestRelay } from './helpers'
+
+let fake: FakeOneFlowApi
+let relay: TestRelay | undefined
+beforeEach(async () => {
+  fake = await FakeOneFlowApi.start()
+})
+afterEach(async () => {
+  await relay?.stop()
+  relay = undefined
+  await fake.close()
+})
+
+const track = (event: string, userId = 'u1', extra: Record<string, unknown> = {}) => ({ event, userId, messageId: `${userId}-${event}`, ...extra })
+const metric = async (name: string) => (await (await fetch(`${relay!.url}/metrics`)).text()).split('\n').filter((l) => l.startsWith(name))
+const events = () => fake.accepted.map((m) => String(m.body.event))
+
+describe('retries', () => {
+  it('Retry-After pauses the project: no request before it expires, then delivery', async () => {
+    relay = await startRelay(fake)
+    fake.inject({ kind: 'status', status: 429, retryAfter: '2' })
+    await post(relay.url, '/v1/track', track('A'))
+    await until(() => fake.requests.length === 1, 'the first attempt')
+    await post(relay.url, '/v1/track', track('B', 'u2'))
+    await until(() => fake.accepted.length === 2, 'delivery after the pause', 8_000)
+    const [first, ...rest] = fake.requests
+    expect(first?.status).toBe(429)
+    for (const r of rest) expect(r.at - first!.at).toBeGreaterThanOrEqual(2000 - 5)
+    expect(events().sort()).toEqual(['A', 'B'])
+  })
+
+  it('a 429 without Retry-After cuts the send rate by 30% and retries with jitter', async () => {
+    relay = await startRelay(fake, { oneflow: { maxRequestsPerSecond: 100 } })
+    fake.inject({ kind: 'status', status: 429 })
+    await post(relay.url, '/v1/track', track('A'))
+    await until(() => fake.requests.length === 1, 'the first attempt')
+    expect(await metric('relay_send_rate_limit')).toEqual(['relay_send_rate_limit{project="web"} 70'])
+    await until(() => fake.accepted.length === 1, 'the retry', 5_000)
+    expect(fake.requests[1]!.at - fake.requests[0]!.at).toBeGreaterThanOrEqual(1000 - 5)
+  })
+
+  it.each([
+    ['500', { kind: 'status', status: 500 } as const],
+    ['503', { kind: 'status', status: 503 } as const],
+    ['a dropped connection', { kind: 'drop' } as const]
+  ])('retries after %s and delivers', async (_what, fault) => {
+    relay = await startRelay(fake)
+    fake.inject({ ...fault, times: 2 })
+    await post(relay.url, '/v1/track', track('A'))
+    await until(() => fake.accepted.length === 1, 'delivery after two failures', 8_000)
+    expect(fake.requests).toHaveLength(3)
+    expect((await metric('relay_delivery_retries_total')).join()).toMatch(/reason="error"\} 2/)
+  })
+
+  it('gives up after the retry window and dead-letters the event (never a silent drop)', async () => {
+    relay = await startRelay(fake, { limits: { giveUpAfterHours: 1.5 / 3600 } })
+    fake.inject({ kind: 'status', status: 503, times: 1000 })
+    await post(relay.url, '/v1/track', track('A'))
+    await until(async () => (await relay!.relay.queue.stats(Date.now())).dead === 1, 'the dead letter', 10_000)
+    const [dead] = await relay.relay.queue.listDead()
+    expect(dead?.reason).toMatch(/gave up after .* of retries; last error: 1Flow answered 503/)
+    expect(fake.requests.length).toBeGreaterThan(1)
+  })
+
+  it("keeps a user's order: later events wait while an earlier one is retried; other users are not held up", async () => {
+    relay = await startRelay(fake, { oneflow: { mode: 'single' } })
+    fake.inject({ kind: 'status', status: 503, path: '/track' })
+    await post(relay.url, '/v1/track', track('A1', 'alice'))
+    await until(() => fake.requests.length === 1, 'the failed first attempt')
+    await post(relay.url, '/v1/track', track('A2', 'alice'))
+    await post(relay.url, '/v1/track', track('B1', 'bob'))
+    await until(() => fake.accepted.length === 3, 'all three', 8_000)
+    expect(events()).toEqual(['B1', 'A1', 'A2'])
+  })
+})
+
+describe('refusals', () => {
+  it('400 → dead letter with 1Flow response, no retry', async () => {
+    relay = await startRelay(fake)
+    fake.inject({ kind: 'status', status: 400, body: '{"error":"user_id is not valid"}' })
+    await post(relay.url, '/v1/track', track('A'))
+    await until(async () => (await relay!.relay.queue.stats(Date.now())).dead === 1, 'the dead letter')
+    const [dead] = await relay.relay.queue.listDead()
+    expect(dead).toMatchObject({ status: 400, response: '{"error":"user_id is not valid"}', messageId: 'u1-A' })
+    await new Promise((r) => setTimeout(r, 800))
+    expect(fake.requests).toHaveLength(1)
+  })
+
+  it('413 on a batch → split in halves, every event delivered; a lone event refused with 413 → dead letter', async () => {
+    relay = await startRelay(fake)
+    fake.inject({ kind: 'status', status: 413, path: '/batch' })
+    await post(relay.url, '/v1/batch', { batch: Array.from({ length: 6 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) })) })
+    await until(() => fake.accepted.length === 6, 'all six after the split')
+    expect(fake.requests.map((r) => r.status)).toEqual([413, 200, 200])
+    fake.inject({ kind: 'status', status: 413, path: '/batch' })
+    await post(relay.url, '/v1/track', track('Lone', 'u9'))
+    await until(async () => (await relay!.relay.queue.stats(Date.now())).dead === 1, 'the dead letter')
+    expect((await relay.relay.queue.listDead())[0]).toMatchObject({ status: 413, messageId: 'u9-Lone' })
+  })
+
+  it('401 → pause, alert in logs and /health, probe with backoff, lose nothing once the key works', async () => {
+    fake.removeApiKey('test-project-key')
+    relay = await startRelay(fake)
+    await post(relay.url, '/v1/batch', { batch: Array.from({ length: 5 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) })) })
+    await until(() => fake.requests.length === 1, 'the refused attempt')
+    const health = (await (await fetch(`${relay.url}/health`)).json()) as { alerts: Array<{ source: string; alert: string }> }
+    expect(health.alerts).toEqual([expect.objectContaining({ source: 'web', alert: expect.stringContaining('401') })])
+    expect((await fetch(`${relay.url}/health/ready`)).status).toBe(200)
+    expect(relay.logs.records().some((r) => r.level === 50 && String(r.msg).startsWith('ALERT'))).toBe(true)
+    await new Promise((r) => setTimeout(r, 1500))
+    expect(fake.requests).toHaveLength(1)
+    fake.addApiKey('test-project-key')
+    await until(() => fake.accepted.length === 5, 'every event after the key works', 10_000)
+    const after = (await (await fetch(`${relay.url}/health`)).json()) as { alerts: unknown[] }
+    expect(after.alerts).toEqual([])
+    expect((await relay.relay.queue.stats(Date.now())).dead).toBe(0)
+  })
+})
+
+describe('rate limit and skips', () => {
+  it('never sends more than maxRequestsPerSecond to a project in any second', async () => {
+    relay = await startRelay(fake, { oneflow: { mode: 'single', maxRequestsPerSecond: 25 } })
+    await post(relay.url, '/v1/batch', { batch: Array.from({ length: 75 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) })) })
+    await until(() => fake.accepted.length === 75, 'all 75 events', 10_000)
+    expect(fake.maxRequestsInWindow(1000)).toBeLessThanOrEqual(25)
+  })
+
+  it('counts skips by reason and sends nothing for them; 1Flow being down never makes the relay unready', async () => {
+    relay = await startRelay(fake)
+    fake.inject({ kind: 'status', status: 503, times: 1000 })
+    await post(relay.url, '/v1/page', { userId: 'u1', name: 'Home' })
+    await post(relay.url, '/v1/identify', { anonymousId: 'a1', traits: {} })
+    await until(async () => (await metric('relay_skipped_events_total')).length === 2, 'two skips')
+    expect((await metric('relay_skipped_events_total')).sort()).toEqual([
+      'relay_skipped_events_total{project="web",reason="missing-user-id"} 1',
+      'relay_skipped_events_total{project="web",reason="not-subscribed"} 1'
+    ])
+    expect(fake.requests).toEqual([])
+    expect((await fetch(`${relay.url}/health/ready`)).status).toBe(200)
+  })
+})

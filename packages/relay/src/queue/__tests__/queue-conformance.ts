@@ -1,0 +1,140 @@
+/**
+ * One conformance suite for every queue driver (SQLite, PostgreSQL), so the drivers cannot drift apart.
+ * A driver's test file calls `describeQueue` with a factory that opens a fresh, empty queue.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import type { NewEvent, Queue } from '../queue'
+
+export interface QueueFactory {
+  /** A fresh, empty queue. */
+  open(): Promise<Queue>
+  /** The same storage opened again (after `close`), to prove commits are durable. */
+  reopen(queue: Queue): Promise<Queue>
+}
+
+const T0 = 1_800_000_000_000
+
+export function event(n: number, extra: Partial<NewEvent> = {}): NewEvent {
+  return { messageId: `m-${n}`, sourceName: 'web', projectId: 'p1', userKey: `u-${n}`, body: JSON.stringify({ type: 'track', event: `E${n}`, userId: `u-${n}` }), receivedAt: T0 + n, ...extra }
+}
+
+export function describeQueue(name: string, factory: QueueFactory): void {
+  describe(`queue conformance: ${name}`, () => {
+    const open: Queue[] = []
+    const fresh = async () => {
+      const q = await factory.open()
+      open.push(q)
+      return q
+    }
+    afterEach(async () => {
+      await Promise.allSettled(open.splice(0).map((q) => q.close()))
+    })
+
+    it('stores events durably: a reopened queue has them', async () => {
+      const q = await fresh()
+      expect(await q.enqueue([event(1), event(2)])).toEqual({ accepted: 2, duplicates: 0 })
+      await q.close()
+      open.pop()
+      const again = await factory.reopen(q)
+      open.push(again)
+      expect((await again.lease('p1', 10, 60_000, T0 + 10)).map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
+    })
+
+    it('drops a messageId its source already sent, but not the same id from another source', async () => {
+      const q = await fresh()
+      await q.enqueue([event(1)])
+      expect(await q.enqueue([event(1), event(1, { sourceName: 'app' }), event(2), event(2)])).toEqual({ accepted: 2, duplicates: 2 })
+      expect((await q.stats(T0 + 10)).pending).toBe(3)
+    })
+
+    it('commits many concurrent enqueues, answering each with its own result', async () => {
+      const q = await fresh()
+      const results = await Promise.all(Array.from({ length: 60 }, (_, i) => q.enqueue([event(i), event(i % 5)])))
+      expect(results.reduce((n, r) => n + r.accepted, 0)).toBe(60)
+      expect(results.every((r) => r.accepted + r.duplicates === 2)).toBe(true)
+      expect((await q.stats(T0 + 100)).pending).toBe(60)
+    })
+
+    it('leases oldest first, per project, up to the limit, and never the same event twice', async () => {
+      const q = await fresh()
+      await q.enqueue([event(1), event(2, { projectId: 'p2' }), event(3), event(4)])
+      const [a, b] = await Promise.all([q.lease('p1', 2, 60_000, T0 + 10), q.lease('p1', 2, 60_000, T0 + 10)])
+      const ids = [...a!, ...b!].map((j) => j.messageId)
+      expect(ids.sort()).toEqual(['m-1', 'm-3', 'm-4'])
+      expect(new Set(ids).size).toBe(ids.length)
+      expect((await q.lease('p2', 10, 60_000, T0 + 10)).map((j) => j.messageId)).toEqual(['m-2'])
+      expect(await q.readyProjects(T0 + 10)).toEqual([])
+    })
+
+    it("holds back a user's later events while an earlier one is in flight or waiting for a retry", async () => {
+      const q = await fresh()
+      await q.enqueue([event(1, { userKey: 'alice' }), event(2, { userKey: 'bob' })])
+      const [first] = await q.lease('p1', 1, 60_000, T0 + 10)
+      expect(first?.messageId).toBe('m-1')
+      await q.enqueue([event(3, { userKey: 'alice' }), event(4, { userKey: 'carol' })])
+      expect((await q.lease('p1', 10, 60_000, T0 + 20)).map((j) => j.messageId)).toEqual(['m-2', 'm-4'])
+      await q.retry([first!.id], T0 + 5_000, '503', T0 + 30)
+      expect(await q.lease('p1', 10, 60_000, T0 + 40)).toEqual([])
+      const later = await q.lease('p1', 10, 60_000, T0 + 5_000)
+      expect(later.map((j) => [j.messageId, j.attempts, j.firstAttemptAt])).toEqual([
+        ['m-1', 1, T0 + 30],
+        ['m-3', 0, null]
+      ])
+    })
+
+    it('completes, releases without counting, and retries counting attempts', async () => {
+      const q = await fresh()
+      await q.enqueue([event(1), event(2), event(3)])
+      const jobs = await q.lease('p1', 10, 60_000, T0 + 10)
+      await q.complete([jobs[0]!.id])
+      await q.release([jobs[1]!.id], T0 + 10)
+      await q.retry([jobs[2]!.id], T0 + 10, 'boom', T0 + 10)
+      await q.retry([jobs[2]!.id], T0 + 10, 'boom', T0 + 20)
+      const again = await q.lease('p1', 10, 60_000, T0 + 30)
+      expect(again.map((j) => [j.messageId, j.attempts, j.firstAttemptAt])).toEqual([
+        ['m-2', 0, null],
+        ['m-3', 2, T0 + 10]
+      ])
+    })
+
+    it('takes back expired leases (a crashed worker) and only those', async () => {
+      const q = await fresh()
+      await q.enqueue([event(1), event(2)])
+      await q.lease('p1', 1, 1_000, T0 + 10)
+      await q.lease('p1', 1, 60_000, T0 + 10)
+      expect(await q.recoverLeases(T0 + 2_000)).toBe(1)
+      expect((await q.lease('p1', 10, 60_000, T0 + 2_000)).map((j) => j.messageId)).toEqual(['m-1'])
+    })
+
+    it('dead-letters with the reason, lists, replays and purges', async () => {
+      const q = await fresh()
+      await q.enqueue([event(1), event(2), event(3, { sourceName: 'app' })])
+      const jobs = await q.lease('p1', 10, 60_000, T0 + 10)
+      await q.deadLetter([jobs[0]!.id], { reason: '1Flow answered 400', status: 400, response: '{"error":"bad"}' }, T0 + 20)
+      await q.deadLetter([jobs[1]!.id, jobs[2]!.id], { reason: 'invalid' }, T0 + 20)
+      const dead = await q.listDead()
+      expect(dead.map((d) => [d.messageId, d.reason, d.status, d.response, d.deadAt])).toEqual([
+        ['m-1', '1Flow answered 400', 400, '{"error":"bad"}', T0 + 20],
+        ['m-2', 'invalid', undefined, undefined, T0 + 20],
+        ['m-3', 'invalid', undefined, undefined, T0 + 20]
+      ])
+      expect((await q.listDead({ sourceName: 'app' })).map((d) => d.messageId)).toEqual(['m-3'])
+      expect((await q.stats(T0 + 30)).dead).toBe(3)
+      expect(await q.replayDead([dead[0]!.id], T0 + 30)).toBe(1)
+      expect((await q.lease('p1', 10, 60_000, T0 + 30)).map((j) => [j.messageId, j.attempts])).toEqual([['m-1', 0]])
+      expect(await q.purgeDead('all')).toBe(2)
+      expect((await q.stats(T0 + 30)).dead).toBe(0)
+    })
+
+    it('reports depth, retries and the oldest age; forgets old message ids', async () => {
+      const q = await fresh()
+      await q.enqueue([event(1), event(2)])
+      const [job] = await q.lease('p1', 1, 60_000, T0 + 10)
+      await q.retry([job!.id], T0 + 60_000, 'later', T0 + 10)
+      expect(await q.stats(T0 + 1_000)).toMatchObject({ pending: 2, leased: 0, retrying: 1, dead: 0, oldestAgeMs: 999 })
+      expect(await q.pruneDedup(T0 + 2)).toBe(1)
+      expect(await q.enqueue([event(1)])).toEqual({ accepted: 1, duplicates: 0 })
+      await expect(q.checkWritable()).resolves.toBeUndefined()
+    })
+  })
+}
