@@ -35,7 +35,8 @@ await build({
   target: 'node20',
   conditions: ['@oneflow-seg/source'],
   packages: 'bundle',
-  external: ['better-sqlite3', 'pg-native', 'playwright-core', 'esbuild', 'autocannon', 'fastify', 'pino', 'pg'],
+  // Packages that run from their build (as users run them) or carry native code / binaries stay external.
+  external: ['@oneflow-seg/relay', 'better-sqlite3', 'pg', 'playwright-core', 'esbuild', 'autocannon'],
   banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
   logLevel: 'warning'
 })

@@ -40,6 +40,7 @@ const LEASE_MS = 60_000
 const BATCH_EVENTS = 500
 const AUTH_PROBE_MIN_MS = 5_000
 const AUTH_PROBE_MAX_MS = 300_000
+const FAILURES_BEFORE_PAUSE = 3
 
 interface ProjectState {
   readonly id: string
@@ -52,6 +53,8 @@ interface ProjectState {
   /** 401/403: sending paused until the next probe. */
   authPausedUntil: number
   authBackoffMs: number
+  /** Failed requests in a row: from the third on, the whole project backs off (full jitter). */
+  failures: number
   alert: string | undefined
 }
 
@@ -89,6 +92,7 @@ export class Deliverer {
           pausedUntil: 0,
           authPausedUntil: 0,
           authBackoffMs: AUTH_PROBE_MIN_MS,
+          failures: 0,
           alert: undefined
         })
       }
@@ -123,14 +127,11 @@ export class Deliverer {
     const { clock, queue, logger } = this.deps
     while (this.running) {
       try {
-        const now = clock.now()
-        for (const projectId of await queue.readyProjects(now)) {
-          const project = this.projects.get(projectId)
-          if (!project) continue
-          while (this.running && project.inFlight < this.deps.config.oneflow.concurrency && now >= project.pausedUntil && now >= project.authPausedUntil) {
+        for (const project of this.projects.values()) {
+          while (this.running && project.inFlight < this.deps.config.oneflow.concurrency && clock.now() >= Math.max(project.pausedUntil, project.authPausedUntil)) {
             // A paused-for-auth project sends one probe at a time.
             const limit = project.alert ? 1 : BATCH_EVENTS
-            const jobs = await queue.lease(projectId, limit, LEASE_MS, clock.now())
+            const jobs = await queue.lease(project.id, limit, LEASE_MS, clock.now())
             if (jobs.length === 0) break
             this.track(this.deliver(project, jobs))
             if (project.alert) break
@@ -268,6 +269,7 @@ export class Deliverer {
     metrics.deliveryRequests.inc({ endpoint: req.path, status_code: String(status ?? 0) })
     const now = clock.now()
     const decision: Decision = classifyResponse({ status, retryAfter }, now)
+    if (decision.action !== 'retry') project.failures = 0
     switch (decision.action) {
       case 'deliver':
         if (project.alert) {
@@ -298,8 +300,12 @@ export class Deliverer {
         return false
       }
       case 'retry': {
+        const backoff = fullJitterDelay(project.failures++, this.random, decision.backoffBaseMs, 60_000)
+        const retryAt = now + Math.max(decision.afterMs ?? 0, backoff)
+        // A failed request holds back only its own users; Retry-After, or failures in a row (1Flow down),
+        // hold back the whole project so that 1Flow is not hammered.
+        if (decision.afterMs !== undefined || project.failures >= FAILURES_BEFORE_PAUSE) project.pausedUntil = Math.max(project.pausedUntil, retryAt)
         if (decision.afterMs !== undefined) {
-          project.pausedUntil = Math.max(project.pausedUntil, now + decision.afterMs)
           metrics.paused.set({ project: project.source.name, reason: 'retry_after' }, 1)
           setTimeout(() => metrics.paused.set({ project: project.source.name, reason: 'retry_after' }, 0), decision.afterMs).unref()
         }
@@ -307,43 +313,51 @@ export class Deliverer {
           project.limiter.throttled()
           metrics.sendRateLimit.set({ project: project.source.name }, project.limiter.current)
         }
-        for (const u of group) settle(u.jobId, { kind: 'retry', at: now + (decision.afterMs ?? 0), error: decision.reason })
+        for (const u of group) settle(u.jobId, { kind: 'retry', at: retryAt, error: decision.reason })
         return false
       }
     }
   }
 
-  /** Writes every job's fate to the queue. Retries get full jitter; past the give-up window they are dead-lettered. */
+  /** Writes every job's fate to the queue, a few statements per lease. Past the give-up window a retry becomes a dead letter. */
   private async apply(project: ProjectState, jobs: readonly Job[], fates: Map<number, JobFate>, now: number): Promise<void> {
-    const { queue, metrics, config } = this.deps
+    const { queue, metrics, config, logger } = this.deps
     const label = project.source.name
     const giveUpMs = config.limits.giveUpAfterHours * 3_600_000
     const done: number[] = []
     const released: number[] = []
+    const retries = new Map<string, { at: number; error: string; ids: number[] }>()
+    let delivered = 0
+    let skipped = 0
     for (const job of jobs) {
       const fate = fates.get(job.id) as JobFate
       if (fate.kind === 'done') {
         done.push(job.id)
-        metrics.deliveryEvents.inc({ project: label, result: fate.skipped ? 'skipped' : 'delivered' })
+        if (fate.skipped) skipped++
+        else delivered++
       } else if (fate.kind === 'release') {
         released.push(job.id)
-      } else if (fate.kind === 'dead') {
-        await queue.deadLetter([job.id], fate, now)
+      } else if (fate.kind === 'dead' || (job.firstAttemptAt !== null && now - job.firstAttemptAt >= giveUpMs)) {
+        const info = fate.kind === 'dead' ? fate : { reason: `gave up after ${config.limits.giveUpAfterHours} h of retries; last error: ${fate.error}` }
+        await queue.deadLetter([job.id], info, now)
         metrics.deliveryEvents.inc({ project: label, result: 'dead' })
-        metrics.deadLetters.inc({ project: label, reason: fate.status ? String(fate.status) : 'invalid' })
-        this.deps.logger.warn({ project: label, messageId: job.messageId, status: fate.status }, `event dead-lettered: ${fate.reason}`)
-      } else if (job.firstAttemptAt !== null && now - job.firstAttemptAt >= giveUpMs) {
-        await queue.deadLetter([job.id], { reason: `gave up after ${config.limits.giveUpAfterHours} h of retries; last error: ${fate.error}` }, now)
-        metrics.deliveryEvents.inc({ project: label, result: 'dead' })
-        metrics.deadLetters.inc({ project: label, reason: 'gave_up' })
+        metrics.deadLetters.inc({ project: label, reason: fate.kind === 'dead' ? (fate.status ? String(fate.status) : 'invalid') : 'gave_up' })
+        logger.warn({ project: label, messageId: job.messageId, status: fate.kind === 'dead' ? fate.status : undefined }, `event dead-lettered: ${info.reason}`)
       } else {
-        const delay = fullJitterDelay(job.attempts, this.random, fate.error.includes('429') ? 1000 : 500, 60_000)
-        await queue.retry([job.id], Math.max(fate.at, now + delay), fate.error, now)
-        metrics.retries.inc({ project: label, reason: fate.error.includes('429') ? 'rate_limited' : 'error' })
+        const key = `${fate.at}\u0000${fate.error}`
+        const entry = retries.get(key) ?? { at: fate.at, error: fate.error, ids: [] }
+        entry.ids.push(job.id)
+        retries.set(key, entry)
       }
     }
     await queue.complete(done)
+    for (const { at, error, ids } of retries.values()) {
+      await queue.retry(ids, at, error, now)
+      metrics.retries.inc({ project: label, reason: error.includes('429') ? 'rate_limited' : 'error' }, ids.length)
+    }
     // Released jobs were never tried: ready again as soon as the project may send.
     await queue.release(released, Math.max(now, project.pausedUntil, project.authPausedUntil))
+    if (delivered) metrics.deliveryEvents.inc({ project: label, result: 'delivered' }, delivered)
+    if (skipped) metrics.deliveryEvents.inc({ project: label, result: 'skipped' }, skipped)
   }
 }

@@ -74,12 +74,11 @@ function checkEvent(raw: unknown, index: number | undefined, type: unknown): Ing
   if (raw.messageId !== undefined && (typeof raw.messageId !== 'string' || raw.messageId === '' || raw.messageId.length >= INGEST_LIMITS.messageIdChars)) {
     return refuse(400, 'invalid_message_id', `${where} has a messageId that is not a string of 1 to 99 characters`, { ...at, limit: INGEST_LIMITS.messageIdChars })
   }
-  const bytes = Buffer.byteLength(JSON.stringify(raw))
-  if (bytes > INGEST_LIMITS.eventBytes) {
-    return refuse(400, 'event_too_large', `${where} is ${bytes} bytes; the limit is 32 KB per event`, { ...at, limit: INGEST_LIMITS.eventBytes })
-  }
   return undefined
 }
+
+// The fields the relay stamps (type, messageId, receivedAt, timestamp) do not count against the client's 32 KB.
+const STAMP_ALLOWANCE = 256
 
 /**
  * Checks one ingest request and turns it into queue rows. The whole request is refused when any event
@@ -128,13 +127,19 @@ export function acceptRequest(
     correctSkew(event, event.sentAt ?? body.sentAt, now)
     // Delivery may happen long after arrival (retries, outages): the event keeps the time it happened.
     event.timestamp ??= event.receivedAt
+    const stored = JSON.stringify(event)
+    const bytes = Buffer.byteLength(stored)
+    if (bytes > INGEST_LIMITS.eventBytes + STAMP_ALLOWANCE) {
+      const where = index === undefined ? 'the event' : `event ${index}`
+      return refuse(400, 'event_too_large', `${where} is over 32 KB (${bytes} bytes as stored); the limit is 32 KB per event`, { ...(index !== undefined && { index }), limit: INGEST_LIMITS.eventBytes })
+    }
     types.push(type as string)
     events.push({
       messageId: event.messageId as string,
       sourceName: source.name,
       projectId: source.projectId,
       userKey: String(present(event.userId) ? event.userId : event.anonymousId),
-      body: JSON.stringify(event),
+      body: stored,
       receivedAt: now
     })
   }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import { ConfigError, type RelayConfig, type SourceConfig } from './config'
 import { Deliverer } from './deliverer'
@@ -54,7 +54,7 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
   let overCap = { at: 0, value: false }
   const timers: NodeJS.Timeout[] = []
 
-  const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: INGEST_LIMITS.batchRequestBytes, return503OnClosing: true })
+  const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: INGEST_LIMITS.batchRequestBytes, return503OnClosing: true })
 
   // Segment clients send JSON, sometimes as text/plain (browser beacons): parse every body as JSON, ourselves.
   app.removeAllContentTypeParsers()
@@ -117,7 +117,9 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
     }
     try {
       const { duplicates } = await queue.enqueue(result.events)
-      result.types.forEach((type) => metrics.ingestEvents.inc({ type, result: 'queued' }))
+      const perType = new Map<string, number>()
+      for (const type of result.types) perType.set(type, (perType.get(type) ?? 0) + 1)
+      for (const [type, n] of perType) metrics.ingestEvents.inc({ type, result: 'queued' }, n)
       if (duplicates > 0) metrics.ingestEvents.inc({ type: route, result: 'duplicate' }, duplicates)
     } catch (error) {
       logger.error({ err: error }, 'could not write to the queue')

@@ -55,6 +55,17 @@ describe('retries', () => {
     expect((await metric('relay_delivery_retries_total')).join()).toMatch(/reason="error"\} 2/)
   })
 
+  it('backs the whole project off while 1Flow keeps failing, instead of hammering it', async () => {
+    relay = await startRelay(fake, { oneflow: { mode: 'single' } })
+    fake.inject({ kind: 'status', status: 503, times: 1000 })
+    await post(relay.url, '/v1/batch', { batch: Array.from({ length: 50 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) })) })
+    await new Promise((r) => setTimeout(r, 3000))
+    // Three failures in a row, then jittered pauses of 0.5 s and up: a handful of requests, not hundreds.
+    expect(fake.requests.length).toBeGreaterThanOrEqual(3)
+    expect(fake.requests.length).toBeLessThanOrEqual(10)
+    expect((await relay.relay.queue.stats(Date.now())).pending).toBe(50)
+  })
+
   it('gives up after the retry window and dead-letters the event (never a silent drop)', async () => {
     relay = await startRelay(fake, { limits: { giveUpAfterHours: 1.5 / 3600 } })
     fake.inject({ kind: 'status', status: 503, times: 1000 })

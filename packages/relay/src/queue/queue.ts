@@ -80,8 +80,6 @@ export interface Queue {
   /** A failed attempt: counted, retried at `nextAttemptAt`. */
   retry(ids: readonly number[], nextAttemptAt: number, error: string, now: number): Promise<void>
   deadLetter(ids: readonly number[], info: DeadLetterInfo, now: number): Promise<void>
-  /** Projects that have events ready now. */
-  readyProjects(now: number): Promise<string[]>
   /** Leases that expired (a crashed worker's) become ready again; returns how many. */
   recoverLeases(now: number): Promise<number>
   /** Forgets messageIds seen before `before` (the dedup window). */

@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_ready ON events (project_id, state, id);
 CREATE INDEX IF NOT EXISTS events_user ON events (project_id, user_key, state, next_attempt_at);
-CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_at ON seen (seen_at);
 `
 
@@ -49,7 +49,7 @@ interface PendingWrite {
 export interface SqliteQueueOptions {
   /** Group commit: write at most this long after the first waiting event (default 2 ms). */
   readonly commitWindowMs?: number
-  /** Group commit: write at once when this many events wait (default 512). */
+  /** Group commit: write at once when this many events wait (default 4,096). */
   readonly commitMaxEvents?: number
 }
 
@@ -82,7 +82,7 @@ export class SqliteQueue implements Queue {
     this.db.pragma('busy_timeout = 5000')
     this.db.exec(SCHEMA)
     this.windowMs = options.commitWindowMs ?? 2
-    this.maxEvents = options.commitMaxEvents ?? 512
+    this.maxEvents = options.commitMaxEvents ?? 4096
     this.insertSeen = this.db.prepare('INSERT OR IGNORE INTO seen (message_id, seen_at) VALUES (?, ?)')
     this.insertEvent = this.db.prepare(
       'INSERT INTO events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)'
@@ -128,18 +128,29 @@ export class SqliteQueue implements Queue {
 
   async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
     const take = this.db.transaction(() => {
-      const ids = (this.db.prepare(LEASE_CANDIDATES).all({ project: projectId, now, limit }) as Row[]).map((r) => r.id as number)
+      const ids = (this.statement(LEASE_CANDIDATES).all({ project: projectId, now, limit }) as Row[]).map((r) => r.id as number)
       if (ids.length === 0) return []
-      const list = ids.join(',')
-      this.db.prepare(`UPDATE events SET state = 'leased', lease_until = ? WHERE id IN (${list})`).run(now + leaseMs)
-      return this.db.prepare(`SELECT * FROM events WHERE id IN (${list}) ORDER BY id`).all() as Row[]
+      const leased = this.statement("UPDATE events SET state = 'leased', lease_until = ? WHERE id IN (SELECT value FROM json_each(?)) RETURNING *").all(now + leaseMs, JSON.stringify(ids)) as Row[]
+      return leased.sort((a, b) => Number(a.id) - Number(b.id))
     })
     return take().map(toJob)
   }
 
+  private readonly statements = new Map<string, Database.Statement>()
+
+  /** A prepared statement, compiled once (id lists travel as one JSON parameter, read with json_each). */
+  private statement(sql: string): Database.Statement {
+    let stmt = this.statements.get(sql)
+    if (!stmt) {
+      stmt = this.db.prepare(sql)
+      this.statements.set(sql, stmt)
+    }
+    return stmt
+  }
+
   private update(ids: readonly number[], sql: string, ...params: unknown[]): void {
     if (ids.length === 0) return
-    this.db.prepare(`${sql} WHERE id IN (${ids.map(Number).join(',')})`).run(...params)
+    this.statement(`${sql} WHERE id IN (SELECT value FROM json_each(?))`).run(...params, JSON.stringify(ids))
   }
 
   async complete(ids: readonly number[]): Promise<void> {
@@ -169,11 +180,6 @@ export class SqliteQueue implements Queue {
       info.response?.slice(0, 2000) ?? null,
       now
     )
-  }
-
-  async readyProjects(now: number): Promise<string[]> {
-    const rows = this.db.prepare("SELECT DISTINCT project_id FROM events WHERE state = 'pending' AND next_attempt_at <= ?").all(now) as Row[]
-    return rows.map((r) => r.project_id as string)
   }
 
   async recoverLeases(now: number): Promise<number> {
@@ -234,13 +240,13 @@ export class SqliteQueue implements Queue {
       "SET state = 'pending', attempts = 0, first_attempt_at = NULL, next_attempt_at = @now, last_error = NULL, dead_reason = NULL, dead_status = NULL, dead_response = NULL, dead_at = NULL"
     if (selection === 'all') return this.db.prepare(`UPDATE events ${set} WHERE state = 'dead'`).run({ now }).changes
     if (selection.length === 0) return 0
-    return this.db.prepare(`UPDATE events ${set} WHERE state = 'dead' AND id IN (${selection.map(Number).join(',')})`).run({ now }).changes
+    return this.db.prepare(`UPDATE events ${set} WHERE state = 'dead' AND id IN (SELECT value FROM json_each(@ids))`).run({ now, ids: JSON.stringify(selection) }).changes
   }
 
   async purgeDead(selection: Selection): Promise<number> {
     if (selection === 'all') return this.db.prepare("DELETE FROM events WHERE state = 'dead'").run().changes
     if (selection.length === 0) return 0
-    return this.db.prepare(`DELETE FROM events WHERE state = 'dead' AND id IN (${selection.map(Number).join(',')})`).run().changes
+    return this.db.prepare("DELETE FROM events WHERE state = 'dead' AND id IN (SELECT value FROM json_each(?))").run(JSON.stringify(selection)).changes
   }
 
   async checkWritable(): Promise<void> {

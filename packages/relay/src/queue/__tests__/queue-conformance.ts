@@ -63,7 +63,7 @@ export function describeQueue(name: string, factory: QueueFactory): void {
       expect(ids.sort()).toEqual(['m-1', 'm-3', 'm-4'])
       expect(new Set(ids).size).toBe(ids.length)
       expect((await q.lease('p2', 10, 60_000, T0 + 10)).map((j) => j.messageId)).toEqual(['m-2'])
-      expect(await q.readyProjects(T0 + 10)).toEqual([])
+      expect(await q.lease('p1', 10, 60_000, T0 + 10)).toEqual([])
     })
 
     it("holds back a user's later events while an earlier one is in flight or waiting for a retry", async () => {

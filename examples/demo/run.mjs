@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+// `pnpm start`: builds what the relay needs, bundles the demo (the sandbox's stand-in for 1Flow lives in the
+// private testkit, as TypeScript), and runs it.
+import { spawnSync, spawn } from 'node:child_process'
+import { mkdirSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { build } from 'esbuild'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const root = join(here, '..', '..')
+const built = spawnSync('pnpm', ['exec', 'turbo', 'run', 'build', '--filter=@oneflow-seg/relay...', '--output-logs=errors-only'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] })
+if (built.status !== 0) process.exit(built.status ?? 1)
+
+const outfile = join(here, '.out', 'demo.mjs')
+mkdirSync(dirname(outfile), { recursive: true })
+await build({
+  entryPoints: [join(here, 'src', 'main.ts')],
+  outfile,
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  // The relay runs from its build, as users run it; only the sandbox's stand-in (TypeScript in testkit) is bundled.
+  external: ['@oneflow-seg/relay'],
+  banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
+  logLevel: 'warning'
+})
+const child = spawn(process.execPath, [outfile, ...process.argv.slice(2)], { stdio: 'inherit', cwd: root })
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => child.kill(signal))
+child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)))
