@@ -254,7 +254,7 @@ export class Deliverer {
   private async sendGroup(project: ProjectState, group: readonly Unit[], target: { apiBaseUrl: string; projectApiKey: string }, settle: (jobId: number, fate: JobFate) => void): Promise<boolean> {
     const { clock, metrics, logger } = this.deps
     const req = this.request(group, target)
-    await project.limiter.acquire()
+    const answered = await project.limiter.acquire()
     let status: number | undefined
     let retryAfter: string | null = null
     let body = ''
@@ -265,6 +265,8 @@ export class Deliverer {
       body = (await res.text()).slice(0, 2000)
     } catch (error) {
       logger.warn({ project: project.source.name, endpoint: req.path, err: (error as Error).message }, '1Flow did not answer')
+    } finally {
+      answered()
     }
     metrics.deliveryRequests.inc({ endpoint: req.path, status_code: String(status ?? 0) })
     const now = clock.now()

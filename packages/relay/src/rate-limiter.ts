@@ -10,20 +10,21 @@ export const systemClock: Clock = {
 }
 
 /**
- * Requests per second to one 1Flow project, never more than the current limit in any one-second window
- * (a sliding window of send times, so bursts cannot exceed it either). The window is 1,050 ms, so that
- * requests bunching up by up to 50 ms on the way still arrive at 1Flow within the limit.
+ * Requests per second to one 1Flow project, never more than the current limit in any one-second window as
+ * 1Flow would count them. A request may arrive any time between being sent and being answered, so it
+ * counts against the window from the moment it is sent until one second after its answer.
  * AIMD: a 429 cuts the limit by 30%; two clean seconds in a row raise it by 10%, back up to the maximum.
  */
 export class RateLimiter {
-  private readonly sent: number[] = []
+  /** One entry per request: when it ended (Infinity while in flight). */
+  private readonly requests: Array<{ end: number }> = []
   private limit: number
   private cleanSince: number
 
   constructor(
     private readonly max: number,
     private readonly clock: Clock,
-    private readonly windowMs = 1050
+    private readonly windowMs = 1000
   ) {
     this.limit = max
     this.cleanSince = clock.now()
@@ -33,17 +34,21 @@ export class RateLimiter {
     return this.limit
   }
 
-  /** Takes a send slot, waiting until one is free. */
-  async acquire(): Promise<void> {
+  /** Takes a send slot, waiting until one is free; call the returned function once the answer has come. */
+  async acquire(): Promise<() => void> {
     for (;;) {
       const now = this.clock.now()
       this.recover(now)
-      while (this.sent.length > 0 && (this.sent[0] as number) <= now - this.windowMs) this.sent.shift()
-      if (this.sent.length < Math.floor(this.limit)) {
-        this.sent.push(now)
-        return
+      for (let i = this.requests.length - 1; i >= 0; i--) if ((this.requests[i] as { end: number }).end <= now - this.windowMs) this.requests.splice(i, 1)
+      if (this.requests.length < Math.floor(this.limit)) {
+        const entry = { end: Number.POSITIVE_INFINITY }
+        this.requests.push(entry)
+        return () => {
+          entry.end = Math.min(entry.end, this.clock.now())
+        }
       }
-      await this.clock.sleep((this.sent[0] as number) + this.windowMs - now + 1)
+      const soonest = Math.min(...this.requests.map((r) => r.end))
+      await this.clock.sleep(Number.isFinite(soonest) ? soonest + this.windowMs - now + 1 : 10)
     }
   }
 

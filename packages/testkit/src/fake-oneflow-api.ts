@@ -195,6 +195,8 @@ export class FakeOneFlowApi {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // When the request arrived (what a rate limit at 1Flow would count), before its body is read.
+    const at = Date.now()
     const url = new URL(req.url ?? '/', 'http://127.0.0.1')
     if (url.pathname.startsWith('/__fake/')) return this.control(url.pathname, req, res)
     const chunks: Buffer[] = []
@@ -202,7 +204,6 @@ export class FakeOneFlowApi {
     const raw = Buffer.concat(chunks)
     const path = url.pathname.startsWith(this.basePath) ? url.pathname.slice(this.basePath.length) : url.pathname
     const apiKey = typeof req.headers.api_key === 'string' ? req.headers.api_key : undefined
-    const at = Date.now()
     const fault = this.takeFault(path)
     const latency = (fault?.kind === 'latency' ? fault.ms : 0) + this.latencyMs
     this.inFlight++
