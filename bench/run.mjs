@@ -36,7 +36,7 @@ await build({
   conditions: ['@oneflow-seg/source'],
   packages: 'bundle',
   // Packages that run from their build (as users run them) or carry native code / binaries stay external.
-  external: ['@oneflow-seg/relay', 'better-sqlite3', 'pg', 'playwright-core', 'esbuild', 'autocannon'],
+  external: ['@oneflow-seg/relay', 'better-sqlite3', 'pg', 'pg-native', 'playwright-core', 'esbuild', 'autocannon'],
   banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
   logLevel: 'warning'
 })

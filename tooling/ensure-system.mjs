@@ -1,10 +1,16 @@
 #!/usr/bin/env node
-// Makes sure the system programs the tests drive are present: Debian's Chromium (browser tests). On a
-// fresh Debian machine, as root, it installs what is missing with apt-get; otherwise it says what to install.
+// Makes sure the system programs the tests drive are present: Debian's Chromium (browser tests) and
+// PostgreSQL (the relay's scale-out queue; the tests start a throwaway cluster of their own on 127.0.0.1 and
+// stop it at the end). On a fresh Debian machine, as root, it installs what is missing with apt-get;
+// otherwise it says what to install.
 import { execSync, spawnSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync } from 'node:fs'
 
-const needs = [{ what: 'Chromium (browser tests)', present: () => existsSync(process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'), apt: ['chromium'] }]
+const hasPostgres = () => existsSync('/usr/lib/postgresql') && readdirSync('/usr/lib/postgresql').some((v) => existsSync(`/usr/lib/postgresql/${v}/bin/initdb`))
+const needs = [
+  { what: 'Chromium (browser tests)', present: () => existsSync(process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'), apt: ['chromium'] },
+  { what: 'PostgreSQL (relay scale-out tests)', present: () => Boolean(process.env.ONEFLOW_TEST_PG_URL) || hasPostgres(), apt: ['postgresql'] }
+]
 
 const missing = needs.filter((n) => !n.present())
 if (missing.length === 0) process.exit(0)

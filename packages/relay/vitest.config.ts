@@ -1,3 +1,3 @@
 import { packageTests } from '../../tooling/vitest.config.ts'
 
-export default packageTests()
+export default packageTests({ globalSetup: ['src/__tests__/global-setup.ts'] })

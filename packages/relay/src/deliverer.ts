@@ -24,7 +24,7 @@ import type { Logger } from 'pino'
 import type { RelayConfig, SourceConfig } from './config'
 import type { Metrics } from './metrics'
 import type { Job, Queue } from './queue/queue'
-import { RateLimiter, type Clock } from './rate-limiter'
+import { RateLimiter, type Clock, type SendLimiter } from './rate-limiter'
 
 export interface DelivererDeps {
   readonly queue: Queue
@@ -36,7 +36,6 @@ export interface DelivererDeps {
   readonly fetch?: typeof fetch
 }
 
-const LEASE_MS = 60_000
 const BATCH_EVENTS = 500
 const AUTH_PROBE_MIN_MS = 5_000
 const AUTH_PROBE_MAX_MS = 300_000
@@ -46,7 +45,7 @@ interface ProjectState {
   readonly id: string
   /** Source used for the api key and labels (all sources of a project share its key). */
   readonly source: SourceConfig
-  readonly limiter: RateLimiter
+  readonly limiter: SendLimiter
   inFlight: number
   /** Retry-After from 1Flow: nothing is sent to this project before this time. */
   pausedUntil: number
@@ -77,17 +76,22 @@ export class Deliverer {
   private wake: (() => void) | undefined
   private readonly random: () => number
   private readonly fetch: typeof fetch
+  /** How long a lease lasts: longer than any delivery can take (a few request timeouts), short enough that a crashed relay's events come back soon. */
+  readonly leaseMs: number
 
   constructor(private readonly deps: DelivererDeps) {
     this.random = deps.random ?? Math.random
     this.fetch = deps.fetch ?? globalThis.fetch
+    this.leaseMs = 3 * deps.config.oneflow.requestTimeoutMs + 5_000
     for (const source of deps.config.sources) {
       this.sourcesByName.set(source.name, source)
       if (!this.projects.has(source.projectId)) {
         this.projects.set(source.projectId, {
           id: source.projectId,
           source,
-          limiter: new RateLimiter(deps.config.oneflow.maxRequestsPerSecond, deps.clock),
+          limiter:
+            deps.queue.sharedLimiter?.(source.projectId, deps.config.oneflow.maxRequestsPerSecond, { inFlightMs: deps.config.oneflow.requestTimeoutMs + 1000, clock: deps.clock }) ??
+            new RateLimiter(deps.config.oneflow.maxRequestsPerSecond, deps.clock),
           inFlight: 0,
           pausedUntil: 0,
           authPausedUntil: 0,
@@ -129,9 +133,10 @@ export class Deliverer {
       try {
         for (const project of this.projects.values()) {
           while (this.running && project.inFlight < this.deps.config.oneflow.concurrency && clock.now() >= Math.max(project.pausedUntil, project.authPausedUntil)) {
-            // A paused-for-auth project sends one probe at a time.
-            const limit = project.alert ? 1 : BATCH_EVENTS
-            const jobs = await queue.lease(project.id, limit, LEASE_MS, clock.now())
+            // A paused-for-auth project sends one probe at a time; in single mode a lease holds at most one
+            // second of requests at full rate, so that it is sent well within its lease.
+            const limit = project.alert ? 1 : this.deps.config.oneflow.mode === 'single' ? Math.min(BATCH_EVENTS, Math.ceil(this.deps.config.oneflow.maxRequestsPerSecond)) : BATCH_EVENTS
+            const jobs = await queue.lease(project.id, limit, this.leaseMs, clock.now())
             if (jobs.length === 0) break
             this.track(this.deliver(project, jobs))
             if (project.alert) break

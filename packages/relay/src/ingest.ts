@@ -71,8 +71,8 @@ function checkEvent(raw: unknown, index: number | undefined, type: unknown): Ing
   if (type === 'track' && (typeof raw.event !== 'string' || raw.event.trim() === '')) {
     return refuse(400, 'missing_event_name', `${where} is a track without an event name ("event")`, at)
   }
-  if (raw.messageId !== undefined && (typeof raw.messageId !== 'string' || raw.messageId === '' || raw.messageId.length >= INGEST_LIMITS.messageIdChars)) {
-    return refuse(400, 'invalid_message_id', `${where} has a messageId that is not a string of 1 to 99 characters`, { ...at, limit: INGEST_LIMITS.messageIdChars })
+  if (raw.messageId !== undefined && (typeof raw.messageId !== 'string' || raw.messageId === '' || raw.messageId.length >= INGEST_LIMITS.messageIdChars || raw.messageId.includes('\u0000'))) {
+    return refuse(400, 'invalid_message_id', `${where} has a messageId that is not a string of 1 to 99 characters (without NUL)`, { ...at, limit: INGEST_LIMITS.messageIdChars })
   }
   return undefined
 }
@@ -138,7 +138,8 @@ export function acceptRequest(
       messageId: event.messageId as string,
       sourceName: source.name,
       projectId: source.projectId,
-      userKey: String(present(event.userId) ? event.userId : event.anonymousId),
+      // Only an ordering key; NUL is dropped because PostgreSQL text cannot hold it.
+      userKey: String(present(event.userId) ? event.userId : event.anonymousId).replace(/\u0000/g, ''),
       body: stored,
       receivedAt: now
     })

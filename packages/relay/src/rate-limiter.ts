@@ -9,13 +9,23 @@ export const systemClock: Clock = {
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)))
 }
 
+/** Paces requests to one 1Flow project; the PostgreSQL queue provides one shared by every relay instance. */
+export interface SendLimiter {
+  /** Takes a send slot, waiting until one is free; call the returned function once the answer has come. */
+  acquire(): Promise<() => void>
+  /** 1Flow said 429: slow down. */
+  throttled(): void
+  /** The current requests/s limit. */
+  readonly current: number
+}
+
 /**
  * Requests per second to one 1Flow project, never more than the current limit in any one-second window as
  * 1Flow would count them. A request may arrive any time between being sent and being answered, so it
  * counts against the window from the moment it is sent until one second after its answer.
  * AIMD: a 429 cuts the limit by 30%; two clean seconds in a row raise it by 10%, back up to the maximum.
  */
-export class RateLimiter {
+export class RateLimiter implements SendLimiter {
   /** One entry per request: when it ended (Infinity while in flight). */
   private readonly requests: Array<{ end: number }> = []
   private limit: number

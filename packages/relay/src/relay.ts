@@ -7,6 +7,7 @@ import { acceptRequest, EVENT_TYPES, INGEST_LIMITS, type IngestRoute } from './i
 import { createLogger } from './logger'
 import { createMetrics, type Metrics } from './metrics'
 import type { Queue } from './queue/queue'
+import { PgQueue } from './queue/pg-queue'
 import { SqliteQueue } from './queue/sqlite-queue'
 import { systemClock, type Clock } from './rate-limiter'
 
@@ -34,7 +35,12 @@ export interface Relay {
 /** Opens the queue a config names. */
 export async function openQueue(config: RelayConfig): Promise<Queue> {
   if (config.queue.startsWith('sqlite:')) return new SqliteQueue(config.queue.slice('sqlite:'.length))
-  throw new ConfigError([{ key: 'queue', message: 'PostgreSQL queues are not available in this build; use "sqlite:<path>"' }])
+  try {
+    return await PgQueue.open(config.queue)
+  } catch (error) {
+    // The URL may carry a password: name the problem, not the URL.
+    throw new ConfigError([{ key: 'queue', message: `cannot open the PostgreSQL queue: ${(error as Error).message}` }])
+  }
 }
 
 const DISK_CHECK_MS = 1000
@@ -167,7 +173,7 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
       deliverer.start()
       const every = (ms: number, fn: () => Promise<unknown>) => timers.push(setInterval(() => void fn().catch((e: Error) => logger.warn({ err: e }, 'periodic task failed')), ms).unref())
       every(PRUNE_EVERY_MS, () => queue.pruneDedup(clock.now() - config.limits.dedupWindowHours * 3_600_000))
-      every(RECOVER_EVERY_MS, () => queue.recoverLeases(clock.now()))
+      every(Math.min(RECOVER_EVERY_MS, deliverer.leaseMs / 2), () => queue.recoverLeases(clock.now()))
       every(GAUGES_EVERY_MS, updateGauges)
       const address = await app.listen({ host: config.listen.host, port: config.listen.port })
       logger.info({ address, sources: config.sources.map((s) => s.name), queue: config.queue.split(':')[0] }, 'oneflow-relay listening')

@@ -11,3 +11,5 @@ export { launchChromium, bundlePage, PageServer, openPage, browserExpectation, H
 export type { SdkServing, OpenedPage } from './browser-harness'
 export { measurePluginBundle, measureMappingChunk, measureDestinationBundle, BUDGETS } from './bundle-size'
 export type { BundleSize } from './bundle-size'
+export { startThrowawayPostgres, createDatabase, postgresBinDir } from './postgres'
+export type { ThrowawayPostgres } from './postgres'

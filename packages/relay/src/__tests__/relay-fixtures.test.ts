@@ -4,8 +4,9 @@
  * and its own 1Flow project key, so what the fake received can be told apart.
  */
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { expectedOutcome, FakeOneFlowApi, loadFixtures, type Fixture } from '@oneflow-seg/testkit'
+import { createDatabase } from '@oneflow-seg/testkit/postgres'
 import { createLogger } from '../logger'
 import { ConfigError, parseConfig } from '../config'
 import { createRelay, type Relay } from '../relay'
@@ -17,7 +18,11 @@ const keyOf = (i: number) => `project-${i}`
 const writeKeyOf = (i: number) => `wk-${i}`
 const ingestRefused = (f: Fixture) => /answers 400 at ingest|refuses events over 32 KB at ingest/.test(f.adapters?.relay ?? '')
 
-describe.each(['batch', 'single'] as const)('relay in %s mode: every conformance fixture', (mode) => {
+describe.each([
+  ['batch', 'sqlite'],
+  ['single', 'sqlite'],
+  ['batch', 'postgres']
+] as const)('relay in %s mode on %s: every conformance fixture', (mode, queueKind) => {
   let fake: FakeOneFlowApi
   let relay: Relay
   let url: string
@@ -27,7 +32,7 @@ describe.each(['batch', 'single'] as const)('relay in %s mode: every conformance
     fake = await FakeOneFlowApi.start({ apiKeys: runnable.map((_, i) => keyOf(i)) })
     const config = parseConfig({
       listen: { host: '127.0.0.1', port: 0 },
-      queue: `sqlite:${join(tempDir(), 'relay.db')}`,
+      queue: queueKind === 'sqlite' ? `sqlite:${join(tempDir(), 'relay.db')}` : await createDatabase(inject('pgAdminUrl'), `fixtures_${process.pid}_${mode}`),
       oneflow: { apiBaseUrl: fake.url, mode },
       sources: runnable.map((f, i) => ({ name: `f${i}`, writeKey: writeKeyOf(i), projectApiKey: keyOf(i), ...(f.subscriptions && { mappings: f.subscriptions }) }))
     })

@@ -1,3 +1,5 @@
+import type { Clock, SendLimiter } from '../rate-limiter'
+
 /** An event accepted at ingest, as the queue stores it. */
 export interface NewEvent {
   readonly messageId: string
@@ -91,6 +93,11 @@ export interface Queue {
   /** Dead letters back to ready, attempts reset; returns how many. */
   replayDead(selection: Selection, now: number): Promise<number>
   purgeDead(selection: Selection): Promise<number>
+  /**
+   * A request limiter shared by every relay on this queue, when the queue can share one (PostgreSQL); relays
+   * on a local queue pace themselves.
+   */
+  sharedLimiter?(projectId: string, maxPerSecond: number, options: { readonly inFlightMs: number; readonly clock: Clock }): SendLimiter
   /** Throws when the queue cannot take writes (readiness). */
   checkWritable(): Promise<void>
   close(): Promise<void>
@@ -99,7 +106,8 @@ export interface Queue {
 /**
  * What deduplication compares: the messageId within its source. Segment dedups per workspace; a relay serving
  * several apps must not let one app's messageIds suppress another's.
+ * (Source names cannot contain "|", so the key is unambiguous.)
  */
 export function dedupKey(event: Pick<NewEvent, 'sourceName' | 'messageId'>): string {
-  return `${event.sourceName}\u0000${event.messageId}`
+  return `${event.sourceName}|${event.messageId}`
 }

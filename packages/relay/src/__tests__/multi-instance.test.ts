@@ -1,0 +1,71 @@
+/**
+ * Three relay processes on one PostgreSQL database, load spread across them, one of them killed with
+ * SIGKILL mid-run: every acknowledged event reaches 1Flow, duplicates come only from what the killed relay
+ * had in flight, and the combined request rate seen at 1Flow stays within the one, shared limit.
+ */
+import { afterAll, beforeAll, expect, inject, it } from 'vitest'
+import { FakeOneFlowApi } from '@oneflow-seg/testkit'
+import { createDatabase } from '@oneflow-seg/testkit/postgres'
+import { post, tempDir, until } from './helpers'
+import { freePort, startRelayProcess, writeConfig, type RelayProcess } from './process'
+
+const WRITE_KEY = 'wk_multi'
+const LIMIT = 40
+const CONCURRENCY = 2
+
+let fake: FakeOneFlowApi
+beforeAll(async () => {
+  fake = await FakeOneFlowApi.start()
+})
+afterAll(() => fake.close())
+
+it('3 relays on one database: nothing acknowledged is lost when one is killed, and the rate limit holds across all', async () => {
+  const db = await createDatabase(inject('pgAdminUrl'), `multi_${process.pid}`)
+  const ports = await Promise.all([freePort(), freePort(), freePort()])
+  const configFor = (port: number) =>
+    writeConfig({
+      listen: { host: '127.0.0.1', port },
+      queue: db,
+      oneflow: { apiBaseUrl: fake.url, mode: 'single', maxRequestsPerSecond: LIMIT, concurrency: CONCURRENCY, requestTimeoutMs: 1000 },
+      sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: 'test-project-key' }]
+    }, tempDir())
+  // Started together: schema migrations run concurrently and must not collide.
+  const relays: RelayProcess[] = await Promise.all(ports.map((port) => startRelayProcess(configFor(port), port)))
+
+  const acked = new Set<string>()
+  let seq = 0
+  const sendBatch = async (relay: RelayProcess) => {
+    const ids = Array.from({ length: 10 }, () => `e${seq++}`)
+    const batch = ids.map((id) => ({ type: 'track', event: 'Multi', userId: `user-${id}`, messageId: id, properties: { id } }))
+    const res = await post(relay.url, '/v1/batch', { batch }, WRITE_KEY).catch(() => undefined)
+    if (res?.status === 200) ids.forEach((id) => acked.add(id))
+  }
+  // 60 batches round-robin over the three relays; the second relay is killed a third of the way in.
+  for (let i = 0; i < 60; i++) {
+    if (i === 20) {
+      relays[1]!.child.kill('SIGKILL')
+      expect(await relays[1]!.exited).toBe('SIGKILL')
+    }
+    const alive = relays.filter((r) => r.child.exitCode === null && r.child.signalCode === null)
+    await sendBatch(alive[i % alive.length]!)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  expect(acked.size).toBeGreaterThanOrEqual(580)
+
+  const ids = () => fake.accepted.map((m) => String((m.body.properties as { id: string }).id))
+  await until(
+    () => {
+      const seen = new Set(ids())
+      return [...acked].every((id) => seen.has(id))
+    },
+    'every acknowledged event at 1Flow',
+    90_000
+  )
+  const delivered = ids()
+  const duplicates = delivered.length - new Set(delivered).size
+  // Only what the killed relay had leased can be sent twice: at most its concurrency × one lease.
+  expect(duplicates).toBeLessThanOrEqual(CONCURRENCY * LIMIT)
+  expect(fake.maxRequestsInWindow(1000)).toBeLessThanOrEqual(LIMIT)
+  for (const r of relays) r.child.kill('SIGTERM')
+  await Promise.all(relays.filter((r) => r !== relays[1]).map((r) => r.exited))
+}, 150_000)

@@ -1,0 +1,392 @@
+import pg from 'pg'
+import type { Clock, SendLimiter } from '../rate-limiter'
+import { dedupKey, type DeadLetter, type DeadLetterInfo, type EnqueueResult, type Job, type NewEvent, type Queue, type QueueStats, type Selection } from './queue'
+
+const SCHEMA_VERSION = 1
+const MIGRATION_LOCK = 727_001
+
+const MIGRATIONS: Record<number, string> = {
+  1: `
+    CREATE TABLE IF NOT EXISTS relay_events (
+      id BIGSERIAL PRIMARY KEY,
+      message_id TEXT NOT NULL,
+      source_name TEXT NOT NULL,
+      project_id TEXT NOT NULL,
+      user_key TEXT NOT NULL,
+      body TEXT NOT NULL,
+      received_at BIGINT NOT NULL,
+      state TEXT NOT NULL DEFAULT 'pending',
+      attempts INTEGER NOT NULL DEFAULT 0,
+      next_attempt_at BIGINT NOT NULL,
+      lease_until BIGINT,
+      first_attempt_at BIGINT,
+      last_error TEXT,
+      dead_reason TEXT,
+      dead_status INTEGER,
+      dead_response TEXT,
+      dead_at BIGINT
+    );
+    CREATE INDEX IF NOT EXISTS relay_events_ready ON relay_events (project_id, state, id);
+    CREATE INDEX IF NOT EXISTS relay_events_user ON relay_events (project_id, user_key, state, next_attempt_at);
+    CREATE TABLE IF NOT EXISTS relay_seen (message_key TEXT PRIMARY KEY, seen_at BIGINT NOT NULL);
+    CREATE INDEX IF NOT EXISTS relay_seen_at ON relay_seen (seen_at);
+    CREATE TABLE IF NOT EXISTS relay_sends (id BIGSERIAL PRIMARY KEY, project_id TEXT NOT NULL, started_at BIGINT NOT NULL, ended_at BIGINT);
+    CREATE INDEX IF NOT EXISTS relay_sends_project ON relay_sends (project_id, started_at);
+  `
+}
+
+// The database's own clock in ms: every relay instance reads the same one for the shared rate limit.
+const DB_NOW = '(extract(epoch from clock_timestamp()) * 1000)::bigint'
+
+const LEASE = `
+WITH candidates AS (
+  SELECT e.id FROM relay_events e
+  WHERE e.project_id = $1 AND e.state = 'pending' AND e.next_attempt_at <= $2
+    AND NOT EXISTS (SELECT 1 FROM relay_events b WHERE b.project_id = e.project_id AND b.user_key = e.user_key AND b.state = 'leased')
+    AND NOT EXISTS (
+      SELECT 1 FROM relay_events b
+      WHERE b.project_id = e.project_id AND b.user_key = e.user_key AND b.state = 'pending' AND b.next_attempt_at > $2
+    )
+  ORDER BY e.id
+  LIMIT $3
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE relay_events SET state = 'leased', lease_until = $4 FROM candidates WHERE relay_events.id = candidates.id
+RETURNING relay_events.*`
+
+type Row = Record<string, unknown>
+
+/** PostgreSQL text cannot hold NUL; 1Flow's responses and error texts may. */
+const text = (value: string, max: number) => value.replace(/\u0000/g, '').slice(0, max)
+
+interface PendingWrite {
+  readonly events: readonly NewEvent[]
+  resolve(result: EnqueueResult): void
+  reject(error: unknown): void
+}
+
+/** A stable 32-bit key for an advisory lock on a name. */
+function lockKey(name: string): number {
+  let h = 0
+  for (let i = 0; i < name.length; i++) h = (Math.imul(31, h) + name.charCodeAt(i)) | 0
+  return h
+}
+
+/**
+ * The scale-out queue: several relays on one PostgreSQL database. Same semantics as SQLite — committed
+ * before the 200, messageId dedup per source, leases (FOR UPDATE SKIP LOCKED; one relay leases a project at
+ * a time, so a user's events are never in flight on two relays), retries and dead letters — plus a request
+ * limiter shared by all relays. Migrations run on open, under an advisory lock, safe from many at once.
+ */
+export class PgQueue implements Queue {
+  private waiting: PendingWrite[] = []
+  private waitingEvents = 0
+  private timer: NodeJS.Timeout | undefined
+  private flushing: Promise<void> = Promise.resolve()
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly windowMs: number,
+    private readonly maxEvents: number
+  ) {}
+
+  static async open(url: string, options: { commitWindowMs?: number; commitMaxEvents?: number; poolSize?: number } = {}): Promise<PgQueue> {
+    const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 10 })
+    pool.on('error', () => undefined) // an idle client's error is reported by the next query instead
+    const queue = new PgQueue(pool, options.commitWindowMs ?? 2, options.commitMaxEvents ?? 4096)
+    await queue.migrate()
+    return queue
+  }
+
+  private async tx<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect()
+    try {
+      await client.query('BEGIN')
+      const result = await work(client)
+      await client.query('COMMIT')
+      return result
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined)
+      throw error
+    } finally {
+      client.release()
+    }
+  }
+
+  private async migrate(): Promise<void> {
+    await this.tx(async (c) => {
+      await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK])
+      await c.query('CREATE TABLE IF NOT EXISTS relay_schema (version INTEGER NOT NULL)')
+      const { rows } = await c.query('SELECT version FROM relay_schema')
+      let version = rows.length > 0 ? Number(rows[0].version) : 0
+      if (rows.length === 0) await c.query('INSERT INTO relay_schema (version) VALUES (0)')
+      while (version < SCHEMA_VERSION) {
+        version++
+        await c.query(MIGRATIONS[version] as string)
+        await c.query('UPDATE relay_schema SET version = $1', [version])
+      }
+    })
+  }
+
+  enqueue(events: readonly NewEvent[]): Promise<EnqueueResult> {
+    if (events.length === 0) return Promise.resolve({ accepted: 0, duplicates: 0 })
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ events, resolve, reject })
+      this.waitingEvents += events.length
+      if (this.waitingEvents >= this.maxEvents) this.flush()
+      else this.timer ??= setTimeout(() => this.flush(), this.windowMs)
+    })
+  }
+
+  /** Group commit: every waiting request in one transaction, then each gets its own answer. */
+  private flush(): void {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = undefined
+    const writes = this.waiting
+    this.waiting = []
+    this.waitingEvents = 0
+    if (writes.length === 0) return
+    this.flushing = this.flushing.then(() => this.write(writes))
+  }
+
+  private async write(writes: readonly PendingWrite[]): Promise<void> {
+    // The first occurrence of each key in this commit is a candidate; later ones are duplicates already.
+    const firsts = new Map<string, NewEvent>()
+    for (const w of writes) for (const e of w.events) if (!firsts.has(dedupKey(e))) firsts.set(dedupKey(e), e)
+    const rows = [...firsts.entries()]
+    try {
+      const fresh = await this.tx(async (c) => {
+        const { rows: inserted } = await c.query(
+          `WITH incoming AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::int[])
+               AS t(message_key, message_id, source_name, project_id, user_key, body, received_at, ord)
+           ), fresh AS (
+             INSERT INTO relay_seen (message_key, seen_at) SELECT message_key, received_at FROM incoming ON CONFLICT DO NOTHING RETURNING message_key
+           ), stored AS (
+             INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at)
+             SELECT message_id, source_name, project_id, user_key, body, received_at, received_at FROM incoming
+             WHERE message_key IN (SELECT message_key FROM fresh) ORDER BY ord
+             RETURNING id
+           )
+           SELECT message_key FROM fresh`,
+          [
+            rows.map(([k]) => k),
+            rows.map(([, e]) => e.messageId),
+            rows.map(([, e]) => e.sourceName),
+            rows.map(([, e]) => e.projectId),
+            rows.map(([, e]) => e.userKey),
+            rows.map(([, e]) => e.body),
+            rows.map(([, e]) => e.receivedAt),
+            rows.map((_, i) => i)
+          ]
+        )
+        return new Set(inserted.map((r: Row) => String(r.message_key)))
+      })
+      for (const w of writes) {
+        let accepted = 0
+        for (const e of w.events) {
+          const key = dedupKey(e)
+          if (fresh.delete(key)) accepted++
+        }
+        w.resolve({ accepted, duplicates: w.events.length - accepted })
+      }
+    } catch (error) {
+      for (const w of writes) w.reject(error)
+    }
+  }
+
+  async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
+    const rows = await this.tx(async (c) => {
+      // One relay at a time leases a project: a user's events can never be in flight on two relays.
+      await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
+      return (await c.query(LEASE, [projectId, now, limit, now + leaseMs])).rows as Row[]
+    })
+    return rows.sort((a, b) => Number(a.id) - Number(b.id)).map(toJob)
+  }
+
+  private async update(ids: readonly number[], sql: string, params: unknown[]): Promise<void> {
+    if (ids.length === 0) return
+    await this.pool.query(`${sql} WHERE id = ANY($1::bigint[])`, [ids, ...params])
+  }
+
+  complete(ids: readonly number[]): Promise<void> {
+    return this.update(ids, 'DELETE FROM relay_events', [])
+  }
+
+  release(ids: readonly number[], readyAt: number): Promise<void> {
+    return this.update(ids, "UPDATE relay_events SET state = 'pending', lease_until = NULL, next_attempt_at = $2", [readyAt])
+  }
+
+  retry(ids: readonly number[], nextAttemptAt: number, error: string, now: number): Promise<void> {
+    return this.update(
+      ids,
+      "UPDATE relay_events SET state = 'pending', lease_until = NULL, attempts = attempts + 1, next_attempt_at = $2, last_error = $3, first_attempt_at = COALESCE(first_attempt_at, $4)",
+      [nextAttemptAt, text(error, 500), now]
+    )
+  }
+
+  deadLetter(ids: readonly number[], info: DeadLetterInfo, now: number): Promise<void> {
+    return this.update(ids, "UPDATE relay_events SET state = 'dead', lease_until = NULL, dead_reason = $2, dead_status = $3, dead_response = $4, dead_at = $5", [
+      text(info.reason, 1000),
+      info.status ?? null,
+      info.response === undefined ? null : text(info.response, 2000),
+      now
+    ])
+  }
+
+  async recoverLeases(now: number): Promise<number> {
+    return (await this.pool.query("UPDATE relay_events SET state = 'pending', lease_until = NULL WHERE state = 'leased' AND lease_until <= $1", [now])).rowCount ?? 0
+  }
+
+  async pruneDedup(before: number): Promise<number> {
+    return (await this.pool.query('DELETE FROM relay_seen WHERE seen_at < $1', [before])).rowCount ?? 0
+  }
+
+  async stats(now: number): Promise<QueueStats> {
+    const { rows } = await this.pool.query(
+      `SELECT count(*) FILTER (WHERE state = 'pending') AS pending, count(*) FILTER (WHERE state = 'leased') AS leased,
+              count(*) FILTER (WHERE state = 'dead') AS dead, count(*) FILTER (WHERE state = 'pending' AND next_attempt_at > $1) AS retrying,
+              min(received_at) FILTER (WHERE state <> 'dead') AS oldest
+       FROM relay_events`,
+      [now]
+    )
+    const row = rows[0] as Row
+    return {
+      pending: Number(row.pending),
+      leased: Number(row.leased),
+      retrying: Number(row.retrying),
+      dead: Number(row.dead),
+      oldestAgeMs: row.oldest == null ? 0 : Math.max(0, now - Number(row.oldest)),
+      bytes: await this.sizeBytes()
+    }
+  }
+
+  async sizeBytes(): Promise<number> {
+    const { rows } = await this.pool.query("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) AS bytes FROM pg_class c WHERE c.relname IN ('relay_events', 'relay_seen', 'relay_sends')")
+    return Number((rows[0] as Row).bytes)
+  }
+
+  async listDead(options: { limit?: number; sourceName?: string } = {}): Promise<DeadLetter[]> {
+    const { rows } = await this.pool.query(`SELECT * FROM relay_events WHERE state = 'dead' AND ($1::text IS NULL OR source_name = $1) ORDER BY id LIMIT $2`, [options.sourceName ?? null, options.limit ?? 100])
+    return (rows as Row[]).map((r) => ({
+      ...toJob(r),
+      reason: String(r.dead_reason ?? ''),
+      ...(r.dead_status != null && { status: Number(r.dead_status) }),
+      ...(r.dead_response != null && { response: String(r.dead_response) }),
+      deadAt: Number(r.dead_at)
+    }))
+  }
+
+  async replayDead(selection: Selection, now: number): Promise<number> {
+    const set =
+      "SET state = 'pending', attempts = 0, first_attempt_at = NULL, next_attempt_at = $1, last_error = NULL, dead_reason = NULL, dead_status = NULL, dead_response = NULL, dead_at = NULL"
+    if (selection === 'all') return (await this.pool.query(`UPDATE relay_events ${set} WHERE state = 'dead'`, [now])).rowCount ?? 0
+    return (await this.pool.query(`UPDATE relay_events ${set} WHERE state = 'dead' AND id = ANY($2::bigint[])`, [now, selection])).rowCount ?? 0
+  }
+
+  async purgeDead(selection: Selection): Promise<number> {
+    if (selection === 'all') return (await this.pool.query("DELETE FROM relay_events WHERE state = 'dead'")).rowCount ?? 0
+    return (await this.pool.query("DELETE FROM relay_events WHERE state = 'dead' AND id = ANY($1::bigint[])", [selection])).rowCount ?? 0
+  }
+
+  async checkWritable(): Promise<void> {
+    await this.pool.query('UPDATE relay_schema SET version = version WHERE false')
+  }
+
+  sharedLimiter(projectId: string, maxPerSecond: number, options: { inFlightMs: number; clock: Clock }): SendLimiter {
+    return new PgSendLimiter(this.pool, projectId, maxPerSecond, options.inFlightMs, options.clock)
+  }
+
+  async close(): Promise<void> {
+    this.flush()
+    await this.flushing
+    await this.pool.end()
+  }
+}
+
+/**
+ * The request limit across every relay on the database: a send is recorded in `relay_sends` (the
+ * database's clock, one project at a time under an advisory lock) and counts until a second after its
+ * answer — or, if its relay died, until it could no longer be in flight.
+ */
+class PgSendLimiter implements SendLimiter {
+  private limit: number
+  private cleanSince: number
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly projectId: string,
+    private readonly max: number,
+    private readonly inFlightMs: number,
+    private readonly clock: Clock
+  ) {
+    this.limit = max
+    this.cleanSince = clock.now()
+  }
+
+  get current(): number {
+    return this.limit
+  }
+
+  async acquire(): Promise<() => void> {
+    for (;;) {
+      const now = this.clock.now()
+      if (this.limit < this.max && now - this.cleanSince >= 2000) {
+        this.limit = Math.min(this.max, this.limit * 1.1)
+        this.cleanSince = now
+      }
+      const client = await this.pool.connect()
+      let granted: number | undefined
+      let wait = 10
+      try {
+        await client.query('BEGIN')
+        await client.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`rate:${this.projectId}`)])
+        const { rows } = await client.query(
+          `WITH now AS (SELECT ${DB_NOW} AS ms),
+           gone AS (DELETE FROM relay_sends WHERE project_id = $1 AND coalesce(ended_at, started_at + $2) < (SELECT ms FROM now) - 1000),
+           counting AS (SELECT count(*) AS n, min(coalesce(ended_at, started_at + $2)) AS soonest FROM relay_sends
+                        WHERE project_id = $1 AND coalesce(ended_at, started_at + $2) >= (SELECT ms FROM now) - 1000)
+           SELECT n, soonest, (SELECT ms FROM now) AS ms FROM counting`,
+          [this.projectId, this.inFlightMs]
+        )
+        const row = rows[0] as Row
+        if (Number(row.n) < Math.floor(this.limit)) {
+          const inserted = await client.query(`INSERT INTO relay_sends (project_id, started_at) VALUES ($1, ${DB_NOW}) RETURNING id`, [this.projectId])
+          granted = Number((inserted.rows[0] as Row).id)
+        } else if (row.soonest != null) {
+          wait = Number(row.soonest) + 1000 - Number(row.ms) + 1
+        }
+        await client.query('COMMIT')
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined)
+        throw error
+      } finally {
+        client.release()
+      }
+      if (granted !== undefined) {
+        const id = granted
+        return () => void this.pool.query(`UPDATE relay_sends SET ended_at = ${DB_NOW} WHERE id = $1`, [id]).catch(() => undefined)
+      }
+      await this.clock.sleep(Math.max(1, Math.min(wait, 1000)))
+    }
+  }
+
+  throttled(): void {
+    this.limit = Math.max(1, this.limit * 0.7)
+    this.cleanSince = this.clock.now()
+  }
+}
+
+function toJob(r: Row): Job {
+  return {
+    id: Number(r.id),
+    messageId: String(r.message_id),
+    sourceName: String(r.source_name),
+    projectId: String(r.project_id),
+    userKey: String(r.user_key),
+    body: String(r.body),
+    receivedAt: Number(r.received_at),
+    attempts: Number(r.attempts),
+    firstAttemptAt: r.first_attempt_at == null ? null : Number(r.first_attempt_at)
+  }
+}
