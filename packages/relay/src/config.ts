@@ -44,6 +44,8 @@ export interface RelayConfig {
     readonly giveUpAfterHours: number
   }
   readonly shutdownGraceMs: number
+  /** The live status page at /status (off unless enabled: it shows traffic figures, never secrets). */
+  readonly statusPage: { readonly enabled: boolean }
   readonly sources: readonly SourceConfig[]
 }
 
@@ -73,7 +75,7 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
   const fail = (key: string, message: string) => problems.push({ key, message })
   if (!isObject(raw)) throw new ConfigError([{ key: '(root)', message: 'the config must be a JSON object' }])
 
-  const known = new Set(['listen', 'queue', 'oneflow', 'limits', 'shutdownGraceMs', 'sources', '$schema'])
+  const known = new Set(['listen', 'queue', 'oneflow', 'limits', 'shutdownGraceMs', 'statusPage', 'sources', '$schema'])
   for (const key of Object.keys(raw)) if (!known.has(key)) fail(key, `unknown key; expected one of ${[...known].filter((k) => k !== '$schema').join(', ')}`)
 
   const section = (key: string): Json => {
@@ -140,6 +142,9 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
     dedupWindowHours: num(limits, 'dedupWindowHours', 'limits.dedupWindowHours', DEFAULTS.limits.dedupWindowHours, (n) => n >= 24, 'at least 24 (hours; Segment keeps message ids for 24 h)'),
     giveUpAfterHours: num(limits, 'giveUpAfterHours', 'limits.giveUpAfterHours', DEFAULTS.limits.giveUpAfterHours, (n) => n > 0, 'a number of hours above 0')
   }
+  const statusPage = section('statusPage')
+  for (const key of Object.keys(statusPage)) if (key !== 'enabled') fail(`statusPage.${key}`, 'unknown key; expected enabled')
+  if (statusPage.enabled !== undefined && typeof statusPage.enabled !== 'boolean') fail('statusPage.enabled', 'must be true or false')
   const shutdownGraceMs = num(raw, 'shutdownGraceMs', 'shutdownGraceMs', DEFAULTS.shutdownGraceMs, (n) => n >= 1000 && n <= 25_000, 'from 1000 to 25000 (milliseconds)')
 
   const sources: SourceConfig[] = []
@@ -172,7 +177,7 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
     })
   }
   if (problems.length > 0) throw new ConfigError(problems)
-  return { listen: { host: String(host), port }, queue: queue as string, oneflow: oneflowConfig, limits: limitsConfig, shutdownGraceMs, sources }
+  return { listen: { host: String(host), port }, queue: queue as string, oneflow: oneflowConfig, limits: limitsConfig, shutdownGraceMs, statusPage: { enabled: statusPage.enabled === true }, sources }
 }
 
 /** Reads and validates a config file; relative paths in it are relative to the file. */

@@ -25,6 +25,7 @@ import type { RelayConfig, SourceConfig } from './config'
 import type { Metrics } from './metrics'
 import type { Job, Queue } from './queue/queue'
 import { RateLimiter, type Clock, type SendLimiter } from './rate-limiter'
+import type { StatusTracker } from './status'
 
 export interface DelivererDeps {
   readonly queue: Queue
@@ -34,6 +35,7 @@ export interface DelivererDeps {
   readonly clock: Clock
   readonly random?: () => number
   readonly fetch?: typeof fetch
+  readonly status?: StatusTracker
 }
 
 const BATCH_EVENTS = 500
@@ -101,6 +103,11 @@ export class Deliverer {
         })
       }
     }
+  }
+
+  /** The sum of every project's current request limit (requests/s), for the status page. */
+  requestLimit(): number {
+    return Math.round([...this.projects.values()].reduce((n, p) => n + p.limiter.current, 0))
   }
 
   /** Current alerts (a project whose key 1Flow refuses), for /health. */
@@ -274,8 +281,10 @@ export class Deliverer {
       answered()
     }
     metrics.deliveryRequests.inc({ endpoint: req.path, status_code: String(status ?? 0) })
+    this.deps.status?.request()
     const now = clock.now()
     const decision: Decision = classifyResponse({ status, retryAfter }, now)
+    if (decision.action !== 'deliver') this.deps.status?.error(project.source.name, decision.reason)
     if (decision.action !== 'retry') project.failures = 0
     switch (decision.action) {
       case 'deliver':
@@ -348,6 +357,7 @@ export class Deliverer {
         const info = fate.kind === 'dead' ? fate : { reason: `gave up after ${config.limits.giveUpAfterHours} h of retries; last error: ${fate.error}` }
         await queue.deadLetter([job.id], info, now)
         metrics.deliveryEvents.inc({ project: label, result: 'dead' })
+        this.deps.status?.outcome('dead', 1)
         metrics.deadLetters.inc({ project: label, reason: fate.kind === 'dead' ? (fate.status ? String(fate.status) : 'invalid') : 'gave_up' })
         logger.warn({ project: label, messageId: job.messageId, status: fate.kind === 'dead' ? fate.status : undefined }, `event dead-lettered: ${info.reason}`)
       } else {
@@ -361,10 +371,13 @@ export class Deliverer {
     for (const { at, error, ids } of retries.values()) {
       await queue.retry(ids, at, error, now)
       metrics.retries.inc({ project: label, reason: error.includes('429') ? 'rate_limited' : 'error' }, ids.length)
+      this.deps.status?.outcome('retried', ids.length)
     }
     // Released jobs were never tried: ready again as soon as the project may send.
     await queue.release(released, Math.max(now, project.pausedUntil, project.authPausedUntil))
     if (delivered) metrics.deliveryEvents.inc({ project: label, result: 'delivered' }, delivered)
     if (skipped) metrics.deliveryEvents.inc({ project: label, result: 'skipped' }, skipped)
+    this.deps.status?.outcome('delivered', delivered)
+    this.deps.status?.outcome('skipped', skipped)
   }
 }

@@ -10,6 +10,7 @@ import type { Queue } from './queue/queue'
 import { PgQueue } from './queue/pg-queue'
 import { SqliteQueue } from './queue/sqlite-queue'
 import { systemClock, type Clock } from './rate-limiter'
+import { STATUS_PAGE_HTML, StatusTracker } from './status'
 
 export interface RelayOptions {
   readonly logger?: Logger
@@ -54,7 +55,8 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
   const clock = options.clock ?? systemClock
   const metrics = createMetrics()
   const queue = options.queue ?? (await openQueue(config))
-  const deliverer = new Deliverer({ queue, config, logger, metrics, clock, ...(options.random && { random: options.random }), ...(options.fetch && { fetch: options.fetch }) })
+  const status = new StatusTracker(() => clock.now())
+  const deliverer = new Deliverer({ queue, config, logger, metrics, clock, status, ...(options.random && { random: options.random }), ...(options.fetch && { fetch: options.fetch }) })
   const sourcesByKey = new Map<string, SourceConfig>(config.sources.map((s) => [s.writeKey, s]))
   let shuttingDown = false
   let overCap = { at: 0, value: false }
@@ -122,7 +124,8 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
       return answer(result.status, result.body)
     }
     try {
-      const { duplicates } = await queue.enqueue(result.events)
+      const { accepted, duplicates } = await queue.enqueue(result.events)
+      status.received(accepted)
       const perType = new Map<string, number>()
       for (const type of result.types) perType.set(type, (perType.get(type) ?? 0) + 1)
       for (const [type, n] of perType) metrics.ingestEvents.inc({ type, result: 'queued' }, n)
@@ -150,6 +153,23 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
     await updateGauges()
     return reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics())
   })
+
+  if (config.statusPage.enabled) {
+    app.get('/status', async (_req, reply) => reply.header('content-type', 'text/html; charset=utf-8').send(STATUS_PAGE_HTML))
+    app.get('/status/data', async () => {
+      const history = status.history()
+      return {
+        time: new Date(clock.now()).toISOString(),
+        queue: await queue.stats(clock.now()),
+        totals: status.totals,
+        // The last complete second.
+        rate: { requestsPerSecond: history.at(-2)?.requests ?? 0, limit: deliverer.requestLimit() },
+        history,
+        errors: status.lastErrors(),
+        alerts: deliverer.alerts()
+      }
+    })
+  }
 
   async function updateGauges() {
     const stats = await queue.stats(clock.now())

@@ -1,0 +1,130 @@
+/**
+ * The live status page (off unless `statusPage.enabled`): what the relay is doing, updating every second
+ * without a reload — queue depth, delivered / retried / dead-lettered, requests per second to 1Flow against
+ * the limit, the oldest waiting event, the last errors, and a chart of the last five minutes.
+ */
+const HISTORY_SECONDS = 300
+const MAX_ERRORS = 20
+
+export interface StatusSecond {
+  readonly t: number
+  requests: number
+  delivered: number
+}
+
+/** Counts what the relay does, per second, for the status page (never any secret: no keys, no payloads). */
+export class StatusTracker {
+  readonly totals = { received: 0, delivered: 0, retried: 0, dead: 0, skipped: 0, requests: 0 }
+  private readonly seconds: StatusSecond[] = []
+  private readonly errors: Array<{ at: string; source: string; message: string }> = []
+
+  constructor(private readonly now: () => number) {}
+
+  private second(): StatusSecond {
+    const t = Math.floor(this.now() / 1000)
+    let last = this.seconds.at(-1)
+    if (!last || last.t !== t) {
+      last = { t, requests: 0, delivered: 0 }
+      this.seconds.push(last)
+      while (this.seconds.length > HISTORY_SECONDS) this.seconds.shift()
+    }
+    return last
+  }
+
+  received(n: number): void {
+    this.totals.received += n
+  }
+
+  request(): void {
+    this.totals.requests++
+    this.second().requests++
+  }
+
+  outcome(kind: 'delivered' | 'retried' | 'dead' | 'skipped', n: number): void {
+    this.totals[kind] += n
+    if (kind === 'delivered') this.second().delivered += n
+  }
+
+  error(source: string, message: string): void {
+    this.errors.unshift({ at: new Date(this.now()).toISOString(), source, message: message.slice(0, 300) })
+    this.errors.length = Math.min(this.errors.length, MAX_ERRORS)
+  }
+
+  /** The last five minutes, one entry per second (seconds without activity filled with zeros). */
+  history(): StatusSecond[] {
+    const end = Math.floor(this.now() / 1000)
+    const byT = new Map(this.seconds.map((s) => [s.t, s]))
+    return Array.from({ length: HISTORY_SECONDS }, (_, i) => {
+      const t = end - HISTORY_SECONDS + 1 + i
+      return byT.get(t) ?? { t, requests: 0, delivered: 0 }
+    })
+  }
+
+  lastErrors(): ReadonlyArray<{ at: string; source: string; message: string }> {
+    return this.errors
+  }
+}
+
+/** The page itself: one self-contained HTML document that polls `/status/data`. */
+export const STATUS_PAGE_HTML = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>oneflow-relay status</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d2430; background: #f7f8fa; }
+  h1 { font-size: 18px; margin: 0 0 16px; } h1 small { color: #6b7480; font-weight: normal; }
+  .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); gap: 12px; }
+  .card { background: #fff; border: 1px solid #e2e5ea; border-radius: 8px; padding: 12px; }
+  .card b { display: block; font-size: 22px; font-variant-numeric: tabular-nums; }
+  .card span { color: #6b7480; }
+  .alert { background: #fff3f0; border-color: #f0b5a8; }
+  svg { width: 100%; height: 160px; background: #fff; border: 1px solid #e2e5ea; border-radius: 8px; margin-top: 16px; }
+  table { width: 100%; border-collapse: collapse; margin-top: 16px; background: #fff; }
+  td, th { text-align: left; padding: 6px 8px; border-bottom: 1px solid #eef0f3; vertical-align: top; }
+  .legend { color: #6b7480; margin-top: 4px; } .req { color: #2f6fde; } .ev { color: #1e9e6a; } .lim { color: #c2410c; }
+</style></head>
+<body>
+<h1>oneflow-relay <small id="updated">connecting…</small></h1>
+<div id="alerts"></div>
+<div class="grid">
+  <div class="card"><b id="depth">–</b><span>waiting in the queue</span></div>
+  <div class="card"><b id="delivered">–</b><span>delivered to 1Flow</span></div>
+  <div class="card"><b id="retried">–</b><span>retries scheduled</span></div>
+  <div class="card"><b id="dead">–</b><span>dead-lettered</span></div>
+  <div class="card"><b id="rate">–</b><span>requests/s to 1Flow (limit <i id="limit">–</i>)</span></div>
+  <div class="card"><b id="oldest">–</b><span>oldest waiting event</span></div>
+</div>
+<svg id="chart" viewBox="0 0 300 100" preserveAspectRatio="none">
+  <polyline id="limitLine" fill="none" stroke="#c2410c" stroke-dasharray="3 3" stroke-width="0.6" points=""></polyline>
+  <polyline id="reqLine" fill="none" stroke="#2f6fde" stroke-width="1" points=""></polyline>
+  <polyline id="evLine" fill="none" stroke="#1e9e6a" stroke-width="1" points=""></polyline>
+</svg>
+<div class="legend">last 5 minutes: <span class="req">requests/s</span> · <span class="ev">events delivered/s</span> · <span class="lim">request limit</span> (drawn when the traffic comes near it)</div>
+<table><thead><tr><th>when</th><th>source</th><th>last errors</th></tr></thead><tbody id="errors"><tr><td colspan="3">none</td></tr></tbody></table>
+<script>
+  const $ = (id) => document.getElementById(id)
+  const age = (ms) => ms < 1000 ? 'none' : ms < 60000 ? Math.round(ms / 1000) + ' s' : ms < 3600000 ? Math.round(ms / 60000) + ' min' : (ms / 3600000).toFixed(1) + ' h'
+  const text = (s) => String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c])
+  function line(values, max) { return values.map((v, i) => i + ',' + (100 - (v / max) * 95).toFixed(2)).join(' ') }
+  async function refresh() {
+    try {
+      const d = await (await fetch('status/data', { cache: 'no-store' })).json()
+      $('updated').textContent = 'updated ' + new Date(d.time).toLocaleTimeString()
+      $('depth').textContent = d.queue.pending + d.queue.leased
+      $('delivered').textContent = d.totals.delivered
+      $('retried').textContent = d.totals.retried
+      $('dead').textContent = d.queue.dead
+      $('rate').textContent = d.rate.requestsPerSecond
+      $('limit').textContent = d.rate.limit
+      $('oldest').textContent = age(d.queue.oldestAgeMs)
+      const req = d.history.map((h) => h.requests), ev = d.history.map((h) => h.delivered)
+      const max = Math.max(1, ...req, ...ev) * 1.15
+      $('reqLine').setAttribute('points', line(req, max))
+      $('evLine').setAttribute('points', line(ev, max))
+      $('limitLine').setAttribute('points', d.rate.limit <= max ? line(Array(req.length).fill(d.rate.limit), max) : '')
+      $('errors').innerHTML = d.errors.length ? d.errors.map((e) => '<tr><td>' + text(e.at) + '</td><td>' + text(e.source) + '</td><td>' + text(e.message) + '</td></tr>').join('') : '<tr><td colspan="3">none</td></tr>'
+      $('alerts').innerHTML = d.alerts.map((a) => '<div class="card alert"><b>' + text(a.source) + '</b>' + text(a.alert) + '</div>').join('')
+    } catch (e) { $('updated').textContent = 'relay not answering' }
+  }
+  refresh(); setInterval(refresh, 1000)
+</script>
+</body></html>`
