@@ -6,14 +6,19 @@
  * - Otherwise: a clearly labelled SANDBOX — the relay delivering to a local stand-in for 1Flow (testkit's
  *   fake API), so you can see events flow without a 1Flow account.
  */
-import { existsSync } from 'node:fs'
-import { join } from 'node:path'
+import { existsSync, readFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { createRelay, loadConfig, parseConfig, type Relay, type RelayConfig } from '@oneflow-seg/relay'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit/fake-oneflow-api'
+import { recordingSdkScript } from '@oneflow-seg/testkit/recording-sdk'
 
 const root = process.cwd()
 const RELAY_PORT = Number(process.env.PORT ?? 8787)
 const FAKE_PORT = Number(process.env.SANDBOX_1FLOW_PORT ?? 8788)
+const DEMO_PORT = Number(process.env.DEMO_PORT ?? 8789)
+const PAGE_DIR = join(dirname(fileURLToPath(import.meta.url)), 'page')
 const SANDBOX_WRITE_KEY = 'sandbox-write-key'
 const SANDBOX_PROJECT_KEY = 'sandbox-project-key'
 
@@ -41,6 +46,7 @@ async function main(): Promise<void> {
         listen: { host: '127.0.0.1', port: RELAY_PORT },
         queue: 'sqlite:./data/sandbox-relay.db',
         oneflow: { apiBaseUrl: fake.url },
+        statusPage: { enabled: true },
         sources: [{ name: 'sandbox', writeKey: SANDBOX_WRITE_KEY, projectApiKey: SANDBOX_PROJECT_KEY }]
       },
       { baseDir: root }
@@ -51,9 +57,11 @@ async function main(): Promise<void> {
   const relay: Relay = await createRelay(config)
   const url = await relay.start()
   const origin = fake?.url.replace(/\/v1$/, '')
+  const demo = fake ? await startDemoPage(url, fake) : undefined
   const lines = [
     '',
     fake ? '================ SANDBOX: no 1Flow key configured ================' : '================ oneflow-relay ================',
+    ...(demo ? [`Open the demo: ${demo}  (buttons send identify/track/page; see what 1Flow receives)`, `Relay status:  ${url}/status`, ''] : []),
     fake
       ? `Events go to a LOCAL STAND-IN for 1Flow at ${fake.url}, not to 1Flow.\nTo deliver to 1Flow: ONEFLOW_PROJECT_API_KEY=… ONEFLOW_WRITE_KEY=… pnpm start (or write oneflow-relay.json).`
       : `Delivering to ${mode}.`,
@@ -79,6 +87,39 @@ async function main(): Promise<void> {
   }
   process.on('SIGINT', () => void stop())
   process.on('SIGTERM', () => void stop())
+}
+
+/** The sandbox demo page, its bundle, a recording 1Flow web SDK, and what the stand-in 1Flow received. */
+async function startDemoPage(relayUrl: string, fake: FakeOneFlowApi): Promise<string> {
+  const origin = `http://127.0.0.1:${DEMO_PORT}`
+  const demoConfig = { relayUrl, writeKey: SANDBOX_WRITE_KEY, projectApiKey: SANDBOX_PROJECT_KEY, sdkUrl: `${origin}/sdk/1flow.js` }
+  const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>oneflow-seg sandbox</title>
+<style>body{font:14px/1.4 system-ui,sans-serif;margin:24px;max-width:1100px;color:#1d2430}button{margin-right:8px;padding:6px 12px}
+pre{background:#f4f6f8;padding:10px;border-radius:6px;white-space:pre-wrap;min-height:60px}.grid{display:grid;grid-template-columns:1fr 1fr;gap:16px}
+.banner{background:#fff7e6;border:1px solid #f5c26b;padding:8px 12px;border-radius:6px;margin-bottom:16px}</style>
+<script>window.DEMO = ${JSON.stringify(demoConfig)}</script></head><body>
+<div class="banner"><b>Sandbox.</b> 1Flow here is a local stand-in: nothing leaves this machine. <span id="ready">loading…</span></div>
+<h1>Segment → 1Flow</h1>
+<p>User ID <input id="user" value="user-1"> <button id="identify">identify</button><button id="track">track "Signed Up"</button><button id="page">page "Pricing"</button>
+<a href="${relayUrl}/status" target="_blank">relay status</a></p>
+<div class="grid"><div><h2>In the browser: 1Flow web SDK calls</h2><pre id="sdk">(none yet)</pre></div>
+<div><h2>Server-side: 1Flow HTTP API calls (via the relay)</h2><pre id="http">(none yet)</pre></div></div>
+<h2>Log</h2><ul id="log"></ul>
+<script type="module" src="/page.js"></script></body></html>`
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0] as string
+    if (path === '/') return void res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(html)
+    if (path === '/sdk/1flow.js') return void res.writeHead(200, { 'content-type': 'text/javascript' }).end(recordingSdkScript())
+    if (path === '/api/oneflow') {
+      const calls = fake.accepted.map(({ via, type, body }) => ({ via, type, body }))
+      return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(calls))
+    }
+    const file = join(PAGE_DIR, path.replace(/\.\./g, ''))
+    if (/^\/[\w.-]+\.js$/.test(path) && existsSync(file)) return void res.writeHead(200, { 'content-type': 'text/javascript' }).end(readFileSync(file))
+    res.writeHead(404).end()
+  })
+  await new Promise<void>((resolve) => server.listen(DEMO_PORT, '127.0.0.1', resolve))
+  return origin
 }
 
 main().catch((error: Error) => {

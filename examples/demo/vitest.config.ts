@@ -1,0 +1,3 @@
+import { packageTests } from '../../tooling/vitest.config.ts'
+
+export default packageTests()
