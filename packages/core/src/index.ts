@@ -52,5 +52,7 @@ export {
   SdkLoadError
 } from './errors.js'
 export type { Remedy, SubscriptionProblem, InvalidPayloadReason } from './errors.js'
+export { surveyResponseToTrack, SURVEY_RESPONSE_EVENT, SEGMENT_LIMITS, SURVEY_EVENT_MAX_BYTES, SURVEY_RAW_MAX_CHARS } from './survey-response.js'
+export type { SurveyConversion, SurveyConversionOptions, SurveyAnswer, SegmentTrackEvent } from './survey-response.js'
 export { toSdkClient, loadOneFlowSdk, DEFAULT_SDK_TIMEOUT_MS } from './sdk-client.js'
 export type { SdkClient, SdkLoaderDeps, SdkLoadOptions, OneFlowSdkObject, OneFlowSdkFunction } from './sdk-client.js'
