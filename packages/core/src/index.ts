@@ -42,7 +42,7 @@ export type {
   PackResult
 } from './http-contract.js'
 export { classifyResponse, parseRetryAfter, fullJitterDelay, MAX_RETRY_AFTER_MS } from './response-policy.js'
-export type { Decision, ResponseFacts } from './response-policy.js'
+export type { Decision, ResponseFacts, ResponseParty } from './response-policy.js'
 export {
   OneFlowError,
   InvalidSettingsError,

@@ -39,8 +39,20 @@ export function parseRetryAfter(value: string | null | undefined, now: number): 
   return Math.min(MAX_RETRY_AFTER_MS, Math.max(0, Math.round(ms)))
 }
 
-/** Classifies a 1Flow response into deliver / retry(after) / split / dead-letter / pause-auth. */
-export function classifyResponse(res: ResponseFacts, now: number = Date.now()): Decision {
+/** Who answered, for the decision's reason: default 1Flow and its project API key. */
+export interface ResponseParty {
+  readonly service: string
+  readonly credential: string
+}
+
+const ONEFLOW_PARTY: ResponseParty = { service: '1Flow', credential: 'the project API key' }
+
+/**
+ * Classifies an HTTP answer into deliver / retry(after) / split / dead-letter / pause-auth. The rules are
+ * 1Flow's, and fit any ingestion API of the same kind (the relay uses them for Segment's API too, naming it).
+ */
+export function classifyResponse(res: ResponseFacts, now: number = Date.now(), party: ResponseParty = ONEFLOW_PARTY): Decision {
+  const { service, credential } = party
   const status = res.status ?? 0
   const afterMs = parseRetryAfter(res.retryAfter, now)
   const retry = (reason: string, throttled: boolean): Decision => ({
@@ -53,13 +65,13 @@ export function classifyResponse(res: ResponseFacts, now: number = Date.now()): 
   if (status === 0) return retry('network error or timeout', false)
   if (status >= 200 && status < 300) return { action: 'deliver' }
   if (status === 401 || status === 403) {
-    return { action: 'pause-auth', reason: `1Flow answered ${status}: the project API key was refused; check or rotate it` }
+    return { action: 'pause-auth', reason: `${service} answered ${status}: ${credential} was refused; check or rotate it` }
   }
-  if (status === 413) return { action: 'split', reason: '1Flow answered 413: request too large' }
-  if (status === 429) return retry('1Flow answered 429: rate limited', true)
-  if (status === 408) return retry('1Flow answered 408: request timeout', false)
-  if (status >= 500 && status !== 501 && status !== 505) return retry(`1Flow answered ${status}`, false)
-  return { action: 'dead-letter', reason: `1Flow answered ${status}; retrying the same request would fail again` }
+  if (status === 413) return { action: 'split', reason: `${service} answered 413: request too large` }
+  if (status === 429) return retry(`${service} answered 429: rate limited`, true)
+  if (status === 408) return retry(`${service} answered 408: request timeout`, false)
+  if (status >= 500 && status !== 501 && status !== 505) return retry(`${service} answered ${status}`, false)
+  return { action: 'dead-letter', reason: `${service} answered ${status}; retrying the same request would fail again` }
 }
 
 /**

@@ -61,6 +61,11 @@ program
     for (const s of config.sources) {
       const mappings = s.subscriptions ? `${s.subscriptions.length} custom mapping(s)` : 'the presets (track → Track Event, identify → Identify User)'
       console.log(`  source ${s.name}: project ${s.projectId}, ${mappings}`)
+      console.log(
+        s.segment
+          ? `    1Flow survey responses: POST http://${config.listen.host}:${config.listen.port}/webhooks/1flow/${s.name}/<webhookToken> → Segment ${s.segment.host}/v1/batch as "${s.segment.eventName}"`
+          : `    1Flow survey responses: off (add "webhookToken" and "segment": {"writeKey": …} to send them to Segment)`
+      )
     }
   })
 

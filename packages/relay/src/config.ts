@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { dirname, isAbsolute, resolve } from 'node:path'
-import { DEFAULT_API_BASE_URL, InvalidSubscriptionError, OneFlowError, type Subscription } from '@oneflow-seg/core'
+import { DEFAULT_API_BASE_URL, InvalidSubscriptionError, OneFlowError, SURVEY_RESPONSE_EVENT, type Subscription } from '@oneflow-seg/core'
 import { compileSubscriptions, type CompiledSubscription } from '@oneflow-seg/core/mapping'
 
 /** A configuration problem: `key` is the path of the bad key (e.g. `sources[1].projectApiKey`). */
@@ -23,6 +23,20 @@ export interface SourceConfig {
   readonly projectId: string
   /** Custom subscriptions, compiled; undefined means core's presets. */
   readonly subscriptions?: readonly CompiledSubscription[]
+  /** The secret in the survey-response webhook URL 1Flow calls (`/webhooks/1flow/{name}`); undefined: no webhook. */
+  readonly webhookToken?: string
+  /** Where this source's 1Flow survey responses go: a Segment source (set together with webhookToken). */
+  readonly segment?: SegmentTarget
+}
+
+export interface SegmentTarget {
+  readonly writeKey: string
+  /** Segment's HTTP Tracking API base, e.g. https://api.segment.io (no /v1). */
+  readonly host: string
+  /** The track event's name. */
+  readonly eventName: string
+  /** A stable, non-secret id of this Segment destination (queue rows, pauses and rate limits are per lane). */
+  readonly laneId: string
 }
 
 export interface RelayConfig {
@@ -49,6 +63,12 @@ export interface RelayConfig {
   readonly sources: readonly SourceConfig[]
 }
 
+/** Segment's HTTP Tracking API (US workspaces); EU workspaces use https://events.eu1.segmentapis.com. */
+export const DEFAULT_SEGMENT_HOST = 'https://api.segment.io'
+
+/** Webhook tokens shorter than this are refused: the token is the webhook's only protection. */
+export const MIN_WEBHOOK_TOKEN_LENGTH = 24
+
 export const DEFAULTS = {
   listen: { host: '127.0.0.1', port: 8787 },
   queue: 'sqlite:./data/relay.db',
@@ -63,6 +83,11 @@ const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null 
 /** A stable id for a project key that is safe to log and store. */
 export function projectIdOf(projectApiKey: string): string {
   return createHash('sha256').update(projectApiKey).digest('hex').slice(0, 12)
+}
+
+/** The queue lane of a Segment destination: never equal to a 1Flow project id (those are bare hex). */
+export function segmentLaneOf(writeKey: string, host: string): string {
+  return `segment-${createHash('sha256').update(`${host}\u0000${writeKey}`).digest('hex').slice(0, 12)}`
 }
 
 /**
@@ -152,14 +177,16 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
     fail('sources', 'must list at least one source: [{"writeKey": "…", "projectApiKey": "…"}]')
   } else {
     const writeKeys = new Set<string>()
+    const names = new Set<string>()
     raw.sources.forEach((s: unknown, i: number) => {
       const at = `sources[${i}]`
       if (!isObject(s)) return fail(at, 'must be an object {"writeKey": "…", "projectApiKey": "…", "mappings"?: […]}')
-      for (const key of Object.keys(s)) {
-        if (!['name', 'writeKey', 'projectApiKey', 'mappings'].includes(key)) fail(`${at}.${key}`, 'unknown key; expected name, writeKey, projectApiKey, mappings')
-      }
+      const sourceKeys = ['name', 'writeKey', 'projectApiKey', 'mappings', 'webhookToken', 'segment']
+      for (const key of Object.keys(s)) if (!sourceKeys.includes(key)) fail(`${at}.${key}`, `unknown key; expected ${sourceKeys.join(', ')}`)
       const name = s.name ?? `source-${i + 1}`
       if (typeof name !== 'string' || !/^[\w.-]{1,64}$/.test(name)) fail(`${at}.name`, 'must be 1–64 letters, digits, "_", "-" or "."')
+      else if (names.has(name)) fail(`${at}.name`, `"${name}" is used by another source; names must be unique (they appear in webhook URLs, logs and dead letters)`)
+      if (typeof name === 'string') names.add(name)
       const writeKey = secret(s, 'writeKey', `${at}.writeKey`)
       if (writeKey && writeKeys.has(writeKey)) fail(`${at}.writeKey`, 'is used by another source; each write key routes to one 1Flow project')
       writeKeys.add(writeKey)
@@ -173,11 +200,57 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
           for (const p of error.problems) fail(p.index >= 0 ? `${at}.mappings[${p.index}]` : `${at}.mappings`, p.message)
         }
       }
-      sources.push({ name: String(name), writeKey, projectApiKey, projectId: projectIdOf(projectApiKey), ...(subscriptions && { subscriptions }) })
+      const webhook = parseWebhook(s, at, secret, fail)
+      sources.push({ name: String(name), writeKey, projectApiKey, projectId: projectIdOf(projectApiKey), ...(subscriptions && { subscriptions }), ...webhook })
     })
   }
   if (problems.length > 0) throw new ConfigError(problems)
   return { listen: { host: String(host), port }, queue: queue as string, oneflow: oneflowConfig, limits: limitsConfig, shutdownGraceMs, statusPage: { enabled: statusPage.enabled === true }, sources }
+}
+
+/**
+ * The 1Flow → Segment direction of a source: `webhookToken` (the secret in the URL 1Flow calls) and
+ * `segment` {writeKey, host?, eventName?} come together; one without the other is explained.
+ */
+function parseWebhook(
+  s: Json,
+  at: string,
+  secret: (obj: Json, key: string, path: string) => string,
+  fail: (key: string, message: string) => void
+): { webhookToken?: string; segment?: SegmentTarget } {
+  if (s.webhookToken === undefined && s.segment === undefined) return {}
+  if (s.segment === undefined) {
+    fail(`${at}.segment`, 'is required with webhookToken: {"writeKey": "…"} of the Segment source that receives 1Flow survey responses')
+    return {}
+  }
+  if (s.webhookToken === undefined) {
+    fail(`${at}.webhookToken`, `is required with segment: the secret in the webhook URL you give 1Flow (at least ${MIN_WEBHOOK_TOKEN_LENGTH} characters, e.g. from \`openssl rand -hex 24\`)`)
+  }
+  let webhookToken: string | undefined
+  if (s.webhookToken !== undefined) {
+    webhookToken = secret(s, 'webhookToken', `${at}.webhookToken`)
+    if (webhookToken && (webhookToken.length < MIN_WEBHOOK_TOKEN_LENGTH || !/^[\w.~-]+$/.test(webhookToken))) {
+      fail(`${at}.webhookToken`, `must be at least ${MIN_WEBHOOK_TOKEN_LENGTH} letters, digits, "_", "-", "." or "~" (it goes in a URL), e.g. from \`openssl rand -hex 24\``)
+    }
+  }
+  if (!isObject(s.segment)) {
+    fail(`${at}.segment`, 'must be an object {"writeKey": "…", "host"?: "…", "eventName"?: "…"}')
+    return {}
+  }
+  const seg = s.segment
+  for (const key of Object.keys(seg)) if (!['writeKey', 'host', 'eventName'].includes(key)) fail(`${at}.segment.${key}`, 'unknown key; expected writeKey, host, eventName')
+  const writeKey = secret(seg, 'writeKey', `${at}.segment.writeKey`)
+  const host = seg.host ?? DEFAULT_SEGMENT_HOST
+  if (typeof host !== 'string' || !/^https?:\/\/[^\s/]+(\/[^\s]*)?$/.test(host)) {
+    fail(`${at}.segment.host`, `must be an http(s) URL such as ${DEFAULT_SEGMENT_HOST} (or https://events.eu1.segmentapis.com for EU workspaces), without /v1`)
+  }
+  const eventName = seg.eventName ?? SURVEY_RESPONSE_EVENT
+  if (typeof eventName !== 'string' || eventName.trim() === '' || eventName.length > 200) fail(`${at}.segment.eventName`, 'must be a non-empty event name (at most 200 characters)')
+  const base = String(host).replace(/\/+$/, '').replace(/\/v1$/, '')
+  return {
+    ...(webhookToken && { webhookToken }),
+    segment: { writeKey, host: base, eventName: String(eventName), laneId: segmentLaneOf(writeKey, base) }
+  }
 }
 
 /** Reads and validates a config file; relative paths in it are relative to the file. */

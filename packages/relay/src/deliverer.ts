@@ -1,30 +1,17 @@
 /**
- * Delivery from the queue to 1Flow, per project: map with core (skips counted, never sent), pack into
- * /batch requests of at most 480 KB (or one request per event), respect the rate limit, and act on each
- * answer as core classifies it — deliver, retry with full jitter, pause for Retry-After, split on 413,
- * dead-letter on 400/4xx, pause and probe on 401 — without ever losing an event.
+ * Delivery from the queue, per lane: each 1Flow project is a lane (Segment events mapped by core, sent to
+ * 1Flow's API), and so is each Segment source that receives 1Flow survey responses. Lanes are leased
+ * separately, so neither direction waits for the other. For every lane: respect its rate limit, and act on
+ * each answer as core classifies it — deliver, retry with full jitter, pause for Retry-After, split on
+ * 413, dead-letter on 400/4xx, pause and probe on 401 — without ever losing an event.
  */
-import {
-  buildRequest,
-  classifyResponse,
-  fullJitterDelay,
-  mapWithPresets,
-  packBatches,
-  ONEFLOW_LIMITS,
-  PayloadTooLargeError,
-  toBatchItem,
-  utf8ByteLength,
-  type Command,
-  type Decision,
-  type OneFlowRequest,
-  type SegmentEvent
-} from '@oneflow-seg/core'
-import { mapWithSubscriptions } from '@oneflow-seg/core/mapping'
+import { classifyResponse, fullJitterDelay, type Decision } from '@oneflow-seg/core'
 import type { Logger } from 'pino'
 import type { RelayConfig, SourceConfig } from './config'
 import type { Metrics } from './metrics'
 import type { Job, Queue } from './queue/queue'
 import { RateLimiter, type Clock, type SendLimiter } from './rate-limiter'
+import { OneFlowSink, SegmentSink, type JobFate, type Settle, type Sink, type Unit } from './sinks'
 import type { StatusTracker } from './status'
 
 export interface DelivererDeps {
@@ -38,40 +25,37 @@ export interface DelivererDeps {
   readonly status?: StatusTracker
 }
 
-const BATCH_EVENTS = 500
 const AUTH_PROBE_MIN_MS = 5_000
 const AUTH_PROBE_MAX_MS = 300_000
 const FAILURES_BEFORE_PAUSE = 3
+/** Segment lanes carry survey responses (a few per minute): a modest pace and two requests in flight. */
+const SEGMENT_MAX_REQUESTS_PER_SECOND = 50
+const SEGMENT_CONCURRENCY = 2
 
-interface ProjectState {
+interface Lane {
+  /** The queue's project id: a 1Flow project id, or a Segment lane id (`segment-…`). */
   readonly id: string
-  /** Source used for the api key and labels (all sources of a project share its key). */
+  /** For logs, metrics and alerts: the source name, prefixed `segment:` for the Segment direction. */
+  readonly label: string
   readonly source: SourceConfig
+  readonly sink: Sink
   readonly limiter: SendLimiter
+  readonly concurrency: number
   inFlight: number
-  /** Retry-After from 1Flow: nothing is sent to this project before this time. */
+  /** Retry-After: nothing is sent on this lane before this time. */
   pausedUntil: number
   /** 401/403: sending paused until the next probe. */
   authPausedUntil: number
   authBackoffMs: number
-  /** Failed requests in a row: from the third on, the whole project backs off (full jitter). */
+  /** Failed requests in a row: from the third on, the whole lane backs off (full jitter). */
   failures: number
   alert: string | undefined
 }
 
-/** One command to send, with the jobs (queue rows) it came from. */
-interface Unit {
-  readonly cmd: Command
-  readonly jobId: number
-}
-
-type JobFate = { kind: 'done'; skipped?: boolean } | { kind: 'retry'; at: number; error: string } | { kind: 'dead'; reason: string; status?: number; response?: string } | { kind: 'release' }
-
 const FATE_ORDER = { done: 0, release: 1, retry: 2, dead: 3 } as const
 
 export class Deliverer {
-  private readonly projects = new Map<string, ProjectState>()
-  private readonly sourcesByName = new Map<string, SourceConfig>()
+  private readonly lanes = new Map<string, Lane>()
   private running = false
   private loop: Promise<void> | undefined
   private readonly active = new Set<Promise<void>>()
@@ -85,34 +69,44 @@ export class Deliverer {
     this.random = deps.random ?? Math.random
     this.fetch = deps.fetch ?? globalThis.fetch
     this.leaseMs = 3 * deps.config.oneflow.requestTimeoutMs + 5_000
+    const { oneflow } = deps.config
+    const sourcesByName = new Map(deps.config.sources.map((s) => [s.name, s]))
     for (const source of deps.config.sources) {
-      this.sourcesByName.set(source.name, source)
-      if (!this.projects.has(source.projectId)) {
-        this.projects.set(source.projectId, {
-          id: source.projectId,
-          source,
-          limiter:
-            deps.queue.sharedLimiter?.(source.projectId, deps.config.oneflow.maxRequestsPerSecond, { inFlightMs: deps.config.oneflow.requestTimeoutMs + 1000, clock: deps.clock }) ??
-            new RateLimiter(deps.config.oneflow.maxRequestsPerSecond, deps.clock),
-          inFlight: 0,
-          pausedUntil: 0,
-          authPausedUntil: 0,
-          authBackoffMs: AUTH_PROBE_MIN_MS,
-          failures: 0,
-          alert: undefined
-        })
+      if (!this.lanes.has(source.projectId)) {
+        this.addLane(source.projectId, source.name, source, new OneFlowSink(source, sourcesByName, oneflow, deps.metrics), oneflow.maxRequestsPerSecond, oneflow.concurrency)
+      }
+      if (source.segment && !this.lanes.has(source.segment.laneId)) {
+        this.addLane(source.segment.laneId, `segment:${source.name}`, source, new SegmentSink(source.segment, deps.clock), SEGMENT_MAX_REQUESTS_PER_SECOND, SEGMENT_CONCURRENCY)
       }
     }
   }
 
-  /** The sum of every project's current request limit (requests/s), for the status page. */
-  requestLimit(): number {
-    return Math.round([...this.projects.values()].reduce((n, p) => n + p.limiter.current, 0))
+  private addLane(id: string, label: string, source: SourceConfig, sink: Sink, maxPerSecond: number, concurrency: number): void {
+    const { queue, clock, config } = this.deps
+    this.lanes.set(id, {
+      id,
+      label,
+      source,
+      sink,
+      limiter: queue.sharedLimiter?.(id, maxPerSecond, { inFlightMs: config.oneflow.requestTimeoutMs + 1000, clock }) ?? new RateLimiter(maxPerSecond, clock),
+      concurrency,
+      inFlight: 0,
+      pausedUntil: 0,
+      authPausedUntil: 0,
+      authBackoffMs: AUTH_PROBE_MIN_MS,
+      failures: 0,
+      alert: undefined
+    })
   }
 
-  /** Current alerts (a project whose key 1Flow refuses), for /health. */
+  /** The sum of every 1Flow project's current request limit (requests/s), for the status page. */
+  requestLimit(): number {
+    return Math.round([...this.lanes.values()].filter((l) => l.sink.isOneFlow).reduce((n, l) => n + l.limiter.current, 0))
+  }
+
+  /** Current alerts (a lane whose key 1Flow or Segment refuses), for /health. */
   alerts(): Array<{ source: string; projectId: string; alert: string }> {
-    return [...this.projects.values()].filter((p) => p.alert).map((p) => ({ source: p.source.name, projectId: p.id, alert: p.alert as string }))
+    return [...this.lanes.values()].filter((l) => l.alert).map((l) => ({ source: l.label, projectId: l.id, alert: l.alert as string }))
   }
 
   start(): void {
@@ -138,15 +132,13 @@ export class Deliverer {
     const { clock, queue, logger } = this.deps
     while (this.running) {
       try {
-        for (const project of this.projects.values()) {
-          while (this.running && project.inFlight < this.deps.config.oneflow.concurrency && clock.now() >= Math.max(project.pausedUntil, project.authPausedUntil)) {
-            // A paused-for-auth project sends one probe at a time; in single mode a lease holds at most one
-            // second of requests at full rate, so that it is sent well within its lease.
-            const limit = project.alert ? 1 : this.deps.config.oneflow.mode === 'single' ? Math.min(BATCH_EVENTS, Math.ceil(this.deps.config.oneflow.maxRequestsPerSecond)) : BATCH_EVENTS
-            const jobs = await queue.lease(project.id, limit, this.leaseMs, clock.now())
+        for (const lane of this.lanes.values()) {
+          while (this.running && lane.inFlight < lane.concurrency && clock.now() >= Math.max(lane.pausedUntil, lane.authPausedUntil)) {
+            // A lane paused for auth sends one probe at a time.
+            const jobs = await queue.lease(lane.id, lane.alert ? 1 : lane.sink.leaseLimit(), this.leaseMs, clock.now())
             if (jobs.length === 0) break
-            this.track(this.deliver(project, jobs))
-            if (project.alert) break
+            this.track(this.deliver(lane, jobs))
+            if (lane.alert) break
           }
         }
       } catch (error) {
@@ -175,98 +167,50 @@ export class Deliverer {
     })
   }
 
-  private route(job: Job) {
-    const event = JSON.parse(job.body) as SegmentEvent
-    const source = this.sourcesByName.get(job.sourceName)
-    return source?.subscriptions ? mapWithSubscriptions(event, source.subscriptions) : mapWithPresets(event)
-  }
-
   /** Delivers one leased set of jobs, then settles every job exactly once. */
-  private async deliver(project: ProjectState, jobs: readonly Job[]): Promise<void> {
-    const { metrics, clock } = this.deps
-    project.inFlight++
+  private async deliver(lane: Lane, jobs: readonly Job[]): Promise<void> {
+    const { clock } = this.deps
+    lane.inFlight++
     const fates = new Map<number, JobFate>()
-    const settle = (jobId: number, fate: JobFate) => {
+    const settle: Settle = (jobId, fate) => {
       const prev = fates.get(jobId)
-      if (!prev || FATE_ORDER[fate.kind] > FATE_ORDER[prev.kind]) fates.set(jobId, fate)
+      // `done` with `skipped` replaces a plain `done`; otherwise a worse fate wins.
+      if (!prev || FATE_ORDER[fate.kind] > FATE_ORDER[prev.kind] || (fate.kind === 'done' && prev.kind === 'done')) fates.set(jobId, fate)
     }
     try {
-      const units: Unit[] = []
-      for (const job of jobs) {
-        settle(job.id, { kind: 'done' })
-        let results
-        try {
-          results = this.route(job)
-        } catch (error) {
-          settle(job.id, { kind: 'dead', reason: `could not map the event: ${(error as Error).message}` })
-          continue
-        }
-        for (const { outcome } of results) {
-          if (outcome.kind === 'skip') metrics.skipped.inc({ project: project.source.name, reason: outcome.reason })
-          else if (outcome.kind === 'invalid') settle(job.id, { kind: 'dead', reason: outcome.error.message })
-          else units.push({ cmd: outcome, jobId: job.id })
-        }
-        if (results.every((r) => r.outcome.kind === 'skip')) fates.set(job.id, { kind: 'done', skipped: true })
-      }
-      await this.sendAll(project, units, settle)
-      await this.apply(project, jobs, fates, clock.now())
+      const units = lane.sink.prepare(jobs, settle)
+      await this.sendAll(lane, units, settle)
+      await this.apply(lane, jobs, fates, clock.now())
     } catch (error) {
       // Something unexpected (the queue itself?): give the leases back untouched so nothing is lost.
-      this.deps.logger.error({ err: error, project: project.source.name }, 'delivery failed unexpectedly; events released for another try')
+      this.deps.logger.error({ err: error, project: lane.label }, 'delivery failed unexpectedly; events released for another try')
       await this.deps.queue.release(
         jobs.map((j) => j.id),
         clock.now() + 1000
       )
     } finally {
-      project.inFlight--
+      lane.inFlight--
     }
   }
 
   /** Sends units in order; after the first failure the rest are released untried (their users' order holds). */
-  private async sendAll(project: ProjectState, units: readonly Unit[], settle: (jobId: number, fate: JobFate) => void): Promise<void> {
-    const target = { apiBaseUrl: this.deps.config.oneflow.apiBaseUrl, projectApiKey: project.source.projectApiKey }
-    const groups: Unit[][] = []
-    if (this.deps.config.oneflow.mode === 'single') {
-      for (const unit of units) {
-        try {
-          buildRequest(unit.cmd, target)
-          groups.push([unit])
-        } catch (error) {
-          if (!(error instanceof PayloadTooLargeError)) throw error
-          settle(unit.jobId, { kind: 'dead', reason: error.message, status: 413 })
-        }
-      }
-    } else {
-      const { batches, tooLarge } = packBatches(
-        units.map((u) => u.cmd),
-        target
-      )
-      for (const i of tooLarge) {
-        const unit = units[i] as Unit
-        const bytes = utf8ByteLength(JSON.stringify(toBatchItem(unit.cmd)))
-        settle(unit.jobId, { kind: 'dead', reason: new PayloadTooLargeError(bytes, ONEFLOW_LIMITS.maxRequestBytes).message, status: 413 })
-      }
-      for (const b of batches) groups.push(b.indices.map((i) => units[i] as Unit))
-    }
+  private async sendAll(lane: Lane, units: readonly Unit[], settle: Settle): Promise<void> {
     let failed = false
-    for (const group of groups) {
+    for (const group of lane.sink.group(units, settle)) {
       if (failed || !this.running) {
         for (const u of group) settle(u.jobId, { kind: 'release' })
         continue
       }
-      failed = !(await this.sendGroup(project, group, target, settle))
+      failed = !(await this.sendGroup(lane, group, settle))
     }
   }
 
-  private request(group: readonly Unit[], target: { apiBaseUrl: string; projectApiKey: string }): OneFlowRequest {
-    return this.deps.config.oneflow.mode === 'single' ? buildRequest((group[0] as Unit).cmd, target) : (packBatches(group.map((u) => u.cmd), target).batches[0]?.request as OneFlowRequest)
-  }
-
   /** Sends one request (splitting on 413); returns false when the rest of the lease must wait. */
-  private async sendGroup(project: ProjectState, group: readonly Unit[], target: { apiBaseUrl: string; projectApiKey: string }, settle: (jobId: number, fate: JobFate) => void): Promise<boolean> {
+  private async sendGroup(lane: Lane, group: readonly Unit[], settle: Settle): Promise<boolean> {
     const { clock, metrics, logger } = this.deps
-    const req = this.request(group, target)
-    const answered = await project.limiter.acquire()
+    const req = lane.sink.request(group)
+    const { service } = lane.sink.party
+    const answered = await lane.limiter.acquire()
     let status: number | undefined
     let retryAfter: string | null = null
     let body = ''
@@ -276,58 +220,58 @@ export class Deliverer {
       retryAfter = res.headers.get('retry-after')
       body = (await res.text()).slice(0, 2000)
     } catch (error) {
-      logger.warn({ project: project.source.name, endpoint: req.path, err: (error as Error).message }, '1Flow did not answer')
+      logger.warn({ project: lane.label, endpoint: req.path, err: (error as Error).message }, `${service} did not answer`)
     } finally {
       answered()
     }
     metrics.deliveryRequests.inc({ endpoint: req.path, status_code: String(status ?? 0) })
-    this.deps.status?.request()
+    if (lane.sink.isOneFlow) this.deps.status?.request()
     const now = clock.now()
-    const decision: Decision = classifyResponse({ status, retryAfter }, now)
-    if (decision.action !== 'deliver') this.deps.status?.error(project.source.name, decision.reason)
-    if (decision.action !== 'retry') project.failures = 0
+    const decision: Decision = classifyResponse({ status, retryAfter }, now, lane.sink.party)
+    if (decision.action !== 'deliver') this.deps.status?.error(lane.label, decision.reason)
+    if (decision.action !== 'retry') lane.failures = 0
     switch (decision.action) {
       case 'deliver':
-        if (project.alert) {
-          logger.info({ project: project.source.name }, '1Flow accepts the project API key again; sending resumes')
-          project.alert = undefined
-          project.authBackoffMs = AUTH_PROBE_MIN_MS
-          metrics.paused.set({ project: project.source.name, reason: 'auth' }, 0)
+        if (lane.alert) {
+          logger.info({ project: lane.label }, `${service} accepts ${lane.sink.party.credential} again; sending resumes`)
+          lane.alert = undefined
+          lane.authBackoffMs = AUTH_PROBE_MIN_MS
+          metrics.paused.set({ project: lane.label, reason: 'auth' }, 0)
         }
         return true
       case 'split': {
         if (group.length > 1) {
           const half = Math.ceil(group.length / 2)
-          return (await this.sendGroup(project, group.slice(0, half), target, settle)) && (await this.sendGroup(project, group.slice(half), target, settle))
+          return (await this.sendGroup(lane, group.slice(0, half), settle)) && (await this.sendGroup(lane, group.slice(half), settle))
         }
-        settle((group[0] as Unit).jobId, { kind: 'dead', reason: '1Flow refused the event as too large (413)', status: 413, response: body })
+        settle((group[0] as Unit).jobId, { kind: 'dead', reason: `${service} refused the event as too large (413)`, status: 413, response: body })
         return true
       }
       case 'dead-letter':
         for (const u of group) settle(u.jobId, { kind: 'dead', reason: decision.reason, ...(status !== undefined && { status }), response: body })
         return true
       case 'pause-auth': {
-        if (!project.alert) logger.error({ project: project.source.name, status }, `ALERT: ${decision.reason}; sending to this project is paused and will be re-tried; nothing is dropped`)
-        project.alert = decision.reason
-        project.authPausedUntil = now + project.authBackoffMs
-        project.authBackoffMs = Math.min(AUTH_PROBE_MAX_MS, project.authBackoffMs * 2)
-        metrics.paused.set({ project: project.source.name, reason: 'auth' }, 1)
+        if (!lane.alert) logger.error({ project: lane.label, status }, `ALERT: ${decision.reason}; sending to ${service} for ${lane.label} is paused and will be re-tried; nothing is dropped`)
+        lane.alert = decision.reason
+        lane.authPausedUntil = now + lane.authBackoffMs
+        lane.authBackoffMs = Math.min(AUTH_PROBE_MAX_MS, lane.authBackoffMs * 2)
+        metrics.paused.set({ project: lane.label, reason: 'auth' }, 1)
         for (const u of group) settle(u.jobId, { kind: 'release' })
         return false
       }
       case 'retry': {
-        const backoff = fullJitterDelay(project.failures++, this.random, decision.backoffBaseMs, 60_000)
+        const backoff = fullJitterDelay(lane.failures++, this.random, decision.backoffBaseMs, 60_000)
         const retryAt = now + Math.max(decision.afterMs ?? 0, backoff)
         // A failed request holds back only its own users; Retry-After, or failures in a row (1Flow down),
-        // hold back the whole project so that 1Flow is not hammered.
-        if (decision.afterMs !== undefined || project.failures >= FAILURES_BEFORE_PAUSE) project.pausedUntil = Math.max(project.pausedUntil, retryAt)
+        // hold back the whole lane so that the service is not hammered.
+        if (decision.afterMs !== undefined || lane.failures >= FAILURES_BEFORE_PAUSE) lane.pausedUntil = Math.max(lane.pausedUntil, retryAt)
         if (decision.afterMs !== undefined) {
-          metrics.paused.set({ project: project.source.name, reason: 'retry_after' }, 1)
-          setTimeout(() => metrics.paused.set({ project: project.source.name, reason: 'retry_after' }, 0), decision.afterMs).unref()
+          metrics.paused.set({ project: lane.label, reason: 'retry_after' }, 1)
+          setTimeout(() => metrics.paused.set({ project: lane.label, reason: 'retry_after' }, 0), decision.afterMs).unref()
         }
         if (decision.throttled) {
-          project.limiter.throttled()
-          metrics.sendRateLimit.set({ project: project.source.name }, project.limiter.current)
+          lane.limiter.throttled()
+          metrics.sendRateLimit.set({ project: lane.label }, lane.limiter.current)
         }
         for (const u of group) settle(u.jobId, { kind: 'retry', at: retryAt, error: decision.reason })
         return false
@@ -336,9 +280,9 @@ export class Deliverer {
   }
 
   /** Writes every job's fate to the queue, a few statements per lease. Past the give-up window a retry becomes a dead letter. */
-  private async apply(project: ProjectState, jobs: readonly Job[], fates: Map<number, JobFate>, now: number): Promise<void> {
+  private async apply(lane: Lane, jobs: readonly Job[], fates: Map<number, JobFate>, now: number): Promise<void> {
     const { queue, metrics, config, logger } = this.deps
-    const label = project.source.name
+    const label = lane.label
     const giveUpMs = config.limits.giveUpAfterHours * 3_600_000
     const done: number[] = []
     const released: number[] = []
@@ -373,8 +317,8 @@ export class Deliverer {
       metrics.retries.inc({ project: label, reason: error.includes('429') ? 'rate_limited' : 'error' }, ids.length)
       this.deps.status?.outcome('retried', ids.length)
     }
-    // Released jobs were never tried: ready again as soon as the project may send.
-    await queue.release(released, Math.max(now, project.pausedUntil, project.authPausedUntil))
+    // Released jobs were never tried: ready again as soon as the lane may send.
+    await queue.release(released, Math.max(now, lane.pausedUntil, lane.authPausedUntil))
     if (delivered) metrics.deliveryEvents.inc({ project: label, result: 'delivered' }, delivered)
     if (skipped) metrics.deliveryEvents.inc({ project: label, result: 'skipped' }, skipped)
     this.deps.status?.outcome('delivered', delivered)

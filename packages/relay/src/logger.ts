@@ -1,6 +1,6 @@
 import pino, { type Logger } from 'pino'
 
-/** Paths pino replaces with "[redacted]": write keys, project API keys and credentials never reach a log. */
+/** Paths pino replaces with "[redacted]": write keys, project API keys, webhook tokens and credentials never reach a log. */
 export const REDACT_PATHS = [
   'writeKey',
   'projectApiKey',
@@ -14,7 +14,14 @@ export const REDACT_PATHS = [
   'req.headers.authorization',
   'req.headers.api_key',
   'sources[*].writeKey',
-  'sources[*].projectApiKey'
+  'sources[*].projectApiKey',
+  'webhookToken',
+  '*.webhookToken',
+  'sources[*].webhookToken',
+  'sources[*].segment.writeKey',
+  'segment.writeKey',
+  'token',
+  '*.token'
 ]
 
 /** The relay's JSON logger (pino), with secrets redacted. */

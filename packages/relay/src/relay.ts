@@ -11,6 +11,7 @@ import { PgQueue } from './queue/pg-queue'
 import { SqliteQueue } from './queue/sqlite-queue'
 import { systemClock, type Clock } from './rate-limiter'
 import { STATUS_PAGE_HTML, StatusTracker } from './status'
+import { redactWebhookUrl, registerWebhooks, WEBHOOK_BODY_LIMIT } from './webhook'
 
 export interface RelayOptions {
   readonly logger?: Logger
@@ -75,6 +76,14 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
   })
 
   app.setErrorHandler((error: Error & { code?: string; statusCode?: number }, req, reply) => {
+    if (req.url.startsWith('/webhooks/')) {
+      // 1Flow retries what it cannot deliver for 3 days: say why in the log, where an operator will look.
+      const tooLarge = error.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
+      const status = tooLarge ? 413 : error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? 400 : 500
+      const message = tooLarge ? `the body is over ${WEBHOOK_BODY_LIMIT} bytes` : status === 400 ? error.message : 'internal error'
+      logger[status === 500 ? 'error' : 'warn']({ url: redactWebhookUrl(req.url), ...(status === 500 && { err: error }) }, `1Flow webhook refused with ${status}: ${message}`)
+      return reply.code(status).send({ error: message, code: tooLarge ? 'request_too_large' : error.code === 'invalid_json' ? 'invalid_json' : status === 400 ? 'bad_request' : 'internal' })
+    }
     if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       const limit = req.url.startsWith('/v1/batch') || req.url.startsWith('/v1/import') ? INGEST_LIMITS.batchRequestBytes : INGEST_LIMITS.eventBytes
       const what = limit === INGEST_LIMITS.eventBytes ? '32 KB per event' : '500 KB per batch request'
@@ -83,7 +92,7 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
     if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
       return reply.code(400).send({ error: error.message, code: error.code === 'invalid_json' ? 'invalid_json' : 'bad_request' })
     }
-    logger.error({ err: error, url: req.url }, 'unexpected error handling a request')
+    logger.error({ err: error, url: redactWebhookUrl(req.url) }, 'unexpected error handling a request')
     return reply.code(500).send({ error: 'internal error', code: 'internal' })
   })
 
@@ -141,6 +150,22 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
 
   for (const type of EVENT_TYPES) app.post(`/v1/${type}`, { bodyLimit: INGEST_LIMITS.eventBytes }, (req, reply) => ingest(type, req, reply))
   for (const route of ['batch', 'import'] as const) app.post(`/v1/${route}`, { bodyLimit: INGEST_LIMITS.batchRequestBytes }, (req, reply) => ingest(route, req, reply))
+
+  registerWebhooks(app, {
+    sources: config.sources,
+    queue,
+    deliverer,
+    metrics,
+    logger,
+    clock,
+    dedupWindowHours: config.limits.dedupWindowHours,
+    async unavailable() {
+      if (shuttingDown) return { message: 'the relay is shutting down; 1Flow will retry' }
+      if (await isOverCap()) return { message: 'the relay queue is over its disk cap; 1Flow will retry', retryAfter: '3600' }
+      return undefined
+    },
+    onQueued: (n) => status.received(n)
+  })
 
   app.get('/health/live', async () => ({ status: 'ok' }))
   app.get('/health/ready', async (_req, reply) => {

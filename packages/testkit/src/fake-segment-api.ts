@@ -69,6 +69,10 @@ export class FakeSegmentApi {
     this.faults.push({ ...fault, left: fault.times ?? 1 })
   }
 
+  addWriteKey(key: string): void {
+    this.writeKeys.add(key)
+  }
+
   async waitFor(predicate: (accepted: readonly SegmentAcceptedEvent[]) => boolean, timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs
     while (!predicate(this.accepted)) {

@@ -158,10 +158,10 @@ export class PgQueue implements Queue {
       const fresh = await this.tx(async (c) => {
         const { rows: inserted } = await c.query(
           `WITH incoming AS (
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::int[])
-               AS t(message_key, message_id, source_name, project_id, user_key, body, received_at, ord)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::int[], $9::bigint[])
+               AS t(message_key, message_id, source_name, project_id, user_key, body, received_at, ord, dedup_from)
            ), fresh AS (
-             INSERT INTO relay_seen (message_key, seen_at) SELECT message_key, received_at FROM incoming ON CONFLICT DO NOTHING RETURNING message_key
+             INSERT INTO relay_seen (message_key, seen_at) SELECT message_key, dedup_from FROM incoming ON CONFLICT DO NOTHING RETURNING message_key
            ), stored AS (
              INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at)
              SELECT message_id, source_name, project_id, user_key, body, received_at, received_at FROM incoming
@@ -177,7 +177,8 @@ export class PgQueue implements Queue {
             rows.map(([, e]) => e.userKey),
             rows.map(([, e]) => e.body),
             rows.map(([, e]) => e.receivedAt),
-            rows.map((_, i) => i)
+            rows.map((_, i) => i),
+            rows.map(([, e]) => e.dedupFrom ?? e.receivedAt)
           ]
         )
         return new Set(inserted.map((r: Row) => String(r.message_key)))

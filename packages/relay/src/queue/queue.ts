@@ -11,6 +11,11 @@ export interface NewEvent {
   /** The stamped Segment event, as JSON (never containing a write key). */
   readonly body: string
   readonly receivedAt: number
+  /**
+   * When this event's dedup window starts counting (default `receivedAt`). Set later than `receivedAt` to
+   * remember a messageId for longer than the window: 1Flow retries a webhook for 3 days.
+   */
+  readonly dedupFrom?: number
 }
 
 /** A queued event leased for delivery. */

@@ -91,7 +91,7 @@ export class SqliteQueue implements Queue {
       writes.map(({ events }) => {
         let accepted = 0
         for (const e of events) {
-          if (this.insertSeen.run(dedupKey(e), e.receivedAt).changes === 0) continue
+          if (this.insertSeen.run(dedupKey(e), e.dedupFrom ?? e.receivedAt).changes === 0) continue
           this.insertEvent.run(e.messageId, e.sourceName, e.projectId, e.userKey, e.body, e.receivedAt, e.receivedAt)
           accepted++
         }

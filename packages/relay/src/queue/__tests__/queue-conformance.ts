@@ -136,5 +136,15 @@ export function describeQueue(name: string, factory: QueueFactory): void {
       expect(await q.enqueue([event(1)])).toEqual({ accepted: 1, duplicates: 0 })
       await expect(q.checkWritable()).resolves.toBeUndefined()
     })
+
+    it('remembers an event longer when its dedup window starts later (webhooks retried for days)', async () => {
+      const q = await fresh()
+      const later = T0 + 72 * 3_600_000
+      await q.enqueue([event(1), event(2, { dedupFrom: later })])
+      expect(await q.pruneDedup(T0 + 1_000)).toBe(1)
+      expect(await q.enqueue([event(1), event(2)])).toEqual({ accepted: 1, duplicates: 1 })
+      expect(await q.pruneDedup(later + 1)).toBe(2)
+      expect(await q.enqueue([event(2)])).toEqual({ accepted: 1, duplicates: 0 })
+    })
   })
 }

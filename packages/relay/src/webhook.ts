@@ -1,0 +1,126 @@
+/**
+ * 1Flow → Segment: 1Flow POSTs each new survey response to `/webhooks/1flow/{source}/{token}` (or
+ * `…/{source}?token=…`). The token is compared in constant time before the body is even read; the response
+ * is converted to a Segment track event by core, durably queued on the source's Segment lane, and only then
+ * answered 200. 1Flow retries a webhook hourly for 3 days, so its `alert_id` is remembered for 4 days.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto'
+import { surveyResponseToTrack } from '@oneflow-seg/core'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { Logger } from 'pino'
+import type { SourceConfig } from './config'
+import type { Deliverer } from './deliverer'
+import type { Metrics } from './metrics'
+import type { Queue } from './queue/queue'
+import type { Clock } from './rate-limiter'
+import { VERSION } from './version'
+
+/** 1Flow retries for 3 days; a day more covers clock differences and a late last try. */
+export const WEBHOOK_DEDUP_MS = 4 * 24 * 3_600_000
+
+/** A survey response with 40 long answers is well under this; anything bigger is not a survey response. */
+export const WEBHOOK_BODY_LIMIT = 1024 * 1024
+
+export interface WebhookDeps {
+  readonly sources: readonly SourceConfig[]
+  readonly queue: Queue
+  readonly deliverer: Deliverer
+  readonly metrics: Metrics
+  readonly logger: Logger
+  readonly clock: Clock
+  readonly dedupWindowHours: number
+  /** Why the relay cannot take events right now (shutting down, over its disk cap), or undefined. */
+  unavailable(): Promise<{ message: string; retryAfter?: string } | undefined>
+  onQueued(count: number): void
+}
+
+const digest = (text: string) => createHash('sha256').update(text).digest()
+
+/** Hides webhook tokens in a URL before it is logged. */
+export function redactWebhookUrl(url: string): string {
+  return url.replace(/^(\/webhooks\/1flow\/[^/?#]+\/)[^/?#]+/, '$1[redacted]').replace(/([?&]token=)[^&#]*/, '$1[redacted]')
+}
+
+interface WebhookParams {
+  readonly source: string
+  readonly token?: string
+}
+
+export function registerWebhooks(app: FastifyInstance, deps: WebhookDeps): void {
+  const { sources, queue, deliverer, metrics, logger, clock } = deps
+  const bySource = new Map<string, { source: SourceConfig; tokenDigest: Buffer }>()
+  for (const source of sources) if (source.webhookToken && source.segment) bySource.set(source.name, { source, tokenDigest: digest(source.webhookToken) })
+
+  const answer = (reply: FastifyReply, name: string, status: number, body: unknown) => {
+    metrics.webhookRequests.inc({ source: bySource.has(name) ? name : '(unknown)', status: String(status) })
+    return reply.code(status).send(body)
+  }
+
+  // Before the body is parsed: a wrong or missing token is a 401 whatever was sent, and nothing is stored.
+  const authorize = async (req: FastifyRequest<{ Params: WebhookParams; Querystring: { token?: string } }>, reply: FastifyReply) => {
+    const entry = bySource.get(req.params.source)
+    const given = req.params.token ?? req.query.token
+    // Both sides are hashed first, so the comparison takes the same time whatever the token's length.
+    const ok = entry !== undefined && typeof given === 'string' && timingSafeEqual(digest(given), entry.tokenDigest)
+    if (!ok) {
+      logger.warn({ source: req.params.source }, '1Flow webhook refused: unknown source or wrong token (answered 401, nothing stored)')
+      return answer(reply, req.params.source, 401, {
+        error: 'the webhook token is missing or wrong, or this source does not take 1Flow webhooks; use the URL `oneflow-relay check-config` prints',
+        code: 'unauthorized'
+      })
+    }
+  }
+
+  const receive = async (req: FastifyRequest<{ Params: WebhookParams }>, reply: FastifyReply) => {
+    const { source } = bySource.get(req.params.source) as { source: SourceConfig }
+    const segment = source.segment as NonNullable<SourceConfig['segment']>
+    const body = req.body
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      logger.warn({ source: source.name }, '1Flow webhook body is not a JSON object; answered 400')
+      return answer(reply, source.name, 400, { error: "the body must be a JSON object (1Flow's survey-response webhook)", code: 'invalid_body' })
+    }
+    const problem = await deps.unavailable()
+    if (problem) {
+      if (problem.retryAfter) reply.header('retry-after', problem.retryAfter)
+      return answer(reply, source.name, 503, { error: problem.message, code: 'unavailable' })
+    }
+    const now = clock.now()
+    const { event, truncated } = surveyResponseToTrack(body, {
+      eventName: segment.eventName,
+      receivedAt: now,
+      // Without an alert_id, 1Flow's retry of the same response still has the same body.
+      fallbackId: digest(JSON.stringify(body)).toString('hex').slice(0, 32),
+      library: { name: 'oneflow-relay', version: VERSION }
+    })
+    if (truncated.length > 0) logger.warn({ source: source.name, messageId: event.messageId, truncated }, "survey response cut to fit Segment's 32 KB per event")
+    let result
+    try {
+      result = await queue.enqueue([
+        {
+          messageId: event.messageId,
+          sourceName: source.name,
+          projectId: segment.laneId,
+          userKey: event.userId ?? (event.anonymousId as string),
+          body: JSON.stringify(event),
+          receivedAt: now,
+          // Remember the alert_id for 4 days (1Flow retries for 3) even when the dedup window is shorter.
+          dedupFrom: now + Math.max(0, WEBHOOK_DEDUP_MS - deps.dedupWindowHours * 3_600_000)
+        }
+      ])
+    } catch (error) {
+      logger.error({ err: error }, 'could not write a 1Flow webhook to the queue')
+      reply.header('retry-after', '60')
+      return answer(reply, source.name, 503, { error: 'the relay could not store the survey response; 1Flow will retry', code: 'queue_unavailable' })
+    }
+    if (result.accepted > 0) {
+      deps.onQueued(result.accepted)
+      deliverer.poke()
+      logger.info({ source: source.name, messageId: event.messageId }, 'survey response queued for Segment')
+    }
+    return answer(reply, source.name, 200, { success: true, ...(result.duplicates > 0 && { duplicate: true }) })
+  }
+
+  const options = { bodyLimit: WEBHOOK_BODY_LIMIT, onRequest: authorize }
+  app.post<{ Params: WebhookParams; Querystring: { token?: string } }>('/webhooks/1flow/:source', options, receive)
+  app.post<{ Params: WebhookParams; Querystring: { token?: string } }>('/webhooks/1flow/:source/:token', options, receive)
+}
