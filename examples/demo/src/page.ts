@@ -1,6 +1,7 @@
 // The sandbox demo page: Analytics.js with the 1Flow plugin (1Flow's SDK answered by a local stand-in),
 // buttons that send identify / track / page, and what 1Flow receives — in the page through its web SDK,
-// and server-side through the relay — as it happens.
+// and server-side through the relay — as it happens; and a survey response 1Flow sends back, as Segment
+// receives it through the relay's webhook.
 import { AnalyticsBrowser } from '@segment/analytics-next'
 import { oneFlow } from '@oneflow-seg/ajs-plugin'
 
@@ -57,6 +58,12 @@ $('page').addEventListener('click', () => {
   void viaRelay('page', { userId: userId(), name: 'Pricing', properties: { path: '/pricing' } })
 })
 
+$('survey').addEventListener('click', async () => {
+  const res = await fetch(`/api/survey?user=${encodeURIComponent(userId())}`, { method: 'POST' })
+  const { status } = (await res.json()) as { status?: number }
+  log(`relay answered ${status ?? res.status} to 1Flow's survey-response webhook`)
+})
+
 // What 1Flow received: the web SDK's calls (recorded in this page) and the HTTP API's (from the relay's
 // side, via the stand-in 1Flow), refreshed twice a second.
 setInterval(async () => {
@@ -64,5 +71,9 @@ setInterval(async () => {
   $('sdk').textContent = sdk.length ? sdk.map((c) => JSON.stringify(c)).join('\n') : '(none yet)'
   const http = (await (await fetch('/api/oneflow')).json()) as Array<{ via: string; type: string; body: unknown }>
   $('http').textContent = http.length ? http.map((m) => `${m.via} ${m.type} ${JSON.stringify(m.body)}`).join('\n') : '(none yet)'
+  const segment = (await (await fetch('/api/segment')).json()) as Array<{ event: string; userId?: string; properties: Record<string, unknown> }>
+  $('segment').textContent = segment.length
+    ? segment.map((e) => `track "${e.event}" userId=${e.userId} survey=${String(e.properties.survey_name)} answers=${JSON.stringify(e.properties.answers)}`).join('\n')
+    : '(none yet)'
   $('ready').textContent = 'ready'
 }, 500)

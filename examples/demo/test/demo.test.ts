@@ -1,6 +1,7 @@
 /**
  * `pnpm start` as a new user meets it: the sandbox starts, its demo page sends identify/track/page, and the
- * page shows what 1Flow received — through its web SDK in the browser and through the relay's HTTP API.
+ * page shows what 1Flow received — through its web SDK in the browser and through the relay's HTTP API —
+ * and what Segment received when 1Flow posts a survey response to the relay's webhook.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createServer } from 'node:net'
@@ -24,10 +25,10 @@ let output = ''
 let browser: Browser
 let demoUrl: string
 beforeAll(async () => {
-  const [relay, fake, page] = await Promise.all([freePort(), freePort(), freePort()])
+  const [relay, fake, page, segment] = await Promise.all([freePort(), freePort(), freePort(), freePort()])
   demo = spawn(process.execPath, [join(here, '..', 'run.mjs')], {
     cwd: join(here, '..', '..', '..'),
-    env: { ...process.env, ONEFLOW_DEMO_SKIP_BUILD: '1', PORT: String(relay), SANDBOX_1FLOW_PORT: String(fake), DEMO_PORT: String(page), ONEFLOW_PROJECT_API_KEY: '' },
+    env: { ...process.env, ONEFLOW_DEMO_SKIP_BUILD: '1', PORT: String(relay), SANDBOX_1FLOW_PORT: String(fake), DEMO_PORT: String(page), SANDBOX_SEGMENT_PORT: String(segment), ONEFLOW_PROJECT_API_KEY: '' },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   demo.stdout!.on('data', (d: Buffer) => (output += d))
@@ -51,7 +52,7 @@ it('prints a clearly labelled sandbox banner with the curl lines', () => {
   expect(output).toMatch(/curl -s http:\/\/127\.0\.0\.1:\d+\/__fake\/accepted/)
 })
 
-it('shows each 1Flow call as it happens, in the browser and through the relay', async () => {
+it('shows each 1Flow call as it happens, in the browser and through the relay, and survey responses reaching Segment', async () => {
   const context = await browser.newContext()
   await context.route('**/*', (route) => (new URL(route.request().url()).hostname === '127.0.0.1' ? route.continue() : route.abort()))
   const page = await context.newPage()
@@ -69,5 +70,10 @@ it('shows each 1Flow call as it happens, in the browser and through the relay', 
   expect(http).toContain('/batch identify {"user_id":"user-1"')
   expect(http).toContain('/batch track {"event":"Signed Up","user_id":"user-1"')
   expect(await page.textContent('#log')).toContain('relay answered 200 to page')
+  // And back: a survey response through the relay's webhook, as Segment's stand-in received it.
+  await page.click('#survey')
+  await page.waitForFunction(() => (document.getElementById('segment')?.textContent ?? '').includes('Survey Response Submitted'), undefined, { timeout: 15_000 })
+  expect(await page.textContent('#segment')).toContain('track "Survey Response Submitted" userId=user-1 survey=Onboarding NPS answers=[{"question":"How likely are you to recommend us to a friend?","answer":9,"type":"nps"}')
+  expect(await page.textContent('#log')).toContain("relay answered 200 to 1Flow's survey-response webhook")
   await context.close()
 }, 60_000)
