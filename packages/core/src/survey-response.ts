@@ -7,6 +7,7 @@
  * (bounded) under `properties.raw`.
  */
 import { toTimestamp } from './commands.js'
+import { utf8ByteLength } from './http-contract.js'
 import { toId, toJsonValue, type JsonObject, type JsonValue } from './json-value.js'
 
 export const SURVEY_RESPONSE_EVENT = 'Survey Response Submitted'
@@ -118,21 +119,7 @@ function readAnswers(screens: unknown): SurveyAnswer[] {
   })
 }
 
-const jsonBytes = (value: unknown): number => {
-  // UTF-8 length without TextEncoder (core is runtime-free): count code units by range.
-  const text = JSON.stringify(value)
-  let bytes = 0
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i)
-    if (c < 0x80) bytes += 1
-    else if (c < 0x800) bytes += 2
-    else if (c >= 0xd800 && c <= 0xdbff) {
-      bytes += 4
-      i++
-    } else bytes += 3
-  }
-  return bytes
-}
+const jsonBytes = (value: unknown): number => utf8ByteLength(JSON.stringify(value))
 
 /**
  * Converts one 1Flow survey-response webhook payload into a Segment track event. Never throws for an odd
@@ -181,10 +168,7 @@ export function surveyResponseToTrack(payload: unknown, options: SurveyConversio
       type: a.type === null ? null : (clip(a.type, 100, 100, cut) as string)
     }))
     const props: JsonObject = { ...base, answers: list, answer_count: answers.length }
-    list.forEach((a, i) => {
-      const flat = flatAnswer(a.answer)
-      props[`answer_${i + 1}`] = typeof flat === 'string' && flat.length > maxChars ? `${flat.slice(0, maxChars)}…` : flat
-    })
+    list.forEach((a, i) => (props[`answer_${i + 1}`] = clip(flatAnswer(a.answer), maxChars, 100, cut)))
     return { props, cut: cut.any }
   }
   const rawJson = JSON.stringify(toJsonValue(payload, 'raw') ?? null)
