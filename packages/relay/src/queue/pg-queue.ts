@@ -1,6 +1,6 @@
 import pg from 'pg'
-import type { Clock, SendLimiter } from '../rate-limiter'
-import { dedupKey, type DeadLetter, type DeadLetterInfo, type EnqueueResult, type Job, type NewEvent, type Queue, type QueueStats, type Selection } from './queue'
+import { AdaptiveLimit, type Clock, type SendLimiter } from '../rate-limiter'
+import { dedupKey, GroupCommit, rowToDeadLetter, rowToJob, type DeadLetter, type DeadLetterInfo, type EnqueueResult, type EventRow, type Job, type NewEvent, type Queue, type QueueStats, type Selection } from './queue'
 
 const SCHEMA_VERSION = 1
 const MIGRATION_LOCK = 727_001
@@ -54,16 +54,10 @@ WITH candidates AS (
 UPDATE relay_events SET state = 'leased', lease_until = $4 FROM candidates WHERE relay_events.id = candidates.id
 RETURNING relay_events.*`
 
-type Row = Record<string, unknown>
+type Row = EventRow
 
 /** PostgreSQL text cannot hold NUL; 1Flow's responses and error texts may. */
 const text = (value: string, max: number) => value.replace(/\u0000/g, '').slice(0, max)
-
-interface PendingWrite {
-  readonly events: readonly NewEvent[]
-  resolve(result: EnqueueResult): void
-  reject(error: unknown): void
-}
 
 /** A stable 32-bit key for an advisory lock on a name. */
 function lockKey(name: string): number {
@@ -79,16 +73,15 @@ function lockKey(name: string): number {
  * limiter shared by all relays. Migrations run on open, under an advisory lock, safe from many at once.
  */
 export class PgQueue implements Queue {
-  private waiting: PendingWrite[] = []
-  private waitingEvents = 0
-  private timer: NodeJS.Timeout | undefined
-  private flushing: Promise<void> = Promise.resolve()
+  private readonly commits: GroupCommit
 
   private constructor(
     private readonly pool: pg.Pool,
-    private readonly windowMs: number,
-    private readonly maxEvents: number
-  ) {}
+    windowMs: number,
+    maxEvents: number
+  ) {
+    this.commits = new GroupCommit((requests) => this.write(requests), windowMs, maxEvents)
+  }
 
   static async open(url: string, options: { commitWindowMs?: number; commitMaxEvents?: number; poolSize?: number } = {}): Promise<PgQueue> {
     const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 10 })
@@ -129,71 +122,48 @@ export class PgQueue implements Queue {
   }
 
   enqueue(events: readonly NewEvent[]): Promise<EnqueueResult> {
-    if (events.length === 0) return Promise.resolve({ accepted: 0, duplicates: 0 })
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ events, resolve, reject })
-      this.waitingEvents += events.length
-      if (this.waitingEvents >= this.maxEvents) this.flush()
-      else this.timer ??= setTimeout(() => this.flush(), this.windowMs)
-    })
+    return this.commits.add(events)
   }
 
-  /** Group commit: every waiting request in one transaction, then each gets its own answer. */
-  private flush(): void {
-    if (this.timer) clearTimeout(this.timer)
-    this.timer = undefined
-    const writes = this.waiting
-    this.waiting = []
-    this.waitingEvents = 0
-    if (writes.length === 0) return
-    this.flushing = this.flushing.then(() => this.write(writes))
-  }
-
-  private async write(writes: readonly PendingWrite[]): Promise<void> {
+  /** One group commit: every request's events in one statement; each request's accepted/duplicate counts. */
+  private async write(requests: ReadonlyArray<readonly NewEvent[]>): Promise<EnqueueResult[]> {
     // The first occurrence of each key in this commit is a candidate; later ones are duplicates already.
     const firsts = new Map<string, NewEvent>()
-    for (const w of writes) for (const e of w.events) if (!firsts.has(dedupKey(e))) firsts.set(dedupKey(e), e)
+    for (const events of requests) for (const e of events) if (!firsts.has(dedupKey(e))) firsts.set(dedupKey(e), e)
     const rows = [...firsts.entries()]
-    try {
-      const fresh = await this.tx(async (c) => {
-        const { rows: inserted } = await c.query(
-          `WITH incoming AS (
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::int[], $9::bigint[])
-               AS t(message_key, message_id, source_name, project_id, user_key, body, received_at, ord, dedup_from)
-           ), fresh AS (
-             INSERT INTO relay_seen (message_key, seen_at) SELECT message_key, dedup_from FROM incoming ON CONFLICT DO NOTHING RETURNING message_key
-           ), stored AS (
-             INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at)
-             SELECT message_id, source_name, project_id, user_key, body, received_at, received_at FROM incoming
-             WHERE message_key IN (SELECT message_key FROM fresh) ORDER BY ord
-             RETURNING id
-           )
-           SELECT message_key FROM fresh`,
-          [
-            rows.map(([k]) => k),
-            rows.map(([, e]) => e.messageId),
-            rows.map(([, e]) => e.sourceName),
-            rows.map(([, e]) => e.projectId),
-            rows.map(([, e]) => e.userKey),
-            rows.map(([, e]) => e.body),
-            rows.map(([, e]) => e.receivedAt),
-            rows.map((_, i) => i),
-            rows.map(([, e]) => e.dedupFrom ?? e.receivedAt)
-          ]
-        )
-        return new Set(inserted.map((r: Row) => String(r.message_key)))
-      })
-      for (const w of writes) {
-        let accepted = 0
-        for (const e of w.events) {
-          const key = dedupKey(e)
-          if (fresh.delete(key)) accepted++
-        }
-        w.resolve({ accepted, duplicates: w.events.length - accepted })
-      }
-    } catch (error) {
-      for (const w of writes) w.reject(error)
-    }
+    const fresh = await this.tx(async (c) => {
+      const { rows: inserted } = await c.query(
+        `WITH incoming AS (
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::int[], $9::bigint[])
+             AS t(message_key, message_id, source_name, project_id, user_key, body, received_at, ord, dedup_from)
+         ), fresh AS (
+           INSERT INTO relay_seen (message_key, seen_at) SELECT message_key, dedup_from FROM incoming ON CONFLICT DO NOTHING RETURNING message_key
+         ), stored AS (
+           INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at)
+           SELECT message_id, source_name, project_id, user_key, body, received_at, received_at FROM incoming
+           WHERE message_key IN (SELECT message_key FROM fresh) ORDER BY ord
+           RETURNING id
+         )
+         SELECT message_key FROM fresh`,
+        [
+          rows.map(([k]) => k),
+          rows.map(([, e]) => e.messageId),
+          rows.map(([, e]) => e.sourceName),
+          rows.map(([, e]) => e.projectId),
+          rows.map(([, e]) => e.userKey),
+          rows.map(([, e]) => e.body),
+          rows.map(([, e]) => e.receivedAt),
+          rows.map((_, i) => i),
+          rows.map(([, e]) => e.dedupFrom ?? e.receivedAt)
+        ]
+      )
+      return new Set(inserted.map((r: Row) => String(r.message_key)))
+    })
+    return requests.map((events) => {
+      let accepted = 0
+      for (const e of events) if (fresh.delete(dedupKey(e))) accepted++
+      return { accepted, duplicates: events.length - accepted }
+    })
   }
 
   async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
@@ -202,7 +172,7 @@ export class PgQueue implements Queue {
       await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
       return (await c.query(LEASE, [projectId, now, limit, now + leaseMs])).rows as Row[]
     })
-    return rows.sort((a, b) => Number(a.id) - Number(b.id)).map(toJob)
+    return rows.sort((a, b) => Number(a.id) - Number(b.id)).map(rowToJob)
   }
 
   private async update(ids: readonly number[], sql: string, params: unknown[]): Promise<void> {
@@ -269,13 +239,7 @@ export class PgQueue implements Queue {
 
   async listDead(options: { limit?: number; sourceName?: string } = {}): Promise<DeadLetter[]> {
     const { rows } = await this.pool.query(`SELECT * FROM relay_events WHERE state = 'dead' AND ($1::text IS NULL OR source_name = $1) ORDER BY id LIMIT $2`, [options.sourceName ?? null, options.limit ?? 100])
-    return (rows as Row[]).map((r) => ({
-      ...toJob(r),
-      reason: String(r.dead_reason ?? ''),
-      ...(r.dead_status != null && { status: Number(r.dead_status) }),
-      ...(r.dead_response != null && { response: String(r.dead_response) }),
-      deadAt: Number(r.dead_at)
-    }))
+    return (rows as Row[]).map(rowToDeadLetter)
   }
 
   async replayDead(selection: Selection, now: number): Promise<number> {
@@ -299,8 +263,7 @@ export class PgQueue implements Queue {
   }
 
   async close(): Promise<void> {
-    this.flush()
-    await this.flushing
+    await this.commits.flush()
     await this.pool.end()
   }
 }
@@ -311,31 +274,25 @@ export class PgQueue implements Queue {
  * answer — or, if its relay died, until it could no longer be in flight.
  */
 class PgSendLimiter implements SendLimiter {
-  private limit: number
-  private cleanSince: number
+  private readonly limit: AdaptiveLimit
 
   constructor(
     private readonly pool: pg.Pool,
     private readonly projectId: string,
-    private readonly max: number,
+    max: number,
     private readonly inFlightMs: number,
     private readonly clock: Clock
   ) {
-    this.limit = max
-    this.cleanSince = clock.now()
+    this.limit = new AdaptiveLimit(max, clock.now())
   }
 
   get current(): number {
-    return this.limit
+    return this.limit.current
   }
 
   async acquire(): Promise<() => void> {
     for (;;) {
-      const now = this.clock.now()
-      if (this.limit < this.max && now - this.cleanSince >= 2000) {
-        this.limit = Math.min(this.max, this.limit * 1.1)
-        this.cleanSince = now
-      }
+      const limit = this.limit.at(this.clock.now())
       const client = await this.pool.connect()
       let granted: number | undefined
       let wait = 10
@@ -351,7 +308,7 @@ class PgSendLimiter implements SendLimiter {
           [this.projectId, this.inFlightMs]
         )
         const row = rows[0] as Row
-        if (Number(row.n) < Math.floor(this.limit)) {
+        if (Number(row.n) < Math.floor(limit)) {
           const inserted = await client.query(`INSERT INTO relay_sends (project_id, started_at) VALUES ($1, ${DB_NOW}) RETURNING id`, [this.projectId])
           granted = Number((inserted.rows[0] as Row).id)
         } else if (row.soonest != null) {
@@ -373,21 +330,6 @@ class PgSendLimiter implements SendLimiter {
   }
 
   throttled(): void {
-    this.limit = Math.max(1, this.limit * 0.7)
-    this.cleanSince = this.clock.now()
-  }
-}
-
-function toJob(r: Row): Job {
-  return {
-    id: Number(r.id),
-    messageId: String(r.message_id),
-    sourceName: String(r.source_name),
-    projectId: String(r.project_id),
-    userKey: String(r.user_key),
-    body: String(r.body),
-    receivedAt: Number(r.received_at),
-    attempts: Number(r.attempts),
-    firstAttemptAt: r.first_attempt_at == null ? null : Number(r.first_attempt_at)
+    this.limit.throttled(this.clock.now())
   }
 }

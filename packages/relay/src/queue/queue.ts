@@ -1,14 +1,14 @@
 import type { Clock, SendLimiter } from '../rate-limiter'
 
-/** An event accepted at ingest, as the queue stores it. */
+/** An event accepted at ingest (or from a 1Flow webhook), as the queue stores it. */
 export interface NewEvent {
   readonly messageId: string
   readonly sourceName: string
-  /** Non-secret id of the 1Flow project the source delivers to. */
+  /** The lane it is delivered on: a 1Flow project's non-secret id, or a Segment target's (`segment-…`). */
   readonly projectId: string
   /** userId or anonymousId: a user's events are delivered in order. */
   readonly userKey: string
-  /** The stamped Segment event, as JSON (never containing a write key). */
+  /** The Segment event, as JSON (never containing a write key). */
   readonly body: string
   readonly receivedAt: number
   /**
@@ -19,34 +19,98 @@ export interface NewEvent {
 }
 
 /** A queued event leased for delivery. */
-export interface Job {
+export interface Job extends Omit<NewEvent, 'dedupFrom'> {
   readonly id: number
-  readonly messageId: string
-  readonly sourceName: string
-  readonly projectId: string
-  readonly userKey: string
-  readonly body: string
-  readonly receivedAt: number
   readonly attempts: number
   readonly firstAttemptAt: number | null
 }
 
 export interface DeadLetterInfo {
   readonly reason: string
-  /** 1Flow's HTTP status, when 1Flow refused it. */
+  /** The service's HTTP status (1Flow's or Segment's), when it refused the event. */
   readonly status?: number
-  /** 1Flow's response body (truncated), when there was one. */
+  /** The service's response body (truncated), when there was one. */
   readonly response?: string
 }
 
-export interface DeadLetter extends DeadLetterInfo {
-  readonly id: number
-  readonly messageId: string
-  readonly sourceName: string
-  readonly projectId: string
-  readonly body: string
-  readonly attempts: number
+export interface DeadLetter extends Job, DeadLetterInfo {
   readonly deadAt: number
+}
+
+/** A row of the events table; SQLite and PostgreSQL use the same column names. */
+export type EventRow = Record<string, unknown>
+
+export function rowToJob(r: EventRow): Job {
+  return {
+    id: Number(r.id),
+    messageId: String(r.message_id),
+    sourceName: String(r.source_name),
+    projectId: String(r.project_id),
+    userKey: String(r.user_key),
+    body: String(r.body),
+    receivedAt: Number(r.received_at),
+    attempts: Number(r.attempts),
+    firstAttemptAt: r.first_attempt_at == null ? null : Number(r.first_attempt_at)
+  }
+}
+
+export function rowToDeadLetter(r: EventRow): DeadLetter {
+  return {
+    ...rowToJob(r),
+    reason: String(r.dead_reason ?? ''),
+    ...(r.dead_status != null && { status: Number(r.dead_status) }),
+    ...(r.dead_response != null && { response: String(r.dead_response) }),
+    deadAt: Number(r.dead_at)
+  }
+}
+
+/**
+ * Group commit, for both queues: enqueues that arrive within `windowMs` (or until `maxEvents` wait) are
+ * written together by `write` — one transaction, one fsync — and each caller then gets its own answer.
+ * Writes run one after another, never overlapping.
+ */
+export class GroupCommit {
+  private waiting: Array<{ events: readonly NewEvent[]; resolve(result: EnqueueResult): void; reject(error: unknown): void }> = []
+  private waitingEvents = 0
+  private timer: NodeJS.Timeout | undefined
+  private writing: Promise<void> = Promise.resolve()
+
+  constructor(
+    /** Writes the requests in one transaction; returns each request's result, in order. */
+    private readonly write: (requests: ReadonlyArray<readonly NewEvent[]>) => EnqueueResult[] | Promise<EnqueueResult[]>,
+    private readonly windowMs: number,
+    private readonly maxEvents: number
+  ) {}
+
+  add(events: readonly NewEvent[]): Promise<EnqueueResult> {
+    if (events.length === 0) return Promise.resolve({ accepted: 0, duplicates: 0 })
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ events, resolve, reject })
+      this.waitingEvents += events.length
+      if (this.waitingEvents >= this.maxEvents) this.flush()
+      else this.timer ??= setTimeout(() => this.flush(), this.windowMs)
+    })
+  }
+
+  /** Writes whatever waits now; resolves once every write so far is done. */
+  flush(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = undefined
+    const batch = this.waiting
+    this.waiting = []
+    this.waitingEvents = 0
+    if (batch.length > 0) {
+      this.writing = this.writing.then(async () => {
+        try {
+          const results = await this.write(batch.map((w) => w.events))
+          batch.forEach((w, i) => w.resolve(results[i] as EnqueueResult))
+        } catch (error) {
+          for (const w of batch) w.reject(error)
+        }
+      })
+    }
+    return this.writing
+  }
 }
 
 export interface QueueStats {

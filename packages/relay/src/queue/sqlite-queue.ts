@@ -1,7 +1,7 @@
 import { mkdirSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
-import { dedupKey, type DeadLetter, type DeadLetterInfo, type EnqueueResult, type Job, type NewEvent, type Queue, type QueueStats, type Selection } from './queue'
+import { dedupKey, GroupCommit, rowToDeadLetter, rowToJob, type DeadLetter, type DeadLetterInfo, type EnqueueResult, type Job, type EventRow, type NewEvent, type Queue, type QueueStats, type Selection } from './queue'
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS events (
@@ -40,12 +40,6 @@ WHERE e.project_id = @project AND e.state = 'pending' AND e.next_attempt_at <= @
   )
 ORDER BY e.id LIMIT @limit`
 
-interface PendingWrite {
-  readonly events: readonly NewEvent[]
-  resolve(result: EnqueueResult): void
-  reject(error: unknown): void
-}
-
 export interface SqliteQueueOptions {
   /** Group commit: write at most this long after the first waiting event (default 2 ms). */
   readonly commitWindowMs?: number
@@ -53,7 +47,7 @@ export interface SqliteQueueOptions {
   readonly commitMaxEvents?: number
 }
 
-type Row = Record<string, unknown>
+type Row = EventRow
 
 /**
  * The default queue: one SQLite file in WAL mode with synchronous=FULL, so a commit survives a crash or a
@@ -62,14 +56,7 @@ type Row = Record<string, unknown>
  */
 export class SqliteQueue implements Queue {
   private readonly db: Database.Database
-  private waiting: PendingWrite[] = []
-  private waitingEvents = 0
-  private timer: NodeJS.Timeout | undefined
-  private readonly windowMs: number
-  private readonly maxEvents: number
-  private readonly insertSeen: Database.Statement
-  private readonly insertEvent: Database.Statement
-  private readonly writeBatch: (writes: readonly PendingWrite[]) => EnqueueResult[]
+  private readonly commits: GroupCommit
 
   constructor(
     readonly path: string,
@@ -81,49 +68,26 @@ export class SqliteQueue implements Queue {
     this.db.pragma('synchronous = FULL')
     this.db.pragma('busy_timeout = 5000')
     this.db.exec(SCHEMA)
-    this.windowMs = options.commitWindowMs ?? 2
-    this.maxEvents = options.commitMaxEvents ?? 4096
-    this.insertSeen = this.db.prepare('INSERT OR IGNORE INTO seen (message_id, seen_at) VALUES (?, ?)')
-    this.insertEvent = this.db.prepare(
+    const insertSeen = this.db.prepare('INSERT OR IGNORE INTO seen (message_id, seen_at) VALUES (?, ?)')
+    const insertEvent = this.db.prepare(
       'INSERT INTO events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)'
     )
-    this.writeBatch = this.db.transaction((writes: readonly PendingWrite[]) =>
-      writes.map(({ events }) => {
+    const writeAll = this.db.transaction((requests: ReadonlyArray<readonly NewEvent[]>) =>
+      requests.map((events) => {
         let accepted = 0
         for (const e of events) {
-          if (this.insertSeen.run(dedupKey(e), e.dedupFrom ?? e.receivedAt).changes === 0) continue
-          this.insertEvent.run(e.messageId, e.sourceName, e.projectId, e.userKey, e.body, e.receivedAt, e.receivedAt)
+          if (insertSeen.run(dedupKey(e), e.dedupFrom ?? e.receivedAt).changes === 0) continue
+          insertEvent.run(e.messageId, e.sourceName, e.projectId, e.userKey, e.body, e.receivedAt, e.receivedAt)
           accepted++
         }
         return { accepted, duplicates: events.length - accepted }
       })
     )
+    this.commits = new GroupCommit(writeAll, options.commitWindowMs ?? 2, options.commitMaxEvents ?? 4096)
   }
 
   enqueue(events: readonly NewEvent[]): Promise<EnqueueResult> {
-    if (events.length === 0) return Promise.resolve({ accepted: 0, duplicates: 0 })
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ events, resolve, reject })
-      this.waitingEvents += events.length
-      if (this.waitingEvents >= this.maxEvents) this.flush()
-      else this.timer ??= setTimeout(() => this.flush(), this.windowMs)
-    })
-  }
-
-  /** Writes every waiting request in one transaction (one fsync), then answers them all. */
-  private flush(): void {
-    if (this.timer) clearTimeout(this.timer)
-    this.timer = undefined
-    const writes = this.waiting
-    this.waiting = []
-    this.waitingEvents = 0
-    if (writes.length === 0) return
-    try {
-      const results = this.writeBatch(writes)
-      writes.forEach((w, i) => w.resolve(results[i] as EnqueueResult))
-    } catch (error) {
-      for (const w of writes) w.reject(error)
-    }
+    return this.commits.add(events)
   }
 
   async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
@@ -133,7 +97,7 @@ export class SqliteQueue implements Queue {
       const leased = this.statement("UPDATE events SET state = 'leased', lease_until = ? WHERE id IN (SELECT value FROM json_each(?)) RETURNING *").all(now + leaseMs, JSON.stringify(ids)) as Row[]
       return leased.sort((a, b) => Number(a.id) - Number(b.id))
     })
-    return take().map(toJob)
+    return take().map(rowToJob)
   }
 
   private readonly statements = new Map<string, Database.Statement>()
@@ -226,13 +190,7 @@ export class SqliteQueue implements Queue {
     const rows = this.db
       .prepare(`SELECT * FROM events WHERE state = 'dead' ${options.sourceName ? 'AND source_name = @source' : ''} ORDER BY id LIMIT @limit`)
       .all({ source: options.sourceName, limit: options.limit ?? 100 }) as Row[]
-    return rows.map((r) => ({
-      ...toJob(r),
-      reason: String(r.dead_reason ?? ''),
-      ...(r.dead_status != null && { status: Number(r.dead_status) }),
-      ...(r.dead_response != null && { response: String(r.dead_response) }),
-      deadAt: Number(r.dead_at)
-    }))
+    return rows.map(rowToDeadLetter)
   }
 
   async replayDead(selection: Selection, now: number): Promise<number> {
@@ -254,21 +212,7 @@ export class SqliteQueue implements Queue {
   }
 
   async close(): Promise<void> {
-    this.flush()
+    await this.commits.flush()
     this.db.close()
-  }
-}
-
-function toJob(r: Row): Job {
-  return {
-    id: Number(r.id),
-    messageId: String(r.message_id),
-    sourceName: String(r.source_name),
-    projectId: String(r.project_id),
-    userKey: String(r.user_key),
-    body: String(r.body),
-    receivedAt: Number(r.received_at),
-    attempts: Number(r.attempts),
-    firstAttemptAt: r.first_attempt_at == null ? null : Number(r.first_attempt_at)
   }
 }
