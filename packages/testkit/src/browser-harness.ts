@@ -162,3 +162,63 @@ export function browserExpectation(fixture: Fixture): { calls: unknown[]; logInc
     logIncludes: [...(skipped.includes('missing-user-id') ? ['no User ID'] : []), ...invalid.map((i) => `"${i.field}"`)]
   }
 }
+
+/** What the test pages put on `window.harness` (each adapter's page adds its own `start`). */
+export interface PageHarnessApi {
+  send(id: number, eventJson: string): Promise<void>
+  fire(id: number, eventJson: string): void
+  state(id: number): unknown
+  reset(): void
+}
+
+/** Node-side calls into a test page's harness: send (waits), fire (does not wait), state. */
+export function harnessCalls<H extends PageHarnessApi>() {
+  type W = { harness: H }
+  return {
+    send: (p: OpenedPage, id: number, event: unknown) => p.page.evaluate(([i, e]) => (window as unknown as W).harness.send(i, e), [id, JSON.stringify(event)] as const),
+    fire: (p: OpenedPage, id: number, event: unknown) => p.page.evaluate(([i, e]) => (window as unknown as W).harness.fire(i, e), [id, JSON.stringify(event)] as const),
+    state: (p: OpenedPage, id: number) => p.page.evaluate((i) => (window as unknown as W).harness.state(i) as ReturnType<H['state']>, id),
+    reset: (p: OpenedPage) => p.page.evaluate(() => (window as unknown as W).harness.reset())
+  }
+}
+
+/** Opens a page, runs `body`, always closes it. */
+export async function withOpenPage<T>(browser: Browser, server: PageServer, sdk: SdkServing, body: (p: OpenedPage) => Promise<T>): Promise<T> {
+  const p = await openPage(browser, server, sdk)
+  try {
+    return await body(p)
+  } finally {
+    await p.close()
+  }
+}
+
+/**
+ * The ordering scenario both browser adapters run: 10 events (an identify every third, tracks between), how
+ * a plain destination records them, and the SDK calls 1Flow must see, in send order. No messageIds:
+ * Analytics.js assigns them, as it does for real events.
+ */
+export const ORDERING_EVENTS = Array.from({ length: 10 }, (_, i) =>
+  i % 3 === 0 ? { type: 'identify', userId: `u${i}`, traits: { n: i } } : { type: 'track', userId: 'u0', event: `E${i}`, properties: { n: i } }
+)
+export const ORDERING_LABELS = ORDERING_EVENTS.map((e) => `${e.type}:${'event' in e ? e.event : e.userId}`)
+export const ORDERING_CALLS = ORDERING_EVENTS.map((e) => (e.type === 'identify' ? ['logUser', e.userId, e.traits] : ['logEvent', e.event, e.properties]))
+
+/** A page function for `waitForFunction`: true once the recording SDK has at least `n` calls. */
+export const sdkHasCalls = (n: number): boolean => ((window as unknown as { __oneflowRecorder?: { calls: unknown[] } }).__oneflowRecorder?.calls.length ?? 0) >= n
+
+/** Bundles a test page, serves it on 127.0.0.1 and launches Chromium: what each browser test file starts with. */
+export async function startTestPage(pageEntry: string): Promise<{ browser: Browser; server: PageServer; close(): Promise<void> }> {
+  const server = await PageServer.start(await bundlePage(pageEntry))
+  const browser = await launchChromium().catch(async (error: unknown) => {
+    await server.close()
+    throw error
+  })
+  return {
+    browser,
+    server,
+    close: async () => {
+      await browser.close()
+      await server.close()
+    }
+  }
+}

@@ -7,8 +7,25 @@ export { recordingSdkScript } from './recording-sdk'
 export type { SdkShape, SdkRecord, RecordingSdkOptions } from './recording-sdk'
 export { normalizeWire, sortKeys, redactSecrets } from './wire'
 export type { WireRequest } from './wire'
-export { launchChromium, bundlePage, PageServer, openPage, browserExpectation, HarnessError, CHROMIUM_FLAGS, CHROMIUM_PATH, LIQUID_STUB } from './browser-harness'
-export type { SdkServing, OpenedPage } from './browser-harness'
+export {
+  launchChromium,
+  bundlePage,
+  PageServer,
+  openPage,
+  withOpenPage,
+  startTestPage,
+  harnessCalls,
+  browserExpectation,
+  HarnessError,
+  CHROMIUM_FLAGS,
+  CHROMIUM_PATH,
+  LIQUID_STUB,
+  ORDERING_EVENTS,
+  ORDERING_LABELS,
+  ORDERING_CALLS,
+  sdkHasCalls
+} from './browser-harness'
+export type { SdkServing, OpenedPage, PageHarnessApi } from './browser-harness'
 export { measurePluginBundle, measureMappingChunk, measureDestinationBundle, BUDGETS } from './bundle-size'
 export type { BundleSize } from './bundle-size'
 export { startThrowawayPostgres, createDatabase, postgresBinDir } from './postgres'

@@ -1,7 +1,7 @@
 // The Analytics.js plugin test page: real analytics-next 1.84.3, `analytics.register(oneFlow(...))`,
 // plus a plain destination and a fixture injector.
 import { AnalyticsBrowser, Context, type Analytics, type Plugin } from '@segment/analytics-next'
-import { FixtureInjector, plainRecorder, recordContextLogs, reviveFixtureJson, sdkRecord, timerFires } from '@oneflow-seg/testkit/browser'
+import { FixtureInjector, plainRecorder, recordContextLogs, recordedState, resetRecorded, reviveFixtureJson } from '@oneflow-seg/testkit/browser'
 import { oneFlow, type OneFlowPluginOptions } from '../index'
 
 const logs = recordContextLogs(Context as never)
@@ -65,30 +65,18 @@ const harness = {
   },
 
   state(id: number) {
-    const record = sdkRecord()
     const { analytics, plain, plugin, error } = instances[id]!
     return {
-      calls: record?.calls ?? [],
-      raw: record?.raw ?? [],
-      loads: record?.loads ?? 0,
-      apiKey: record?.apiKey ?? null,
-      logs: logs.map((l) => `${l.level}: ${l.message}`),
-      plain: [...plain.received],
-      timerFires: timerFires(),
-      sdkScripts: Array.from(document.scripts).filter((s) => s.src.startsWith('https://1flow.app/')).length,
+      ...recordedState(logs, plain),
       error: error ?? null,
       loaded: plugin?.isLoaded() ?? false,
       registered: (analytics as unknown as { queue: { plugins: Array<{ name: string }> } }).queue.plugins.map((p) => p.name)
     }
   },
 
+  /** Forgets what was recorded so far (the SDK stays loaded). */
   reset(): void {
-    const record = sdkRecord()
-    if (record) {
-      record.calls.length = 0
-      record.raw.length = 0
-    }
-    logs.length = 0
+    resetRecorded(logs)
   }
 }
 

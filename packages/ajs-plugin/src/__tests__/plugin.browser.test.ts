@@ -5,38 +5,42 @@
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { browserExpectation, bundlePage, fixtureSettings, launchChromium, loadFixtures, openPage, PageServer, type OpenedPage, type SdkServing } from '@oneflow-seg/testkit'
+import {
+  browserExpectation,
+  fixtureSettings,
+  harnessCalls,
+  loadFixtures,
+  openPage,
+  ORDERING_CALLS as expectedCalls,
+  ORDERING_EVENTS as events,
+  ORDERING_LABELS as labels,
+  type PageServer,
+  sdkHasCalls,
+  startTestPage,
+  withOpenPage,
+  type OpenedPage,
+  type SdkServing
+} from '@oneflow-seg/testkit'
 import type { Browser } from 'playwright-core'
 import type { OneFlowPluginOptions } from '../index'
 import type { Harness } from './page'
 
+let testPage: Awaited<ReturnType<typeof startTestPage>>
 let browser: Browser
 let server: PageServer
 
 beforeAll(async () => {
-  server = await PageServer.start(await bundlePage(join(dirname(fileURLToPath(import.meta.url)), 'page.ts')))
-  browser = await launchChromium()
+  testPage = await startTestPage(join(dirname(fileURLToPath(import.meta.url)), 'page.ts'))
+  ;({ browser, server } = testPage)
 }, 60_000)
-afterAll(async () => {
-  await browser?.close()
-  await server?.close()
-})
+afterAll(() => testPage?.close())
 
 type H = { harness: Harness }
 const start = (p: OpenedPage, options: Partial<OneFlowPluginOptions> = {}) =>
   p.page.evaluate((o) => (window as unknown as H).harness.start(o as OneFlowPluginOptions), { projectApiKey: 'k1', ...options })
-const send = (p: OpenedPage, id: number, event: unknown) => p.page.evaluate(([i, e]) => (window as unknown as H).harness.send(i, e), [id, JSON.stringify(event)] as const)
-const fire = (p: OpenedPage, id: number, event: unknown) => p.page.evaluate(([i, e]) => (window as unknown as H).harness.fire(i, e), [id, JSON.stringify(event)] as const)
-const state = (p: OpenedPage, id: number) => p.page.evaluate((i) => (window as unknown as H).harness.state(i), id)
+const { send, fire, state, reset } = harnessCalls<Harness>()
 
-async function withPage<T>(sdk: SdkServing, body: (p: OpenedPage) => Promise<T>): Promise<T> {
-  const p = await openPage(browser, server, sdk)
-  try {
-    return await body(p)
-  } finally {
-    await p.close()
-  }
-}
+const withPage = <T>(sdk: SdkServing, body: (p: OpenedPage) => Promise<T>) => withOpenPage(browser, server, sdk, body)
 
 describe('plugin: every conformance fixture', () => {
   const fixtures = loadFixtures({ dates: 'string' })
@@ -48,7 +52,7 @@ describe('plugin: every conformance fixture', () => {
   afterAll(() => page?.close())
 
   it.each(fixtures.map((f) => [f.name, f] as const))('%s', async (_name, fixture) => {
-    await page.page.evaluate(() => (window as unknown as H).harness.reset())
+    await reset(page)
     const settings = fixtureSettings(fixture) as { projectApiKey: string }
     const id = await start(page, { projectApiKey: settings.projectApiKey, ...(fixture.subscriptions && { mappings: fixture.subscriptions as never }) })
     await send(page, id, fixture.event)
@@ -65,12 +69,6 @@ describe('plugin: every conformance fixture', () => {
   })
 })
 
-const events = Array.from({ length: 10 }, (_, i) =>
-  i % 3 === 0 ? { type: 'identify', userId: `u${i}`, traits: { n: i } } : { type: 'track', userId: 'u0', event: `E${i}`, properties: { n: i } }
-)
-const labels = events.map((e) => `${e.type}:${'event' in e ? e.event : e.userId}`)
-const expectedCalls = events.map((e) => (e.type === 'identify' ? ['logUser', e.userId, e.traits] : ['logEvent', e.event, e.properties]))
-const recorded = () => ((window as unknown as { __oneflowRecorder?: { calls: unknown[] } }).__oneflowRecorder?.calls.length ?? 0) >= 10
 
 describe('plugin: loading and buffering', () => {
   it('is a destination plugin named 1Flow with a version, loading the SDK with data-api-key once', () =>
@@ -95,7 +93,7 @@ describe('plugin: loading and buffering', () => {
         expect(early.calls).toEqual([])
         // Analytics.js and the other destination did not wait for 1Flow.
         expect(early.plain).toEqual(labels)
-        await p.page.waitForFunction(recorded, undefined, { timeout: 10_000 })
+        await p.page.waitForFunction(sdkHasCalls, 10, { timeout: 10_000 })
         expect((await state(p, id)).calls, `run ${run + 1}`).toEqual(expectedCalls)
       })
     }
@@ -129,7 +127,7 @@ describe('plugin: loading and buffering', () => {
     withPage({ delayMs: 800 }, async (p) => {
       const id = await start(p, { bufferLimit: 4 })
       for (const e of events) await fire(p, id, e)
-      await p.page.waitForFunction(() => ((window as unknown as { __oneflowRecorder?: { calls: unknown[] } }).__oneflowRecorder?.calls.length ?? 0) >= 4)
+      await p.page.waitForFunction(sdkHasCalls, 4)
       const seen = await state(p, id)
       expect(seen.calls).toEqual(expectedCalls.slice(0, 4))
       expect(seen.logs.filter((l) => l.includes('4 events already wait'))).toHaveLength(6)

@@ -128,3 +128,28 @@ export function timerFires(): number {
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }
+
+/** What both browser adapters' test pages report about 1Flow's SDK, the other destination, logs and timers. */
+export function recordedState(logs: readonly LoggedLine[], plain: { received: readonly string[] }) {
+  const record = sdkRecord()
+  return {
+    calls: record?.calls ?? [],
+    raw: record?.raw ?? [],
+    loads: record?.loads ?? 0,
+    apiKey: record?.apiKey ?? null,
+    logs: logs.map((l) => `${l.level}: ${l.message}`),
+    plain: [...plain.received],
+    timerFires: timerFires(),
+    sdkScripts: Array.from(document.scripts).filter((s) => s.src.startsWith('https://1flow.app/')).length
+  }
+}
+
+/** Forgets what the SDK and the contexts recorded so far (the SDK stays loaded). */
+export function resetRecorded(logs: LoggedLine[]): void {
+  const record = sdkRecord()
+  if (record) {
+    record.calls.length = 0
+    record.raw.length = 0
+  }
+  logs.length = 0
+}

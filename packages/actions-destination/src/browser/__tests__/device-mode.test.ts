@@ -6,38 +6,42 @@
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { browserExpectation, bundlePage, fixtureSettings, launchChromium, loadFixtures, openPage, PageServer, type OpenedPage, type SdkServing } from '@oneflow-seg/testkit'
+import {
+  browserExpectation,
+  fixtureSettings,
+  harnessCalls,
+  loadFixtures,
+  openPage,
+  ORDERING_CALLS as expectedCalls,
+  ORDERING_EVENTS as events,
+  ORDERING_LABELS as labels,
+  type PageServer,
+  sdkHasCalls,
+  startTestPage,
+  withOpenPage,
+  type OpenedPage,
+  type SdkServing
+} from '@oneflow-seg/testkit'
 import type { Browser } from 'playwright-core'
 import type { Harness } from './page'
 
 const DEST = '1Flow Web (Actions)'
+let testPage: Awaited<ReturnType<typeof startTestPage>>
 let browser: Browser
 let server: PageServer
 
 beforeAll(async () => {
-  server = await PageServer.start(await bundlePage(join(dirname(fileURLToPath(import.meta.url)), 'page.ts')))
-  browser = await launchChromium()
+  testPage = await startTestPage(join(dirname(fileURLToPath(import.meta.url)), 'page.ts'))
+  ;({ browser, server } = testPage)
 }, 60_000)
-afterAll(async () => {
-  await browser?.close()
-  await server?.close()
-})
+afterAll(() => testPage?.close())
 
 type H = { harness: Harness }
 const start = (p: OpenedPage, settings: Record<string, unknown> = { projectApiKey: 'k1' }, subscriptions?: unknown[]) =>
   p.page.evaluate(([s, subs]) => (window as unknown as H).harness.start({ settings: s, subscriptions: subs as never }), [settings, subscriptions] as const)
-const send = (p: OpenedPage, id: number, event: unknown) => p.page.evaluate(([i, e]) => (window as unknown as H).harness.send(i, e), [id, JSON.stringify(event)] as const)
-const fire = (p: OpenedPage, id: number, event: unknown) => p.page.evaluate(([i, e]) => (window as unknown as H).harness.fire(i, e), [id, JSON.stringify(event)] as const)
-const state = (p: OpenedPage, id: number) => p.page.evaluate((i) => (window as unknown as H).harness.state(i), id)
+const { send, fire, state, reset } = harnessCalls<Harness>()
 
-async function withPage<T>(sdk: SdkServing, body: (p: OpenedPage) => Promise<T>): Promise<T> {
-  const p = await openPage(browser, server, sdk)
-  try {
-    return await body(p)
-  } finally {
-    await p.close()
-  }
-}
+const withPage = <T>(sdk: SdkServing, body: (p: OpenedPage) => Promise<T>) => withOpenPage(browser, server, sdk, body)
 
 describe('device mode: every conformance fixture', () => {
   const fixtures = loadFixtures({ dates: 'string' })
@@ -54,7 +58,7 @@ describe('device mode: every conformance fixture', () => {
       expect(fixture.adapters?.['device-mode']).toMatch(/Segment's app/)
       return
     }
-    await page.page.evaluate(() => (window as unknown as H).harness.reset())
+    await reset(page)
     const id = await start(page, fixtureSettings(fixture), fixture.subscriptions as unknown[] | undefined)
     await send(page, id, fixture.event)
     const seen = await state(page, id)
@@ -71,12 +75,6 @@ describe('device mode: every conformance fixture', () => {
   })
 })
 
-// No messageIds: Analytics.js assigns them, as it does for real events.
-const events = Array.from({ length: 10 }, (_, i) =>
-  i % 3 === 0 ? { type: 'identify', userId: `u${i}`, traits: { n: i } } : { type: 'track', userId: 'u0', event: `E${i}`, properties: { n: i } }
-)
-const labels = events.map((e) => `${e.type}:${'event' in e ? e.event : e.userId}`)
-const expectedCalls = events.map((e) => (e.type === 'identify' ? ['logUser', e.userId, e.traits] : ['logEvent', e.event, e.properties]))
 
 describe('device mode: loading', () => {
   it('loads the SDK from sdkUrl with data-api-key, once', () =>
@@ -96,7 +94,7 @@ describe('device mode: loading', () => {
         const id = await start(p)
         for (const e of events) await fire(p, id, e)
         expect((await state(p, id)).calls).toEqual([])
-        await p.page.waitForFunction(() => ((window as unknown as { __oneflowRecorder?: { calls: unknown[] } }).__oneflowRecorder?.calls.length ?? 0) >= 10, undefined, { timeout: 10_000 })
+        await p.page.waitForFunction(sdkHasCalls, 10, { timeout: 10_000 })
         expect((await state(p, id)).calls, `run ${run + 1}`).toEqual(expectedCalls)
       })
     }

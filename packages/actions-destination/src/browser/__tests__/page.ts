@@ -2,7 +2,7 @@
 // settings do (remotePlugins + a plugin factory), plus a plain destination and a fixture injector.
 import { AnalyticsBrowser, Context, type Analytics } from '@segment/analytics-next'
 import { actions, defaultMapping, isActionKey, presets } from '@oneflow-seg/core'
-import { FixtureInjector, plainRecorder, recordContextLogs, reviveFixtureJson, sdkRecord, timerFires } from '@oneflow-seg/testkit/browser'
+import { FixtureInjector, plainRecorder, recordContextLogs, recordedState, resetRecorded, reviveFixtureJson } from '@oneflow-seg/testkit/browser'
 import oneFlowDestination, { destination } from '../index'
 
 const logs = recordContextLogs(Context as never)
@@ -68,17 +68,9 @@ const harness = {
   },
 
   state(id: number) {
-    const record = sdkRecord()
     const { analytics, plain } = instances[id]!
     return {
-      calls: record?.calls ?? [],
-      raw: record?.raw ?? [],
-      loads: record?.loads ?? 0,
-      apiKey: record?.apiKey ?? null,
-      logs: logs.map((l) => `${l.level}: ${l.message}`),
-      plain: [...plain.received],
-      timerFires: timerFires(),
-      sdkScripts: Array.from(document.scripts).filter((s) => s.src.startsWith('https://1flow.app/')).length,
+      ...recordedState(logs, plain),
       failedInitializations: [...((analytics as unknown as { queue: { failedInitializations: string[] } }).queue.failedInitializations ?? [])],
       registered: (analytics as unknown as { queue: { plugins: Array<{ name: string; isLoaded(): boolean }> } }).queue.plugins.map((p) => `${p.name}:${p.isLoaded()}`)
     }
@@ -86,12 +78,7 @@ const harness = {
 
   /** Forgets what was recorded so far (the SDK stays loaded). */
   reset(): void {
-    const record = sdkRecord()
-    if (record) {
-      record.calls.length = 0
-      record.raw.length = 0
-    }
-    logs.length = 0
+    resetRecorded(logs)
   }
 }
 
