@@ -11,7 +11,7 @@ import { PgQueue } from './queue/pg-queue'
 import { SqliteQueue } from './queue/sqlite-queue'
 import { systemClock, type Clock } from './rate-limiter'
 import { STATUS_PAGE_HTML, StatusTracker } from './status'
-import { redactWebhookUrl, registerWebhooks, WEBHOOK_BODY_LIMIT } from './webhook'
+import { redactWebhookUrl, registerWebhooks, WEBHOOK_BODY_LIMIT, type Unavailable } from './webhook'
 
 export interface RelayOptions {
   readonly logger?: Logger
@@ -110,6 +110,13 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
     return overCap.value
   }
 
+  /** Why the relay cannot take events now (shutting down, over its disk cap), for ingest and webhooks alike. */
+  async function unavailable(): Promise<Unavailable | undefined> {
+    if (shuttingDown) return { error: 'the relay is shutting down; retry shortly', code: 'unavailable' }
+    if (await isOverCap()) return { error: 'the relay queue is over its disk cap; retry later', code: 'queue_full', retryAfter: '60' }
+    return undefined
+  }
+
   async function ingest(route: IngestRoute, req: FastifyRequest, reply: FastifyReply) {
     const started = process.hrtime.bigint()
     const answer = (status: number, body: unknown) => {
@@ -117,10 +124,10 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
       metrics.ingestDuration.observe({ route }, Number(process.hrtime.bigint() - started) / 1e9)
       return reply.code(status).send(body)
     }
-    if (shuttingDown) return answer(503, { error: 'the relay is shutting down; retry shortly', code: 'unavailable' })
-    if (await isOverCap()) {
-      reply.header('retry-after', '60')
-      return answer(503, { error: 'the relay queue is over its disk cap; retry later', code: 'queue_full' })
+    const problem = await unavailable()
+    if (problem) {
+      if (problem.retryAfter) reply.header('retry-after', problem.retryAfter)
+      return answer(503, { error: problem.error, code: problem.code })
     }
     let result
     try {
@@ -159,11 +166,7 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
     logger,
     clock,
     dedupWindowHours: config.limits.dedupWindowHours,
-    async unavailable() {
-      if (shuttingDown) return { message: 'the relay is shutting down; 1Flow will retry' }
-      if (await isOverCap()) return { message: 'the relay queue is over its disk cap; 1Flow will retry', retryAfter: '3600' }
-      return undefined
-    },
+    unavailable,
     onQueued: (n) => status.received(n)
   })
 

@@ -30,8 +30,15 @@ export interface WebhookDeps {
   readonly clock: Clock
   readonly dedupWindowHours: number
   /** Why the relay cannot take events right now (shutting down, over its disk cap), or undefined. */
-  unavailable(): Promise<{ message: string; retryAfter?: string } | undefined>
+  unavailable(): Promise<Unavailable | undefined>
   onQueued(count: number): void
+}
+
+/** A 503 the relay answers while it cannot take events. */
+export interface Unavailable {
+  readonly error: string
+  readonly code: 'unavailable' | 'queue_full'
+  readonly retryAfter?: string
 }
 
 const digest = (text: string) => createHash('sha256').update(text).digest()
@@ -82,7 +89,7 @@ export function registerWebhooks(app: FastifyInstance, deps: WebhookDeps): void 
     const problem = await deps.unavailable()
     if (problem) {
       if (problem.retryAfter) reply.header('retry-after', problem.retryAfter)
-      return answer(reply, source.name, 503, { error: problem.message, code: 'unavailable' })
+      return answer(reply, source.name, 503, { error: problem.error, code: problem.code })
     }
     const now = clock.now()
     const { event, truncated } = surveyResponseToTrack(body, {

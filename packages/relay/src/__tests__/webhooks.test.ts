@@ -155,6 +155,21 @@ describe('refusals', () => {
     expect(relay.logs.text).toMatch(/1Flow webhook refused with 400/)
     expect(relay.logs.text).not.toContain(TOKEN.slice(4))
   })
+
+  it('answers 503 with Retry-After while the queue is over its disk cap, so 1Flow retries later', async () => {
+    oneflow.inject({ kind: 'status', status: 503, times: 1_000_000 })
+    relay = await start({ limits: { diskCapBytes: 1024 * 1024 } })
+    let filled = 200
+    for (let i = 0; i < 80 && filled === 200; i++) {
+      filled = (await post(relay.url, '/v1/batch', { batch: Array.from({ length: 15 }, (_, j) => ({ type: 'track', event: 'E', userId: `u${i}-${j}`, properties: { blob: 'z'.repeat(2000) } })) })).status
+      if (filled === 200) await new Promise((r) => setTimeout(r, 30))
+    }
+    expect(filled).toBe(503)
+    const res = await webhook(`/webhooks/1flow/web/${TOKEN}`, surveyWebhookPayload())
+    expect([res.status, res.body.code, res.headers.get('retry-after')]).toEqual([503, 'queue_full', '60'])
+    expect((await relay.relay.queue.listDead()).length + segment.requests.length).toBe(0)
+    expect(await relay.relay.queue.lease(relay.relay.config.sources[0]!.segment!.laneId, 10, 1000, Date.now())).toEqual([])
+  })
 })
 
 describe('delivery to Segment follows the relay rules', () => {
