@@ -57,8 +57,11 @@ export async function bundlePage(entry: string): Promise<Map<string, string>> {
 
 export interface SdkServing {
   readonly shape?: SdkShape
-  /** Answer this many ms late. */
-  readonly delayMs?: number
+  /**
+   * Hold the answer until the test calls `releaseSdk()`: "the SDK is late" without a race against how fast a
+   * loaded machine runs the test's own steps.
+   */
+  readonly held?: boolean
   /** Answer with this status (e.g. 404) instead of the SDK. */
   readonly status?: number
   /** Never answer. */
@@ -117,6 +120,8 @@ export interface OpenedPage {
   readonly aborted: string[]
   /** Console output of the page (`level: text`). */
   readonly console: string[]
+  /** Lets a `held` SDK answer now. */
+  releaseSdk(): void
   close(): Promise<void>
 }
 
@@ -125,12 +130,14 @@ export async function openPage(browser: Browser, server: PageServer, sdk: SdkSer
   const context = await browser.newContext()
   const sdkRequests: string[] = []
   const aborted: string[] = []
+  let releaseSdk = () => {}
+  const released = sdk.held ? new Promise<void>((resolve) => (releaseSdk = resolve)) : Promise.resolve()
   await context.route('**/*', async (route) => {
     const url = route.request().url()
     if (url.split('?')[0] === sdkUrl) {
       sdkRequests.push(url)
       if (sdk.hang) return
-      if (sdk.delayMs) await new Promise((r) => setTimeout(r, sdk.delayMs))
+      await released
       if (sdk.status && sdk.status !== 200) return route.fulfill({ status: sdk.status, body: 'not found' }).catch(() => undefined)
       return route.fulfill({ status: 200, contentType: 'text/javascript', body: recordingSdkScript({ shape: sdk.shape }) }).catch(() => undefined)
     }
@@ -147,7 +154,7 @@ export async function openPage(browser: Browser, server: PageServer, sdk: SdkSer
   await page.waitForFunction(() => (window as { harness?: unknown }).harness !== undefined, undefined, { timeout: 10_000 }).catch((e: Error) => {
     throw new HarnessError(`the test page did not start: ${errors.join('; ') || e.message}`)
   })
-  return { context, page, sdkRequests, aborted, console: consoleLines, close: () => context.close() }
+  return { context, page, sdkRequests, aborted, console: consoleLines, releaseSdk, close: () => context.close() }
 }
 
 export class HarnessError extends Error {

@@ -97,6 +97,11 @@ export class FakeOneFlowApi {
   readonly accepted: AcceptedMessage[] = []
   /** Requests received but not yet answered (e.g. held by injected latency). */
   inFlight = 0
+  /**
+   * Bumped by reset(): a request counts in the generation it arrived in, so one that outlives its test
+   * (held by latency, its client long gone) is answered but never recorded in the next test.
+   */
+  private generation = 0
   private faults: Array<FakeFault & { left: number }> = []
   private latencyMs: number
   private readonly apiKeys: Set<string>
@@ -151,6 +156,7 @@ export class FakeOneFlowApi {
   }
 
   reset(): void {
+    this.generation++
     this.requests.length = 0
     this.accepted.length = 0
     this.faults = []
@@ -197,6 +203,7 @@ export class FakeOneFlowApi {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // When the request arrived (what a rate limit at 1Flow would count), before its body is read.
     const at = Date.now()
+    const generation = this.generation
     const url = new URL(req.url ?? '/', 'http://127.0.0.1')
     if (url.pathname.startsWith('/__fake/')) return this.control(url.pathname, req, res)
     const chunks: Buffer[] = []
@@ -204,12 +211,15 @@ export class FakeOneFlowApi {
     const raw = Buffer.concat(chunks)
     const path = url.pathname.startsWith(this.basePath) ? url.pathname.slice(this.basePath.length) : url.pathname
     const apiKey = typeof req.headers.api_key === 'string' ? req.headers.api_key : undefined
-    const fault = this.takeFault(path)
+    // A request from before a reset takes none of the faults injected since.
+    const fault = generation === this.generation ? this.takeFault(path) : undefined
     const latency = (fault?.kind === 'latency' ? fault.ms : 0) + this.latencyMs
     this.inFlight++
     if (latency > 0) await new Promise((r) => setTimeout(r, latency))
     this.inFlight--
+    const current = generation === this.generation
     const record = (status: number | 'dropped', error?: string, body?: unknown) =>
+      current &&
       this.requests.push({
         at,
         method: req.method ?? '',
@@ -236,7 +246,7 @@ export class FakeOneFlowApi {
     try {
       const messages = this.accept(req, path, apiKey, raw)
       record(200, undefined, JSON.parse(raw.toString('utf8')))
-      for (const m of messages) this.accepted.push({ at, apiKey: apiKey as string, via: path as AcceptedMessage['via'], ...m })
+      if (current) for (const m of messages) this.accepted.push({ at, apiKey: apiKey as string, via: path as AcceptedMessage['via'], ...m })
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ success: true }))
     } catch (error) {
       if (!(error instanceof Rejection)) throw error

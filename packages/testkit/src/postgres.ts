@@ -1,9 +1,10 @@
 /**
  * A throwaway PostgreSQL cluster on 127.0.0.1 from Debian's packages (no Docker here): initdb in a temp
  * directory, started on a free port, stopped and deleted afterwards. As root it runs as the `postgres` user
- * (PostgreSQL refuses to run as root).
+ * (PostgreSQL refuses to run as root). A watchdog stops it when the process that started it dies without
+ * calling stop() (a test runner killed by turbo when another package fails), so no cluster outlives its run.
  */
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -57,10 +58,18 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
   run('initdb', ['-D', data, '-U', 'oneflow', '--auth=trust', '-E', 'UTF8', '--no-sync'])
   run('pg_ctl', ['-D', data, '-l', join(dir, 'postgres.log'), '-w', '-o', `-p ${port} -k ${dir} -h 127.0.0.1 -c max_connections=300 -c fsync=on`, 'start'])
   const url = `postgres://oneflow@127.0.0.1:${port}/postgres`
+  const pgCtlStop = [...(asRoot ? ['runuser', '-u', 'postgres', '--'] : []), join(bin, 'pg_ctl'), '-D', data, '-m', 'immediate', 'stop']
+  const watchdog = spawn(
+    'sh',
+    ['-c', 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; shift; dir="$1"; shift; "$@" >/dev/null 2>&1; rm -rf "$dir"', 'watchdog', String(process.pid), dir, ...pgCtlStop],
+    { detached: true, stdio: 'ignore' }
+  )
+  watchdog.unref()
   return {
     url,
     port,
     stop() {
+      watchdog.kill('SIGKILL')
       try {
         run('pg_ctl', ['-D', data, '-m', 'immediate', 'stop'])
       } finally {

@@ -58,6 +58,19 @@ describe('fake 1Flow API', () => {
     expect(fake.requests.map((r) => r.status)).toEqual(['dropped', 200])
   })
 
+  it('never records a request that arrived before a reset, nor gives it a fault injected after', async () => {
+    fake.setLatency(300)
+    const late = post('/track', { event: 'Before reset' })
+    await new Promise((r) => setTimeout(r, 100))
+    fake.reset()
+    fake.inject({ kind: 'status', status: 500, path: '/track' })
+    expect((await late).status).toBe(200)
+    expect(fake.requests).toEqual([])
+    expect(fake.accepted).toEqual([])
+    expect((await post('/track', { event: 'After reset' })).status).toBe(500)
+    expect(fake.requests.map((r) => r.status)).toEqual([500])
+  })
+
   it('is controllable over HTTP from other processes', async () => {
     const origin = fake.url.replace(/\/v1$/, '')
     await fetch(`${origin}/__fake/faults`, { method: 'POST', body: JSON.stringify({ kind: 'status', status: 503 }) })
