@@ -21,7 +21,7 @@ export type { Command, IdentifyCommand, TrackCommand, Skip, SkipReason, CommandC
 export { validatePayload } from './payload.js'
 export { toSdkCall } from './sdk-call.js'
 export type { SdkCall } from './sdk-call.js'
-export { toJsonValue, toJsonObject, toId, MAX_DEPTH } from './json-value.js'
+export { toJsonValue, toJsonObject, toId, exceedsDepth, MAX_DEPTH } from './json-value.js'
 export type { JsonValue, JsonObject, JsonPrimitive } from './json-value.js'
 export { isEnabledByIntegrations, eventTimestamp, INTEGRATION_NAMES } from './segment-event.js'
 export type { SegmentEvent } from './segment-event.js'
@@ -52,7 +52,17 @@ export {
   SdkLoadError
 } from './errors.js'
 export type { Remedy, SubscriptionProblem, InvalidPayloadReason } from './errors.js'
-export { surveyResponseToTrack, SURVEY_RESPONSE_EVENT, SEGMENT_LIMITS, SURVEY_EVENT_MAX_BYTES, SURVEY_RAW_MAX_CHARS } from './survey-response.js'
+export { surveyResponseToTrack, SURVEY_RESPONSE_EVENT, SURVEY_EVENT_MAX_BYTES, SURVEY_RAW_MAX_CHARS } from './survey-response.js'
+export {
+  SEGMENT_EVENT_TYPES,
+  SEGMENT_LIMITS,
+  SEGMENT_DEFAULT_HOST,
+  SEGMENT_PATHS,
+  checkSegmentEvent,
+  isValidMessageId,
+  segmentBatchBody
+} from './segment-contract.js'
+export type { SegmentEventType, SegmentRoute, SegmentEventProblem } from './segment-contract.js'
 export type { SurveyConversion, SurveyConversionOptions, SurveyAnswer, SegmentTrackEvent } from './survey-response.js'
 export { toSdkClient, loadOneFlowSdk, DEFAULT_SDK_TIMEOUT_MS } from './sdk-client.js'
 export type { SdkClient, SdkLoaderDeps, SdkLoadOptions, OneFlowSdkObject, OneFlowSdkFunction } from './sdk-client.js'

@@ -107,6 +107,21 @@ export function toJsonObject(value: unknown, field: string): JsonObject {
   return converted
 }
 
+/**
+ * True when `value` nests objects or arrays more than `max` levels deep. Iterative, so a hostile document nested
+ * thousands of levels deep is measured without risking the stack.
+ */
+export function exceedsDepth(value: unknown, max: number = MAX_DEPTH): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]]
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop() as [unknown, number]
+    if (typeof v !== 'object' || v === null) continue
+    if (depth >= max) return true
+    for (const child of Array.isArray(v) ? v : Object.values(v)) if (typeof child === 'object' && child !== null) stack.push([child, depth + 1])
+  }
+  return false
+}
+
 /** A user or anonymous id as 1Flow wants it: a non-blank string; finite numbers become strings. */
 export function toId(value: unknown): string | undefined {
   if (typeof value === 'string') return value.trim() === '' ? undefined : value

@@ -9,14 +9,12 @@
 import { toTimestamp } from './commands.js'
 import { utf8ByteLength } from './http-contract.js'
 import { toId, toJsonValue, type JsonObject, type JsonValue } from './json-value.js'
+import { SEGMENT_LIMITS } from './segment-contract.js'
 
 export const SURVEY_RESPONSE_EVENT = 'Survey Response Submitted'
 
-/** Segment's HTTP Tracking API limits (bytes of JSON). */
-export const SEGMENT_LIMITS = { eventBytes: 32 * 1024, batchBytes: 500 * 1024 } as const
-
 /** The converted event stays under this many bytes of JSON, a margin below Segment's 32 KB per event. */
-export const SURVEY_EVENT_MAX_BYTES = 30 * 1024
+export const SURVEY_EVENT_MAX_BYTES = SEGMENT_LIMITS.eventBytes - 2 * 1024
 
 /** `properties.raw` (the webhook's JSON text) is cut to at most this many characters. */
 export const SURVEY_RAW_MAX_CHARS = 8 * 1024
@@ -59,9 +57,11 @@ export interface SurveyConversionOptions {
 
 type Obj = Record<string, unknown>
 const asObject = (v: unknown): Obj | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : undefined)
+// NUL is dropped from every id and name, as the relay's ingest does for client ids: a database text column
+// cannot hold it, and no real id contains it.
 const firstString = (...values: unknown[]): string | undefined => {
   for (const v of values) {
-    const s = toId(v)
+    const s = toId(typeof v === 'string' ? v.replace(/\u0000/g, '') : v)
     if (s !== undefined) return s
   }
   return undefined
@@ -175,7 +175,8 @@ export function surveyResponseToTrack(payload: unknown, options: SurveyConversio
   const frame = (properties: JsonObject): SegmentTrackEvent => ({
     type: 'track',
     event: options.eventName ?? SURVEY_RESPONSE_EVENT,
-    messageId: `1flow-alert-${alertId ?? options.fallbackId}`,
+    // Segment takes messageIds shorter than 100 characters; real alert ids are far shorter.
+    messageId: `1flow-alert-${alertId ?? options.fallbackId}`.slice(0, SEGMENT_LIMITS.messageIdChars - 1),
     timestamp,
     ...(userId !== undefined ? { userId } : { anonymousId: anonymousId as string }),
     properties,

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { dirname, isAbsolute, resolve } from 'node:path'
-import { DEFAULT_API_BASE_URL, InvalidSubscriptionError, OneFlowError, SURVEY_RESPONSE_EVENT, type Subscription } from '@oneflow-seg/core'
+import { DEFAULT_API_BASE_URL, InvalidSubscriptionError, OneFlowError, SEGMENT_DEFAULT_HOST, SURVEY_RESPONSE_EVENT, type Subscription } from '@oneflow-seg/core'
 import { compileSubscriptions, type CompiledSubscription } from '@oneflow-seg/core/mapping'
 
 /** A configuration problem: `key` is the path of the bad key (e.g. `sources[1].projectApiKey`). */
@@ -63,8 +63,6 @@ export interface RelayConfig {
   readonly sources: readonly SourceConfig[]
 }
 
-/** Segment's HTTP Tracking API (US workspaces); EU workspaces use https://events.eu1.segmentapis.com. */
-export const DEFAULT_SEGMENT_HOST = 'https://api.segment.io'
 
 /** Webhook tokens shorter than this are refused: the token is the webhook's only protection. */
 export const MIN_WEBHOOK_TOKEN_LENGTH = 24
@@ -240,9 +238,9 @@ function parseWebhook(
   const seg = s.segment
   for (const key of Object.keys(seg)) if (!['writeKey', 'host', 'eventName'].includes(key)) fail(`${at}.segment.${key}`, 'unknown key; expected writeKey, host, eventName')
   const writeKey = secret(seg, 'writeKey', `${at}.segment.writeKey`)
-  const host = seg.host ?? DEFAULT_SEGMENT_HOST
+  const host = seg.host ?? SEGMENT_DEFAULT_HOST
   if (typeof host !== 'string' || !/^https?:\/\/[^\s/]+(\/[^\s]*)?$/.test(host)) {
-    fail(`${at}.segment.host`, `must be an http(s) URL such as ${DEFAULT_SEGMENT_HOST} (or https://events.eu1.segmentapis.com for EU workspaces), without /v1`)
+    fail(`${at}.segment.host`, `must be an http(s) URL such as ${SEGMENT_DEFAULT_HOST} (or https://events.eu1.segmentapis.com for EU workspaces), without /v1`)
   }
   const eventName = seg.eventName ?? SURVEY_RESPONSE_EVENT
   if (typeof eventName !== 'string' || eventName.trim() === '' || eventName.length > 200) fail(`${at}.segment.eventName`, 'must be a non-empty event name (at most 200 characters)')

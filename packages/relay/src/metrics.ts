@@ -9,7 +9,8 @@ export function createMetrics() {
   return {
     registry,
     ingestRequests: counter('relay_ingest_requests_total', 'HTTP requests to the ingest API, by route and status', ['route', 'status']),
-    ingestEvents: counter('relay_ingest_events_total', 'Events received, by type and result (queued, duplicate, rejected)', ['type', 'result']),
+    ingestEvents: counter('relay_ingest_events_total', 'Events received, by type and result (queued, duplicate; refused: a whole request refused with 4xx)', ['type', 'result']),
+    ingestRejected: counter('relay_ingest_rejected_total', 'Events of an accepted request rejected one by one (kept as dead letters), by reason', ['reason']),
     ingestDuration: new Histogram({ name: 'relay_ingest_request_duration_seconds', help: 'Ingest request time, durable commit included', labelNames: ['route'], registers: [registry] }),
     webhookRequests: counter('relay_webhook_requests_total', '1Flow survey-response webhooks received, by source and status', ['source', 'status']),
     deliveryRequests: counter('relay_delivery_requests_total', 'Requests to 1Flow (/identify, /track, /batch) and to Segment (/v1/batch), by endpoint and status code (0 = no answer)', ['endpoint', 'status_code']),

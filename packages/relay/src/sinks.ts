@@ -11,6 +11,7 @@ import {
   ONEFLOW_LIMITS,
   PayloadTooLargeError,
   SEGMENT_LIMITS,
+  segmentBatchBody,
   toBatchItem,
   utf8ByteLength,
   type Command,
@@ -140,9 +141,6 @@ export class OneFlowSink implements Sink<Command> {
   }
 }
 
-/** Segment's batches stay this far under its 500 KB per request. */
-const SEGMENT_BATCH_BYTES = 480 * 1024
-
 /** Segment's HTTP Tracking API: `/v1/batch` with the Segment source's write key as Basic auth. */
 export class SegmentSink implements Sink<string> {
   readonly party = { service: 'Segment', credential: 'the Segment write key' }
@@ -178,7 +176,7 @@ export class SegmentSink implements Sink<string> {
         settle(unit.jobId, { kind: 'dead', reason: `the event is ${size} bytes; Segment accepts at most ${SEGMENT_LIMITS.eventBytes} per event`, status: 413 })
         continue
       }
-      if (current.length > 0 && bytes + size + 1 > SEGMENT_BATCH_BYTES) {
+      if (current.length > 0 && bytes + size + 1 > SEGMENT_LIMITS.batchPackBytes) {
         groups.push(current)
         current = []
         bytes = 0
@@ -196,7 +194,10 @@ export class SegmentSink implements Sink<string> {
       url: `${this.target.host}/v1/batch`,
       path: '/v1/batch',
       headers: { 'content-type': 'application/json', authorization: this.authorization, 'user-agent': `oneflow-relay/${VERSION}` },
-      body: `{"batch":[${group.map((u) => u.item).join(',')}],"sentAt":${JSON.stringify(sentAt)}}`
+      body: segmentBatchBody(
+        group.map((u) => u.item),
+        sentAt
+      )
     }
   }
 }

@@ -7,9 +7,9 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+// Core's own definition of Segment's wire, by path: core's tests depend on testkit, so testkit cannot depend on core.
+import { checkSegmentEvent, SEGMENT_LIMITS } from '../../core/src/segment-contract'
 import { FakeTimeoutError } from './fake-oneflow-api'
-
-export const SEGMENT_API_LIMITS = { maxRequestBytes: 500 * 1024, maxEventBytes: 32 * 1024 } as const
 
 export interface SegmentFault {
   readonly status: number
@@ -105,7 +105,7 @@ export class FakeSegmentApi {
     }
     if (writeKey === undefined || !this.writeKeys.has(writeKey)) return answer(401, { success: false, message: 'Invalid write key' })
     if (req.headers['content-type']?.split(';')[0] !== 'application/json') return answer(400, { success: false, message: 'content-type must be application/json' })
-    if (raw.length > SEGMENT_API_LIMITS.maxRequestBytes) return answer(400, { success: false, message: 'batch over 500 KB' })
+    if (raw.length > SEGMENT_LIMITS.batchRequestBytes) return answer(400, { success: false, message: 'batch over 500 KB' })
     let body: unknown
     try {
       body = JSON.parse(raw.toString('utf8'))
@@ -115,19 +115,14 @@ export class FakeSegmentApi {
     if (!isObject(body) || !Array.isArray(body.batch)) return answer(400, { success: false, message: 'body must be {"batch": [...]}' })
     const events = body.batch as unknown[]
     for (const [i, e] of events.entries()) {
+      // Stricter than Segment (which accepts a batch and drops its bad events later): whatever the relay sends must be good.
       const problem = !isObject(e)
         ? 'not an object'
-        : Buffer.byteLength(JSON.stringify(e)) > SEGMENT_API_LIMITS.maxEventBytes
+        : Buffer.byteLength(JSON.stringify(e)) > SEGMENT_LIMITS.eventBytes
           ? 'over 32 KB'
-          : typeof e.type !== 'string'
-            ? 'no type'
-            : typeof e.userId !== 'string' && typeof e.anonymousId !== 'string'
-              ? 'neither userId nor anonymousId'
-              : typeof e.messageId !== 'string'
-                ? 'no messageId'
-                : e.type === 'track' && (typeof e.event !== 'string' || e.event === '')
-                  ? 'track without event'
-                  : undefined
+          : typeof e.messageId !== 'string'
+            ? 'no messageId'
+            : checkSegmentEvent(e, e.type)?.message
       if (problem) return answer(400, { success: false, message: `batch[${i}]: ${problem}` })
     }
     for (const e of events) this.accepted.push({ at: Date.now(), writeKey, event: e as Record<string, unknown> })

@@ -30,7 +30,7 @@ export { measurePluginBundle, measureMappingChunk, measureDestinationBundle, BUD
 export type { BundleSize } from './bundle-size'
 export { startThrowawayPostgres, createDatabase, postgresBinDir } from './postgres'
 export type { ThrowawayPostgres } from './postgres'
-export { FakeSegmentApi, SEGMENT_API_LIMITS } from './fake-segment-api'
+export { FakeSegmentApi } from './fake-segment-api'
 export type { SegmentFault, SegmentRequest, SegmentAcceptedEvent } from './fake-segment-api'
 export { surveyWebhookPayload, manyScreens, NPS_SURVEY_SCREENS } from './survey-webhook'
 export type { SurveyScreen, SurveyWebhookOptions } from './survey-webhook'

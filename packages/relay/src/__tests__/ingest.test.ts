@@ -1,4 +1,5 @@
 /** The ingest side: Segment's HTTP Tracking API as clients expect it, over real HTTP. */
+import { deflateRawSync, deflateSync, gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit'
 import { parseConfig } from '../config'
@@ -17,6 +18,7 @@ afterAll(async () => {
 })
 beforeEach(() => fake.reset())
 
+const basic = (key: string) => `Basic ${Buffer.from(`${key}:`).toString('base64')}`
 const track = (extra: Record<string, unknown> = {}) => ({ event: 'Signed Up', userId: 'u1', properties: { plan: 'pro' }, ...extra })
 
 describe('authentication', () => {
@@ -36,27 +38,66 @@ describe('authentication', () => {
   })
 })
 
-describe('limits and validation (400 with a JSON error naming the rule)', () => {
+describe('envelope: refused whole with 400 and a JSON error naming the rule', () => {
   it.each([
     ['an event over 32 KB on a single-event route', '/v1/track', track({ properties: { blob: 'x'.repeat(33_000) } }), 'request_too_large', { limit: 32 * 1024 }],
-    ['an event over 32 KB in a batch', '/v1/batch', { batch: [{ type: 'track', ...track() }, { type: 'track', ...track({ properties: { blob: 'x'.repeat(33_000) } }) }] }, 'event_too_large', { index: 1, limit: 32 * 1024 }],
     ['a batch request over 500 KB', '/v1/batch', { batch: Array.from({ length: 20 }, () => ({ type: 'track', ...track({ properties: { blob: 'y'.repeat(30_000) } }) })) }, 'request_too_large', { limit: 500 * 1024 }],
     ['more than 2,500 events', '/v1/batch', { batch: Array.from({ length: 2501 }, () => ({ type: 'track', event: 'E', userId: 'u' })) }, 'batch_too_long', { limit: 2500 }],
     ['invalid JSON', '/v1/track', '{"event": "Signed Up",', 'invalid_json', {}],
-    ['neither userId nor anonymousId', '/v1/track', { event: 'E' }, 'missing_identity', {}],
-    ['an event in a batch without identity', '/v1/batch', { batch: [{ type: 'track', ...track() }, { type: 'identify', traits: {} }] }, 'missing_identity', { index: 1 }],
-    ['a track without an event name', '/v1/track', { userId: 'u1' }, 'missing_event_name', {}],
-    ['a track with an empty event name', '/v1/batch', { batch: [{ type: 'track', userId: 'u1', event: ' ' }] }, 'missing_event_name', { index: 0 }],
-    ['an unknown type in a batch', '/v1/batch', { batch: [{ type: 'purchase', userId: 'u1' }] }, 'invalid_type', { index: 0 }],
-    ['a body that is not an object', '/v1/identify', '[1,2]', 'invalid_body', {}],
-    ['a messageId of 100 characters', '/v1/track', track({ messageId: 'm'.repeat(100) }), 'invalid_message_id', { limit: 100 }]
+    ['a batch that is not an array', '/v1/b', { batch: { type: 'track' } }, 'invalid_batch', {}],
+    ['a body that is not an object', '/v1/identify', '[1,2]', 'invalid_body', {}]
   ])('refuses %s', async (_what, path, body, code, extra) => {
     const res = await post(relay.url, path, body)
     expect(res.status).toBe(400)
     expect(res.body).toMatchObject({ code, ...extra })
     expect(String(res.body.error)).not.toBe('')
   })
+})
 
+describe('events: each bad one rejected on its own, the good ones kept (200)', () => {
+  const good = (n: number, tag: string) => ({ type: 'track', ...track({ messageId: `${tag}-good-${n}`, event: `Good ${n}` }) })
+  it.each([
+    ['neither userId nor anonymousId', { type: 'identify', traits: {} }, 'missing_identity'],
+    ['a track without an event name', { type: 'track', userId: 'u1' }, 'missing_event_name'],
+    ['a track with an empty event name', { type: 'track', userId: 'u1', event: ' ' }, 'missing_event_name'],
+    ['an unknown type', { type: 'purchase', userId: 'u1' }, 'invalid_type'],
+    ['an event that is not an object', 42, 'invalid_event'],
+    ['a messageId of 100 characters', { type: 'track', ...track({ messageId: 'm'.repeat(100) }) }, 'invalid_message_id'],
+    ['an event over 32 KB', { type: 'track', ...track({ properties: { blob: 'x'.repeat(33_000) } }) }, 'event_too_large'],
+    ['an event nested 70 levels deep', { type: 'track', ...track({ properties: JSON.parse(`${'{"a":'.repeat(70)}1${'}'.repeat(70)}`) }) }, 'too_deep']
+  ])('%s in a batch: rejected, reported, dead-lettered; its neighbours delivered', async (_what, bad, code) => {
+    const deadBefore = (await relay.relay.queue.listDead({ limit: 10_000 })).length
+    const res = await post(relay.url, '/v1/batch', { batch: [good(1, _what), bad, good(2, _what)] })
+    expect(res.status).toBe(200)
+    expect(res.body).toEqual({ success: true, rejected: [{ index: 1, code, error: expect.stringMatching(/^event 1 /) }] })
+    await until(() => fake.accepted.length === 2, 'the two good events at 1Flow')
+    expect(fake.accepted.map((m) => m.body.event)).toEqual(['Good 1', 'Good 2'])
+    const dead = (await relay.relay.queue.listDead({ limit: 10_000 })).slice(deadBefore)
+    expect(dead).toHaveLength(1)
+    expect(dead[0]!.reason).toMatch(new RegExp(`^rejected at ingest \\(${code}\\): event 1 `))
+    expect(dead[0]!.body).not.toContain(WRITE_KEY)
+    const metrics = await (await fetch(`${relay.url}/metrics`)).text()
+    expect(metrics).toMatch(new RegExp(`relay_ingest_rejected_total\\{reason="${code}"\\} [1-9]`))
+    expect(relay.logs.text).toMatch(new RegExp(`rejected 1 of 3 event\\(s\\) at ingest.*"index":1,"code":"${code}"|"index":1,"code":"${code}".*rejected 1 of 3`))
+  })
+
+  it('a single-event route answers as Segment does: 200 with the event rejected (not delivered, kept as a dead letter)', async () => {
+    const res = await post(relay.url, '/v1/t', { userId: 'u1', properties: {} })
+    expect(res.status).toBe(200)
+    expect(res.body).toEqual({ success: true, rejected: [{ index: 0, code: 'missing_event_name', error: 'the event is a track without an event name ("event")' }] })
+    const dead = await relay.relay.queue.listDead({ limit: 10_000 })
+    expect(dead.at(-1)!.reason).toBe('rejected at ingest (missing_event_name): the event is a track without an event name ("event")')
+    expect(fake.accepted).toEqual([])
+  })
+
+  it('a batch of nothing but bad events is still answered 200, each reported', async () => {
+    const res = await post(relay.url, '/v1/import', { batch: [{ type: 'track' }, { type: 'identify' }] })
+    expect(res.status).toBe(200)
+    expect((res.body.rejected as Array<{ code: string }>).map((r) => r.code)).toEqual(['missing_identity', 'missing_identity'])
+  })
+})
+
+describe('limits', () => {
   it('accepts exactly 2,500 events and a messageId of 99 characters', async () => {
     expect((await post(relay.url, '/v1/batch', { batch: Array.from({ length: 2500 }, (_, i) => ({ type: 'track', event: 'E', userId: `u${i}` })) })).status).toBe(200)
     expect((await post(relay.url, '/v1/track', track({ messageId: 'm'.repeat(99) }))).status).toBe(200)
@@ -89,11 +130,106 @@ describe('limits and validation (400 with a JSON error naming the rule)', () => 
     expect(fake.accepted).toHaveLength(2)
   })
 
-  it('answers CORS preflights so browsers can send to it', async () => {
-    const res = await fetch(`${relay.url}/v1/track`, { method: 'OPTIONS', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' } })
+})
+
+describe('every path and body Segment clients send', () => {
+  it("takes analytics.js's short paths (/v1/i, /v1/t, /v1/p, /v1/s, /v1/g, /v1/a, /v1/b) as the long ones, with the write key in a text/plain body", async () => {
+    const send = (path: string, body: Record<string, unknown>) =>
+      fetch(`${relay.url}${path}`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: JSON.stringify({ ...body, writeKey: WRITE_KEY }) })
+    for (const [path, body] of [
+      ['/v1/i', { userId: 'short-1', traits: { a: 1 } }],
+      ['/v1/t', { userId: 'short-1', event: 'Short Track' }],
+      ['/v1/p', { userId: 'short-1', name: 'Home' }],
+      ['/v1/s', { userId: 'short-1', name: 'Home' }],
+      ['/v1/g', { userId: 'short-1', groupId: 'g1' }],
+      ['/v1/a', { userId: 'short-1', previousId: 'a1' }],
+      ['/v1/b', { batch: [{ type: 'track', event: 'Short Batch', userId: 'short-1' }] }]
+    ] as const) {
+      const res = await send(path, body)
+      expect(res.status, path).toBe(200)
+    }
+    await until(() => fake.accepted.length === 3, 'identify and the two tracks')
+    expect(fake.accepted.map((m) => m.body.event ?? m.type)).toEqual(['identify', 'Short Track', 'Short Batch'])
+  })
+
+  it.each([
+    ['gzip', '/v1/import', gzipSync],
+    ['gzip', '/v1/batch', gzipSync],
+    ['deflate', '/v1/import', deflateSync],
+    ['deflate', '/v1/batch', deflateSync],
+    ['deflate', '/v1/batch', deflateRawSync]
+  ] as const)('reads a %s body on %s (Segment Android sends every batch gzipped)', async (encoding, path, compress) => {
+    const body = compress(Buffer.from(JSON.stringify({ batch: [{ type: 'track', event: `Zipped ${path}`, userId: 'z1', properties: { text: 'ü'.repeat(100) } }] })))
+    const res = await fetch(`${relay.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': encoding, authorization: basic(WRITE_KEY) }, body })
+    expect(res.status).toBe(200)
+    await until(() => fake.accepted.length === 1, 'the event at 1Flow')
+    expect(fake.accepted[0]!.body).toMatchObject({ event: `Zipped ${path}`, properties: { text: 'ü'.repeat(100) } })
+  })
+
+  it('refuses a gzip bomb (50 KB that inflates past 500 KB) with a clear 400, without inflating it all', async () => {
+    const bomb = gzipSync(Buffer.from(`{"batch":[{"type":"track","event":"E","userId":"u","properties":{"x":"${'0'.repeat(50 * 1024 * 1024)}"}}]}`), { level: 9 })
+    expect(bomb.length).toBeLessThan(100 * 1024)
+    const before = process.memoryUsage().rss
+    const res = await fetch(`${relay.url}/v1/batch`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', authorization: basic(WRITE_KEY) }, body: bomb })
+    expect(res.status).toBe(400)
+    expect(await res.json()).toEqual({ error: 'the request body is over 500 KB per batch request once decompressed', code: 'request_too_large', limit: 500 * 1024 })
+    // 50 MB was never materialised in this process (the relay runs in it).
+    expect(process.memoryUsage().rss - before).toBeLessThan(40 * 1024 * 1024)
+    expect(fake.accepted).toEqual([])
+  })
+
+  it.each([
+    ['an encoding it does not know', 'br', Buffer.from('{}'), 415, 'unsupported_encoding'],
+    ['bytes that are not gzip', 'gzip', Buffer.from('{"batch":[]}'), 400, 'invalid_encoding'],
+    ['a gzip of something that is not JSON', 'gzip', gzipSync(Buffer.from('{"batch":')), 400, 'invalid_json']
+  ] as const)('answers %s clearly', async (_what, encoding, body, status, code) => {
+    const res = await fetch(`${relay.url}/v1/batch`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': encoding, authorization: basic(WRITE_KEY) }, body })
+    expect(res.status).toBe(status)
+    expect(await res.json()).toMatchObject({ code, error: expect.any(String) })
+  })
+})
+
+describe('CORS: on the ingest routes, and only there', () => {
+  it('answers preflights with the headers the page asks for', async () => {
+    const res = await fetch(`${relay.url}/v1/t`, {
+      method: 'OPTIONS',
+      headers: { origin: 'https://app.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,content-type,x-custom' }
+    })
     expect(res.status).toBe(204)
     expect(res.headers.get('access-control-allow-origin')).toBe('*')
-    expect(res.headers.get('access-control-allow-headers')).toContain('authorization')
+    expect(res.headers.get('access-control-allow-methods')).toBe('POST')
+    expect(res.headers.get('access-control-allow-headers')).toBe('authorization,content-type,x-custom')
+    const answer = await post(relay.url, '/v1/track', track())
+    expect(answer.headers.get('access-control-allow-origin')).toBe('*')
+    expect(answer.headers.get('access-control-expose-headers')).toBe('retry-after')
+  })
+
+  it.each(['/metrics', '/health', '/health/live', '/health/ready'])('%s has no Access-Control-Allow-Origin', async (path) => {
+    const res = await fetch(`${relay.url}${path}`, { headers: { origin: 'https://evil.example' } })
+    expect(res.status).toBe(200)
+    expect(res.headers.get('access-control-allow-origin')).toBeNull()
+    const preflight = await fetch(`${relay.url}${path}`, { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'GET' } })
+    expect(preflight.headers.get('access-control-allow-origin')).toBeNull()
+  })
+})
+
+describe('an unknown write key in Basic auth', () => {
+  it('is answered 401 before the body is read, and the connection closed', async () => {
+    const { request } = await import('node:http')
+    const { port } = new URL(relay.url)
+    const answer = await new Promise<{ status: number; connection: string | undefined; body: string }>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/batch', headers: { authorization: basic('not-a-key'), 'content-type': 'application/json', 'content-length': '400000' } }, (res) => {
+        let body = ''
+        res.on('data', (d: Buffer) => (body += d.toString()))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body }))
+      })
+      req.on('error', reject)
+      // 10 bytes of a promised 400,000: the answer comes anyway.
+      req.write('{"batch":[')
+    })
+    expect(answer.status).toBe(401)
+    expect(answer.connection).toBe('close')
+    expect(JSON.parse(answer.body)).toEqual({ error: 'unknown write key', code: 'unknown_write_key' })
   })
 })
 

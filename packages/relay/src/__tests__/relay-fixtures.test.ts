@@ -16,7 +16,8 @@ const fixtures = loadFixtures({ dates: 'string' })
 const runnable = fixtures.filter((f) => !f.expect.configError)
 const keyOf = (i: number) => `project-${i}`
 const writeKeyOf = (i: number) => `wk-${i}`
-const ingestRefused = (f: Fixture) => /answers 400 at ingest|refuses events over 32 KB at ingest/.test(f.adapters?.relay ?? '')
+const ingestRefused = (f: Fixture) => /refuses events over 32 KB at ingest/.test(f.adapters?.relay ?? '')
+const ingestRejected = (f: Fixture) => /rejects this event at ingest \((\w+)\)/.exec(f.adapters?.relay ?? '')?.[1]
 
 describe.each([
   ['batch', 'sqlite'],
@@ -26,7 +27,7 @@ describe.each([
   let fake: FakeOneFlowApi
   let relay: Relay
   let url: string
-  const answers = new Map<string, number>()
+  const answers = new Map<string, { status: number; body: Record<string, unknown> }>()
 
   beforeAll(async () => {
     fake = await FakeOneFlowApi.start({ apiKeys: runnable.map((_, i) => keyOf(i)) })
@@ -40,8 +41,8 @@ describe.each([
     url = await relay.start()
     // Every event goes through the public API, then the queue drains.
     for (const [i, f] of runnable.entries()) {
-      const { status } = await post(url, `/v1/${String(f.event.type)}`, f.event, writeKeyOf(i))
-      answers.set(f.name, status)
+      const { status, body } = await post(url, `/v1/${String(f.event.type)}`, f.event, writeKeyOf(i))
+      answers.set(f.name, { status, body })
     }
     await until(async () => {
       const s = await relay.queue.stats(Date.now())
@@ -58,11 +59,19 @@ describe.each([
     const received = fake.accepted.filter((m) => m.apiKey === keyOf(i))
     expect(received.every((m) => m.via === (mode === 'batch' ? '/batch' : `/${m.type}`))).toBe(true)
     if (ingestRefused(fixture)) {
-      expect(answers.get(fixture.name)).toBe(400)
+      expect(answers.get(fixture.name)?.status).toBe(400)
       expect(received).toEqual([])
       return
     }
-    expect(answers.get(fixture.name)).toBe(200)
+    const rejectedCode = ingestRejected(fixture)
+    if (rejectedCode) {
+      expect(answers.get(fixture.name)).toEqual({ status: 200, body: { success: true, rejected: [{ index: 0, code: rejectedCode, error: expect.any(String) }] } })
+      expect(received).toEqual([])
+      const dead = await relay.queue.listDead({ sourceName: `f${i}` })
+      expect(dead.map((d) => [d.reason, JSON.parse(d.body)])).toEqual([[expect.stringMatching(`^rejected at ingest \\(${rejectedCode}\\)`), fixture.event]])
+      return
+    }
+    expect(answers.get(fixture.name)?.status).toBe(200)
     const expected = expectedOutcome(fixture).calls.map((c) => c.http)
     const got = received.map((m) => ({ path: `/${m.type}`, body: m.body }))
     if (/stamps timestamp = receivedAt/.test(fixture.adapters?.relay ?? '')) {

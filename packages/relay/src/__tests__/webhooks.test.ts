@@ -2,8 +2,9 @@
  * 1Flow → Segment: survey-response webhooks through the relay to a stand-in for Segment's HTTP Tracking API,
  * as a user sets it up — the token in the URL, the Segment write key in the config.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest'
 import { FakeOneFlowApi, FakeSegmentApi, manyScreens, NPS_SURVEY_SCREENS, surveyWebhookPayload } from '@oneflow-seg/testkit'
+import { createDatabase } from '@oneflow-seg/testkit/postgres'
 import { parseConfig, type ConfigError } from '../config'
 import { PROJECT_KEY, WRITE_KEY, post, startRelay, until, type TestRelay } from './helpers'
 import { runCli, writeConfig } from './process'
@@ -156,6 +157,30 @@ describe('refusals', () => {
     expect(relay.logs.text).not.toContain(TOKEN.slice(4))
   })
 
+  it('answers 400 for a body nested 5,000 levels deep (never a 5xx, which 1Flow would retry for 3 days), and stores nothing', async () => {
+    relay = await start()
+    const deep = `{"alert_id":"deep-1","user":${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}}`
+    const res = await webhook(`/webhooks/1flow/web/${TOKEN}`, deep)
+    expect(res).toMatchObject({ status: 400, body: { code: 'too_deep', error: expect.stringContaining('nested more than 64 levels') } })
+    expect(await stats()).toMatchObject({ pending: 0, leased: 0, dead: 0 })
+    expect(relay.logs.text).toContain('nested more than 64 levels deep; answered 400')
+  })
+
+  it("cannot be suppressed by a client event that uses the webhook's messageId (separate dedup namespaces)", async () => {
+    relay = await start()
+    // Browser write keys are public: anyone can send an event with messageId "1flow-alert-<id>" first.
+    const spoof = await post(relay.url, '/v1/track', { event: 'Spoof', userId: 'u9', messageId: '1flow-alert-alert-6f1c2a' })
+    expect(spoof.status).toBe(200)
+    const res = await webhook(`/webhooks/1flow/web/${TOKEN}`, surveyWebhookPayload())
+    expect([res.status, res.body]).toEqual([200, { success: true }])
+    await segment.waitFor((a) => a.length === 1)
+    expect(segmentEvents()[0]).toMatchObject({ event: 'Survey Response Submitted', messageId: '1flow-alert-alert-6f1c2a' })
+    await oneflow.waitFor((a) => a.length === 1)
+    expect(oneflow.accepted[0]!.body.event).toBe('Spoof')
+    // And the other way round: 1Flow's retry is still a duplicate of the response, not of the client event.
+    expect((await webhook(`/webhooks/1flow/web/${TOKEN}`, surveyWebhookPayload())).body).toEqual({ success: true, duplicate: true })
+  })
+
   it('answers 503 with Retry-After while the queue is over its disk cap, so 1Flow retries later', async () => {
     oneflow.inject({ kind: 'status', status: 503, times: 1_000_000 })
     relay = await start({ limits: { diskCapBytes: 1024 * 1024 } })
@@ -275,5 +300,25 @@ describe('config', () => {
     expect(on.stdout).not.toContain(SEGMENT_KEY)
     const off = runCli(['check-config', '--config', writeConfig(base)])
     expect(off.stdout).toContain('1Flow survey responses: off (add "webhookToken" and "segment"')
+  })
+})
+
+describe.each(['sqlite', 'postgres'] as const)('values a database cannot hold, on %s', (queueKind) => {
+  it('a NUL in the user id and alert_id is cleaned as ingest cleans it; requests committed beside it are unaffected', async () => {
+    const queue = queueKind === 'sqlite' ? undefined : await createDatabase(inject('pgAdminUrl'), `webhook_nul_${process.pid}`)
+    relay = await startRelay(oneflow, {
+      ...(queue && { queue }),
+      sources: [source(), { name: 'other', writeKey: 'wk_other_source_0001', projectApiKey: PROJECT_KEY }]
+    })
+    const payload = surveyWebhookPayload({ alertId: 'alert-\u0000nul', user: { user_id: 'user-\u00001', _id: '64f1' } })
+    // The webhook and an unrelated source's batch arrive together: one group commit.
+    const [hook, batch] = await Promise.all([
+      webhook(`/webhooks/1flow/web/${TOKEN}`, payload),
+      post(relay.url, '/v1/batch', { batch: Array.from({ length: 5 }, (_, i) => ({ type: 'track', event: `Beside ${i}`, userId: `u${i}` })) }, 'wk_other_source_0001')
+    ])
+    expect([hook.status, batch.status]).toEqual([200, 200])
+    await segment.waitFor((a) => a.length === 1)
+    expect(segmentEvents()[0]).toMatchObject({ messageId: '1flow-alert-alert-nul', userId: 'user-1' })
+    await oneflow.waitFor((a) => a.length === 5)
   })
 })

@@ -56,8 +56,8 @@ RETURNING relay_events.*`
 
 type Row = EventRow
 
-/** PostgreSQL text cannot hold NUL; 1Flow's responses and error texts may. */
-const text = (value: string, max: number) => value.replace(/\u0000/g, '').slice(0, max)
+/** PostgreSQL text cannot hold NUL; 1Flow's responses, error texts and odd client ids may. */
+const text = (value: string, max = Number.POSITIVE_INFINITY) => (value.includes('\u0000') ? value.replace(/\u0000/g, '') : value).slice(0, max)
 
 /** A stable 32-bit key for an advisory lock on a name. */
 function lockKey(name: string): number {
@@ -80,7 +80,9 @@ export class PgQueue implements Queue {
     windowMs: number,
     maxEvents: number
   ) {
-    this.commits = new GroupCommit((requests) => this.write(requests), windowMs, maxEvents)
+    // SQLSTATE class 22 (data exception: a value PostgreSQL refuses), 23 (integrity), or a value the client
+    // cannot serialize: one request's fault, not the database's.
+    this.commits = new GroupCommit((requests) => this.write(requests), windowMs, maxEvents, (error) => /^2[23]/.test(String((error as { code?: unknown }).code)) || error instanceof TypeError || error instanceof RangeError)
   }
 
   static async open(url: string, options: { commitWindowMs?: number; commitMaxEvents?: number; poolSize?: number } = {}): Promise<PgQueue> {
@@ -129,9 +131,32 @@ export class PgQueue implements Queue {
   private async write(requests: ReadonlyArray<readonly NewEvent[]>): Promise<EnqueueResult[]> {
     // The first occurrence of each key in this commit is a candidate; later ones are duplicates already.
     const firsts = new Map<string, NewEvent>()
-    for (const events of requests) for (const e of events) if (!firsts.has(dedupKey(e))) firsts.set(dedupKey(e), e)
+    const dead: NewEvent[] = []
+    for (const events of requests) {
+      for (const e of events) {
+        if (e.deadReason !== undefined) dead.push(e)
+        else if (!firsts.has(dedupKey(e))) firsts.set(dedupKey(e), e)
+      }
+    }
     const rows = [...firsts.entries()]
     const fresh = await this.tx(async (c) => {
+      if (dead.length > 0) {
+        await c.query(
+          `INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state, dead_reason, dead_at)
+           SELECT message_id, source_name, project_id, user_key, body, received_at, received_at, 'dead', dead_reason, received_at
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[]) AS t(message_id, source_name, project_id, user_key, body, received_at, dead_reason)`,
+          [
+            dead.map((e) => text(e.messageId)),
+            dead.map((e) => e.sourceName),
+            dead.map((e) => e.projectId),
+            dead.map((e) => text(e.userKey)),
+            dead.map((e) => text(e.body)),
+            dead.map((e) => e.receivedAt),
+            dead.map((e) => text(e.deadReason as string, 1000))
+          ]
+        )
+      }
+      if (rows.length === 0) return new Set<string>()
       const { rows: inserted } = await c.query(
         `WITH incoming AS (
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::int[], $9::bigint[])
@@ -146,12 +171,12 @@ export class PgQueue implements Queue {
          )
          SELECT message_key FROM fresh`,
         [
-          rows.map(([k]) => k),
-          rows.map(([, e]) => e.messageId),
+          rows.map(([k]) => text(k)),
+          rows.map(([, e]) => text(e.messageId)),
           rows.map(([, e]) => e.sourceName),
           rows.map(([, e]) => e.projectId),
-          rows.map(([, e]) => e.userKey),
-          rows.map(([, e]) => e.body),
+          rows.map(([, e]) => text(e.userKey)),
+          rows.map(([, e]) => text(e.body)),
           rows.map(([, e]) => e.receivedAt),
           rows.map((_, i) => i),
           rows.map(([, e]) => e.dedupFrom ?? e.receivedAt)
@@ -161,8 +186,12 @@ export class PgQueue implements Queue {
     })
     return requests.map((events) => {
       let accepted = 0
-      for (const e of events) if (fresh.delete(dedupKey(e))) accepted++
-      return { accepted, duplicates: events.length - accepted }
+      let rejected = 0
+      for (const e of events) {
+        if (e.deadReason !== undefined) rejected++
+        else if (fresh.delete(text(dedupKey(e)))) accepted++
+      }
+      return { accepted, duplicates: events.length - accepted - rejected }
     })
   }
 

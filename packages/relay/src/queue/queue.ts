@@ -16,10 +16,17 @@ export interface NewEvent {
    * remember a messageId for longer than the window: 1Flow retries a webhook for 3 days.
    */
   readonly dedupFrom?: number
+  /**
+   * Where the messageId comes from: a client (default), or the relay itself, derived from a 1Flow webhook.
+   * The two never share dedup keys: a client cannot suppress a webhook by sending its id first.
+   */
+  readonly origin?: 'client' | 'webhook'
+  /** Stored straight into the dead-letter store with this reason (an event rejected at ingest); not deduplicated. */
+  readonly deadReason?: string
 }
 
 /** A queued event leased for delivery. */
-export interface Job extends Omit<NewEvent, 'dedupFrom'> {
+export interface Job extends Omit<NewEvent, 'dedupFrom' | 'origin' | 'deadReason'> {
   readonly id: number
   readonly attempts: number
   readonly firstAttemptAt: number | null
@@ -79,7 +86,12 @@ export class GroupCommit {
     /** Writes the requests in one transaction; returns each request's result, in order. */
     private readonly write: (requests: ReadonlyArray<readonly NewEvent[]>) => EnqueueResult[] | Promise<EnqueueResult[]>,
     private readonly windowMs: number,
-    private readonly maxEvents: number
+    private readonly maxEvents: number,
+    /**
+     * True when a failed write was caused by what one request held (a value the database refuses), not by the
+     * database: the requests are then written one by one, so only the culprit fails and the others commit.
+     */
+    private readonly causedByData: (error: unknown) => boolean = () => false
   ) {}
 
   add(events: readonly NewEvent[]): Promise<EnqueueResult> {
@@ -105,7 +117,17 @@ export class GroupCommit {
           const results = await this.write(batch.map((w) => w.events))
           batch.forEach((w, i) => w.resolve(results[i] as EnqueueResult))
         } catch (error) {
-          for (const w of batch) w.reject(error)
+          if (batch.length === 1 || !this.causedByData(error)) {
+            for (const w of batch) w.reject(error)
+            return
+          }
+          for (const w of batch) {
+            try {
+              w.resolve((await this.write([w.events]))[0] as EnqueueResult)
+            } catch (own) {
+              w.reject(own)
+            }
+          }
         }
       })
     }
@@ -173,10 +195,11 @@ export interface Queue {
 }
 
 /**
- * What deduplication compares: the messageId within its source. Segment dedups per workspace; a relay serving
+ * What deduplication compares: the messageId within its source and origin. Segment dedups per workspace; a relay serving
  * several apps must not let one app's messageIds suppress another's.
  * (Source names cannot contain "|", so the key is unambiguous.)
  */
-export function dedupKey(event: Pick<NewEvent, 'sourceName' | 'messageId'>): string {
-  return `${event.sourceName}|${event.messageId}`
+export function dedupKey(event: Pick<NewEvent, 'sourceName' | 'messageId' | 'origin'>): string {
+  // "webhook:" cannot start a source name (no ":" allowed), so the namespaces cannot meet.
+  return event.origin === 'webhook' ? `webhook:${event.sourceName}|${event.messageId}` : `${event.sourceName}|${event.messageId}`
 }

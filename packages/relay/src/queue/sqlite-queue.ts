@@ -49,6 +49,13 @@ export interface SqliteQueueOptions {
 
 type Row = EventRow
 
+/** A write failed because of a value (binding, constraint, size), not because the database is unwell. */
+function causedByData(error: unknown): boolean {
+  const code = String((error as { code?: unknown }).code ?? '')
+  if (/^SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|CORRUPT|READONLY|NOTADB|NOMEM|PROTOCOL|INTERRUPT|PERM|AUTH)/.test(code)) return false
+  return code.startsWith('SQLITE_') || error instanceof TypeError || error instanceof RangeError
+}
+
 /**
  * The default queue: one SQLite file in WAL mode with synchronous=FULL, so a commit survives a crash or a
  * power loss. Ingest is group-committed (many requests, one fsync), which keeps FULL close to NORMAL's speed.
@@ -72,18 +79,27 @@ export class SqliteQueue implements Queue {
     const insertEvent = this.db.prepare(
       'INSERT INTO events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)'
     )
+    const insertDead = this.db.prepare(
+      "INSERT INTO events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state, dead_reason, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'dead', ?, ?)"
+    )
     const writeAll = this.db.transaction((requests: ReadonlyArray<readonly NewEvent[]>) =>
       requests.map((events) => {
         let accepted = 0
+        let dead = 0
         for (const e of events) {
+          if (e.deadReason !== undefined) {
+            insertDead.run(e.messageId, e.sourceName, e.projectId, e.userKey, e.body, e.receivedAt, e.receivedAt, e.deadReason.slice(0, 1000), e.receivedAt)
+            dead++
+            continue
+          }
           if (insertSeen.run(dedupKey(e), e.dedupFrom ?? e.receivedAt).changes === 0) continue
           insertEvent.run(e.messageId, e.sourceName, e.projectId, e.userKey, e.body, e.receivedAt, e.receivedAt)
           accepted++
         }
-        return { accepted, duplicates: events.length - accepted }
+        return { accepted, duplicates: events.length - accepted - dead }
       })
     )
-    this.commits = new GroupCommit(writeAll, options.commitWindowMs ?? 2, options.commitMaxEvents ?? 4096)
+    this.commits = new GroupCommit(writeAll, options.commitWindowMs ?? 2, options.commitMaxEvents ?? 4096, causedByData)
   }
 
   enqueue(events: readonly NewEvent[]): Promise<EnqueueResult> {

@@ -55,6 +55,39 @@ export function describeQueue(name: string, factory: QueueFactory): void {
       expect((await q.stats(T0 + 100)).pending).toBe(60)
     })
 
+    it('keeps client and webhook messageIds apart: neither suppresses the other', async () => {
+      const q = await fresh()
+      expect(await q.enqueue([event(1, { messageId: '1flow-alert-a1' })])).toEqual({ accepted: 1, duplicates: 0 })
+      expect(await q.enqueue([event(2, { messageId: '1flow-alert-a1', origin: 'webhook' })])).toEqual({ accepted: 1, duplicates: 0 })
+      expect(await q.enqueue([event(3, { messageId: '1flow-alert-a1', origin: 'webhook' }), event(4, { messageId: '1flow-alert-a1' })])).toEqual({ accepted: 0, duplicates: 2 })
+    })
+
+    it('stores a rejected event straight into the dead letters, never deduplicating it', async () => {
+      const q = await fresh()
+      const rejected = event(1, { userKey: '', deadReason: 'rejected at ingest (missing_identity): event 0 has neither userId nor anonymousId; send at least one' })
+      expect(await q.enqueue([rejected, rejected, event(2)])).toEqual({ accepted: 1, duplicates: 0 })
+      expect(await q.lease('p1', 10, 60_000, T0 + 10)).toHaveLength(1)
+      const dead = await q.listDead()
+      expect(dead.map((d) => [d.messageId, d.reason, d.deadAt])).toEqual([
+        ['m-1', rejected.deadReason, rejected.receivedAt],
+        ['m-1', rejected.deadReason, rejected.receivedAt]
+      ])
+      expect((await q.stats(T0 + 10)).dead).toBe(2)
+    })
+
+    it('holds NUL in ids without failing the commit', async () => {
+      const q = await fresh()
+      expect(await q.enqueue([event(1, { messageId: 'm-\u00001', userKey: 'u-\u00001' })])).toEqual({ accepted: 1, duplicates: 0 })
+      expect(await q.lease('p1', 10, 60_000, T0 + 10)).toHaveLength(1)
+    })
+
+    it('fails only the request whose values the database refuses; the others in its group commit are stored', async () => {
+      const q = await fresh()
+      const results = await Promise.allSettled([q.enqueue([event(1)]), q.enqueue([event(2, { receivedAt: (2n ** 70n) as unknown as number })]), q.enqueue([event(3)])])
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled'])
+      expect((await q.lease('p1', 10, 60_000, T0 + 10)).map((j) => j.messageId)).toEqual(['m-1', 'm-3'])
+    })
+
     it('leases oldest first, per project, up to the limit, and never the same event twice', async () => {
       const q = await fresh()
       await q.enqueue([event(1), event(2, { projectId: 'p2' }), event(3), event(4)])

@@ -1,18 +1,18 @@
 /**
- * 1Flow → Segment: 1Flow POSTs each new survey response to `/webhooks/1flow/{source}/{token}` (or
- * `…/{source}?token=…`). The token is compared in constant time before the body is even read; the response
- * is converted to a Segment track event by core, durably queued on the source's Segment lane, and only then
- * answered 200. 1Flow retries a webhook hourly for 3 days, so its `alert_id` is remembered for 4 days.
+ * 1Flow → Segment, as a fastify plugin with its own body parsing and error handling: 1Flow POSTs each new survey
+ * response to `/webhooks/1flow/{source}/{token}` (or `…/{source}?token=…`). The token is compared in constant
+ * time before the body is even read; the response is converted to a Segment track event by core, durably
+ * queued on the source's Segment lane, and only then answered 200. 1Flow retries a webhook hourly for 3 days,
+ * so its `alert_id` is remembered for 4 days. Whatever the body, the answer is never a 5xx unless the relay
+ * itself cannot store (a 500 would make 1Flow retry a hopeless body for 3 days).
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
-import { surveyResponseToTrack } from '@oneflow-seg/core'
+import { exceedsDepth, MAX_DEPTH, surveyResponseToTrack } from '@oneflow-seg/core'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { Logger } from 'pino'
 import type { SourceConfig } from './config'
-import type { Deliverer } from './deliverer'
-import type { Metrics } from './metrics'
-import type { Queue } from './queue/queue'
-import type { Clock } from './rate-limiter'
+import type { IntakeDeps, Unavailable } from './ingest-routes'
+import type { EnqueueResult } from './queue/queue'
+import { BodyError, parseJsonBody } from './request-body'
 import { VERSION } from './version'
 
 /** 1Flow retries for 3 days; a day more covers clock differences and a late last try. */
@@ -21,24 +21,8 @@ export const WEBHOOK_DEDUP_MS = 4 * 24 * 3_600_000
 /** A survey response with 40 long answers is well under this; anything bigger is not a survey response. */
 export const WEBHOOK_BODY_LIMIT = 1024 * 1024
 
-export interface WebhookDeps {
-  readonly sources: readonly SourceConfig[]
-  readonly queue: Queue
-  readonly deliverer: Deliverer
-  readonly metrics: Metrics
-  readonly logger: Logger
-  readonly clock: Clock
+export interface WebhookDeps extends IntakeDeps {
   readonly dedupWindowHours: number
-  /** Why the relay cannot take events right now (shutting down, over its disk cap), or undefined. */
-  unavailable(): Promise<Unavailable | undefined>
-  onQueued(count: number): void
-}
-
-/** A 503 the relay answers while it cannot take events. */
-export interface Unavailable {
-  readonly error: string
-  readonly code: 'unavailable' | 'queue_full'
-  readonly retryAfter?: string
 }
 
 const digest = (text: string) => createHash('sha256').update(text).digest()
@@ -53,8 +37,8 @@ interface WebhookParams {
   readonly token?: string
 }
 
-export function registerWebhooks(app: FastifyInstance, deps: WebhookDeps): void {
-  const { sources, queue, deliverer, metrics, logger, clock } = deps
+export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Promise<void> {
+  const { sources, metrics, logger, clock } = deps
   const bySource = new Map<string, { source: SourceConfig; tokenDigest: Buffer }>()
   for (const source of sources) if (source.webhookToken && source.segment) bySource.set(source.name, { source, tokenDigest: digest(source.webhookToken) })
 
@@ -62,6 +46,22 @@ export function registerWebhooks(app: FastifyInstance, deps: WebhookDeps): void 
     metrics.webhookRequests.inc({ source: bySource.has(name) ? name : '(unknown)', status: String(status) })
     return reply.code(status).send(body)
   }
+
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, async (req: FastifyRequest, body: Buffer) =>
+    parseJsonBody(body, req.headers['content-encoding'], WEBHOOK_BODY_LIMIT, `${WEBHOOK_BODY_LIMIT} bytes`)
+  )
+
+  app.setErrorHandler((error: Error & { code?: string; statusCode?: number }, req, reply) => {
+    const name = (req.params as { source?: string }).source ?? '(unknown)'
+    // 1Flow retries what it cannot deliver for 3 days: say why in the log, where an operator will look.
+    const tooLarge = error.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || (error instanceof BodyError && error.code === 'request_too_large')
+    const status = tooLarge ? 413 : error instanceof BodyError || (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) ? 400 : 500
+    const message = tooLarge ? `the body is over ${WEBHOOK_BODY_LIMIT} bytes` : status === 400 ? error.message : 'internal error'
+    logger[status === 500 ? 'error' : 'warn']({ url: redactWebhookUrl(req.url), ...(status === 500 && { err: error }) }, `1Flow webhook refused with ${status}: ${message}`)
+    const code = tooLarge ? 'request_too_large' : error instanceof BodyError ? error.code : status === 400 ? 'bad_request' : 'internal'
+    return answer(reply, name, status, { error: message, code })
+  })
 
   // Before the body is parsed: a wrong or missing token is a 401 whatever was sent, and nothing is stored.
   const authorize = async (req: FastifyRequest<{ Params: WebhookParams; Querystring: { token?: string } }>, reply: FastifyReply) => {
@@ -86,25 +86,39 @@ export function registerWebhooks(app: FastifyInstance, deps: WebhookDeps): void 
       logger.warn({ source: source.name }, '1Flow webhook body is not a JSON object; answered 400')
       return answer(reply, source.name, 400, { error: "the body must be a JSON object (1Flow's survey-response webhook)", code: 'invalid_body' })
     }
-    const problem = await deps.unavailable()
-    if (problem) {
+    if (exceedsDepth(body, MAX_DEPTH)) {
+      logger.warn({ source: source.name }, `1Flow webhook body is nested more than ${MAX_DEPTH} levels deep; answered 400`)
+      return answer(reply, source.name, 400, { error: `the body is nested more than ${MAX_DEPTH} levels deep; a survey response never is`, code: 'too_deep' })
+    }
+    const unavailable = (problem: Unavailable) => {
       if (problem.retryAfter) reply.header('retry-after', problem.retryAfter)
       return answer(reply, source.name, 503, { error: problem.error, code: problem.code })
     }
+    const problem = await deps.unavailable()
+    if (problem) return unavailable(problem)
     const now = clock.now()
-    const { event, truncated } = surveyResponseToTrack(body, {
-      eventName: segment.eventName,
-      receivedAt: now,
-      // Without an alert_id, 1Flow's retry of the same response still has the same body.
-      fallbackId: digest(JSON.stringify(body)).toString('hex').slice(0, 32),
-      library: { name: 'oneflow-relay', version: VERSION }
-    })
-    if (truncated.length > 0) logger.warn({ source: source.name, messageId: event.messageId, truncated }, "survey response cut to fit Segment's 32 KB per event")
-    let result
+    let conversion: ReturnType<typeof surveyResponseToTrack>
     try {
-      result = await queue.enqueue([
+      conversion = surveyResponseToTrack(body, {
+        eventName: segment.eventName,
+        receivedAt: now,
+        // Without an alert_id, 1Flow's retry of the same response still has the same body.
+        fallbackId: digest(JSON.stringify(body)).toString('hex').slice(0, 32),
+        library: { name: 'oneflow-relay', version: VERSION }
+      })
+    } catch (error) {
+      logger.warn({ source: source.name }, `1Flow webhook body cannot be converted (${(error as Error).message}); answered 400`)
+      return answer(reply, source.name, 400, { error: `the body cannot be read as a survey response: ${(error as Error).message}`, code: 'invalid_body' })
+    }
+    const { event, truncated } = conversion
+    if (truncated.length > 0) logger.warn({ source: source.name, messageId: event.messageId, truncated }, "survey response cut to fit Segment's 32 KB per event")
+    let result: EnqueueResult
+    try {
+      result = await deps.store([
         {
           messageId: event.messageId,
+          // Its own dedup namespace: a client event with the same messageId cannot suppress this response.
+          origin: 'webhook',
           sourceName: source.name,
           projectId: segment.laneId,
           userKey: event.userId ?? (event.anonymousId as string),
@@ -115,13 +129,10 @@ export function registerWebhooks(app: FastifyInstance, deps: WebhookDeps): void 
         }
       ])
     } catch (error) {
-      logger.error({ err: error }, 'could not write a 1Flow webhook to the queue')
-      reply.header('retry-after', '60')
-      return answer(reply, source.name, 503, { error: 'the relay could not store the survey response; 1Flow will retry', code: 'queue_unavailable' })
+      return unavailable(deps.onStoreFailed(error))
     }
     if (result.accepted > 0) {
       deps.onQueued(result.accepted)
-      deliverer.poke()
       logger.info({ source: source.name, messageId: event.messageId }, 'survey response queued for Segment')
     }
     return answer(reply, source.name, 200, { success: true, ...(result.duplicates > 0 && { duplicate: true }) })

@@ -1,0 +1,65 @@
+/**
+ * The operator's endpoints as a fastify plugin: health (live, ready, summary), Prometheus metrics and the
+ * optional live status page. No CORS here: nothing in a browser page from elsewhere may read them.
+ */
+import type { FastifyInstance } from 'fastify'
+import type { Deliverer } from './deliverer'
+import type { Metrics } from './metrics'
+import type { Queue, QueueStats } from './queue/queue'
+import type { Clock } from './rate-limiter'
+import { STATUS_PAGE_HTML, type StatusTracker } from './status'
+
+export interface OpsRouteDeps {
+  readonly queue: Queue
+  readonly deliverer: Deliverer
+  readonly metrics: Metrics
+  readonly status: StatusTracker
+  readonly clock: Clock
+  readonly statusPage: boolean
+  /** Why the relay is not ready for traffic (shutting down, queue over its cap or not writable), or undefined. */
+  notReady(): Promise<string | undefined>
+  /** The shutdown state, for /health. */
+  shuttingDown(): boolean
+}
+
+/** Queue figures as the metrics gauges show them. */
+export function setQueueGauges(metrics: Metrics, stats: QueueStats): void {
+  metrics.queueDepth.set({ state: 'pending' }, stats.pending - stats.retrying)
+  metrics.queueDepth.set({ state: 'retry' }, stats.retrying)
+  metrics.queueDepth.set({ state: 'leased' }, stats.leased)
+  metrics.queueDepth.set({ state: 'dead' }, stats.dead)
+  metrics.oldestAge.set(stats.oldestAgeMs / 1000)
+}
+
+export async function opsRoutes(app: FastifyInstance, deps: OpsRouteDeps): Promise<void> {
+  const { queue, deliverer, metrics, status, clock } = deps
+
+  app.get('/health/live', async () => ({ status: 'ok' }))
+  app.get('/health/ready', async (_req, reply) => {
+    const problem = await deps.notReady()
+    // Never unready because of 1Flow: absorbing 1Flow outages is what the relay is for.
+    return reply.code(problem ? 503 : 200).send({ status: problem ? 'not ready' : 'ready', ...(problem && { problem }), alerts: deliverer.alerts() })
+  })
+  app.get('/health', async () => ({ status: deps.shuttingDown() ? 'shutting down' : 'ok', alerts: deliverer.alerts(), queue: await queue.stats(clock.now()) }))
+  app.get('/metrics', async (_req, reply) => {
+    setQueueGauges(metrics, await queue.stats(clock.now()))
+    return reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics())
+  })
+
+  if (deps.statusPage) {
+    app.get('/status', async (_req, reply) => reply.header('content-type', 'text/html; charset=utf-8').send(STATUS_PAGE_HTML))
+    app.get('/status/data', async () => {
+      const history = status.history()
+      return {
+        time: new Date(clock.now()).toISOString(),
+        queue: await queue.stats(clock.now()),
+        totals: status.totals,
+        // The last complete second.
+        rate: { requestsPerSecond: history.at(-2)?.requests ?? 0, limit: deliverer.requestLimit() },
+        history,
+        errors: status.lastErrors(),
+        alerts: deliverer.alerts()
+      }
+    })
+  }
+}
