@@ -1,4 +1,4 @@
-/** What to do with a 1Flow response, following facts/relay.md §3. */
+/** What to do with a 1Flow response (the rules are written down in docs/delivery.md). */
 export type Decision =
   | { readonly action: 'deliver' }
   | {
@@ -13,13 +13,19 @@ export type Decision =
     }
   | { readonly action: 'split'; readonly reason: string }
   | { readonly action: 'dead-letter'; readonly reason: string }
-  | { readonly action: 'pause-auth'; readonly reason: string }
+  /**
+   * Stop sending until someone fixes the setup, and probe now and then: the key is refused (`auth`), or the API
+   * answered a redirect (`redirect`), which is never followed with the key and never counted as delivered.
+   */
+  | { readonly action: 'pause'; readonly cause: 'auth' | 'redirect'; readonly reason: string }
 
 export interface ResponseFacts {
   /** HTTP status; undefined (or 0) for a network error or timeout. */
   readonly status?: number
   /** The Retry-After header, if any (seconds or an HTTP date). */
   readonly retryAfter?: string | null
+  /** The Location header of a redirect, if any. */
+  readonly location?: string | null
 }
 
 export const MAX_RETRY_AFTER_MS = 300_000
@@ -47,8 +53,15 @@ export interface ResponseParty {
 
 const ONEFLOW_PARTY: ResponseParty = { service: '1Flow', credential: 'the project API key' }
 
+/** Where a redirect points, as an origin (never its path or query, which may carry anything). */
+function redirectTarget(location: string | null | undefined): string {
+  if (!location) return 'no Location'
+  const origin = /^(https?:\/\/[^/?#]+)/i.exec(location.trim())?.[1]
+  return origin ? `to ${origin}` : 'to a relative path'
+}
+
 /**
- * Classifies an HTTP answer into deliver / retry(after) / split / dead-letter / pause-auth. The rules are
+ * Classifies an HTTP answer into deliver / retry(after) / split / dead-letter / pause. The rules are
  * 1Flow's, and fit any ingestion API of the same kind (the relay uses them for Segment's API too, naming it).
  */
 export function classifyResponse(res: ResponseFacts, now: number = Date.now(), party: ResponseParty = ONEFLOW_PARTY): Decision {
@@ -65,7 +78,14 @@ export function classifyResponse(res: ResponseFacts, now: number = Date.now(), p
   if (status === 0) return retry('network error or timeout', false)
   if (status >= 200 && status < 300) return { action: 'deliver' }
   if (status === 401 || status === 403) {
-    return { action: 'pause-auth', reason: `${service} answered ${status}: ${credential} was refused; check or rotate it` }
+    return { action: 'pause', cause: 'auth', reason: `${service} answered ${status}: ${credential} was refused; check or rotate it` }
+  }
+  if (status >= 300 && status < 400) {
+    return {
+      action: 'pause',
+      cause: 'redirect',
+      reason: `${service} answered ${status} (a redirect ${redirectTarget(res.location)}); redirects are not followed with ${credential}: check the API base URL`
+    }
   }
   if (status === 413) return { action: 'split', reason: `${service} answered 413: request too large` }
   if (status === 429) return retry(`${service} answered 429: rate limited`, true)

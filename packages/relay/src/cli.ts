@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander'
-import { ConfigError, loadConfig, type RelayConfig } from './config'
+import { ConfigError, displayQueue, loadConfig, type RelayConfig } from './config'
 import { createLogger } from './logger'
 import { createRelay, openQueue } from './relay'
 import type { Selection } from './queue/queue'
@@ -56,7 +56,7 @@ program
     const config = readConfig(opts.config)
     console.log(`${opts.config} is valid.`)
     console.log(`  listen: http://${config.listen.host}:${config.listen.port}`)
-    console.log(`  queue:  ${config.queue}`)
+    console.log(`  queue:  ${displayQueue(config.queue)}`)
     console.log(`  1Flow:  ${config.oneflow.apiBaseUrl} (${config.oneflow.mode} mode, at most ${config.oneflow.maxRequestsPerSecond} requests/s per project)`)
     for (const s of config.sources) {
       const mappings = s.subscriptions ? `${s.subscriptions.length} custom mapping(s)` : 'the presets (track → Track Event, identify → Identify User)'

@@ -52,10 +52,16 @@ export interface RelayConfig {
     readonly requestTimeoutMs: number
   }
   readonly limits: {
-    /** Refuse new events with 503 once the queue's files pass this size. */
+    /** Refuse new events with 503 once the queue's live data (queued events and dead letters) passes this size. */
     readonly diskCapBytes: number
     readonly dedupWindowHours: number
     readonly giveUpAfterHours: number
+    /** Dead letters older than this are deleted (oldest first, logged and counted). */
+    readonly deadLetterRetentionDays: number
+    /** Past this much dead-letter data the oldest dead letters are deleted. */
+    readonly deadLetterMaxBytes: number
+    /** The longest an HTTP request may take to arrive, body included; slower ones are answered 408 and closed. */
+    readonly requestTimeoutMs: number
   }
   readonly shutdownGraceMs: number
   /** The live status page at /status (off unless enabled: it shows traffic figures, never secrets). */
@@ -71,7 +77,7 @@ export const DEFAULTS = {
   listen: { host: '127.0.0.1', port: 8787 },
   queue: 'sqlite:./data/relay.db',
   oneflow: { apiBaseUrl: DEFAULT_API_BASE_URL, mode: 'batch' as const, maxRequestsPerSecond: 400, concurrency: 8, requestTimeoutMs: 10_000 },
-  limits: { diskCapBytes: 1024 ** 3, dedupWindowHours: 24, giveUpAfterHours: 12 },
+  limits: { diskCapBytes: 1024 ** 3, dedupWindowHours: 24, giveUpAfterHours: 12, deadLetterRetentionDays: 14, deadLetterMaxBytes: 256 * 1024 ** 2, requestTimeoutMs: 30_000 },
   shutdownGraceMs: 25_000
 }
 
@@ -88,6 +94,11 @@ export function segmentLaneOf(writeKey: string, host: string): string {
   return `segment-${createHash('sha256').update(`${host}\u0000${writeKey}`).digest('hex').slice(0, 12)}`
 }
 
+/** The queue setting as it may be shown: a PostgreSQL URL's password replaced by "***". */
+export function displayQueue(queue: string): string {
+  return queue.replace(/^(postgres(?:ql)?:\/\/[^:/?#@]*:)[^@/?#]*@/, '$1***@')
+}
+
 /**
  * Validates a parsed config object, applies defaults and resolves `env:NAME` secrets from `env`. Every
  * problem is reported at once, each naming its key; a secret's value never appears in a message.
@@ -101,11 +112,16 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
   const known = new Set(['listen', 'queue', 'oneflow', 'limits', 'shutdownGraceMs', 'statusPage', 'sources', '$schema'])
   for (const key of Object.keys(raw)) if (!known.has(key)) fail(key, `unknown key; expected one of ${[...known].filter((k) => k !== '$schema').join(', ')}`)
 
-  const section = (key: string): Json => {
+  /** An optional object section; every key it has must be one of `keys` (a typo is reported, never ignored). */
+  const section = (key: string, keys: readonly string[]): Json => {
     const v = raw[key]
     if (v === undefined) return {}
-    if (!isObject(v)) fail(key, 'must be an object')
-    return isObject(v) ? v : {}
+    if (!isObject(v)) {
+      fail(key, 'must be an object')
+      return {}
+    }
+    for (const k of Object.keys(v)) if (!keys.includes(k)) fail(`${key}.${k}`, `unknown key; expected ${keys.join(', ')}`)
+    return v
   }
   const num = (obj: Json, key: string, path: string, fallback: number, check: (n: number) => boolean, what: string): number => {
     const v = obj[key]
@@ -131,14 +147,16 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
     return v.trim()
   }
 
-  const listen = section('listen')
+  const listen = section('listen', ['host', 'port'])
   const host = listen.host ?? DEFAULTS.listen.host
   if (typeof host !== 'string' || host === '') fail('listen.host', 'must be a host name or address, e.g. "127.0.0.1"')
   const port = num(listen, 'port', 'listen.port', DEFAULTS.listen.port, (n) => Number.isInteger(n) && n >= 0 && n <= 65535, 'a port number from 0 to 65535')
 
-  let queue = raw.queue ?? DEFAULTS.queue
+  // The queue may be a PostgreSQL URL with a password: "env:NAME" reads it from the environment.
+  let queue: unknown = raw.queue ?? DEFAULTS.queue
+  if (typeof queue === 'string' && queue.startsWith('env:')) queue = secret(raw, 'queue', 'queue')
   if (typeof queue !== 'string' || !/^(sqlite:.+|postgres(ql)?:\/\/.+)$/.test(queue)) {
-    fail('queue', 'must be "sqlite:<path>" (e.g. "sqlite:./data/relay.db") or a "postgres://…" URL')
+    if (queue !== '') fail('queue', 'must be "sqlite:<path>" (e.g. "sqlite:./data/relay.db"), a "postgres://…" URL, or "env:NAME" holding one')
     queue = DEFAULTS.queue
   }
   if ((queue as string).startsWith('sqlite:')) {
@@ -146,7 +164,7 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
     queue = `sqlite:${isAbsolute(path) ? path : resolve(options.baseDir ?? process.cwd(), path)}`
   }
 
-  const oneflow = section('oneflow')
+  const oneflow = section('oneflow', ['apiBaseUrl', 'mode', 'maxRequestsPerSecond', 'concurrency', 'requestTimeoutMs'])
   const apiBaseUrl = oneflow.apiBaseUrl ?? DEFAULTS.oneflow.apiBaseUrl
   if (typeof apiBaseUrl !== 'string' || !/^https?:\/\/[^\s/]+/.test(apiBaseUrl)) fail('oneflow.apiBaseUrl', `must be an http(s) URL such as ${DEFAULT_API_BASE_URL}`)
   const mode = oneflow.mode ?? DEFAULTS.oneflow.mode
@@ -159,14 +177,17 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
     requestTimeoutMs: num(oneflow, 'requestTimeoutMs', 'oneflow.requestTimeoutMs', DEFAULTS.oneflow.requestTimeoutMs, (n) => n >= 100, 'at least 100 (milliseconds)')
   }
 
-  const limits = section('limits')
+  const limits = section('limits', Object.keys(DEFAULTS.limits))
+  const limit = (key: keyof typeof DEFAULTS.limits, check: (n: number) => boolean, what: string) => num(limits, key, `limits.${key}`, DEFAULTS.limits[key], check, what)
   const limitsConfig = {
-    diskCapBytes: num(limits, 'diskCapBytes', 'limits.diskCapBytes', DEFAULTS.limits.diskCapBytes, (n) => n >= 1024 * 1024, 'at least 1048576 (1 MiB)'),
-    dedupWindowHours: num(limits, 'dedupWindowHours', 'limits.dedupWindowHours', DEFAULTS.limits.dedupWindowHours, (n) => n >= 24, 'at least 24 (hours; Segment keeps message ids for 24 h)'),
-    giveUpAfterHours: num(limits, 'giveUpAfterHours', 'limits.giveUpAfterHours', DEFAULTS.limits.giveUpAfterHours, (n) => n > 0, 'a number of hours above 0')
+    diskCapBytes: limit('diskCapBytes', (n) => n >= 1024 * 1024, 'at least 1048576 (1 MiB)'),
+    dedupWindowHours: limit('dedupWindowHours', (n) => n >= 24, 'at least 24 (hours; Segment keeps message ids for 24 h)'),
+    giveUpAfterHours: limit('giveUpAfterHours', (n) => n > 0, 'a number of hours above 0'),
+    deadLetterRetentionDays: limit('deadLetterRetentionDays', (n) => n > 0, 'a number of days above 0'),
+    deadLetterMaxBytes: limit('deadLetterMaxBytes', (n) => n >= 1024 * 1024, 'at least 1048576 (1 MiB)'),
+    requestTimeoutMs: limit('requestTimeoutMs', (n) => n >= 1000 && n <= 600_000, 'from 1000 to 600000 (milliseconds)')
   }
-  const statusPage = section('statusPage')
-  for (const key of Object.keys(statusPage)) if (key !== 'enabled') fail(`statusPage.${key}`, 'unknown key; expected enabled')
+  const statusPage = section('statusPage', ['enabled'])
   if (statusPage.enabled !== undefined && typeof statusPage.enabled !== 'boolean') fail('statusPage.enabled', 'must be true or false')
   const shutdownGraceMs = num(raw, 'shutdownGraceMs', 'shutdownGraceMs', DEFAULTS.shutdownGraceMs, (n) => n >= 1000 && n <= 25_000, 'from 1000 to 25000 (milliseconds)')
 

@@ -1,17 +1,21 @@
 /**
  * Delivery from the queue, per lane: each 1Flow project is a lane (Segment events mapped by core, sent to
  * 1Flow's API), and so is each Segment source that receives 1Flow survey responses. Lanes are leased
- * separately, so neither direction waits for the other. For every lane: respect its rate limit, and act on
- * each answer as core classifies it — deliver, retry with full jitter, pause for Retry-After, split on
- * 413, dead-letter on 400/4xx, pause and probe on 401 — without ever losing an event.
+ * separately, so neither direction waits for the other. For every lane: respect its rate limit, send what the
+ * sink planned, and act on each answer as `judge` decides — deliver, retry with full jitter, pause for
+ * Retry-After, split on 413, dead-letter on 400/4xx, pause and probe on 401 or a redirect — without ever
+ * losing an event. A failing queue never stops the process: its errors are reported to QueueHealth, and
+ * events whose fate could not be written come back when their lease expires.
  */
-import { classifyResponse, fullJitterDelay, type Decision } from '@oneflow-seg/core'
+import { classifyResponse } from '@oneflow-seg/core'
 import type { Logger } from 'pino'
 import type { RelayConfig, SourceConfig } from './config'
+import { judge, type Verdict } from './delivery-policy'
 import type { Metrics } from './metrics'
+import type { QueueHealth } from './queue-health'
 import type { Job, Queue } from './queue/queue'
 import { RateLimiter, type Clock, type SendLimiter } from './rate-limiter'
-import { OneFlowSink, SegmentSink, type JobFate, type Settle, type Sink, type Unit } from './sinks'
+import { OneFlowSink, SegmentSink, type HttpRequest, type JobFate, type Sink, type Unit } from './sinks'
 import type { StatusTracker } from './status'
 
 export interface DelivererDeps {
@@ -23,18 +27,20 @@ export interface DelivererDeps {
   readonly random?: () => number
   readonly fetch?: typeof fetch
   readonly status?: StatusTracker
+  readonly health: QueueHealth
 }
 
-const AUTH_PROBE_MIN_MS = 5_000
-const AUTH_PROBE_MAX_MS = 300_000
-const FAILURES_BEFORE_PAUSE = 3
+const PROBE_MIN_MS = 5_000
+const PROBE_MAX_MS = 300_000
+/** After a queue error, the delivery loop waits this long before leasing again. */
+const QUEUE_ERROR_PAUSE_MS = 1_000
 /** Segment lanes carry survey responses (a few per minute): a modest pace and two requests in flight. */
 const SEGMENT_MAX_REQUESTS_PER_SECOND = 50
 const SEGMENT_CONCURRENCY = 2
 
 interface Lane {
-  /** The queue's project id: a 1Flow project id, or a Segment lane id (`segment-…`). */
-  readonly id: string
+  /** The queue's lane id: a 1Flow project id, or a Segment lane id (`segment-…`). */
+  readonly laneId: string
   /** For logs, metrics and alerts: the source name, prefixed `segment:` for the Segment direction. */
   readonly label: string
   readonly source: SourceConfig
@@ -42,15 +48,17 @@ interface Lane {
   readonly limiter: SendLimiter
   readonly concurrency: number
   inFlight: number
-  /** Retry-After: nothing is sent on this lane before this time. */
+  /** Retry-After or failures in a row: nothing is sent on this lane before this time. */
   pausedUntil: number
-  /** 401/403: sending paused until the next probe. */
-  authPausedUntil: number
-  authBackoffMs: number
-  /** Failed requests in a row: from the third on, the whole lane backs off (full jitter). */
+  /** A refused key or a redirect: sending paused until the next probe. */
+  alertPausedUntil: number
+  probeBackoffMs: number
+  /** Failed requests in a row (see `judge`). */
   failures: number
-  alert: string | undefined
+  alert: { readonly cause: 'auth' | 'redirect'; readonly reason: string } | undefined
 }
+
+type Settle = (jobId: number, fate: JobFate) => void
 
 const FATE_ORDER = { done: 0, release: 1, retry: 2, dead: 3 } as const
 
@@ -81,19 +89,19 @@ export class Deliverer {
     }
   }
 
-  private addLane(id: string, label: string, source: SourceConfig, sink: Sink, maxPerSecond: number, concurrency: number): void {
+  private addLane(laneId: string, label: string, source: SourceConfig, sink: Sink, maxPerSecond: number, concurrency: number): void {
     const { queue, clock, config } = this.deps
-    this.lanes.set(id, {
-      id,
+    this.lanes.set(laneId, {
+      laneId,
       label,
       source,
       sink,
-      limiter: queue.sharedLimiter?.(id, maxPerSecond, { inFlightMs: config.oneflow.requestTimeoutMs + 1000, clock }) ?? new RateLimiter(maxPerSecond, clock),
+      limiter: queue.sharedLimiter?.(laneId, maxPerSecond, { inFlightMs: config.oneflow.requestTimeoutMs + 1000, clock }) ?? new RateLimiter(maxPerSecond, clock),
       concurrency,
       inFlight: 0,
       pausedUntil: 0,
-      authPausedUntil: 0,
-      authBackoffMs: AUTH_PROBE_MIN_MS,
+      alertPausedUntil: 0,
+      probeBackoffMs: PROBE_MIN_MS,
       failures: 0,
       alert: undefined
     })
@@ -104,9 +112,22 @@ export class Deliverer {
     return Math.round([...this.lanes.values()].filter((l) => l.sink.isOneFlow).reduce((n, l) => n + l.limiter.current, 0))
   }
 
-  /** Current alerts (a lane whose key 1Flow or Segment refuses), for /health. */
+  /** Current alerts (a lane whose key is refused, or whose service redirects), for /health. */
   alerts(): Array<{ source: string; projectId: string; alert: string }> {
-    return [...this.lanes.values()].filter((l) => l.alert).map((l) => ({ source: l.label, projectId: l.id, alert: l.alert as string }))
+    return [...this.lanes.values()].flatMap((l) => (l.alert ? [{ source: l.label, projectId: l.laneId, alert: l.alert.reason }] : []))
+  }
+
+  /** Each lane's figures for the status page: both directions, side by side. */
+  laneStatus(): Array<{ lane: string; service: string; limit: number; inFlight: number; paused: boolean; alert: string | null }> {
+    const now = this.deps.clock.now()
+    return [...this.lanes.values()].map((l) => ({
+      lane: l.label,
+      service: l.sink.party.service,
+      limit: Math.round(l.limiter.current),
+      inFlight: l.inFlight,
+      paused: now < Math.max(l.pausedUntil, l.alertPausedUntil),
+      alert: l.alert?.reason ?? null
+    }))
   }
 
   start(): void {
@@ -129,20 +150,22 @@ export class Deliverer {
   }
 
   private async run(): Promise<void> {
-    const { clock, queue, logger } = this.deps
+    const { clock, queue } = this.deps
     while (this.running) {
       try {
         for (const lane of this.lanes.values()) {
-          while (this.running && lane.inFlight < lane.concurrency && clock.now() >= Math.max(lane.pausedUntil, lane.authPausedUntil)) {
-            // A lane paused for auth sends one probe at a time.
-            const jobs = await queue.lease(lane.id, lane.alert ? 1 : lane.sink.leaseLimit(), this.leaseMs, clock.now())
+          while (this.running && lane.inFlight < lane.concurrency && clock.now() >= Math.max(lane.pausedUntil, lane.alertPausedUntil)) {
+            // A lane paused by an alert sends one probe at a time.
+            const jobs = await queue.lease(lane.laneId, lane.alert ? 1 : lane.sink.leaseLimit(), this.leaseMs, clock.now())
             if (jobs.length === 0) break
             this.track(this.deliver(lane, jobs))
             if (lane.alert) break
           }
         }
       } catch (error) {
-        logger.error({ err: error }, 'delivery loop error; retrying shortly')
+        this.deps.health.failed(error, 'leasing events for delivery')
+        await this.idle(QUEUE_ERROR_PAUSE_MS)
+        continue
       }
       await this.idle(50)
     }
@@ -167,9 +190,9 @@ export class Deliverer {
     })
   }
 
-  /** Delivers one leased set of jobs, then settles every job exactly once. */
+  /** Delivers one leased set of jobs, then settles every job exactly once. Never rejects. */
   private async deliver(lane: Lane, jobs: readonly Job[]): Promise<void> {
-    const { clock } = this.deps
+    const { clock, logger } = this.deps
     lane.inFlight++
     const fates = new Map<number, JobFate>()
     const settle: Settle = (jobId, fate) => {
@@ -178,104 +201,100 @@ export class Deliverer {
       if (!prev || FATE_ORDER[fate.kind] > FATE_ORDER[prev.kind] || (fate.kind === 'done' && prev.kind === 'done')) fates.set(jobId, fate)
     }
     try {
-      const units = lane.sink.prepare(jobs, settle)
-      await this.sendAll(lane, units, settle)
+      const plan = lane.sink.plan(jobs)
+      for (const [jobId, fate] of plan.settled) settle(jobId, fate)
+      let proceed = true
+      for (const { units, request } of plan.requests) {
+        if (!proceed || !this.running) {
+          for (const u of units) settle(u.jobId, { kind: 'release' })
+          continue
+        }
+        try {
+          proceed = await this.send(lane, units, request, settle)
+        } catch (error) {
+          // The shared rate limit lives in the queue's database: it failed, so nothing was sent.
+          this.deps.health.failed(error, 'taking a send slot')
+          for (const u of units) settle(u.jobId, { kind: 'release' })
+          proceed = false
+        }
+      }
+    } catch (error) {
+      logger.error({ err: error, lane: lane.label }, 'delivery failed unexpectedly; the events are released for another try')
+      for (const job of jobs) settle(job.id, { kind: 'release' })
+    }
+    try {
       await this.apply(lane, jobs, fates, clock.now())
     } catch (error) {
-      // Something unexpected (the queue itself?): give the leases back untouched so nothing is lost.
-      this.deps.logger.error({ err: error, project: lane.label }, 'delivery failed unexpectedly; events released for another try')
-      await this.deps.queue.release(
-        jobs.map((j) => j.id),
-        clock.now() + 1000
-      )
+      // The queue could not record the outcome: the leases expire and the events are delivered again.
+      this.deps.health.failed(error, 'recording delivery outcomes')
     } finally {
       lane.inFlight--
     }
   }
 
-  /** Sends units in order; after the first failure the rest are released untried (their users' order holds). */
-  private async sendAll(lane: Lane, units: readonly Unit[], settle: Settle): Promise<void> {
-    let failed = false
-    for (const group of lane.sink.group(units, settle)) {
-      if (failed || !this.running) {
-        for (const u of group) settle(u.jobId, { kind: 'release' })
-        continue
-      }
-      failed = !(await this.sendGroup(lane, group, settle))
-    }
-  }
-
-  /** Sends one request (splitting on 413); returns false when the rest of the lease must wait. */
-  private async sendGroup(lane: Lane, group: readonly Unit[], settle: Settle): Promise<boolean> {
+  /** Sends one request (halves of it again on 413) and settles its units; false when the rest of the lease must wait. */
+  private async send(lane: Lane, units: ReadonlyArray<Unit>, request: HttpRequest, settle: Settle): Promise<boolean> {
     const { clock, metrics, logger } = this.deps
-    const req = lane.sink.request(group)
     const { service } = lane.sink.party
     const answered = await lane.limiter.acquire()
     let status: number | undefined
     let retryAfter: string | null = null
+    let location: string | null = null
     let body = ''
     try {
-      const res = await this.fetch(req.url, { method: 'POST', headers: req.headers, body: req.body, signal: AbortSignal.timeout(this.deps.config.oneflow.requestTimeoutMs) })
+      // Never follow a redirect: the key would go wherever the answer points.
+      const res = await this.fetch(request.url, { method: 'POST', headers: request.headers, body: request.body, redirect: 'manual', signal: AbortSignal.timeout(this.deps.config.oneflow.requestTimeoutMs) })
       status = res.status
       retryAfter = res.headers.get('retry-after')
+      location = res.headers.get('location')
       body = (await res.text()).slice(0, 2000)
     } catch (error) {
-      logger.warn({ project: lane.label, endpoint: req.path, err: (error as Error).message }, `${service} did not answer`)
+      logger.warn({ lane: lane.label, endpoint: request.path, err: (error as Error).message }, `${service} did not answer`)
     } finally {
       answered()
     }
-    metrics.deliveryRequests.inc({ endpoint: req.path, status_code: String(status ?? 0) })
+    metrics.deliveryRequests.inc({ endpoint: request.path, status_code: String(status ?? 0) })
     if (lane.sink.isOneFlow) this.deps.status?.request()
     const now = clock.now()
-    const decision: Decision = classifyResponse({ status, retryAfter }, now, lane.sink.party)
+    const decision = classifyResponse({ status, retryAfter, location }, now, lane.sink.party)
     if (decision.action !== 'deliver') this.deps.status?.error(lane.label, decision.reason)
-    if (decision.action !== 'retry') lane.failures = 0
-    switch (decision.action) {
-      case 'deliver':
-        if (lane.alert) {
-          logger.info({ project: lane.label }, `${service} accepts ${lane.sink.party.credential} again; sending resumes`)
-          lane.alert = undefined
-          lane.authBackoffMs = AUTH_PROBE_MIN_MS
-          metrics.paused.set({ project: lane.label, reason: 'auth' }, 0)
-        }
-        return true
-      case 'split': {
-        if (group.length > 1) {
-          const half = Math.ceil(group.length / 2)
-          return (await this.sendGroup(lane, group.slice(0, half), settle)) && (await this.sendGroup(lane, group.slice(half), settle))
-        }
-        settle((group[0] as Unit).jobId, { kind: 'dead', reason: `${service} refused the event as too large (413)`, status: 413, response: body })
-        return true
-      }
-      case 'dead-letter':
-        for (const u of group) settle(u.jobId, { kind: 'dead', reason: decision.reason, ...(status !== undefined && { status }), response: body })
-        return true
-      case 'pause-auth': {
-        if (!lane.alert) logger.error({ project: lane.label, status }, `ALERT: ${decision.reason}; sending to ${service} for ${lane.label} is paused and will be re-tried; nothing is dropped`)
-        lane.alert = decision.reason
-        lane.authPausedUntil = now + lane.authBackoffMs
-        lane.authBackoffMs = Math.min(AUTH_PROBE_MAX_MS, lane.authBackoffMs * 2)
-        metrics.paused.set({ project: lane.label, reason: 'auth' }, 1)
-        for (const u of group) settle(u.jobId, { kind: 'release' })
-        return false
-      }
-      case 'retry': {
-        const backoff = fullJitterDelay(lane.failures++, this.random, decision.backoffBaseMs, 60_000)
-        const retryAt = now + Math.max(decision.afterMs ?? 0, backoff)
-        // A failed request holds back only its own users; Retry-After, or failures in a row (1Flow down),
-        // hold back the whole lane so that the service is not hammered.
-        if (decision.afterMs !== undefined || lane.failures >= FAILURES_BEFORE_PAUSE) lane.pausedUntil = Math.max(lane.pausedUntil, retryAt)
-        if (decision.afterMs !== undefined) {
-          metrics.paused.set({ project: lane.label, reason: 'retry_after' }, 1)
-          setTimeout(() => metrics.paused.set({ project: lane.label, reason: 'retry_after' }, 0), decision.afterMs).unref()
-        }
-        if (decision.throttled) {
-          lane.limiter.throttled()
-          metrics.sendRateLimit.set({ project: lane.label }, lane.limiter.current)
-        }
-        for (const u of group) settle(u.jobId, { kind: 'retry', at: retryAt, error: decision.reason })
-        return false
-      }
+    const verdict = judge(decision, { status, body, units: units.length, service }, lane.failures, now, this.random)
+    this.applyToLane(lane, verdict, now)
+    if (verdict.split) {
+      const half = Math.ceil(units.length / 2)
+      const [first, second] = [units.slice(0, half), units.slice(half)]
+      return (await this.send(lane, first, lane.sink.request(first), settle)) && (await this.send(lane, second, lane.sink.request(second), settle))
+    }
+    for (const u of units) settle(u.jobId, verdict.fate as JobFate)
+    return verdict.proceed
+  }
+
+  /** A verdict's effect on its lane: failures in a row, pauses, alerts, the rate; with the metrics and logs. */
+  private applyToLane(lane: Lane, verdict: Verdict, now: number): void {
+    const { metrics, logger } = this.deps
+    const { service } = lane.sink.party
+    lane.failures = verdict.failures
+    if (verdict.fate?.kind === 'done' && lane.alert) {
+      logger.info({ lane: lane.label }, `${service} accepts requests again (${lane.alert.cause}); sending resumes`)
+      metrics.paused.set({ project: lane.label, reason: lane.alert.cause }, 0)
+      lane.alert = undefined
+      lane.probeBackoffMs = PROBE_MIN_MS
+    }
+    if (verdict.alert) {
+      if (!lane.alert) logger.error({ lane: lane.label, cause: verdict.alert.cause }, `ALERT: ${verdict.alert.reason}; sending to ${service} for ${lane.label} is paused and will be re-tried; nothing is dropped`)
+      lane.alert = verdict.alert
+      lane.alertPausedUntil = now + lane.probeBackoffMs
+      lane.probeBackoffMs = Math.min(PROBE_MAX_MS, lane.probeBackoffMs * 2)
+      metrics.paused.set({ project: lane.label, reason: verdict.alert.cause }, 1)
+    }
+    if (verdict.pauseUntil !== undefined) lane.pausedUntil = Math.max(lane.pausedUntil, verdict.pauseUntil)
+    if (verdict.retryAfterMs !== undefined) {
+      metrics.paused.set({ project: lane.label, reason: 'retry_after' }, 1)
+      setTimeout(() => metrics.paused.set({ project: lane.label, reason: 'retry_after' }, 0), verdict.retryAfterMs).unref()
+    }
+    if (verdict.throttled) {
+      lane.limiter.throttled()
+      metrics.sendRateLimit.set({ project: lane.label }, lane.limiter.current)
     }
   }
 
@@ -318,7 +337,7 @@ export class Deliverer {
       this.deps.status?.outcome('retried', ids.length)
     }
     // Released jobs were never tried: ready again as soon as the lane may send.
-    await queue.release(released, Math.max(now, lane.pausedUntil, lane.authPausedUntil))
+    await queue.release(released, Math.max(now, lane.pausedUntil, lane.alertPausedUntil))
     if (delivered) metrics.deliveryEvents.inc({ project: label, result: 'delivered' }, delivered)
     if (skipped) metrics.deliveryEvents.inc({ project: label, result: 'skipped' }, skipped)
     this.deps.status?.outcome('delivered', delivered)

@@ -11,7 +11,7 @@ import type { Logger } from 'pino'
 import type { SourceConfig } from './config'
 import { acceptRequest, writeKeyFromBasic } from './ingest'
 import type { Metrics } from './metrics'
-import type { EnqueueResult, NewEvent } from './queue/queue'
+import { UnstorableEventsError, type EnqueueResult, type NewEvent } from './queue/queue'
 import type { Clock } from './rate-limiter'
 import { BodyError, parseJsonBody } from './request-body'
 
@@ -116,6 +116,10 @@ export async function ingestRoutes(app: FastifyInstance, deps: IntakeDeps): Prom
     try {
       stored = await deps.store([...result.events, ...result.deadLetters])
     } catch (error) {
+      if (error instanceof UnstorableEventsError) {
+        logger.warn({ source: result.source.name, route, error: error.message }, 'the queue refused a request’s events; answered 400')
+        return answer(400, { error: error.message, code: 'unstorable' })
+      }
       return unavailable(deps.onStoreFailed(error))
     }
     deps.onQueued(stored.accepted)

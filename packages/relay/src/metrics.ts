@@ -18,10 +18,11 @@ export function createMetrics() {
     retries: counter('relay_delivery_retries_total', 'Events scheduled for another attempt, by reason', ['project', 'reason']),
     skipped: counter('relay_skipped_events_total', 'Events mapped to nothing (not sent), by reason', ['project', 'reason']),
     deadLetters: counter('relay_dead_letters_total', 'Events moved to the dead-letter store, by reason', ['project', 'reason']),
+    deadLettersRemoved: counter('relay_dead_letters_removed_total', 'Dead letters deleted by retention: older than limits.deadLetterRetentionDays (age), or the oldest past limits.deadLetterMaxBytes (size)', ['reason']),
     queueDepth: gauge('relay_queue_depth', 'Events in the queue, by state', ['state']),
     oldestAge: gauge('relay_queue_oldest_age_seconds', 'Age of the oldest event not yet delivered', []),
     sendRateLimit: gauge('relay_send_rate_limit', 'Current requests/s limit per lane: a 1Flow project, or segment:<source> (cut by 30% on 429s)', ['project']),
-    paused: gauge('relay_paused', '1 while sending on a lane (a 1Flow project, or segment:<source>) is paused, by reason (retry_after, auth)', ['project', 'reason'])
+    paused: gauge('relay_paused', '1 while sending on a lane (a 1Flow project, or segment:<source>) is paused, by reason (retry_after, auth, redirect)', ['project', 'reason'])
   }
 }
 

@@ -16,6 +16,7 @@ import type { NewEvent, Queue } from './queue/queue'
 import { PgQueue } from './queue/pg-queue'
 import { SqliteQueue } from './queue/sqlite-queue'
 import { systemClock, type Clock } from './rate-limiter'
+import { describeError, PROBE_EVERY_MS, QueueHealth } from './queue-health'
 import { StatusTracker } from './status'
 import { WEBHOOK_BODY_LIMIT, webhookRoutes } from './webhook-routes'
 
@@ -40,6 +41,9 @@ export interface Relay {
   stop(): Promise<void>
 }
 
+/** The 503 while the queue does not take writes: clients retry after a few seconds. */
+const QUEUE_FAILING: Unavailable = { error: 'the relay cannot store events right now; retry shortly', code: 'queue_unavailable', retryAfter: '5' }
+
 /** Opens the queue a config names. */
 export async function openQueue(config: RelayConfig): Promise<Queue> {
   if (config.queue.startsWith('sqlite:')) return new SqliteQueue(config.queue.slice('sqlite:'.length))
@@ -51,10 +55,15 @@ export async function openQueue(config: RelayConfig): Promise<Queue> {
   }
 }
 
-const DISK_CHECK_MS = 1000
 const PRUNE_EVERY_MS = 3_600_000
 const RECOVER_EVERY_MS = 15_000
 const GAUGES_EVERY_MS = 5_000
+const DEAD_LETTER_CLEANUP_EVERY_MS = 60_000
+const COMPACT_EVERY_MS = 10_000
+/** On stop, connections still open this long after closing began (slow or stalled clients) are cut. */
+const FORCE_CLOSE_AFTER_MS = 3_000
+/** Keep-alive longer than the usual load balancer's 60 s idle timeout, so the balancer closes first. */
+const KEEP_ALIVE_MS = 65_000
 
 /** Builds a relay: Segment-compatible ingest (fastify), a durable queue, delivery to 1Flow, and ops endpoints. */
 export async function createRelay(config: RelayConfig, options: RelayOptions = {}): Promise<Relay> {
@@ -63,47 +72,49 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
   const metrics = createMetrics()
   const queue = options.queue ?? (await openQueue(config))
   const status = new StatusTracker(() => clock.now())
-  const deliverer = new Deliverer({ queue, config, logger, metrics, clock, status, ...(options.random && { random: options.random }), ...(options.fetch && { fetch: options.fetch }) })
+  const health = new QueueHealth(logger, clock, () => queue.checkWritable())
+  const deliverer = new Deliverer({ queue, config, logger, metrics, clock, status, health, ...(options.random && { random: options.random }), ...(options.fetch && { fetch: options.fetch }) })
   let shuttingDown = false
-  let overCap = { at: 0, value: false }
-  let storeFailing = false
   const timers: NodeJS.Timeout[] = []
+  const { requestTimeoutMs } = config.limits
 
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: Math.max(SEGMENT_LIMITS.batchRequestBytes, WEBHOOK_BODY_LIMIT),
-    return503OnClosing: true
+    return503OnClosing: true,
+    // A request must arrive whole within requestTimeoutMs (body included), its headers within 10 s; the server
+    // checks often enough that a slow client is cut close to its deadline, not up to 30 s later.
+    requestTimeout: requestTimeoutMs,
+    connectionTimeout: requestTimeoutMs,
+    keepAliveTimeout: KEEP_ALIVE_MS,
+    maxRequestsPerSocket: 10_000,
+    http: { headersTimeout: Math.min(10_000, requestTimeoutMs), connectionsCheckingInterval: Math.min(1_000, Math.floor(requestTimeoutMs / 4)) }
   })
 
-  async function isOverCap(): Promise<boolean> {
-    const now = clock.now()
-    if (now - overCap.at > DISK_CHECK_MS) overCap = { at: now, value: (await queue.sizeBytes()) > config.limits.diskCapBytes }
-    return overCap.value
-  }
-
-  /** Why the relay cannot take events now (shutting down, over its disk cap), for ingest and webhooks alike. */
+  /** Why the relay cannot take events now (shutting down, the queue failing or over its disk cap), for ingest and webhooks alike. */
   async function unavailable(): Promise<Unavailable | undefined> {
     if (shuttingDown) return { error: 'the relay is shutting down; retry shortly', code: 'unavailable' }
-    if (await isOverCap()) return { error: 'the relay queue is over its disk cap; retry later', code: 'queue_full', retryAfter: '60' }
+    if (health.problem) return QUEUE_FAILING
+    let live: number
+    try {
+      live = await queue.liveBytes()
+    } catch (error) {
+      health.failed(error, 'measuring the queue')
+      return QUEUE_FAILING
+    }
+    if (live > config.limits.diskCapBytes) return { error: 'the relay queue is over its disk cap; retry later', code: 'queue_full', retryAfter: '60' }
     return undefined
   }
 
-  /** Stores events; a failure is logged once when the queue starts failing, and once when it works again. */
   async function store(events: readonly NewEvent[]) {
     const result = await queue.enqueue(events)
-    if (storeFailing) {
-      storeFailing = false
-      logger.info('the queue takes writes again; ingest accepts events')
-    }
+    health.succeeded()
     return result
   }
   function onStoreFailed(error: unknown): Unavailable {
-    if (!storeFailing) {
-      storeFailing = true
-      logger.error({ err: error }, 'could not write to the queue; answering 503 until it works again')
-    }
-    return { error: 'the relay could not store the events; retry shortly', code: 'queue_unavailable', retryAfter: '5' }
+    health.failed(error, 'storing events')
+    return QUEUE_FAILING
   }
   const onQueued = (n: number) => {
     if (n === 0) return
@@ -121,11 +132,33 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
     clock,
     statusPage: config.statusPage.enabled,
     shuttingDown: () => shuttingDown,
-    notReady: async () =>
-      shuttingDown ? 'shutting down' : (await isOverCap()) ? 'queue over its disk cap' : await queue.checkWritable().then(() => undefined, (e: Error) => `queue not writable: ${e.message}`)
+    notReady: async () => {
+      if (shuttingDown) return 'shutting down'
+      const problem = (await unavailable())?.error
+      if (problem) return problem
+      try {
+        await queue.checkWritable()
+        return undefined
+      } catch (error) {
+        health.failed(error, 'readiness check')
+        return `queue not writable: ${describeError(error)}`
+      }
+    }
   })
 
   const updateGauges = async () => setQueueGauges(metrics, await queue.stats(clock.now()))
+  const cleanUpDeadLetters = async () => {
+    const now = clock.now()
+    const { expired, overSize } = await queue.pruneDead(now - config.limits.deadLetterRetentionDays * 86_400_000, config.limits.deadLetterMaxBytes)
+    if (expired > 0) metrics.deadLettersRemoved.inc({ reason: 'age' }, expired)
+    if (overSize > 0) metrics.deadLettersRemoved.inc({ reason: 'size' }, overSize)
+    if (expired + overSize > 0) {
+      logger.warn(
+        { expired, overSize, retentionDays: config.limits.deadLetterRetentionDays, maxBytes: config.limits.deadLetterMaxBytes },
+        `removed ${expired + overSize} dead letter(s): ${expired} older than ${config.limits.deadLetterRetentionDays} days, ${overSize} oldest over the dead-letter size limit`
+      )
+    }
+  }
 
   return {
     app,
@@ -138,10 +171,15 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
       const recovered = await queue.recoverLeases(queue instanceof SqliteQueue ? Number.MAX_SAFE_INTEGER : clock.now())
       if (recovered > 0) logger.warn({ recovered }, 'took back events left in flight by a previous process; they will be delivered again')
       deliverer.start()
-      const every = (ms: number, fn: () => Promise<unknown>) => timers.push(setInterval(() => void fn().catch((e: Error) => logger.warn({ err: e }, 'periodic task failed')), ms).unref())
-      every(PRUNE_EVERY_MS, () => queue.pruneDedup(clock.now() - config.limits.dedupWindowHours * 3_600_000))
-      every(Math.min(RECOVER_EVERY_MS, deliverer.leaseMs / 2), () => queue.recoverLeases(clock.now()))
-      every(GAUGES_EVERY_MS, updateGauges)
+      // Housekeeping: a failure is the queue's (reported once to QueueHealth), never the process's end.
+      const every = (ms: number, what: string, fn: () => Promise<unknown>) =>
+        timers.push(setInterval(() => void fn().catch((error: unknown) => health.failed(error, what)), ms).unref())
+      every(PROBE_EVERY_MS, 'probing the queue', () => health.check())
+      every(PRUNE_EVERY_MS, 'forgetting old message ids', () => queue.pruneDedup(clock.now() - config.limits.dedupWindowHours * 3_600_000))
+      every(Math.min(RECOVER_EVERY_MS, deliverer.leaseMs / 2), 'taking back expired leases', () => queue.recoverLeases(clock.now()))
+      every(GAUGES_EVERY_MS, 'reading queue figures', updateGauges)
+      every(DEAD_LETTER_CLEANUP_EVERY_MS, 'removing old dead letters', cleanUpDeadLetters)
+      every(COMPACT_EVERY_MS, 'compacting the queue', () => queue.compact())
       const address = await app.listen({ host: config.listen.host, port: config.listen.port })
       logger.info({ address, sources: config.sources.map((s) => s.name), queue: config.queue.split(':')[0] }, 'oneflow-relay listening')
       return address
@@ -150,7 +188,11 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
       if (shuttingDown) return
       shuttingDown = true
       for (const t of timers) clearInterval(t)
+      // Answers in flight finish; a client still sending (slow, stalled) is cut after a short grace, so
+      // shutdown never waits for its request timeout.
+      const cut = setTimeout(() => app.server.closeAllConnections(), FORCE_CLOSE_AFTER_MS)
       await app.close()
+      clearTimeout(cut)
       await deliverer.stop()
       await queue.close()
       logger.info('oneflow-relay stopped')

@@ -1,8 +1,9 @@
 /**
  * What the deliverer sends to, one sink per direction: 1Flow's HTTP API (Segment events mapped by core) and
  * Segment's HTTP Tracking API (1Flow survey responses, already converted to track events at the webhook).
- * A sink turns leased jobs into units, units into requests, and names the service for messages; everything
- * else — leases, rate limits, retries, pauses, dead letters — is the deliverer's, the same for both.
+ * A sink plans a lease — the requests that carry its jobs, each packed once, and the jobs that need no
+ * request — and names the service for messages; everything else (leases, rate limits, retries, pauses, dead
+ * letters) is the deliverer's, the same for both.
  */
 import {
   buildRequest,
@@ -33,7 +34,6 @@ export interface Unit<T = unknown> {
 }
 
 export type JobFate = { kind: 'done'; skipped?: boolean } | { kind: 'retry'; at: number; error: string } | { kind: 'dead'; reason: string; status?: number; response?: string } | { kind: 'release' }
-export type Settle = (jobId: number, fate: JobFate) => void
 
 export interface HttpRequest {
   readonly url: string
@@ -43,6 +43,19 @@ export interface HttpRequest {
   readonly body: string
 }
 
+/** One request to send and the units it carries. */
+export interface PlannedRequest<T = unknown> {
+  readonly units: ReadonlyArray<Unit<T>>
+  readonly request: HttpRequest
+}
+
+/** What to do with a lease: the requests to send, in order, and the fates already decided without one. */
+export interface Plan<T = unknown> {
+  readonly requests: ReadonlyArray<PlannedRequest<T>>
+  /** Every job's fate so far: `done` (also when skipped), or `dead` when it cannot be sent at all. */
+  readonly settled: ReadonlyArray<readonly [jobId: number, fate: JobFate]>
+}
+
 export interface Sink<T = unknown> {
   /** Who answers, for decisions' reasons and alerts. */
   readonly party: ResponseParty
@@ -50,11 +63,10 @@ export interface Sink<T = unknown> {
   readonly isOneFlow: boolean
   /** How many jobs to lease at once. */
   leaseLimit(): number
-  /** Jobs → units; a job that cannot be sent is settled here (dead) and one that needs nothing is `done`. */
-  prepare(jobs: readonly Job[], settle: Settle): Array<Unit<T>>
-  /** Units → the groups that go in one request each, in order; a unit too large for any request is settled dead. */
-  group(units: ReadonlyArray<Unit<T>>, settle: Settle): Array<Array<Unit<T>>>
-  request(group: ReadonlyArray<Unit<T>>): HttpRequest
+  /** Leased jobs → the requests that carry them (each packed once), and the jobs settled without a request. */
+  plan(jobs: readonly Job[]): Plan<T>
+  /** The request for some units of a planned request (the halves of a batch the service found too large). */
+  request(units: ReadonlyArray<Unit<T>>): HttpRequest
 }
 
 const BATCH_EVENTS = 500
@@ -79,67 +91,64 @@ export class OneFlowSink implements Sink<Command> {
     return this.config.mode === 'single' ? Math.min(BATCH_EVENTS, Math.ceil(this.config.maxRequestsPerSecond)) : BATCH_EVENTS
   }
 
-  prepare(jobs: readonly Job[], settle: Settle): Array<Unit<Command>> {
+  plan(jobs: readonly Job[]): Plan<Command> {
+    const settled: Array<readonly [number, JobFate]> = []
     const units: Array<Unit<Command>> = []
     for (const job of jobs) {
-      settle(job.id, { kind: 'done' })
+      settled.push([job.id, { kind: 'done' }])
       let results
       try {
         const event = JSON.parse(job.body) as SegmentEvent
         const subscriptions = this.sourcesByName.get(job.sourceName)?.subscriptions
         results = subscriptions ? mapWithSubscriptions(event, subscriptions) : mapWithPresets(event)
       } catch (error) {
-        settle(job.id, { kind: 'dead', reason: `could not map the event: ${(error as Error).message}` })
+        settled.push([job.id, { kind: 'dead', reason: `could not map the event: ${(error as Error).message}` }])
         continue
       }
       for (const { outcome } of results) {
         if (outcome.kind === 'skip') this.metrics.skipped.inc({ project: this.source.name, reason: outcome.reason })
-        else if (outcome.kind === 'invalid') settle(job.id, { kind: 'dead', reason: outcome.error.message })
+        else if (outcome.kind === 'invalid') settled.push([job.id, { kind: 'dead', reason: outcome.error.message }])
         else units.push({ item: outcome, jobId: job.id })
       }
-      if (results.every((r) => r.outcome.kind === 'skip')) settle(job.id, { kind: 'done', skipped: true })
+      if (results.every((r) => r.outcome.kind === 'skip')) settled.push([job.id, { kind: 'done', skipped: true }])
     }
-    return units
-  }
-
-  group(units: ReadonlyArray<Unit<Command>>, settle: Settle): Array<Array<Unit<Command>>> {
-    const groups: Array<Array<Unit<Command>>> = []
+    const tooLarge = (unit: Unit<Command>, error: PayloadTooLargeError) => settled.push([unit.jobId, { kind: 'dead', reason: error.message, status: 413 }])
+    const requests: Array<PlannedRequest<Command>> = []
     if (this.config.mode === 'single') {
       for (const unit of units) {
         try {
-          buildRequest(unit.item, this.target)
-          groups.push([unit])
+          requests.push({ units: [unit], request: toHttp(buildRequest(unit.item, this.target)) })
         } catch (error) {
           if (!(error instanceof PayloadTooLargeError)) throw error
-          settle(unit.jobId, { kind: 'dead', reason: error.message, status: 413 })
+          tooLarge(unit, error)
         }
       }
-      return groups
+      return { requests, settled }
     }
-    const { batches, tooLarge } = packBatches(
+    const { batches, tooLarge: oversize } = packBatches(
       units.map((u) => u.item),
       this.target
     )
-    for (const i of tooLarge) {
+    for (const i of oversize) {
       const unit = units[i] as Unit<Command>
-      const bytes = utf8ByteLength(JSON.stringify(toBatchItem(unit.item)))
-      settle(unit.jobId, { kind: 'dead', reason: new PayloadTooLargeError(bytes, ONEFLOW_LIMITS.maxRequestBytes).message, status: 413 })
+      tooLarge(unit, new PayloadTooLargeError(utf8ByteLength(JSON.stringify(toBatchItem(unit.item))), ONEFLOW_LIMITS.maxRequestBytes))
     }
-    for (const b of batches) groups.push(b.indices.map((i) => units[i] as Unit<Command>))
-    return groups
+    for (const b of batches) requests.push({ units: b.indices.map((i) => units[i] as Unit<Command>), request: toHttp(b.request) })
+    return { requests, settled }
   }
 
-  request(group: ReadonlyArray<Unit<Command>>): HttpRequest {
-    const req: OneFlowRequest =
-      this.config.mode === 'single'
-        ? buildRequest((group[0] as Unit<Command>).item, this.target)
-        : (packBatches(
-            group.map((u) => u.item),
-            this.target
-          ).batches[0]?.request as OneFlowRequest)
-    return { url: req.url, path: req.path, headers: req.headers, body: req.body }
+  request(units: ReadonlyArray<Unit<Command>>): HttpRequest {
+    if (this.config.mode === 'single') return toHttp(buildRequest((units[0] as Unit<Command>).item, this.target))
+    return toHttp(
+      packBatches(
+        units.map((u) => u.item),
+        this.target
+      ).batches[0]?.request as OneFlowRequest
+    )
   }
 }
+
+const toHttp = (req: OneFlowRequest): HttpRequest => ({ url: req.url, path: req.path, headers: req.headers, body: req.body })
 
 /** Segment's HTTP Tracking API: `/v1/batch` with the Segment source's write key as Basic auth. */
 export class SegmentSink implements Sink<string> {
@@ -158,44 +167,40 @@ export class SegmentSink implements Sink<string> {
     return BATCH_EVENTS
   }
 
-  prepare(jobs: readonly Job[], settle: Settle): Array<Unit<string>> {
+  plan(jobs: readonly Job[]): Plan<string> {
     // The body is the converted track event, stored as JSON at the webhook: sent as it is.
-    return jobs.map((job) => {
-      settle(job.id, { kind: 'done' })
-      return { item: job.body, jobId: job.id }
-    })
-  }
-
-  group(units: ReadonlyArray<Unit<string>>, settle: Settle): Array<Array<Unit<string>>> {
-    const groups: Array<Array<Unit<string>>> = []
+    const settled: Array<readonly [number, JobFate]> = []
+    const requests: Array<PlannedRequest<string>> = []
     let current: Array<Unit<string>> = []
     let bytes = 0
-    for (const unit of units) {
-      const size = utf8ByteLength(unit.item)
+    const close = () => {
+      if (current.length > 0) requests.push({ units: current, request: this.request(current) })
+      current = []
+      bytes = 0
+    }
+    for (const job of jobs) {
+      settled.push([job.id, { kind: 'done' }])
+      const size = utf8ByteLength(job.body)
       if (size > SEGMENT_LIMITS.eventBytes) {
-        settle(unit.jobId, { kind: 'dead', reason: `the event is ${size} bytes; Segment accepts at most ${SEGMENT_LIMITS.eventBytes} per event`, status: 413 })
+        settled.push([job.id, { kind: 'dead', reason: `the event is ${size} bytes; Segment accepts at most ${SEGMENT_LIMITS.eventBytes} per event`, status: 413 }])
         continue
       }
-      if (current.length > 0 && bytes + size + 1 > SEGMENT_LIMITS.batchPackBytes) {
-        groups.push(current)
-        current = []
-        bytes = 0
-      }
-      current.push(unit)
+      if (current.length > 0 && bytes + size + 1 > SEGMENT_LIMITS.batchPackBytes) close()
+      current.push({ item: job.body, jobId: job.id })
       bytes += size + 1
     }
-    if (current.length > 0) groups.push(current)
-    return groups
+    close()
+    return { requests, settled }
   }
 
-  request(group: ReadonlyArray<Unit<string>>): HttpRequest {
+  request(units: ReadonlyArray<Unit<string>>): HttpRequest {
     const sentAt = new Date(this.clock.now()).toISOString()
     return {
       url: `${this.target.host}/v1/batch`,
       path: '/v1/batch',
       headers: { 'content-type': 'application/json', authorization: this.authorization, 'user-agent': `oneflow-relay/${VERSION}` },
       body: segmentBatchBody(
-        group.map((u) => u.item),
+        units.map((u) => u.item),
         sentAt
       )
     }

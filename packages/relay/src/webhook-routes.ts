@@ -11,7 +11,7 @@ import { exceedsDepth, MAX_DEPTH, surveyResponseToTrack } from '@oneflow-seg/cor
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { SourceConfig } from './config'
 import type { IntakeDeps, Unavailable } from './ingest-routes'
-import type { EnqueueResult } from './queue/queue'
+import { UnstorableEventsError, type EnqueueResult } from './queue/queue'
 import { BodyError, parseJsonBody } from './request-body'
 import { VERSION } from './version'
 
@@ -129,6 +129,10 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
         }
       ])
     } catch (error) {
+      if (error instanceof UnstorableEventsError) {
+        logger.warn({ source: source.name, error: error.message }, '1Flow webhook refused by the queue; answered 400')
+        return answer(reply, source.name, 400, { error: error.message, code: 'unstorable' })
+      }
       return unavailable(deps.onStoreFailed(error))
     }
     if (result.accepted > 0) {

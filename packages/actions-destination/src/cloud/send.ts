@@ -52,6 +52,7 @@ function outcomeFor(actionKey: ActionKey, payload: unknown, raw: unknown): Outco
 interface Answer {
   readonly status: number
   readonly retryAfter: string | null
+  readonly location: string | null
   readonly body: unknown
 }
 
@@ -59,12 +60,13 @@ interface Answer {
 async function post(request: RequestClient, req: OneFlowRequest): Promise<Answer> {
   let response: Response & { data?: unknown; content?: string }
   try {
-    response = await request(req.url, { method: 'POST', headers: { ...req.headers }, body: req.body, throwHttpErrors: false })
+    // A redirect is never followed: the api_key header would go wherever 1Flow's answer points.
+    response = await request(req.url, { method: 'POST', headers: { ...req.headers }, body: req.body, throwHttpErrors: false, redirect: 'manual' })
   } catch (error) {
     const timedOut = /timeout|timed out|abort/i.test(String((error as Error)?.message ?? error)) || (error as { code?: string }).code === 'ETIMEDOUT'
     throw new RetryableError(`1Flow did not answer (${timedOut ? 'timeout' : 'connection failed'}); Segment will retry.`, timedOut ? 408 : 503)
   }
-  return { status: response.status, retryAfter: response.headers.get('retry-after'), body: response.data ?? response.content }
+  return { status: response.status, retryAfter: response.headers.get('retry-after'), location: response.headers.get('location'), body: response.data ?? response.content }
 }
 
 function oneFlowMessage(body: unknown): string {
@@ -72,11 +74,12 @@ function oneFlowMessage(body: unknown): string {
   return String(raw ?? '').slice(0, 300)
 }
 
-/** The framework's error for a 1Flow response that is not a success (facts/relay.md §3, in Segment's terms). */
+/** The framework's error for a 1Flow response that is not a success (docs/delivery.md, in Segment's terms). */
 function errorFor(answer: Answer, decision: Exclude<Decision, { action: 'deliver' }>): Error {
   const { status } = answer
   switch (decision.action) {
-    case 'pause-auth':
+    case 'pause':
+      if (decision.cause === 'redirect') return new IntegrationError(`${decision.reason}.`, 'REDIRECT_NOT_FOLLOWED', status)
       return new InvalidAuthenticationError(`1Flow refused the project API key (${status}); check the Project API Key setting.`)
     case 'retry': {
       const after = answer.retryAfter ? `; Retry-After: ${answer.retryAfter}` : ''
@@ -105,7 +108,7 @@ export async function sendOne(actionKey: ActionKey, request: RequestClient, data
   if (outcome.kind === 'skip') return { skipped: true, reason: outcome.reason, message: outcome.message } satisfies SkippedResult
   if (outcome.kind === 'invalid') throw new PayloadValidationError(outcome.error.message)
   const answer = await post(request, requestFor(outcome, resolveSettings(data.settings)))
-  const decision = classifyResponse({ status: answer.status, retryAfter: answer.retryAfter })
+  const decision = classifyResponse(answer)
   if (decision.action !== 'deliver') throw errorFor(answer, decision)
   return answer.body
 }
@@ -175,7 +178,7 @@ async function sendGroup(request: RequestClient, target: ApiTarget, group: reado
     for (const { index } of group) result.setErrorResponseAtIndex(index, { status: e.status ?? 503, errortype: 'RETRYABLE_ERROR', errormessage: e.message })
     return
   }
-  const decision = classifyResponse({ status: answer.status, retryAfter: answer.retryAfter })
+  const decision = classifyResponse(answer)
   if (decision.action === 'deliver') {
     for (const { index, cmd } of group) result.setSuccessResponseAtIndex(index, { status: answer.status, sent: toBatchItem(cmd) as never, body: answer.body as never })
     return

@@ -77,7 +77,7 @@ describe('1Flow HTTP contract', () => {
   })
 })
 
-describe('response classification (facts/relay.md §3)', () => {
+describe('response classification', () => {
   const now = Date.parse('2026-01-01T00:00:00Z')
   it.each([
     [200, 'deliver'],
@@ -85,8 +85,11 @@ describe('response classification (facts/relay.md §3)', () => {
     [400, 'dead-letter'],
     [404, 'dead-letter'],
     [422, 'dead-letter'],
-    [401, 'pause-auth'],
-    [403, 'pause-auth'],
+    [401, 'pause'],
+    [403, 'pause'],
+    [301, 'pause'],
+    [307, 'pause'],
+    [308, 'pause'],
     [413, 'split'],
     [429, 'retry'],
     [408, 'retry'],
@@ -97,6 +100,15 @@ describe('response classification (facts/relay.md §3)', () => {
     [undefined, 'retry']
   ])('status %s → %s', (status, action) => {
     expect(classifyResponse({ status }, now).action).toBe(action)
+  })
+
+  it('a redirect pauses sending with a reason naming where it points (origin only), never a delivery', () => {
+    expect(classifyResponse({ status: 307, location: 'https://elsewhere.example/v1/batch?key=x' }, now)).toEqual({
+      action: 'pause',
+      cause: 'redirect',
+      reason: '1Flow answered 307 (a redirect to https://elsewhere.example); redirects are not followed with the project API key: check the API base URL'
+    })
+    expect(classifyResponse({ status: 401 }, now)).toMatchObject({ action: 'pause', cause: 'auth' })
   })
 
   it('429 asks the sender to slow down and keeps Retry-After', () => {

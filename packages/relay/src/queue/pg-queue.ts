@@ -1,8 +1,27 @@
 import pg from 'pg'
 import { AdaptiveLimit, type Clock, type SendLimiter } from '../rate-limiter'
-import { dedupKey, GroupCommit, rowToDeadLetter, rowToJob, type DeadLetter, type DeadLetterInfo, type EnqueueResult, type EventRow, type Job, type NewEvent, type Queue, type QueueStats, type Selection } from './queue'
+import {
+  dedupKey,
+  GroupCommit,
+  LEASE_ROUNDS,
+  rowToDeadLetter,
+  rowToJob,
+  sortCandidates,
+  type Candidate,
+  type DeadLetter,
+  type DeadLetterInfo,
+  type EnqueueResult,
+  type EventRow,
+  type Job,
+  type NewEvent,
+  type PruneResult,
+  type Queue,
+  type QueueStats,
+  type Selection,
+  type UserState
+} from './queue'
 
-const SCHEMA_VERSION = 1
+const SCHEMA_VERSION = 2
 const MIGRATION_LOCK = 727_001
 
 const MIGRATIONS: Record<number, string> = {
@@ -32,29 +51,51 @@ const MIGRATIONS: Record<number, string> = {
     CREATE INDEX IF NOT EXISTS relay_seen_at ON relay_seen (seen_at);
     CREATE TABLE IF NOT EXISTS relay_sends (id BIGSERIAL PRIMARY KEY, project_id TEXT NOT NULL, started_at BIGINT NOT NULL, ended_at BIGINT);
     CREATE INDEX IF NOT EXISTS relay_sends_project ON relay_sends (project_id, started_at);
-  `
+  `,
+  // Dead letters expire oldest first; only dead rows are in this index.
+  2: `CREATE INDEX IF NOT EXISTS relay_events_dead ON relay_events (dead_at) WHERE state = 'dead';`
 }
 
 // The database's own clock in ms: every relay instance reads the same one for the shared rate limit.
 const DB_NOW = '(extract(epoch from clock_timestamp()) * 1000)::bigint'
 
-const LEASE = `
-WITH candidates AS (
-  SELECT e.id FROM relay_events e
-  WHERE e.project_id = $1 AND e.state = 'pending' AND e.next_attempt_at <= $2
-    AND NOT EXISTS (SELECT 1 FROM relay_events b WHERE b.project_id = e.project_id AND b.user_key = e.user_key AND b.state = 'leased')
-    AND NOT EXISTS (
-      SELECT 1 FROM relay_events b
-      WHERE b.project_id = e.project_id AND b.user_key = e.user_key AND b.state = 'pending' AND b.next_attempt_at > $2
-    )
-  ORDER BY e.id
-  LIMIT $3
-  FOR UPDATE SKIP LOCKED
-)
-UPDATE relay_events SET state = 'leased', lease_until = $4 FROM candidates WHERE relay_events.id = candidates.id
-RETURNING relay_events.*`
+/** A dead letter's size: its event and the service's answer, in bytes. */
+const DEAD_BYTES = 'octet_length(body) + coalesce(octet_length(dead_response), 0)'
+
+/** Events held behind the events `$1` (their users') become pending again: what blocked them is settled. */
+const UNHOLD_USERS_OF = `
+  unheld AS (
+    UPDATE relay_events e SET state = 'pending'
+    FROM (SELECT DISTINCT project_id, user_key FROM relay_events WHERE id = ANY($1::bigint[])) u
+    WHERE e.state = 'held' AND e.project_id = u.project_id AND e.user_key = u.user_key
+  )`
+
+/** How long a live-size reading is reused; writes by this process are added to it meanwhile. */
+const LIVE_BYTES_TTL_MS = 1_000
 
 type Row = EventRow
+
+/** Connect, statement and read timeout of every PostgreSQL call (ms). */
+export const PG_TIMEOUT_MS = 5_000
+
+/**
+ * Runs `work` in a transaction on a pooled client. On any failure the client is destroyed rather than
+ * rolled back and reused: after a timeout its connection may still be busy, and a dropped connection rolls
+ * the transaction back on the server anyway.
+ */
+async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect()
+  try {
+    await client.query('BEGIN')
+    const result = await work(client)
+    await client.query('COMMIT')
+    client.release()
+    return result
+  } catch (error) {
+    client.release(error instanceof Error ? error : new Error(String(error)))
+    throw error
+  }
+}
 
 /** PostgreSQL text cannot hold NUL; 1Flow's responses, error texts and odd client ids may. */
 const text = (value: string, max = Number.POSITIVE_INFINITY) => (value.includes('\u0000') ? value.replace(/\u0000/g, '') : value).slice(0, max)
@@ -85,8 +126,21 @@ export class PgQueue implements Queue {
     this.commits = new GroupCommit((requests) => this.write(requests), windowMs, maxEvents, (error) => /^2[23]/.test(String((error as { code?: unknown }).code)) || error instanceof TypeError || error instanceof RangeError)
   }
 
-  static async open(url: string, options: { commitWindowMs?: number; commitMaxEvents?: number; poolSize?: number } = {}): Promise<PgQueue> {
-    const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 10 })
+  static async open(url: string, options: { commitWindowMs?: number; commitMaxEvents?: number; poolSize?: number; timeoutMs?: number } = {}): Promise<PgQueue> {
+    const timeoutMs = options.timeoutMs ?? PG_TIMEOUT_MS
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: options.poolSize ?? 10,
+      // A database that stops answering must fail a request in seconds, not hang it: connect, statement (on
+      // the server) and read (here) timeouts, TCP keepalive to notice a dead peer, idle clients recycled.
+      connectionTimeoutMillis: timeoutMs,
+      statement_timeout: timeoutMs,
+      query_timeout: timeoutMs + 1000,
+      idle_in_transaction_session_timeout: 3 * timeoutMs,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+      idleTimeoutMillis: 30_000
+    })
     pool.on('error', () => undefined) // an idle client's error is reported by the next query instead
     const queue = new PgQueue(pool, options.commitWindowMs ?? 2, options.commitMaxEvents ?? 4096)
     await queue.migrate()
@@ -94,18 +148,7 @@ export class PgQueue implements Queue {
   }
 
   private async tx<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect()
-    try {
-      await client.query('BEGIN')
-      const result = await work(client)
-      await client.query('COMMIT')
-      return result
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined)
-      throw error
-    } finally {
-      client.release()
-    }
+    return inTransaction(this.pool, work)
   }
 
   private async migrate(): Promise<void> {
@@ -184,6 +227,8 @@ export class PgQueue implements Queue {
       )
       return new Set(inserted.map((r: Row) => String(r.message_key)))
     })
+    // Until the next reading, what this relay wrote counts toward the disk cap at once.
+    for (const events of requests) for (const e of events) this.live.bytes += e.body.length
     return requests.map((events) => {
       let accepted = 0
       let rejected = 0
@@ -199,7 +244,34 @@ export class PgQueue implements Queue {
     const rows = await this.tx(async (c) => {
       // One relay at a time leases a project: a user's events can never be in flight on two relays.
       await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
-      return (await c.query(LEASE, [projectId, now, limit, now + leaseMs])).rows as Row[]
+      for (let round = 0; round < LEASE_ROUNDS; round++) {
+        const { rows: found } = await c.query(
+          "SELECT id, user_key FROM relay_events WHERE project_id = $1 AND state = 'pending' AND next_attempt_at <= $2 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
+          [projectId, now, limit]
+        )
+        if (found.length === 0) return []
+        const users = [...new Set(found.map((r: Row) => String(r.user_key)))]
+        // Separate EXISTS per state: each is one seek on relay_events_user, never a walk over a held backlog.
+        const { rows: states } = await c.query(
+          `SELECT u.user_key,
+             EXISTS (SELECT 1 FROM relay_events b WHERE b.project_id = $1 AND b.user_key = u.user_key AND b.state = 'leased')
+             OR EXISTS (SELECT 1 FROM relay_events b WHERE b.project_id = $1 AND b.user_key = u.user_key AND b.state = 'pending' AND b.next_attempt_at > $2) AS blocked,
+             EXISTS (SELECT 1 FROM relay_events b WHERE b.project_id = $1 AND b.user_key = u.user_key AND b.state = 'held') AS held
+           FROM unnest($3::text[]) AS u(user_key)`,
+          [projectId, now, users]
+        )
+        const byUser = new Map<string, UserState>(states.map((r: Row) => [String(r.user_key), { blocked: Boolean(r.blocked), held: Boolean(r.held) }]))
+        const plan = sortCandidates(
+          found.map((r: Row): Candidate => ({ id: Number(r.id), userKey: String(r.user_key) })),
+          (user) => byUser.get(user) as UserState
+        )
+        if (plan.hold.length > 0) await c.query("UPDATE relay_events SET state = 'held' WHERE id = ANY($1::bigint[])", [plan.hold])
+        if (plan.unhold.length > 0) await c.query("UPDATE relay_events SET state = 'pending' WHERE project_id = $1 AND state = 'held' AND user_key = ANY($2::text[])", [projectId, plan.unhold])
+        if (plan.lease.length > 0) {
+          return (await c.query("UPDATE relay_events SET state = 'leased', lease_until = $2 WHERE id = ANY($1::bigint[]) RETURNING *", [plan.lease, now + leaseMs])).rows as Row[]
+        }
+      }
+      return []
     })
     return rows.sort((a, b) => Number(a.id) - Number(b.id)).map(rowToJob)
   }
@@ -209,12 +281,18 @@ export class PgQueue implements Queue {
     await this.pool.query(`${sql} WHERE id = ANY($1::bigint[])`, [ids, ...params])
   }
 
+  /** `sql` on the events `ids`, after their users' held events are made pending again (one statement). */
+  private async settle(ids: readonly number[], sql: string, params: unknown[]): Promise<void> {
+    if (ids.length === 0) return
+    await this.pool.query(`WITH ${UNHOLD_USERS_OF} ${sql} WHERE id = ANY($1::bigint[])`, [ids, ...params])
+  }
+
   complete(ids: readonly number[]): Promise<void> {
-    return this.update(ids, 'DELETE FROM relay_events', [])
+    return this.settle(ids, 'DELETE FROM relay_events', [])
   }
 
   release(ids: readonly number[], readyAt: number): Promise<void> {
-    return this.update(ids, "UPDATE relay_events SET state = 'pending', lease_until = NULL, next_attempt_at = $2", [readyAt])
+    return this.settle(ids, "UPDATE relay_events SET state = 'pending', lease_until = NULL, next_attempt_at = $2", [readyAt])
   }
 
   retry(ids: readonly number[], nextAttemptAt: number, error: string, now: number): Promise<void> {
@@ -226,7 +304,7 @@ export class PgQueue implements Queue {
   }
 
   deadLetter(ids: readonly number[], info: DeadLetterInfo, now: number): Promise<void> {
-    return this.update(ids, "UPDATE relay_events SET state = 'dead', lease_until = NULL, dead_reason = $2, dead_status = $3, dead_response = $4, dead_at = $5", [
+    return this.settle(ids, "UPDATE relay_events SET state = 'dead', lease_until = NULL, dead_reason = $2, dead_status = $3, dead_response = $4, dead_at = $5", [
       text(info.reason, 1000),
       info.status ?? null,
       info.response === undefined ? null : text(info.response, 2000),
@@ -235,7 +313,11 @@ export class PgQueue implements Queue {
   }
 
   async recoverLeases(now: number): Promise<number> {
-    return (await this.pool.query("UPDATE relay_events SET state = 'pending', lease_until = NULL WHERE state = 'leased' AND lease_until <= $1", [now])).rowCount ?? 0
+    const { rows } = await this.pool.query("SELECT id FROM relay_events WHERE state = 'leased' AND lease_until <= $1", [now])
+    const ids = rows.map((r: Row) => Number(r.id))
+    // Only rows still leased and expired: another relay may have settled one meanwhile.
+    await this.settle(ids, "UPDATE relay_events SET state = 'pending', lease_until = NULL", [])
+    return ids.length
   }
 
   async pruneDedup(before: number): Promise<number> {
@@ -244,9 +326,10 @@ export class PgQueue implements Queue {
 
   async stats(now: number): Promise<QueueStats> {
     const { rows } = await this.pool.query(
-      `SELECT count(*) FILTER (WHERE state = 'pending') AS pending, count(*) FILTER (WHERE state = 'leased') AS leased,
+      `SELECT count(*) FILTER (WHERE state IN ('pending', 'held')) AS pending, count(*) FILTER (WHERE state = 'leased') AS leased,
               count(*) FILTER (WHERE state = 'dead') AS dead, count(*) FILTER (WHERE state = 'pending' AND next_attempt_at > $1) AS retrying,
-              min(received_at) FILTER (WHERE state <> 'dead') AS oldest
+              min(received_at) FILTER (WHERE state <> 'dead') AS oldest,
+              sum(${DEAD_BYTES}) FILTER (WHERE state = 'dead') AS dead_bytes, min(dead_at) FILTER (WHERE state = 'dead') AS oldest_dead
        FROM relay_events`,
       [now]
     )
@@ -257,13 +340,47 @@ export class PgQueue implements Queue {
       retrying: Number(row.retrying),
       dead: Number(row.dead),
       oldestAgeMs: row.oldest == null ? 0 : Math.max(0, now - Number(row.oldest)),
-      bytes: await this.sizeBytes()
+      bytes: await this.liveBytes(),
+      deadLetters: { count: Number(row.dead), bytes: Number(row.dead_bytes ?? 0), oldestAgeMs: row.oldest_dead == null ? 0 : Math.max(0, now - Number(row.oldest_dead)) }
     }
   }
 
-  async sizeBytes(): Promise<number> {
-    const { rows } = await this.pool.query("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) AS bytes FROM pg_class c WHERE c.relname IN ('relay_events', 'relay_seen', 'relay_sends')")
-    return Number((rows[0] as Row).bytes)
+  private live = { at: 0, bytes: 0 }
+
+  async liveBytes(): Promise<number> {
+    const now = Date.now()
+    if (now - this.live.at > LIVE_BYTES_TTL_MS) {
+      // The tables' size scaled by their share of live rows: rows deleted by a drained backlog stop counting at
+      // once, before VACUUM gives the space back.
+      const { rows } = await this.pool.query(
+        `SELECT coalesce(sum(pg_total_relation_size(c.oid) * CASE WHEN coalesce(s.n_live_tup + s.n_dead_tup, 0) > 0
+                  THEN s.n_live_tup::float8 / (s.n_live_tup + s.n_dead_tup) ELSE 1 END), 0) AS bytes
+         FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+         WHERE c.relname IN ('relay_events', 'relay_seen') AND c.relkind = 'r'`
+      )
+      this.live = { at: now, bytes: Math.round(Number((rows[0] as Row).bytes)) }
+    }
+    return this.live.bytes
+  }
+
+  async pruneDead(deadBefore: number, maxBytes: number): Promise<PruneResult> {
+    return this.tx(async (c) => {
+      const expired = (await c.query("DELETE FROM relay_events WHERE state = 'dead' AND dead_at < $1", [deadBefore])).rowCount ?? 0
+      // The oldest dead letters whose removal brings the rest under maxBytes (a running total, newest first).
+      const { rowCount } = await c.query(
+        `DELETE FROM relay_events WHERE id IN (
+           SELECT id FROM (
+             SELECT id, sum(${DEAD_BYTES}) OVER (ORDER BY dead_at DESC, id DESC) AS newer_bytes FROM relay_events WHERE state = 'dead'
+           ) t WHERE newer_bytes > $1
+         )`,
+        [maxBytes]
+      )
+      return { expired, overSize: rowCount ?? 0 }
+    })
+  }
+
+  async compact(): Promise<void> {
+    // PostgreSQL's autovacuum gives space back; liveBytes() already leaves dead rows out.
   }
 
   async listDead(options: { limit?: number; sourceName?: string } = {}): Promise<DeadLetter[]> {
@@ -284,7 +401,8 @@ export class PgQueue implements Queue {
   }
 
   async checkWritable(): Promise<void> {
-    await this.pool.query('UPDATE relay_schema SET version = version WHERE false')
+    // A real write, committed (one row; autovacuum takes care of its old versions).
+    await this.pool.query('UPDATE relay_schema SET version = version')
   }
 
   sharedLimiter(projectId: string, maxPerSecond: number, options: { inFlightMs: number; clock: Clock }): SendLimiter {
@@ -322,11 +440,9 @@ class PgSendLimiter implements SendLimiter {
   async acquire(): Promise<() => void> {
     for (;;) {
       const limit = this.limit.at(this.clock.now())
-      const client = await this.pool.connect()
       let granted: number | undefined
       let wait = 10
-      try {
-        await client.query('BEGIN')
+      await inTransaction(this.pool, async (client) => {
         await client.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`rate:${this.projectId}`)])
         const { rows } = await client.query(
           `WITH now AS (SELECT ${DB_NOW} AS ms),
@@ -343,13 +459,7 @@ class PgSendLimiter implements SendLimiter {
         } else if (row.soonest != null) {
           wait = Number(row.soonest) + 1000 - Number(row.ms) + 1
         }
-        await client.query('COMMIT')
-      } catch (error) {
-        await client.query('ROLLBACK').catch(() => undefined)
-        throw error
-      } finally {
-        client.release()
-      }
+      })
       if (granted !== undefined) {
         const id = granted
         return () => void this.pool.query(`UPDATE relay_sends SET ended_at = ${DB_NOW} WHERE id = $1`, [id]).catch(() => undefined)

@@ -71,6 +71,15 @@ export function rowToDeadLetter(r: EventRow): DeadLetter {
   }
 }
 
+/** The database refused what one request holds (not the database failing): answer it 400, retrying cannot help. */
+export class UnstorableEventsError extends Error {
+  override readonly name = 'UnstorableEventsError'
+  readonly code = 'UNSTORABLE_EVENTS'
+  constructor(override readonly cause: unknown) {
+    super(`the queue refused these events: ${cause instanceof Error ? cause.message : String(cause)}`.slice(0, 300))
+  }
+}
+
 /**
  * Group commit, for both queues: enqueues that arrive within `windowMs` (or until `maxEvents` wait) are
  * written together by `write` — one transaction, one fsync — and each caller then gets its own answer.
@@ -117,15 +126,26 @@ export class GroupCommit {
           const results = await this.write(batch.map((w) => w.events))
           batch.forEach((w, i) => w.resolve(results[i] as EnqueueResult))
         } catch (error) {
-          if (batch.length === 1 || !this.causedByData(error)) {
-            for (const w of batch) w.reject(error)
+          if (!this.causedByData(error)) {
+            // The database itself failed (down, hung, disk full): requests that queued up behind this write
+            // would only wait their turn to fail, one timeout each. They fail now, and are answered 503.
+            const behind = this.waiting
+            this.waiting = []
+            this.waitingEvents = 0
+            if (this.timer) clearTimeout(this.timer)
+            this.timer = undefined
+            for (const w of [...batch, ...behind]) w.reject(error)
+            return
+          }
+          if (batch.length === 1) {
+            batch[0]?.reject(new UnstorableEventsError(error))
             return
           }
           for (const w of batch) {
             try {
               w.resolve((await this.write([w.events]))[0] as EnqueueResult)
             } catch (own) {
-              w.reject(own)
+              w.reject(this.causedByData(own) ? new UnstorableEventsError(own) : own)
             }
           }
         }
@@ -135,7 +155,50 @@ export class GroupCommit {
   }
 }
 
+/** A lease candidate: a ready event and its user. */
+export interface Candidate {
+  readonly id: number
+  readonly userKey: string
+}
+
+/** What the queue knows about a user with a ready event. */
+export interface UserState {
+  /** An earlier event of the user is in flight (leased) or waiting for a retry time still in the future. */
+  readonly blocked: boolean
+  /** The user has events parked as `held` (behind an event that blocked them). */
+  readonly held: boolean
+}
+
+/** How many rounds of candidates one lease call looks at before it answers (each round parks what it cannot take). */
+export const LEASE_ROUNDS = 8
+
+/**
+ * One round of a lease, for both drivers. Ready candidates of a blocked user are parked as `held`, so a long
+ * backlog behind one failing event is looked at once, not on every lease. A user with held events and no
+ * blocker any more (its retry time has come) gets them back as pending first, and none of its events is taken
+ * this round: the next round sees them all again in order. Everyone else's candidates are leased.
+ */
+export function sortCandidates(candidates: readonly Candidate[], stateOf: (userKey: string) => UserState): { lease: number[]; hold: number[]; unhold: string[] } {
+  const lease: number[] = []
+  const hold: number[] = []
+  const unhold: string[] = []
+  const decided = new Map<string, 'lease' | 'hold' | 'skip'>()
+  for (const c of candidates) {
+    let verdict = decided.get(c.userKey)
+    if (verdict === undefined) {
+      const state = stateOf(c.userKey)
+      verdict = state.blocked ? 'hold' : state.held ? 'skip' : 'lease'
+      if (verdict === 'skip') unhold.push(c.userKey)
+      decided.set(c.userKey, verdict)
+    }
+    if (verdict === 'lease') lease.push(c.id)
+    else if (verdict === 'hold') hold.push(c.id)
+  }
+  return { lease, hold, unhold }
+}
+
 export interface QueueStats {
+  /** Events waiting to be delivered (held behind an earlier event of their user included). */
   readonly pending: number
   readonly leased: number
   /** Pending events waiting for a retry time still in the future. */
@@ -143,7 +206,18 @@ export interface QueueStats {
   readonly dead: number
   /** Age in ms of the oldest event not yet delivered (pending or leased); 0 when empty. */
   readonly oldestAgeMs: number
+  /** Live data in the queue (queued events and dead letters), what the disk cap compares. */
   readonly bytes: number
+  /** Dead letters on their own: how many, their size, the oldest's age. */
+  readonly deadLetters: { readonly count: number; readonly bytes: number; readonly oldestAgeMs: number }
+}
+
+/** What a dead-letter clean-up removed. */
+export interface PruneResult {
+  /** Older than the retention period. */
+  readonly expired: number
+  /** The oldest, removed to bring dead letters back under their size limit. */
+  readonly overSize: number
 }
 
 export interface EnqueueResult {
@@ -178,8 +252,15 @@ export interface Queue {
   /** Forgets messageIds seen before `before` (the dedup window). */
   pruneDedup(before: number): Promise<number>
   stats(now: number): Promise<QueueStats>
-  /** Size of the queue's storage, for the disk cap. */
-  sizeBytes(): Promise<number>
+  /**
+   * Bytes of live data (queued events and dead letters; not free space the storage has not given back yet),
+   * for the disk cap. Cheap enough to ask on every request.
+   */
+  liveBytes(): Promise<number>
+  /** Removes dead letters that died before `deadBefore`, then the oldest until they take at most `maxBytes`. */
+  pruneDead(deadBefore: number, maxBytes: number): Promise<PruneResult>
+  /** Gives free space back to the file system (SQLite: incremental vacuum, WAL truncation); a no-op where the database does it. */
+  compact(): Promise<void>
   listDead(options?: { limit?: number; sourceName?: string }): Promise<DeadLetter[]>
   /** Dead letters back to ready, attempts reset; returns how many. */
   replayDead(selection: Selection, now: number): Promise<number>
@@ -189,7 +270,7 @@ export interface Queue {
    * on a local queue pace themselves.
    */
   sharedLimiter?(projectId: string, maxPerSecond: number, options: { readonly inFlightMs: number; readonly clock: Clock }): SendLimiter
-  /** Throws when the queue cannot take writes (readiness). */
+  /** A real, small write: throws when the queue cannot take writes (readiness, and the probe of a failing queue). */
   checkWritable(): Promise<void>
   close(): Promise<void>
 }

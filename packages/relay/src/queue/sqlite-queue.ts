@@ -1,7 +1,25 @@
-import { mkdirSync, statSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
-import { dedupKey, GroupCommit, rowToDeadLetter, rowToJob, type DeadLetter, type DeadLetterInfo, type EnqueueResult, type Job, type EventRow, type NewEvent, type Queue, type QueueStats, type Selection } from './queue'
+import {
+  dedupKey,
+  GroupCommit,
+  LEASE_ROUNDS,
+  rowToDeadLetter,
+  rowToJob,
+  sortCandidates,
+  type Candidate,
+  type DeadLetter,
+  type DeadLetterInfo,
+  type EnqueueResult,
+  type Job,
+  type EventRow,
+  type NewEvent,
+  type PruneResult,
+  type Queue,
+  type QueueStats,
+  type Selection
+} from './queue'
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS events (
@@ -25,20 +43,19 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_ready ON events (project_id, state, id);
 CREATE INDEX IF NOT EXISTS events_user ON events (project_id, user_key, state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS events_dead ON events (dead_at) WHERE state = 'dead';
 CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_at ON seen (seen_at);
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);
+INSERT OR IGNORE INTO probe (id, at) VALUES (1, 0);
 `
 
-// Ready events of users with nothing in flight and nothing waiting for a retry, oldest first.
-const LEASE_CANDIDATES = `
-SELECT e.id FROM events e
-WHERE e.project_id = @project AND e.state = 'pending' AND e.next_attempt_at <= @now
-  AND NOT EXISTS (SELECT 1 FROM events b WHERE b.project_id = e.project_id AND b.user_key = e.user_key AND b.state = 'leased')
-  AND NOT EXISTS (
-    SELECT 1 FROM events b
-    WHERE b.project_id = e.project_id AND b.user_key = e.user_key AND b.state = 'pending' AND b.next_attempt_at > @now
-  )
-ORDER BY e.id LIMIT @limit`
+/** The WAL file is cut back to this size after each checkpoint (it grows with retry updates otherwise). */
+const JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+/** compact() gives back at most this many free pages per call, so one call never holds the writer for long. */
+const VACUUM_PAGES_PER_CALL = 4096
+/** …and only bothers when at least this many pages are free. */
+const VACUUM_MIN_FREE_PAGES = 256
 
 export interface SqliteQueueOptions {
   /** Group commit: write at most this long after the first waiting event (default 2 ms). */
@@ -48,6 +65,9 @@ export interface SqliteQueueOptions {
 }
 
 type Row = EventRow
+
+/** A dead letter's size: its event and the service's answer, in bytes. */
+const DEAD_BYTES = 'length(CAST(body AS BLOB)) + coalesce(length(CAST(dead_response AS BLOB)), 0)'
 
 /** A write failed because of a value (binding, constraint, size), not because the database is unwell. */
 function causedByData(error: unknown): boolean {
@@ -64,6 +84,7 @@ function causedByData(error: unknown): boolean {
 export class SqliteQueue implements Queue {
   private readonly db: Database.Database
   private readonly commits: GroupCommit
+  private readonly pageSize: number
 
   constructor(
     readonly path: string,
@@ -71,10 +92,18 @@ export class SqliteQueue implements Queue {
   ) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
     this.db = new Database(path)
+    // Free pages go back to the file system (compact()), so the file shrinks once a backlog is delivered. A file
+    // made before this setting existed is converted once, here.
+    if (Number(this.db.pragma('auto_vacuum', { simple: true })) !== 2) {
+      this.db.pragma('auto_vacuum = INCREMENTAL')
+      if (this.db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'events'").get() !== undefined) this.db.exec('VACUUM')
+    }
     this.db.pragma('journal_mode = WAL')
     this.db.pragma('synchronous = FULL')
     this.db.pragma('busy_timeout = 5000')
+    this.db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT}`)
     this.db.exec(SCHEMA)
+    this.pageSize = Number(this.db.pragma('page_size', { simple: true }))
     const insertSeen = this.db.prepare('INSERT OR IGNORE INTO seen (message_id, seen_at) VALUES (?, ?)')
     const insertEvent = this.db.prepare(
       'INSERT INTO events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)'
@@ -108,12 +137,39 @@ export class SqliteQueue implements Queue {
 
   async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
     const take = this.db.transaction(() => {
-      const ids = (this.statement(LEASE_CANDIDATES).all({ project: projectId, now, limit }) as Row[]).map((r) => r.id as number)
-      if (ids.length === 0) return []
-      const leased = this.statement("UPDATE events SET state = 'leased', lease_until = ? WHERE id IN (SELECT value FROM json_each(?)) RETURNING *").all(now + leaseMs, JSON.stringify(ids)) as Row[]
-      return leased.sort((a, b) => Number(a.id) - Number(b.id))
+      const candidates = this.statement(
+        "SELECT id, user_key AS userKey FROM events WHERE project_id = @project AND state = 'pending' AND next_attempt_at <= @now ORDER BY id LIMIT @limit"
+      )
+      // Two seeks on events_user, never a walk over a blocked user's held backlog.
+      const inFlight = this.statement("SELECT 1 FROM events WHERE project_id = @project AND user_key = @user AND state = 'leased' LIMIT 1")
+      const waiting = this.statement("SELECT 1 FROM events WHERE project_id = @project AND user_key = @user AND state = 'pending' AND next_attempt_at > @now LIMIT 1")
+      const held = this.statement("SELECT 1 FROM events WHERE project_id = @project AND user_key = @user AND state = 'held' LIMIT 1")
+      const unhold = this.statement("UPDATE events SET state = 'pending' WHERE project_id = @project AND user_key = @user AND state = 'held'")
+      for (let round = 0; round < LEASE_ROUNDS; round++) {
+        const found = candidates.all({ project: projectId, now, limit }) as Candidate[]
+        if (found.length === 0) return []
+        const plan = sortCandidates(found, (user) => ({
+          blocked: inFlight.get({ project: projectId, user }) !== undefined || waiting.get({ project: projectId, user, now }) !== undefined,
+          held: held.get({ project: projectId, user }) !== undefined
+        }))
+        this.update(plan.hold, "UPDATE events SET state = 'held'")
+        for (const user of plan.unhold) unhold.run({ project: projectId, user })
+        if (plan.lease.length > 0) {
+          const leased = this.statement("UPDATE events SET state = 'leased', lease_until = ? WHERE id IN (SELECT value FROM json_each(?)) RETURNING *").all(now + leaseMs, JSON.stringify(plan.lease)) as Row[]
+          return leased.sort((a, b) => Number(a.id) - Number(b.id))
+        }
+      }
+      return []
     })
     return take().map(rowToJob)
+  }
+
+  /** Events held behind `ids` (their users') become pending again: what blocked them is settled. */
+  private unholdUsersOf(ids: readonly number[]): void {
+    if (ids.length === 0) return
+    this.statement(
+      "UPDATE events SET state = 'pending' WHERE state = 'held' AND (project_id, user_key) IN (SELECT project_id, user_key FROM events WHERE id IN (SELECT value FROM json_each(?)))"
+    ).run(JSON.stringify(ids))
   }
 
   private readonly statements = new Map<string, Database.Statement>()
@@ -134,11 +190,17 @@ export class SqliteQueue implements Queue {
   }
 
   async complete(ids: readonly number[]): Promise<void> {
-    this.update(ids, 'DELETE FROM events')
+    this.db.transaction(() => {
+      this.unholdUsersOf(ids)
+      this.update(ids, 'DELETE FROM events')
+    })()
   }
 
   async release(ids: readonly number[], readyAt: number): Promise<void> {
-    this.update(ids, "UPDATE events SET state = 'pending', lease_until = NULL, next_attempt_at = ?", readyAt)
+    this.db.transaction(() => {
+      this.unholdUsersOf(ids)
+      this.update(ids, "UPDATE events SET state = 'pending', lease_until = NULL, next_attempt_at = ?", readyAt)
+    })()
   }
 
   async retry(ids: readonly number[], nextAttemptAt: number, error: string, now: number): Promise<void> {
@@ -152,18 +214,26 @@ export class SqliteQueue implements Queue {
   }
 
   async deadLetter(ids: readonly number[], info: DeadLetterInfo, now: number): Promise<void> {
-    this.update(
-      ids,
+    this.db.transaction(() => {
+      this.unholdUsersOf(ids)
+      this.update(
+        ids,
       "UPDATE events SET state = 'dead', lease_until = NULL, dead_reason = ?, dead_status = ?, dead_response = ?, dead_at = ?",
       info.reason.slice(0, 1000),
       info.status ?? null,
-      info.response?.slice(0, 2000) ?? null,
-      now
-    )
+        info.response?.slice(0, 2000) ?? null,
+        now
+      )
+    })()
   }
 
   async recoverLeases(now: number): Promise<number> {
-    return this.db.prepare("UPDATE events SET state = 'pending', lease_until = NULL WHERE state = 'leased' AND lease_until <= ?").run(now).changes
+    return this.db.transaction(() => {
+      const expired = (this.statement("SELECT id FROM events WHERE state = 'leased' AND lease_until <= ?").all(now) as Row[]).map((r) => Number(r.id))
+      this.unholdUsersOf(expired)
+      this.update(expired, "UPDATE events SET state = 'pending', lease_until = NULL")
+      return expired.length
+    })()
   }
 
   async pruneDedup(before: number): Promise<number> {
@@ -174,9 +244,11 @@ export class SqliteQueue implements Queue {
     const row = this.db
       .prepare(
         `SELECT
-          SUM(state = 'pending') AS pending, SUM(state = 'leased') AS leased, SUM(state = 'dead') AS dead,
+          SUM(state IN ('pending', 'held')) AS pending, SUM(state = 'leased') AS leased, SUM(state = 'dead') AS dead,
           SUM(state = 'pending' AND next_attempt_at > @now) AS retrying,
-          MIN(CASE WHEN state != 'dead' THEN received_at END) AS oldest
+          MIN(CASE WHEN state != 'dead' THEN received_at END) AS oldest,
+          SUM(CASE WHEN state = 'dead' THEN ${DEAD_BYTES} END) AS dead_bytes,
+          MIN(CASE WHEN state = 'dead' THEN dead_at END) AS oldest_dead
         FROM events`
       )
       .get({ now }) as Row
@@ -186,20 +258,45 @@ export class SqliteQueue implements Queue {
       retrying: Number(row.retrying ?? 0),
       dead: Number(row.dead ?? 0),
       oldestAgeMs: row.oldest == null ? 0 : Math.max(0, now - Number(row.oldest)),
-      bytes: await this.sizeBytes()
+      bytes: await this.liveBytes(),
+      deadLetters: { count: Number(row.dead ?? 0), bytes: Number(row.dead_bytes ?? 0), oldestAgeMs: row.oldest_dead == null ? 0 : Math.max(0, now - Number(row.oldest_dead)) }
     }
   }
 
-  async sizeBytes(): Promise<number> {
-    if (this.path === ':memory:') return 0
-    const fileSize = (p: string) => {
-      try {
-        return statSync(p).size
-      } catch {
-        return 0
+  async liveBytes(): Promise<number> {
+    // Pages in use as of the last commit (the WAL included): a delivered backlog gives its pages back at once.
+    const pages = Number(this.db.pragma('page_count', { simple: true })) - Number(this.db.pragma('freelist_count', { simple: true }))
+    return pages * this.pageSize
+  }
+
+  async pruneDead(deadBefore: number, maxBytes: number): Promise<PruneResult> {
+    return this.db.transaction(() => {
+      const expired = this.statement("DELETE FROM events WHERE state = 'dead' AND dead_at < ?").run(deadBefore).changes
+      const { bytes } = this.statement(`SELECT coalesce(SUM(${DEAD_BYTES}), 0) AS bytes FROM events WHERE state = 'dead'`).get() as { bytes: number }
+      let excess = Number(bytes) - maxBytes
+      let overSize = 0
+      const oldest = this.statement(`SELECT id, ${DEAD_BYTES} AS bytes FROM events WHERE state = 'dead' ORDER BY dead_at, id LIMIT 1000`)
+      while (excess > 0) {
+        const rows = oldest.all() as Array<{ id: number; bytes: number }>
+        if (rows.length === 0) break
+        const gone: number[] = []
+        for (const r of rows) {
+          if (excess <= 0) break
+          gone.push(r.id)
+          excess -= r.bytes
+        }
+        this.update(gone, 'DELETE FROM events')
+        overSize += gone.length
       }
-    }
-    return fileSize(this.path) + fileSize(`${this.path}-wal`)
+      return { expired, overSize }
+    })()
+  }
+
+  async compact(): Promise<void> {
+    if (this.path === ':memory:') return
+    if (Number(this.db.pragma('freelist_count', { simple: true })) >= VACUUM_MIN_FREE_PAGES) this.db.pragma(`incremental_vacuum(${VACUUM_PAGES_PER_CALL})`)
+    // Checkpoint, so the WAL is cut back to journal_size_limit; PASSIVE never waits for, or blocks, anyone.
+    this.db.pragma('wal_checkpoint(PASSIVE)')
   }
 
   async listDead(options: { limit?: number; sourceName?: string } = {}): Promise<DeadLetter[]> {
@@ -224,7 +321,8 @@ export class SqliteQueue implements Queue {
   }
 
   async checkWritable(): Promise<void> {
-    this.db.exec('BEGIN IMMEDIATE; ROLLBACK')
+    // A real write, committed: BEGIN IMMEDIATE alone succeeds on a full disk.
+    this.statement('UPDATE probe SET at = ? WHERE id = 1').run(Date.now())
   }
 
   async close(): Promise<void> {
