@@ -60,6 +60,14 @@ interface Lane {
 
 type Settle = (jobId: number, fate: JobFate) => void
 
+/** The lane's send slot could not be taken (the shared limiter's database failed): nothing was sent. */
+class SendSlotError extends Error {
+  override readonly name = 'SendSlotError'
+  constructor(override readonly cause: unknown) {
+    super(`no send slot: ${cause instanceof Error ? cause.message : String(cause)}`)
+  }
+}
+
 const FATE_ORDER = { done: 0, release: 1, retry: 2, dead: 3 } as const
 
 export class Deliverer {
@@ -118,9 +126,10 @@ export class Deliverer {
   }
 
   /** Each lane's figures for the status page: both directions, side by side. */
-  laneStatus(): Array<{ lane: string; service: string; limit: number; inFlight: number; paused: boolean; alert: string | null }> {
+  laneStatus(): Array<{ laneId: string; lane: string; service: string; limit: number; inFlight: number; paused: boolean; alert: string | null }> {
     const now = this.deps.clock.now()
     return [...this.lanes.values()].map((l) => ({
+      laneId: l.laneId,
       lane: l.label,
       service: l.sink.party.service,
       limit: Math.round(l.limiter.current),
@@ -212,8 +221,9 @@ export class Deliverer {
         try {
           proceed = await this.send(lane, units, request, settle)
         } catch (error) {
+          if (!(error instanceof SendSlotError)) throw error
           // The shared rate limit lives in the queue's database: it failed, so nothing was sent.
-          this.deps.health.failed(error, 'taking a send slot')
+          this.deps.health.failed(error.cause, 'taking a send slot')
           for (const u of units) settle(u.jobId, { kind: 'release' })
           proceed = false
         }
@@ -236,7 +246,7 @@ export class Deliverer {
   private async send(lane: Lane, units: ReadonlyArray<Unit>, request: HttpRequest, settle: Settle): Promise<boolean> {
     const { clock, metrics, logger } = this.deps
     const { service } = lane.sink.party
-    const answered = await lane.limiter.acquire()
+    const answered = await lane.limiter.acquire().catch((error: unknown) => Promise.reject(new SendSlotError(error)))
     let status: number | undefined
     let retryAfter: string | null = null
     let location: string | null = null
@@ -254,7 +264,7 @@ export class Deliverer {
       answered()
     }
     metrics.deliveryRequests.inc({ endpoint: request.path, status_code: String(status ?? 0) })
-    if (lane.sink.isOneFlow) this.deps.status?.request()
+    this.deps.status?.request(lane.label, lane.sink.isOneFlow)
     const now = clock.now()
     const decision = classifyResponse({ status, retryAfter, location }, now, lane.sink.party)
     if (decision.action !== 'deliver') this.deps.status?.error(lane.label, decision.reason)
@@ -320,7 +330,7 @@ export class Deliverer {
         const info = fate.kind === 'dead' ? fate : { reason: `gave up after ${config.limits.giveUpAfterHours} h of retries; last error: ${fate.error}` }
         await queue.deadLetter([job.id], info, now)
         metrics.deliveryEvents.inc({ project: label, result: 'dead' })
-        this.deps.status?.outcome('dead', 1)
+        this.deps.status?.outcome('dead', 1, label, lane.sink.isOneFlow)
         metrics.deadLetters.inc({ project: label, reason: fate.kind === 'dead' ? (fate.status ? String(fate.status) : 'invalid') : 'gave_up' })
         logger.warn({ project: label, messageId: job.messageId, status: fate.kind === 'dead' ? fate.status : undefined }, `event dead-lettered: ${info.reason}`)
       } else {
@@ -334,13 +344,13 @@ export class Deliverer {
     for (const { at, error, ids } of retries.values()) {
       await queue.retry(ids, at, error, now)
       metrics.retries.inc({ project: label, reason: error.includes('429') ? 'rate_limited' : 'error' }, ids.length)
-      this.deps.status?.outcome('retried', ids.length)
+      this.deps.status?.outcome('retried', ids.length, label, lane.sink.isOneFlow)
     }
     // Released jobs were never tried: ready again as soon as the lane may send.
     await queue.release(released, Math.max(now, lane.pausedUntil, lane.alertPausedUntil))
     if (delivered) metrics.deliveryEvents.inc({ project: label, result: 'delivered' }, delivered)
     if (skipped) metrics.deliveryEvents.inc({ project: label, result: 'skipped' }, skipped)
-    this.deps.status?.outcome('delivered', delivered)
-    this.deps.status?.outcome('skipped', skipped)
+    this.deps.status?.outcome('delivered', delivered, label, lane.sink.isOneFlow)
+    this.deps.status?.outcome('skipped', skipped, label, lane.sink.isOneFlow)
   }
 }

@@ -53,8 +53,10 @@ export function judge(decision: Decision, answer: Answered, failures: number, no
     case 'pause':
       return { fate: { kind: 'release' }, proceed: false, failures: 0, alert: { cause: decision.cause, reason: decision.reason } }
     case 'retry': {
-      const backoff = fullJitterDelay(failures, random, decision.backoffBaseMs, MAX_BACKOFF_MS)
-      const at = now + Math.max(decision.afterMs ?? 0, backoff)
+      // The service's Retry-After says when to come back (never sooner than the base delay); without one,
+      // full-jitter backoff growing with the failures in a row.
+      const wait = decision.afterMs !== undefined ? Math.max(decision.afterMs, decision.backoffBaseMs) : fullJitterDelay(failures, random, decision.backoffBaseMs, MAX_BACKOFF_MS)
+      const at = now + wait
       const next = failures + 1
       // A failed request holds back only its own users; Retry-After, or failures in a row (the service is
       // down), hold back the whole lane.

@@ -13,7 +13,7 @@ import { acceptRequest, writeKeyFromBasic } from './ingest'
 import type { Metrics } from './metrics'
 import { UnstorableEventsError, type EnqueueResult, type NewEvent } from './queue/queue'
 import type { Clock } from './rate-limiter'
-import { BodyError, parseJsonBody } from './request-body'
+import { BodyError, BUSY, parseJsonBody, reserveBody, type BodyBudget } from './request-body'
 
 /** A 503 the relay answers while it cannot take events. */
 export interface Unavailable {
@@ -36,6 +36,8 @@ export interface IntakeDeps {
   onQueued(count: number): void
   /** The queue refused a write: the relay answers 503 and says so once. */
   onStoreFailed(error: unknown): Unavailable
+  /** Body bytes the relay may hold at once, shared by every route that reads bodies. */
+  readonly bodies: BodyBudget
 }
 
 interface RouteConfig {
@@ -78,6 +80,10 @@ export async function ingestRoutes(app: FastifyInstance, deps: IntakeDeps): Prom
     if (key !== undefined && !sourcesByKey.has(key)) {
       metrics.ingestRequests.inc({ route, status: '401' })
       return reply.code(401).header('connection', 'close').send({ error: 'unknown write key', code: 'unknown_write_key' })
+    }
+    if (!reserveBody(deps.bodies, req, reply, (req.routeOptions.config as unknown as RouteConfig).limit)) {
+      metrics.ingestRequests.inc({ route, status: '503' })
+      return reply.code(503).header('retry-after', '5').header('connection', 'close').send(BUSY)
     }
   })
 

@@ -50,9 +50,11 @@ export async function opsRoutes(app: FastifyInstance, deps: OpsRouteDeps): Promi
     app.get('/status', async (_req, reply) => reply.header('content-type', 'text/html; charset=utf-8').send(STATUS_PAGE_HTML))
     app.get('/status/data', async () => {
       const history = status.history()
+      const stats = await queue.stats(clock.now())
       return {
         time: new Date(clock.now()).toISOString(),
-        queue: await queue.stats(clock.now()),
+        queue: stats,
+        lanes: deliverer.laneStatus().map(({ laneId, ...lane }) => ({ ...lane, waiting: stats.lanes[laneId] ?? 0, ...status.laneFigures(lane.lane) })),
         totals: status.totals,
         // The last complete second.
         rate: { requestsPerSecond: history.at(-2)?.requests ?? 0, limit: deliverer.requestLimit() },

@@ -17,6 +17,7 @@ import { PgQueue } from './queue/pg-queue'
 import { SqliteQueue } from './queue/sqlite-queue'
 import { systemClock, type Clock } from './rate-limiter'
 import { describeError, PROBE_EVERY_MS, QueueHealth } from './queue-health'
+import { BODY_BUDGET_BYTES, BodyBudget } from './request-body'
 import { StatusTracker } from './status'
 import { WEBHOOK_BODY_LIMIT, webhookRoutes } from './webhook-routes'
 
@@ -122,8 +123,9 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
     deliverer.poke()
   }
 
-  void app.register(ingestRoutes, { sources: config.sources, metrics, logger, clock, unavailable, store, onQueued, onStoreFailed })
-  void app.register(webhookRoutes, { sources: config.sources, metrics, logger, clock, dedupWindowHours: config.limits.dedupWindowHours, unavailable, store, onQueued, onStoreFailed })
+  const intake = { sources: config.sources, metrics, logger, clock, unavailable, store, onQueued, onStoreFailed, bodies: new BodyBudget(BODY_BUDGET_BYTES) }
+  void app.register(ingestRoutes, intake)
+  void app.register(webhookRoutes, { ...intake, dedupWindowHours: config.limits.dedupWindowHours })
   void app.register(opsRoutes, {
     queue,
     deliverer,
@@ -190,7 +192,7 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
       for (const t of timers) clearInterval(t)
       // Answers in flight finish; a client still sending (slow, stalled) is cut after a short grace, so
       // shutdown never waits for its request timeout.
-      const cut = setTimeout(() => app.server.closeAllConnections(), FORCE_CLOSE_AFTER_MS)
+      const cut = setTimeout(() => app.server.closeAllConnections(), Math.min(FORCE_CLOSE_AFTER_MS, config.shutdownGraceMs / 3))
       await app.close()
       clearTimeout(cut)
       await deliverer.stop()

@@ -5,6 +5,7 @@
  * body: decompression stops at the limit, so a small gzip that inflates to gigabytes costs only the limit.
  */
 import { promisify } from 'node:util'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { gunzip, inflate, inflateRaw } from 'node:zlib'
 
 const decoders = { gzip: promisify(gunzip), deflate: promisify(inflate), deflateRaw: promisify(inflateRaw) }
@@ -60,3 +61,49 @@ export async function parseJsonBody(raw: Buffer, contentEncoding: string | undef
     throw new BodyError('the body is not valid JSON', 400, 'invalid_json')
   }
 }
+
+/**
+ * How many body bytes may be in the relay's memory at once, across all requests still arriving. Each request
+ * reserves its declared length (or its route's limit when it declares none) before its body is read; past the
+ * budget it is answered 503 at once and its connection closed, so a flood of slow or stalled uploads holds at
+ * most this much memory, whatever their number.
+ */
+export class BodyBudget {
+  private used = 0
+
+  constructor(readonly maxBytes: number) {}
+
+  /** Reserves `bytes`; returns the release function, or undefined when the budget is spent. */
+  reserve(bytes: number): (() => void) | undefined {
+    if (this.used + bytes > this.maxBytes && this.used > 0) return undefined
+    this.used += bytes
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      this.used -= bytes
+    }
+  }
+
+  get inUse(): number {
+    return this.used
+  }
+}
+
+/**
+ * Reserves the request's body in `budget` until its answer is sent (or its connection dies). False when the
+ * budget is spent: the caller answers 503 and closes the connection.
+ */
+export function reserveBody(budget: BodyBudget, req: FastifyRequest, reply: FastifyReply, limit: number): boolean {
+  const declared = Number(req.headers['content-length'])
+  const release = budget.reserve(Number.isFinite(declared) && declared >= 0 ? Math.min(declared, limit) : limit)
+  if (!release) return false
+  reply.raw.once('close', release)
+  return true
+}
+
+/** The 503 for a request the body budget cannot take. */
+export const BUSY = { error: 'the relay is receiving too much at once; retry shortly', code: 'busy' } as const
+
+/** The body budget: 64 MiB, about 130 full batch requests arriving at the same time. */
+export const BODY_BUDGET_BYTES = 64 * 1024 * 1024

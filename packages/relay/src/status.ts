@@ -1,7 +1,8 @@
 /**
  * The live status page (off unless `statusPage.enabled`): what the relay is doing, updating every second
  * without a reload — queue depth, delivered / retried / dead-lettered, requests per second to 1Flow against
- * the limit, the oldest waiting event, the last errors, and a chart of the last five minutes.
+ * the limit, the oldest waiting event, the last errors, a chart of the last five minutes, and every lane side by
+ * side: each 1Flow project, and each Segment source that receives 1Flow survey responses.
  */
 const HISTORY_SECONDS = 300
 const MAX_ERRORS = 20
@@ -17,6 +18,8 @@ export class StatusTracker {
   readonly totals = { received: 0, delivered: 0, retried: 0, dead: 0, skipped: 0, requests: 0 }
   private readonly seconds: StatusSecond[] = []
   private readonly errors: Array<{ at: string; source: string; message: string }> = []
+  /** Per lane: events delivered, and requests in the current and the last complete second. */
+  private readonly lanes = new Map<string, { delivered: number; t: number; requests: number; lastSecond: number }>()
 
   constructor(private readonly now: () => number) {}
 
@@ -35,14 +38,38 @@ export class StatusTracker {
     this.totals.received += n
   }
 
-  request(): void {
+  private lane(label: string) {
+    const t = Math.floor(this.now() / 1000)
+    let lane = this.lanes.get(label)
+    if (!lane) this.lanes.set(label, (lane = { delivered: 0, t, requests: 0, lastSecond: 0 }))
+    if (lane.t !== t) {
+      lane.lastSecond = lane.t === t - 1 ? lane.requests : 0
+      lane.t = t
+      lane.requests = 0
+    }
+    return lane
+  }
+
+  /** A request on a lane; requests to 1Flow also count in the totals and the chart. */
+  request(label: string, toOneFlow: boolean): void {
+    this.lane(label).requests++
+    if (!toOneFlow) return
     this.totals.requests++
     this.second().requests++
   }
 
-  outcome(kind: 'delivered' | 'retried' | 'dead' | 'skipped', n: number): void {
+  /** Events leaving a lane; delivered events to 1Flow also count in the totals and the chart. */
+  outcome(kind: 'delivered' | 'retried' | 'dead' | 'skipped', n: number, label: string, toOneFlow: boolean): void {
+    if (kind === 'delivered') this.lane(label).delivered += n
+    if (!toOneFlow) return
     this.totals[kind] += n
     if (kind === 'delivered') this.second().delivered += n
+  }
+
+  /** A lane's figures: delivered so far, requests in the last complete second. */
+  laneFigures(label: string): { delivered: number; requestsPerSecond: number } {
+    const lane = this.lane(label)
+    return { delivered: lane.delivered, requestsPerSecond: lane.lastSecond }
   }
 
   error(source: string, message: string): void {
@@ -99,6 +126,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   <polyline id="evLine" fill="none" stroke="#1e9e6a" stroke-width="1" points=""></polyline>
 </svg>
 <div class="legend">last 5 minutes: <span class="req">requests/s</span> · <span class="ev">events delivered/s</span> · <span class="lim">request limit</span> (drawn when the traffic comes near it)</div>
+<table><thead><tr><th>lane</th><th>sends to</th><th>waiting</th><th>delivered</th><th>requests/s</th><th>limit</th><th>state</th></tr></thead><tbody id="lanes"></tbody></table>
 <table><thead><tr><th>when</th><th>source</th><th>last errors</th></tr></thead><tbody id="errors"><tr><td colspan="3">none</td></tr></tbody></table>
 <script>
   const $ = (id) => document.getElementById(id)
@@ -122,6 +150,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
       $('evLine').setAttribute('points', line(ev, max))
       $('limitLine').setAttribute('points', d.rate.limit <= max ? line(Array(req.length).fill(d.rate.limit), max) : '')
       $('errors').innerHTML = d.errors.length ? d.errors.map((e) => '<tr><td>' + text(e.at) + '</td><td>' + text(e.source) + '</td><td>' + text(e.message) + '</td></tr>').join('') : '<tr><td colspan="3">none</td></tr>'
+      $('lanes').innerHTML = d.lanes.map((l) => '<tr data-lane="' + text(l.lane) + '"><td>' + text(l.lane) + '</td><td>' + text(l.service) + '</td><td>' + l.waiting + '</td><td>' + l.delivered + '</td><td>' + l.requestsPerSecond + '</td><td>' + l.limit + '</td><td>' + text(l.alert ? 'paused: ' + l.alert : l.paused ? 'backing off' : 'sending') + '</td></tr>').join('')
       $('alerts').innerHTML = d.alerts.map((a) => '<div class="card alert"><b>' + text(a.source) + '</b>' + text(a.alert) + '</div>').join('')
     } catch (e) { $('updated').textContent = 'relay not answering' }
   }

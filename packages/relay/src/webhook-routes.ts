@@ -12,7 +12,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { SourceConfig } from './config'
 import type { IntakeDeps, Unavailable } from './ingest-routes'
 import { UnstorableEventsError, type EnqueueResult } from './queue/queue'
-import { BodyError, parseJsonBody } from './request-body'
+import { BodyError, BUSY, parseJsonBody, reserveBody } from './request-body'
 import { VERSION } from './version'
 
 /** 1Flow retries for 3 days; a day more covers clock differences and a late last try. */
@@ -76,6 +76,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
         code: 'unauthorized'
       })
     }
+    if (!reserveBody(deps.bodies, req, reply, WEBHOOK_BODY_LIMIT)) return answer(reply.header('retry-after', '60').header('connection', 'close'), req.params.source, 503, BUSY)
   }
 
   const receive = async (req: FastifyRequest<{ Params: WebhookParams }>, reply: FastifyReply) => {

@@ -11,7 +11,7 @@ import { redactSecrets } from './wire'
 export const FAKE_LIMITS = { maxRequestBytes: 32 * 1024, maxBatchRequestBytes: 500 * 1024 } as const
 
 export type FakeFault =
-  | { readonly kind: 'status'; readonly status: number; readonly retryAfter?: string; readonly body?: string; readonly times?: number; readonly path?: string }
+  | { readonly kind: 'status'; readonly status: number; readonly retryAfter?: string; readonly location?: string; readonly body?: string; readonly times?: number; readonly path?: string }
   | { readonly kind: 'drop'; readonly times?: number; readonly path?: string }
   | { readonly kind: 'latency'; readonly ms: number; readonly times?: number; readonly path?: string }
 
@@ -240,6 +240,7 @@ export class FakeOneFlowApi {
       record(fault.status, 'injected')
       const headers: Record<string, string> = { 'content-type': 'application/json' }
       if (fault.retryAfter !== undefined) headers['retry-after'] = fault.retryAfter
+      if (fault.location !== undefined) headers.location = fault.location
       res.writeHead(fault.status, headers).end(fault.body ?? JSON.stringify({ error: `injected ${fault.status}` }))
       return
     }

@@ -18,6 +18,11 @@ export interface ThrowawayPostgres {
   /** Admin URL of the `postgres` database (user `oneflow`, trust auth on 127.0.0.1 only). */
   readonly url: string
   readonly port: number
+  /** Stops the server at once (`pg_ctl stop -m immediate`: a crash, as far as clients can tell); the data stays. */
+  crash(): void
+  /** Starts the server again, on the same port and data. */
+  restart(): void
+  /** Stops the server and deletes its data. */
   stop(): void
 }
 
@@ -56,7 +61,8 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
   }
   const port = await freePort()
   run('initdb', ['-D', data, '-U', 'oneflow', '--auth=trust', '-E', 'UTF8', '--no-sync'])
-  run('pg_ctl', ['-D', data, '-l', join(dir, 'postgres.log'), '-w', '-o', `-p ${port} -k ${dir} -h 127.0.0.1 -c max_connections=300 -c fsync=on`, 'start'])
+  const startServer = () => run('pg_ctl', ['-D', data, '-l', join(dir, 'postgres.log'), '-w', '-o', `-p ${port} -k ${dir} -h 127.0.0.1 -c max_connections=300 -c fsync=on`, 'start'])
+  startServer()
   const url = `postgres://oneflow@127.0.0.1:${port}/postgres`
   const pgCtlStop = [...(asRoot ? ['runuser', '-u', 'postgres', '--'] : []), join(bin, 'pg_ctl'), '-D', data, '-m', 'immediate', 'stop']
   const watchdog = spawn(
@@ -68,6 +74,8 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
   return {
     url,
     port,
+    crash: () => run('pg_ctl', ['-D', data, '-m', 'immediate', 'stop']),
+    restart: startServer,
     stop() {
       watchdog.kill('SIGKILL')
       try {

@@ -46,6 +46,36 @@ describe('check-config', () => {
     expect(r.stderr).not.toContain('SECRET')
   })
 
+  it('refuses unknown keys in every section, so a typo never goes unnoticed', () => {
+    const file = writeConfig({
+      listen: { host: '127.0.0.1', prot: 8787 },
+      oneflow: { apiBaseUrl: 'https://api.1flow.app/v1', concurency: 4 },
+      limits: { diskCapByte: 5_000_000, deadLetterRetentionDays: 0 },
+      statusPage: { enable: true },
+      sources: [{ writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY, segmant: {} }]
+    })
+    const r = runCli(['check-config', '--config', file])
+    expect(r.status).toBe(1)
+    for (const key of ['listen.prot', 'oneflow.concurency', 'limits.diskCapByte', 'limits.deadLetterRetentionDays', 'statusPage.enable', 'sources[0].segmant']) expect(r.stderr).toContain(`- ${key}:`)
+    expect(r.stderr).toMatch(/limits\.diskCapByte: unknown key; expected diskCapBytes, .*requestTimeoutMs/)
+  })
+
+  it('takes the queue from the environment (env:NAME) and never prints a PostgreSQL password', () => {
+    const url = 'postgres://relay:s3cret-Pa55@db.internal:5432/oneflow_relay'
+    for (const [queue, env] of [
+      [url, {}],
+      ['env:RELAY_QUEUE_URL', { RELAY_QUEUE_URL: url }]
+    ] as const) {
+      const file = writeConfig({ queue, sources: [{ writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY }] })
+      const r = runCli(['check-config', '--config', file], env)
+      expect(r.status).toBe(0)
+      expect(r.stdout).toContain('queue:  postgres://relay:***@db.internal:5432/oneflow_relay')
+      expect(r.stdout + r.stderr).not.toContain('s3cret')
+    }
+    const missing = runCli(['check-config', '--config', writeConfig({ queue: 'env:RELAY_QUEUE_NOT_SET', sources: [{ writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY }] })])
+    expect(missing.stderr).toContain('- queue: reads the environment variable RELAY_QUEUE_NOT_SET, which is not set')
+  })
+
   it('reads secrets from the environment with env:NAME', () => {
     const file = writeConfig({ sources: [{ writeKey: 'env:RELAY_WK', projectApiKey: 'env:RELAY_PK' }] })
     expect(runCli(['check-config', '--config', file], { RELAY_WK: WRITE_KEY, RELAY_PK: PROJECT_KEY }).status).toBe(0)
@@ -136,6 +166,8 @@ describe('dlq and stats', () => {
     expect(runCli(['dlq', 'replay', '--config', file, '--id', String(rows[0]!.id)]).stdout).toContain('Replaying 1 dead letter(s)')
     expect(runCli(['dlq', 'purge', '--config', file, '--id', String(rows[1]!.id)]).stdout).toContain('Purged 1 dead letter(s)')
     expect(runCli(['dlq', 'purge', '--config', file]).stderr).toContain('--id <n> (repeatable) or --all')
-    expect(JSON.parse(runCli(['stats', '--config', file]).stdout)).toMatchObject({ pending: 1, dead: 1, leased: 0 })
+    const stats = JSON.parse(runCli(['stats', '--config', file]).stdout) as Record<string, unknown>
+    expect(stats).toMatchObject({ pending: 1, dead: 1, leased: 0, deadLetters: { count: 1, bytes: expect.any(Number), oldestAgeMs: expect.any(Number) } })
+    expect((stats.deadLetters as { bytes: number }).bytes).toBeGreaterThan(20)
   })
 })

@@ -1,4 +1,4 @@
-/** Delivery rules (facts/relay.md §3), each with the fault injected at the fake 1Flow API. */
+/** Delivery rules (docs/delivery.md), each with the fault injected at the fake 1Flow API. */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit'
 import { post, startRelay, until, type TestRelay } from './helpers'
@@ -129,6 +129,35 @@ describe('refusals', () => {
     expect(after.alerts).toEqual([])
     expect((await relay.relay.queue.stats(Date.now())).dead).toBe(0)
   })
+})
+
+describe('redirects', () => {
+  it('a 307 to another host is never followed with the api_key, never counted delivered: the lane pauses with an alert until 1Flow stops redirecting', async () => {
+    const elsewhere = await FakeOneFlowApi.start()
+    try {
+      fake.inject({ kind: 'status', status: 307, location: `${elsewhere.url}/batch`, times: 1_000_000 })
+      relay = await startRelay(fake)
+      await post(relay.url, '/v1/batch', { batch: Array.from({ length: 3 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) })) })
+      await until(() => fake.requests.length === 1, 'the redirected attempt')
+      await new Promise((r) => setTimeout(r, 500))
+      expect(elsewhere.requests).toEqual([])
+      expect(fake.accepted).toEqual([])
+      const health = (await (await fetch(`${relay.url}/health`)).json()) as { alerts: Array<{ alert: string }> }
+      expect(health.alerts).toEqual([expect.objectContaining({ alert: `1Flow answered 307 (a redirect to http://127.0.0.1:${elsewhere.port}); redirects are not followed with the project API key: check the API base URL` })])
+      expect(await metric('relay_paused{project="web",reason="redirect"}')).toEqual(['relay_paused{project="web",reason="redirect"} 1'])
+      expect(await metric('relay_delivery_events_total')).toEqual([])
+      const queued = await relay.relay.queue.stats(Date.now())
+      expect(queued.pending + queued.leased).toBe(3)
+      expect(queued.dead).toBe(0)
+      // 1Flow stops redirecting: the next probe (5 s) goes through and the rest follows.
+      fake.reset()
+      await until(() => fake.accepted.length === 3, 'delivery once 1Flow stops redirecting', 15_000)
+      expect(elsewhere.requests).toEqual([])
+      expect((await (await fetch(`${relay.url}/health`)).json()) as { alerts: unknown[] }).toMatchObject({ alerts: [] })
+    } finally {
+      await elsewhere.close()
+    }
+  }, 30_000)
 })
 
 describe('rate limit and skips', () => {

@@ -277,6 +277,33 @@ describe('stamping (acceptRequest)', () => {
 })
 
 describe('disk cap', () => {
+  it('lets go once the backlog is delivered: ingest answers 200 again within seconds, without a restart', async () => {
+    const down = await FakeOneFlowApi.start()
+    down.inject({ kind: 'status', status: 503, retryAfter: '1', times: 1_000_000 })
+    const capped = await startRelay(down, { limits: { diskCapBytes: 1024 * 1024 } })
+    try {
+      let status = 200
+      for (let i = 0; i < 200 && status === 200; i++) {
+        status = (await post(capped.url, '/v1/batch', { batch: Array.from({ length: 20 }, (_, j) => ({ type: 'track', event: 'E', userId: `c${i}-${j}`, properties: { blob: 'z'.repeat(2000) } })) })).status
+      }
+      expect(status).toBe(503)
+      const full = await capped.relay.queue.liveBytes()
+      expect(full).toBeGreaterThan(1024 * 1024)
+      // One commit may overshoot the cap (requests already in it), never more.
+      expect(full).toBeLessThan(1024 * 1024 + 600 * 1024)
+      down.reset()
+      const drained = Date.now()
+      await until(async () => (await post(capped.url, '/v1/track', { event: 'After', userId: 'after' })).status === 200, 'ingest to accept again', 20_000)
+      const recoveredMs = Date.now() - drained
+      expect(recoveredMs).toBeLessThan(15_000)
+      expect(await capped.relay.queue.liveBytes()).toBeLessThan(1024 * 1024)
+      expect((await fetch(`${capped.url}/health/ready`)).status).toBe(200)
+    } finally {
+      await capped.stop()
+      await down.close()
+    }
+  }, 40_000)
+
   it('answers 503 with Retry-After once the queue passes its cap, and keeps what it already accepted', async () => {
     const stalled = await FakeOneFlowApi.start()
     stalled.inject({ kind: 'status', status: 503, times: 1_000_000 })

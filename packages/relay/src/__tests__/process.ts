@@ -1,6 +1,6 @@
 /** The built `oneflow-relay` CLI as a child process, as users run it. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { tempDir } from './helpers'
@@ -29,9 +29,14 @@ export interface RelayProcess {
   readonly exited: Promise<number | string>
 }
 
+/** A command line that runs the given one inside something else (e.g. its own mount namespace). */
+export type Wrap = (command: string, args: string[]) => [string, string[]]
+
 /** Starts `oneflow-relay start --config <file>` and waits until it listens. */
-export async function startRelayProcess(configFile: string, port: number, env: NodeJS.ProcessEnv = {}): Promise<RelayProcess> {
-  const child = spawn(process.execPath, [CLI, 'start', '--config', configFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+export async function startRelayProcess(configFile: string, port: number, env: NodeJS.ProcessEnv = {}, wrap?: Wrap): Promise<RelayProcess> {
+  const plain: [string, string[]] = [process.execPath, [CLI, 'start', '--config', configFile]]
+  const [command, args] = wrap ? wrap(...plain) : plain
+  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout!.on('data', (d: Buffer) => (output += d.toString('utf8')))
   child.stderr!.on('data', (d: Buffer) => (output += d.toString('utf8')))
@@ -60,4 +65,10 @@ export async function freePort(): Promise<number> {
       server.close(() => resolve(port))
     })
   })
+}
+
+/** Resident memory of a process, in MB (Linux). */
+export function rssMb(pid: number): number {
+  const kb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0)
+  return Math.round(kb / 1024)
 }

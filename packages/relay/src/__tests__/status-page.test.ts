@@ -1,8 +1,8 @@
 /** The live status page in real headless Chromium: its numbers change as events flow. */
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { FakeOneFlowApi, launchChromium } from '@oneflow-seg/testkit'
+import { FakeOneFlowApi, FakeSegmentApi, launchChromium, surveyWebhookPayload } from '@oneflow-seg/testkit'
 import type { Browser } from 'playwright-core'
-import { post, startRelay, type TestRelay } from './helpers'
+import { post, startRelay, WRITE_KEY, type TestRelay } from './helpers'
 
 let fake: FakeOneFlowApi
 let relay: TestRelay
@@ -51,3 +51,30 @@ it('shows delivered, retried, rate, errors and a chart, updating without a reloa
   expect(loads).toBe(1)
   await context.close()
 }, 30_000)
+
+it('shows both directions side by side: the 1Flow project and the Segment lane of survey responses', async () => {
+  const segment = await FakeSegmentApi.start({ writeKeys: ['seg_wk_status_page'] })
+  const token = 'whk_status_page_0123456789abcdef'
+  const both = await startRelay(fake, {
+    statusPage: { enabled: true },
+    sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: 'test-project-key', webhookToken: token, segment: { writeKey: 'seg_wk_status_page', host: segment.url } }]
+  })
+  const context = await browser.newContext()
+  try {
+    await context.route('**/*', (route) => (new URL(route.request().url()).hostname === '127.0.0.1' ? route.continue() : route.abort()))
+    const page = await context.newPage()
+    await page.goto(`${both.url}/status`)
+    fake.reset()
+    await post(both.url, '/v1/batch', { batch: Array.from({ length: 4 }, (_, i) => ({ type: 'track', event: `E${i}`, userId: `u${i}` })) })
+    await post(both.url, `/webhooks/1flow/web/${token}`, surveyWebhookPayload(), null)
+    const row = (lane: string) => page.locator(`#lanes tr[data-lane="${lane}"] td`).allTextContents()
+    await page.waitForFunction(() => document.querySelector('#lanes tr[data-lane="segment:web"] td:nth-child(4)')?.textContent === '1', undefined, { timeout: 15_000 })
+    await page.waitForFunction(() => document.querySelector('#lanes tr[data-lane="web"] td:nth-child(4)')?.textContent === '4', undefined, { timeout: 15_000 })
+    expect(await row('web')).toEqual(['web', '1Flow', '0', '4', expect.any(String), '400', 'sending'])
+    expect(await row('segment:web')).toEqual(['segment:web', 'Segment', '0', '1', expect.any(String), '50', 'sending'])
+  } finally {
+    await context.close()
+    await both.stop()
+    await segment.close()
+  }
+}, 40_000)

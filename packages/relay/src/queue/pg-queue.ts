@@ -341,6 +341,9 @@ export class PgQueue implements Queue {
       dead: Number(row.dead),
       oldestAgeMs: row.oldest == null ? 0 : Math.max(0, now - Number(row.oldest)),
       bytes: await this.liveBytes(),
+      lanes: Object.fromEntries(
+        (await this.pool.query("SELECT project_id, count(*) AS n FROM relay_events WHERE state <> 'dead' GROUP BY project_id")).rows.map((r: Row) => [String(r.project_id), Number(r.n)])
+      ),
       deadLetters: { count: Number(row.dead), bytes: Number(row.dead_bytes ?? 0), oldestAgeMs: row.oldest_dead == null ? 0 : Math.max(0, now - Number(row.oldest_dead)) }
     }
   }

@@ -208,6 +208,8 @@ export interface QueueStats {
   readonly oldestAgeMs: number
   /** Live data in the queue (queued events and dead letters), what the disk cap compares. */
   readonly bytes: number
+  /** Events not yet delivered (pending, held or leased), per lane id. */
+  readonly lanes: Readonly<Record<string, number>>
   /** Dead letters on their own: how many, their size, the oldest's age. */
   readonly deadLetters: { readonly count: number; readonly bytes: number; readonly oldestAgeMs: number }
 }

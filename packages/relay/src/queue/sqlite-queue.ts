@@ -259,6 +259,9 @@ export class SqliteQueue implements Queue {
       dead: Number(row.dead ?? 0),
       oldestAgeMs: row.oldest == null ? 0 : Math.max(0, now - Number(row.oldest)),
       bytes: await this.liveBytes(),
+      lanes: Object.fromEntries(
+        (this.statement("SELECT project_id, count(*) AS n FROM events WHERE state != 'dead' GROUP BY project_id").all() as Row[]).map((r) => [String(r.project_id), Number(r.n)])
+      ),
       deadLetters: { count: Number(row.dead ?? 0), bytes: Number(row.dead_bytes ?? 0), oldestAgeMs: row.oldest_dead == null ? 0 : Math.max(0, now - Number(row.oldest_dead)) }
     }
   }
@@ -294,9 +297,10 @@ export class SqliteQueue implements Queue {
 
   async compact(): Promise<void> {
     if (this.path === ':memory:') return
+    // Checkpoint first: it needs no new space, and on a full disk it is what gives some back (the WAL file is
+    // cut to zero). Then hand free pages of the database file back, a bounded amount per call.
+    this.db.pragma('wal_checkpoint(TRUNCATE)')
     if (Number(this.db.pragma('freelist_count', { simple: true })) >= VACUUM_MIN_FREE_PAGES) this.db.pragma(`incremental_vacuum(${VACUUM_PAGES_PER_CALL})`)
-    // Checkpoint, so the WAL is cut back to journal_size_limit; PASSIVE never waits for, or blocks, anyone.
-    this.db.pragma('wal_checkpoint(PASSIVE)')
   }
 
   async listDead(options: { limit?: number; sourceName?: string } = {}): Promise<DeadLetter[]> {
@@ -322,7 +326,15 @@ export class SqliteQueue implements Queue {
 
   async checkWritable(): Promise<void> {
     // A real write, committed: BEGIN IMMEDIATE alone succeeds on a full disk.
-    this.statement('UPDATE probe SET at = ? WHERE id = 1').run(Date.now())
+    const write = () => this.statement('UPDATE probe SET at = ? WHERE id = 1').run(Date.now())
+    try {
+      write()
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'SQLITE_FULL') throw error
+      // The WAL may hold the space the disk lacks: checkpoint and truncate it, then try once more.
+      this.db.pragma('wal_checkpoint(TRUNCATE)')
+      write()
+    }
   }
 
   async close(): Promise<void> {

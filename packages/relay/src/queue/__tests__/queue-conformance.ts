@@ -12,7 +12,7 @@ export interface QueueFactory {
   reopen(queue: Queue): Promise<Queue>
 }
 
-const T0 = 1_800_000_000_000
+export const T0 = 1_800_000_000_000
 
 export function event(n: number, extra: Partial<NewEvent> = {}): NewEvent {
   return { messageId: `m-${n}`, sourceName: 'web', projectId: 'p1', userKey: `u-${n}`, body: JSON.stringify({ type: 'track', event: `E${n}`, userId: `u-${n}` }), receivedAt: T0 + n, ...extra }
@@ -113,6 +113,50 @@ export function describeQueue(name: string, factory: QueueFactory): void {
         ['m-1', 1, T0 + 30],
         ['m-3', 0, null]
       ])
+    })
+
+    it("parks a blocked user's backlog (held) and gives it back in order when the blocker is settled", async () => {
+      const q = await fresh()
+      await q.enqueue([event(1, { userKey: 'alice' })])
+      const [head] = await q.lease('p1', 10, 60_000, T0 + 10)
+      await q.enqueue(Array.from({ length: 30 }, (_, i) => event(10 + i, { userKey: 'alice' })).concat([event(50, { userKey: 'bob' })]))
+      // The first lease looks at alice's backlog once, parks it, and finds bob.
+      expect((await q.lease('p1', 10, 60_000, T0 + 100)).map((j) => j.messageId)).toEqual(['m-50'])
+      expect(await q.lease('p1', 10, 60_000, T0 + 100)).toEqual([])
+      expect((await q.stats(T0 + 100)).pending).toBe(30)
+      await q.retry([head!.id], T0 + 1_000, '503', T0 + 110)
+      expect(await q.lease('p1', 10, 60_000, T0 + 120)).toEqual([])
+      // The retry time comes: the head first, then the parked ones, in order.
+      expect((await q.lease('p1', 5, 60_000, T0 + 1_000)).map((j) => j.messageId)).toEqual(['m-1', 'm-10', 'm-11', 'm-12', 'm-13'])
+    })
+
+    it.each(['complete', 'deadLetter', 'release', 'recoverLeases'] as const)('gives a held backlog back once its blocker is settled by %s', async (how) => {
+      const q = await fresh()
+      await q.enqueue([event(1, { userKey: 'alice' })])
+      const [head] = await q.lease('p1', 10, 1_000, T0 + 10)
+      await q.enqueue([event(2, { userKey: 'alice' }), event(3, { userKey: 'alice' })])
+      expect(await q.lease('p1', 10, 60_000, T0 + 20)).toEqual([])
+      if (how === 'complete') await q.complete([head!.id])
+      if (how === 'deadLetter') await q.deadLetter([head!.id], { reason: '1Flow answered 400' }, T0 + 30)
+      if (how === 'release') await q.release([head!.id], T0 + 30)
+      if (how === 'recoverLeases') expect(await q.recoverLeases(T0 + 5_000)).toBe(1)
+      const expected = how === 'release' || how === 'recoverLeases' ? ['m-1', 'm-2', 'm-3'] : ['m-2', 'm-3']
+      expect((await q.lease('p1', 10, 60_000, T0 + 5_000)).map((j) => j.messageId)).toEqual(expected)
+    })
+
+    it('expires dead letters by age, then the oldest past the size limit', async () => {
+      const q = await fresh()
+      await q.enqueue([1, 2, 3, 4].map((n) => event(n, { body: JSON.stringify({ type: 'track', event: 'x'.repeat(1000), userId: `u-${n}` }) })))
+      const jobs = await q.lease('p1', 10, 60_000, T0 + 10)
+      for (const [i, job] of jobs.entries()) await q.deadLetter([job.id], { reason: 'bad' }, T0 + 100 * i)
+      // Dead before T0 + 50: the first. Then keep at most ~2.5 KB: the two oldest of the rest go.
+      expect(await q.pruneDead(T0 + 50, 2_500)).toEqual({ expired: 1, overSize: 1 })
+      expect((await q.listDead()).map((d) => d.messageId)).toEqual(['m-3', 'm-4'])
+      const { deadLetters } = await q.stats(T0 + 1_000)
+      expect(deadLetters.count).toBe(2)
+      expect(deadLetters.bytes).toBeGreaterThan(2_000)
+      expect(deadLetters.bytes).toBeLessThanOrEqual(2_500)
+      expect(deadLetters.oldestAgeMs).toBe(1_000 - 200)
     })
 
     it('completes, releases without counting, and retries counting attempts', async () => {
