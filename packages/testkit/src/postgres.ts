@@ -79,7 +79,8 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
     stop() {
       watchdog.kill('SIGKILL')
       try {
-        run('pg_ctl', ['-D', data, '-m', 'immediate', 'stop'])
+        // Already stopped (a test crashed it and did not get to restart it) is fine.
+        if (existsSync(join(data, 'postmaster.pid'))) run('pg_ctl', ['-D', data, '-m', 'immediate', 'stop'])
       } finally {
         rmSync(dir, { recursive: true, force: true })
       }

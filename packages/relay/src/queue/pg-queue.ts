@@ -141,7 +141,11 @@ export class PgQueue implements Queue {
       keepAliveInitialDelayMillis: 10_000,
       idleTimeoutMillis: 30_000
     })
-    pool.on('error', () => undefined) // an idle client's error is reported by the next query instead
+    // A client's connection can die at any time (the server crashes, the network drops). An idle client's
+    // error is reported by the pool; a checked-out one has no listener of pg's own, and an 'error' event
+    // without a listener ends the process. The failure reaches the caller anyway, as its query's rejection.
+    pool.on('error', () => undefined)
+    pool.on('connect', (client) => client.on('error', () => undefined))
     const queue = new PgQueue(pool, options.commitWindowMs ?? 2, options.commitMaxEvents ?? 4096)
     await queue.migrate()
     return queue

@@ -57,6 +57,20 @@ describe('single events (perform)', () => {
     expect(fake.accepted).toEqual([])
   })
 
+  it('a redirect is never followed with the api_key: IntegrationError naming where it pointed, nothing sent there', async () => {
+    const elsewhere = await FakeOneFlowApi.start()
+    try {
+      fake.inject({ kind: 'status', status: 307, location: `${elsewhere.url}/track` })
+      const error = await failure(sendTrack())
+      expect(error).toBeInstanceOf(IntegrationError)
+      expect(error).toMatchObject({ code: 'REDIRECT_NOT_FOLLOWED', status: 307 })
+      expect(error?.message).toContain(`a redirect to http://127.0.0.1:${elsewhere.port}`)
+      expect(elsewhere.requests).toEqual([])
+    } finally {
+      await elsewhere.close()
+    }
+  })
+
   it('a timeout is retryable (408)', async () => {
     const slow = createTestIntegration({ ...destination, extendRequest: () => ({ timeout: 300 }) })
     fake.setLatency(1_000)
