@@ -1,9 +1,13 @@
-import { rmSync, writeFileSync } from 'node:fs'
+import { readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { resolve } from 'node:path'
 import { defineConfig, type Options } from 'tsup'
 
+/** The package's version from its package.json (the build runs in the package's directory), for `VERSION`. */
+export const PACKAGE_VERSION_DEFINE = { __PACKAGE_VERSION__: JSON.stringify((JSON.parse(readFileSync(resolve('package.json'), 'utf8')) as { version: string }).version) }
+
 const base: Options = {
+  define: PACKAGE_VERSION_DEFINE,
   sourcemap: true,
   target: 'es2022',
   platform: 'neutral',

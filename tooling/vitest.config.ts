@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs'
+import { resolve } from 'node:path'
 import { defaultClientConditions, defaultServerConditions } from 'vite'
 import { defineConfig, type ViteUserConfig } from 'vitest/config'
 
@@ -6,7 +8,9 @@ export const SOURCE_CONDITION = '@oneflow-seg/source'
 
 /** The one test config every package uses; packages pass only what differs. */
 export function packageTests(overrides: ViteUserConfig['test'] = {}): ViteUserConfig {
+  const { version } = JSON.parse(readFileSync(resolve('package.json'), 'utf8')) as { version: string }
   return defineConfig({
+    define: { __PACKAGE_VERSION__: JSON.stringify(version) },
     resolve: { conditions: [SOURCE_CONDITION, ...defaultClientConditions] },
     ssr: { resolve: { conditions: [SOURCE_CONDITION, ...defaultServerConditions], externalConditions: [SOURCE_CONDITION] } },
     test: {

@@ -24,7 +24,7 @@ export interface TrackCommand {
 export type Command = IdentifyCommand | TrackCommand
 
 export type SkipReason =
-  /** identify without a usable User ID: the seed doc says such calls are not sent. */
+  /** identify without a usable User ID: Segment's documentation of the destination says such calls are not sent. */
   | 'missing-user-id'
   /** no preset or subscription matches the event (for example page, group or alias without a mapping). */
   | 'not-subscribed'

@@ -1,5 +1,6 @@
 /**
- * 1Flow's HTTP API contract, kept in this one module.
+ * 1Flow's HTTP API contract, kept in this one module (every 1Flow assumption, HTTP and otherwise, is listed in
+ * docs/oneflow-api.md).
  *
  * Documented by 1Flow (docs.1flow.ai/integrations/http-api): base URL https://api.1flow.app/v1, header
  * `api_key`, JSON bodies, `POST /identify {user_id, traits?, timestamp?}`, 32 KB per request, 500 KB per
@@ -16,7 +17,12 @@ import { toTimestamp, type Command, type IdentifyCommand, type TrackCommand } fr
 import { PayloadTooLargeError } from './errors.js'
 import type { JsonObject } from './json-value.js'
 
+/** 1Flow's HTTP API. */
+export const DEFAULT_API_BASE_URL = 'https://api.1flow.app/v1'
+
 export const ONEFLOW_LIMITS = {
+  /** 1Flow: "no hard rate limit", but stay at or under 500 requests per second. */
+  maxRequestsPerSecond: 500,
   /** 1Flow: 32 KB per standard request. */
   maxRequestBytes: 32 * 1024,
   /** 1Flow: 500 KB per batch request. */

@@ -11,7 +11,7 @@ export interface AutomaticPreset {
   readonly type: 'automatic'
 }
 
-/** The seed doc's presets: Track Event on `type = "track"`, Identify User on `type = "identify"`; mappings are the field defaults. */
+/** The presets Segment documents for 1Flow Web (Actions) (docs/segment-conventions.md): Track Event on `type = "track"`, Identify User on `type = "identify"`; mappings are the field defaults. */
 export const presets = [
   {
     name: 'Track Event',

@@ -1,10 +1,15 @@
 import { defineSettings, type PayloadOf } from './field-types.js'
 import { InvalidSettingsError } from './errors.js'
+import { DEFAULT_API_BASE_URL } from './http-contract.js'
 
+/** Where 1Flow's web SDK is served (docs/oneflow-api.md). */
 export const DEFAULT_SDK_URL = 'https://1flow.app/js/1flow.js'
-export const DEFAULT_API_BASE_URL = 'https://api.1flow.app/v1'
+export { DEFAULT_API_BASE_URL }
 
-/** Destination settings, shared by every adapter. 1Flow has no region setting (facts/1flow.md §5). */
+/**
+ * Destination settings, shared by every adapter. One project API key serves both 1Flow surfaces: the web SDK's
+ * `data-api-key` and the HTTP API's `api_key` header. 1Flow has no region setting (docs/oneflow-api.md).
+ */
 export const settings = /* @__PURE__ */ defineSettings({
   projectApiKey: {
     label: 'Project API Key',

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { dirname, isAbsolute, resolve } from 'node:path'
-import { DEFAULT_API_BASE_URL, InvalidSubscriptionError, OneFlowError, SEGMENT_DEFAULT_HOST, SURVEY_RESPONSE_EVENT, type Subscription } from '@oneflow-seg/core'
+import { DEFAULT_API_BASE_URL, InvalidSubscriptionError, ONEFLOW_LIMITS, OneFlowError, SEGMENT_DEFAULT_HOST, SURVEY_RESPONSE_EVENT, type Subscription } from '@oneflow-seg/core'
 import { compileSubscriptions, type CompiledSubscription } from '@oneflow-seg/core/mapping'
 
 /** A configuration problem: `key` is the path of the bad key (e.g. `sources[1].projectApiKey`). */
@@ -172,7 +172,7 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
   const oneflowConfig = {
     apiBaseUrl: String(apiBaseUrl).replace(/\/+$/, ''),
     mode: mode === 'single' ? ('single' as const) : ('batch' as const),
-    maxRequestsPerSecond: num(oneflow, 'maxRequestsPerSecond', 'oneflow.maxRequestsPerSecond', DEFAULTS.oneflow.maxRequestsPerSecond, (n) => n > 0 && n <= 500, 'a number above 0 and at most 500 (1Flow asks for at most 500 requests/s)'),
+    maxRequestsPerSecond: num(oneflow, 'maxRequestsPerSecond', 'oneflow.maxRequestsPerSecond', DEFAULTS.oneflow.maxRequestsPerSecond, (n) => n > 0 && n <= ONEFLOW_LIMITS.maxRequestsPerSecond, `a number above 0 and at most ${ONEFLOW_LIMITS.maxRequestsPerSecond} (1Flow asks for at most ${ONEFLOW_LIMITS.maxRequestsPerSecond} requests/s)`),
     concurrency: num(oneflow, 'concurrency', 'oneflow.concurrency', DEFAULTS.oneflow.concurrency, (n) => Number.isInteger(n) && n >= 1 && n <= 64, 'a whole number from 1 to 64'),
     requestTimeoutMs: num(oneflow, 'requestTimeoutMs', 'oneflow.requestTimeoutMs', DEFAULTS.oneflow.requestTimeoutMs, (n) => n >= 100, 'at least 100 (milliseconds)')
   }

@@ -6,6 +6,7 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
 import { build } from 'esbuild'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
 import type { Fixture } from './fixture-json'
@@ -27,9 +28,10 @@ export const DEFAULT_SDK_URL = 'https://1flow.app/js/1flow.js'
 
 /**
  * Segment's browser builds alias liquidjs to a stub (the @liquid directive is a no-op in device mode); so do
- * we. Found by package name so that it resolves from bundled benchmarks too.
+ * core's browser builds, and so do pages bundled from source here: core's own stub. Found from testkit's
+ * package.json so that it resolves from bundled benchmarks too.
  */
-export const LIQUID_STUB = createRequire(import.meta.url).resolve('@oneflow-seg/testkit/liquid-stub')
+export const LIQUID_STUB = join(dirname(createRequire(import.meta.url).resolve('@oneflow-seg/testkit/package.json')), '..', 'core', 'src', 'liquid-stub.ts')
 
 /** Launches headless Chromium with a fresh profile (playwright creates a temporary user-data-dir). */
 export function launchChromium(): Promise<Browser> {

@@ -2,6 +2,7 @@
  * Bundle sizes of what ships (each package's built dist, resolved as an app would resolve it), minified
  * by esbuild and gzipped at level 9. Shared by the budget tests and `pnpm bench browser`.
  */
+import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { build } from 'esbuild'
 import { LIQUID_STUB } from './browser-harness'
@@ -50,7 +51,11 @@ export function measureMappingChunk(packageDir: string): Promise<BundleSize> {
   })
 }
 
-/** The device-mode destination bundled the way Segment's CDN build does: one file, runtime and all. */
+/**
+ * The device-mode destination bundled the way Segment's CDN build does: one file, runtime and all, built from the
+ * destination's module (its ESM build), not from the prebuilt `browser` bundle offered to apps that load device
+ * mode themselves.
+ */
 export function measureDestinationBundle(packageDir: string): Promise<BundleSize> {
-  return measure("import d from '@oneflow-seg/actions-destination/browser'; window['1flowDestination'] = d", packageDir, { format: 'iife' })
+  return measure(`import d from ${JSON.stringify(join(packageDir, 'dist', 'browser.js'))}; window['1flowDestination'] = d`, packageDir, { format: 'iife' })
 }

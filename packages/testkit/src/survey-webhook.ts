@@ -1,6 +1,5 @@
 /**
- * 1Flow survey-response webhook payloads for tests, in the shape 1Flow documents (../shared/facts/1flow.md
- * §4): `alert_name`, `alert_id`, `project_name`, `survey_id`, `platform`, `survey_info` {`name`,
+ * 1Flow survey-response webhook payloads for tests, in the shape 1Flow documents (docs/oneflow-api.md): `alert_name`, `alert_id`, `project_name`, `survey_id`, `platform`, `survey_info` {`name`,
  * `description`, `platforms`, `trigger_event_name`, `screens[]` of {`title`, `answer`, `type`}},
  * `trigger_event` {`event_name`} and `user`. The user object is cut off in every public copy; ours carries
  * the identities the relay reads (`user_id`: the app's id, `_id`: 1Flow's own).

@@ -56,8 +56,8 @@ describe('settings', () => {
   })
 })
 
-describe('presets and fields (seed doc)', () => {
-  it('has exactly the seed doc presets with field defaults as mappings', () => {
+describe('presets and fields (as Segment documents the destination)', () => {
+  it('has exactly the documented presets with field defaults as mappings', () => {
     expect(presets).toEqual([
       {
         name: 'Track Event',
@@ -70,7 +70,7 @@ describe('presets and fields (seed doc)', () => {
     ])
   })
 
-  it('labels the fields as the seed doc does', () => {
+  it('labels the fields as Segment documents them', () => {
     expect(Object.fromEntries(Object.entries(identifyUserFields).map(([k, f]) => [k, [f.label, f.type]]))).toEqual({ userId: ['User ID', 'string'], traits: ['Custom Attributes', 'object'] })
     expect(Object.fromEntries(Object.entries(trackEventFields).map(([k, f]) => [k, [f.label, f.type, (f as InputField).required ?? false]]))).toEqual({
       event_name: ['Event Name', 'string', true],

@@ -24,7 +24,7 @@ export const identifyUser = {
   fields: identifyUserFields
 } as const
 
-/** identify → `logUser(userId, traits)`; without a usable User ID the call is skipped, as the seed doc says. */
+/** identify → `logUser(userId, traits)`; without a usable User ID the call is skipped, as Segment's documentation of the destination says (docs/segment-conventions.md). */
 export function toIdentifyCommand(payload: unknown, context: CommandContext = {}): IdentifyCommand | Skip {
   const p = validatePayload<IdentifyUserPayload>(identifyUserFields, payload)
   if (p.userId === undefined || p.userId.trim() === '') {
