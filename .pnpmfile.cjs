@@ -10,7 +10,11 @@ module.exports = {
   hooks: {
     updateConfig(config) {
       if (!nodedir) return config
-      config.extraEnv = { ...config.extraEnv, npm_config_nodedir: nodedir, npm_package_config_node_gyp_nodedir: nodedir }
+      config.extraEnv = {
+        ...config.extraEnv,
+        npm_config_nodedir: nodedir,
+        npm_package_config_node_gyp_nodedir: nodedir
+      }
       return config
     }
   }

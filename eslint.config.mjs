@@ -6,7 +6,12 @@ import tseslint from 'typescript-eslint'
 // (Date, JSON, Map, …) stay allowed; everything a runtime adds on top is refused.
 const esBuiltins = new Set(Object.keys(globals.es2021))
 const runtimeGlobals = [
-  ...new Set([...Object.keys(globals.browser), ...Object.keys(globals.node), ...Object.keys(globals.nodeBuiltin), 'globalThis'])
+  ...new Set([
+    ...Object.keys(globals.browser),
+    ...Object.keys(globals.node),
+    ...Object.keys(globals.nodeBuiltin),
+    'globalThis'
+  ])
 ].filter((name) => !esBuiltins.has(name) || name === 'globalThis')
 
 const nodeBuiltinRule = [
@@ -62,7 +67,8 @@ export default tseslint.config(
             {
               regex: '^(?!\\.{1,2}/)',
               allowTypeImports: true,
-              message: "core's main entry imports nothing at run time: use `import type`, or move the code to src/mapping.ts."
+              message:
+                "core's main entry imports nothing at run time: use `import type`, or move the code to src/mapping.ts."
             }
           ]
         }

@@ -3,7 +3,15 @@
  * Analytics.js plugin after load, in headless Chromium, timed over batches of 100 (median µs per call).
  */
 import { join } from 'node:path'
-import { bundlePage, launchChromium, measureDestinationBundle, measureMappingChunk, measurePluginBundle, openPage, PageServer } from '@oneflow-seg/testkit'
+import {
+  bundlePage,
+  launchChromium,
+  measureDestinationBundle,
+  measureMappingChunk,
+  measurePluginBundle,
+  openPage,
+  PageServer
+} from '@oneflow-seg/testkit'
 import { machine, median, repoRoot } from './_machine'
 
 const root = repoRoot()
@@ -20,8 +28,13 @@ let perCall: number[]
 try {
   const opened = await openPage(browser, server, {})
   // Warm up, then measure.
-  await opened.page.evaluate(() => (window as unknown as { harness: { run(b: number, n: number): Promise<number[]> } }).harness.run(50, 100))
-  perCall = await opened.page.evaluate(([b, n]) => (window as unknown as { harness: { run(b: number, n: number): Promise<number[]> } }).harness.run(b, n), [BATCHES, PER_BATCH] as const)
+  await opened.page.evaluate(() =>
+    (window as unknown as { harness: { run(b: number, n: number): Promise<number[]> } }).harness.run(50, 100)
+  )
+  perCall = await opened.page.evaluate(
+    ([b, n]) => (window as unknown as { harness: { run(b: number, n: number): Promise<number[]> } }).harness.run(b, n),
+    [BATCHES, PER_BATCH] as const
+  )
   await opened.close()
 } finally {
   await browser.close()

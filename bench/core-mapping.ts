@@ -14,11 +14,32 @@ const ROUND_MS = 400
 function makeEvents(): SegmentEvent[] {
   const events: SegmentEvent[] = []
   for (let i = 0; i < EVENTS; i++) {
-    const common = { messageId: `m-${i}`, timestamp: new Date(1_700_000_000_000 + i).toISOString(), anonymousId: `anon-${i % 97}`, context: { library: { name: 'analytics.js' }, page: { path: '/p' } } }
+    const common = {
+      messageId: `m-${i}`,
+      timestamp: new Date(1_700_000_000_000 + i).toISOString(),
+      anonymousId: `anon-${i % 97}`,
+      context: { library: { name: 'analytics.js' }, page: { path: '/p' } }
+    }
     events.push(
       i % 4 === 0
-        ? { ...common, type: 'identify', userId: `user-${i}`, traits: { email: `u${i}@example.com`, plan: i % 2 ? 'pro' : 'free', seats: i % 50, company: { name: 'Acme', size: 120 } } }
-        : { ...common, type: 'track', userId: i % 3 ? `user-${i}` : undefined, event: `Event ${i % 20}`, properties: { plan: 'pro', value: i, items: [{ sku: 'a', qty: 1 }], flag: i % 2 === 0 } }
+        ? {
+            ...common,
+            type: 'identify',
+            userId: `user-${i}`,
+            traits: {
+              email: `u${i}@example.com`,
+              plan: i % 2 ? 'pro' : 'free',
+              seats: i % 50,
+              company: { name: 'Acme', size: 120 }
+            }
+          }
+        : {
+            ...common,
+            type: 'track',
+            userId: i % 3 ? `user-${i}` : undefined,
+            event: `Event ${i % 20}`,
+            properties: { plan: 'pro', value: i, items: [{ sku: 'a', qty: 1 }], flag: i % 2 === 0 }
+          }
     )
   }
   // As a relay or Segment receives them: parsed from JSON.
@@ -31,7 +52,13 @@ const presetByType = new Map(presets.map((p) => [p.subscribe.match(/"(.+)"/)?.[1
 function mapWithMappingKit(event: SegmentEvent) {
   const preset = presetByType.get(event.type)
   const routes: Route[] = preset
-    ? [{ subscription: preset.name, actionKey: preset.partnerAction, payload: transform(preset.mapping as Parameters<typeof transform>[0], event as Record<string, unknown>) }]
+    ? [
+        {
+          subscription: preset.name,
+          actionKey: preset.partnerAction,
+          payload: transform(preset.mapping as Parameters<typeof transform>[0], event as Record<string, unknown>)
+        }
+      ]
     : []
   return finishRoutes(event, routes)
 }
@@ -53,7 +80,8 @@ function rate(events: SegmentEvent[], fn: (e: SegmentEvent) => unknown): number 
 const events = makeEvents()
 // Both sides must agree before they are timed.
 for (const e of events.slice(0, 500)) {
-  if (JSON.stringify(mapWithPresets(e)) !== JSON.stringify(mapWithMappingKit(e))) throw new Error('fast path and mapping-kit disagree')
+  if (JSON.stringify(mapWithPresets(e)) !== JSON.stringify(mapWithMappingKit(e)))
+    throw new Error('fast path and mapping-kit disagree')
 }
 rate(events, mapWithPresets)
 rate(events, mapWithMappingKit)
@@ -65,5 +93,20 @@ for (let r = 0; r < ROUNDS; r++) {
 }
 const o = median(ours)
 const b = median(baseline)
-console.log(JSON.stringify({ machine: machine(), rounds: ROUNDS, events: EVENTS, ours_rounds: ours.map(Math.round), baseline_rounds: baseline.map(Math.round) }))
-console.log(JSON.stringify({ bench: 'core-mapping', ours_events_per_s: Math.round(o), baseline_events_per_s: Math.round(b), ratio: Math.round((o / b) * 100) / 100 }))
+console.log(
+  JSON.stringify({
+    machine: machine(),
+    rounds: ROUNDS,
+    events: EVENTS,
+    ours_rounds: ours.map(Math.round),
+    baseline_rounds: baseline.map(Math.round)
+  })
+)
+console.log(
+  JSON.stringify({
+    bench: 'core-mapping',
+    ours_events_per_s: Math.round(o),
+    baseline_events_per_s: Math.round(b),
+    ratio: Math.round((o / b) * 100) / 100
+  })
+)

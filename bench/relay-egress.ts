@@ -14,7 +14,9 @@ import { FakeOneFlowApi } from '@oneflow-seg/testkit/fake-oneflow-api'
 import { machine, repoRoot } from './_machine'
 
 const LIMIT = 400
-const relayCli = createRequire(join(repoRoot(), 'bench', 'package.json')).resolve('@oneflow-seg/relay/package.json').replace(/package\.json$/, 'dist/cli.cjs')
+const relayCli = createRequire(join(repoRoot(), 'bench', 'package.json'))
+  .resolve('@oneflow-seg/relay/package.json')
+  .replace(/package\.json$/, 'dist/cli.cjs')
 
 function peakRssMb(pid: number): number {
   const kb = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
@@ -32,16 +34,41 @@ async function drain(mode: 'batch' | 'single', events: number, port: number) {
       Array.from({ length: Math.min(10_000, events - start) }, (_, j) => {
         const i = start + j
         const userId = `user-${i % 10_000}`
-        const body = { type: 'track', event: 'Backlog Event', userId, messageId: `egress-${i}`, timestamp: new Date(now).toISOString(), properties: { plan: 'pro', n: i, path: '/pricing' } }
-        return { messageId: body.messageId, sourceName: 'bench', projectId: projectIdOf(projectApiKey), userKey: userId, body: JSON.stringify(body), receivedAt: now }
+        const body = {
+          type: 'track',
+          event: 'Backlog Event',
+          userId,
+          messageId: `egress-${i}`,
+          timestamp: new Date(now).toISOString(),
+          properties: { plan: 'pro', n: i, path: '/pricing' }
+        }
+        return {
+          messageId: body.messageId,
+          sourceName: 'bench',
+          projectId: projectIdOf(projectApiKey),
+          userKey: userId,
+          body: JSON.stringify(body),
+          receivedAt: now
+        }
       })
     )
   }
   await queue.close()
   const config = join(dir, 'relay.json')
-  writeFileSync(config, JSON.stringify({ listen: { host: '127.0.0.1', port }, queue: 'sqlite:./relay.db', oneflow: { apiBaseUrl: fake.url, mode, maxRequestsPerSecond: LIMIT }, sources: [{ name: 'bench', writeKey: 'wk', projectApiKey }] }))
+  writeFileSync(
+    config,
+    JSON.stringify({
+      listen: { host: '127.0.0.1', port },
+      queue: 'sqlite:./relay.db',
+      oneflow: { apiBaseUrl: fake.url, mode, maxRequestsPerSecond: LIMIT },
+      sources: [{ name: 'bench', writeKey: 'wk', projectApiKey }]
+    })
+  )
   const started = Date.now()
-  const relay = spawn(process.execPath, [relayCli, 'start', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, LOG_LEVEL: 'warn' } })
+  const relay = spawn(process.execPath, [relayCli, 'start', '--config', config], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, LOG_LEVEL: 'warn' }
+  })
   await fake.waitFor((accepted) => accepted.length >= events, 600_000)
   const seconds = (Date.now() - started) / 1000
   const rss = peakRssMb(relay.pid as number)

@@ -19,7 +19,9 @@ const WRITE_KEY = 'bench-write-key'
 const AUTH = `Basic ${Buffer.from(`${WRITE_KEY}:`).toString('base64')}`
 
 const root = repoRoot()
-const relayCli = createRequire(join(root, 'bench', 'package.json')).resolve('@oneflow-seg/relay/package.json').replace(/package\.json$/, 'dist/cli.cjs')
+const relayCli = createRequire(join(root, 'bench', 'package.json'))
+  .resolve('@oneflow-seg/relay/package.json')
+  .replace(/package\.json$/, 'dist/cli.cjs')
 
 function spawnServer(args: string[]): ChildProcess {
   return spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] })
@@ -27,7 +29,13 @@ function spawnServer(args: string[]): ChildProcess {
 
 async function waitFor(url: string): Promise<void> {
   for (let i = 0; i < 200; i++) {
-    if (await fetch(url).then(() => true, () => false)) return
+    if (
+      await fetch(url).then(
+        () => true,
+        () => false
+      )
+    )
+      return
     await new Promise((r) => setTimeout(r, 50))
   }
   throw new Error(`nothing answered at ${url}`)
@@ -50,7 +58,12 @@ function batchBody(): string {
 
 function singleBody(): string {
   const id = seq++
-  return JSON.stringify({ event: 'Bench Event', userId: `user-${id % 5000}`, messageId: `bench-${id}`, properties: { plan: 'pro' } })
+  return JSON.stringify({
+    event: 'Bench Event',
+    userId: `user-${id % 5000}`,
+    messageId: `bench-${id}`,
+    properties: { plan: 'pro' }
+  })
 }
 
 function load(url: string, makeBody: () => string): Promise<autocannon.Result> {
@@ -60,7 +73,13 @@ function load(url: string, makeBody: () => string): Promise<autocannon.Result> {
         url,
         connections: CONNECTIONS,
         duration: DURATION_S,
-        requests: [{ method: 'POST', headers: { 'content-type': 'application/json', authorization: AUTH }, setupRequest: (req) => ({ ...req, body: makeBody() }) }]
+        requests: [
+          {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', authorization: AUTH },
+            setupRequest: (req) => ({ ...req, body: makeBody() })
+          }
+        ]
       },
       (error, result) => (error ? reject(error) : resolve(result))
     )
@@ -71,8 +90,19 @@ const fake = await FakeOneFlowApi.start()
 const dir = mkdtempSync(join(tmpdir(), 'relay-ingest-'))
 const relayPort = 18787
 const config = join(dir, 'relay.json')
-writeFileSync(config, JSON.stringify({ listen: { host: '127.0.0.1', port: relayPort }, queue: 'sqlite:./relay.db', oneflow: { apiBaseUrl: fake.url }, sources: [{ name: 'bench', writeKey: WRITE_KEY, projectApiKey: 'test-project-key' }] }))
-const relay = spawn(process.execPath, [relayCli, 'start', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, LOG_LEVEL: 'warn' } })
+writeFileSync(
+  config,
+  JSON.stringify({
+    listen: { host: '127.0.0.1', port: relayPort },
+    queue: 'sqlite:./relay.db',
+    oneflow: { apiBaseUrl: fake.url },
+    sources: [{ name: 'bench', writeKey: WRITE_KEY, projectApiKey: 'test-project-key' }]
+  })
+)
+const relay = spawn(process.execPath, [relayCli, 'start', '--config', config], {
+  stdio: ['ignore', 'ignore', 'inherit'],
+  env: { ...process.env, LOG_LEVEL: 'warn' }
+})
 const barePort = 18790
 const bare = spawnServer([
   '-e',
@@ -87,7 +117,10 @@ try {
   const bareBatch = await load(`http://127.0.0.1:${barePort}/v1/batch`, batchBody)
   const single = await load(`http://127.0.0.1:${relayPort}/v1/track`, singleBody)
   const ok = (r: autocannon.Result) => r.non2xx === 0 && r.errors === 0
-  if (!ok(relayBatch) || !ok(single)) throw new Error(`the relay refused requests: ${relayBatch.non2xx + single.non2xx} non-2xx, ${relayBatch.errors + single.errors} errors`)
+  if (!ok(relayBatch) || !ok(single))
+    throw new Error(
+      `the relay refused requests: ${relayBatch.non2xx + single.non2xx} non-2xx, ${relayBatch.errors + single.errors} errors`
+    )
   const batchEvents = relayBatch.requests.average * 100
   const limitEvents = bareBatch.requests.average * 100
   console.log(

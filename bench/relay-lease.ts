@@ -21,11 +21,19 @@ const relay = (await import(process.env.RELAY_MODULE ?? '@oneflow-seg/relay')) a
 
 async function measure(queue: Queue) {
   const body = JSON.stringify({ type: 'track', event: 'Backlog', userId: 'blocked', properties: { plan: 'pro' } })
-  const row = (i: number, userKey: string) => ({ messageId: `lease-${i}`, sourceName: 'bench', projectId: 'p', userKey, body, receivedAt: T0 })
+  const row = (i: number, userKey: string) => ({
+    messageId: `lease-${i}`,
+    sourceName: 'bench',
+    projectId: 'p',
+    userKey,
+    body,
+    receivedAt: T0
+  })
   await queue.enqueue([row(0, 'blocked')])
   const [head] = await queue.lease('p', 1, 600_000, T0)
   await queue.retry([head!.id], T0 + 3_600_000, '1Flow answered 503', T0)
-  for (let start = 1; start <= BLOCKED; start += 10_000) await queue.enqueue(Array.from({ length: 10_000 }, (_, j) => row(start + j, 'blocked')))
+  for (let start = 1; start <= BLOCKED; start += 10_000)
+    await queue.enqueue(Array.from({ length: 10_000 }, (_, j) => row(start + j, 'blocked')))
   await queue.enqueue(Array.from({ length: OTHERS }, (_, j) => row(BLOCKED + 1 + j, `user-${j}`)))
   const times: number[] = []
   let others = 0
@@ -47,7 +55,14 @@ async function measure(queue: Queue) {
   await queue.close()
   const round = (ms: number) => Math.round(ms * 100) / 100
   const total = times.reduce((a, b) => a + b, 0)
-  return { leases: times.length, total_ms: round(total), median_ms: round(median(times)), max_ms: round(Math.max(...times)), blocked_only_median_ms: round(median(idle)), delivered: others }
+  return {
+    leases: times.length,
+    total_ms: round(total),
+    median_ms: round(median(times)),
+    max_ms: round(Math.max(...times)),
+    blocked_only_median_ms: round(median(idle)),
+    delivered: others
+  }
 }
 
 const sqlite = await measure(new relay.SqliteQueue(join(mkdtempSync(join(tmpdir(), 'relay-lease-')), 'relay.db')))

@@ -19,30 +19,63 @@ const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 8)
 const CONNECTIONS = 30
 const WRITE_KEY = 'bench-write-key'
 const AUTH = `Basic ${Buffer.from(`${WRITE_KEY}:`).toString('base64')}`
-const relayCli = createRequire(join(repoRoot(), 'bench', 'package.json')).resolve('@oneflow-seg/relay/package.json').replace(/package\.json$/, 'dist/cli.cjs')
+const relayCli = createRequire(join(repoRoot(), 'bench', 'package.json'))
+  .resolve('@oneflow-seg/relay/package.json')
+  .replace(/package\.json$/, 'dist/cli.cjs')
 
 let seq = 0
 function batchBody(): string {
   const base = seq
   seq += 100
   return JSON.stringify({
-    batch: Array.from({ length: 100 }, (_, i) => ({ type: 'track', event: 'Bench Event', userId: `user-${(base + i) % 5000}`, messageId: `scale-${base + i}`, properties: { plan: 'pro', seats: i } }))
+    batch: Array.from({ length: 100 }, (_, i) => ({
+      type: 'track',
+      event: 'Bench Event',
+      userId: `user-${(base + i) % 5000}`,
+      messageId: `scale-${base + i}`,
+      properties: { plan: 'pro', seats: i }
+    }))
   })
 }
 
-async function startRelays(queue: string, count: number, apiBaseUrl: string, firstPort: number): Promise<{ urls: string[]; stop(): Promise<void> }> {
+async function startRelays(
+  queue: string,
+  count: number,
+  apiBaseUrl: string,
+  firstPort: number
+): Promise<{ urls: string[]; stop(): Promise<void> }> {
   const children: ChildProcess[] = []
   const urls: string[] = []
   for (let i = 0; i < count; i++) {
     const port = firstPort + i
     const dir = mkdtempSync(join(tmpdir(), 'relay-scale-'))
     const config = join(dir, 'relay.json')
-    writeFileSync(config, JSON.stringify({ listen: { host: '127.0.0.1', port }, queue, oneflow: { apiBaseUrl }, sources: [{ name: 'bench', writeKey: WRITE_KEY, projectApiKey: 'refused-key' }] }))
-    children.push(spawn(process.execPath, [relayCli, 'start', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, LOG_LEVEL: 'error' } }))
+    writeFileSync(
+      config,
+      JSON.stringify({
+        listen: { host: '127.0.0.1', port },
+        queue,
+        oneflow: { apiBaseUrl },
+        sources: [{ name: 'bench', writeKey: WRITE_KEY, projectApiKey: 'refused-key' }]
+      })
+    )
+    children.push(
+      spawn(process.execPath, [relayCli, 'start', '--config', config], {
+        stdio: ['ignore', 'ignore', 'inherit'],
+        env: { ...process.env, LOG_LEVEL: 'error' }
+      })
+    )
     urls.push(`http://127.0.0.1:${port}`)
   }
   for (const url of urls) {
-    for (let tries = 0; !(await fetch(`${url}/health/live`).then(() => true, () => false)); tries++) {
+    for (
+      let tries = 0;
+      !(await fetch(`${url}/health/live`).then(
+        () => true,
+        () => false
+      ));
+      tries++
+    ) {
       if (tries > 300) throw new Error(`relay at ${url} did not start`)
       await new Promise((r) => setTimeout(r, 50))
     }
@@ -66,7 +99,13 @@ function load(urls: string[]): Promise<{ eventsPerS: number; p99: number; failur
               url: `${url}/v1/batch`,
               connections: per,
               duration: DURATION_S,
-              requests: [{ method: 'POST', headers: { 'content-type': 'application/json', authorization: AUTH }, setupRequest: (req) => ({ ...req, body: batchBody() }) }]
+              requests: [
+                {
+                  method: 'POST',
+                  headers: { 'content-type': 'application/json', authorization: AUTH },
+                  setupRequest: (req) => ({ ...req, body: batchBody() })
+                }
+              ]
             },
             (error, result) => (error ? reject(error) : resolve(result))
           )

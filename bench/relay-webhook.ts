@@ -19,7 +19,9 @@ const RESPONSES = 4_000
 const SENDERS = 32
 const PORT = 18811
 const TOKEN = 'bench-webhook-token-0123456789abcdef'
-const relayCli = createRequire(join(repoRoot(), 'bench', 'package.json')).resolve('@oneflow-seg/relay/package.json').replace(/package\.json$/, 'dist/cli.cjs')
+const relayCli = createRequire(join(repoRoot(), 'bench', 'package.json'))
+  .resolve('@oneflow-seg/relay/package.json')
+  .replace(/package\.json$/, 'dist/cli.cjs')
 
 const oneflow = await FakeOneFlowApi.start()
 const segment = await FakeSegmentApi.start({ writeKeys: ['bench-segment-key'] })
@@ -31,21 +33,41 @@ writeFileSync(
     listen: { host: '127.0.0.1', port: PORT },
     queue: 'sqlite:./relay.db',
     oneflow: { apiBaseUrl: oneflow.url },
-    sources: [{ name: 'bench', writeKey: 'wk', projectApiKey: 'test-project-key', webhookToken: TOKEN, segment: { writeKey: 'bench-segment-key', host: segment.url } }]
+    sources: [
+      {
+        name: 'bench',
+        writeKey: 'wk',
+        projectApiKey: 'test-project-key',
+        webhookToken: TOKEN,
+        segment: { writeKey: 'bench-segment-key', host: segment.url }
+      }
+    ]
   })
 )
-const relay = spawn(process.execPath, [relayCli, 'start', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, LOG_LEVEL: 'error' } })
-for (let up = false; !up; ) {
-  up = await fetch(`http://127.0.0.1:${PORT}/health/live`).then((r) => r.ok, () => false)
+const relay = spawn(process.execPath, [relayCli, 'start', '--config', config], {
+  stdio: ['ignore', 'ignore', 'inherit'],
+  env: { ...process.env, LOG_LEVEL: 'error' }
+})
+for (let up = false; !up;) {
+  up = await fetch(`http://127.0.0.1:${PORT}/health/live`).then(
+    (r) => r.ok,
+    () => false
+  )
   if (!up) await new Promise((r) => setTimeout(r, 50))
 }
 
 const screens = manyScreens(10, 80)
-const bodies = Array.from({ length: RESPONSES }, (_, i) => JSON.stringify(surveyWebhookPayload({ alertId: `bench-${i}`, screens, user: { user_id: `user-${i % 500}`, _id: `of-${i % 500}` } })))
+const bodies = Array.from({ length: RESPONSES }, (_, i) =>
+  JSON.stringify(
+    surveyWebhookPayload({ alertId: `bench-${i}`, screens, user: { user_id: `user-${i % 500}`, _id: `of-${i % 500}` } })
+  )
+)
 const url = `http://127.0.0.1:${PORT}/webhooks/1flow/bench/${TOKEN}`
 
 /** Sends every body with SENDERS concurrent senders; returns per-request latencies (ms) and the non-200 count. */
-async function send(all: readonly string[]): Promise<{ seconds: number; latencies: number[]; failed: number; duplicates: number }> {
+async function send(
+  all: readonly string[]
+): Promise<{ seconds: number; latencies: number[]; failed: number; duplicates: number }> {
   const latencies: number[] = []
   let next = 0
   let failed = 0
@@ -80,7 +102,20 @@ relay.kill('SIGTERM')
 await new Promise((r) => relay.once('exit', r))
 await Promise.all([oneflow.close(), segment.close()])
 
-console.log(JSON.stringify({ machine: machine(), responses: RESPONSES, senders: SENDERS, screens_per_response: screens.length, segment_requests: segment.requests.length, first, retried: { ...retried, latencies: undefined } }, (k, v) => (k === 'latencies' ? undefined : v)))
+console.log(
+  JSON.stringify(
+    {
+      machine: machine(),
+      responses: RESPONSES,
+      senders: SENDERS,
+      screens_per_response: screens.length,
+      segment_requests: segment.requests.length,
+      first,
+      retried: { ...retried, latencies: undefined }
+    },
+    (k, v) => (k === 'latencies' ? undefined : v)
+  )
+)
 console.log(
   JSON.stringify({
     bench: 'relay-webhook',

@@ -22,7 +22,10 @@ if (name && !available.includes(name)) {
 }
 
 // Benchmarks measure what ships: build the packages first (turbo makes this a no-op when nothing changed).
-const built = spawnSync('pnpm', ['exec', 'turbo', 'run', 'build', '--output-logs=errors-only'], { stdio: ['ignore', 'ignore', 'inherit'], cwd: join(here, '..') })
+const built = spawnSync('pnpm', ['exec', 'turbo', 'run', 'build', '--output-logs=errors-only'], {
+  stdio: ['ignore', 'ignore', 'inherit'],
+  cwd: join(here, '..')
+})
 if (built.status !== 0) process.exit(built.status ?? 1)
 
 const outdir = join(here, '.out')
@@ -45,7 +48,12 @@ async function runBench(bench) {
     banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
     logLevel: 'warning'
   })
-  const run = spawnSync(process.execPath, ['--expose-gc', outfile, ...process.argv.slice(3)], { stdio: ['ignore', 'pipe', 'inherit'], cwd: here, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 })
+  const run = spawnSync(process.execPath, ['--expose-gc', outfile, ...process.argv.slice(3)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    cwd: here,
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024
+  })
   process.stdout.write(run.stdout)
   if (run.status !== 0) throw new Error(`benchmark ${bench} failed (exit ${run.status})`)
   const lines = run.stdout.trim().split('\n')
@@ -72,7 +80,11 @@ if (name) {
     '',
     '| benchmark | figure | value |',
     '| --- | --- | --- |',
-    ...results.flatMap((r) => Object.entries(r).filter(([k]) => k !== 'bench').map(([k, v]) => `| ${r.bench} | ${k} | ${v} |`)),
+    ...results.flatMap((r) =>
+      Object.entries(r)
+        .filter(([k]) => k !== 'bench')
+        .map(([k, v]) => `| ${r.bench} | ${k} | ${v} |`)
+    ),
     ''
   ]
   writeFileSync(join(here, 'RESULTS.md'), lines.join('\n'))

@@ -6,10 +6,20 @@
 import { execSync, spawnSync } from 'node:child_process'
 import { existsSync, readdirSync } from 'node:fs'
 
-const hasPostgres = () => existsSync('/usr/lib/postgresql') && readdirSync('/usr/lib/postgresql').some((v) => existsSync(`/usr/lib/postgresql/${v}/bin/initdb`))
+const hasPostgres = () =>
+  existsSync('/usr/lib/postgresql') &&
+  readdirSync('/usr/lib/postgresql').some((v) => existsSync(`/usr/lib/postgresql/${v}/bin/initdb`))
 const needs = [
-  { what: 'Chromium (browser tests)', present: () => existsSync(process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'), apt: ['chromium'] },
-  { what: 'PostgreSQL (relay scale-out tests)', present: () => Boolean(process.env.ONEFLOW_TEST_PG_URL) || hasPostgres(), apt: ['postgresql'] }
+  {
+    what: 'Chromium (browser tests)',
+    present: () => existsSync(process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'),
+    apt: ['chromium']
+  },
+  {
+    what: 'PostgreSQL (relay scale-out tests)',
+    present: () => Boolean(process.env.ONEFLOW_TEST_PG_URL) || hasPostgres(),
+    apt: ['postgresql']
+  }
 ]
 
 const missing = needs.filter((n) => !n.present())
@@ -19,8 +29,13 @@ const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
 const hasApt = spawnSync('sh', ['-c', 'command -v apt-get'], { stdio: 'ignore' }).status === 0
 const packages = missing.flatMap((n) => n.apt)
 if (!isRoot || !hasApt) {
-  console.error(`Missing: ${missing.map((n) => n.what).join(', ')}. Install with: sudo apt-get install -y ${packages.join(' ')}`)
+  console.error(
+    `Missing: ${missing.map((n) => n.what).join(', ')}. Install with: sudo apt-get install -y ${packages.join(' ')}`
+  )
   process.exit(1)
 }
 console.log(`Installing ${packages.join(', ')} from Debian's packages…`)
-execSync(`apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${packages.join(' ')} >/dev/null`, { stdio: 'inherit', shell: '/bin/sh' })
+execSync(
+  `apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${packages.join(' ')} >/dev/null`,
+  { stdio: 'inherit', shell: '/bin/sh' }
+)

@@ -4,7 +4,11 @@ import { resolve } from 'node:path'
 import { defineConfig, type Options } from 'tsup'
 
 /** The package's version from its package.json (the build runs in the package's directory), for `VERSION`. */
-export const PACKAGE_VERSION_DEFINE = { __PACKAGE_VERSION__: JSON.stringify((JSON.parse(readFileSync(resolve('package.json'), 'utf8')) as { version: string }).version) }
+export const PACKAGE_VERSION_DEFINE = {
+  __PACKAGE_VERSION__: JSON.stringify(
+    (JSON.parse(readFileSync(resolve('package.json'), 'utf8')) as { version: string }).version
+  )
+}
 
 const base: Options = {
   define: PACKAGE_VERSION_DEFINE,
@@ -31,17 +35,35 @@ const base: Options = {
 export function nodeEsmWrapper(entry: string): Options['onSuccess'] {
   return async () => {
     const cjs = resolve('dist', `${entry}.cjs`)
-    const names = Object.keys(createRequire(import.meta.url)(cjs) as object).filter((n) => n !== 'default' && n !== '__esModule')
-    const lines = [`import mod from './${entry}.cjs'`, `export const { ${names.join(', ')} } = mod`, 'export default mod.default', '']
+    const names = Object.keys(createRequire(import.meta.url)(cjs) as object).filter(
+      (n) => n !== 'default' && n !== '__esModule'
+    )
+    const lines = [
+      `import mod from './${entry}.cjs'`,
+      `export const { ${names.join(', ')} } = mod`,
+      'export default mod.default',
+      ''
+    ]
     writeFileSync(resolve('dist', `${entry}.node.mjs`), lines.join('\n'))
   }
 }
 
-export function packageBuild(entry: Record<string, string>, overrides: Options = {}, layout: { esmModules?: boolean } = {}) {
+export function packageBuild(
+  entry: Record<string, string>,
+  overrides: Options = {},
+  layout: { esmModules?: boolean } = {}
+) {
   rmSync('dist', { recursive: true, force: true })
   if (!layout.esmModules) return defineConfig({ ...base, entry, format: ['esm', 'cjs'], dts: true, ...overrides })
   return defineConfig([
     { ...base, entry, format: ['cjs'], dts: true, ...overrides },
-    { ...base, entry: ['src/**/*.ts', '!src/**/__tests__/**'], format: ['esm'], bundle: false, dts: { entry }, ...overrides }
+    {
+      ...base,
+      entry: ['src/**/*.ts', '!src/**/__tests__/**'],
+      format: ['esm'],
+      bundle: false,
+      dts: { entry },
+      ...overrides
+    }
   ])
 }

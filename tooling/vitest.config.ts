@@ -12,7 +12,9 @@ export function packageTests(overrides: ViteUserConfig['test'] = {}): ViteUserCo
   return defineConfig({
     define: { __PACKAGE_VERSION__: JSON.stringify(version) },
     resolve: { conditions: [SOURCE_CONDITION, ...defaultClientConditions] },
-    ssr: { resolve: { conditions: [SOURCE_CONDITION, ...defaultServerConditions], externalConditions: [SOURCE_CONDITION] } },
+    ssr: {
+      resolve: { conditions: [SOURCE_CONDITION, ...defaultServerConditions], externalConditions: [SOURCE_CONDITION] }
+    },
     test: {
       include: ['src/**/__tests__/**/*.test.ts', 'test/**/*.test.ts'],
       testTimeout: 20_000,

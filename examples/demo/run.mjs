@@ -11,7 +11,11 @@ const here = dirname(fileURLToPath(import.meta.url))
 const root = join(here, '..', '..')
 // (Tests run this inside turbo, which has built everything already: ONEFLOW_DEMO_SKIP_BUILD=1.)
 if (!process.env.ONEFLOW_DEMO_SKIP_BUILD) {
-  const built = spawnSync('pnpm', ['exec', 'turbo', 'run', 'build', '--filter=@oneflow-seg/relay...', '--output-logs=errors-only'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] })
+  const built = spawnSync(
+    'pnpm',
+    ['exec', 'turbo', 'run', 'build', '--filter=@oneflow-seg/relay...', '--output-logs=errors-only'],
+    { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] }
+  )
   if (built.status !== 0) process.exit(built.status ?? 1)
 }
 

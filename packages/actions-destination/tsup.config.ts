@@ -26,7 +26,9 @@ export default [
     sourcemap: true,
     dts: false,
     noExternal: [/^@segment\/(browser-destination-runtime|actions-core|destination-subscriptions)/],
-    esbuildPlugins: [{ name: 'liquid-stub', setup: (build) => build.onResolve({ filter: /^liquidjs$/ }, () => ({ path: liquidStub })) }]
+    esbuildPlugins: [
+      { name: 'liquid-stub', setup: (build) => build.onResolve({ filter: /^liquidjs$/ }, () => ({ path: liquidStub })) }
+    ]
   },
   {
     entry: { cloud: 'src/cloud/index.ts' },

@@ -30,6 +30,10 @@ const mappingForBrowsers: Options = {
 }
 
 export default [
-  ...(packageBuild({ index: 'src/index.ts', subscriptions: 'src/subscriptions.ts', mapping: 'src/mapping.ts' }, {}, { esmModules: true }) as Options[]),
+  ...(packageBuild(
+    { index: 'src/index.ts', subscriptions: 'src/subscriptions.ts', mapping: 'src/mapping.ts' },
+    {},
+    { esmModules: true }
+  ) as Options[]),
   mappingForBrowsers
 ]

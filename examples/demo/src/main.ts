@@ -40,7 +40,13 @@ async function main(): Promise<void> {
     config = parseConfig(
       {
         listen: { host: '127.0.0.1', port: RELAY_PORT },
-        sources: [{ name: 'default', writeKey: process.env.ONEFLOW_WRITE_KEY ?? 'env:ONEFLOW_WRITE_KEY', projectApiKey: 'env:ONEFLOW_PROJECT_API_KEY' }]
+        sources: [
+          {
+            name: 'default',
+            writeKey: process.env.ONEFLOW_WRITE_KEY ?? 'env:ONEFLOW_WRITE_KEY',
+            projectApiKey: 'env:ONEFLOW_PROJECT_API_KEY'
+          }
+        ]
       },
       { baseDir: root }
     )
@@ -77,7 +83,9 @@ async function main(): Promise<void> {
   const demo = fake && segment ? await startDemoPage(url, webhookUrl, fake, segment) : undefined
   const lines = [
     '',
-    fake ? '================ SANDBOX: no 1Flow key configured ================' : '================ oneflow-relay ================',
+    fake
+      ? '================ SANDBOX: no 1Flow key configured ================'
+      : '================ oneflow-relay ================',
     ...(demo
       ? [
           `Open the demo: ${demo}  (buttons send identify/track/page; see what 1Flow receives; answer a survey; see what Segment receives)`,
@@ -94,7 +102,9 @@ async function main(): Promise<void> {
     'Send an event:',
     `  curl -s -u ${fake ? SANDBOX_WRITE_KEY : '<your-write-key>'}: -H 'content-type: application/json' \\`,
     `    -d '{"userId":"user-1","event":"Signed Up","properties":{"plan":"pro"}}' ${url}/v1/track`,
-    ...(origin ? ['See where it arrived (what the 1Flow stand-in accepted):', `  curl -s ${origin}/__fake/accepted`] : ['Watch it leave:', `  curl -s ${url}/metrics | grep relay_delivery_events_total`]),
+    ...(origin
+      ? ['See where it arrived (what the 1Flow stand-in accepted):', `  curl -s ${origin}/__fake/accepted`]
+      : ['Watch it leave:', `  curl -s ${url}/metrics | grep relay_delivery_events_total`]),
     `Health: ${url}/health   Metrics: ${url}/metrics`,
     'Stop with Ctrl-C.',
     ''
@@ -115,10 +125,20 @@ async function main(): Promise<void> {
 }
 
 /** The sandbox demo page, its bundle, a recording 1Flow web SDK, and what the stand-ins for 1Flow and Segment received. */
-async function startDemoPage(relayUrl: string, webhookUrl: string, fake: FakeOneFlowApi, segment: FakeSegmentApi): Promise<string> {
+async function startDemoPage(
+  relayUrl: string,
+  webhookUrl: string,
+  fake: FakeOneFlowApi,
+  segment: FakeSegmentApi
+): Promise<string> {
   let responses = 0
   const origin = `http://127.0.0.1:${DEMO_PORT}`
-  const demoConfig = { relayUrl, writeKey: SANDBOX_WRITE_KEY, projectApiKey: SANDBOX_PROJECT_KEY, sdkUrl: `${origin}/sdk/1flow.js` }
+  const demoConfig = {
+    relayUrl,
+    writeKey: SANDBOX_WRITE_KEY,
+    projectApiKey: SANDBOX_PROJECT_KEY,
+    sdkUrl: `${origin}/sdk/1flow.js`
+  }
   const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>oneflow-seg sandbox</title>
 <style>body{font:14px/1.4 system-ui,sans-serif;margin:24px;max-width:1100px;color:#1d2430}button{margin-right:8px;padding:6px 12px}
 pre{background:#f4f6f8;padding:10px;border-radius:6px;white-space:pre-wrap;min-height:60px}.grid{display:grid;grid-template-columns:1fr 1fr;gap:16px}
@@ -138,7 +158,8 @@ pre{background:#f4f6f8;padding:10px;border-radius:6px;white-space:pre-wrap;min-h
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0] as string
     if (path === '/') return void res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(html)
-    if (path === '/sdk/1flow.js') return void res.writeHead(200, { 'content-type': 'text/javascript' }).end(recordingSdkScript())
+    if (path === '/sdk/1flow.js')
+      return void res.writeHead(200, { 'content-type': 'text/javascript' }).end(recordingSdkScript())
     if (path === '/api/segment') {
       const events = segment.accepted.map(({ event }) => event)
       return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(events))
@@ -146,10 +167,18 @@ pre{background:#f4f6f8;padding:10px;border-radius:6px;white-space:pre-wrap;min-h
     if (path === '/api/survey' && req.method === 'POST') {
       // Plays 1Flow: POSTs a survey response, as its webhook would, to the relay.
       const userId = new URL(req.url ?? '/', origin).searchParams.get('user') || 'user-1'
-      const payload = surveyWebhookPayload({ alertId: `demo-${Date.now()}-${++responses}`, user: { user_id: userId, _id: `of-${userId}` } })
-      void fetch(webhookUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(payload) }).then(
+      const payload = surveyWebhookPayload({
+        alertId: `demo-${Date.now()}-${++responses}`,
+        user: { user_id: userId, _id: `of-${userId}` }
+      })
+      void fetch(webhookUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(payload)
+      }).then(
         (r) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: r.status })),
-        (e: Error) => res.writeHead(502, { 'content-type': 'application/json' }).end(JSON.stringify({ error: e.message }))
+        (e: Error) =>
+          res.writeHead(502, { 'content-type': 'application/json' }).end(JSON.stringify({ error: e.message }))
       )
       return
     }
@@ -158,7 +187,8 @@ pre{background:#f4f6f8;padding:10px;border-radius:6px;white-space:pre-wrap;min-h
       return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(calls))
     }
     const file = join(PAGE_DIR, path.replace(/\.\./g, ''))
-    if (/^\/[\w.-]+\.js$/.test(path) && existsSync(file)) return void res.writeHead(200, { 'content-type': 'text/javascript' }).end(readFileSync(file))
+    if (/^\/[\w.-]+\.js$/.test(path) && existsSync(file))
+      return void res.writeHead(200, { 'content-type': 'text/javascript' }).end(readFileSync(file))
     res.writeHead(404).end()
   })
   await new Promise<void>((resolve) => server.listen(DEMO_PORT, '127.0.0.1', resolve))

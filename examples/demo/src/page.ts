@@ -70,10 +70,21 @@ setInterval(async () => {
   const sdk = (window as unknown as { __oneflowRecorder?: { calls: unknown[] } }).__oneflowRecorder?.calls ?? []
   $('sdk').textContent = sdk.length ? sdk.map((c) => JSON.stringify(c)).join('\n') : '(none yet)'
   const http = (await (await fetch('/api/oneflow')).json()) as Array<{ via: string; type: string; body: unknown }>
-  $('http').textContent = http.length ? http.map((m) => `${m.via} ${m.type} ${JSON.stringify(m.body)}`).join('\n') : '(none yet)'
-  const segment = (await (await fetch('/api/segment')).json()) as Array<{ event: string; userId?: string; properties: Record<string, unknown> }>
+  $('http').textContent = http.length
+    ? http.map((m) => `${m.via} ${m.type} ${JSON.stringify(m.body)}`).join('\n')
+    : '(none yet)'
+  const segment = (await (await fetch('/api/segment')).json()) as Array<{
+    event: string
+    userId?: string
+    properties: Record<string, unknown>
+  }>
   $('segment').textContent = segment.length
-    ? segment.map((e) => `track "${e.event}" userId=${e.userId} survey=${String(e.properties.survey_name)} answers=${JSON.stringify(e.properties.answers)}`).join('\n')
+    ? segment
+        .map(
+          (e) =>
+            `track "${e.event}" userId=${e.userId} survey=${String(e.properties.survey_name)} answers=${JSON.stringify(e.properties.answers)}`
+        )
+        .join('\n')
     : '(none yet)'
   $('ready').textContent = 'ready'
 }, 500)

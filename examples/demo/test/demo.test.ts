@@ -28,7 +28,15 @@ beforeAll(async () => {
   const [relay, fake, page, segment] = await Promise.all([freePort(), freePort(), freePort(), freePort()])
   demo = spawn(process.execPath, [join(here, '..', 'run.mjs')], {
     cwd: join(here, '..', '..', '..'),
-    env: { ...process.env, ONEFLOW_DEMO_SKIP_BUILD: '1', PORT: String(relay), SANDBOX_1FLOW_PORT: String(fake), DEMO_PORT: String(page), SANDBOX_SEGMENT_PORT: String(segment), ONEFLOW_PROJECT_API_KEY: '' },
+    env: {
+      ...process.env,
+      ONEFLOW_DEMO_SKIP_BUILD: '1',
+      PORT: String(relay),
+      SANDBOX_1FLOW_PORT: String(fake),
+      DEMO_PORT: String(page),
+      SANDBOX_SEGMENT_PORT: String(segment),
+      ONEFLOW_PROJECT_API_KEY: ''
+    },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   demo.stdout!.on('data', (d: Buffer) => (output += d))
@@ -54,15 +62,25 @@ it('prints a clearly labelled sandbox banner with the curl lines', () => {
 
 it('shows each 1Flow call as it happens, in the browser and through the relay, and survey responses reaching Segment', async () => {
   const context = await browser.newContext()
-  await context.route('**/*', (route) => (new URL(route.request().url()).hostname === '127.0.0.1' ? route.continue() : route.abort()))
+  await context.route('**/*', (route) =>
+    new URL(route.request().url()).hostname === '127.0.0.1' ? route.continue() : route.abort()
+  )
   const page = await context.newPage()
   await page.goto(demoUrl)
-  await page.waitForFunction(() => document.getElementById('ready')?.textContent === 'ready', undefined, { timeout: 20_000 })
+  await page.waitForFunction(() => document.getElementById('ready')?.textContent === 'ready', undefined, {
+    timeout: 20_000
+  })
   await page.click('#identify')
   await page.click('#track')
   await page.click('#page')
-  await page.waitForFunction(() => (document.getElementById('sdk')?.textContent ?? '').includes('logEvent'), undefined, { timeout: 15_000 })
-  await page.waitForFunction(() => (document.getElementById('http')?.textContent ?? '').includes('track'), undefined, { timeout: 15_000 })
+  await page.waitForFunction(
+    () => (document.getElementById('sdk')?.textContent ?? '').includes('logEvent'),
+    undefined,
+    { timeout: 15_000 }
+  )
+  await page.waitForFunction(() => (document.getElementById('http')?.textContent ?? '').includes('track'), undefined, {
+    timeout: 15_000
+  })
   const sdk = await page.textContent('#sdk')
   expect(sdk).toContain('["logUser","user-1",{"name":"Ada Lovelace","plan":"pro"}]')
   expect(sdk).toContain('["logEvent","Signed Up",{"plan":"pro","clicks":1}]')
@@ -72,8 +90,14 @@ it('shows each 1Flow call as it happens, in the browser and through the relay, a
   expect(await page.textContent('#log')).toContain('relay answered 200 to page')
   // And back: a survey response through the relay's webhook, as Segment's stand-in received it.
   await page.click('#survey')
-  await page.waitForFunction(() => (document.getElementById('segment')?.textContent ?? '').includes('Survey Response Submitted'), undefined, { timeout: 15_000 })
-  expect(await page.textContent('#segment')).toContain('track "Survey Response Submitted" userId=user-1 survey=Onboarding NPS answers=[{"question":"How likely are you to recommend us to a friend?","answer":9,"type":"nps"}')
+  await page.waitForFunction(
+    () => (document.getElementById('segment')?.textContent ?? '').includes('Survey Response Submitted'),
+    undefined,
+    { timeout: 15_000 }
+  )
+  expect(await page.textContent('#segment')).toContain(
+    'track "Survey Response Submitted" userId=user-1 survey=Onboarding NPS answers=[{"question":"How likely are you to recommend us to a friend?","answer":9,"type":"nps"}'
+  )
   expect(await page.textContent('#log')).toContain("relay answered 200 to 1Flow's survey-response webhook")
   await context.close()
 }, 60_000)

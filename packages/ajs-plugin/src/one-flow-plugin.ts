@@ -36,7 +36,8 @@ type State = 'idle' | 'loading' | 'ready' | 'failed'
 
 function positiveInteger(value: number | undefined, key: string, fallback: number): number {
   if (value === undefined) return fallback
-  if (!Number.isInteger(value) || value <= 0) throw new InvalidSettingsError(key, `Option "${key}" must be a positive whole number.`)
+  if (!Number.isInteger(value) || value <= 0)
+    throw new InvalidSettingsError(key, `Option "${key}" must be a positive whole number.`)
   return value
 }
 
@@ -79,7 +80,8 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
   function deliver(ctx: Context): void {
     for (const { subscription, outcome } of route(ctx.event as SegmentEvent)) {
       if (outcome.kind === 'skip') ctx.log('debug', `1Flow: ${outcome.message}`)
-      else if (outcome.kind === 'invalid') ctx.log('warn', `1Flow ${subscription ?? ''}: ${outcome.error.message} Not sent.`)
+      else if (outcome.kind === 'invalid')
+        ctx.log('warn', `1Flow ${subscription ?? ''}: ${outcome.error.message} Not sent.`)
       else (client as SdkClient).send(outcome)
     }
   }
@@ -104,7 +106,12 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
       state = 'loading'
       const sdk = loadOneFlowSdk(
         settings,
-        { loadScript, readGlobal: () => (window as { _1flow?: unknown })._1flow, setTimeout, clearTimeout: clearTimeout as (handle: unknown) => void },
+        {
+          loadScript,
+          readGlobal: () => (window as { _1flow?: unknown })._1flow,
+          setTimeout,
+          clearTimeout: clearTimeout as (handle: unknown) => void
+        },
         { timeoutMs }
       )
       // Custom mappings need Segment's mapping-kit and FQL parser: loaded only now, as a separate chunk.

@@ -73,7 +73,9 @@ export class PayloadTooLargeError extends OneFlowError {
     readonly bytes: number,
     readonly limit: number
   ) {
-    super(`The 1Flow request body is ${bytes} bytes; 1Flow accepts at most ${limit} bytes per event. Send fewer or smaller properties/traits.`)
+    super(
+      `The 1Flow request body is ${bytes} bytes; 1Flow accepts at most ${limit} bytes per event. Send fewer or smaller properties/traits.`
+    )
   }
 }
 
@@ -86,6 +88,8 @@ export class SdkLoadError extends OneFlowError {
     readonly url: string,
     readonly reason: string
   ) {
-    super(`The 1Flow SDK at ${url} did not load (${reason}); check the URL and the page's Content-Security-Policy (script-src).`)
+    super(
+      `The 1Flow SDK at ${url} did not load (${reason}); check the URL and the page's Content-Security-Policy (script-src).`
+    )
   }
 }

@@ -23,8 +23,7 @@ type ScalarOf<F> = F extends { type: 'string' | 'text' | 'password' }
           : unknown
 
 type ValueOf<F> =
-  | (F extends { multiple: true } ? Array<ScalarOf<F>> : ScalarOf<F>)
-  | (F extends { allowNull: true } ? null : never)
+  (F extends { multiple: true } ? Array<ScalarOf<F>> : ScalarOf<F>) | (F extends { allowNull: true } ? null : never)
 
 type RequiredKeys<T> = { [K in keyof T]: T[K] extends { required: true } ? K : never }[keyof T]
 

@@ -11,7 +11,8 @@ export interface FqlProblem {
   readonly message: string
 }
 
-type TokenType = 'lparen' | 'rparen' | 'comma' | 'string' | 'sqstring' | 'number' | 'op' | 'bang' | 'word' | 'bad' | 'eos'
+type TokenType =
+  'lparen' | 'rparen' | 'comma' | 'string' | 'sqstring' | 'number' | 'op' | 'bang' | 'word' | 'bad' | 'eos'
 
 interface Token {
   readonly type: TokenType
@@ -96,7 +97,8 @@ class Checker {
 
   check(): void {
     try {
-      if (this.peek().type === 'eos') this.fail(this.peek(), 'the trigger is empty; write a condition such as type = "track"')
+      if (this.peek().type === 'eos')
+        this.fail(this.peek(), 'the trigger is empty; write a condition such as type = "track"')
       this.group()
       const rest = this.peek()
       if (rest.type === 'rparen') this.fail(rest, 'a ")" has no matching "("')
@@ -117,18 +119,25 @@ class Checker {
       const lower = t.text.toLowerCase()
       if (t.text !== lower) {
         const effect = lower === 'or' ? 'instead, so the trigger matches far less' : 'regardless'
-        this.note(t, `"${t.text}" must be lowercase: Segment's parser skips "${t.text}" and joins the conditions with "and" ${effect}; write "${lower}"`)
+        this.note(
+          t,
+          `"${t.text}" must be lowercase: Segment's parser skips "${t.text}" and joins the conditions with "and" ${effect}; write "${lower}"`
+        )
       }
       conjunctions.add(lower)
       first ??= t
       const after = this.peek()
-      if (after.type === 'eos' || after.type === 'rparen') this.fail(t, `the trigger ends with "${t.text}"; add a condition after it or remove it`)
+      if (after.type === 'eos' || after.type === 'rparen')
+        this.fail(t, `the trigger ends with "${t.text}"; add a condition after it or remove it`)
     }
   }
 
   private mixed(conjunctions: Set<string>, first: Token | undefined): void {
     if (conjunctions.size > 1 && first) {
-      this.note(first, 'mixes and with or without parentheses: FQL has no precedence and applies the last one to every condition; group them, e.g. type = "track" and (event = "A" or event = "B")')
+      this.note(
+        first,
+        'mixes and with or without parentheses: FQL has no precedence and applies the last one to every condition; group them, e.g. type = "track" and (event = "A" or event = "B")'
+      )
     }
   }
 
@@ -146,10 +155,17 @@ class Checker {
       return this.func(fn)
     }
     if (t.type === 'word' && FUNCTIONS.has(t.text) && this.peek().type === 'lparen') return this.func(t)
-    if (t.type !== 'word') this.fail(t, t.type === 'eos' ? 'a condition is missing at the end' : `expected a field such as type, event or properties.plan, got "${t.text}"`)
+    if (t.type !== 'word')
+      this.fail(
+        t,
+        t.type === 'eos'
+          ? 'a condition is missing at the end'
+          : `expected a field such as type, event or properties.plan, got "${t.text}"`
+      )
     this.field(t, false)
     const op = this.next()
-    if (op.type !== 'op') this.fail(op, `expected an operator (=, !=, <, <=, >, >=) after "${t.text}", got "${op.text || 'the end'}"`)
+    if (op.type !== 'op')
+      this.fail(op, `expected an operator (=, !=, <, <=, >, >=) after "${t.text}", got "${op.text || 'the end'}"`)
     if (op.text === '==') this.note(op, 'FQL compares with a single "=", and "==" silently never matches; write "="')
     this.value(this.next())
   }
@@ -161,7 +177,8 @@ class Checker {
       return
     }
     if (BARE_FIELDS.has(t.text)) {
-      if (inFunction && t.text === 'type') this.note(t, 'contains()/match() do not work on type; compare it with type = "track"')
+      if (inFunction && t.text === 'type')
+        this.note(t, 'contains()/match() do not work on type; compare it with type = "track"')
       return
     }
     const hint =
@@ -176,7 +193,10 @@ class Checker {
   private value(t: Token): void {
     if (t.type === 'string' || t.type === 'number') return
     if (t.type === 'sqstring') {
-      this.note(t, `single quotes are kept as part of the value, so ${t.text} never matches; write "${t.text.slice(1, -1)}"`)
+      this.note(
+        t,
+        `single quotes are kept as part of the value, so ${t.text} never matches; write "${t.text.slice(1, -1)}"`
+      )
       return
     }
     if (t.type === 'word' && /^(true|false|null)$/.test(t.text)) return
@@ -184,7 +204,10 @@ class Checker {
       this.note(t, `the value ${t.text} is not quoted; write "${t.text}"`)
       return
     }
-    this.fail(t, t.type === 'eos' ? 'a value is missing at the end' : `expected a value in double quotes, got "${t.text}"`)
+    this.fail(
+      t,
+      t.type === 'eos' ? 'a value is missing at the end' : `expected a value in double quotes, got "${t.text}"`
+    )
   }
 
   private func(name: Token): void {
@@ -196,11 +219,15 @@ class Checker {
     const comma = this.next()
     if (comma.type !== 'comma') this.fail(comma, `${name.text}() takes two arguments separated by a comma`)
     const arg = this.next()
-    if (arg.type === 'sqstring') this.note(arg, `single quotes are kept as part of the value; write "${arg.text.slice(1, -1)}"`)
+    if (arg.type === 'sqstring')
+      this.note(arg, `single quotes are kept as part of the value; write "${arg.text.slice(1, -1)}"`)
     else if (arg.type !== 'string') this.fail(arg, `${name.text}()'s second argument must be a double-quoted string`)
     const inner = arg.text.slice(1, -1)
     if (name.text === 'match' && !inner.startsWith('*') && !inner.endsWith('*')) {
-      this.note(arg, `match() needs "*" at the start or end ("${inner}*" = starts with, "*${inner}" = ends with); without it FQL drops the first character`)
+      this.note(
+        arg,
+        `match() needs "*" at the start or end ("${inner}*" = starts with, "*${inner}" = ends with); without it FQL drops the first character`
+      )
     }
     const close = this.next()
     if (close.type !== 'rparen') this.fail(close, `${name.text}( is never closed; add ")"`)

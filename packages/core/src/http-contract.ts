@@ -113,7 +113,9 @@ function trackBody(cmd: TrackCommand): TrackBody {
 
 /** The endpoint and JSON body 1Flow receives for one command. */
 export function toWire(cmd: Command): { path: '/identify'; body: IdentifyBody } | { path: '/track'; body: TrackBody } {
-  return cmd.kind === 'identify' ? { path: '/identify', body: identifyBody(cmd) } : { path: '/track', body: trackBody(cmd) }
+  return cmd.kind === 'identify'
+    ? { path: '/identify', body: identifyBody(cmd) }
+    : { path: '/track', body: trackBody(cmd) }
 }
 
 /** The item a command becomes inside a `/batch` request. */
@@ -157,7 +159,11 @@ const BATCH_OPEN = '{"batch":['
 const BATCH_CLOSE = ']}'
 
 /** Packs commands, in order, into `/batch` requests of at most `maxBytes` (default 480 KB). */
-export function packBatches(cmds: readonly Command[], target: ApiTarget, maxBytes: number = ONEFLOW_LIMITS.batchPackBytes): PackResult {
+export function packBatches(
+  cmds: readonly Command[],
+  target: ApiTarget,
+  maxBytes: number = ONEFLOW_LIMITS.batchPackBytes
+): PackResult {
   const batches: PackedBatch[] = []
   const tooLarge: number[] = []
   const envelope = BATCH_OPEN.length + BATCH_CLOSE.length
@@ -166,7 +172,10 @@ export function packBatches(cmds: readonly Command[], target: ApiTarget, maxByte
   let bytes = envelope
   const flush = () => {
     if (items.length === 0) return
-    batches.push({ request: request(target, '/batch', `${BATCH_OPEN}${items.join(',')}${BATCH_CLOSE}`, bytes), indices })
+    batches.push({
+      request: request(target, '/batch', `${BATCH_OPEN}${items.join(',')}${BATCH_CLOSE}`, bytes),
+      indices
+    })
     items = []
     indices = []
     bytes = envelope

@@ -52,7 +52,12 @@ export {
   SdkLoadError
 } from './errors.js'
 export type { Remedy, SubscriptionProblem, InvalidPayloadReason } from './errors.js'
-export { surveyResponseToTrack, SURVEY_RESPONSE_EVENT, SURVEY_EVENT_MAX_BYTES, SURVEY_RAW_MAX_CHARS } from './survey-response.js'
+export {
+  surveyResponseToTrack,
+  SURVEY_RESPONSE_EVENT,
+  SURVEY_EVENT_MAX_BYTES,
+  SURVEY_RAW_MAX_CHARS
+} from './survey-response.js'
 export {
   SEGMENT_EVENT_TYPES,
   SEGMENT_LIMITS,

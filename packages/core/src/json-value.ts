@@ -36,7 +36,8 @@ function isCleanJson(value: unknown, depth: number): boolean {
   }
   const proto = Object.getPrototypeOf(value) as object | null
   if (proto !== OBJECT_PROTOTYPE && proto !== null) return false
-  for (const key in value) if (FORBIDDEN_KEYS.has(key) || !isCleanJson((value as Record<string, unknown>)[key], depth + 1)) return false
+  for (const key in value)
+    if (FORBIDDEN_KEYS.has(key) || !isCleanJson((value as Record<string, unknown>)[key], depth + 1)) return false
   return true
 }
 
@@ -61,10 +62,18 @@ function convert(value: unknown, depth: number, stack: object[], field: string):
     return convert((obj as { toJSON(): unknown }).toJSON(), depth, stack, field)
   }
   if (stack.includes(obj)) {
-    throw new InvalidPayloadError(field, 'circular', `"${field}" contains a circular reference; it cannot be sent as JSON.`)
+    throw new InvalidPayloadError(
+      field,
+      'circular',
+      `"${field}" contains a circular reference; it cannot be sent as JSON.`
+    )
   }
   if (depth >= MAX_DEPTH) {
-    throw new InvalidPayloadError(field, 'too-deep', `"${field}" is nested more than ${MAX_DEPTH} levels deep; flatten it before sending.`)
+    throw new InvalidPayloadError(
+      field,
+      'too-deep',
+      `"${field}" is nested more than ${MAX_DEPTH} levels deep; flatten it before sending.`
+    )
   }
   stack.push(obj)
   let out: JsonValue
@@ -102,7 +111,11 @@ export function toJsonObject(value: unknown, field: string): JsonObject {
   const converted = toJsonValue(value, field)
   if (converted === undefined) return {}
   if (converted === null || typeof converted !== 'object' || Array.isArray(converted)) {
-    throw new InvalidPayloadError(field, 'type', `"${field}" must be an object of key/value pairs, not ${describe(value)}.`)
+    throw new InvalidPayloadError(
+      field,
+      'type',
+      `"${field}" must be an object of key/value pairs, not ${describe(value)}.`
+    )
   }
   return converted
 }
@@ -117,7 +130,8 @@ export function exceedsDepth(value: unknown, max: number = MAX_DEPTH): boolean {
     const [v, depth] = stack.pop() as [unknown, number]
     if (typeof v !== 'object' || v === null) continue
     if (depth >= max) return true
-    for (const child of Array.isArray(v) ? v : Object.values(v)) if (typeof child === 'object' && child !== null) stack.push([child, depth + 1])
+    for (const child of Array.isArray(v) ? v : Object.values(v))
+      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1])
   }
   return false
 }

@@ -22,7 +22,8 @@ export interface CompiledSubscription extends ValidSubscription {
 function errorText(error: unknown): string {
   if (error instanceof Error) {
     const inner = (error as Error & { errors?: unknown[] }).errors
-    if (Array.isArray(inner) && inner.length > 0) return inner.map((e) => (e instanceof Error ? e.message : String(e))).join('; ')
+    if (Array.isArray(inner) && inner.length > 0)
+      return inner.map((e) => (e instanceof Error ? e.message : String(e))).join('; ')
     return error.message
   }
   return String(error)
@@ -39,7 +40,11 @@ export function compileSubscriptions(input: unknown): CompiledSubscription[] {
   valid.forEach((sub, index) => {
     const condition = parseFql(sub.subscribe)
     if ('error' in condition) {
-      problems.push({ index, part: 'subscribe', message: `Mapping "${sub.name}": Segment's FQL parser refuses ${JSON.stringify(sub.subscribe)}: ${condition.error.message}.` })
+      problems.push({
+        index,
+        part: 'subscribe',
+        message: `Mapping "${sub.name}": Segment's FQL parser refuses ${JSON.stringify(sub.subscribe)}: ${condition.error.message}.`
+      })
       return
     }
     try {
@@ -69,6 +74,10 @@ export function subscriptionRoutes(event: SegmentEvent, subscriptions: readonly 
 }
 
 /** Maps an event through custom subscriptions: FQL match, mapping-kit resolution, validation, command. */
-export function mapWithSubscriptions(event: SegmentEvent, subscriptions: readonly CompiledSubscription[], options: MapOptions = {}): MappedResult[] {
+export function mapWithSubscriptions(
+  event: SegmentEvent,
+  subscriptions: readonly CompiledSubscription[],
+  options: MapOptions = {}
+): MappedResult[] {
   return finishRoutes(event, subscriptionRoutes(event, subscriptions), options)
 }

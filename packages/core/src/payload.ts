@@ -12,7 +12,11 @@ function coerceScalar(field: InputField, key: string, value: unknown): unknown {
     // Segment coerces numbers and booleans in string fields to strings.
     return String(value)
   }
-  throw new InvalidPayloadError(key, 'type', `Field "${key}" (${field.label}) must be of type ${field.type}, not ${describe(value)}.`)
+  throw new InvalidPayloadError(
+    key,
+    'type',
+    `Field "${key}" (${field.label}) must be of type ${field.type}, not ${describe(value)}.`
+  )
 }
 
 /**
@@ -30,7 +34,11 @@ export function validatePayload<P>(fields: Record<string, InputField>, payload: 
     if (value === '' || (value === null && !field.allowNull)) value = undefined
     if (value === undefined) {
       if (field.required === true) {
-        throw new InvalidPayloadError(key, 'missing', `Field "${key}" (${field.label}) is required but has no value; check its mapping.`)
+        throw new InvalidPayloadError(
+          key,
+          'missing',
+          `Field "${key}" (${field.label}) is required but has no value; check its mapping.`
+        )
       }
     } else out[key] = value === null ? null : coerceScalar(field, key, value)
   }

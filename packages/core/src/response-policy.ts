@@ -64,7 +64,11 @@ function redirectTarget(location: string | null | undefined): string {
  * Classifies an HTTP answer into deliver / retry(after) / split / dead-letter / pause. The rules are
  * 1Flow's, and fit any ingestion API of the same kind (the relay uses them for Segment's API too, naming it).
  */
-export function classifyResponse(res: ResponseFacts, now: number = Date.now(), party: ResponseParty = ONEFLOW_PARTY): Decision {
+export function classifyResponse(
+  res: ResponseFacts,
+  now: number = Date.now(),
+  party: ResponseParty = ONEFLOW_PARTY
+): Decision {
   const { service, credential } = party
   const status = res.status ?? 0
   const afterMs = parseRetryAfter(res.retryAfter, now)
@@ -78,7 +82,11 @@ export function classifyResponse(res: ResponseFacts, now: number = Date.now(), p
   if (status === 0) return retry('network error or timeout', false)
   if (status >= 200 && status < 300) return { action: 'deliver' }
   if (status === 401 || status === 403) {
-    return { action: 'pause', cause: 'auth', reason: `${service} answered ${status}: ${credential} was refused; check or rotate it` }
+    return {
+      action: 'pause',
+      cause: 'auth',
+      reason: `${service} answered ${status}: ${credential} was refused; check or rotate it`
+    }
   }
   if (status >= 300 && status < 400) {
     return {

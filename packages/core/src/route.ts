@@ -49,7 +49,11 @@ function withoutUndefined(record: Record<string, unknown>): Record<string, unkno
  * proves it equals mapping-kit's `transform(defaultMapping(fields), event)`.
  */
 export function resolveDefaultPayload(actionKey: ActionKey, event: SegmentEvent): Record<string, unknown> {
-  return actionKey === 'identifyUser' ? identifyDefaults(event) : actionKey === 'trackEvent' ? trackDefaults(event) : pageDefaults(event)
+  return actionKey === 'identifyUser'
+    ? identifyDefaults(event)
+    : actionKey === 'trackEvent'
+      ? trackDefaults(event)
+      : pageDefaults(event)
 }
 
 function identifyDefaults(event: SegmentEvent): Record<string, unknown> {
@@ -85,7 +89,10 @@ function pageDefaults(event: SegmentEvent): Record<string, unknown> {
   return out
 }
 
-const PRESET_ROUTES = new Map<unknown, { subscription: string; actionKey: ActionKey; resolve: (event: SegmentEvent) => Record<string, unknown> }>([
+const PRESET_ROUTES = new Map<
+  unknown,
+  { subscription: string; actionKey: ActionKey; resolve: (event: SegmentEvent) => Record<string, unknown> }
+>([
   ['track', { subscription: 'Track Event', actionKey: 'trackEvent', resolve: trackDefaults }],
   ['identify', { subscription: 'Identify User', actionKey: 'identifyUser', resolve: identifyDefaults }]
 ])

@@ -39,7 +39,8 @@ export function toSdkClient(candidate: unknown): SdkClient | undefined {
     return {
       send(cmd) {
         if (cmd.kind === 'identify') dispatch('identify', cmd.userId, cmd.traits)
-        else dispatch('track', cmd.event, { userId: cmd.userId, anonymousId: cmd.anonymousId, properties: cmd.properties })
+        else
+          dispatch('track', cmd.event, { userId: cmd.userId, anonymousId: cmd.anonymousId, properties: cmd.properties })
       }
     }
   }
@@ -92,7 +93,10 @@ export function loadOneFlowSdk(
       if (error) reject(error)
       else resolve(client as SdkClient)
     }
-    const deadline = setTimer(() => finish(new SdkLoadError(settings.sdkUrl, `no usable SDK within ${timeoutMs} ms`)), timeoutMs)
+    const deadline = setTimer(
+      () => finish(new SdkLoadError(settings.sdkUrl, `no usable SDK within ${timeoutMs} ms`)),
+      timeoutMs
+    )
     const look = () => {
       poll = undefined
       if (settled) return

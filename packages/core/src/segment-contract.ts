@@ -53,17 +53,30 @@ export const SEGMENT_PATHS: Readonly<Record<string, SegmentRoute>> = {
 
 /** Why an event breaks Segment's rules; `message` completes "event 3 …" or "the event …". */
 export interface SegmentEventProblem {
-  readonly code: 'invalid_event' | 'invalid_type' | 'missing_identity' | 'missing_event_name' | 'invalid_message_id' | 'too_deep' | 'event_too_large'
+  readonly code:
+    | 'invalid_event'
+    | 'invalid_type'
+    | 'missing_identity'
+    | 'missing_event_name'
+    | 'invalid_message_id'
+    | 'too_deep'
+    | 'event_too_large'
   readonly message: string
 }
 
 type Json = Record<string, unknown>
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v)
-const present = (v: unknown) => (typeof v === 'string' && v.trim() !== '') || (typeof v === 'number' && Number.isFinite(v))
+const present = (v: unknown) =>
+  (typeof v === 'string' && v.trim() !== '') || (typeof v === 'number' && Number.isFinite(v))
 
 /** True when `value` is a messageId Segment accepts: a string of 1 to 99 characters, without NUL. */
 export function isValidMessageId(value: unknown): value is string {
-  return typeof value === 'string' && value !== '' && value.length < SEGMENT_LIMITS.messageIdChars && !value.includes('\u0000')
+  return (
+    typeof value === 'string' &&
+    value !== '' &&
+    value.length < SEGMENT_LIMITS.messageIdChars &&
+    !value.includes('\u0000')
+  )
 }
 
 /**
@@ -73,14 +86,23 @@ export function isValidMessageId(value: unknown): value is string {
 export function checkSegmentEvent(raw: unknown, type: unknown): SegmentEventProblem | undefined {
   if (!isObject(raw)) return { code: 'invalid_event', message: 'must be a JSON object' }
   if (typeof type !== 'string' || !(SEGMENT_EVENT_TYPES as readonly string[]).includes(type)) {
-    return { code: 'invalid_type', message: `has type ${JSON.stringify(type ?? null)}; expected one of ${SEGMENT_EVENT_TYPES.join(', ')}` }
+    return {
+      code: 'invalid_type',
+      message: `has type ${JSON.stringify(type ?? null)}; expected one of ${SEGMENT_EVENT_TYPES.join(', ')}`
+    }
   }
-  if (!present(raw.userId) && !present(raw.anonymousId)) return { code: 'missing_identity', message: 'has neither userId nor anonymousId; send at least one' }
-  if (type === 'track' && (typeof raw.event !== 'string' || raw.event.trim() === '')) return { code: 'missing_event_name', message: 'is a track without an event name ("event")' }
+  if (!present(raw.userId) && !present(raw.anonymousId))
+    return { code: 'missing_identity', message: 'has neither userId nor anonymousId; send at least one' }
+  if (type === 'track' && (typeof raw.event !== 'string' || raw.event.trim() === ''))
+    return { code: 'missing_event_name', message: 'is a track without an event name ("event")' }
   if (raw.messageId !== undefined && !isValidMessageId(raw.messageId)) {
-    return { code: 'invalid_message_id', message: `has a messageId that is not a string of 1 to ${SEGMENT_LIMITS.messageIdChars - 1} characters (without NUL)` }
+    return {
+      code: 'invalid_message_id',
+      message: `has a messageId that is not a string of 1 to ${SEGMENT_LIMITS.messageIdChars - 1} characters (without NUL)`
+    }
   }
-  if (exceedsDepth(raw, MAX_DEPTH)) return { code: 'too_deep', message: `is nested more than ${MAX_DEPTH} levels deep; flatten it` }
+  if (exceedsDepth(raw, MAX_DEPTH))
+    return { code: 'too_deep', message: `is nested more than ${MAX_DEPTH} levels deep; flatten it` }
   return undefined
 }
 

@@ -13,8 +13,7 @@ export { DEFAULT_API_BASE_URL }
 export const settings = /* @__PURE__ */ defineSettings({
   projectApiKey: {
     label: 'Project API Key',
-    description:
-      'Your 1Flow project API key (1Flow → Settings → Project Settings).',
+    description: 'Your 1Flow project API key (1Flow → Settings → Project Settings).',
     type: 'password',
     required: true
   },
@@ -27,7 +26,8 @@ export const settings = /* @__PURE__ */ defineSettings({
   },
   apiBaseUrl: {
     label: '1Flow HTTP API base URL',
-    description: "Base URL of 1Flow's HTTP API, used in cloud mode and by the relay. Change it only to route through a proxy.",
+    description:
+      "Base URL of 1Flow's HTTP API, used in cloud mode and by the relay. Change it only to route through a proxy.",
     type: 'string',
     format: 'uri',
     default: DEFAULT_API_BASE_URL
@@ -45,7 +45,11 @@ export interface ResolvedSettings {
 
 const HTTP_URL = /^https?:\/\/[^\s/?#@]+(?:[/?#][^\s]*)?$/i
 
-function optionalUrl(input: { readonly sdkUrl?: unknown; readonly apiBaseUrl?: unknown }, key: 'sdkUrl' | 'apiBaseUrl', fallback: string): string {
+function optionalUrl(
+  input: { readonly sdkUrl?: unknown; readonly apiBaseUrl?: unknown },
+  key: 'sdkUrl' | 'apiBaseUrl',
+  fallback: string
+): string {
   const value = input[key]
   if (value === undefined || value === null || value === '') return fallback
   if (typeof value !== 'string' || !HTTP_URL.test(value.trim())) {
@@ -58,10 +62,16 @@ function optionalUrl(input: { readonly sdkUrl?: unknown; readonly apiBaseUrl?: u
 }
 
 /** The settings the web SDK needs (key and SDK URL), validated, with the default applied. */
-export function resolveSdkSettings(input: { readonly projectApiKey?: unknown; readonly sdkUrl?: unknown }): Pick<ResolvedSettings, 'projectApiKey' | 'sdkUrl'> {
+export function resolveSdkSettings(input: {
+  readonly projectApiKey?: unknown
+  readonly sdkUrl?: unknown
+}): Pick<ResolvedSettings, 'projectApiKey' | 'sdkUrl'> {
   const key = input.projectApiKey
   if (typeof key !== 'string' || key.trim() === '') {
-    throw new InvalidSettingsError('projectApiKey', 'Setting "projectApiKey" is required: copy it from 1Flow (Settings → Project Settings).')
+    throw new InvalidSettingsError(
+      'projectApiKey',
+      'Setting "projectApiKey" is required: copy it from 1Flow (Settings → Project Settings).'
+    )
   }
   return { projectApiKey: key.trim(), sdkUrl: optionalUrl(input, 'sdkUrl', DEFAULT_SDK_URL) }
 }
@@ -72,5 +82,8 @@ export function resolveSettings(input: unknown): ResolvedSettings {
     throw new InvalidSettingsError('settings', 'Settings must be an object such as {"projectApiKey": "…"}.')
   }
   const raw = input as Record<string, unknown>
-  return { ...resolveSdkSettings(raw), apiBaseUrl: optionalUrl(raw, 'apiBaseUrl', DEFAULT_API_BASE_URL).replace(/\/+$/, '') }
+  return {
+    ...resolveSdkSettings(raw),
+    apiBaseUrl: optionalUrl(raw, 'apiBaseUrl', DEFAULT_API_BASE_URL).replace(/\/+$/, '')
+  }
 }

@@ -19,4 +19,3 @@ export interface ValidSubscription {
   readonly partnerAction: ActionKey
   readonly mapping: Record<string, unknown>
 }
-

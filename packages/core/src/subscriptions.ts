@@ -8,12 +8,18 @@ import { actionKeys, actions, defaultMapping, isActionKey, type ActionKey } from
 import { MAX_SUBSCRIPTIONS, type Subscription, type ValidSubscription } from './subscription-shape.js'
 
 function label(sub: Record<string, unknown>, index: number): string {
-  return typeof sub.name === 'string' && sub.name !== '' ? `Mapping "${sub.name}" (#${index + 1})` : `Mapping #${index + 1}`
+  return typeof sub.name === 'string' && sub.name !== ''
+    ? `Mapping "${sub.name}" (#${index + 1})`
+    : `Mapping #${index + 1}`
 }
 
 function checkOne(sub: unknown, index: number, problems: SubscriptionProblem[]): ValidSubscription | undefined {
   if (typeof sub !== 'object' || sub === null || Array.isArray(sub)) {
-    problems.push({ index, part: 'shape', message: `Mapping #${index + 1} must be an object {name, subscribe, partnerAction, mapping}.` })
+    problems.push({
+      index,
+      part: 'shape',
+      message: `Mapping #${index + 1} must be an object {name, subscribe, partnerAction, mapping}.`
+    })
     return undefined
   }
   const s = sub as Record<string, unknown>
@@ -27,14 +33,22 @@ function checkOne(sub: unknown, index: number, problems: SubscriptionProblem[]):
     })
   }
   if (typeof s.subscribe !== 'string' || s.subscribe.trim() === '') {
-    problems.push({ index, part: 'subscribe', message: `${where}: "subscribe" must be an FQL trigger such as type = "track".` })
+    problems.push({
+      index,
+      part: 'subscribe',
+      message: `${where}: "subscribe" must be an FQL trigger such as type = "track".`
+    })
   } else {
     const found = lintFql(s.subscribe)
     if (found.length > 0) {
       const fixed = suggestFql(s.subscribe)
       const instead = fixed !== s.subscribe ? ` Write instead: ${fixed}` : ''
       for (const p of found) {
-        problems.push({ index, part: 'subscribe', message: `${where}: trigger ${JSON.stringify(s.subscribe)} at column ${p.column}: ${p.message}.${instead}` })
+        problems.push({
+          index,
+          part: 'subscribe',
+          message: `${where}: trigger ${JSON.stringify(s.subscribe)} at column ${p.column}: ${p.message}.${instead}`
+        })
       }
     }
   }
@@ -47,7 +61,11 @@ function checkOne(sub: unknown, index: number, problems: SubscriptionProblem[]):
     if (s.mapping === undefined) {
       mapping = defaultMapping(actions[s.partnerAction].fields)
     } else if (typeof s.mapping !== 'object' || s.mapping === null || Array.isArray(s.mapping)) {
-      problems.push({ index, part: 'mapping', message: `${where}: "mapping" must be an object of field → value or directive.` })
+      problems.push({
+        index,
+        part: 'mapping',
+        message: `${where}: "mapping" must be an object of field → value or directive.`
+      })
     } else {
       mapping = s.mapping as Record<string, unknown>
       for (const key of Object.keys(mapping)) {
@@ -61,7 +79,11 @@ function checkOne(sub: unknown, index: number, problems: SubscriptionProblem[]):
       }
       for (const [key, field] of Object.entries(fields)) {
         if (field.required === true && mapping[key] === undefined) {
-          problems.push({ index, part: 'mapping', message: `${where}: required field "${key}" (${field.label}) is not mapped; map it, e.g. {"@path": "$.event"}.` })
+          problems.push({
+            index,
+            part: 'mapping',
+            message: `${where}: required field "${key}" (${field.label}) is not mapped; map it, e.g. {"@path": "$.event"}.`
+          })
         }
       }
     }
@@ -87,7 +109,9 @@ export type { Subscription, ValidSubscription } from './subscription-shape.js'
  */
 export function validateSubscriptions(input: unknown): ValidSubscription[] {
   if (!Array.isArray(input)) {
-    throw new InvalidSubscriptionError([{ index: -1, part: 'list', message: 'Mappings must be an array of {name, subscribe, partnerAction, mapping}.' }])
+    throw new InvalidSubscriptionError([
+      { index: -1, part: 'list', message: 'Mappings must be an array of {name, subscribe, partnerAction, mapping}.' }
+    ])
   }
   const problems: SubscriptionProblem[] = []
   if (input.length > MAX_SUBSCRIPTIONS) {

@@ -56,7 +56,8 @@ export interface SurveyConversionOptions {
 }
 
 type Obj = Record<string, unknown>
-const asObject = (v: unknown): Obj | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : undefined)
+const asObject = (v: unknown): Obj | undefined =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : undefined
 // NUL is dropped from every id and name, as the relay's ingest does for client ids: a database text column
 // cannot hold it, and no real id contains it.
 const firstString = (...values: unknown[]): string | undefined => {
@@ -74,7 +75,12 @@ const TIMESTAMP_KEYS = ['submitted_at', 'created_at', 'createdAt', 'timestamp', 
 
 /** An ISO-8601 time from a date string, or from epoch seconds or milliseconds (number or digits). */
 function toIsoTime(value: unknown): string | undefined {
-  const epoch = typeof value === 'number' ? value : typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value) : undefined
+  const epoch =
+    typeof value === 'number'
+      ? value
+      : typeof value === 'string' && /^\d+$/.test(value.trim())
+        ? Number(value)
+        : undefined
   if (epoch === undefined) return typeof value === 'string' ? toTimestamp(value) : undefined
   if (!Number.isFinite(epoch) || epoch <= 0) return undefined
   const d = new Date(epoch < 1e11 ? epoch * 1000 : epoch)
@@ -103,7 +109,8 @@ function clip(value: JsonValue, maxChars: number, maxItems: number, cut: { any: 
 /** An answer as one warehouse-friendly scalar: lists of scalars joined with ", ", objects as JSON text. */
 function flatAnswer(answer: JsonValue): string | number | boolean | null {
   if (answer === null || typeof answer !== 'object') return answer
-  if (Array.isArray(answer) && answer.every((a) => a === null || typeof a !== 'object')) return answer.map((a) => String(a)).join(', ')
+  if (Array.isArray(answer) && answer.every((a) => a === null || typeof a !== 'object'))
+    return answer.map((a) => String(a)).join(', ')
   return JSON.stringify(answer)
 }
 
@@ -151,7 +158,10 @@ export function surveyResponseToTrack(payload: unknown, options: SurveyConversio
   put('survey_id', firstString(body.survey_id, info.survey_id, info.id, info._id))
   put('survey_name', firstString(info.name, body.survey_name))
   put('platform', firstString(body.platform, info.platform))
-  put('trigger_event', firstString(trigger?.event_name, trigger?.name, info.trigger_event_name, body.trigger_event_name))
+  put(
+    'trigger_event',
+    firstString(trigger?.event_name, trigger?.name, info.trigger_event_name, body.trigger_event_name)
+  )
   put('project_name', firstString(body.project_name))
   put('alert_name', firstString(body.alert_name))
   put('alert_id', alertId)
@@ -193,7 +203,7 @@ export function surveyResponseToTrack(payload: unknown, options: SurveyConversio
     if (fits(built.props)) break
     built = buildAnswers(maxChars, answers.length)
   }
-  for (let keep = answers.length; !fits(built.props) && keep > 0; ) {
+  for (let keep = answers.length; !fits(built.props) && keep > 0;) {
     keep = Math.floor(keep * 0.8)
     built = buildAnswers(20, keep)
   }

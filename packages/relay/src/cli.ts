@@ -57,9 +57,13 @@ program
     console.log(`${opts.config} is valid.`)
     console.log(`  listen: http://${config.listen.host}:${config.listen.port}`)
     console.log(`  queue:  ${displayQueue(config.queue)}`)
-    console.log(`  1Flow:  ${config.oneflow.apiBaseUrl} (${config.oneflow.mode} mode, at most ${config.oneflow.maxRequestsPerSecond} requests/s per project)`)
+    console.log(
+      `  1Flow:  ${config.oneflow.apiBaseUrl} (${config.oneflow.mode} mode, at most ${config.oneflow.maxRequestsPerSecond} requests/s per project)`
+    )
     for (const s of config.sources) {
-      const mappings = s.subscriptions ? `${s.subscriptions.length} custom mapping(s)` : 'the presets (track → Track Event, identify → Identify User)'
+      const mappings = s.subscriptions
+        ? `${s.subscriptions.length} custom mapping(s)`
+        : 'the presets (track → Track Event, identify → Identify User)'
       console.log(`  source ${s.name}: project ${s.projectId}, ${mappings}`)
       console.log(
         s.segment
@@ -93,7 +97,14 @@ dlq
   .action(async (opts: { config: string; limit: number; source?: string; body?: boolean }) => {
     const queue = await openQueue(readConfig(opts.config))
     const rows = await queue.listDead({ limit: opts.limit, ...(opts.source && { sourceName: opts.source }) })
-    for (const { body, ...row } of rows) console.log(JSON.stringify({ ...row, deadAt: new Date(row.deadAt).toISOString(), ...(opts.body && { event: JSON.parse(body) }) }))
+    for (const { body, ...row } of rows)
+      console.log(
+        JSON.stringify({
+          ...row,
+          deadAt: new Date(row.deadAt).toISOString(),
+          ...(opts.body && { event: JSON.parse(body) })
+        })
+      )
     if (rows.length === 0) console.error('No dead letters.')
     await queue.close()
   })

@@ -89,22 +89,45 @@ export class Deliverer {
     const sourcesByName = new Map(deps.config.sources.map((s) => [s.name, s]))
     for (const source of deps.config.sources) {
       if (!this.lanes.has(source.projectId)) {
-        this.addLane(source.projectId, source.name, source, new OneFlowSink(source, sourcesByName, oneflow, deps.metrics), oneflow.maxRequestsPerSecond, oneflow.concurrency)
+        this.addLane(
+          source.projectId,
+          source.name,
+          source,
+          new OneFlowSink(source, sourcesByName, oneflow, deps.metrics),
+          oneflow.maxRequestsPerSecond,
+          oneflow.concurrency
+        )
       }
       if (source.segment && !this.lanes.has(source.segment.laneId)) {
-        this.addLane(source.segment.laneId, `segment:${source.name}`, source, new SegmentSink(source.segment, deps.clock), SEGMENT_MAX_REQUESTS_PER_SECOND, SEGMENT_CONCURRENCY)
+        this.addLane(
+          source.segment.laneId,
+          `segment:${source.name}`,
+          source,
+          new SegmentSink(source.segment, deps.clock),
+          SEGMENT_MAX_REQUESTS_PER_SECOND,
+          SEGMENT_CONCURRENCY
+        )
       }
     }
   }
 
-  private addLane(laneId: string, label: string, source: SourceConfig, sink: Sink, maxPerSecond: number, concurrency: number): void {
+  private addLane(
+    laneId: string,
+    label: string,
+    source: SourceConfig,
+    sink: Sink,
+    maxPerSecond: number,
+    concurrency: number
+  ): void {
     const { queue, clock, config } = this.deps
     this.lanes.set(laneId, {
       laneId,
       label,
       source,
       sink,
-      limiter: queue.sharedLimiter?.(laneId, maxPerSecond, { inFlightMs: config.oneflow.requestTimeoutMs + 1000, clock }) ?? new RateLimiter(maxPerSecond, clock),
+      limiter:
+        queue.sharedLimiter?.(laneId, maxPerSecond, { inFlightMs: config.oneflow.requestTimeoutMs + 1000, clock }) ??
+        new RateLimiter(maxPerSecond, clock),
       concurrency,
       inFlight: 0,
       pausedUntil: 0,
@@ -117,16 +140,28 @@ export class Deliverer {
 
   /** The sum of every 1Flow project's current request limit (requests/s), for the status page. */
   requestLimit(): number {
-    return Math.round([...this.lanes.values()].filter((l) => l.sink.isOneFlow).reduce((n, l) => n + l.limiter.current, 0))
+    return Math.round(
+      [...this.lanes.values()].filter((l) => l.sink.isOneFlow).reduce((n, l) => n + l.limiter.current, 0)
+    )
   }
 
   /** Current alerts (a lane whose key is refused, or whose service redirects), for /health. */
   alerts(): Array<{ source: string; projectId: string; alert: string }> {
-    return [...this.lanes.values()].flatMap((l) => (l.alert ? [{ source: l.label, projectId: l.laneId, alert: l.alert.reason }] : []))
+    return [...this.lanes.values()].flatMap((l) =>
+      l.alert ? [{ source: l.label, projectId: l.laneId, alert: l.alert.reason }] : []
+    )
   }
 
   /** Each lane's figures for the status page: both directions, side by side. */
-  laneStatus(): Array<{ laneId: string; lane: string; service: string; limit: number; inFlight: number; paused: boolean; alert: string | null }> {
+  laneStatus(): Array<{
+    laneId: string
+    lane: string
+    service: string
+    limit: number
+    inFlight: number
+    paused: boolean
+    alert: string | null
+  }> {
     const now = this.deps.clock.now()
     return [...this.lanes.values()].map((l) => ({
       laneId: l.laneId,
@@ -163,9 +198,18 @@ export class Deliverer {
     while (this.running) {
       try {
         for (const lane of this.lanes.values()) {
-          while (this.running && lane.inFlight < lane.concurrency && clock.now() >= Math.max(lane.pausedUntil, lane.alertPausedUntil)) {
+          while (
+            this.running &&
+            lane.inFlight < lane.concurrency &&
+            clock.now() >= Math.max(lane.pausedUntil, lane.alertPausedUntil)
+          ) {
             // A lane paused by an alert sends one probe at a time.
-            const jobs = await queue.lease(lane.laneId, lane.alert ? 1 : lane.sink.leaseLimit(), this.leaseMs, clock.now())
+            const jobs = await queue.lease(
+              lane.laneId,
+              lane.alert ? 1 : lane.sink.leaseLimit(),
+              this.leaseMs,
+              clock.now()
+            )
             if (jobs.length === 0) break
             this.track(this.deliver(lane, jobs))
             if (lane.alert) break
@@ -207,7 +251,8 @@ export class Deliverer {
     const settle: Settle = (jobId, fate) => {
       const prev = fates.get(jobId)
       // `done` with `skipped` replaces a plain `done`; otherwise a worse fate wins.
-      if (!prev || FATE_ORDER[fate.kind] > FATE_ORDER[prev.kind] || (fate.kind === 'done' && prev.kind === 'done')) fates.set(jobId, fate)
+      if (!prev || FATE_ORDER[fate.kind] > FATE_ORDER[prev.kind] || (fate.kind === 'done' && prev.kind === 'done'))
+        fates.set(jobId, fate)
     }
     try {
       const plan = lane.sink.plan(jobs)
@@ -229,7 +274,10 @@ export class Deliverer {
         }
       }
     } catch (error) {
-      logger.error({ err: error, lane: lane.label }, 'delivery failed unexpectedly; the events are released for another try')
+      logger.error(
+        { err: error, lane: lane.label },
+        'delivery failed unexpectedly; the events are released for another try'
+      )
       for (const job of jobs) settle(job.id, { kind: 'release' })
     }
     try {
@@ -253,13 +301,22 @@ export class Deliverer {
     let body = ''
     try {
       // Never follow a redirect: the key would go wherever the answer points.
-      const res = await this.fetch(request.url, { method: 'POST', headers: request.headers, body: request.body, redirect: 'manual', signal: AbortSignal.timeout(this.deps.config.oneflow.requestTimeoutMs) })
+      const res = await this.fetch(request.url, {
+        method: 'POST',
+        headers: request.headers,
+        body: request.body,
+        redirect: 'manual',
+        signal: AbortSignal.timeout(this.deps.config.oneflow.requestTimeoutMs)
+      })
       status = res.status
       retryAfter = res.headers.get('retry-after')
       location = res.headers.get('location')
       body = (await res.text()).slice(0, 2000)
     } catch (error) {
-      logger.warn({ lane: lane.label, endpoint: request.path, err: (error as Error).message }, `${service} did not answer`)
+      logger.warn(
+        { lane: lane.label, endpoint: request.path, err: (error as Error).message },
+        `${service} did not answer`
+      )
     } finally {
       answered()
     }
@@ -273,7 +330,10 @@ export class Deliverer {
     if (verdict.split) {
       const half = Math.ceil(units.length / 2)
       const [first, second] = [units.slice(0, half), units.slice(half)]
-      return (await this.send(lane, first, lane.sink.request(first), settle)) && (await this.send(lane, second, lane.sink.request(second), settle))
+      return (
+        (await this.send(lane, first, lane.sink.request(first), settle)) &&
+        (await this.send(lane, second, lane.sink.request(second), settle))
+      )
     }
     for (const u of units) settle(u.jobId, verdict.fate as JobFate)
     return verdict.proceed
@@ -291,7 +351,11 @@ export class Deliverer {
       lane.probeBackoffMs = PROBE_MIN_MS
     }
     if (verdict.alert) {
-      if (!lane.alert) logger.error({ lane: lane.label, cause: verdict.alert.cause }, `ALERT: ${verdict.alert.reason}; sending to ${service} for ${lane.label} is paused and will be re-tried; nothing is dropped`)
+      if (!lane.alert)
+        logger.error(
+          { lane: lane.label, cause: verdict.alert.cause },
+          `ALERT: ${verdict.alert.reason}; sending to ${service} for ${lane.label} is paused and will be re-tried; nothing is dropped`
+        )
       lane.alert = verdict.alert
       lane.alertPausedUntil = now + lane.probeBackoffMs
       lane.probeBackoffMs = Math.min(PROBE_MAX_MS, lane.probeBackoffMs * 2)
@@ -300,7 +364,10 @@ export class Deliverer {
     if (verdict.pauseUntil !== undefined) lane.pausedUntil = Math.max(lane.pausedUntil, verdict.pauseUntil)
     if (verdict.retryAfterMs !== undefined) {
       metrics.paused.set({ project: lane.label, reason: 'retry_after' }, 1)
-      setTimeout(() => metrics.paused.set({ project: lane.label, reason: 'retry_after' }, 0), verdict.retryAfterMs).unref()
+      setTimeout(
+        () => metrics.paused.set({ project: lane.label, reason: 'retry_after' }, 0),
+        verdict.retryAfterMs
+      ).unref()
     }
     if (verdict.throttled) {
       lane.limiter.throttled()
@@ -327,12 +394,21 @@ export class Deliverer {
       } else if (fate.kind === 'release') {
         released.push(job.id)
       } else if (fate.kind === 'dead' || (job.firstAttemptAt !== null && now - job.firstAttemptAt >= giveUpMs)) {
-        const info = fate.kind === 'dead' ? fate : { reason: `gave up after ${config.limits.giveUpAfterHours} h of retries; last error: ${fate.error}` }
+        const info =
+          fate.kind === 'dead'
+            ? fate
+            : { reason: `gave up after ${config.limits.giveUpAfterHours} h of retries; last error: ${fate.error}` }
         await queue.deadLetter([job.id], info, now)
         metrics.deliveryEvents.inc({ project: label, result: 'dead' })
         this.deps.status?.outcome('dead', 1, label, lane.sink.isOneFlow)
-        metrics.deadLetters.inc({ project: label, reason: fate.kind === 'dead' ? (fate.status ? String(fate.status) : 'invalid') : 'gave_up' })
-        logger.warn({ project: label, messageId: job.messageId, status: fate.kind === 'dead' ? fate.status : undefined }, `event dead-lettered: ${info.reason}`)
+        metrics.deadLetters.inc({
+          project: label,
+          reason: fate.kind === 'dead' ? (fate.status ? String(fate.status) : 'invalid') : 'gave_up'
+        })
+        logger.warn(
+          { project: label, messageId: job.messageId, status: fate.kind === 'dead' ? fate.status : undefined },
+          `event dead-lettered: ${info.reason}`
+        )
       } else {
         const key = `${fate.at}\u0000${fate.error}`
         const entry = retries.get(key) ?? { at: fate.at, error: fate.error, ids: [] }

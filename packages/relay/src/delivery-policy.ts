@@ -40,22 +40,44 @@ export interface Answered {
 }
 
 /** The verdict on one answer, given the lane's failures in a row so far. */
-export function judge(decision: Decision, answer: Answered, failures: number, now: number, random: () => number): Verdict {
+export function judge(
+  decision: Decision,
+  answer: Answered,
+  failures: number,
+  now: number,
+  random: () => number
+): Verdict {
   const { status, body, units, service } = answer
   switch (decision.action) {
     case 'deliver':
       return { fate: { kind: 'done' }, proceed: true, failures: 0 }
     case 'split':
       if (units > 1) return { split: true, proceed: true, failures: 0 }
-      return { fate: { kind: 'dead', reason: `${service} refused the event as too large (413)`, status: 413, response: body }, proceed: true, failures: 0 }
+      return {
+        fate: { kind: 'dead', reason: `${service} refused the event as too large (413)`, status: 413, response: body },
+        proceed: true,
+        failures: 0
+      }
     case 'dead-letter':
-      return { fate: { kind: 'dead', reason: decision.reason, ...(status !== undefined && { status }), response: body }, proceed: true, failures: 0 }
+      return {
+        fate: { kind: 'dead', reason: decision.reason, ...(status !== undefined && { status }), response: body },
+        proceed: true,
+        failures: 0
+      }
     case 'pause':
-      return { fate: { kind: 'release' }, proceed: false, failures: 0, alert: { cause: decision.cause, reason: decision.reason } }
+      return {
+        fate: { kind: 'release' },
+        proceed: false,
+        failures: 0,
+        alert: { cause: decision.cause, reason: decision.reason }
+      }
     case 'retry': {
       // The service's Retry-After says when to come back (never sooner than the base delay); without one,
       // full-jitter backoff growing with the failures in a row.
-      const wait = decision.afterMs !== undefined ? Math.max(decision.afterMs, decision.backoffBaseMs) : fullJitterDelay(failures, random, decision.backoffBaseMs, MAX_BACKOFF_MS)
+      const wait =
+        decision.afterMs !== undefined
+          ? Math.max(decision.afterMs, decision.backoffBaseMs)
+          : fullJitterDelay(failures, random, decision.backoffBaseMs, MAX_BACKOFF_MS)
       const at = now + wait
       const next = failures + 1
       // A failed request holds back only its own users; Retry-After, or failures in a row (the service is

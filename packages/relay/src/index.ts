@@ -6,7 +6,16 @@ export { acceptRequest, writeKeyFromBasic } from './ingest'
 export type { IngestError, Accepted, RejectedEvent } from './ingest'
 export { SqliteQueue } from './queue/sqlite-queue'
 export { PgQueue } from './queue/pg-queue'
-export type { Queue, NewEvent, Job, DeadLetter, DeadLetterInfo, QueueStats, EnqueueResult, Selection } from './queue/queue'
+export type {
+  Queue,
+  NewEvent,
+  Job,
+  DeadLetter,
+  DeadLetterInfo,
+  QueueStats,
+  EnqueueResult,
+  Selection
+} from './queue/queue'
 export { RateLimiter, systemClock } from './rate-limiter'
 export type { Clock, SendLimiter } from './rate-limiter'
 export { createLogger, REDACT_PATHS } from './logger'

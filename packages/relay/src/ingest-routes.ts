@@ -79,7 +79,10 @@ export async function ingestRoutes(app: FastifyInstance, deps: IntakeDeps): Prom
     const key = writeKeyFromBasic(req.headers.authorization)
     if (key !== undefined && !sourcesByKey.has(key)) {
       metrics.ingestRequests.inc({ route, status: '401' })
-      return reply.code(401).header('connection', 'close').send({ error: 'unknown write key', code: 'unknown_write_key' })
+      return reply
+        .code(401)
+        .header('connection', 'close')
+        .send({ error: 'unknown write key', code: 'unknown_write_key' })
     }
     if (!reserveBody(deps.bodies, req, reply, (req.routeOptions.config as unknown as RouteConfig).limit)) {
       metrics.ingestRequests.inc({ route, status: '503' })
@@ -93,9 +96,16 @@ export async function ingestRoutes(app: FastifyInstance, deps: IntakeDeps): Prom
       metrics.ingestRequests.inc({ route, status: String(status) })
       return reply.code(status).send(body)
     }
-    if (error instanceof BodyError) return answer(error.statusCode, { error: error.message, code: error.code, ...(error.limit !== undefined && { limit: error.limit }) })
-    if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return answer(400, { error: `the request body is over ${what}`, code: 'request_too_large', limit })
-    if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) return answer(400, { error: error.message, code: 'bad_request' })
+    if (error instanceof BodyError)
+      return answer(error.statusCode, {
+        error: error.message,
+        code: error.code,
+        ...(error.limit !== undefined && { limit: error.limit })
+      })
+    if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+      return answer(400, { error: `the request body is over ${what}`, code: 'request_too_large', limit })
+    if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500)
+      return answer(400, { error: error.message, code: 'bad_request' })
     logger.error({ err: error, route }, 'unexpected error handling an ingest request')
     return answer(500, { error: 'internal error', code: 'internal' })
   })
@@ -123,7 +133,10 @@ export async function ingestRoutes(app: FastifyInstance, deps: IntakeDeps): Prom
       stored = await deps.store([...result.events, ...result.deadLetters])
     } catch (error) {
       if (error instanceof UnstorableEventsError) {
-        logger.warn({ source: result.source.name, route, error: error.message }, 'the queue refused a request’s events; answered 400')
+        logger.warn(
+          { source: result.source.name, route, error: error.message },
+          'the queue refused a request’s events; answered 400'
+        )
         return answer(400, { error: error.message, code: 'unstorable' })
       }
       return unavailable(deps.onStoreFailed(error))
@@ -138,7 +151,12 @@ export async function ingestRoutes(app: FastifyInstance, deps: IntakeDeps): Prom
       for (const r of rejected) metrics.ingestRejected.inc({ reason: r.code })
       // One line per request, not per event: a batch of 2,500 bad events is one log line.
       logger.warn(
-        { source: result.source.name, route, rejected: rejected.slice(0, 50).map(({ index, code }) => ({ index, code })), count: rejected.length },
+        {
+          source: result.source.name,
+          route,
+          rejected: rejected.slice(0, 50).map(({ index, code }) => ({ index, code })),
+          count: rejected.length
+        },
         `rejected ${rejected.length} of ${result.events.length + rejected.length} event(s) at ingest (kept as dead letters: oneflow-relay dlq list); first: ${rejected[0]?.error}`
       )
     }

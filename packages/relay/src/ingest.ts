@@ -3,7 +3,13 @@
  * envelope), which events are rejected one by one while the rest are kept, and how accepted events are
  * stamped before they are queued. The rules themselves are core's (`checkSegmentEvent`, `SEGMENT_LIMITS`).
  */
-import { checkSegmentEvent, isValidMessageId, SEGMENT_LIMITS, type SegmentEventProblem, type SegmentRoute } from '@oneflow-seg/core'
+import {
+  checkSegmentEvent,
+  isValidMessageId,
+  SEGMENT_LIMITS,
+  type SegmentEventProblem,
+  type SegmentRoute
+} from '@oneflow-seg/core'
 import type { SourceConfig } from './config'
 import type { NewEvent } from './queue/queue'
 
@@ -33,7 +39,10 @@ export interface Accepted {
 
 type Json = Record<string, unknown>
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v)
-const refuse = (status: 400 | 401, code: string, error: string, limit?: number): IngestError => ({ status, body: { error, code, ...(limit !== undefined && { limit }) } })
+const refuse = (status: 400 | 401, code: string, error: string, limit?: number): IngestError => ({
+  status,
+  body: { error, code, ...(limit !== undefined && { limit }) }
+})
 
 /** The write key from `Authorization: Basic base64(writeKey:)`, or undefined. */
 export function writeKeyFromBasic(authorization: string | undefined): string | undefined {
@@ -44,7 +53,8 @@ export function writeKeyFromBasic(authorization: string | undefined): string | u
   return key === '' ? undefined : key
 }
 
-const present = (v: unknown) => (typeof v === 'string' && v.trim() !== '') || (typeof v === 'number' && Number.isFinite(v))
+const present = (v: unknown) =>
+  (typeof v === 'string' && v.trim() !== '') || (typeof v === 'number' && Number.isFinite(v))
 
 /** Segment's clock-skew correction: timestamp = receivedAt − (sentAt − timestamp), when both client clocks are known. */
 function correctSkew(event: Json, sentAt: unknown, receivedAt: number): void {
@@ -60,7 +70,8 @@ const STAMP_ALLOWANCE = 256
 
 /** The write key of a request: HTTP Basic first, then `writeKey` in the body (analytics.js sends both). */
 export function requestWriteKey(body: unknown, authorization: string | undefined): string | undefined {
-  const fromBody = isObject(body) && typeof body.writeKey === 'string' && body.writeKey !== '' ? body.writeKey : undefined
+  const fromBody =
+    isObject(body) && typeof body.writeKey === 'string' && body.writeKey !== '' ? body.writeKey : undefined
   return writeKeyFromBasic(authorization) ?? fromBody
 }
 
@@ -94,7 +105,12 @@ export function acceptRequest(
 ): Accepted | IngestError {
   if (!isObject(body)) return refuse(400, 'invalid_body', 'the body must be a JSON object')
   const writeKey = requestWriteKey(body, authorization)
-  if (writeKey === undefined) return refuse(401, 'missing_write_key', 'no write key: send it as the HTTP Basic username ("writeKey:") or as "writeKey" in the body')
+  if (writeKey === undefined)
+    return refuse(
+      401,
+      'missing_write_key',
+      'no write key: send it as the HTTP Basic username ("writeKey:") or as "writeKey" in the body'
+    )
   const source = sources.get(writeKey)
   if (!source) return refuse(401, 'unknown_write_key', 'unknown write key')
 
@@ -103,7 +119,12 @@ export function acceptRequest(
   if (isBatch) {
     if (!Array.isArray(body.batch)) return refuse(400, 'invalid_batch', '"batch" must be an array of events')
     if (body.batch.length > SEGMENT_LIMITS.batchEvents) {
-      return refuse(400, 'batch_too_long', `the batch has ${body.batch.length} events; the limit is ${SEGMENT_LIMITS.batchEvents}`, SEGMENT_LIMITS.batchEvents)
+      return refuse(
+        400,
+        'batch_too_long',
+        `the batch has ${body.batch.length} events; the limit is ${SEGMENT_LIMITS.batchEvents}`,
+        SEGMENT_LIMITS.batchEvents
+      )
     }
     raws = body.batch
   } else raws = [body]
@@ -117,7 +138,15 @@ export function acceptRequest(
     const error = `${isBatch ? `event ${index}` : 'the event'} ${problem.message}`
     rejected.push({ index, code: problem.code, error })
     const messageId = isObject(raw) && isValidMessageId(raw.messageId) ? raw.messageId : newMessageId()
-    deadLetters.push({ messageId, sourceName: source.name, projectId: source.projectId, userKey: '', body: rejectedBody(raw), receivedAt: now, deadReason: `rejected at ingest (${problem.code}): ${error}` })
+    deadLetters.push({
+      messageId,
+      sourceName: source.name,
+      projectId: source.projectId,
+      userKey: '',
+      body: rejectedBody(raw),
+      receivedAt: now,
+      deadReason: `rejected at ingest (${problem.code}): ${error}`
+    })
   }
 
   for (let i = 0; i < raws.length; i++) {
@@ -142,7 +171,10 @@ export function acceptRequest(
     const stored = JSON.stringify(event)
     const bytes = Buffer.byteLength(stored)
     if (bytes > SEGMENT_LIMITS.eventBytes + STAMP_ALLOWANCE) {
-      reject(i, raw, { code: 'event_too_large', message: `is over 32 KB (${bytes} bytes as stored); the limit is 32 KB per event` })
+      reject(i, raw, {
+        code: 'event_too_large',
+        message: `is over 32 KB (${bytes} bytes as stored); the limit is 32 KB per event`
+      })
       continue
     }
     types.push(type as string)

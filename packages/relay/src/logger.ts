@@ -27,7 +27,11 @@ export const REDACT_PATHS = [
 /** The relay's JSON logger (pino), with secrets redacted. */
 export function createLogger(options: { level?: string; destination?: NodeJS.WritableStream } = {}): Logger {
   return pino(
-    { level: options.level ?? process.env.LOG_LEVEL ?? 'info', redact: { paths: REDACT_PATHS, censor: '[redacted]' }, base: { service: 'oneflow-relay' } },
+    {
+      level: options.level ?? process.env.LOG_LEVEL ?? 'info',
+      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+      base: { service: 'oneflow-relay' }
+    },
     options.destination ?? process.stdout
   )
 }

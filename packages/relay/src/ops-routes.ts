@@ -38,23 +38,35 @@ export async function opsRoutes(app: FastifyInstance, deps: OpsRouteDeps): Promi
   app.get('/health/ready', async (_req, reply) => {
     const problem = await deps.notReady()
     // Never unready because of 1Flow: absorbing 1Flow outages is what the relay is for.
-    return reply.code(problem ? 503 : 200).send({ status: problem ? 'not ready' : 'ready', ...(problem && { problem }), alerts: deliverer.alerts() })
+    return reply
+      .code(problem ? 503 : 200)
+      .send({ status: problem ? 'not ready' : 'ready', ...(problem && { problem }), alerts: deliverer.alerts() })
   })
-  app.get('/health', async () => ({ status: deps.shuttingDown() ? 'shutting down' : 'ok', alerts: deliverer.alerts(), queue: await queue.stats(clock.now()) }))
+  app.get('/health', async () => ({
+    status: deps.shuttingDown() ? 'shutting down' : 'ok',
+    alerts: deliverer.alerts(),
+    queue: await queue.stats(clock.now())
+  }))
   app.get('/metrics', async (_req, reply) => {
     setQueueGauges(metrics, await queue.stats(clock.now()))
     return reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics())
   })
 
   if (deps.statusPage) {
-    app.get('/status', async (_req, reply) => reply.header('content-type', 'text/html; charset=utf-8').send(STATUS_PAGE_HTML))
+    app.get('/status', async (_req, reply) =>
+      reply.header('content-type', 'text/html; charset=utf-8').send(STATUS_PAGE_HTML)
+    )
     app.get('/status/data', async () => {
       const history = status.history()
       const stats = await queue.stats(clock.now())
       return {
         time: new Date(clock.now()).toISOString(),
         queue: stats,
-        lanes: deliverer.laneStatus().map(({ laneId, ...lane }) => ({ ...lane, waiting: stats.lanes[laneId] ?? 0, ...status.laneFigures(lane.lane) })),
+        lanes: deliverer.laneStatus().map(({ laneId, ...lane }) => ({
+          ...lane,
+          waiting: stats.lanes[laneId] ?? 0,
+          ...status.laneFigures(lane.lane)
+        })),
         totals: status.totals,
         // The last complete second.
         rate: { requestsPerSecond: history.at(-2)?.requests ?? 0, limit: deliverer.requestLimit() },

@@ -31,7 +31,10 @@ export class QueueHealth {
     if (this.failure) return
     const message = describeError(error)
     this.failure = { since: this.clock.now(), message }
-    this.logger.error({ operation, error: message }, 'the queue is failing; ingest answers 503 until it works again (nothing acknowledged is lost)')
+    this.logger.error(
+      { operation, error: message },
+      'the queue is failing; ingest answers 503 until it works again (nothing acknowledged is lost)'
+    )
   }
 
   /** A write succeeded: logs when the queue recovers. */
@@ -59,6 +62,10 @@ export class QueueHealth {
 
 /** An error as one line without secrets (a PostgreSQL URL's password never reaches here: pg does not print it). */
 export function describeError(error: unknown): string {
-  if (error instanceof Error) return `${(error as { code?: string }).code ? `${(error as { code?: string }).code}: ` : ''}${error.message}`.slice(0, 500)
+  if (error instanceof Error)
+    return `${(error as { code?: string }).code ? `${(error as { code?: string }).code}: ` : ''}${error.message}`.slice(
+      0,
+      500
+    )
   return String(error).slice(0, 500)
 }

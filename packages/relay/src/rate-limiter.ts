@@ -82,7 +82,8 @@ export class RateLimiter implements SendLimiter {
     for (;;) {
       const now = this.clock.now()
       const limit = this.limit.at(now)
-      for (let i = this.requests.length - 1; i >= 0; i--) if ((this.requests[i] as { end: number }).end <= now - this.windowMs) this.requests.splice(i, 1)
+      for (let i = this.requests.length - 1; i >= 0; i--)
+        if ((this.requests[i] as { end: number }).end <= now - this.windowMs) this.requests.splice(i, 1)
       if (this.requests.length < Math.floor(limit)) {
         const entry = { end: Number.POSITIVE_INFINITY }
         this.requests.push(entry)

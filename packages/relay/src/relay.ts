@@ -43,7 +43,11 @@ export interface Relay {
 }
 
 /** The 503 while the queue does not take writes: clients retry after a few seconds. */
-const QUEUE_FAILING: Unavailable = { error: 'the relay cannot store events right now; retry shortly', code: 'queue_unavailable', retryAfter: '5' }
+const QUEUE_FAILING: Unavailable = {
+  error: 'the relay cannot store events right now; retry shortly',
+  code: 'queue_unavailable',
+  retryAfter: '5'
+}
 
 /** Opens the queue a config names. */
 export async function openQueue(config: RelayConfig): Promise<Queue> {
@@ -74,7 +78,17 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
   const queue = options.queue ?? (await openQueue(config))
   const status = new StatusTracker(() => clock.now())
   const health = new QueueHealth(logger, clock, () => queue.checkWritable())
-  const deliverer = new Deliverer({ queue, config, logger, metrics, clock, status, health, ...(options.random && { random: options.random }), ...(options.fetch && { fetch: options.fetch }) })
+  const deliverer = new Deliverer({
+    queue,
+    config,
+    logger,
+    metrics,
+    clock,
+    status,
+    health,
+    ...(options.random && { random: options.random }),
+    ...(options.fetch && { fetch: options.fetch })
+  })
   let shuttingDown = false
   const timers: NodeJS.Timeout[] = []
   const { requestTimeoutMs } = config.limits
@@ -90,7 +104,10 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
     connectionTimeout: requestTimeoutMs,
     keepAliveTimeout: KEEP_ALIVE_MS,
     maxRequestsPerSocket: 10_000,
-    http: { headersTimeout: Math.min(10_000, requestTimeoutMs), connectionsCheckingInterval: Math.min(1_000, Math.floor(requestTimeoutMs / 4)) }
+    http: {
+      headersTimeout: Math.min(10_000, requestTimeoutMs),
+      connectionsCheckingInterval: Math.min(1_000, Math.floor(requestTimeoutMs / 4))
+    }
   })
 
   /** Why the relay cannot take events now (shutting down, the queue failing or over its disk cap), for ingest and webhooks alike. */
@@ -104,7 +121,8 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
       health.failed(error, 'measuring the queue')
       return QUEUE_FAILING
     }
-    if (live > config.limits.diskCapBytes) return { error: 'the relay queue is over its disk cap; retry later', code: 'queue_full', retryAfter: '60' }
+    if (live > config.limits.diskCapBytes)
+      return { error: 'the relay queue is over its disk cap; retry later', code: 'queue_full', retryAfter: '60' }
     return undefined
   }
 
@@ -123,7 +141,17 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
     deliverer.poke()
   }
 
-  const intake = { sources: config.sources, metrics, logger, clock, unavailable, store, onQueued, onStoreFailed, bodies: new BodyBudget(BODY_BUDGET_BYTES) }
+  const intake = {
+    sources: config.sources,
+    metrics,
+    logger,
+    clock,
+    unavailable,
+    store,
+    onQueued,
+    onStoreFailed,
+    bodies: new BodyBudget(BODY_BUDGET_BYTES)
+  }
   void app.register(ingestRoutes, intake)
   void app.register(webhookRoutes, { ...intake, dedupWindowHours: config.limits.dedupWindowHours })
   void app.register(opsRoutes, {
@@ -151,12 +179,20 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
   const updateGauges = async () => setQueueGauges(metrics, await queue.stats(clock.now()))
   const cleanUpDeadLetters = async () => {
     const now = clock.now()
-    const { expired, overSize } = await queue.pruneDead(now - config.limits.deadLetterRetentionDays * 86_400_000, config.limits.deadLetterMaxBytes)
+    const { expired, overSize } = await queue.pruneDead(
+      now - config.limits.deadLetterRetentionDays * 86_400_000,
+      config.limits.deadLetterMaxBytes
+    )
     if (expired > 0) metrics.deadLettersRemoved.inc({ reason: 'age' }, expired)
     if (overSize > 0) metrics.deadLettersRemoved.inc({ reason: 'size' }, overSize)
     if (expired + overSize > 0) {
       logger.warn(
-        { expired, overSize, retentionDays: config.limits.deadLetterRetentionDays, maxBytes: config.limits.deadLetterMaxBytes },
+        {
+          expired,
+          overSize,
+          retentionDays: config.limits.deadLetterRetentionDays,
+          maxBytes: config.limits.deadLetterMaxBytes
+        },
         `removed ${expired + overSize} dead letter(s): ${expired} older than ${config.limits.deadLetterRetentionDays} days, ${overSize} oldest over the dead-letter size limit`
       )
     }
@@ -171,19 +207,30 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
     async start() {
       // One SQLite file has one relay: leases left by a crashed process are ours to take back at once.
       const recovered = await queue.recoverLeases(queue instanceof SqliteQueue ? Number.MAX_SAFE_INTEGER : clock.now())
-      if (recovered > 0) logger.warn({ recovered }, 'took back events left in flight by a previous process; they will be delivered again')
+      if (recovered > 0)
+        logger.warn(
+          { recovered },
+          'took back events left in flight by a previous process; they will be delivered again'
+        )
       deliverer.start()
       // Housekeeping: a failure is the queue's (reported once to QueueHealth), never the process's end.
       const every = (ms: number, what: string, fn: () => Promise<unknown>) =>
         timers.push(setInterval(() => void fn().catch((error: unknown) => health.failed(error, what)), ms).unref())
       every(PROBE_EVERY_MS, 'probing the queue', () => health.check())
-      every(PRUNE_EVERY_MS, 'forgetting old message ids', () => queue.pruneDedup(clock.now() - config.limits.dedupWindowHours * 3_600_000))
-      every(Math.min(RECOVER_EVERY_MS, deliverer.leaseMs / 2), 'taking back expired leases', () => queue.recoverLeases(clock.now()))
+      every(PRUNE_EVERY_MS, 'forgetting old message ids', () =>
+        queue.pruneDedup(clock.now() - config.limits.dedupWindowHours * 3_600_000)
+      )
+      every(Math.min(RECOVER_EVERY_MS, deliverer.leaseMs / 2), 'taking back expired leases', () =>
+        queue.recoverLeases(clock.now())
+      )
       every(GAUGES_EVERY_MS, 'reading queue figures', updateGauges)
       every(DEAD_LETTER_CLEANUP_EVERY_MS, 'removing old dead letters', cleanUpDeadLetters)
       every(COMPACT_EVERY_MS, 'compacting the queue', () => queue.compact())
       const address = await app.listen({ host: config.listen.host, port: config.listen.port })
-      logger.info({ address, sources: config.sources.map((s) => s.name), queue: config.queue.split(':')[0] }, 'oneflow-relay listening')
+      logger.info(
+        { address, sources: config.sources.map((s) => s.name), queue: config.queue.split(':')[0] },
+        'oneflow-relay listening'
+      )
       return address
     },
     async stop() {
@@ -192,7 +239,10 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
       for (const t of timers) clearInterval(t)
       // Answers in flight finish; a client still sending (slow, stalled) is cut after a short grace, so
       // shutdown never waits for its request timeout.
-      const cut = setTimeout(() => app.server.closeAllConnections(), Math.min(FORCE_CLOSE_AFTER_MS, config.shutdownGraceMs / 3))
+      const cut = setTimeout(
+        () => app.server.closeAllConnections(),
+        Math.min(FORCE_CLOSE_AFTER_MS, config.shutdownGraceMs / 3)
+      )
       await app.close()
       clearTimeout(cut)
       await deliverer.stop()

@@ -23,10 +23,16 @@ export class BodyError extends Error {
   }
 }
 
-const tooLarge = (error: unknown) => (error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' || error instanceof RangeError
+const tooLarge = (error: unknown) =>
+  (error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' || error instanceof RangeError
 
 /** The body's bytes after undoing `Content-Encoding`, never more than `limit` of them. */
-export async function decodeBody(raw: Buffer, contentEncoding: string | undefined, limit: number, what: string): Promise<Buffer> {
+export async function decodeBody(
+  raw: Buffer,
+  contentEncoding: string | undefined,
+  limit: number,
+  what: string
+): Promise<Buffer> {
   const encoding = (contentEncoding ?? '').trim().toLowerCase()
   if (encoding === '' || encoding === 'identity') return raw
   const options = { maxOutputLength: limit }
@@ -34,7 +40,8 @@ export async function decodeBody(raw: Buffer, contentEncoding: string | undefine
     try {
       return await fn(raw, options)
     } catch (error) {
-      if (tooLarge(error)) throw new BodyError(`the request body is over ${what} once decompressed`, 400, 'request_too_large', limit)
+      if (tooLarge(error))
+        throw new BodyError(`the request body is over ${what} once decompressed`, 400, 'request_too_large', limit)
       throw error
     }
   }
@@ -42,17 +49,32 @@ export async function decodeBody(raw: Buffer, contentEncoding: string | undefine
     if (encoding === 'gzip' || encoding === 'x-gzip') return await decode(decoders.gzip)
     if (encoding === 'deflate') {
       // RFC 9110's deflate is zlib-wrapped; some clients send raw deflate: take either.
-      return await decode(decoders.deflate).catch((error: unknown) => (error instanceof BodyError ? Promise.reject(error) : decode(decoders.deflateRaw)))
+      return await decode(decoders.deflate).catch((error: unknown) =>
+        error instanceof BodyError ? Promise.reject(error) : decode(decoders.deflateRaw)
+      )
     }
   } catch (error) {
     if (error instanceof BodyError) throw error
-    throw new BodyError(`the body is not valid ${encoding} data (Content-Encoding: ${encoding})`, 400, 'invalid_encoding')
+    throw new BodyError(
+      `the body is not valid ${encoding} data (Content-Encoding: ${encoding})`,
+      400,
+      'invalid_encoding'
+    )
   }
-  throw new BodyError(`Content-Encoding "${encoding}" is not supported; send the body as it is, or with gzip or deflate`, 415, 'unsupported_encoding')
+  throw new BodyError(
+    `Content-Encoding "${encoding}" is not supported; send the body as it is, or with gzip or deflate`,
+    415,
+    'unsupported_encoding'
+  )
 }
 
 /** The decoded body parsed as JSON (an empty body is `undefined`). */
-export async function parseJsonBody(raw: Buffer, contentEncoding: string | undefined, limit: number, what: string): Promise<unknown> {
+export async function parseJsonBody(
+  raw: Buffer,
+  contentEncoding: string | undefined,
+  limit: number,
+  what: string
+): Promise<unknown> {
   const bytes = await decodeBody(raw, contentEncoding, limit, what)
   if (bytes.length === 0) return undefined
   try {

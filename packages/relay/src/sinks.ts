@@ -33,7 +33,11 @@ export interface Unit<T = unknown> {
   readonly jobId: number
 }
 
-export type JobFate = { kind: 'done'; skipped?: boolean } | { kind: 'retry'; at: number; error: string } | { kind: 'dead'; reason: string; status?: number; response?: string } | { kind: 'release' }
+export type JobFate =
+  | { kind: 'done'; skipped?: boolean }
+  | { kind: 'retry'; at: number; error: string }
+  | { kind: 'dead'; reason: string; status?: number; response?: string }
+  | { kind: 'release' }
 
 export interface HttpRequest {
   readonly url: string
@@ -88,7 +92,9 @@ export class OneFlowSink implements Sink<Command> {
 
   leaseLimit(): number {
     // In single mode a lease holds at most one second of requests at full rate, so it is sent well within its lease.
-    return this.config.mode === 'single' ? Math.min(BATCH_EVENTS, Math.ceil(this.config.maxRequestsPerSecond)) : BATCH_EVENTS
+    return this.config.mode === 'single'
+      ? Math.min(BATCH_EVENTS, Math.ceil(this.config.maxRequestsPerSecond))
+      : BATCH_EVENTS
   }
 
   plan(jobs: readonly Job[]): Plan<Command> {
@@ -112,7 +118,8 @@ export class OneFlowSink implements Sink<Command> {
       }
       if (results.every((r) => r.outcome.kind === 'skip')) settled.push([job.id, { kind: 'done', skipped: true }])
     }
-    const tooLarge = (unit: Unit<Command>, error: PayloadTooLargeError) => settled.push([unit.jobId, { kind: 'dead', reason: error.message, status: 413 }])
+    const tooLarge = (unit: Unit<Command>, error: PayloadTooLargeError) =>
+      settled.push([unit.jobId, { kind: 'dead', reason: error.message, status: 413 }])
     const requests: Array<PlannedRequest<Command>> = []
     if (this.config.mode === 'single') {
       for (const unit of units) {
@@ -131,9 +138,13 @@ export class OneFlowSink implements Sink<Command> {
     )
     for (const i of oversize) {
       const unit = units[i] as Unit<Command>
-      tooLarge(unit, new PayloadTooLargeError(utf8ByteLength(JSON.stringify(toBatchItem(unit.item))), ONEFLOW_LIMITS.maxRequestBytes))
+      tooLarge(
+        unit,
+        new PayloadTooLargeError(utf8ByteLength(JSON.stringify(toBatchItem(unit.item))), ONEFLOW_LIMITS.maxRequestBytes)
+      )
     }
-    for (const b of batches) requests.push({ units: b.indices.map((i) => units[i] as Unit<Command>), request: toHttp(b.request) })
+    for (const b of batches)
+      requests.push({ units: b.indices.map((i) => units[i] as Unit<Command>), request: toHttp(b.request) })
     return { requests, settled }
   }
 
@@ -148,7 +159,12 @@ export class OneFlowSink implements Sink<Command> {
   }
 }
 
-const toHttp = (req: OneFlowRequest): HttpRequest => ({ url: req.url, path: req.path, headers: req.headers, body: req.body })
+const toHttp = (req: OneFlowRequest): HttpRequest => ({
+  url: req.url,
+  path: req.path,
+  headers: req.headers,
+  body: req.body
+})
 
 /** Segment's HTTP Tracking API: `/v1/batch` with the Segment source's write key as Basic auth. */
 export class SegmentSink implements Sink<string> {
@@ -182,7 +198,14 @@ export class SegmentSink implements Sink<string> {
       settled.push([job.id, { kind: 'done' }])
       const size = utf8ByteLength(job.body)
       if (size > SEGMENT_LIMITS.eventBytes) {
-        settled.push([job.id, { kind: 'dead', reason: `the event is ${size} bytes; Segment accepts at most ${SEGMENT_LIMITS.eventBytes} per event`, status: 413 }])
+        settled.push([
+          job.id,
+          {
+            kind: 'dead',
+            reason: `the event is ${size} bytes; Segment accepts at most ${SEGMENT_LIMITS.eventBytes} per event`,
+            status: 413
+          }
+        ])
         continue
       }
       if (current.length > 0 && bytes + size + 1 > SEGMENT_LIMITS.batchPackBytes) close()
@@ -198,7 +221,11 @@ export class SegmentSink implements Sink<string> {
     return {
       url: `${this.target.host}/v1/batch`,
       path: '/v1/batch',
-      headers: { 'content-type': 'application/json', authorization: this.authorization, 'user-agent': `oneflow-relay/${VERSION}` },
+      headers: {
+        'content-type': 'application/json',
+        authorization: this.authorization,
+        'user-agent': `oneflow-relay/${VERSION}`
+      },
       body: segmentBatchBody(
         units.map((u) => u.item),
         sentAt

@@ -29,7 +29,9 @@ const digest = (text: string) => createHash('sha256').update(text).digest()
 
 /** Hides webhook tokens in a URL before it is logged. */
 export function redactWebhookUrl(url: string): string {
-  return url.replace(/^(\/webhooks\/1flow\/[^/?#]+\/)[^/?#]+/, '$1[redacted]').replace(/([?&]token=)[^&#]*/, '$1[redacted]')
+  return url
+    .replace(/^(\/webhooks\/1flow\/[^/?#]+\/)[^/?#]+/, '$1[redacted]')
+    .replace(/([?&]token=)[^&#]*/, '$1[redacted]')
 }
 
 interface WebhookParams {
@@ -40,7 +42,9 @@ interface WebhookParams {
 export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Promise<void> {
   const { sources, metrics, logger, clock } = deps
   const bySource = new Map<string, { source: SourceConfig; tokenDigest: Buffer }>()
-  for (const source of sources) if (source.webhookToken && source.segment) bySource.set(source.name, { source, tokenDigest: digest(source.webhookToken) })
+  for (const source of sources)
+    if (source.webhookToken && source.segment)
+      bySource.set(source.name, { source, tokenDigest: digest(source.webhookToken) })
 
   const answer = (reply: FastifyReply, name: string, status: number, body: unknown) => {
     metrics.webhookRequests.inc({ source: bySource.has(name) ? name : '(unknown)', status: String(status) })
@@ -55,28 +59,55 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
   app.setErrorHandler((error: Error & { code?: string; statusCode?: number }, req, reply) => {
     const name = (req.params as { source?: string }).source ?? '(unknown)'
     // 1Flow retries what it cannot deliver for 3 days: say why in the log, where an operator will look.
-    const tooLarge = error.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || (error instanceof BodyError && error.code === 'request_too_large')
-    const status = tooLarge ? 413 : error instanceof BodyError || (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) ? 400 : 500
-    const message = tooLarge ? `the body is over ${WEBHOOK_BODY_LIMIT} bytes` : status === 400 ? error.message : 'internal error'
-    logger[status === 500 ? 'error' : 'warn']({ url: redactWebhookUrl(req.url), ...(status === 500 && { err: error }) }, `1Flow webhook refused with ${status}: ${message}`)
-    const code = tooLarge ? 'request_too_large' : error instanceof BodyError ? error.code : status === 400 ? 'bad_request' : 'internal'
+    const tooLarge =
+      error.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || (error instanceof BodyError && error.code === 'request_too_large')
+    const status = tooLarge
+      ? 413
+      : error instanceof BodyError ||
+          (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500)
+        ? 400
+        : 500
+    const message = tooLarge
+      ? `the body is over ${WEBHOOK_BODY_LIMIT} bytes`
+      : status === 400
+        ? error.message
+        : 'internal error'
+    logger[status === 500 ? 'error' : 'warn'](
+      { url: redactWebhookUrl(req.url), ...(status === 500 && { err: error }) },
+      `1Flow webhook refused with ${status}: ${message}`
+    )
+    const code = tooLarge
+      ? 'request_too_large'
+      : error instanceof BodyError
+        ? error.code
+        : status === 400
+          ? 'bad_request'
+          : 'internal'
     return answer(reply, name, status, { error: message, code })
   })
 
   // Before the body is parsed: a wrong or missing token is a 401 whatever was sent, and nothing is stored.
-  const authorize = async (req: FastifyRequest<{ Params: WebhookParams; Querystring: { token?: string } }>, reply: FastifyReply) => {
+  const authorize = async (
+    req: FastifyRequest<{ Params: WebhookParams; Querystring: { token?: string } }>,
+    reply: FastifyReply
+  ) => {
     const entry = bySource.get(req.params.source)
     const given = req.params.token ?? req.query.token
     // Both sides are hashed first, so the comparison takes the same time whatever the token's length.
     const ok = entry !== undefined && typeof given === 'string' && timingSafeEqual(digest(given), entry.tokenDigest)
     if (!ok) {
-      logger.warn({ source: req.params.source }, '1Flow webhook refused: unknown source or wrong token (answered 401, nothing stored)')
+      logger.warn(
+        { source: req.params.source },
+        '1Flow webhook refused: unknown source or wrong token (answered 401, nothing stored)'
+      )
       return answer(reply, req.params.source, 401, {
-        error: 'the webhook token is missing or wrong, or this source does not take 1Flow webhooks; use the URL `oneflow-relay check-config` prints',
+        error:
+          'the webhook token is missing or wrong, or this source does not take 1Flow webhooks; use the URL `oneflow-relay check-config` prints',
         code: 'unauthorized'
       })
     }
-    if (!reserveBody(deps.bodies, req, reply, WEBHOOK_BODY_LIMIT)) return answer(reply.header('retry-after', '60').header('connection', 'close'), req.params.source, 503, BUSY)
+    if (!reserveBody(deps.bodies, req, reply, WEBHOOK_BODY_LIMIT))
+      return answer(reply.header('retry-after', '60').header('connection', 'close'), req.params.source, 503, BUSY)
   }
 
   const receive = async (req: FastifyRequest<{ Params: WebhookParams }>, reply: FastifyReply) => {
@@ -85,11 +116,20 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     const body = req.body
     if (typeof body !== 'object' || body === null || Array.isArray(body)) {
       logger.warn({ source: source.name }, '1Flow webhook body is not a JSON object; answered 400')
-      return answer(reply, source.name, 400, { error: "the body must be a JSON object (1Flow's survey-response webhook)", code: 'invalid_body' })
+      return answer(reply, source.name, 400, {
+        error: "the body must be a JSON object (1Flow's survey-response webhook)",
+        code: 'invalid_body'
+      })
     }
     if (exceedsDepth(body, MAX_DEPTH)) {
-      logger.warn({ source: source.name }, `1Flow webhook body is nested more than ${MAX_DEPTH} levels deep; answered 400`)
-      return answer(reply, source.name, 400, { error: `the body is nested more than ${MAX_DEPTH} levels deep; a survey response never is`, code: 'too_deep' })
+      logger.warn(
+        { source: source.name },
+        `1Flow webhook body is nested more than ${MAX_DEPTH} levels deep; answered 400`
+      )
+      return answer(reply, source.name, 400, {
+        error: `the body is nested more than ${MAX_DEPTH} levels deep; a survey response never is`,
+        code: 'too_deep'
+      })
     }
     const unavailable = (problem: Unavailable) => {
       if (problem.retryAfter) reply.header('retry-after', problem.retryAfter)
@@ -108,11 +148,21 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
         library: { name: 'oneflow-relay', version: VERSION }
       })
     } catch (error) {
-      logger.warn({ source: source.name }, `1Flow webhook body cannot be converted (${(error as Error).message}); answered 400`)
-      return answer(reply, source.name, 400, { error: `the body cannot be read as a survey response: ${(error as Error).message}`, code: 'invalid_body' })
+      logger.warn(
+        { source: source.name },
+        `1Flow webhook body cannot be converted (${(error as Error).message}); answered 400`
+      )
+      return answer(reply, source.name, 400, {
+        error: `the body cannot be read as a survey response: ${(error as Error).message}`,
+        code: 'invalid_body'
+      })
     }
     const { event, truncated } = conversion
-    if (truncated.length > 0) logger.warn({ source: source.name, messageId: event.messageId, truncated }, "survey response cut to fit Segment's 32 KB per event")
+    if (truncated.length > 0)
+      logger.warn(
+        { source: source.name, messageId: event.messageId, truncated },
+        "survey response cut to fit Segment's 32 KB per event"
+      )
     let result: EnqueueResult
     try {
       result = await deps.store([
@@ -145,5 +195,9 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
 
   const options = { bodyLimit: WEBHOOK_BODY_LIMIT, onRequest: authorize }
   app.post<{ Params: WebhookParams; Querystring: { token?: string } }>('/webhooks/1flow/:source', options, receive)
-  app.post<{ Params: WebhookParams; Querystring: { token?: string } }>('/webhooks/1flow/:source/:token', options, receive)
+  app.post<{ Params: WebhookParams; Querystring: { token?: string } }>(
+    '/webhooks/1flow/:source/:token',
+    options,
+    receive
+  )
 }

@@ -31,7 +31,13 @@ export const DEFAULT_SDK_URL = 'https://1flow.app/js/1flow.js'
  * core's browser builds, and so do pages bundled from source here: core's own stub. Found from testkit's
  * package.json so that it resolves from bundled benchmarks too.
  */
-export const LIQUID_STUB = join(dirname(createRequire(import.meta.url).resolve('@oneflow-seg/testkit/package.json')), '..', 'core', 'src', 'liquid-stub.ts')
+export const LIQUID_STUB = join(
+  dirname(createRequire(import.meta.url).resolve('@oneflow-seg/testkit/package.json')),
+  '..',
+  'core',
+  'src',
+  'liquid-stub.ts'
+)
 
 /** Launches headless Chromium with a fresh profile (playwright creates a temporary user-data-dir). */
 export function launchChromium(): Promise<Browser> {
@@ -94,7 +100,9 @@ for (const name of ['setTimeout', 'setInterval']) {
 </script>
 <script type="module" src="/entry.js"></script></head><body></body></html>`
     const requests: string[] = []
-    const isolation = options.isolated ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } : {}
+    const isolation = options.isolated
+      ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' }
+      : {}
     const server = createServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0] as string
       requests.push(path)
@@ -128,7 +136,12 @@ export interface OpenedPage {
 }
 
 /** Opens the served page in a new browser context with the SDK URL answered as `sdk` says. */
-export async function openPage(browser: Browser, server: PageServer, sdk: SdkServing = {}, sdkUrl = DEFAULT_SDK_URL): Promise<OpenedPage> {
+export async function openPage(
+  browser: Browser,
+  server: PageServer,
+  sdk: SdkServing = {},
+  sdkUrl = DEFAULT_SDK_URL
+): Promise<OpenedPage> {
   const context = await browser.newContext()
   const sdkRequests: string[] = []
   const aborted: string[] = []
@@ -140,8 +153,11 @@ export async function openPage(browser: Browser, server: PageServer, sdk: SdkSer
       sdkRequests.push(url)
       if (sdk.hang) return
       await released
-      if (sdk.status && sdk.status !== 200) return route.fulfill({ status: sdk.status, body: 'not found' }).catch(() => undefined)
-      return route.fulfill({ status: 200, contentType: 'text/javascript', body: recordingSdkScript({ shape: sdk.shape }) }).catch(() => undefined)
+      if (sdk.status && sdk.status !== 200)
+        return route.fulfill({ status: sdk.status, body: 'not found' }).catch(() => undefined)
+      return route
+        .fulfill({ status: 200, contentType: 'text/javascript', body: recordingSdkScript({ shape: sdk.shape }) })
+        .catch(() => undefined)
     }
     if (new URL(url).hostname === '127.0.0.1') return route.continue()
     aborted.push(url)
@@ -153,9 +169,11 @@ export async function openPage(browser: Browser, server: PageServer, sdk: SdkSer
   page.on('pageerror', (e) => errors.push(e.message))
   page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`))
   await page.goto(server.origin + '/')
-  await page.waitForFunction(() => (window as { harness?: unknown }).harness !== undefined, undefined, { timeout: 10_000 }).catch((e: Error) => {
-    throw new HarnessError(`the test page did not start: ${errors.join('; ') || e.message}`)
-  })
+  await page
+    .waitForFunction(() => (window as { harness?: unknown }).harness !== undefined, undefined, { timeout: 10_000 })
+    .catch((e: Error) => {
+      throw new HarnessError(`the test page did not start: ${errors.join('; ') || e.message}`)
+    })
   return { context, page, sdkRequests, aborted, console: consoleLines, releaseSdk, close: () => context.close() }
 }
 
@@ -184,15 +202,23 @@ export interface PageHarnessApi {
 export function harnessCalls<H extends PageHarnessApi>() {
   type W = { harness: H }
   return {
-    send: (p: OpenedPage, id: number, event: unknown) => p.page.evaluate(([i, e]) => (window as unknown as W).harness.send(i, e), [id, JSON.stringify(event)] as const),
-    fire: (p: OpenedPage, id: number, event: unknown) => p.page.evaluate(([i, e]) => (window as unknown as W).harness.fire(i, e), [id, JSON.stringify(event)] as const),
-    state: (p: OpenedPage, id: number) => p.page.evaluate((i) => (window as unknown as W).harness.state(i) as ReturnType<H['state']>, id),
+    send: (p: OpenedPage, id: number, event: unknown) =>
+      p.page.evaluate(([i, e]) => (window as unknown as W).harness.send(i, e), [id, JSON.stringify(event)] as const),
+    fire: (p: OpenedPage, id: number, event: unknown) =>
+      p.page.evaluate(([i, e]) => (window as unknown as W).harness.fire(i, e), [id, JSON.stringify(event)] as const),
+    state: (p: OpenedPage, id: number) =>
+      p.page.evaluate((i) => (window as unknown as W).harness.state(i) as ReturnType<H['state']>, id),
     reset: (p: OpenedPage) => p.page.evaluate(() => (window as unknown as W).harness.reset())
   }
 }
 
 /** Opens a page, runs `body`, always closes it. */
-export async function withOpenPage<T>(browser: Browser, server: PageServer, sdk: SdkServing, body: (p: OpenedPage) => Promise<T>): Promise<T> {
+export async function withOpenPage<T>(
+  browser: Browser,
+  server: PageServer,
+  sdk: SdkServing,
+  body: (p: OpenedPage) => Promise<T>
+): Promise<T> {
   const p = await openPage(browser, server, sdk)
   try {
     return await body(p)
@@ -207,16 +233,23 @@ export async function withOpenPage<T>(browser: Browser, server: PageServer, sdk:
  * Analytics.js assigns them, as it does for real events.
  */
 export const ORDERING_EVENTS = Array.from({ length: 10 }, (_, i) =>
-  i % 3 === 0 ? { type: 'identify', userId: `u${i}`, traits: { n: i } } : { type: 'track', userId: 'u0', event: `E${i}`, properties: { n: i } }
+  i % 3 === 0
+    ? { type: 'identify', userId: `u${i}`, traits: { n: i } }
+    : { type: 'track', userId: 'u0', event: `E${i}`, properties: { n: i } }
 )
 export const ORDERING_LABELS = ORDERING_EVENTS.map((e) => `${e.type}:${'event' in e ? e.event : e.userId}`)
-export const ORDERING_CALLS = ORDERING_EVENTS.map((e) => (e.type === 'identify' ? ['logUser', e.userId, e.traits] : ['logEvent', e.event, e.properties]))
+export const ORDERING_CALLS = ORDERING_EVENTS.map((e) =>
+  e.type === 'identify' ? ['logUser', e.userId, e.traits] : ['logEvent', e.event, e.properties]
+)
 
 /** A page function for `waitForFunction`: true once the recording SDK has at least `n` calls. */
-export const sdkHasCalls = (n: number): boolean => ((window as unknown as { __oneflowRecorder?: { calls: unknown[] } }).__oneflowRecorder?.calls.length ?? 0) >= n
+export const sdkHasCalls = (n: number): boolean =>
+  ((window as unknown as { __oneflowRecorder?: { calls: unknown[] } }).__oneflowRecorder?.calls.length ?? 0) >= n
 
 /** Bundles a test page, serves it on 127.0.0.1 and launches Chromium: what each browser test file starts with. */
-export async function startTestPage(pageEntry: string): Promise<{ browser: Browser; server: PageServer; close(): Promise<void> }> {
+export async function startTestPage(
+  pageEntry: string
+): Promise<{ browser: Browser; server: PageServer; close(): Promise<void> }> {
   const server = await PageServer.start(await bundlePage(pageEntry))
   const browser = await launchChromium().catch(async (error: unknown) => {
     await server.close()

@@ -19,7 +19,11 @@ export interface BundleSize {
   readonly gzipBytes: number
 }
 
-async function measure(contents: string, resolveDir: string, extra: { external?: string[]; format: 'esm' | 'iife' }): Promise<BundleSize> {
+async function measure(
+  contents: string,
+  resolveDir: string,
+  extra: { external?: string[]; format: 'esm' | 'iife' }
+): Promise<BundleSize> {
   const result = await build({
     stdin: { contents, resolveDir, loader: 'js' },
     bundle: true,
@@ -46,9 +50,13 @@ export function measurePluginBundle(packageDir: string): Promise<BundleSize> {
 
 /** What custom mappings load on demand: core's mapping entry with Segment's mapping-kit and FQL parser (standalone, so an upper bound). */
 export function measureMappingChunk(packageDir: string): Promise<BundleSize> {
-  return measure("import { compileSubscriptions, mapWithSubscriptions } from '@oneflow-seg/core/mapping'; window.m = [compileSubscriptions, mapWithSubscriptions]", packageDir, {
-    format: 'esm'
-  })
+  return measure(
+    "import { compileSubscriptions, mapWithSubscriptions } from '@oneflow-seg/core/mapping'; window.m = [compileSubscriptions, mapWithSubscriptions]",
+    packageDir,
+    {
+      format: 'esm'
+    }
+  )
 }
 
 /**
@@ -57,5 +65,9 @@ export function measureMappingChunk(packageDir: string): Promise<BundleSize> {
  * mode themselves.
  */
 export function measureDestinationBundle(packageDir: string): Promise<BundleSize> {
-  return measure(`import d from ${JSON.stringify(join(packageDir, 'dist', 'browser.js'))}; window['1flowDestination'] = d`, packageDir, { format: 'iife' })
+  return measure(
+    `import d from ${JSON.stringify(join(packageDir, 'dist', 'browser.js'))}; window['1flowDestination'] = d`,
+    packageDir,
+    { format: 'iife' }
+  )
 }

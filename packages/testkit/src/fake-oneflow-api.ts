@@ -11,7 +11,15 @@ import { redactSecrets } from './wire'
 export const FAKE_LIMITS = { maxRequestBytes: 32 * 1024, maxBatchRequestBytes: 500 * 1024 } as const
 
 export type FakeFault =
-  | { readonly kind: 'status'; readonly status: number; readonly retryAfter?: string; readonly location?: string; readonly body?: string; readonly times?: number; readonly path?: string }
+  | {
+      readonly kind: 'status'
+      readonly status: number
+      readonly retryAfter?: string
+      readonly location?: string
+      readonly body?: string
+      readonly times?: number
+      readonly path?: string
+    }
   | { readonly kind: 'drop'; readonly times?: number; readonly path?: string }
   | { readonly kind: 'latency'; readonly ms: number; readonly times?: number; readonly path?: string }
 
@@ -180,7 +188,9 @@ export class FakeOneFlowApi {
     const deadline = Date.now() + timeoutMs
     while (!predicate(this.accepted)) {
       if (Date.now() > deadline) {
-        throw new FakeTimeoutError(`fake 1Flow: condition not met within ${timeoutMs} ms (${this.accepted.length} messages accepted, ${this.requests.length} requests)`)
+        throw new FakeTimeoutError(
+          `fake 1Flow: condition not met within ${timeoutMs} ms (${this.accepted.length} messages accepted, ${this.requests.length} requests)`
+        )
       }
       await new Promise((r) => setTimeout(r, 10))
     }
@@ -247,7 +257,9 @@ export class FakeOneFlowApi {
     try {
       const messages = this.accept(req, path, apiKey, raw)
       record(200, undefined, JSON.parse(raw.toString('utf8')))
-      if (current) for (const m of messages) this.accepted.push({ at, apiKey: apiKey as string, via: path as AcceptedMessage['via'], ...m })
+      if (current)
+        for (const m of messages)
+          this.accepted.push({ at, apiKey: apiKey as string, via: path as AcceptedMessage['via'], ...m })
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ success: true }))
     } catch (error) {
       if (!(error instanceof Rejection)) throw error
@@ -256,11 +268,17 @@ export class FakeOneFlowApi {
     }
   }
 
-  private accept(req: IncomingMessage, path: string, apiKey: string | undefined, raw: Buffer): Array<Pick<AcceptedMessage, 'type' | 'body'>> {
+  private accept(
+    req: IncomingMessage,
+    path: string,
+    apiKey: string | undefined,
+    raw: Buffer
+  ): Array<Pick<AcceptedMessage, 'type' | 'body'>> {
     if (req.method !== 'POST') throw new Rejection(405, 'only POST is supported')
     if (path !== '/identify' && path !== '/track' && path !== '/batch') throw new Rejection(404, `no endpoint ${path}`)
     if (apiKey === undefined || !this.apiKeys.has(apiKey)) throw new Rejection(401, 'missing or unknown api_key header')
-    if (!String(req.headers['content-type'] ?? '').startsWith('application/json')) throw new Rejection(400, 'Content-Type must be application/json')
+    if (!String(req.headers['content-type'] ?? '').startsWith('application/json'))
+      throw new Rejection(400, 'Content-Type must be application/json')
     const limit = path === '/batch' ? FAKE_LIMITS.maxBatchRequestBytes : FAKE_LIMITS.maxRequestBytes
     if (raw.length > limit) throw new Rejection(413, `request is ${raw.length} bytes; the limit is ${limit}`)
     let body: unknown
@@ -280,9 +298,13 @@ export class FakeOneFlowApi {
       if (!isObject(item) || (item.type !== 'identify' && item.type !== 'track')) {
         throw new Rejection(400, `/batch item ${i}: "type" must be "identify" or "track"`)
       }
-      if (Buffer.byteLength(JSON.stringify(item)) > FAKE_LIMITS.maxRequestBytes) throw new Rejection(413, `/batch item ${i} is over 32 KB`)
+      if (Buffer.byteLength(JSON.stringify(item)) > FAKE_LIMITS.maxRequestBytes)
+        throw new Rejection(413, `/batch item ${i} is over 32 KB`)
       const { type, ...rest } = item
-      return { type: type as 'identify' | 'track', body: checkMessage(type as 'identify' | 'track', rest, `/batch item ${i}`) }
+      return {
+        type: type as 'identify' | 'track',
+        body: checkMessage(type as 'identify' | 'track', rest, `/batch item ${i}`)
+      }
     })
   }
 
@@ -290,7 +312,8 @@ export class FakeOneFlowApi {
   private async control(pathname: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = []
     for await (const chunk of req) chunks.push(chunk as Buffer)
-    const send = (status: number, body: unknown): void => void res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body))
+    const send = (status: number, body: unknown): void =>
+      void res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body))
     try {
       // Over HTTP, keys are redacted: the control API may be shown to people (the demo) and logged.
       if (pathname === '/__fake/accepted') return send(200, redactSecrets(this.accepted))

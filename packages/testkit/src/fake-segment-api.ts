@@ -76,7 +76,10 @@ export class FakeSegmentApi {
   async waitFor(predicate: (accepted: readonly SegmentAcceptedEvent[]) => boolean, timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs
     while (!predicate(this.accepted)) {
-      if (Date.now() > deadline) throw new FakeTimeoutError(`fake Segment: condition not met within ${timeoutMs} ms; ${this.accepted.length} events accepted, ${this.requests.length} requests`)
+      if (Date.now() > deadline)
+        throw new FakeTimeoutError(
+          `fake Segment: condition not met within ${timeoutMs} ms; ${this.accepted.length} events accepted, ${this.requests.length} requests`
+        )
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
   }
@@ -92,27 +95,41 @@ export class FakeSegmentApi {
     const raw = Buffer.concat(chunks)
     const path = (req.url ?? '/').split('?')[0] as string
     const auth = req.headers.authorization
-    const writeKey = auth?.startsWith('Basic ') ? Buffer.from(auth.slice(6), 'base64').toString('utf8').replace(/:.*$/s, '') : undefined
+    const writeKey = auth?.startsWith('Basic ')
+      ? Buffer.from(auth.slice(6), 'base64').toString('utf8').replace(/:.*$/s, '')
+      : undefined
     const answer = (status: number, body: unknown, events = 0, headers: Record<string, string> = {}) => {
       this.requests.push({ at: Date.now(), path, writeKey, bytes: raw.length, status, events })
-      res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(typeof body === 'string' ? body : JSON.stringify(body))
+      res
+        .writeHead(status, { 'content-type': 'application/json', ...headers })
+        .end(typeof body === 'string' ? body : JSON.stringify(body))
     }
-    if (req.method !== 'POST' || path !== '/v1/batch') return answer(404, { success: false, message: `no route ${req.method} ${path}` })
+    if (req.method !== 'POST' || path !== '/v1/batch')
+      return answer(404, { success: false, message: `no route ${req.method} ${path}` })
     const fault = this.faults[0]
     if (fault) {
       if (--fault.left <= 0) this.faults.shift()
-      return answer(fault.status, fault.body ?? { success: false, message: `injected ${fault.status}` }, 0, fault.retryAfter ? { 'retry-after': fault.retryAfter } : {})
+      return answer(
+        fault.status,
+        fault.body ?? { success: false, message: `injected ${fault.status}` },
+        0,
+        fault.retryAfter ? { 'retry-after': fault.retryAfter } : {}
+      )
     }
-    if (writeKey === undefined || !this.writeKeys.has(writeKey)) return answer(401, { success: false, message: 'Invalid write key' })
-    if (req.headers['content-type']?.split(';')[0] !== 'application/json') return answer(400, { success: false, message: 'content-type must be application/json' })
-    if (raw.length > SEGMENT_LIMITS.batchRequestBytes) return answer(400, { success: false, message: 'batch over 500 KB' })
+    if (writeKey === undefined || !this.writeKeys.has(writeKey))
+      return answer(401, { success: false, message: 'Invalid write key' })
+    if (req.headers['content-type']?.split(';')[0] !== 'application/json')
+      return answer(400, { success: false, message: 'content-type must be application/json' })
+    if (raw.length > SEGMENT_LIMITS.batchRequestBytes)
+      return answer(400, { success: false, message: 'batch over 500 KB' })
     let body: unknown
     try {
       body = JSON.parse(raw.toString('utf8'))
     } catch {
       return answer(400, { success: false, message: 'invalid JSON' })
     }
-    if (!isObject(body) || !Array.isArray(body.batch)) return answer(400, { success: false, message: 'body must be {"batch": [...]}' })
+    if (!isObject(body) || !Array.isArray(body.batch))
+      return answer(400, { success: false, message: 'body must be {"batch": [...]}' })
     const events = body.batch as unknown[]
     for (const [i, e] of events.entries()) {
       // Stricter than Segment (which accepts a batch and drops its bad events later): whatever the relay sends must be good.

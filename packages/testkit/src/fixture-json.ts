@@ -1,6 +1,7 @@
 /** Fixture types and JSON reviving, with no Node imports so that browser test pages can use them too. */
 
-export type SdkCall = readonly ['logUser', string, Record<string, unknown>] | readonly ['logEvent', string, Record<string, unknown>]
+export type SdkCall =
+  readonly ['logUser', string, Record<string, unknown>] | readonly ['logEvent', string, Record<string, unknown>]
 
 export type ExpectedHttp =
   | { readonly path: '/identify' | '/track'; readonly body: Record<string, unknown> }
@@ -56,4 +57,3 @@ export function reviveFixtureJson(text: string, options: LoadOptions = {}): unkn
     return value
   })
 }
-

@@ -5,7 +5,6 @@ import { FIXTURE_API_KEY, reviveFixtureJson, type ExpectedCall, type Fixture, ty
 
 export const FIXTURES_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures')
 
-
 /** Every fixture in `fixtures/`, sorted by name. */
 export function loadFixtures(options: LoadOptions = {}): Fixture[] {
   return readdirSync(FIXTURES_DIR)
@@ -28,5 +27,9 @@ export function expectedOutcome(fixture: Fixture): {
   skipped: readonly string[]
   invalid: readonly { readonly field: string }[]
 } {
-  return { calls: fixture.expect.calls ?? [], skipped: fixture.expect.skipped ?? [], invalid: fixture.expect.invalid ?? [] }
+  return {
+    calls: fixture.expect.calls ?? [],
+    skipped: fixture.expect.skipped ?? [],
+    invalid: fixture.expect.invalid ?? []
+  }
 }

@@ -29,7 +29,9 @@ export interface ThrowawayPostgres {
 export function postgresBinDir(): string | undefined {
   const root = '/usr/lib/postgresql'
   if (!existsSync(root)) return undefined
-  const versions = readdirSync(root).filter((v) => existsSync(join(root, v, 'bin', 'initdb'))).sort((a, b) => Number(b) - Number(a))
+  const versions = readdirSync(root)
+    .filter((v) => existsSync(join(root, v, 'bin', 'initdb')))
+    .sort((a, b) => Number(b) - Number(a))
   return versions[0] ? join(root, versions[0], 'bin') : undefined
 }
 
@@ -44,7 +46,10 @@ async function freePort(): Promise<number> {
 
 export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
   const bin = postgresBinDir()
-  if (!bin) throw new PostgresSetupError("PostgreSQL is not installed: apt-get install -y postgresql (pnpm test does this when run as root)")
+  if (!bin)
+    throw new PostgresSetupError(
+      'PostgreSQL is not installed: apt-get install -y postgresql (pnpm test does this when run as root)'
+    )
   const dir = mkdtempSync(join(tmpdir(), 'oneflow-pg-'))
   const data = join(dir, 'data')
   const asRoot = process.getuid?.() === 0
@@ -61,13 +66,38 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
   }
   const port = await freePort()
   run('initdb', ['-D', data, '-U', 'oneflow', '--auth=trust', '-E', 'UTF8', '--no-sync'])
-  const startServer = () => run('pg_ctl', ['-D', data, '-l', join(dir, 'postgres.log'), '-w', '-o', `-p ${port} -k ${dir} -h 127.0.0.1 -c max_connections=300 -c fsync=on`, 'start'])
+  const startServer = () =>
+    run('pg_ctl', [
+      '-D',
+      data,
+      '-l',
+      join(dir, 'postgres.log'),
+      '-w',
+      '-o',
+      `-p ${port} -k ${dir} -h 127.0.0.1 -c max_connections=300 -c fsync=on`,
+      'start'
+    ])
   startServer()
   const url = `postgres://oneflow@127.0.0.1:${port}/postgres`
-  const pgCtlStop = [...(asRoot ? ['runuser', '-u', 'postgres', '--'] : []), join(bin, 'pg_ctl'), '-D', data, '-m', 'immediate', 'stop']
+  const pgCtlStop = [
+    ...(asRoot ? ['runuser', '-u', 'postgres', '--'] : []),
+    join(bin, 'pg_ctl'),
+    '-D',
+    data,
+    '-m',
+    'immediate',
+    'stop'
+  ]
   const watchdog = spawn(
     'sh',
-    ['-c', 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; shift; dir="$1"; shift; "$@" >/dev/null 2>&1; rm -rf "$dir"', 'watchdog', String(process.pid), dir, ...pgCtlStop],
+    [
+      '-c',
+      'while kill -0 "$1" 2>/dev/null; do sleep 1; done; shift; dir="$1"; shift; "$@" >/dev/null 2>&1; rm -rf "$dir"',
+      'watchdog',
+      String(process.pid),
+      dir,
+      ...pgCtlStop
+    ],
     { detached: true, stdio: 'ignore' }
   )
   watchdog.unref()

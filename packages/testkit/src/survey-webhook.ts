@@ -51,7 +51,16 @@ export function manyScreens(count: number, answerChars = 40): SurveyScreen[] {
   const types = ['nps', 'rating', 'text', 'mcq', 'checkbox'] as const
   return Array.from({ length: count }, (_, i) => {
     const type = types[i % types.length] as string
-    const answer = type === 'nps' ? i % 11 : type === 'rating' ? (i % 5) + 1 : type === 'text' ? `answer ${i + 1} `.padEnd(answerChars, 'x') : type === 'mcq' ? `choice ${i % 4}` : [`option ${i % 3}`, `option ${(i + 1) % 3}`]
+    const answer =
+      type === 'nps'
+        ? i % 11
+        : type === 'rating'
+          ? (i % 5) + 1
+          : type === 'text'
+            ? `answer ${i + 1} `.padEnd(answerChars, 'x')
+            : type === 'mcq'
+              ? `choice ${i % 4}`
+              : [`option ${i % 3}`, `option ${(i + 1) % 3}`]
     return { title: `Question ${i + 1}: how do you feel about part ${i + 1} of the product?`, answer, type }
   })
 }

@@ -16,7 +16,8 @@ export function redactSecrets(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(redactSecrets)
   if (typeof value === 'object' && value !== null) {
     const out: Record<string, unknown> = {}
-    for (const [key, v] of Object.entries(value)) out[key] = SECRET_KEYS.has(key.toLowerCase()) ? '[redacted]' : redactSecrets(v)
+    for (const [key, v] of Object.entries(value))
+      out[key] = SECRET_KEYS.has(key.toLowerCase()) ? '[redacted]' : redactSecrets(v)
     return out
   }
   return value

@@ -7,7 +7,16 @@
  * Chromium against a recording 1Flow SDK. Last, `changeset version` producing the changelogs.
  */
 import { spawn, spawnSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -18,7 +27,8 @@ import { FakeOneFlowApi, launchChromium, openPage, PageServer, sdkHasCalls } fro
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
 const PUBLISHED = ['core', 'actions-destination', 'ajs-plugin', 'relay'] as const
 const bin = (name: string) => join(root, 'node_modules', '.bin', name)
-const version = (pkg: string) => (JSON.parse(readFileSync(join(root, 'packages', pkg, 'package.json'), 'utf8')) as { version: string }).version
+const version = (pkg: string) =>
+  (JSON.parse(readFileSync(join(root, 'packages', pkg, 'package.json'), 'utf8')) as { version: string }).version
 
 /** Like `run`, without blocking this process (for scripts that talk to a server running here). */
 function runAsync(cmd: string, args: string[], cwd: string): Promise<{ status: number | null; out: string }> {
@@ -31,8 +41,18 @@ function runAsync(cmd: string, args: string[], cwd: string): Promise<{ status: n
   })
 }
 
-function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): { status: number | null; out: string } {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', env: { ...process.env, CI: 'true', FORCE_COLOR: '0', NO_COLOR: '1', ...env }, timeout: 280_000 })
+function run(
+  cmd: string,
+  args: string[],
+  cwd: string,
+  env: NodeJS.ProcessEnv = {}
+): { status: number | null; out: string } {
+  const r = spawnSync(cmd, args, {
+    cwd,
+    encoding: 'utf8',
+    env: { ...process.env, CI: 'true', FORCE_COLOR: '0', NO_COLOR: '1', ...env },
+    timeout: 280_000
+  })
   return { status: r.status, out: `${r.stdout}${r.stderr}` }
 }
 
@@ -56,15 +76,33 @@ beforeAll(() => {
     const packed = run('pnpm', ['pack', '--pack-destination', packs], join(root, 'packages', pkg))
     expect(packed.status, packed.out).toBe(0)
   }
-  for (const file of readdirSync(packs)) tarballs[`@oneflow-seg/${file.replace(/^oneflow-seg-/, '').replace(/-\d+\.\d+\.\d+\.tgz$/, '')}`] = join(packs, file)
+  for (const file of readdirSync(packs))
+    tarballs[`@oneflow-seg/${file.replace(/^oneflow-seg-/, '').replace(/-\d+\.\d+\.\d+\.tgz$/, '')}`] = join(
+      packs,
+      file
+    )
   expect(Object.keys(tarballs).sort()).toEqual(PUBLISHED.map((p) => `@oneflow-seg/${p}`).sort())
 })
 
 /** What a user adds beside our packages: Analytics.js for the browser, the tools for the checks. */
-const THIRD_PARTY = { '@segment/analytics-next': '1.84.3', typescript: '5.9.3', '@types/node': '20.19.43', esbuild: '0.27.7' }
+const THIRD_PARTY = {
+  '@segment/analytics-next': '1.84.3',
+  typescript: '5.9.3',
+  '@types/node': '20.19.43',
+  esbuild: '0.27.7'
+}
 
 const MAPPINGS = [
-  { name: 'Sign-ups', subscribe: 'type = "track" and event = "Signed Up"', partnerAction: 'trackEvent', mapping: { event_name: { '@path': '$.event' }, userId: { '@path': '$.userId' }, properties: { '@path': '$.properties' } } }
+  {
+    name: 'Sign-ups',
+    subscribe: 'type = "track" and event = "Signed Up"',
+    partnerAction: 'trackEvent',
+    mapping: {
+      event_name: { '@path': '$.event' },
+      userId: { '@path': '$.userId' },
+      properties: { '@path': '$.properties' }
+    }
+  }
 ]
 
 /** The two browser pages a user would write: the plugin with custom mappings, and device mode with local settings. */
@@ -88,36 +126,57 @@ const PAGES = {
   `
 }
 
-describe.each(['npm', 'pnpm'] as const)('the tarballs installed with %s, default settings, into an empty project', (manager) => {
-  const project = mkdtempSync(join(tmpdir(), `oneflow-${manager}-`))
-  let fake: FakeOneFlowApi
-  let browser: Browser
+describe.each(['npm', 'pnpm'] as const)(
+  'the tarballs installed with %s, default settings, into an empty project',
+  (manager) => {
+    const project = mkdtempSync(join(tmpdir(), `oneflow-${manager}-`))
+    let fake: FakeOneFlowApi
+    let browser: Browser
 
-  beforeAll(async () => {
-    // Our packages depend on each other by version; the registry is played by the tarballs (and nothing else is
-    // pinned: every third-party package resolves as it would for a user).
-    const ours = Object.fromEntries(Object.entries(tarballs).map(([name, file]) => [name, `file:${file}`]))
-    const deps = { ...ours, ...THIRD_PARTY, ...(manager === 'npm' && { vite: '8.3.8' }) }
-    writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module', dependencies: deps, ...(manager === 'npm' && { overrides: ours }) }, null, 2))
-    if (manager === 'pnpm') {
-      // pnpm 12 runs no install script unless allowed (better-sqlite3 builds itself); the pnpmfile only points
-      // node-gyp at this machine's Node headers (no network for them here).
-      const overrides = Object.entries(ours).map(([name, spec]) => `  '${name}': '${spec}'`)
-      writeFileSync(join(project, 'pnpm-workspace.yaml'), ['allowBuilds:', '  better-sqlite3: true', '  esbuild: true', 'overrides:', ...overrides, ''].join('\n'))
-      copyFileSync(join(root, '.pnpmfile.cjs'), join(project, '.pnpmfile.cjs'))
-    }
-    const installed = manager === 'npm' ? run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error'], project) : run('pnpm', ['install', '--prefer-offline'], project)
-    expect(installed.status, installed.out).toBe(0)
-    fake = await FakeOneFlowApi.start({ apiKeys: ['pk'] })
-    browser = await launchChromium()
-  })
-  afterAll(async () => {
-    await browser?.close()
-    await fake?.close()
-  })
+    beforeAll(async () => {
+      // Our packages depend on each other by version; the registry is played by the tarballs (and nothing else is
+      // pinned: every third-party package resolves as it would for a user).
+      const ours = Object.fromEntries(Object.entries(tarballs).map(([name, file]) => [name, `file:${file}`]))
+      const deps = { ...ours, ...THIRD_PARTY, ...(manager === 'npm' && { vite: '8.3.8' }) }
+      writeFileSync(
+        join(project, 'package.json'),
+        JSON.stringify(
+          {
+            name: 'consumer',
+            private: true,
+            type: 'module',
+            dependencies: deps,
+            ...(manager === 'npm' && { overrides: ours })
+          },
+          null,
+          2
+        )
+      )
+      if (manager === 'pnpm') {
+        // pnpm 12 runs no install script unless allowed (better-sqlite3 builds itself); the pnpmfile only points
+        // node-gyp at this machine's Node headers (no network for them here).
+        const overrides = Object.entries(ours).map(([name, spec]) => `  '${name}': '${spec}'`)
+        writeFileSync(
+          join(project, 'pnpm-workspace.yaml'),
+          ['allowBuilds:', '  better-sqlite3: true', '  esbuild: true', 'overrides:', ...overrides, ''].join('\n')
+        )
+        copyFileSync(join(root, '.pnpmfile.cjs'), join(project, '.pnpmfile.cjs'))
+      }
+      const installed =
+        manager === 'npm'
+          ? run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error'], project)
+          : run('pnpm', ['install', '--prefer-offline'], project)
+      expect(installed.status, installed.out).toBe(0)
+      fake = await FakeOneFlowApi.start({ apiKeys: ['pk'] })
+      browser = await launchChromium()
+    })
+    afterAll(async () => {
+      await browser?.close()
+      await fake?.close()
+    })
 
-  it('imports every entry through ESM', () => {
-    const script = `
+    it('imports every entry through ESM', () => {
+      const script = `
       import { mapWithPresets, resolveSettings } from '@oneflow-seg/core'
       import { validateSubscriptions } from '@oneflow-seg/core/subscriptions'
       import { compileSubscriptions, mapWithSubscriptions } from '@oneflow-seg/core/mapping'
@@ -138,13 +197,13 @@ describe.each(['npm', 'pnpm'] as const)('the tarballs installed with %s, default
       if (typeof createRelay !== 'function' || parseConfig({ sources: [{ writeKey: 'w', projectApiKey: 'p' }] }).listen.port !== 8787) throw new Error('relay')
       console.log('esm ok', resolveSettings({ projectApiKey: 'k' }).apiBaseUrl)
     `
-    const r = run(process.execPath, ['--input-type=module', '-e', script], project)
-    expect(r.out).toContain('esm ok https://api.1flow.app/v1')
-    expect(r.status).toBe(0)
-  })
+      const r = run(process.execPath, ['--input-type=module', '-e', script], project)
+      expect(r.out).toContain('esm ok https://api.1flow.app/v1')
+      expect(r.status).toBe(0)
+    })
 
-  it('requires every entry through CJS', () => {
-    const script = `
+    it('requires every entry through CJS', () => {
+      const script = `
       const core = require('@oneflow-seg/core'), mapping = require('@oneflow-seg/core/mapping'), subs = require('@oneflow-seg/core/subscriptions')
       const cloud = require('@oneflow-seg/actions-destination/cloud'), browser = require('@oneflow-seg/actions-destination/browser')
       const plugin = require('@oneflow-seg/ajs-plugin'), relay = require('@oneflow-seg/relay')
@@ -153,15 +212,15 @@ describe.each(['npm', 'pnpm'] as const)('the tarballs installed with %s, default
       if (browser.destination.name !== '1Flow Web (Actions)' || typeof plugin.oneFlow !== 'function' || typeof relay.SqliteQueue !== 'function') throw new Error('adapters')
       console.log('cjs ok')
     `
-    const r = run(process.execPath, ['-e', script], project)
-    expect(r.out).toContain('cjs ok')
-    expect(r.status).toBe(0)
-  })
+      const r = run(process.execPath, ['-e', script], project)
+      expect(r.out).toContain('cjs ok')
+      expect(r.status).toBe(0)
+    })
 
-  it.each(['node16', 'bundler'] as const)('type-checks through TypeScript (moduleResolution %s)', (resolution) => {
-    writeFileSync(
-      join(project, 'check.mts'),
-      `
+    it.each(['node16', 'bundler'] as const)('type-checks through TypeScript (moduleResolution %s)', (resolution) => {
+      writeFileSync(
+        join(project, 'check.mts'),
+        `
       import { mapWithPresets, type Command, type ResolvedSettings, type TrackEventPayload } from '@oneflow-seg/core'
       import { compileSubscriptions, type CompiledSubscription } from '@oneflow-seg/core/mapping'
       import { validateSubscriptions } from '@oneflow-seg/core/subscriptions'
@@ -176,15 +235,32 @@ describe.each(['npm', 'pnpm'] as const)('the tarballs installed with %s, default
       export const all: unknown[] = [payload, options, subs, cloud.slug, browser.name, oneFlow, createRelay, running, mapWithPresets({}) as unknown as Command[]]
       export type Exposed = [ResolvedSettings, RelayConfig, Queue]
       `
-    )
-    const r = run(join(project, 'node_modules', '.bin', 'tsc'), ['--noEmit', '--strict', '--skipLibCheck', '--module', resolution === 'node16' ? 'node16' : 'esnext', '--moduleResolution', resolution, '--target', 'es2022', '--types', 'node', 'check.mts'], project)
-    expect(r.out).toBe('')
-    expect(r.status).toBe(0)
-  })
+      )
+      const r = run(
+        join(project, 'node_modules', '.bin', 'tsc'),
+        [
+          '--noEmit',
+          '--strict',
+          '--skipLibCheck',
+          '--module',
+          resolution === 'node16' ? 'node16' : 'esnext',
+          '--moduleResolution',
+          resolution,
+          '--target',
+          'es2022',
+          '--types',
+          'node',
+          'check.mts'
+        ],
+        project
+      )
+      expect(r.out).toBe('')
+      expect(r.status).toBe(0)
+    })
 
-  it('cloud mode: Destination validates payloads (a name with spaces and parentheses) and delivers onEvent and onBatch to 1Flow', async () => {
-    fake.reset()
-    const script = `
+    it('cloud mode: Destination validates payloads (a name with spaces and parentheses) and delivers onEvent and onBatch to 1Flow', async () => {
+      fake.reset()
+      const script = `
       import { Destination, destination } from '@oneflow-seg/actions-destination/cloud'
       import { presets } from '@oneflow-seg/core'
       const oneFlow = new Destination(destination)
@@ -195,99 +271,143 @@ describe.each(['npm', 'pnpm'] as const)('the tarballs installed with %s, default
       const batch = await oneFlow.onBatch([{ type: 'track', event: 'A', userId: 'u2' }, { type: 'track', event: 'B', userId: 'u3' }], settings)
       console.log(JSON.stringify({ one: one.map((r) => r.output), refused, batch: batch[0].multistatus.map((e) => e.status) }))
     `
-    const r = await runAsync(process.execPath, ['--input-type=module', '-e', script], project)
-    expect(r.status, r.out).toBe(0)
-    expect(JSON.parse(r.out.trim().split('\n').at(-1) as string)).toEqual({
-      // The track preset ran; the identify preset did not match.
-      one: ['Mappings resolved', 'Payload validated', 'Action Executed', 'not subscribed'],
-      refused: "400 The root value is missing the required field 'event_name'.",
-      batch: [200, 200]
-    })
-    expect(fake.accepted.map((m) => [m.via, m.body.event])).toEqual([
-      ['/track', 'Signed Up'],
-      ['/batch', 'A'],
-      ['/batch', 'B']
-    ])
-  })
-
-  it('the relay CLI: --version, check-config, start answering /health/ready, events delivered, SIGTERM', async () => {
-    fake.reset()
-    const cli = join(project, 'node_modules', '.bin', 'oneflow-relay')
-    expect(run(cli, ['--version'], project).out.trim()).toBe(version('relay'))
-    const port = 20_000 + Math.floor(Math.random() * 20_000)
-    writeFileSync(
-      join(project, 'oneflow-relay.json'),
-      JSON.stringify({
-        listen: { host: '127.0.0.1', port },
-        oneflow: { apiBaseUrl: fake.url },
-        sources: [{ name: 'web', writeKey: 'env:RELEASE_WRITE_KEY', projectApiKey: 'pk', mappings: MAPPINGS }]
+      const r = await runAsync(process.execPath, ['--input-type=module', '-e', script], project)
+      expect(r.status, r.out).toBe(0)
+      expect(JSON.parse(r.out.trim().split('\n').at(-1) as string)).toEqual({
+        // The track preset ran; the identify preset did not match.
+        one: ['Mappings resolved', 'Payload validated', 'Action Executed', 'not subscribed'],
+        refused: "400 The root value is missing the required field 'event_name'.",
+        batch: [200, 200]
       })
-    )
-    const env = { RELEASE_WRITE_KEY: 'wk-release' }
-    const checked = run(cli, ['check-config', '--config', 'oneflow-relay.json'], project, env)
-    expect(checked.status, checked.out).toBe(0)
-    expect(checked.out).toContain('1 custom mapping(s)')
-    const relay = spawn(cli, ['start', '--config', 'oneflow-relay.json'], { cwd: project, env: { ...process.env, ...env }, stdio: 'ignore' })
-    const exited = new Promise<number | null>((resolve) => relay.on('exit', resolve))
-    try {
-      const url = `http://127.0.0.1:${port}`
-      let ready = 0
-      for (let i = 0; i < 150 && ready !== 200; i++) {
-        ready = await fetch(`${url}/health/ready`).then((res) => res.status, () => 0)
-        if (ready !== 200) await new Promise((r) => setTimeout(r, 100))
-      }
-      expect(ready).toBe(200)
-      const sent = await fetch(`${url}/v1/t`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: JSON.stringify({ writeKey: 'wk-release', userId: 'u1', event: 'Signed Up', properties: { plan: 'pro' } }) })
-      expect(sent.status).toBe(200)
-      await fake.waitFor((accepted) => accepted.length === 1)
-      expect(fake.accepted[0]?.body).toMatchObject({ event: 'Signed Up', user_id: 'u1', properties: { plan: 'pro' } })
-    } finally {
-      relay.kill('SIGTERM')
-    }
-    expect(await exited).toBe(0)
-  }, 60_000)
-
-  const bundlers = manager === 'npm' ? (['esbuild', 'vite'] as const) : (['esbuild'] as const)
-  describe.each(bundlers)('browser bundles built by %s', (bundler) => {
-    it.each(Object.keys(PAGES) as Array<keyof typeof PAGES>)('%s: loads in Chromium and sends to 1Flow’s SDK', async (page) => {
-      const dir = join(project, `page-${bundler}-${page}`)
-      mkdirSync(dir, { recursive: true })
-      writeFileSync(join(dir, 'page.js'), PAGES[page])
-      const out = join(dir, 'out')
-      const built =
-        bundler === 'esbuild'
-          ? run(join(project, 'node_modules', '.bin', 'esbuild'), ['page.js', '--bundle', '--splitting', '--format=esm', '--platform=browser', '--minify', '--entry-names=entry', '--outdir=out'], dir)
-          : (writeFileSync(
-              join(dir, 'vite.config.mjs'),
-              `export default { logLevel: 'error', build: { outDir: 'out', assetsDir: '', modulePreload: false, rollupOptions: { input: { entry: 'page.js' }, output: { entryFileNames: '[name].js', chunkFileNames: '[name]-[hash].js' } } } }`
-            ),
-            run(join(project, 'node_modules', '.bin', 'vite'), ['build'], dir))
-      expect(built.status, built.out).toBe(0)
-      const files = new Map(readdirSync(out).filter((f) => f.endsWith('.js')).map((f) => [f, readFileSync(join(out, f), 'utf8')]))
-      expect(files.has('entry.js')).toBe(true)
-      const server = await PageServer.start(files)
-      const opened = await openPage(browser, server, {})
-      try {
-        await opened.page.waitForFunction(sdkHasCalls, 1, { timeout: 15_000 })
-        const calls = await opened.page.evaluate(() => (window as unknown as { __oneflowRecorder: { calls: unknown[] } }).__oneflowRecorder.calls)
-        expect(calls).toEqual([['logEvent', 'Signed Up', { plan: 'pro' }]])
-        expect(opened.sdkRequests).toEqual(['https://1flow.app/js/1flow.js'])
-      } finally {
-        await opened.close()
-        await server.close()
-      }
+      expect(fake.accepted.map((m) => [m.via, m.body.event])).toEqual([
+        ['/track', 'Signed Up'],
+        ['/batch', 'A'],
+        ['/batch', 'B']
+      ])
     })
-  })
-})
+
+    it('the relay CLI: --version, check-config, start answering /health/ready, events delivered, SIGTERM', async () => {
+      fake.reset()
+      const cli = join(project, 'node_modules', '.bin', 'oneflow-relay')
+      expect(run(cli, ['--version'], project).out.trim()).toBe(version('relay'))
+      const port = 20_000 + Math.floor(Math.random() * 20_000)
+      writeFileSync(
+        join(project, 'oneflow-relay.json'),
+        JSON.stringify({
+          listen: { host: '127.0.0.1', port },
+          oneflow: { apiBaseUrl: fake.url },
+          sources: [{ name: 'web', writeKey: 'env:RELEASE_WRITE_KEY', projectApiKey: 'pk', mappings: MAPPINGS }]
+        })
+      )
+      const env = { RELEASE_WRITE_KEY: 'wk-release' }
+      const checked = run(cli, ['check-config', '--config', 'oneflow-relay.json'], project, env)
+      expect(checked.status, checked.out).toBe(0)
+      expect(checked.out).toContain('1 custom mapping(s)')
+      const relay = spawn(cli, ['start', '--config', 'oneflow-relay.json'], {
+        cwd: project,
+        env: { ...process.env, ...env },
+        stdio: 'ignore'
+      })
+      const exited = new Promise<number | null>((resolve) => relay.on('exit', resolve))
+      try {
+        const url = `http://127.0.0.1:${port}`
+        let ready = 0
+        for (let i = 0; i < 150 && ready !== 200; i++) {
+          ready = await fetch(`${url}/health/ready`).then(
+            (res) => res.status,
+            () => 0
+          )
+          if (ready !== 200) await new Promise((r) => setTimeout(r, 100))
+        }
+        expect(ready).toBe(200)
+        const sent = await fetch(`${url}/v1/t`, {
+          method: 'POST',
+          headers: { 'content-type': 'text/plain' },
+          body: JSON.stringify({
+            writeKey: 'wk-release',
+            userId: 'u1',
+            event: 'Signed Up',
+            properties: { plan: 'pro' }
+          })
+        })
+        expect(sent.status).toBe(200)
+        await fake.waitFor((accepted) => accepted.length === 1)
+        expect(fake.accepted[0]?.body).toMatchObject({ event: 'Signed Up', user_id: 'u1', properties: { plan: 'pro' } })
+      } finally {
+        relay.kill('SIGTERM')
+      }
+      expect(await exited).toBe(0)
+    }, 60_000)
+
+    const bundlers = manager === 'npm' ? (['esbuild', 'vite'] as const) : (['esbuild'] as const)
+    describe.each(bundlers)('browser bundles built by %s', (bundler) => {
+      it.each(Object.keys(PAGES) as Array<keyof typeof PAGES>)(
+        '%s: loads in Chromium and sends to 1Flow’s SDK',
+        async (page) => {
+          const dir = join(project, `page-${bundler}-${page}`)
+          mkdirSync(dir, { recursive: true })
+          writeFileSync(join(dir, 'page.js'), PAGES[page])
+          const out = join(dir, 'out')
+          const built =
+            bundler === 'esbuild'
+              ? run(
+                  join(project, 'node_modules', '.bin', 'esbuild'),
+                  [
+                    'page.js',
+                    '--bundle',
+                    '--splitting',
+                    '--format=esm',
+                    '--platform=browser',
+                    '--minify',
+                    '--entry-names=entry',
+                    '--outdir=out'
+                  ],
+                  dir
+                )
+              : (writeFileSync(
+                  join(dir, 'vite.config.mjs'),
+                  `export default { logLevel: 'error', build: { outDir: 'out', assetsDir: '', modulePreload: false, rollupOptions: { input: { entry: 'page.js' }, output: { entryFileNames: '[name].js', chunkFileNames: '[name]-[hash].js' } } } }`
+                ),
+                run(join(project, 'node_modules', '.bin', 'vite'), ['build'], dir))
+          expect(built.status, built.out).toBe(0)
+          const files = new Map(
+            readdirSync(out)
+              .filter((f) => f.endsWith('.js'))
+              .map((f) => [f, readFileSync(join(out, f), 'utf8')])
+          )
+          expect(files.has('entry.js')).toBe(true)
+          const server = await PageServer.start(files)
+          const opened = await openPage(browser, server, {})
+          try {
+            await opened.page.waitForFunction(sdkHasCalls, 1, { timeout: 15_000 })
+            const calls = await opened.page.evaluate(
+              () => (window as unknown as { __oneflowRecorder: { calls: unknown[] } }).__oneflowRecorder.calls
+            )
+            expect(calls).toEqual([['logEvent', 'Signed Up', { plan: 'pro' }]])
+            expect(opened.sdkRequests).toEqual(['https://1flow.app/js/1flow.js'])
+          } finally {
+            await opened.close()
+            await server.close()
+          }
+        }
+      )
+    })
+  }
+)
 
 describe('versioning', () => {
   it('changeset version bumps core and every adapter together and writes their CHANGELOG.md', () => {
     const clone = mkdtempSync(join(tmpdir(), 'oneflow-version-'))
     expect(run('git', ['clone', '-q', root, clone], root).status).toBe(0)
     // Uncommitted changesets in the working tree count too.
-    for (const file of readdirSync(join(root, '.changeset'))) copyFileSync(join(root, '.changeset', file), join(clone, '.changeset', file))
+    for (const file of readdirSync(join(root, '.changeset')))
+      copyFileSync(join(root, '.changeset', file), join(clone, '.changeset', file))
     symlinkSync(join(root, 'node_modules'), join(clone, 'node_modules'))
-    const versioned = run(process.execPath, [join(root, 'node_modules', '@changesets', 'cli', 'bin.js'), 'version'], clone)
+    const versioned = run(
+      process.execPath,
+      [join(root, 'node_modules', '@changesets', 'cli', 'bin.js'), 'version'],
+      clone
+    )
     expect(versioned.status, versioned.out).toBe(0)
     const versions = new Set<string>()
     for (const pkg of PUBLISHED) {

@@ -4,6 +4,12 @@ import type { DeviceClient } from './ordered-client'
 import { performAction } from './perform'
 
 /** A device-mode action: core's definition (title, fields, default trigger) plus a `perform` that calls the SDK. */
-export function browserAction<K extends ActionKey>(key: K): BrowserActionDefinition<Settings, DeviceClient, PayloadOf<(typeof actions)[K]['fields']>> {
-  return { ...actions[key], platform: 'web', perform: (client, { payload, context }) => performAction(key, client, payload, context) }
+export function browserAction<K extends ActionKey>(
+  key: K
+): BrowserActionDefinition<Settings, DeviceClient, PayloadOf<(typeof actions)[K]['fields']>> {
+  return {
+    ...actions[key],
+    platform: 'web',
+    perform: (client, { payload, context }) => performAction(key, client, payload, context)
+  }
 }

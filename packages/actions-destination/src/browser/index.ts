@@ -22,7 +22,12 @@ export const destination: BrowserDestinationDefinition<Settings, DeviceClient> =
     const order = watchDispatchOrder(analytics)
     try {
       return order.ready(
-        await loadOneFlowSdk(resolveSdkSettings(raw), { loadScript, readGlobal: () => (window as { _1flow?: unknown })._1flow, setTimeout, clearTimeout })
+        await loadOneFlowSdk(resolveSdkSettings(raw), {
+          loadScript,
+          readGlobal: () => (window as { _1flow?: unknown })._1flow,
+          setTimeout,
+          clearTimeout
+        })
       )
     } catch (error) {
       order.stop()

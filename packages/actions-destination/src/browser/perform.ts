@@ -1,5 +1,12 @@
 import type { Context } from '@segment/analytics-next'
-import { eventTimestamp, InvalidPayloadError, isEnabledByIntegrations, toCommand, type ActionKey, type SegmentEvent } from '@oneflow-seg/core'
+import {
+  eventTimestamp,
+  InvalidPayloadError,
+  isEnabledByIntegrations,
+  toCommand,
+  type ActionKey,
+  type SegmentEvent
+} from '@oneflow-seg/core'
 import type { DeviceClient } from './ordered-client'
 
 /**

@@ -3,7 +3,9 @@ import { actions, type ActionKey, type PayloadOf, type Settings } from '@oneflow
 import { sendBatch, sendOne } from './send'
 
 /** A cloud-mode action: core's definition (title, fields, default trigger) plus `perform` and `performBatch` on 1Flow's HTTP API. */
-export function cloudAction<K extends ActionKey>(key: K): ActionDefinition<Settings, PayloadOf<(typeof actions)[K]['fields']>> {
+export function cloudAction<K extends ActionKey>(
+  key: K
+): ActionDefinition<Settings, PayloadOf<(typeof actions)[K]['fields']>> {
   return {
     ...actions[key],
     perform: (request, data) => sendOne(key, request, data),

@@ -23,4 +23,10 @@ export default destination
 
 // actions-core's runtime, from the copy bundled into this entry's build: run the destination with this
 // `Destination` (see the package README for why not your own copy's).
-export { Destination, IntegrationError, InvalidAuthenticationError, PayloadValidationError, RetryableError } from '@segment/actions-core'
+export {
+  Destination,
+  IntegrationError,
+  InvalidAuthenticationError,
+  PayloadValidationError,
+  RetryableError
+} from '@segment/actions-core'

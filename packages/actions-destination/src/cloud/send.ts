@@ -61,16 +61,37 @@ async function post(request: RequestClient, req: OneFlowRequest): Promise<Answer
   let response: Response & { data?: unknown; content?: string }
   try {
     // A redirect is never followed: the api_key header would go wherever 1Flow's answer points.
-    response = await request(req.url, { method: 'POST', headers: { ...req.headers }, body: req.body, throwHttpErrors: false, redirect: 'manual' })
+    response = await request(req.url, {
+      method: 'POST',
+      headers: { ...req.headers },
+      body: req.body,
+      throwHttpErrors: false,
+      redirect: 'manual'
+    })
   } catch (error) {
-    const timedOut = /timeout|timed out|abort/i.test(String((error as Error)?.message ?? error)) || (error as { code?: string }).code === 'ETIMEDOUT'
-    throw new RetryableError(`1Flow did not answer (${timedOut ? 'timeout' : 'connection failed'}); Segment will retry.`, timedOut ? 408 : 503)
+    const timedOut =
+      /timeout|timed out|abort/i.test(String((error as Error)?.message ?? error)) ||
+      (error as { code?: string }).code === 'ETIMEDOUT'
+    throw new RetryableError(
+      `1Flow did not answer (${timedOut ? 'timeout' : 'connection failed'}); Segment will retry.`,
+      timedOut ? 408 : 503
+    )
   }
-  return { status: response.status, retryAfter: response.headers.get('retry-after'), location: response.headers.get('location'), body: response.data ?? response.content }
+  return {
+    status: response.status,
+    retryAfter: response.headers.get('retry-after'),
+    location: response.headers.get('location'),
+    body: response.data ?? response.content
+  }
 }
 
 function oneFlowMessage(body: unknown): string {
-  const raw = typeof body === 'object' && body !== null ? ((body as { error?: unknown; message?: unknown }).error ?? (body as { message?: unknown }).message ?? JSON.stringify(body)) : body
+  const raw =
+    typeof body === 'object' && body !== null
+      ? ((body as { error?: unknown; message?: unknown }).error ??
+        (body as { message?: unknown }).message ??
+        JSON.stringify(body))
+      : body
   return String(raw ?? '').slice(0, 300)
 }
 
@@ -79,17 +100,28 @@ function errorFor(answer: Answer, decision: Exclude<Decision, { action: 'deliver
   const { status } = answer
   switch (decision.action) {
     case 'pause':
-      if (decision.cause === 'redirect') return new IntegrationError(`${decision.reason}.`, 'REDIRECT_NOT_FOLLOWED', status)
-      return new InvalidAuthenticationError(`1Flow refused the project API key (${status}); check the Project API Key setting.`)
+      if (decision.cause === 'redirect')
+        return new IntegrationError(`${decision.reason}.`, 'REDIRECT_NOT_FOLLOWED', status)
+      return new InvalidAuthenticationError(
+        `1Flow refused the project API key (${status}); check the Project API Key setting.`
+      )
     case 'retry': {
       const after = answer.retryAfter ? `; Retry-After: ${answer.retryAfter}` : ''
       const code = (RETRYABLE.has(status) ? status : 500) as ConstructorParameters<typeof RetryableError>[1]
       return new RetryableError(`1Flow answered ${status}${status === 429 ? ' (rate limited)' : ''}${after}`, code)
     }
     case 'split':
-      return new IntegrationError('1Flow refused the request as too large (413); one event must stay under 32 KB.', 'PAYLOAD_TOO_LARGE', 413)
+      return new IntegrationError(
+        '1Flow refused the request as too large (413); one event must stay under 32 KB.',
+        'PAYLOAD_TOO_LARGE',
+        413
+      )
     case 'dead-letter':
-      return new IntegrationError(`1Flow refused the request (${status}): ${oneFlowMessage(answer.body)}`, getErrorCodeFromHttpStatus(status), status)
+      return new IntegrationError(
+        `1Flow refused the request (${status}): ${oneFlowMessage(answer.body)}`,
+        getErrorCodeFromHttpStatus(status),
+        status
+      )
   }
 }
 
@@ -105,7 +137,8 @@ function requestFor(cmd: Command, target: ApiTarget): OneFlowRequest {
 /** `perform`: one event, one request to `/identify` or `/track`, built by core's HTTP contract. */
 export async function sendOne(actionKey: ActionKey, request: RequestClient, data: Input): Promise<unknown> {
   const outcome = outcomeFor(actionKey, data.payload, data.rawData)
-  if (outcome.kind === 'skip') return { skipped: true, reason: outcome.reason, message: outcome.message } satisfies SkippedResult
+  if (outcome.kind === 'skip')
+    return { skipped: true, reason: outcome.reason, message: outcome.message } satisfies SkippedResult
   if (outcome.kind === 'invalid') throw new PayloadValidationError(outcome.error.message)
   const answer = await post(request, requestFor(outcome, resolveSettings(data.settings)))
   const decision = classifyResponse(answer)
@@ -121,7 +154,10 @@ export async function sendOne(actionKey: ActionKey, request: RequestClient, data
 function alignRawEvents(actionKey: ActionKey, data: BatchInput): unknown[] {
   const raw = Array.isArray(data.rawData) ? (data.rawData as unknown[]) : []
   if (raw.length === data.payload.length) return raw
-  const mapped = transformBatch((data.rawMapping ?? data.mapping ?? {}) as Parameters<typeof transformBatch>[0], raw as never)
+  const mapped = transformBatch(
+    (data.rawMapping ?? data.mapping ?? {}) as Parameters<typeof transformBatch>[0],
+    raw as never
+  )
   const kept = raw.filter((_, i) => {
     try {
       validatePayload(actions[actionKey].fields, mapped[i])
@@ -139,7 +175,11 @@ interface Item {
 }
 
 /** `performBatch`: valid payloads packed into `/batch` requests of at most 480 KB; one multistatus entry per payload. */
-export async function sendBatch(actionKey: ActionKey, request: RequestClient, data: BatchInput): Promise<MultiStatusResponse> {
+export async function sendBatch(
+  actionKey: ActionKey,
+  request: RequestClient,
+  data: BatchInput
+): Promise<MultiStatusResponse> {
   const target = resolveSettings(data.settings)
   const raw = alignRawEvents(actionKey, data)
   const result = new MultiStatusResponse()
@@ -147,9 +187,17 @@ export async function sendBatch(actionKey: ActionKey, request: RequestClient, da
   data.payload.forEach((payload, index) => {
     const outcome = outcomeFor(actionKey, payload, raw[index])
     if (outcome.kind === 'skip') {
-      result.setSuccessResponseAtIndex(index, { status: 200, sent: {}, body: { skipped: true, reason: outcome.reason, message: outcome.message } })
+      result.setSuccessResponseAtIndex(index, {
+        status: 200,
+        sent: {},
+        body: { skipped: true, reason: outcome.reason, message: outcome.message }
+      })
     } else if (outcome.kind === 'invalid') {
-      result.setErrorResponseAtIndex(index, { status: 400, errortype: 'PAYLOAD_VALIDATION_FAILED', errormessage: outcome.error.message })
+      result.setErrorResponseAtIndex(index, {
+        status: 400,
+        errortype: 'PAYLOAD_VALIDATION_FAILED',
+        errormessage: outcome.error.message
+      })
     } else items.push({ index, cmd: outcome })
   })
   const { batches, tooLarge } = packBatches(
@@ -159,13 +207,28 @@ export async function sendBatch(actionKey: ActionKey, request: RequestClient, da
   for (const j of tooLarge) {
     const { index, cmd } = items[j] as Item
     const bytes = utf8ByteLength(JSON.stringify(toBatchItem(cmd)))
-    result.setErrorResponseAtIndex(index, { status: 413, errortype: 'PAYLOAD_TOO_LARGE', errormessage: new PayloadTooLargeError(bytes, ONEFLOW_LIMITS.maxRequestBytes).message })
+    result.setErrorResponseAtIndex(index, {
+      status: 413,
+      errortype: 'PAYLOAD_TOO_LARGE',
+      errormessage: new PayloadTooLargeError(bytes, ONEFLOW_LIMITS.maxRequestBytes).message
+    })
   }
-  for (const batch of batches) await sendGroup(request, target, batch.indices.map((j) => items[j] as Item), result)
+  for (const batch of batches)
+    await sendGroup(
+      request,
+      target,
+      batch.indices.map((j) => items[j] as Item),
+      result
+    )
   return result
 }
 
-async function sendGroup(request: RequestClient, target: ApiTarget, group: readonly Item[], result: MultiStatusResponse): Promise<void> {
+async function sendGroup(
+  request: RequestClient,
+  target: ApiTarget,
+  group: readonly Item[],
+  result: MultiStatusResponse
+): Promise<void> {
   const req = packBatches(
     group.map((i) => i.cmd),
     target
@@ -175,12 +238,22 @@ async function sendGroup(request: RequestClient, target: ApiTarget, group: reado
     answer = await post(request, req)
   } catch (error) {
     const e = error as RetryableError
-    for (const { index } of group) result.setErrorResponseAtIndex(index, { status: e.status ?? 503, errortype: 'RETRYABLE_ERROR', errormessage: e.message })
+    for (const { index } of group)
+      result.setErrorResponseAtIndex(index, {
+        status: e.status ?? 503,
+        errortype: 'RETRYABLE_ERROR',
+        errormessage: e.message
+      })
     return
   }
   const decision = classifyResponse(answer)
   if (decision.action === 'deliver') {
-    for (const { index, cmd } of group) result.setSuccessResponseAtIndex(index, { status: answer.status, sent: toBatchItem(cmd) as never, body: answer.body as never })
+    for (const { index, cmd } of group)
+      result.setSuccessResponseAtIndex(index, {
+        status: answer.status,
+        sent: toBatchItem(cmd) as never,
+        body: answer.body as never
+      })
     return
   }
   // 413 on a batch: halve it and try each half; only a lone event that is still too large is reported as 413.
@@ -192,5 +265,6 @@ async function sendGroup(request: RequestClient, target: ApiTarget, group: reado
   }
   const error = errorFor(answer, decision) as IntegrationError
   const errortype = decision.action === 'retry' ? 'RETRYABLE_ERROR' : (error.code as never)
-  for (const { index } of group) result.setErrorResponseAtIndex(index, { status: answer.status, errortype, errormessage: error.message })
+  for (const { index } of group)
+    result.setErrorResponseAtIndex(index, { status: answer.status, errortype, errormessage: error.message })
 }

@@ -1,7 +1,14 @@
 // The Analytics.js plugin test page: real analytics-next 1.84.3, `analytics.register(oneFlow(...))`,
 // plus a plain destination and a fixture injector.
 import { AnalyticsBrowser, Context, type Analytics, type Plugin } from '@segment/analytics-next'
-import { FixtureInjector, plainRecorder, recordContextLogs, recordedState, resetRecorded, reviveFixtureJson } from '@oneflow-seg/testkit/browser'
+import {
+  FixtureInjector,
+  plainRecorder,
+  recordContextLogs,
+  recordedState,
+  resetRecorded,
+  reviveFixtureJson
+} from '@oneflow-seg/testkit/browser'
 import { oneFlow, type OneFlowPluginOptions } from '../index'
 
 const logs = recordContextLogs(Context as never)
@@ -25,7 +32,10 @@ const harness = {
     const [analytics] = await AnalyticsBrowser.load(
       {
         writeKey: 'test-write-key',
-        cdnSettings: { integrations: { 'Segment.io': { apiKey: 'test-write-key' } }, metrics: { sampleRate: 0 } } as never,
+        cdnSettings: {
+          integrations: { 'Segment.io': { apiKey: 'test-write-key' } },
+          metrics: { sampleRate: 0 }
+        } as never,
         plugins: [injector.plugin as never, plain.plugin as never]
       },
       { integrations: { 'Segment.io': false }, disableClientPersistence: true }
@@ -70,7 +80,9 @@ const harness = {
       ...recordedState(logs, plain),
       error: error ?? null,
       loaded: plugin?.isLoaded() ?? false,
-      registered: (analytics as unknown as { queue: { plugins: Array<{ name: string }> } }).queue.plugins.map((p) => p.name)
+      registered: (analytics as unknown as { queue: { plugins: Array<{ name: string }> } }).queue.plugins.map(
+        (p) => p.name
+      )
     }
   },
 

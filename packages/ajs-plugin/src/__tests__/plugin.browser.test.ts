@@ -37,7 +37,10 @@ afterAll(() => testPage?.close())
 
 type H = { harness: Harness }
 const start = (p: OpenedPage, options: Partial<OneFlowPluginOptions> = {}) =>
-  p.page.evaluate((o) => (window as unknown as H).harness.start(o as OneFlowPluginOptions), { projectApiKey: 'k1', ...options })
+  p.page.evaluate((o) => (window as unknown as H).harness.start(o as OneFlowPluginOptions), {
+    projectApiKey: 'k1',
+    ...options
+  })
 const { send, fire, state, reset } = harnessCalls<Harness>()
 
 const withPage = <T>(sdk: SdkServing, body: (p: OpenedPage) => Promise<T>) => withOpenPage(browser, server, sdk, body)
@@ -54,7 +57,10 @@ describe('plugin: every conformance fixture', () => {
   it.each(fixtures.map((f) => [f.name, f] as const))('%s', async (_name, fixture) => {
     await reset(page)
     const settings = fixtureSettings(fixture) as { projectApiKey: string }
-    const id = await start(page, { projectApiKey: settings.projectApiKey, ...(fixture.subscriptions && { mappings: fixture.subscriptions as never }) })
+    const id = await start(page, {
+      projectApiKey: settings.projectApiKey,
+      ...(fixture.subscriptions && { mappings: fixture.subscriptions as never })
+    })
     await send(page, id, fixture.event)
     const seen = await state(page, id)
     if (fixture.expect.configError) {
@@ -68,7 +74,6 @@ describe('plugin: every conformance fixture', () => {
     for (const text of logIncludes) expect(seen.logs.join('\n')).toContain(text)
   })
 })
-
 
 describe('plugin: loading and buffering', () => {
   it('is a destination plugin named 1Flow with a version, loading the SDK with data-api-key once', () =>
@@ -103,28 +108,33 @@ describe('plugin: loading and buffering', () => {
   it.each([
     ['answers 404 (once every event is sent)', { status: 404, held: true } as SdkServing],
     ['never answers', { hang: true } as SdkServing]
-  ])('SDK %s: loading fails by the deadline, buffered events are dropped with a reason, other destinations get every event, no timer keeps firing', (_what, sdk) =>
-    withPage(sdk, async (p) => {
-      // Long enough for a loaded machine to send the 10 events first; a held 404 does not depend on it.
-      const id = await start(p, { loadTimeoutMs: 3000 })
-      for (const e of events) await fire(p, id, e)
-      p.releaseSdk()
-      await p.page.waitForFunction(() => (window as unknown as H).harness.state(0).error !== null, undefined, { timeout: 10_000 })
-      const failed = await state(p, id)
-      expect(failed.error).toContain('https://1flow.app/js/1flow.js')
-      expect(failed.calls).toEqual([])
-      expect(failed.plain).toEqual(labels)
-      expect(failed.registered).not.toContain('1Flow')
-      expect(failed.logs.filter((l) => l.startsWith('warn: 1Flow: not sent.'))).toHaveLength(10)
-      expect(p.console.join('\n')).toContain('10 waiting events dropped')
-      await send(p, id, { type: 'track', event: 'After', userId: 'u' })
-      const before = (await state(p, id)).timerFires
-      await p.page.waitForTimeout(1000)
-      const after = await state(p, id)
-      expect(after.timerFires - before).toBe(0)
-      expect(after.plain.at(-1)).toBe('track:After')
-      expect(after.calls).toEqual([])
-    }))
+  ])(
+    'SDK %s: loading fails by the deadline, buffered events are dropped with a reason, other destinations get every event, no timer keeps firing',
+    (_what, sdk) =>
+      withPage(sdk, async (p) => {
+        // Long enough for a loaded machine to send the 10 events first; a held 404 does not depend on it.
+        const id = await start(p, { loadTimeoutMs: 3000 })
+        for (const e of events) await fire(p, id, e)
+        p.releaseSdk()
+        await p.page.waitForFunction(() => (window as unknown as H).harness.state(0).error !== null, undefined, {
+          timeout: 10_000
+        })
+        const failed = await state(p, id)
+        expect(failed.error).toContain('https://1flow.app/js/1flow.js')
+        expect(failed.calls).toEqual([])
+        expect(failed.plain).toEqual(labels)
+        expect(failed.registered).not.toContain('1Flow')
+        expect(failed.logs.filter((l) => l.startsWith('warn: 1Flow: not sent.'))).toHaveLength(10)
+        expect(p.console.join('\n')).toContain('10 waiting events dropped')
+        await send(p, id, { type: 'track', event: 'After', userId: 'u' })
+        const before = (await state(p, id)).timerFires
+        await p.page.waitForTimeout(1000)
+        const after = await state(p, id)
+        expect(after.timerFires - before).toBe(0)
+        expect(after.plain.at(-1)).toBe('track:After')
+        expect(after.calls).toEqual([])
+      })
+  )
 
   it('keeps at most bufferLimit events while loading and says why the others were dropped', () =>
     withPage({ held: true }, async (p) => {
@@ -141,7 +151,13 @@ describe('plugin: loading and buffering', () => {
     withPage({ shape: 'function' }, async (p) => {
       const id = await start(p)
       await send(p, id, { type: 'identify', userId: 'u1', traits: { plan: 'pro' } })
-      await send(p, id, { type: 'track', userId: 'u1', anonymousId: 'a1', event: 'Signed Up', properties: { plan: 'pro' } })
+      await send(p, id, {
+        type: 'track',
+        userId: 'u1',
+        anonymousId: 'a1',
+        event: 'Signed Up',
+        properties: { plan: 'pro' }
+      })
       expect((await state(p, id)).raw).toEqual([
         ['identify', 'u1', { plan: 'pro' }],
         ['track', 'Signed Up', { userId: 'u1', anonymousId: 'a1', properties: { plan: 'pro' } }]
@@ -173,7 +189,9 @@ describe('plugin: loading and buffering', () => {
     })
     await withPage({}, async (p) => {
       server.requests.length = 0
-      const id = await start(p, { mappings: [{ name: 'Only E1', subscribe: 'type = "track" and event = "E1"', partnerAction: 'trackEvent' }] })
+      const id = await start(p, {
+        mappings: [{ name: 'Only E1', subscribe: 'type = "track" and event = "E1"', partnerAction: 'trackEvent' }]
+      })
       await send(p, id, events[1])
       await send(p, id, events[2])
       expect((await state(p, id)).calls).toEqual([expectedCalls[1]])

@@ -24,9 +24,11 @@ describe('core HTTP contract against the fake 1Flow API over real HTTP', () => {
       expect(res.status, req.body.slice(0, 200)).toBe(200)
     }
     const { batches } = packBatches(commands, target)
-    for (const b of batches) expect((await fetch(b.request.url, { method: 'POST', headers: b.request.headers, body: b.request.body })).status).toBe(200)
+    for (const b of batches)
+      expect(
+        (await fetch(b.request.url, { method: 'POST', headers: b.request.headers, body: b.request.body })).status
+      ).toBe(200)
     expect(fake.accepted).toHaveLength(commands.length * 2)
     expect(fake.accepted.filter((m) => m.via === '/batch').map((m) => m.type)).toEqual(commands.map((c) => c.kind))
   })
-
 })

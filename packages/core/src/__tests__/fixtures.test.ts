@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest'
 import { expectedOutcome, fixtureSettings, loadFixtures, type Fixture } from '@oneflow-seg/testkit'
-import { buildRequest, mapWithPresets, PayloadTooLargeError, resolveSettings, toSdkCall, type MappedResult } from '../index'
+import {
+  buildRequest,
+  mapWithPresets,
+  PayloadTooLargeError,
+  resolveSettings,
+  toSdkCall,
+  type MappedResult
+} from '../index'
 import { compileSubscriptions, mapWithSubscriptions } from '../mapping'
 
 const fixtures = loadFixtures({ dates: 'date' })

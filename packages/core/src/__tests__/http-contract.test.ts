@@ -13,14 +13,26 @@ import {
 } from '../index'
 
 const target = { apiBaseUrl: 'https://api.1flow.app/v1/', projectApiKey: 'k-123' }
-const track = (i: number, size = 10): Command => ({ kind: 'track', event: `E${i}`, properties: { pad: 'x'.repeat(size) }, userId: `u${i}` })
+const track = (i: number, size = 10): Command => ({
+  kind: 'track',
+  event: `E${i}`,
+  properties: { pad: 'x'.repeat(size) },
+  userId: `u${i}`
+})
 
 describe('1Flow HTTP contract', () => {
   it('builds POST /identify with exactly user_id, traits and timestamp, and the api_key header', () => {
-    const req = buildRequest({ kind: 'identify', userId: 'u1', traits: { plan: 'pro' }, timestamp: '2024-01-01T00:00:00.000Z' }, target)
+    const req = buildRequest(
+      { kind: 'identify', userId: 'u1', traits: { plan: 'pro' }, timestamp: '2024-01-01T00:00:00.000Z' },
+      target
+    )
     expect(req).toMatchObject({ method: 'POST', path: '/identify', url: 'https://api.1flow.app/v1/identify' })
     expect(req.headers).toEqual({ 'content-type': 'application/json', api_key: 'k-123' })
-    expect(JSON.parse(req.body)).toEqual({ user_id: 'u1', traits: { plan: 'pro' }, timestamp: '2024-01-01T00:00:00.000Z' })
+    expect(JSON.parse(req.body)).toEqual({
+      user_id: 'u1',
+      traits: { plan: 'pro' },
+      timestamp: '2024-01-01T00:00:00.000Z'
+    })
     expect(req.bytes).toBe(Buffer.byteLength(req.body))
   })
 
@@ -60,20 +72,29 @@ describe('1Flow HTTP contract', () => {
 
   it('packs arbitrary unicode exactly to the byte limit (property, 200 runs)', () => {
     fc.assert(
-      fc.property(fc.array(fc.string({ unit: 'grapheme', maxLength: 200 }), { minLength: 1, maxLength: 60 }), fc.integer({ min: 600, max: 4000 }), (names, max) => {
-        const cmds: Command[] = names.map((n) => ({ kind: 'track', event: n || 'e', properties: { n } }))
-        const { batches, tooLarge } = packBatches(cmds, target, max)
-        for (const b of batches) expect(Buffer.byteLength(b.request.body)).toBeLessThanOrEqual(max)
-        expect([...batches.flatMap((b) => b.indices), ...tooLarge].sort((a, b) => a - b)).toEqual(cmds.map((_, i) => i))
-      }),
+      fc.property(
+        fc.array(fc.string({ unit: 'grapheme', maxLength: 200 }), { minLength: 1, maxLength: 60 }),
+        fc.integer({ min: 600, max: 4000 }),
+        (names, max) => {
+          const cmds: Command[] = names.map((n) => ({ kind: 'track', event: n || 'e', properties: { n } }))
+          const { batches, tooLarge } = packBatches(cmds, target, max)
+          for (const b of batches) expect(Buffer.byteLength(b.request.body)).toBeLessThanOrEqual(max)
+          expect([...batches.flatMap((b) => b.indices), ...tooLarge].sort((a, b) => a - b)).toEqual(
+            cmds.map((_, i) => i)
+          )
+        }
+      ),
       { numRuns: 200 }
     )
   })
 
   it('counts UTF-8 bytes exactly like Buffer.byteLength for well-formed strings', () => {
-    fc.assert(fc.property(fc.string({ unit: 'binary' }), (s) => {
-      expect(utf8ByteLength(JSON.stringify(s))).toBe(Buffer.byteLength(JSON.stringify(s)))
-    }), { numRuns: 1000 })
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary' }), (s) => {
+        expect(utf8ByteLength(JSON.stringify(s))).toBe(Buffer.byteLength(JSON.stringify(s)))
+      }),
+      { numRuns: 1000 }
+    )
   })
 })
 
@@ -106,14 +127,24 @@ describe('response classification', () => {
     expect(classifyResponse({ status: 307, location: 'https://elsewhere.example/v1/batch?key=x' }, now)).toEqual({
       action: 'pause',
       cause: 'redirect',
-      reason: '1Flow answered 307 (a redirect to https://elsewhere.example); redirects are not followed with the project API key: check the API base URL'
+      reason:
+        '1Flow answered 307 (a redirect to https://elsewhere.example); redirects are not followed with the project API key: check the API base URL'
     })
     expect(classifyResponse({ status: 401 }, now)).toMatchObject({ action: 'pause', cause: 'auth' })
   })
 
   it('429 asks the sender to slow down and keeps Retry-After', () => {
-    expect(classifyResponse({ status: 429, retryAfter: '7' }, now)).toMatchObject({ action: 'retry', afterMs: 7000, throttled: true, backoffBaseMs: 1000 })
-    expect(classifyResponse({ status: 503, retryAfter: 'Thu, 01 Jan 2026 00:00:30 GMT' }, now)).toMatchObject({ action: 'retry', afterMs: 30_000, throttled: false })
+    expect(classifyResponse({ status: 429, retryAfter: '7' }, now)).toMatchObject({
+      action: 'retry',
+      afterMs: 7000,
+      throttled: true,
+      backoffBaseMs: 1000
+    })
+    expect(classifyResponse({ status: 503, retryAfter: 'Thu, 01 Jan 2026 00:00:30 GMT' }, now)).toMatchObject({
+      action: 'retry',
+      afterMs: 30_000,
+      throttled: false
+    })
   })
 
   it('parses Retry-After as seconds or an HTTP date, clamped to 0…300 s', () => {

@@ -1,10 +1,23 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { buildRequest, InvalidPayloadError, MAX_DEPTH, toId, toIdentifyCommand, toJsonObject, toJsonValue, toTrackCommand } from '../index'
+import {
+  buildRequest,
+  InvalidPayloadError,
+  MAX_DEPTH,
+  toId,
+  toIdentifyCommand,
+  toJsonObject,
+  toJsonValue,
+  toTrackCommand
+} from '../index'
 
 describe('toJsonValue', () => {
   it('turns Dates into ISO strings at any depth and drops undefined, functions and symbols', () => {
-    const input = { at: new Date('2024-02-29T12:00:00Z'), list: [new Date(0), undefined, () => 1], nested: { gone: undefined, sym: Symbol('x'), keep: 1 } }
+    const input = {
+      at: new Date('2024-02-29T12:00:00Z'),
+      list: [new Date(0), undefined, () => 1],
+      nested: { gone: undefined, sym: Symbol('x'), keep: 1 }
+    }
     expect(toJsonValue(input, 'traits')).toEqual({
       at: '2024-02-29T12:00:00.000Z',
       list: ['1970-01-01T00:00:00.000Z', null, null],
@@ -15,7 +28,9 @@ describe('toJsonValue', () => {
   it('matches JSON.stringify for JSON-safe input (500 generated values)', () => {
     fc.assert(
       fc.property(fc.jsonValue(), (v) => {
-        const withoutProtoKeys = JSON.parse(JSON.stringify(v), (k, x) => (['__proto__', 'constructor', 'prototype'].includes(k) ? undefined : x))
+        const withoutProtoKeys = JSON.parse(JSON.stringify(v), (k, x) =>
+          ['__proto__', 'constructor', 'prototype'].includes(k) ? undefined : x
+        )
         // Compared as JSON: what is sent is the serialised form (-0 and 0 both serialise to 0).
         expect(JSON.stringify(toJsonValue(v, 'x'))).toBe(JSON.stringify(withoutProtoKeys))
       }),
@@ -24,7 +39,9 @@ describe('toJsonValue', () => {
   })
 
   it('never lets __proto__, constructor or prototype through, and never pollutes Object.prototype', () => {
-    const hostile = JSON.parse('{"__proto__":{"polluted":1},"a":{"constructor":{"prototype":{"polluted":1}}},"prototype":2,"ok":true}')
+    const hostile = JSON.parse(
+      '{"__proto__":{"polluted":1},"a":{"constructor":{"prototype":{"polluted":1}}},"prototype":2,"ok":true}'
+    )
     const out = toJsonObject(hostile, 'traits')
     expect(out).toEqual({ a: {}, ok: true })
     expect(Object.keys(out)).toEqual(['a', 'ok'])
@@ -88,18 +105,23 @@ describe('command builders', () => {
   })
 
   it('identify: refuses traits that are not an object, naming the field', () => {
-    expect(() => toIdentifyCommand({ userId: 'u', traits: 'x' })).toThrowError(expect.objectContaining({ field: 'traits', code: 'INVALID_PAYLOAD' }))
+    expect(() => toIdentifyCommand({ userId: 'u', traits: 'x' })).toThrowError(
+      expect.objectContaining({ field: 'traits', code: 'INVALID_PAYLOAD' })
+    )
   })
 
   it('track: refuses a missing or blank event name with an error naming event_name', () => {
     for (const event_name of [undefined, null, '', '   ']) {
-      expect(() => toTrackCommand({ event_name, properties: {} })).toThrowError(expect.objectContaining({ field: 'event_name', name: 'InvalidPayloadError' }))
+      expect(() => toTrackCommand({ event_name, properties: {} })).toThrowError(
+        expect.objectContaining({ field: 'event_name', name: 'InvalidPayloadError' })
+      )
     }
   })
 
   it('track: the HTTP body carries the timestamp as ISO-8601 and drops an unparseable one', () => {
     const target = { apiBaseUrl: 'https://api.1flow.app/v1', projectApiKey: 'k' }
-    const body = (timestamp: unknown) => JSON.parse(buildRequest(toTrackCommand({ event_name: 'E' }, { timestamp }), target).body)
+    const body = (timestamp: unknown) =>
+      JSON.parse(buildRequest(toTrackCommand({ event_name: 'E' }, { timestamp }), target).body)
     expect(body('2024-01-01T00:00:00+02:00')).toMatchObject({ timestamp: '2023-12-31T22:00:00.000Z' })
     expect(body('2024-01-01T00:00:00.000Z')).toMatchObject({ timestamp: '2024-01-01T00:00:00.000Z' })
     expect(body(new Date(5))).toMatchObject({ timestamp: '1970-01-01T00:00:00.005Z' })

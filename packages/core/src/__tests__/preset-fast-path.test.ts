@@ -1,12 +1,33 @@
 import { transform } from '@segment/actions-core/mapping-kit'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { actionKeys, actions, defaultMapping, mapWithPresets, presets, resolveDefaultPayload, toCommand, type SegmentEvent } from '../index'
+import {
+  actionKeys,
+  actions,
+  defaultMapping,
+  mapWithPresets,
+  presets,
+  resolveDefaultPayload,
+  toCommand,
+  type SegmentEvent
+} from '../index'
 import { compileSubscriptions, mapWithSubscriptions } from '../mapping'
 
 // Values of the kinds a Segment event carries, plus the awkward ones (null, '', numbers where strings belong, Dates).
-const scalar = fc.oneof(fc.string(), fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.constant(''), fc.date({ noInvalidDate: true }))
-const value = fc.oneof(scalar, fc.array(scalar, { maxLength: 3 }), fc.dictionary(fc.string({ maxLength: 6 }), scalar, { maxKeys: 4 }))
+const scalar = fc.oneof(
+  fc.string(),
+  fc.integer(),
+  fc.double(),
+  fc.boolean(),
+  fc.constant(null),
+  fc.constant(''),
+  fc.date({ noInvalidDate: true })
+)
+const value = fc.oneof(
+  scalar,
+  fc.array(scalar, { maxLength: 3 }),
+  fc.dictionary(fc.string({ maxLength: 6 }), scalar, { maxKeys: 4 })
+)
 const pageProps = fc.record(
   { path: value, url: value, title: value, referrer: value, search: value, other: value },
   { requiredKeys: [] }
@@ -21,7 +42,10 @@ const event: fc.Arbitrary<SegmentEvent> = fc.record(
     anonymousId: fc.oneof(fc.uuid(), fc.constant(null), fc.constant('')),
     traits: fc.oneof(value, fc.dictionary(fc.string({ maxLength: 8 }), value, { maxKeys: 6 })),
     properties: fc.oneof(pageProps, value),
-    timestamp: fc.oneof(fc.date({ noInvalidDate: true }).map((d) => d.toISOString()), fc.constant('not a date')),
+    timestamp: fc.oneof(
+      fc.date({ noInvalidDate: true }).map((d) => d.toISOString()),
+      fc.constant('not a date')
+    ),
     messageId: fc.uuid()
   },
   { requiredKeys: ['type'] }
@@ -53,7 +77,9 @@ describe('the presets fast path equals mapping-kit', { timeout: 180_000 }, () =>
   })
 
   it('routes like Segment: presets through FQL and mapping-kit give the same results (1,000 events)', () => {
-    const compiled = compileSubscriptions(presets.map(({ name, subscribe, partnerAction, mapping }) => ({ name, subscribe, partnerAction, mapping })))
+    const compiled = compileSubscriptions(
+      presets.map(({ name, subscribe, partnerAction, mapping }) => ({ name, subscribe, partnerAction, mapping }))
+    )
     fc.assert(
       fc.property(event, (e) => {
         expect(mapWithPresets(e)).toEqual(mapWithSubscriptions(e, compiled))

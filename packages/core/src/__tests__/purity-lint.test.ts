@@ -20,7 +20,11 @@ describe('core purity lint rule', () => {
   it('reports DOM globals, Node globals, Node built-ins and runtime imports in core sources', async () => {
     const messages = await lintAsCoreSource('impure.ts')
     const byLine = (line: number) => [...new Set(messages.filter((m) => m.line === line).map((m) => m.rule))]
-    const texts = (line: number) => messages.filter((m) => m.line === line).map((m) => m.message).join(' | ')
+    const texts = (line: number) =>
+      messages
+        .filter((m) => m.line === line)
+        .map((m) => m.message)
+        .join(' | ')
     expect(byLine(2)).toEqual(['@typescript-eslint/no-restricted-imports']) // node:fs
     expect(texts(2)).toContain('Node built-ins')
     expect(byLine(3)).toEqual(['@typescript-eslint/no-restricted-imports']) // events
@@ -42,7 +46,9 @@ describe('core purity lint rule', () => {
   it('lets only the mapping sub-entry load mapping-kit at run time', async () => {
     const messages = await lintAsCoreSource('impure.ts', 'mapping.ts')
     expect(messages.filter((m) => m.line === 4)).toEqual([])
-    expect(messages.filter((m) => m.line === 2).map((m) => m.rule)).toEqual(['@typescript-eslint/no-restricted-imports'])
+    expect(messages.filter((m) => m.line === 2).map((m) => m.rule)).toEqual([
+      '@typescript-eslint/no-restricted-imports'
+    ])
   })
 
   it('leaves files outside core alone', async () => {

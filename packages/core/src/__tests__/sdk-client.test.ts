@@ -57,7 +57,9 @@ function deps(overrides: Partial<SdkLoaderDeps> & { global?: { value: unknown } 
 describe('loadOneFlowSdk', () => {
   it('uses an SDK already on the page without injecting a script', async () => {
     const calls: unknown[] = []
-    const { d, loads, clock } = deps({ global: { value: { logUser: (...a: unknown[]) => calls.push(a), logEvent: () => undefined } } })
+    const { d, loads, clock } = deps({
+      global: { value: { logUser: (...a: unknown[]) => calls.push(a), logEvent: () => undefined } }
+    })
     const client = await loadOneFlowSdk(settings, d)
     client.send({ kind: 'identify', userId: 'u', traits: {} })
     expect(loads).toEqual([])
@@ -111,7 +113,10 @@ describe('loadOneFlowSdk', () => {
 describe('toSdkClient', () => {
   it('prefers methods when the global has them, even on a function', () => {
     const calls: unknown[] = []
-    const fn = Object.assign((...a: unknown[]) => calls.push(['fn', ...a]), { logUser: (...a: unknown[]) => calls.push(['logUser', ...a]), logEvent: (...a: unknown[]) => calls.push(['logEvent', ...a]) })
+    const fn = Object.assign((...a: unknown[]) => calls.push(['fn', ...a]), {
+      logUser: (...a: unknown[]) => calls.push(['logUser', ...a]),
+      logEvent: (...a: unknown[]) => calls.push(['logEvent', ...a])
+    })
     const client = toSdkClient(fn)!
     client.send({ kind: 'track', event: 'E', properties: { a: 1 }, userId: 'u' })
     expect(calls).toEqual([['logEvent', 'E', { a: 1 }]])

@@ -1,18 +1,46 @@
 /** Segment's side of the wire, defined once: paths, limits, event rules and the batch body. */
 import { describe, expect, it } from 'vitest'
-import { checkSegmentEvent, exceedsDepth, isValidMessageId, SEGMENT_EVENT_TYPES, SEGMENT_LIMITS, SEGMENT_PATHS, segmentBatchBody, surveyResponseToTrack } from '../index'
+import {
+  checkSegmentEvent,
+  exceedsDepth,
+  isValidMessageId,
+  SEGMENT_EVENT_TYPES,
+  SEGMENT_LIMITS,
+  SEGMENT_PATHS,
+  segmentBatchBody,
+  surveyResponseToTrack
+} from '../index'
 
 describe('Segment paths', () => {
   it('maps every path clients use to its meaning: long names, analytics.js short forms, import as batch', () => {
     expect(SEGMENT_PATHS).toEqual({
-      identify: 'identify', i: 'identify', track: 'track', t: 'track', page: 'page', p: 'page', screen: 'screen', s: 'screen',
-      group: 'group', g: 'group', alias: 'alias', a: 'alias', batch: 'batch', b: 'batch', import: 'batch'
+      identify: 'identify',
+      i: 'identify',
+      track: 'track',
+      t: 'track',
+      page: 'page',
+      p: 'page',
+      screen: 'screen',
+      s: 'screen',
+      group: 'group',
+      g: 'group',
+      alias: 'alias',
+      a: 'alias',
+      batch: 'batch',
+      b: 'batch',
+      import: 'batch'
     })
     for (const type of SEGMENT_EVENT_TYPES) expect(SEGMENT_PATHS[type]).toBe(type)
   })
 
   it("holds Segment's limits", () => {
-    expect(SEGMENT_LIMITS).toEqual({ eventBytes: 32768, batchRequestBytes: 512000, batchEvents: 2500, batchPackBytes: 491520, messageIdChars: 100 })
+    expect(SEGMENT_LIMITS).toEqual({
+      eventBytes: 32768,
+      batchRequestBytes: 512000,
+      batchEvents: 2500,
+      batchPackBytes: 491520,
+      messageIdChars: 100
+    })
   })
 })
 
@@ -28,18 +56,32 @@ describe('checkSegmentEvent', () => {
     ['a track without event', { userId: 'u' }, 'track', 'missing_event_name'],
     ['a messageId of 100 characters', { userId: 'u', messageId: 'm'.repeat(100) }, 'identify', 'invalid_message_id'],
     ['a messageId with NUL', { userId: 'u', messageId: 'a\u0000b' }, 'identify', 'invalid_message_id'],
-    ['nesting past 64 levels', { userId: 'u', traits: JSON.parse(`${'{"a":'.repeat(64)}1${'}'.repeat(64)}`) }, 'identify', 'too_deep']
+    [
+      'nesting past 64 levels',
+      { userId: 'u', traits: JSON.parse(`${'{"a":'.repeat(64)}1${'}'.repeat(64)}`) },
+      'identify',
+      'too_deep'
+    ]
   ])('%s', (_what, raw, type, code) => {
     expect(checkSegmentEvent(raw, type)?.code).toBe(code)
   })
 
   it('says what is wrong in words that complete "event 3 …"', () => {
-    expect(checkSegmentEvent({ event: 'E' }, 'track')?.message).toBe('has neither userId nor anonymousId; send at least one')
-    expect(checkSegmentEvent({ userId: 'u' }, 'purchase')?.message).toBe('has type "purchase"; expected one of identify, track, page, screen, group, alias')
+    expect(checkSegmentEvent({ event: 'E' }, 'track')?.message).toBe(
+      'has neither userId nor anonymousId; send at least one'
+    )
+    expect(checkSegmentEvent({ userId: 'u' }, 'purchase')?.message).toBe(
+      'has type "purchase"; expected one of identify, track, page, screen, group, alias'
+    )
   })
 
   it('accepts messageIds of 1 to 99 characters', () => {
-    expect([isValidMessageId('m'), isValidMessageId('m'.repeat(99)), isValidMessageId(''), isValidMessageId(7)]).toEqual([true, true, false, false])
+    expect([
+      isValidMessageId('m'),
+      isValidMessageId('m'.repeat(99)),
+      isValidMessageId(''),
+      isValidMessageId(7)
+    ]).toEqual([true, true, false, false])
   })
 })
 
@@ -59,15 +101,20 @@ describe('exceedsDepth', () => {
 })
 
 it('segmentBatchBody wraps serialized events with sentAt', () => {
-  expect(JSON.parse(segmentBatchBody(['{"type":"track"}', '{"type":"identify"}'], '2026-01-01T00:00:00.000Z'))).toEqual({
-    batch: [{ type: 'track' }, { type: 'identify' }],
-    sentAt: '2026-01-01T00:00:00.000Z'
-  })
+  expect(JSON.parse(segmentBatchBody(['{"type":"track"}', '{"type":"identify"}'], '2026-01-01T00:00:00.000Z'))).toEqual(
+    {
+      batch: [{ type: 'track' }, { type: 'identify' }],
+      sentAt: '2026-01-01T00:00:00.000Z'
+    }
+  )
 })
 
 describe('survey responses are cleaned as ingest cleans client events', () => {
   it('drops NUL from ids and keeps the messageId under 100 characters', () => {
-    const { event } = surveyResponseToTrack({ alert_id: `a\u0000${'x'.repeat(200)}`, user: { user_id: 'user-\u00001' } }, { receivedAt: 0, fallbackId: 'f' })
+    const { event } = surveyResponseToTrack(
+      { alert_id: `a\u0000${'x'.repeat(200)}`, user: { user_id: 'user-\u00001' } },
+      { receivedAt: 0, fallbackId: 'f' }
+    )
     expect(event.userId).toBe('user-1')
     expect(event.messageId).toBe(`1flow-alert-a${'x'.repeat(86)}`)
     expect(isValidMessageId(event.messageId)).toBe(true)

@@ -17,13 +17,19 @@ import {
 
 describe('settings', () => {
   it('applies the defaults', () => {
-    expect(resolveSettings({ projectApiKey: ' key-1 ' })).toEqual({ projectApiKey: 'key-1', sdkUrl: DEFAULT_SDK_URL, apiBaseUrl: DEFAULT_API_BASE_URL })
+    expect(resolveSettings({ projectApiKey: ' key-1 ' })).toEqual({
+      projectApiKey: 'key-1',
+      sdkUrl: DEFAULT_SDK_URL,
+      apiBaseUrl: DEFAULT_API_BASE_URL
+    })
     expect(DEFAULT_SDK_URL).toBe('https://1flow.app/js/1flow.js')
     expect(DEFAULT_API_BASE_URL).toBe('https://api.1flow.app/v1')
   })
 
   it('keeps overrides and trims a trailing slash from the API base URL', () => {
-    expect(resolveSettings({ projectApiKey: 'k', sdkUrl: 'http://127.0.0.1:9/sdk.js', apiBaseUrl: 'http://127.0.0.1:9/v1/' })).toMatchObject({
+    expect(
+      resolveSettings({ projectApiKey: 'k', sdkUrl: 'http://127.0.0.1:9/sdk.js', apiBaseUrl: 'http://127.0.0.1:9/v1/' })
+    ).toMatchObject({
       sdkUrl: 'http://127.0.0.1:9/sdk.js',
       apiBaseUrl: 'http://127.0.0.1:9/v1'
     })
@@ -38,7 +44,9 @@ describe('settings', () => {
     [null, 'settings']
   ])('refuses %j naming %s', (input, key) => {
     expect(() => resolveSettings(input)).toThrowError(InvalidSettingsError)
-    expect(() => resolveSettings(input)).toThrowError(expect.objectContaining({ key, code: 'INVALID_SETTINGS', remedy: 'fix-config' }))
+    expect(() => resolveSettings(input)).toThrowError(
+      expect.objectContaining({ key, code: 'INVALID_SETTINGS', remedy: 'fix-config' })
+    )
   })
 
   it('never puts a secret in an error message', () => {
@@ -64,15 +72,33 @@ describe('presets and fields (as Segment documents the destination)', () => {
         subscribe: 'type = "track"',
         partnerAction: 'trackEvent',
         type: 'automatic',
-        mapping: { event_name: { '@path': '$.event' }, userId: { '@path': '$.userId' }, anonymousId: { '@path': '$.anonymousId' }, properties: { '@path': '$.properties' } }
+        mapping: {
+          event_name: { '@path': '$.event' },
+          userId: { '@path': '$.userId' },
+          anonymousId: { '@path': '$.anonymousId' },
+          properties: { '@path': '$.properties' }
+        }
       },
-      { name: 'Identify User', subscribe: 'type = "identify"', partnerAction: 'identifyUser', type: 'automatic', mapping: { userId: { '@path': '$.userId' }, traits: { '@path': '$.traits' } } }
+      {
+        name: 'Identify User',
+        subscribe: 'type = "identify"',
+        partnerAction: 'identifyUser',
+        type: 'automatic',
+        mapping: { userId: { '@path': '$.userId' }, traits: { '@path': '$.traits' } }
+      }
     ])
   })
 
   it('labels the fields as Segment documents them', () => {
-    expect(Object.fromEntries(Object.entries(identifyUserFields).map(([k, f]) => [k, [f.label, f.type]]))).toEqual({ userId: ['User ID', 'string'], traits: ['Custom Attributes', 'object'] })
-    expect(Object.fromEntries(Object.entries(trackEventFields).map(([k, f]) => [k, [f.label, f.type, (f as InputField).required ?? false]]))).toEqual({
+    expect(Object.fromEntries(Object.entries(identifyUserFields).map(([k, f]) => [k, [f.label, f.type]]))).toEqual({
+      userId: ['User ID', 'string'],
+      traits: ['Custom Attributes', 'object']
+    })
+    expect(
+      Object.fromEntries(
+        Object.entries(trackEventFields).map(([k, f]) => [k, [f.label, f.type, (f as InputField).required ?? false]])
+      )
+    ).toEqual({
       event_name: ['Event Name', 'string', true],
       userId: ['User ID', 'string', false],
       anonymousId: ['Anonymous ID', 'string', false],
@@ -81,7 +107,12 @@ describe('presets and fields (as Segment documents the destination)', () => {
   })
 
   it('infers payload types from the field objects', () => {
-    expectTypeOf<TrackEventPayload>().toEqualTypeOf<{ event_name: string; userId?: string; anonymousId?: string; properties?: Record<string, unknown> }>()
+    expectTypeOf<TrackEventPayload>().toEqualTypeOf<{
+      event_name: string
+      userId?: string
+      anonymousId?: string
+      properties?: Record<string, unknown>
+    }>()
     expectTypeOf<IdentifyUserPayload>().toEqualTypeOf<{ userId?: string; traits?: Record<string, unknown> }>()
     expectTypeOf<TrackPagePayload>().toEqualTypeOf<TrackEventPayload>()
     expectTypeOf<Settings>().toEqualTypeOf<{ projectApiKey: string; sdkUrl?: string; apiBaseUrl?: string }>()
@@ -93,7 +124,9 @@ describe('presets and fields (as Segment documents the destination)', () => {
 describe('field types', () => {
   it('uses only the field types validatePayload knows (string family and object)', async () => {
     const { actions } = await import('../index')
-    const types = Object.values(actions).flatMap((a) => Object.values(a.fields as Record<string, InputField>).map((f) => f.type))
+    const types = Object.values(actions).flatMap((a) =>
+      Object.values(a.fields as Record<string, InputField>).map((f) => f.type)
+    )
     expect(new Set(types)).toEqual(new Set(['string', 'object']))
   })
 })

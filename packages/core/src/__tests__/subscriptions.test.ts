@@ -36,15 +36,26 @@ describe('FQL checks', () => {
     const ast = parseFql(fql)
     expect('error' in ast).toBe(false)
     expect(validate(ast as Exclude<typeof ast, { error: Error }>, event)).not.toBe(intended)
-    expect(lintFql(fql).map((p) => p.message).join(' ')).toContain(problem)
+    expect(
+      lintFql(fql)
+        .map((p) => p.message)
+        .join(' ')
+    ).toContain(problem)
   })
 
-  it.each([['', 'empty'], ['((type = "track"', 'never closed'], ['type = ', 'value is missing'], ['type = "track" and', 'ends with'], ['event in ["A"]', 'expected an operator']])(
-    'refuses %s with a message',
-    (fql, text) => {
-      expect(lintFql(fql).map((p) => p.message).join(' ')).toContain(text)
-    }
-  )
+  it.each([
+    ['', 'empty'],
+    ['((type = "track"', 'never closed'],
+    ['type = ', 'value is missing'],
+    ['type = "track" and', 'ends with'],
+    ['event in ["A"]', 'expected an operator']
+  ])('refuses %s with a message', (fql, text) => {
+    expect(
+      lintFql(fql)
+        .map((p) => p.message)
+        .join(' ')
+    ).toContain(text)
+  })
 
   it('points at the column of the problem', () => {
     expect(lintFql('type = "track" and event == "A"')).toEqual([expect.objectContaining({ column: 26 })])
@@ -60,11 +71,16 @@ describe('validateSubscriptions', () => {
 
   it('accepts 50 mappings and refuses 51', () => {
     expect(validateSubscriptions(Array.from({ length: 50 }, (_, i) => sub(i)))).toHaveLength(50)
-    expect(() => validateSubscriptions(Array.from({ length: 51 }, (_, i) => sub(i)))).toThrowError(/51 mappings given.*at most 50/)
+    expect(() => validateSubscriptions(Array.from({ length: 51 }, (_, i) => sub(i)))).toThrowError(
+      /51 mappings given.*at most 50/
+    )
   })
 
   it('fills in the action defaults when a mapping is omitted, and drops disabled ones', () => {
-    const [first, ...rest] = validateSubscriptions([{ subscribe: 'type = "track"', partnerAction: 'trackEvent' }, { ...sub(1), enabled: false }])
+    const [first, ...rest] = validateSubscriptions([
+      { subscribe: 'type = "track"', partnerAction: 'trackEvent' },
+      { ...sub(1), enabled: false }
+    ])
     expect(rest).toEqual([])
     expect(first).toEqual({
       name: 'trackEvent',

@@ -3,7 +3,8 @@ import { manyScreens, surveyWebhookPayload } from '@oneflow-seg/testkit'
 import { SURVEY_EVENT_MAX_BYTES, SURVEY_RAW_MAX_CHARS, surveyResponseToTrack } from '../index'
 
 const RECEIVED = Date.parse('2026-11-29T10:00:00.000Z')
-const convert = (payload: unknown, eventName?: string) => surveyResponseToTrack(payload, { receivedAt: RECEIVED, fallbackId: 'digest-abc', ...(eventName && { eventName }) })
+const convert = (payload: unknown, eventName?: string) =>
+  surveyResponseToTrack(payload, { receivedAt: RECEIVED, fallbackId: 'digest-abc', ...(eventName && { eventName }) })
 const bytes = (v: unknown) => Buffer.byteLength(JSON.stringify(v))
 
 describe('surveyResponseToTrack', () => {
@@ -29,7 +30,11 @@ describe('surveyResponseToTrack', () => {
         oneflow_user_id: '64f1b2c3d4e5f6a7b8c9d0e1',
         answers: [
           { question: 'How likely are you to recommend us to a friend?', answer: 9, type: 'nps' },
-          { question: 'What is the main reason for your score?', answer: 'Surveys show up at the right moment.', type: 'text' },
+          {
+            question: 'What is the main reason for your score?',
+            answer: 'Surveys show up at the right moment.',
+            type: 'text'
+          },
           { question: 'Which features do you use?', answer: ['Surveys', 'Announcements'], type: 'mcq' }
         ],
         answer_count: 3,
@@ -65,20 +70,37 @@ describe('surveyResponseToTrack', () => {
   })
 
   it('takes the response time when 1Flow sends one (ISO, epoch seconds or milliseconds)', () => {
-    expect(convert(surveyWebhookPayload({ extra: { created_at: '2026-11-28T08:30:00Z' } })).event.timestamp).toBe('2026-11-28T08:30:00.000Z')
-    expect(convert(surveyWebhookPayload({ extra: { submitted_at: 1795768200 } })).event.timestamp).toBe('2026-11-27T08:30:00.000Z')
-    expect(convert(surveyWebhookPayload({ extra: { timestamp: 1795768200123 } })).event.timestamp).toBe('2026-11-27T08:30:00.123Z')
-    expect(convert(surveyWebhookPayload({ extra: { timestamp: 'not a date' } })).event.timestamp).toBe('2026-11-29T10:00:00.000Z')
+    expect(convert(surveyWebhookPayload({ extra: { created_at: '2026-11-28T08:30:00Z' } })).event.timestamp).toBe(
+      '2026-11-28T08:30:00.000Z'
+    )
+    expect(convert(surveyWebhookPayload({ extra: { submitted_at: 1795768200 } })).event.timestamp).toBe(
+      '2026-11-27T08:30:00.000Z'
+    )
+    expect(convert(surveyWebhookPayload({ extra: { timestamp: 1795768200123 } })).event.timestamp).toBe(
+      '2026-11-27T08:30:00.123Z'
+    )
+    expect(convert(surveyWebhookPayload({ extra: { timestamp: 'not a date' } })).event.timestamp).toBe(
+      '2026-11-29T10:00:00.000Z'
+    )
   })
 
   it('never throws on odd payloads: missing, wrong-typed and unknown fields', () => {
-    for (const payload of [null, 42, 'text', [], {}, { survey_info: 'x', user: [], screens: 'no' }, { survey_info: { screens: [null, 7, { answer: { nested: [1, { deep: true }] } }] } }]) {
+    for (const payload of [
+      null,
+      42,
+      'text',
+      [],
+      {},
+      { survey_info: 'x', user: [], screens: 'no' },
+      { survey_info: { screens: [null, 7, { answer: { nested: [1, { deep: true }] } }] } }
+    ]) {
       const { event } = convert(payload)
       expect(event.type).toBe('track')
       expect(event.anonymousId ?? event.userId).toBeTruthy()
       expect(typeof event.properties.raw).toBe('string')
     }
-    const odd = convert({ survey_info: { screens: [null, 7, { answer: { nested: [1, { deep: true }] } }] } }).event.properties
+    const odd = convert({ survey_info: { screens: [null, 7, { answer: { nested: [1, { deep: true }] } }] } }).event
+      .properties
     expect(odd.answers).toEqual([
       { question: null, answer: null, type: null },
       { question: null, answer: 7, type: null },
@@ -87,7 +109,7 @@ describe('surveyResponseToTrack', () => {
     expect(odd.answer_3).toBe('{"nested":[1,{"deep":true}]}')
   })
 
-  it('keeps a 40-screen survey whole and under Segment\'s 32 KB', () => {
+  it("keeps a 40-screen survey whole and under Segment's 32 KB", () => {
     const { event, truncated } = convert(surveyWebhookPayload({ screens: manyScreens(40) }))
     expect(truncated).toEqual([])
     expect(event.properties.answer_count).toBe(40)
@@ -114,12 +136,18 @@ describe('surveyResponseToTrack', () => {
     expect(bytes(huge)).toBeLessThanOrEqual(SURVEY_EVENT_MAX_BYTES)
     expect(huge.properties.answer_count).toBe(2000)
     expect((huge.properties.answers as unknown[]).length).toBeLessThan(2000)
-    const emoji = convert(surveyWebhookPayload({ screens: [{ title: '😀'.repeat(20_000), answer: '"é"'.repeat(20_000), type: 'text' }] })).event
+    const emoji = convert(
+      surveyWebhookPayload({ screens: [{ title: '😀'.repeat(20_000), answer: '"é"'.repeat(20_000), type: 'text' }] })
+    ).event
     expect(bytes(emoji)).toBeLessThanOrEqual(SURVEY_EVENT_MAX_BYTES)
   })
 
   it('never lets prototype keys from the payload through', () => {
-    const { event } = convert(JSON.parse('{"alert_id":"p1","__proto__":{"polluted":true},"survey_info":{"screens":[{"title":"q","answer":{"__proto__":{"x":1}},"type":"text"}]}}'))
+    const { event } = convert(
+      JSON.parse(
+        '{"alert_id":"p1","__proto__":{"polluted":true},"survey_info":{"screens":[{"title":"q","answer":{"__proto__":{"x":1}},"type":"text"}]}}'
+      )
+    )
     expect(({} as Record<string, unknown>).polluted).toBeUndefined()
     expect(JSON.stringify(event.properties.answers)).not.toContain('__proto__')
   })

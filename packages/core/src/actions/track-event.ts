@@ -34,10 +34,18 @@ export const trackEvent = {
 } as const
 
 /** Builds a track command from a payload of the track field shape (Track Event and Track Page View share it). */
-export function buildTrackCommand(fields: Record<string, InputField>, payload: unknown, context: CommandContext): TrackCommand {
+export function buildTrackCommand(
+  fields: Record<string, InputField>,
+  payload: unknown,
+  context: CommandContext
+): TrackCommand {
   const p = validatePayload<TrackEventPayload>(fields, payload)
   if (p.event_name.trim() === '') {
-    throw new InvalidPayloadError('event_name', 'missing', 'Field "event_name" (Event Name) is blank; 1Flow needs an event name.')
+    throw new InvalidPayloadError(
+      'event_name',
+      'missing',
+      'Field "event_name" (Event Name) is blank; 1Flow needs an event name.'
+    )
   }
   const cmd: { -readonly [K in keyof TrackCommand]: TrackCommand[K] } = {
     kind: 'track',

@@ -34,16 +34,31 @@ it('delivers identify, track and page from analytics-node through the relay to 1
   analytics.on('error', (e) => failures.push(e))
   analytics.identify({ userId: 'user-1', traits: { email: 'ada@example.com', plan: 'pro' } })
   analytics.track({ userId: 'user-1', event: 'Signed Up', properties: { plan: 'pro', seats: 3 } })
-  analytics.page({ userId: 'user-1', name: 'Pricing', properties: { path: '/pricing', url: 'https://example.com/pricing', title: 'Pricing' } })
+  analytics.page({
+    userId: 'user-1',
+    name: 'Pricing',
+    properties: { path: '/pricing', url: 'https://example.com/pricing', title: 'Pricing' }
+  })
   await analytics.closeAndFlush()
   expect(failures).toEqual([])
   await until(() => fake.accepted.length === 3, 'three messages at 1Flow')
   const byType = (type: string) => fake.accepted.filter((m) => m.type === type).map((m) => m.body)
-  expect(byType('identify')).toEqual([{ user_id: 'user-1', traits: { email: 'ada@example.com', plan: 'pro' }, timestamp: expect.stringMatching(/^\d{4}-/) }])
+  expect(byType('identify')).toEqual([
+    {
+      user_id: 'user-1',
+      traits: { email: 'ada@example.com', plan: 'pro' },
+      timestamp: expect.stringMatching(/^\d{4}-/)
+    }
+  ])
   expect(byType('track')).toEqual(
     expect.arrayContaining([
       { event: 'Signed Up', user_id: 'user-1', properties: { plan: 'pro', seats: 3 }, timestamp: expect.any(String) },
-      { event: 'page_view', user_id: 'user-1', properties: { name: 'Pricing', path: '/pricing', url: 'https://example.com/pricing', title: 'Pricing' }, timestamp: expect.any(String) }
+      {
+        event: 'page_view',
+        user_id: 'user-1',
+        properties: { name: 'Pricing', path: '/pricing', url: 'https://example.com/pricing', title: 'Pricing' },
+        timestamp: expect.any(String)
+      }
     ])
   )
 })

@@ -29,14 +29,28 @@ async function sendBatches(url: string, tag: string, batches: number, size = 20,
   const statuses: number[] = []
   for (let b = 0; b < batches; b++) {
     const ids = Array.from({ length: size }, (_, i) => `${tag}-${b}-${i}`)
-    const res = await post(url, '/v1/batch', { batch: ids.map((id) => ({ type: 'track', event: 'Chaos', userId: `user-${id}`, messageId: id, properties: { id, ...extra } })) }, WRITE_KEY).catch(() => ({ status: 0 }))
+    const res = await post(
+      url,
+      '/v1/batch',
+      {
+        batch: ids.map((id) => ({
+          type: 'track',
+          event: 'Chaos',
+          userId: `user-${id}`,
+          messageId: id,
+          properties: { id, ...extra }
+        }))
+      },
+      WRITE_KEY
+    ).catch(() => ({ status: 0 }))
     statuses.push(res.status)
     if (res.status === 200) acked.push(...ids)
   }
   return { acked, statuses }
 }
 
-const deliveredIds = () => new Set(fake.accepted.map((m) => String((m.body.properties as { id?: string } | undefined)?.id)))
+const deliveredIds = () =>
+  new Set(fake.accepted.map((m) => String((m.body.properties as { id?: string } | undefined)?.id)))
 const allDelivered = (ids: readonly string[]) =>
   until(
     () => {
@@ -78,17 +92,38 @@ describe('PostgreSQL crashes mid-delivery and comes back', () => {
     pg.crash()
     // Ingest answers 503 with Retry-After (after at most one timeout), readiness too; the process lives.
     let outage: { status: number; headers: Headers } = { status: 200, headers: new Headers() }
-    await until(async () => {
-      outage = await post(relay.url, '/v1/batch', { batch: [{ type: 'track', event: 'During', userId: 'u' }] }, WRITE_KEY)
-      return outage.status === 503
-    }, 'a 503 while the database is down', 20_000)
+    await until(
+      async () => {
+        outage = await post(
+          relay.url,
+          '/v1/batch',
+          { batch: [{ type: 'track', event: 'During', userId: 'u' }] },
+          WRITE_KEY
+        )
+        return outage.status === 503
+      },
+      'a 503 while the database is down',
+      20_000
+    )
     expect(outage.headers.get('retry-after')).toBe('5')
     expect((await fetch(`${relay.url}/health/ready`)).status).toBe(503)
     await new Promise((r) => setTimeout(r, 2_000))
     expect(relay.child.exitCode).toBeNull()
 
     pg.restart()
-    await until(async () => (await post(relay.url, '/v1/batch', { batch: [{ type: 'track', event: 'Probe', userId: 'u', properties: { id: 'probe' } }] }, WRITE_KEY)).status === 200, 'ingest to accept again', 20_000)
+    await until(
+      async () =>
+        (
+          await post(
+            relay.url,
+            '/v1/batch',
+            { batch: [{ type: 'track', event: 'Probe', userId: 'u', properties: { id: 'probe' } }] },
+            WRITE_KEY
+          )
+        ).status === 200,
+      'ingest to accept again',
+      20_000
+    )
     expect((await fetch(`${relay.url}/health/ready`)).status).toBe(200)
     const after = await sendBatches(relay.url, 'after', 5)
     expect(after.statuses.every((s) => s === 200)).toBe(true)
@@ -124,18 +159,38 @@ describe('the database stops answering without refusing', () => {
 
       proxy.freeze()
       const started = Date.now()
-      const first = await post(relay.url, '/v1/batch', { batch: [{ type: 'track', event: 'Frozen', userId: 'u' }] }, WRITE_KEY)
+      const first = await post(
+        relay.url,
+        '/v1/batch',
+        { batch: [{ type: 'track', event: 'Frozen', userId: 'u' }] },
+        WRITE_KEY
+      )
       expect(first.status).toBe(503)
       // Bounded by the database timeouts (5 s, 6 s read), not by the client's patience.
       expect(Date.now() - started).toBeLessThan(15_000)
       const fast = Date.now()
-      expect((await post(relay.url, '/v1/batch', { batch: [{ type: 'track', event: 'Frozen', userId: 'u' }] }, WRITE_KEY)).status).toBe(503)
+      expect(
+        (await post(relay.url, '/v1/batch', { batch: [{ type: 'track', event: 'Frozen', userId: 'u' }] }, WRITE_KEY))
+          .status
+      ).toBe(503)
       expect(Date.now() - fast).toBeLessThan(1_000)
       expect((await fetch(`${relay.url}/health/ready`)).status).toBe(503)
       expect(relay.child.exitCode).toBeNull()
 
       proxy.thaw()
-      await until(async () => (await post(relay.url, '/v1/batch', { batch: [{ type: 'track', event: 'Thawed', userId: 'u', properties: { id: 'thawed' } }] }, WRITE_KEY)).status === 200, 'ingest to accept again', 30_000)
+      await until(
+        async () =>
+          (
+            await post(
+              relay.url,
+              '/v1/batch',
+              { batch: [{ type: 'track', event: 'Thawed', userId: 'u', properties: { id: 'thawed' } }] },
+              WRITE_KEY
+            )
+          ).status === 200,
+        'ingest to accept again',
+        30_000
+      )
       const after = await sendBatches(relay.url, 'thawed', 3)
       await allDelivered([...before.acked, ...after.acked])
       expect(await stop(relay)).toBe(0)
@@ -183,7 +238,10 @@ describe('SQLite on a disk that fills up', () => {
         ...args
       ]
     ]
-    expect(spawnSync('unshare', [...(isRoot ? ['-m'] : ['-r', '-m']), 'true']).status, 'unshare (util-linux) must be able to make a mount namespace').toBe(0)
+    expect(
+      spawnSync('unshare', [...(isRoot ? ['-m'] : ['-r', '-m']), 'true']).status,
+      'unshare (util-linux) must be able to make a mount namespace'
+    ).toBe(0)
     const relay = await startRelayProcess(file, port, {}, wrap)
     try {
       const acked: string[] = []
@@ -199,12 +257,26 @@ describe('SQLite on a disk that fills up', () => {
       expect(relay.child.exitCode).toBeNull()
 
       writeFileSync(freeSpace, '')
-      await until(async () => (await post(relay.url, '/v1/batch', { batch: [{ type: 'track', event: 'Space', userId: 'u', properties: { id: 'space' } }] }, WRITE_KEY)).status === 200, 'ingest to accept again', 20_000).catch((error: Error) => {
+      await until(
+        async () =>
+          (
+            await post(
+              relay.url,
+              '/v1/batch',
+              { batch: [{ type: 'track', event: 'Space', userId: 'u', properties: { id: 'space' } }] },
+              WRITE_KEY
+            )
+          ).status === 200,
+        'ingest to accept again',
+        20_000
+      ).catch((error: Error) => {
         throw new Error(`${error.message}\n${relay.output().slice(-2000)}`)
       })
       fake.reset()
       await allDelivered(acked).catch((error: Error) => {
-        throw new Error(`${error.message}: ${deliveredIds().size} delivered, ${fake.requests.length} requests (${fake.requests.map((r) => r.status).join(',')})\n${relay.output().slice(-3000)}`)
+        throw new Error(
+          `${error.message}: ${deliveredIds().size} delivered, ${fake.requests.length} requests (${fake.requests.map((r) => r.status).join(',')})\n${relay.output().slice(-3000)}`
+        )
       })
       expect(await stop(relay)).toBe(0)
       const log = relay.output()

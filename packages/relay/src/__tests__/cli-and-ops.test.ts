@@ -33,12 +33,29 @@ describe('check-config', () => {
       listen: { port: 99999 },
       oneflow: { mode: 'fast', maxRequestsPerSecond: 900 },
       queue: 'redis://x',
-      sources: [{ writeKey: WRITE_KEY, projectApiKey: 'env:ONEFLOW_KEY_THAT_IS_NOT_SET', mappings: [{ subscribe: 'type == "track"', partnerAction: 'trackEvent' }] }, { writeKey: WRITE_KEY }],
+      sources: [
+        {
+          writeKey: WRITE_KEY,
+          projectApiKey: 'env:ONEFLOW_KEY_THAT_IS_NOT_SET',
+          mappings: [{ subscribe: 'type == "track"', partnerAction: 'trackEvent' }]
+        },
+        { writeKey: WRITE_KEY }
+      ],
       extra: true
     })
     const r = runCli(['check-config', '--config', file])
     expect(r.status).toBe(1)
-    for (const key of ['extra', 'listen.port', 'queue', 'oneflow.mode', 'oneflow.maxRequestsPerSecond', 'sources[0].projectApiKey', 'sources[0].mappings[0]', 'sources[1].writeKey', 'sources[1].projectApiKey']) {
+    for (const key of [
+      'extra',
+      'listen.port',
+      'queue',
+      'oneflow.mode',
+      'oneflow.maxRequestsPerSecond',
+      'sources[0].projectApiKey',
+      'sources[0].mappings[0]',
+      'sources[1].writeKey',
+      'sources[1].projectApiKey'
+    ]) {
       expect(r.stderr).toContain(`- ${key}:`)
     }
     expect(r.stderr).toContain('ONEFLOW_KEY_THAT_IS_NOT_SET')
@@ -56,7 +73,15 @@ describe('check-config', () => {
     })
     const r = runCli(['check-config', '--config', file])
     expect(r.status).toBe(1)
-    for (const key of ['listen.prot', 'oneflow.concurency', 'limits.diskCapByte', 'limits.deadLetterRetentionDays', 'statusPage.enable', 'sources[0].segmant']) expect(r.stderr).toContain(`- ${key}:`)
+    for (const key of [
+      'listen.prot',
+      'oneflow.concurency',
+      'limits.diskCapByte',
+      'limits.deadLetterRetentionDays',
+      'statusPage.enable',
+      'sources[0].segmant'
+    ])
+      expect(r.stderr).toContain(`- ${key}:`)
     expect(r.stderr).toMatch(/limits\.diskCapByte: unknown key; expected diskCapBytes, .*requestTimeoutMs/)
   })
 
@@ -72,7 +97,11 @@ describe('check-config', () => {
       expect(r.stdout).toContain('queue:  postgres://relay:***@db.internal:5432/oneflow_relay')
       expect(r.stdout + r.stderr).not.toContain('s3cret')
     }
-    const missing = runCli(['check-config', '--config', writeConfig({ queue: 'env:RELAY_QUEUE_NOT_SET', sources: [{ writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY }] })])
+    const missing = runCli([
+      'check-config',
+      '--config',
+      writeConfig({ queue: 'env:RELAY_QUEUE_NOT_SET', sources: [{ writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY }] })
+    ])
     expect(missing.stderr).toContain('- queue: reads the environment variable RELAY_QUEUE_NOT_SET, which is not set')
   })
 
@@ -82,7 +111,9 @@ describe('check-config', () => {
   })
 
   it('says clearly when the file is missing or not JSON', () => {
-    expect(runCli(['check-config', '--config', '/nonexistent/relay.json']).stderr).toContain('cannot read /nonexistent/relay.json')
+    expect(runCli(['check-config', '--config', '/nonexistent/relay.json']).stderr).toContain(
+      'cannot read /nonexistent/relay.json'
+    )
     const dir = tempDir()
     const file = join(dir, 'bad.json')
     writeFileSync(file, '{ not json')
@@ -113,12 +144,24 @@ describe('start, SIGTERM and the logs', () => {
     expect((await post(relay.url, '/v1/track', { event: 'E', userId: 'u' }, 'wk_unknown_SECRET_3')).status).toBe(401)
     await until(() => fake.requests.some((r) => r.status === 401), 'the 401 from 1Flow')
     fake.setLatency(2_000)
-    const sent = Array.from({ length: 20 }, (_, i) => ({ type: 'track', event: `E${i}`, userId: `u${i}`, messageId: `m${i}` }))
+    const sent = Array.from({ length: 20 }, (_, i) => ({
+      type: 'track',
+      event: `E${i}`,
+      userId: `u${i}`,
+      messageId: `m${i}`
+    }))
     expect((await post(relay.url, '/v1/batch', { batch: sent }, WRITE_KEY)).status).toBe(200)
     await until(() => fake.inFlight > 0, 'a delivery in flight')
     const signalled = Date.now()
     relay.child.kill('SIGTERM')
-    await until(async () => (await fetch(`${relay.url}/health/ready`).then((r) => r.status, () => 0)) !== 200, 'readiness to drop')
+    await until(
+      async () =>
+        (await fetch(`${relay.url}/health/ready`).then(
+          (r) => r.status,
+          () => 0
+        )) !== 200,
+      'readiness to drop'
+    )
     expect(await relay.exited).toBe(0)
     expect(Date.now() - signalled).toBeLessThan(25_000)
     fake.setLatency(0)
@@ -126,13 +169,23 @@ describe('start, SIGTERM and the logs', () => {
     expect(deliveredBeforeExit).toBeGreaterThan(0)
     // Whatever was not delivered is still queued: a restart delivers the rest.
     const again = await startRelayProcess(file, port)
-    await until(() => new Set(fake.accepted.filter((m) => m.apiKey === PROJECT_KEY).map((m) => m.body.event)).size === 20, 'all 20 events after the restart')
+    await until(
+      () => new Set(fake.accepted.filter((m) => m.apiKey === PROJECT_KEY).map((m) => m.body.event)).size === 20,
+      'all 20 events after the restart'
+    )
     again.child.kill('SIGTERM')
     await again.exited
     const logs = relay.output() + again.output()
     expect(logs).toContain('oneflow-relay listening')
     expect(logs).toContain('ALERT')
-    for (const secret of [WRITE_KEY, PROJECT_KEY, REFUSED_KEY, 'wk_other_SECRET_9', 'wk_unknown_SECRET_3', Buffer.from(`${WRITE_KEY}:`).toString('base64')]) {
+    for (const secret of [
+      WRITE_KEY,
+      PROJECT_KEY,
+      REFUSED_KEY,
+      'wk_other_SECRET_9',
+      'wk_unknown_SECRET_3',
+      Buffer.from(`${WRITE_KEY}:`).toString('base64')
+    ]) {
       expect(logs).not.toContain(secret)
     }
     expect(logs).not.toContain('SECRET')
@@ -142,10 +195,20 @@ describe('start, SIGTERM and the logs', () => {
 describe('dlq and stats', () => {
   it('lists, replays and purges dead letters; reports stats', async () => {
     const dir = tempDir()
-    const file = writeConfig({ queue: 'sqlite:./relay.db', sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY }] }, dir)
+    const file = writeConfig(
+      { queue: 'sqlite:./relay.db', sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY }] },
+      dir
+    )
     const queue = new SqliteQueue(join(dir, 'relay.db'))
     await queue.enqueue(
-      [1, 2, 3].map((n) => ({ messageId: `m${n}`, sourceName: 'web', projectId: 'p', userKey: `u${n}`, body: JSON.stringify({ type: 'track', event: `E${n}` }), receivedAt: Date.now() }))
+      [1, 2, 3].map((n) => ({
+        messageId: `m${n}`,
+        sourceName: 'web',
+        projectId: 'p',
+        userKey: `u${n}`,
+        body: JSON.stringify({ type: 'track', event: `E${n}` }),
+        receivedAt: Date.now()
+      }))
     )
     const jobs = await queue.lease('p', 10, 60_000, Date.now())
     await queue.deadLetter(
@@ -156,18 +219,33 @@ describe('dlq and stats', () => {
     await queue.close()
 
     const list = runCli(['dlq', 'list', '--config', file])
-    const rows = list.stdout.trim().split('\n').map((l) => JSON.parse(l) as { id: number; messageId: string; status: number; reason: string })
+    const rows = list.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { id: number; messageId: string; status: number; reason: string })
     expect(rows.map((r) => [r.messageId, r.status, r.reason])).toEqual([
       ['m1', 400, '1Flow answered 400'],
       ['m2', 400, '1Flow answered 400'],
       ['m3', 400, '1Flow answered 400']
     ])
-    expect(JSON.parse(runCli(['dlq', 'list', '--config', file, '--body', '--limit', '1']).stdout).event).toEqual({ type: 'track', event: 'E1' })
-    expect(runCli(['dlq', 'replay', '--config', file, '--id', String(rows[0]!.id)]).stdout).toContain('Replaying 1 dead letter(s)')
-    expect(runCli(['dlq', 'purge', '--config', file, '--id', String(rows[1]!.id)]).stdout).toContain('Purged 1 dead letter(s)')
+    expect(JSON.parse(runCli(['dlq', 'list', '--config', file, '--body', '--limit', '1']).stdout).event).toEqual({
+      type: 'track',
+      event: 'E1'
+    })
+    expect(runCli(['dlq', 'replay', '--config', file, '--id', String(rows[0]!.id)]).stdout).toContain(
+      'Replaying 1 dead letter(s)'
+    )
+    expect(runCli(['dlq', 'purge', '--config', file, '--id', String(rows[1]!.id)]).stdout).toContain(
+      'Purged 1 dead letter(s)'
+    )
     expect(runCli(['dlq', 'purge', '--config', file]).stderr).toContain('--id <n> (repeatable) or --all')
     const stats = JSON.parse(runCli(['stats', '--config', file]).stdout) as Record<string, unknown>
-    expect(stats).toMatchObject({ pending: 1, dead: 1, leased: 0, deadLetters: { count: 1, bytes: expect.any(Number), oldestAgeMs: expect.any(Number) } })
+    expect(stats).toMatchObject({
+      pending: 1,
+      dead: 1,
+      leased: 0,
+      deadLetters: { count: 1, bytes: expect.any(Number), oldestAgeMs: expect.any(Number) }
+    })
     expect((stats.deadLetters as { bytes: number }).bytes).toBeGreaterThan(20)
   })
 })

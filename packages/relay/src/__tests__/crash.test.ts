@@ -20,12 +20,15 @@ afterAll(() => fake.close())
 
 it(`loses no acknowledged event across ${KILLS} kill -9s under load`, async () => {
   const port = await freePort()
-  const file = writeConfig({
-    listen: { host: '127.0.0.1', port },
-    queue: 'sqlite:./relay.db',
-    oneflow: { apiBaseUrl: fake.url, maxRequestsPerSecond: 200 },
-    sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: 'test-project-key' }]
-  }, tempDir())
+  const file = writeConfig(
+    {
+      listen: { host: '127.0.0.1', port },
+      queue: 'sqlite:./relay.db',
+      oneflow: { apiBaseUrl: fake.url, maxRequestsPerSecond: 200 },
+      sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: 'test-project-key' }]
+    },
+    tempDir()
+  )
   const acked = new Set<string>()
   let relay: RelayProcess = await startRelayProcess(file, port)
   let seq = 0
@@ -35,7 +38,13 @@ it(`loses no acknowledged event across ${KILLS} kill -9s under load`, async () =
   const sender = async (n: number) => {
     while (loading) {
       const ids = Array.from({ length: 10 }, () => `s${n}-${seq++}`)
-      const batch = ids.map((id) => ({ type: 'track', event: 'Load', userId: `user-${id}`, messageId: id, properties: { id } }))
+      const batch = ids.map((id) => ({
+        type: 'track',
+        event: 'Load',
+        userId: `user-${id}`,
+        messageId: id,
+        properties: { id }
+      }))
       const res = await post(relay.url, '/v1/batch', { batch }, WRITE_KEY).catch(() => undefined)
       if (res?.status === 200) ids.forEach((id) => acked.add(id))
       else await new Promise((r) => setTimeout(r, 20))

@@ -14,8 +14,14 @@ afterEach(async () => {
   await fake.close()
 })
 
-const track = (event: string, userId = 'u1', extra: Record<string, unknown> = {}) => ({ event, userId, messageId: `${userId}-${event}`, ...extra })
-const metric = async (name: string) => (await (await fetch(`${relay!.url}/metrics`)).text()).split('\n').filter((l) => l.startsWith(name))
+const track = (event: string, userId = 'u1', extra: Record<string, unknown> = {}) => ({
+  event,
+  userId,
+  messageId: `${userId}-${event}`,
+  ...extra
+})
+const metric = async (name: string) =>
+  (await (await fetch(`${relay!.url}/metrics`)).text()).split('\n').filter((l) => l.startsWith(name))
 const events = () => fake.accepted.map((m) => String(m.body.event))
 
 describe('retries', () => {
@@ -58,7 +64,9 @@ describe('retries', () => {
   it('backs the whole project off while 1Flow keeps failing, instead of hammering it', async () => {
     relay = await startRelay(fake, { oneflow: { mode: 'single' } })
     fake.inject({ kind: 'status', status: 503, times: 1000 })
-    await post(relay.url, '/v1/batch', { batch: Array.from({ length: 50 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) })) })
+    await post(relay.url, '/v1/batch', {
+      batch: Array.from({ length: 50 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) }))
+    })
     await new Promise((r) => setTimeout(r, 3000))
     // Three failures in a row, then jittered pauses of 0.5 s and up: a handful of requests, not hundreds.
     expect(fake.requests.length).toBeGreaterThanOrEqual(3)
@@ -103,7 +111,9 @@ describe('refusals', () => {
   it('413 on a batch → split in halves, every event delivered; a lone event refused with 413 → dead letter', async () => {
     relay = await startRelay(fake)
     fake.inject({ kind: 'status', status: 413, path: '/batch' })
-    await post(relay.url, '/v1/batch', { batch: Array.from({ length: 6 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) })) })
+    await post(relay.url, '/v1/batch', {
+      batch: Array.from({ length: 6 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) }))
+    })
     await until(() => fake.accepted.length === 6, 'all six after the split')
     expect(fake.requests.map((r) => r.status)).toEqual([413, 200, 200])
     fake.inject({ kind: 'status', status: 413, path: '/batch' })
@@ -115,9 +125,13 @@ describe('refusals', () => {
   it('401 → pause, alert in logs and /health, probe with backoff, lose nothing once the key works', async () => {
     fake.removeApiKey('test-project-key')
     relay = await startRelay(fake)
-    await post(relay.url, '/v1/batch', { batch: Array.from({ length: 5 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) })) })
+    await post(relay.url, '/v1/batch', {
+      batch: Array.from({ length: 5 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) }))
+    })
     await until(() => fake.requests.length === 1, 'the refused attempt')
-    const health = (await (await fetch(`${relay.url}/health`)).json()) as { alerts: Array<{ source: string; alert: string }> }
+    const health = (await (await fetch(`${relay.url}/health`)).json()) as {
+      alerts: Array<{ source: string; alert: string }>
+    }
     expect(health.alerts).toEqual([expect.objectContaining({ source: 'web', alert: expect.stringContaining('401') })])
     expect((await fetch(`${relay.url}/health/ready`)).status).toBe(200)
     expect(relay.logs.records().some((r) => r.level === 50 && String(r.msg).startsWith('ALERT'))).toBe(true)
@@ -137,14 +151,22 @@ describe('redirects', () => {
     try {
       fake.inject({ kind: 'status', status: 307, location: `${elsewhere.url}/batch`, times: 1_000_000 })
       relay = await startRelay(fake)
-      await post(relay.url, '/v1/batch', { batch: Array.from({ length: 3 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) })) })
+      await post(relay.url, '/v1/batch', {
+        batch: Array.from({ length: 3 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) }))
+      })
       await until(() => fake.requests.length === 1, 'the redirected attempt')
       await new Promise((r) => setTimeout(r, 500))
       expect(elsewhere.requests).toEqual([])
       expect(fake.accepted).toEqual([])
       const health = (await (await fetch(`${relay.url}/health`)).json()) as { alerts: Array<{ alert: string }> }
-      expect(health.alerts).toEqual([expect.objectContaining({ alert: `1Flow answered 307 (a redirect to http://127.0.0.1:${elsewhere.port}); redirects are not followed with the project API key: check the API base URL` })])
-      expect(await metric('relay_paused{project="web",reason="redirect"}')).toEqual(['relay_paused{project="web",reason="redirect"} 1'])
+      expect(health.alerts).toEqual([
+        expect.objectContaining({
+          alert: `1Flow answered 307 (a redirect to http://127.0.0.1:${elsewhere.port}); redirects are not followed with the project API key: check the API base URL`
+        })
+      ])
+      expect(await metric('relay_paused{project="web",reason="redirect"}')).toEqual([
+        'relay_paused{project="web",reason="redirect"} 1'
+      ])
       expect(await metric('relay_delivery_events_total')).toEqual([])
       const queued = await relay.relay.queue.stats(Date.now())
       expect(queued.pending + queued.leased).toBe(3)
@@ -163,7 +185,9 @@ describe('redirects', () => {
 describe('rate limit and skips', () => {
   it('never sends more than maxRequestsPerSecond to a project in any second', async () => {
     relay = await startRelay(fake, { oneflow: { mode: 'single', maxRequestsPerSecond: 25 } })
-    await post(relay.url, '/v1/batch', { batch: Array.from({ length: 75 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) })) })
+    await post(relay.url, '/v1/batch', {
+      batch: Array.from({ length: 75 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) }))
+    })
     await until(() => fake.accepted.length === 75, 'all 75 events', 10_000)
     expect(fake.maxRequestsInWindow(1000)).toBeLessThanOrEqual(25)
   })

@@ -28,19 +28,61 @@ const auth = fc.oneof(
   fc.constant('Basic ===='),
   fc.string()
 )
-const path = fc.constantFrom('/v1/track', '/v1/identify', '/v1/page', '/v1/screen', '/v1/group', '/v1/alias', '/v1/batch', '/v1/import', '/v1/nope', '/v1/', '/health/ready')
-const hostileKey = fc.constantFrom('__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'type', 'event', 'userId', 'writeKey', 'batch', 'messageId')
-const scalar = fc.oneof(fc.string(), fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.string({ minLength: 1000, maxLength: 40_000 }))
+const path = fc.constantFrom(
+  '/v1/track',
+  '/v1/identify',
+  '/v1/page',
+  '/v1/screen',
+  '/v1/group',
+  '/v1/alias',
+  '/v1/batch',
+  '/v1/import',
+  '/v1/nope',
+  '/v1/',
+  '/health/ready'
+)
+const hostileKey = fc.constantFrom(
+  '__proto__',
+  'constructor',
+  'prototype',
+  'toString',
+  'hasOwnProperty',
+  'type',
+  'event',
+  'userId',
+  'writeKey',
+  'batch',
+  'messageId'
+)
+const scalar = fc.oneof(
+  fc.string(),
+  fc.integer(),
+  fc.double(),
+  fc.boolean(),
+  fc.constant(null),
+  fc.string({ minLength: 1000, maxLength: 40_000 })
+)
 const hostileObject: fc.Arbitrary<unknown> = fc.letrec((tie) => ({
   value: fc.oneof({ depthSize: 'small' }, scalar, fc.array(tie('value'), { maxLength: 4 }), tie('object')),
   object: fc.dictionary(fc.oneof(hostileKey, fc.string()), tie('value'), { maxKeys: 6 })
 })).value
 const deep = fc.integer({ min: 100, max: 20_000 }).map((n) => '['.repeat(n) + ']'.repeat(n))
-const deepObject = fc.integer({ min: 50, max: 5_000 }).map((n) => `{"type":"track","userId":"u","event":"E","properties":${'{"a":'.repeat(n)}1${'}'.repeat(n)}}`)
+const deepObject = fc
+  .integer({ min: 50, max: 5_000 })
+  .map((n) => `{"type":"track","userId":"u","event":"E","properties":${'{"a":'.repeat(n)}1${'}'.repeat(n)}}`)
 const body = fc.oneof(
   hostileObject.map((v) => JSON.stringify(v) ?? 'null'),
   fc.record({ batch: fc.array(hostileObject, { maxLength: 30 }) }).map((v) => JSON.stringify(v)),
-  fc.record({ type: fc.constantFrom('track', 'identify', 'page'), userId: scalar, anonymousId: scalar, event: scalar, properties: hostileObject, traits: hostileObject }).map((v) => JSON.stringify(v)),
+  fc
+    .record({
+      type: fc.constantFrom('track', 'identify', 'page'),
+      userId: scalar,
+      anonymousId: scalar,
+      event: scalar,
+      properties: hostileObject,
+      traits: hostileObject
+    })
+    .map((v) => JSON.stringify(v)),
   fc.string(),
   fc.string({ minLength: 100_000, maxLength: 700_000 }),
   deep,
@@ -48,24 +90,33 @@ const body = fc.oneof(
   fc.constant('{"__proto__":{"polluted":true},"userId":"u","event":"E"}'),
   fc.constant('{"batch":[{"type":"track","userId":"u","event":"E","constructor":{"prototype":{"polluted":true}}}]}')
 )
-const contentType = fc.constantFrom('application/json', 'text/plain', 'application/x-www-form-urlencoded', '', 'application/json; charset=utf-8')
+const contentType = fc.constantFrom(
+  'application/json',
+  'text/plain',
+  'application/x-www-form-urlencoded',
+  '',
+  'application/json; charset=utf-8'
+)
 
 it('survives 2,000 hostile requests without a 5xx or a crash', async () => {
   const statuses = new Map<number, number>()
   await fc.assert(
-    fc.asyncProperty(fc.array(fc.record({ path, auth, body, contentType }), { minLength: 8, maxLength: 8 }), async (requests) => {
-      await Promise.all(
-        requests.map(async (r) => {
-          const headers: Record<string, string> = {}
-          if (r.auth !== undefined) headers.authorization = r.auth
-          if (r.contentType) headers['content-type'] = r.contentType
-          const res = await fetch(`${relay.url}${r.path}`, { method: 'POST', headers, body: r.body })
-          await res.arrayBuffer()
-          statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1)
-          expect(res.status, `${r.path} ${r.body.slice(0, 80)}`).toBeLessThan(500)
-        })
-      )
-    }),
+    fc.asyncProperty(
+      fc.array(fc.record({ path, auth, body, contentType }), { minLength: 8, maxLength: 8 }),
+      async (requests) => {
+        await Promise.all(
+          requests.map(async (r) => {
+            const headers: Record<string, string> = {}
+            if (r.auth !== undefined) headers.authorization = r.auth
+            if (r.contentType) headers['content-type'] = r.contentType
+            const res = await fetch(`${relay.url}${r.path}`, { method: 'POST', headers, body: r.body })
+            await res.arrayBuffer()
+            statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1)
+            expect(res.status, `${r.path} ${r.body.slice(0, 80)}`).toBeLessThan(500)
+          })
+        )
+      }
+    ),
     { numRuns: 260 }
   )
   const total = [...statuses.values()].reduce((a, b) => a + b, 0)

@@ -37,7 +37,11 @@ export interface TestRelay {
 }
 
 /** A relay on 127.0.0.1 with a fresh SQLite queue, delivering to `fake`. `raw` is merged into the config. */
-export async function startRelay(fake: FakeOneFlowApi, raw: Record<string, unknown> = {}, options: RelayOptions = {}): Promise<TestRelay> {
+export async function startRelay(
+  fake: FakeOneFlowApi,
+  raw: Record<string, unknown> = {},
+  options: RelayOptions = {}
+): Promise<TestRelay> {
   const logs = new LogCapture()
   const { oneflow, ...rest } = raw as { oneflow?: Record<string, unknown> }
   const config = parseConfig({
@@ -53,10 +57,19 @@ export async function startRelay(fake: FakeOneFlowApi, raw: Record<string, unkno
 }
 
 /** POSTs JSON to the relay with the write key as HTTP Basic (or none). */
-export async function post(url: string, path: string, body: unknown, writeKey: string | null = WRITE_KEY): Promise<{ status: number; body: Record<string, unknown>; headers: Headers }> {
+export async function post(
+  url: string,
+  path: string,
+  body: unknown,
+  writeKey: string | null = WRITE_KEY
+): Promise<{ status: number; body: Record<string, unknown>; headers: Headers }> {
   const headers: Record<string, string> = { 'content-type': 'application/json' }
   if (writeKey !== null) headers.authorization = `Basic ${Buffer.from(`${writeKey}:`).toString('base64')}`
-  const res = await fetch(`${url}${path}`, { method: 'POST', headers, body: typeof body === 'string' ? body : JSON.stringify(body) })
+  const res = await fetch(`${url}${path}`, {
+    method: 'POST',
+    headers,
+    body: typeof body === 'string' ? body : JSON.stringify(body)
+  })
   const text = await res.text()
   return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {}, headers: res.headers }
 }

@@ -48,9 +48,13 @@ function openRequest(path: string, contentLength: number, authorized: boolean): 
   socket.on('error', () => undefined)
   let answer = ''
   socket.on('data', (d) => (answer += d.toString('latin1')))
-  const closed = new Promise<{ at: number; answer: string }>((resolve) => socket.on('close', () => resolve({ at: Date.now(), answer })))
+  const closed = new Promise<{ at: number; answer: string }>((resolve) =>
+    socket.on('close', () => resolve({ at: Date.now(), answer }))
+  )
   const auth = authorized ? `Authorization: Basic ${Buffer.from(`${WRITE_KEY}:`).toString('base64')}\r\n` : ''
-  socket.write(`POST ${path} HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n${auth}Content-Length: ${contentLength}\r\n\r\n`)
+  socket.write(
+    `POST ${path} HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n${auth}Content-Length: ${contentLength}\r\n\r\n`
+  )
   return { socket, closed }
 }
 
@@ -58,24 +62,33 @@ describe('slow and stalled bodies', () => {
   it.each([
     ['with a write key in Basic auth', true],
     ['with the write key (to be) in the body', false]
-  ])('a body sent a byte every 400 ms %s is cut at the request timeout (408), not kept open', async (_what, authorized) => {
-    const started = Date.now()
-    const req = openRequest('/v1/batch', 1000, authorized)
-    const body = `{"writeKey":"${WRITE_KEY}","batch":[`
-    let i = 0
-    const drip = setInterval(() => {
-      if (!req.socket.destroyed) req.socket.write(body[i++ % body.length] as string)
-    }, 400)
-    const { at, answer } = await req.closed
-    clearInterval(drip)
-    expect(answer).toMatch(/^HTTP\/1\.1 408/)
-    expect(at - started).toBeGreaterThanOrEqual(REQUEST_TIMEOUT_MS - 100)
-    expect(at - started).toBeLessThan(REQUEST_TIMEOUT_MS + 3_000)
-  })
+  ])(
+    'a body sent a byte every 400 ms %s is cut at the request timeout (408), not kept open',
+    async (_what, authorized) => {
+      const started = Date.now()
+      const req = openRequest('/v1/batch', 1000, authorized)
+      const body = `{"writeKey":"${WRITE_KEY}","batch":[`
+      let i = 0
+      const drip = setInterval(() => {
+        if (!req.socket.destroyed) req.socket.write(body[i++ % body.length] as string)
+      }, 400)
+      const { at, answer } = await req.closed
+      clearInterval(drip)
+      expect(answer).toMatch(/^HTTP\/1\.1 408/)
+      expect(at - started).toBeGreaterThanOrEqual(REQUEST_TIMEOUT_MS - 100)
+      expect(at - started).toBeLessThan(REQUEST_TIMEOUT_MS + 3_000)
+    }
+  )
 
   it('300 connections stalled half-way through a 500 KB body: all closed by the timeout, the memory they hold bounded by the body budget', async () => {
     const pid = relay.child.pid as number
-    for (let i = 0; i < 20; i++) await post(relay.url, '/v1/batch', { batch: Array.from({ length: 100 }, (_, j) => ({ type: 'track', event: 'Warm', userId: `w${j}` })) }, WRITE_KEY)
+    for (let i = 0; i < 20; i++)
+      await post(
+        relay.url,
+        '/v1/batch',
+        { batch: Array.from({ length: 100 }, (_, j) => ({ type: 'track', event: 'Warm', userId: `w${j}` })) },
+        WRITE_KEY
+      )
     const baseline = rssMb(pid)
     const chunk = Buffer.alloc(64 * 1024, 'a')
     const requests = Array.from({ length: 300 }, () => openRequest('/v1/batch', 500 * 1024, true))
@@ -85,7 +98,8 @@ describe('slow and stalled bodies', () => {
     // 448 KB of each body, then nothing more.
     await Promise.all(
       requests.map(async ({ socket }) => {
-        for (let k = 0; k < 7 && !socket.destroyed; k++) if (!socket.write(chunk)) await new Promise((r) => socket.once('drain', r).once('close', r))
+        for (let k = 0; k < 7 && !socket.destroyed; k++)
+          if (!socket.write(chunk)) await new Promise((r) => socket.once('drain', r).once('close', r))
       })
     )
     const closed = await Promise.all(requests.map((r) => r.closed))

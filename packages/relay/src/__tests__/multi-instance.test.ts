@@ -23,12 +23,21 @@ it('3 relays on one database: nothing acknowledged is lost when one is killed, a
   const db = await createDatabase(inject('pgAdminUrl'), `multi_${process.pid}`)
   const ports = await Promise.all([freePort(), freePort(), freePort()])
   const configFor = (port: number) =>
-    writeConfig({
-      listen: { host: '127.0.0.1', port },
-      queue: db,
-      oneflow: { apiBaseUrl: fake.url, mode: 'single', maxRequestsPerSecond: LIMIT, concurrency: CONCURRENCY, requestTimeoutMs: 1000 },
-      sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: 'test-project-key' }]
-    }, tempDir())
+    writeConfig(
+      {
+        listen: { host: '127.0.0.1', port },
+        queue: db,
+        oneflow: {
+          apiBaseUrl: fake.url,
+          mode: 'single',
+          maxRequestsPerSecond: LIMIT,
+          concurrency: CONCURRENCY,
+          requestTimeoutMs: 1000
+        },
+        sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: 'test-project-key' }]
+      },
+      tempDir()
+    )
   // Started together: schema migrations run concurrently and must not collide.
   const relays: RelayProcess[] = await Promise.all(ports.map((port) => startRelayProcess(configFor(port), port)))
 
@@ -36,7 +45,13 @@ it('3 relays on one database: nothing acknowledged is lost when one is killed, a
   let seq = 0
   const sendBatch = async (relay: RelayProcess) => {
     const ids = Array.from({ length: 10 }, () => `e${seq++}`)
-    const batch = ids.map((id) => ({ type: 'track', event: 'Multi', userId: `user-${id}`, messageId: id, properties: { id } }))
+    const batch = ids.map((id) => ({
+      type: 'track',
+      event: 'Multi',
+      userId: `user-${id}`,
+      messageId: id,
+      properties: { id }
+    }))
     const res = await post(relay.url, '/v1/batch', { batch }, WRITE_KEY).catch(() => undefined)
     if (res?.status === 200) ids.forEach((id) => acked.add(id))
   }

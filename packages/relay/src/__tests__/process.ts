@@ -15,8 +15,15 @@ export function writeConfig(config: Record<string, unknown>, dir = tempDir()): s
 }
 
 /** Runs a CLI command to completion. */
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 30_000 })
+export function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = {}
+): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+    timeout: 30_000
+  })
   return { status: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
@@ -33,19 +40,29 @@ export interface RelayProcess {
 export type Wrap = (command: string, args: string[]) => [string, string[]]
 
 /** Starts `oneflow-relay start --config <file>` and waits until it listens. */
-export async function startRelayProcess(configFile: string, port: number, env: NodeJS.ProcessEnv = {}, wrap?: Wrap): Promise<RelayProcess> {
+export async function startRelayProcess(
+  configFile: string,
+  port: number,
+  env: NodeJS.ProcessEnv = {},
+  wrap?: Wrap
+): Promise<RelayProcess> {
   const plain: [string, string[]] = [process.execPath, [CLI, 'start', '--config', configFile]]
   const [command, args] = wrap ? wrap(...plain) : plain
   const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout!.on('data', (d: Buffer) => (output += d.toString('utf8')))
   child.stderr!.on('data', (d: Buffer) => (output += d.toString('utf8')))
-  const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? -1)))
+  const exited = new Promise<number | string>((resolve) =>
+    child.on('exit', (code, signal) => resolve(code ?? signal ?? -1))
+  )
   const url = `http://127.0.0.1:${port}`
   const deadline = Date.now() + 15_000
   for (;;) {
     if (child.exitCode !== null) throw new Error(`the relay exited at start:\n${output}`)
-    const up = await fetch(`${url}/health/live`).then((r) => r.ok, () => false)
+    const up = await fetch(`${url}/health/live`).then(
+      (r) => r.ok,
+      () => false
+    )
     if (up) break
     if (Date.now() > deadline) {
       child.kill('SIGKILL')

@@ -33,9 +33,17 @@ describe.each([
     fake = await FakeOneFlowApi.start({ apiKeys: runnable.map((_, i) => keyOf(i)) })
     const config = parseConfig({
       listen: { host: '127.0.0.1', port: 0 },
-      queue: queueKind === 'sqlite' ? `sqlite:${join(tempDir(), 'relay.db')}` : await createDatabase(inject('pgAdminUrl'), `fixtures_${process.pid}_${mode}`),
+      queue:
+        queueKind === 'sqlite'
+          ? `sqlite:${join(tempDir(), 'relay.db')}`
+          : await createDatabase(inject('pgAdminUrl'), `fixtures_${process.pid}_${mode}`),
       oneflow: { apiBaseUrl: fake.url, mode },
-      sources: runnable.map((f, i) => ({ name: `f${i}`, writeKey: writeKeyOf(i), projectApiKey: keyOf(i), ...(f.subscriptions && { mappings: f.subscriptions }) }))
+      sources: runnable.map((f, i) => ({
+        name: `f${i}`,
+        writeKey: writeKeyOf(i),
+        projectApiKey: keyOf(i),
+        ...(f.subscriptions && { mappings: f.subscriptions })
+      }))
     })
     relay = await createRelay(config, { logger: createLogger({ destination: new LogCapture() }) })
     url = await relay.start()
@@ -44,10 +52,14 @@ describe.each([
       const { status, body } = await post(url, `/v1/${String(f.event.type)}`, f.event, writeKeyOf(i))
       answers.set(f.name, { status, body })
     }
-    await until(async () => {
-      const s = await relay.queue.stats(Date.now())
-      return s.pending + s.leased === 0
-    }, 'the queue to drain', 20_000)
+    await until(
+      async () => {
+        const s = await relay.queue.stats(Date.now())
+        return s.pending + s.leased === 0
+      },
+      'the queue to drain',
+      20_000
+    )
   }, 40_000)
 
   afterAll(async () => {
@@ -65,17 +77,24 @@ describe.each([
     }
     const rejectedCode = ingestRejected(fixture)
     if (rejectedCode) {
-      expect(answers.get(fixture.name)).toEqual({ status: 200, body: { success: true, rejected: [{ index: 0, code: rejectedCode, error: expect.any(String) }] } })
+      expect(answers.get(fixture.name)).toEqual({
+        status: 200,
+        body: { success: true, rejected: [{ index: 0, code: rejectedCode, error: expect.any(String) }] }
+      })
       expect(received).toEqual([])
       const dead = await relay.queue.listDead({ sourceName: `f${i}` })
-      expect(dead.map((d) => [d.reason, JSON.parse(d.body)])).toEqual([[expect.stringMatching(`^rejected at ingest \\(${rejectedCode}\\)`), fixture.event]])
+      expect(dead.map((d) => [d.reason, JSON.parse(d.body)])).toEqual([
+        [expect.stringMatching(`^rejected at ingest \\(${rejectedCode}\\)`), fixture.event]
+      ])
       return
     }
     expect(answers.get(fixture.name)?.status).toBe(200)
     const expected = expectedOutcome(fixture).calls.map((c) => c.http)
     const got = received.map((m) => ({ path: `/${m.type}`, body: m.body }))
     if (/stamps timestamp = receivedAt/.test(fixture.adapters?.relay ?? '')) {
-      expect(got.map((g) => ({ ...g, body: { ...g.body, timestamp: undefined } }))).toEqual(expected.map((e) => ({ ...e, body: { ...('body' in e ? e.body : {}), timestamp: undefined } })))
+      expect(got.map((g) => ({ ...g, body: { ...g.body, timestamp: undefined } }))).toEqual(
+        expected.map((e) => ({ ...e, body: { ...('body' in e ? e.body : {}), timestamp: undefined } }))
+      )
       for (const g of got) expect(Date.parse(String(g.body.timestamp))).toBeGreaterThan(Date.parse('2026-01-01'))
     } else {
       expect(got).toEqual(expected)
@@ -87,16 +106,19 @@ describe.each([
 })
 
 describe('configuration errors from the fixtures', () => {
-  it.each(fixtures.filter((f) => f.expect.configError).map((f) => [f.name, f] as const))('%s is refused by the relay config, naming the mapping', (_name, fixture) => {
-    let error: unknown
-    try {
-      parseConfig({ sources: [{ writeKey: 'wk', projectApiKey: 'pk', mappings: fixture.subscriptions }] })
-    } catch (e) {
-      error = e
+  it.each(fixtures.filter((f) => f.expect.configError).map((f) => [f.name, f] as const))(
+    '%s is refused by the relay config, naming the mapping',
+    (_name, fixture) => {
+      let error: unknown
+      try {
+        parseConfig({ sources: [{ writeKey: 'wk', projectApiKey: 'pk', mappings: fixture.subscriptions }] })
+      } catch (e) {
+        error = e
+      }
+      expect(error).toBeInstanceOf(ConfigError)
+      const message = (error as ConfigError).message
+      expect(message).toMatch(/^sources\[0\]\.mappings/m)
+      for (const text of fixture.expect.configError!.includes) expect(message).toContain(text)
     }
-    expect(error).toBeInstanceOf(ConfigError)
-    const message = (error as ConfigError).message
-    expect(message).toMatch(/^sources\[0\]\.mappings/m)
-    for (const text of fixture.expect.configError!.includes) expect(message).toContain(text)
-  })
+  )
 })

@@ -29,7 +29,9 @@ it('is off unless enabled', async () => {
 
 it('shows delivered, retried, rate, errors and a chart, updating without a reload', async () => {
   const context = await browser.newContext()
-  await context.route('**/*', (route) => (new URL(route.request().url()).hostname === '127.0.0.1' ? route.continue() : route.abort()))
+  await context.route('**/*', (route) =>
+    new URL(route.request().url()).hostname === '127.0.0.1' ? route.continue() : route.abort()
+  )
   const page = await context.newPage()
   let loads = 0
   page.on('load', () => loads++)
@@ -38,8 +40,12 @@ it('shows delivered, retried, rate, errors and a chart, updating without a reloa
   const number = async (id: string) => Number(await page.textContent(`#${id}`))
 
   fake.inject({ kind: 'status', status: 500, path: '/batch' })
-  await post(relay.url, '/v1/batch', { batch: Array.from({ length: 30 }, (_, i) => ({ type: 'track', event: `E${i}`, userId: `u${i}` })) })
-  await page.waitForFunction(() => document.getElementById('delivered')?.textContent === '30', undefined, { timeout: 15_000 })
+  await post(relay.url, '/v1/batch', {
+    batch: Array.from({ length: 30 }, (_, i) => ({ type: 'track', event: `E${i}`, userId: `u${i}` }))
+  })
+  await page.waitForFunction(() => document.getElementById('delivered')?.textContent === '30', undefined, {
+    timeout: 15_000
+  })
   expect(await number('retried')).toBe(30)
   expect(await number('depth')).toBe(0)
   expect(await page.textContent('#limit')).toBe('400')
@@ -57,19 +63,39 @@ it('shows both directions side by side: the 1Flow project and the Segment lane o
   const token = 'whk_status_page_0123456789abcdef'
   const both = await startRelay(fake, {
     statusPage: { enabled: true },
-    sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: 'test-project-key', webhookToken: token, segment: { writeKey: 'seg_wk_status_page', host: segment.url } }]
+    sources: [
+      {
+        name: 'web',
+        writeKey: WRITE_KEY,
+        projectApiKey: 'test-project-key',
+        webhookToken: token,
+        segment: { writeKey: 'seg_wk_status_page', host: segment.url }
+      }
+    ]
   })
   const context = await browser.newContext()
   try {
-    await context.route('**/*', (route) => (new URL(route.request().url()).hostname === '127.0.0.1' ? route.continue() : route.abort()))
+    await context.route('**/*', (route) =>
+      new URL(route.request().url()).hostname === '127.0.0.1' ? route.continue() : route.abort()
+    )
     const page = await context.newPage()
     await page.goto(`${both.url}/status`)
     fake.reset()
-    await post(both.url, '/v1/batch', { batch: Array.from({ length: 4 }, (_, i) => ({ type: 'track', event: `E${i}`, userId: `u${i}` })) })
+    await post(both.url, '/v1/batch', {
+      batch: Array.from({ length: 4 }, (_, i) => ({ type: 'track', event: `E${i}`, userId: `u${i}` }))
+    })
     await post(both.url, `/webhooks/1flow/web/${token}`, surveyWebhookPayload(), null)
     const row = (lane: string) => page.locator(`#lanes tr[data-lane="${lane}"] td`).allTextContents()
-    await page.waitForFunction(() => document.querySelector('#lanes tr[data-lane="segment:web"] td:nth-child(4)')?.textContent === '1', undefined, { timeout: 15_000 })
-    await page.waitForFunction(() => document.querySelector('#lanes tr[data-lane="web"] td:nth-child(4)')?.textContent === '4', undefined, { timeout: 15_000 })
+    await page.waitForFunction(
+      () => document.querySelector('#lanes tr[data-lane="segment:web"] td:nth-child(4)')?.textContent === '1',
+      undefined,
+      { timeout: 15_000 }
+    )
+    await page.waitForFunction(
+      () => document.querySelector('#lanes tr[data-lane="web"] td:nth-child(4)')?.textContent === '4',
+      undefined,
+      { timeout: 15_000 }
+    )
     expect(await row('web')).toEqual(['web', '1Flow', '0', '4', expect.any(String), '400', 'sending'])
     expect(await row('segment:web')).toEqual(['segment:web', 'Segment', '0', '1', expect.any(String), '50', 'sending'])
   } finally {

@@ -3,7 +3,13 @@
  * as a user sets it up — the token in the URL, the Segment write key in the config.
  */
 import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest'
-import { FakeOneFlowApi, FakeSegmentApi, manyScreens, NPS_SURVEY_SCREENS, surveyWebhookPayload } from '@oneflow-seg/testkit'
+import {
+  FakeOneFlowApi,
+  FakeSegmentApi,
+  manyScreens,
+  NPS_SURVEY_SCREENS,
+  surveyWebhookPayload
+} from '@oneflow-seg/testkit'
 import { createDatabase } from '@oneflow-seg/testkit/postgres'
 import { parseConfig, type ConfigError } from '../config'
 import { PROJECT_KEY, WRITE_KEY, post, startRelay, until, type TestRelay } from './helpers'
@@ -55,7 +61,10 @@ describe('survey responses reach Segment', () => {
       messageId: '1flow-alert-alert-6f1c2a',
       timestamp: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
       userId: 'user-1',
-      context: { integration: { name: '1flow-webhook' }, library: { name: 'oneflow-relay', version: expect.any(String) } }
+      context: {
+        integration: { name: '1flow-webhook' },
+        library: { name: 'oneflow-relay', version: expect.any(String) }
+      }
     })
     expect(properties).toMatchObject({
       survey_id: 'survey-42',
@@ -74,7 +83,9 @@ describe('survey responses reach Segment', () => {
   })
 
   it('takes the token as a query parameter too, and uses the configured event name and host path', async () => {
-    relay = await startRelay(oneflow, { sources: [source({ segment: { writeKey: SEGMENT_KEY, host: `${segment.url}/v1/`, eventName: 'NPS Answered' } })] })
+    relay = await startRelay(oneflow, {
+      sources: [source({ segment: { writeKey: SEGMENT_KEY, host: `${segment.url}/v1/`, eventName: 'NPS Answered' } })]
+    })
     expect((await webhook(`/webhooks/1flow/web?token=${TOKEN}`, surveyWebhookPayload())).status).toBe(200)
     await segment.waitFor((a) => a.length === 1)
     expect(segmentEvents()[0]).toMatchObject({ event: 'NPS Answered', userId: 'user-1' })
@@ -82,7 +93,9 @@ describe('survey responses reach Segment', () => {
 
   it('delivers a 40-screen survey whole, under 32 KB', async () => {
     relay = await start()
-    expect((await webhook(`/webhooks/1flow/web/${TOKEN}`, surveyWebhookPayload({ screens: manyScreens(40, 120) }))).status).toBe(200)
+    expect(
+      (await webhook(`/webhooks/1flow/web/${TOKEN}`, surveyWebhookPayload({ screens: manyScreens(40, 120) }))).status
+    ).toBe(200)
     await segment.waitFor((a) => a.length === 1)
     const event = segmentEvents()[0] as { properties: Record<string, unknown> }
     expect(event.properties.answer_count).toBe(40)
@@ -94,7 +107,8 @@ describe('survey responses reach Segment', () => {
 
   it('a user without an app user id gets a stable anonymousId from 1Flow', async () => {
     relay = await start()
-    for (const alertId of ['a-1', 'a-2']) await webhook(`/webhooks/1flow/web/${TOKEN}`, surveyWebhookPayload({ alertId, user: { _id: 'of-77' } }))
+    for (const alertId of ['a-1', 'a-2'])
+      await webhook(`/webhooks/1flow/web/${TOKEN}`, surveyWebhookPayload({ alertId, user: { _id: 'of-77' } }))
     await segment.waitFor((a) => a.length === 2)
     expect(segmentEvents().map((e) => [e.anonymousId, e.userId, e.messageId])).toEqual([
       ['1flow-of-77', undefined, '1flow-alert-a-1'],
@@ -127,9 +141,18 @@ describe('1Flow retries never create a second event', () => {
 
 describe('refusals', () => {
   it('answers 401 for a wrong, missing or misplaced token and stores nothing; the token never reaches the log', async () => {
-    relay = await startRelay(oneflow, { sources: [source(), { name: 'app', writeKey: 'wk_other_source_0001', projectApiKey: PROJECT_KEY }] })
+    relay = await startRelay(oneflow, {
+      sources: [source(), { name: 'app', writeKey: 'wk_other_source_0001', projectApiKey: PROJECT_KEY }]
+    })
     const wrong = `${TOKEN.slice(0, -1)}x`
-    for (const path of [`/webhooks/1flow/web/${wrong}`, `/webhooks/1flow/web?token=${wrong}`, '/webhooks/1flow/web', `/webhooks/1flow/nope/${TOKEN}`, `/webhooks/1flow/app/${TOKEN}`, `/webhooks/1flow/web/${TOKEN.slice(0, 8)}`]) {
+    for (const path of [
+      `/webhooks/1flow/web/${wrong}`,
+      `/webhooks/1flow/web?token=${wrong}`,
+      '/webhooks/1flow/web',
+      `/webhooks/1flow/nope/${TOKEN}`,
+      `/webhooks/1flow/app/${TOKEN}`,
+      `/webhooks/1flow/web/${TOKEN.slice(0, 8)}`
+    ]) {
       const res = await webhook(path, surveyWebhookPayload())
       expect(res.status, path).toBe(401)
       expect(res.body.code).toBe('unauthorized')
@@ -161,7 +184,10 @@ describe('refusals', () => {
     relay = await start()
     const deep = `{"alert_id":"deep-1","user":${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}}`
     const res = await webhook(`/webhooks/1flow/web/${TOKEN}`, deep)
-    expect(res).toMatchObject({ status: 400, body: { code: 'too_deep', error: expect.stringContaining('nested more than 64 levels') } })
+    expect(res).toMatchObject({
+      status: 400,
+      body: { code: 'too_deep', error: expect.stringContaining('nested more than 64 levels') }
+    })
     expect(await stats()).toMatchObject({ pending: 0, leased: 0, dead: 0 })
     expect(relay.logs.text).toContain('nested more than 64 levels deep; answered 400')
   })
@@ -169,16 +195,26 @@ describe('refusals', () => {
   it("cannot be suppressed by a client event that uses the webhook's messageId (separate dedup namespaces)", async () => {
     relay = await start()
     // Browser write keys are public: anyone can send an event with messageId "1flow-alert-<id>" first.
-    const spoof = await post(relay.url, '/v1/track', { event: 'Spoof', userId: 'u9', messageId: '1flow-alert-alert-6f1c2a' })
+    const spoof = await post(relay.url, '/v1/track', {
+      event: 'Spoof',
+      userId: 'u9',
+      messageId: '1flow-alert-alert-6f1c2a'
+    })
     expect(spoof.status).toBe(200)
     const res = await webhook(`/webhooks/1flow/web/${TOKEN}`, surveyWebhookPayload())
     expect([res.status, res.body]).toEqual([200, { success: true }])
     await segment.waitFor((a) => a.length === 1)
-    expect(segmentEvents()[0]).toMatchObject({ event: 'Survey Response Submitted', messageId: '1flow-alert-alert-6f1c2a' })
+    expect(segmentEvents()[0]).toMatchObject({
+      event: 'Survey Response Submitted',
+      messageId: '1flow-alert-alert-6f1c2a'
+    })
     await oneflow.waitFor((a) => a.length === 1)
     expect(oneflow.accepted[0]!.body.event).toBe('Spoof')
     // And the other way round: 1Flow's retry is still a duplicate of the response, not of the client event.
-    expect((await webhook(`/webhooks/1flow/web/${TOKEN}`, surveyWebhookPayload())).body).toEqual({ success: true, duplicate: true })
+    expect((await webhook(`/webhooks/1flow/web/${TOKEN}`, surveyWebhookPayload())).body).toEqual({
+      success: true,
+      duplicate: true
+    })
   })
 
   it('answers 503 with Retry-After while the queue is over its disk cap, so 1Flow retries later', async () => {
@@ -186,14 +222,25 @@ describe('refusals', () => {
     relay = await start({ limits: { diskCapBytes: 1024 * 1024 } })
     let filled = 200
     for (let i = 0; i < 80 && filled === 200; i++) {
-      filled = (await post(relay.url, '/v1/batch', { batch: Array.from({ length: 15 }, (_, j) => ({ type: 'track', event: 'E', userId: `u${i}-${j}`, properties: { blob: 'z'.repeat(2000) } })) })).status
+      filled = (
+        await post(relay.url, '/v1/batch', {
+          batch: Array.from({ length: 15 }, (_, j) => ({
+            type: 'track',
+            event: 'E',
+            userId: `u${i}-${j}`,
+            properties: { blob: 'z'.repeat(2000) }
+          }))
+        })
+      ).status
       if (filled === 200) await new Promise((r) => setTimeout(r, 30))
     }
     expect(filled).toBe(503)
     const res = await webhook(`/webhooks/1flow/web/${TOKEN}`, surveyWebhookPayload())
     expect([res.status, res.body.code, res.headers.get('retry-after')]).toEqual([503, 'queue_full', '60'])
     expect((await relay.relay.queue.listDead()).length + segment.requests.length).toBe(0)
-    expect(await relay.relay.queue.lease(relay.relay.config.sources[0]!.segment!.laneId, 10, 1000, Date.now())).toEqual([])
+    expect(await relay.relay.queue.lease(relay.relay.config.sources[0]!.segment!.laneId, 10, 1000, Date.now())).toEqual(
+      []
+    )
   })
 })
 
@@ -217,7 +264,12 @@ describe('delivery to Segment follows the relay rules', () => {
     await webhook(`/webhooks/1flow/web/${TOKEN}`, surveyWebhookPayload())
     await until(async () => (await stats()).dead === 1, 'the dead letter')
     const [dead] = await relay.relay.queue.listDead()
-    expect(dead).toMatchObject({ status: 400, response: '{"success":false,"message":"bad batch"}', messageId: '1flow-alert-alert-6f1c2a', sourceName: 'web' })
+    expect(dead).toMatchObject({
+      status: 400,
+      response: '{"success":false,"message":"bad batch"}',
+      messageId: '1flow-alert-alert-6f1c2a',
+      sourceName: 'web'
+    })
     expect(dead!.reason).toContain('Segment answered 400')
     await new Promise((r) => setTimeout(r, 300))
     expect(segment.requests).toHaveLength(1)
@@ -228,9 +280,14 @@ describe('delivery to Segment follows the relay rules', () => {
   })
 
   it('pauses and alerts when Segment refuses the write key, drops nothing, resumes once it is accepted', async () => {
-    relay = await startRelay(oneflow, { sources: [source({ segment: { writeKey: 'seg_wk_not_yet_valid_000', host: segment.url } })] })
+    relay = await startRelay(oneflow, {
+      sources: [source({ segment: { writeKey: 'seg_wk_not_yet_valid_000', host: segment.url } })]
+    })
     await webhook(`/webhooks/1flow/web/${TOKEN}`, surveyWebhookPayload())
-    await until(async () => JSON.stringify(await (await fetch(`${relay!.url}/health`)).json()).includes('Segment answered 401'), 'the alert on /health')
+    await until(
+      async () => JSON.stringify(await (await fetch(`${relay!.url}/health`)).json()).includes('Segment answered 401'),
+      'the alert on /health'
+    )
     expect(relay.logs.text).toMatch(/ALERT: Segment answered 401: the Segment write key was refused/)
     expect(relay.logs.text).not.toContain('seg_wk_not_yet_valid_000')
     expect((await stats()).dead).toBe(0)
@@ -241,13 +298,17 @@ describe('delivery to Segment follows the relay rules', () => {
   it('neither direction waits for the other: with 1Flow down, survey responses still reach Segment', async () => {
     relay = await start()
     oneflow.inject({ kind: 'status', status: 503, times: 1000 })
-    for (let i = 0; i < 20; i++) await post(relay.url, '/v1/track', { event: `E${i}`, userId: `u${i}`, messageId: `m${i}` })
+    for (let i = 0; i < 20; i++)
+      await post(relay.url, '/v1/track', { event: `E${i}`, userId: `u${i}`, messageId: `m${i}` })
     await until(() => oneflow.requests.length >= 3, '1Flow failing')
     await webhook(`/webhooks/1flow/web/${TOKEN}`, surveyWebhookPayload({ alertId: 'during-1flow-outage' }))
     // 1Flow keeps failing throughout: the response got through beside it, not after it.
     await segment.waitFor((a) => a.length === 1, 15_000)
     expect(oneflow.accepted).toHaveLength(0)
-    await until(async () => (await stats()).pending + (await stats()).leased === 20, 'only the 20 events for 1Flow left in the queue')
+    await until(
+      async () => (await stats()).pending + (await stats()).leased === 20,
+      'only the 20 events for 1Flow left in the queue'
+    )
     expect(oneflow.accepted).toHaveLength(0)
   })
 
@@ -256,12 +317,16 @@ describe('delivery to Segment follows the relay rules', () => {
     segment.inject({ status: 503, times: 1000 })
     await webhook(`/webhooks/1flow/web/${TOKEN}`, surveyWebhookPayload({ alertId: 'during-segment-outage' }))
     await until(() => segment.requests.length >= 3, 'Segment failing', 15_000)
-    for (let i = 0; i < 20; i++) await post(relay.url, '/v1/track', { event: `E${i}`, userId: `u${i}`, messageId: `m${i}` })
+    for (let i = 0; i < 20; i++)
+      await post(relay.url, '/v1/track', { event: `E${i}`, userId: `u${i}`, messageId: `m${i}` })
     // Segment keeps failing throughout: the events got through beside it, not after it.
     await oneflow.waitFor((a) => a.length === 20, 15_000)
     expect(segment.accepted).toHaveLength(0)
     // 1Flow has the 20 (its stand-in counts a request when it arrives); the relay settles them once answered.
-    await until(async () => (await stats()).pending + (await stats()).leased === 1, 'only the survey response left in the queue')
+    await until(
+      async () => (await stats()).pending + (await stats()).leased === 1,
+      'only the survey response left in the queue'
+    )
     expect(segment.accepted).toHaveLength(0)
   }, 30_000)
 })
@@ -278,9 +343,15 @@ describe('config', () => {
   }
 
   it('explains a missing half, a weak token, a bad host and unknown keys', () => {
-    expect(problems({ webhookToken: TOKEN })).toEqual([expect.stringMatching(/^sources\[0\]\.segment: is required with webhookToken/)])
-    expect(problems({ segment: { writeKey: SEGMENT_KEY } })).toEqual([expect.stringMatching(/^sources\[0\]\.webhookToken: is required with segment.*openssl rand -hex 24/)])
-    expect(problems({ webhookToken: 'short', segment: { writeKey: SEGMENT_KEY } })).toEqual([expect.stringMatching(/^sources\[0\]\.webhookToken: must be at least 24/)])
+    expect(problems({ webhookToken: TOKEN })).toEqual([
+      expect.stringMatching(/^sources\[0\]\.segment: is required with webhookToken/)
+    ])
+    expect(problems({ segment: { writeKey: SEGMENT_KEY } })).toEqual([
+      expect.stringMatching(/^sources\[0\]\.webhookToken: is required with segment.*openssl rand -hex 24/)
+    ])
+    expect(problems({ webhookToken: 'short', segment: { writeKey: SEGMENT_KEY } })).toEqual([
+      expect.stringMatching(/^sources\[0\]\.webhookToken: must be at least 24/)
+    ])
     expect(problems({ webhookToken: TOKEN, segment: { host: 'api.segment.io', region: 'eu' } })).toEqual([
       'sources[0].segment.region: unknown key; expected writeKey, host, eventName',
       expect.stringMatching(/^sources\[0\]\.segment\.writeKey: is required/),
@@ -290,15 +361,28 @@ describe('config', () => {
       'sources[0].webhookToken: reads the environment variable HOOK_TOKEN, which is not set',
       'sources[0].segment.writeKey: reads the environment variable SEG_KEY, which is not set'
     ])
-    for (const p of problems({ webhookToken: 'short', segment: { writeKey: SEGMENT_KEY } })) expect(p).not.toContain(SEGMENT_KEY)
+    for (const p of problems({ webhookToken: 'short', segment: { writeKey: SEGMENT_KEY } }))
+      expect(p).not.toContain(SEGMENT_KEY)
   })
 
   it('defaults to Segment US and the standard event name; check-config prints the webhook URL without the token', () => {
-    const config = parseConfig({ sources: [{ ...base.sources[0], webhookToken: TOKEN, segment: { writeKey: SEGMENT_KEY } }] })
-    expect(config.sources[0]!.segment).toMatchObject({ host: 'https://api.segment.io', eventName: 'Survey Response Submitted', laneId: expect.stringMatching(/^segment-[0-9a-f]{12}$/) })
-    const on = runCli(['check-config', '--config', writeConfig({ sources: [{ ...base.sources[0], webhookToken: TOKEN, segment: { writeKey: SEGMENT_KEY } }] })])
+    const config = parseConfig({
+      sources: [{ ...base.sources[0], webhookToken: TOKEN, segment: { writeKey: SEGMENT_KEY } }]
+    })
+    expect(config.sources[0]!.segment).toMatchObject({
+      host: 'https://api.segment.io',
+      eventName: 'Survey Response Submitted',
+      laneId: expect.stringMatching(/^segment-[0-9a-f]{12}$/)
+    })
+    const on = runCli([
+      'check-config',
+      '--config',
+      writeConfig({ sources: [{ ...base.sources[0], webhookToken: TOKEN, segment: { writeKey: SEGMENT_KEY } }] })
+    ])
     expect(on.status).toBe(0)
-    expect(on.stdout).toContain('1Flow survey responses: POST http://127.0.0.1:8787/webhooks/1flow/web/<webhookToken> → Segment https://api.segment.io/v1/batch as "Survey Response Submitted"')
+    expect(on.stdout).toContain(
+      '1Flow survey responses: POST http://127.0.0.1:8787/webhooks/1flow/web/<webhookToken> → Segment https://api.segment.io/v1/batch as "Survey Response Submitted"'
+    )
     expect(on.stdout).not.toContain(TOKEN)
     expect(on.stdout).not.toContain(SEGMENT_KEY)
     const off = runCli(['check-config', '--config', writeConfig(base)])
@@ -308,7 +392,8 @@ describe('config', () => {
 
 describe.each(['sqlite', 'postgres'] as const)('values a database cannot hold, on %s', (queueKind) => {
   it('a NUL in the user id and alert_id is cleaned as ingest cleans it; requests committed beside it are unaffected', async () => {
-    const queue = queueKind === 'sqlite' ? undefined : await createDatabase(inject('pgAdminUrl'), `webhook_nul_${process.pid}`)
+    const queue =
+      queueKind === 'sqlite' ? undefined : await createDatabase(inject('pgAdminUrl'), `webhook_nul_${process.pid}`)
     relay = await startRelay(oneflow, {
       ...(queue && { queue }),
       sources: [source(), { name: 'other', writeKey: 'wk_other_source_0001', projectApiKey: PROJECT_KEY }]
@@ -317,7 +402,12 @@ describe.each(['sqlite', 'postgres'] as const)('values a database cannot hold, o
     // The webhook and an unrelated source's batch arrive together: one group commit.
     const [hook, batch] = await Promise.all([
       webhook(`/webhooks/1flow/web/${TOKEN}`, payload),
-      post(relay.url, '/v1/batch', { batch: Array.from({ length: 5 }, (_, i) => ({ type: 'track', event: `Beside ${i}`, userId: `u${i}` })) }, 'wk_other_source_0001')
+      post(
+        relay.url,
+        '/v1/batch',
+        { batch: Array.from({ length: 5 }, (_, i) => ({ type: 'track', event: `Beside ${i}`, userId: `u${i}` })) },
+        'wk_other_source_0001'
+      )
     ])
     expect([hook.status, batch.status]).toEqual([200, 200])
     await segment.waitFor((a) => a.length === 1)

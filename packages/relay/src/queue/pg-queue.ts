@@ -98,7 +98,8 @@ async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => 
 }
 
 /** PostgreSQL text cannot hold NUL; 1Flow's responses, error texts and odd client ids may. */
-const text = (value: string, max = Number.POSITIVE_INFINITY) => (value.includes('\u0000') ? value.replace(/\u0000/g, '') : value).slice(0, max)
+const text = (value: string, max = Number.POSITIVE_INFINITY) =>
+  (value.includes('\u0000') ? value.replace(/\u0000/g, '') : value).slice(0, max)
 
 /** A stable 32-bit key for an advisory lock on a name. */
 function lockKey(name: string): number {
@@ -123,10 +124,21 @@ export class PgQueue implements Queue {
   ) {
     // SQLSTATE class 22 (data exception: a value PostgreSQL refuses), 23 (integrity), or a value the client
     // cannot serialize: one request's fault, not the database's.
-    this.commits = new GroupCommit((requests) => this.write(requests), windowMs, maxEvents, (error) => /^2[23]/.test(String((error as { code?: unknown }).code)) || error instanceof TypeError || error instanceof RangeError)
+    this.commits = new GroupCommit(
+      (requests) => this.write(requests),
+      windowMs,
+      maxEvents,
+      (error) =>
+        /^2[23]/.test(String((error as { code?: unknown }).code)) ||
+        error instanceof TypeError ||
+        error instanceof RangeError
+    )
   }
 
-  static async open(url: string, options: { commitWindowMs?: number; commitMaxEvents?: number; poolSize?: number; timeoutMs?: number } = {}): Promise<PgQueue> {
+  static async open(
+    url: string,
+    options: { commitWindowMs?: number; commitMaxEvents?: number; poolSize?: number; timeoutMs?: number } = {}
+  ): Promise<PgQueue> {
     const timeoutMs = options.timeoutMs ?? PG_TIMEOUT_MS
     const pool = new pg.Pool({
       connectionString: url,
@@ -264,15 +276,27 @@ export class PgQueue implements Queue {
            FROM unnest($3::text[]) AS u(user_key)`,
           [projectId, now, users]
         )
-        const byUser = new Map<string, UserState>(states.map((r: Row) => [String(r.user_key), { blocked: Boolean(r.blocked), held: Boolean(r.held) }]))
+        const byUser = new Map<string, UserState>(
+          states.map((r: Row) => [String(r.user_key), { blocked: Boolean(r.blocked), held: Boolean(r.held) }])
+        )
         const plan = sortCandidates(
           found.map((r: Row): Candidate => ({ id: Number(r.id), userKey: String(r.user_key) })),
           (user) => byUser.get(user) as UserState
         )
-        if (plan.hold.length > 0) await c.query("UPDATE relay_events SET state = 'held' WHERE id = ANY($1::bigint[])", [plan.hold])
-        if (plan.unhold.length > 0) await c.query("UPDATE relay_events SET state = 'pending' WHERE project_id = $1 AND state = 'held' AND user_key = ANY($2::text[])", [projectId, plan.unhold])
+        if (plan.hold.length > 0)
+          await c.query("UPDATE relay_events SET state = 'held' WHERE id = ANY($1::bigint[])", [plan.hold])
+        if (plan.unhold.length > 0)
+          await c.query(
+            "UPDATE relay_events SET state = 'pending' WHERE project_id = $1 AND state = 'held' AND user_key = ANY($2::text[])",
+            [projectId, plan.unhold]
+          )
         if (plan.lease.length > 0) {
-          return (await c.query("UPDATE relay_events SET state = 'leased', lease_until = $2 WHERE id = ANY($1::bigint[]) RETURNING *", [plan.lease, now + leaseMs])).rows as Row[]
+          return (
+            await c.query(
+              "UPDATE relay_events SET state = 'leased', lease_until = $2 WHERE id = ANY($1::bigint[]) RETURNING *",
+              [plan.lease, now + leaseMs]
+            )
+          ).rows as Row[]
         }
       }
       return []
@@ -296,7 +320,9 @@ export class PgQueue implements Queue {
   }
 
   release(ids: readonly number[], readyAt: number): Promise<void> {
-    return this.settle(ids, "UPDATE relay_events SET state = 'pending', lease_until = NULL, next_attempt_at = $2", [readyAt])
+    return this.settle(ids, "UPDATE relay_events SET state = 'pending', lease_until = NULL, next_attempt_at = $2", [
+      readyAt
+    ])
   }
 
   retry(ids: readonly number[], nextAttemptAt: number, error: string, now: number): Promise<void> {
@@ -308,16 +334,22 @@ export class PgQueue implements Queue {
   }
 
   deadLetter(ids: readonly number[], info: DeadLetterInfo, now: number): Promise<void> {
-    return this.settle(ids, "UPDATE relay_events SET state = 'dead', lease_until = NULL, dead_reason = $2, dead_status = $3, dead_response = $4, dead_at = $5", [
-      text(info.reason, 1000),
-      info.status ?? null,
-      info.response === undefined ? null : text(info.response, 2000),
-      now
-    ])
+    return this.settle(
+      ids,
+      "UPDATE relay_events SET state = 'dead', lease_until = NULL, dead_reason = $2, dead_status = $3, dead_response = $4, dead_at = $5",
+      [
+        text(info.reason, 1000),
+        info.status ?? null,
+        info.response === undefined ? null : text(info.response, 2000),
+        now
+      ]
+    )
   }
 
   async recoverLeases(now: number): Promise<number> {
-    const { rows } = await this.pool.query("SELECT id FROM relay_events WHERE state = 'leased' AND lease_until <= $1", [now])
+    const { rows } = await this.pool.query("SELECT id FROM relay_events WHERE state = 'leased' AND lease_until <= $1", [
+      now
+    ])
     const ids = rows.map((r: Row) => Number(r.id))
     // Only rows still leased and expired: another relay may have settled one meanwhile.
     await this.settle(ids, "UPDATE relay_events SET state = 'pending', lease_until = NULL", [])
@@ -346,9 +378,17 @@ export class PgQueue implements Queue {
       oldestAgeMs: row.oldest == null ? 0 : Math.max(0, now - Number(row.oldest)),
       bytes: await this.liveBytes(),
       lanes: Object.fromEntries(
-        (await this.pool.query("SELECT project_id, count(*) AS n FROM relay_events WHERE state <> 'dead' GROUP BY project_id")).rows.map((r: Row) => [String(r.project_id), Number(r.n)])
+        (
+          await this.pool.query(
+            "SELECT project_id, count(*) AS n FROM relay_events WHERE state <> 'dead' GROUP BY project_id"
+          )
+        ).rows.map((r: Row) => [String(r.project_id), Number(r.n)])
       ),
-      deadLetters: { count: Number(row.dead), bytes: Number(row.dead_bytes ?? 0), oldestAgeMs: row.oldest_dead == null ? 0 : Math.max(0, now - Number(row.oldest_dead)) }
+      deadLetters: {
+        count: Number(row.dead),
+        bytes: Number(row.dead_bytes ?? 0),
+        oldestAgeMs: row.oldest_dead == null ? 0 : Math.max(0, now - Number(row.oldest_dead))
+      }
     }
   }
 
@@ -372,7 +412,8 @@ export class PgQueue implements Queue {
 
   async pruneDead(deadBefore: number, maxBytes: number): Promise<PruneResult> {
     return this.tx(async (c) => {
-      const expired = (await c.query("DELETE FROM relay_events WHERE state = 'dead' AND dead_at < $1", [deadBefore])).rowCount ?? 0
+      const expired =
+        (await c.query("DELETE FROM relay_events WHERE state = 'dead' AND dead_at < $1", [deadBefore])).rowCount ?? 0
       // The oldest dead letters whose removal brings the rest under maxBytes (a running total, newest first).
       const { rowCount } = await c.query(
         `DELETE FROM relay_events WHERE id IN (
@@ -391,20 +432,35 @@ export class PgQueue implements Queue {
   }
 
   async listDead(options: { limit?: number; sourceName?: string } = {}): Promise<DeadLetter[]> {
-    const { rows } = await this.pool.query(`SELECT * FROM relay_events WHERE state = 'dead' AND ($1::text IS NULL OR source_name = $1) ORDER BY id LIMIT $2`, [options.sourceName ?? null, options.limit ?? 100])
+    const { rows } = await this.pool.query(
+      `SELECT * FROM relay_events WHERE state = 'dead' AND ($1::text IS NULL OR source_name = $1) ORDER BY id LIMIT $2`,
+      [options.sourceName ?? null, options.limit ?? 100]
+    )
     return (rows as Row[]).map(rowToDeadLetter)
   }
 
   async replayDead(selection: Selection, now: number): Promise<number> {
     const set =
       "SET state = 'pending', attempts = 0, first_attempt_at = NULL, next_attempt_at = $1, last_error = NULL, dead_reason = NULL, dead_status = NULL, dead_response = NULL, dead_at = NULL"
-    if (selection === 'all') return (await this.pool.query(`UPDATE relay_events ${set} WHERE state = 'dead'`, [now])).rowCount ?? 0
-    return (await this.pool.query(`UPDATE relay_events ${set} WHERE state = 'dead' AND id = ANY($2::bigint[])`, [now, selection])).rowCount ?? 0
+    if (selection === 'all')
+      return (await this.pool.query(`UPDATE relay_events ${set} WHERE state = 'dead'`, [now])).rowCount ?? 0
+    return (
+      (
+        await this.pool.query(`UPDATE relay_events ${set} WHERE state = 'dead' AND id = ANY($2::bigint[])`, [
+          now,
+          selection
+        ])
+      ).rowCount ?? 0
+    )
   }
 
   async purgeDead(selection: Selection): Promise<number> {
-    if (selection === 'all') return (await this.pool.query("DELETE FROM relay_events WHERE state = 'dead'")).rowCount ?? 0
-    return (await this.pool.query("DELETE FROM relay_events WHERE state = 'dead' AND id = ANY($1::bigint[])", [selection])).rowCount ?? 0
+    if (selection === 'all')
+      return (await this.pool.query("DELETE FROM relay_events WHERE state = 'dead'")).rowCount ?? 0
+    return (
+      (await this.pool.query("DELETE FROM relay_events WHERE state = 'dead' AND id = ANY($1::bigint[])", [selection]))
+        .rowCount ?? 0
+    )
   }
 
   async checkWritable(): Promise<void> {
@@ -461,7 +517,10 @@ class PgSendLimiter implements SendLimiter {
         )
         const row = rows[0] as Row
         if (Number(row.n) < Math.floor(limit)) {
-          const inserted = await client.query(`INSERT INTO relay_sends (project_id, started_at) VALUES ($1, ${DB_NOW}) RETURNING id`, [this.projectId])
+          const inserted = await client.query(
+            `INSERT INTO relay_sends (project_id, started_at) VALUES ($1, ${DB_NOW}) RETURNING id`,
+            [this.projectId]
+          )
           granted = Number((inserted.rows[0] as Row).id)
         } else if (row.soonest != null) {
           wait = Number(row.soonest) + 1000 - Number(row.ms) + 1
@@ -469,7 +528,8 @@ class PgSendLimiter implements SendLimiter {
       })
       if (granted !== undefined) {
         const id = granted
-        return () => void this.pool.query(`UPDATE relay_sends SET ended_at = ${DB_NOW} WHERE id = $1`, [id]).catch(() => undefined)
+        return () =>
+          void this.pool.query(`UPDATE relay_sends SET ended_at = ${DB_NOW} WHERE id = $1`, [id]).catch(() => undefined)
       }
       await this.clock.sleep(Math.max(1, Math.min(wait, 1000)))
     }

@@ -86,14 +86,20 @@ export class UnstorableEventsError extends Error {
  * Writes run one after another, never overlapping.
  */
 export class GroupCommit {
-  private waiting: Array<{ events: readonly NewEvent[]; resolve(result: EnqueueResult): void; reject(error: unknown): void }> = []
+  private waiting: Array<{
+    events: readonly NewEvent[]
+    resolve(result: EnqueueResult): void
+    reject(error: unknown): void
+  }> = []
   private waitingEvents = 0
   private timer: NodeJS.Timeout | undefined
   private writing: Promise<void> = Promise.resolve()
 
   constructor(
     /** Writes the requests in one transaction; returns each request's result, in order. */
-    private readonly write: (requests: ReadonlyArray<readonly NewEvent[]>) => EnqueueResult[] | Promise<EnqueueResult[]>,
+    private readonly write: (
+      requests: ReadonlyArray<readonly NewEvent[]>
+    ) => EnqueueResult[] | Promise<EnqueueResult[]>,
     private readonly windowMs: number,
     private readonly maxEvents: number,
     /**
@@ -178,7 +184,10 @@ export const LEASE_ROUNDS = 8
  * blocker any more (its retry time has come) gets them back as pending first, and none of its events is taken
  * this round: the next round sees them all again in order. Everyone else's candidates are leased.
  */
-export function sortCandidates(candidates: readonly Candidate[], stateOf: (userKey: string) => UserState): { lease: number[]; hold: number[]; unhold: string[] } {
+export function sortCandidates(
+  candidates: readonly Candidate[],
+  stateOf: (userKey: string) => UserState
+): { lease: number[]; hold: number[]; unhold: string[] } {
   const lease: number[] = []
   const hold: number[] = []
   const unhold: string[] = []
@@ -271,7 +280,11 @@ export interface Queue {
    * A request limiter shared by every relay on this queue, when the queue can share one (PostgreSQL); relays
    * on a local queue pace themselves.
    */
-  sharedLimiter?(projectId: string, maxPerSecond: number, options: { readonly inFlightMs: number; readonly clock: Clock }): SendLimiter
+  sharedLimiter?(
+    projectId: string,
+    maxPerSecond: number,
+    options: { readonly inFlightMs: number; readonly clock: Clock }
+  ): SendLimiter
   /** A real, small write: throws when the queue cannot take writes (readiness, and the probe of a failing queue). */
   checkWritable(): Promise<void>
   close(): Promise<void>
@@ -284,5 +297,7 @@ export interface Queue {
  */
 export function dedupKey(event: Pick<NewEvent, 'sourceName' | 'messageId' | 'origin'>): string {
   // "webhook:" cannot start a source name (no ":" allowed), so the namespaces cannot meet.
-  return event.origin === 'webhook' ? `webhook:${event.sourceName}|${event.messageId}` : `${event.sourceName}|${event.messageId}`
+  return event.origin === 'webhook'
+    ? `webhook:${event.sourceName}|${event.messageId}`
+    : `${event.sourceName}|${event.messageId}`
 }

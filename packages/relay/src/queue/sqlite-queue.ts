@@ -72,7 +72,8 @@ const DEAD_BYTES = 'length(CAST(body AS BLOB)) + coalesce(length(CAST(dead_respo
 /** A write failed because of a value (binding, constraint, size), not because the database is unwell. */
 function causedByData(error: unknown): boolean {
   const code = String((error as { code?: unknown }).code ?? '')
-  if (/^SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|CORRUPT|READONLY|NOTADB|NOMEM|PROTOCOL|INTERRUPT|PERM|AUTH)/.test(code)) return false
+  if (/^SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|CORRUPT|READONLY|NOTADB|NOMEM|PROTOCOL|INTERRUPT|PERM|AUTH)/.test(code))
+    return false
   return code.startsWith('SQLITE_') || error instanceof TypeError || error instanceof RangeError
 }
 
@@ -96,7 +97,8 @@ export class SqliteQueue implements Queue {
     // made before this setting existed is converted once, here.
     if (Number(this.db.pragma('auto_vacuum', { simple: true })) !== 2) {
       this.db.pragma('auto_vacuum = INCREMENTAL')
-      if (this.db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'events'").get() !== undefined) this.db.exec('VACUUM')
+      if (this.db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'events'").get() !== undefined)
+        this.db.exec('VACUUM')
     }
     this.db.pragma('journal_mode = WAL')
     this.db.pragma('synchronous = FULL')
@@ -117,7 +119,17 @@ export class SqliteQueue implements Queue {
         let dead = 0
         for (const e of events) {
           if (e.deadReason !== undefined) {
-            insertDead.run(e.messageId, e.sourceName, e.projectId, e.userKey, e.body, e.receivedAt, e.receivedAt, e.deadReason.slice(0, 1000), e.receivedAt)
+            insertDead.run(
+              e.messageId,
+              e.sourceName,
+              e.projectId,
+              e.userKey,
+              e.body,
+              e.receivedAt,
+              e.receivedAt,
+              e.deadReason.slice(0, 1000),
+              e.receivedAt
+            )
             dead++
             continue
           }
@@ -141,21 +153,33 @@ export class SqliteQueue implements Queue {
         "SELECT id, user_key AS userKey FROM events WHERE project_id = @project AND state = 'pending' AND next_attempt_at <= @now ORDER BY id LIMIT @limit"
       )
       // Two seeks on events_user, never a walk over a blocked user's held backlog.
-      const inFlight = this.statement("SELECT 1 FROM events WHERE project_id = @project AND user_key = @user AND state = 'leased' LIMIT 1")
-      const waiting = this.statement("SELECT 1 FROM events WHERE project_id = @project AND user_key = @user AND state = 'pending' AND next_attempt_at > @now LIMIT 1")
-      const held = this.statement("SELECT 1 FROM events WHERE project_id = @project AND user_key = @user AND state = 'held' LIMIT 1")
-      const unhold = this.statement("UPDATE events SET state = 'pending' WHERE project_id = @project AND user_key = @user AND state = 'held'")
+      const inFlight = this.statement(
+        "SELECT 1 FROM events WHERE project_id = @project AND user_key = @user AND state = 'leased' LIMIT 1"
+      )
+      const waiting = this.statement(
+        "SELECT 1 FROM events WHERE project_id = @project AND user_key = @user AND state = 'pending' AND next_attempt_at > @now LIMIT 1"
+      )
+      const held = this.statement(
+        "SELECT 1 FROM events WHERE project_id = @project AND user_key = @user AND state = 'held' LIMIT 1"
+      )
+      const unhold = this.statement(
+        "UPDATE events SET state = 'pending' WHERE project_id = @project AND user_key = @user AND state = 'held'"
+      )
       for (let round = 0; round < LEASE_ROUNDS; round++) {
         const found = candidates.all({ project: projectId, now, limit }) as Candidate[]
         if (found.length === 0) return []
         const plan = sortCandidates(found, (user) => ({
-          blocked: inFlight.get({ project: projectId, user }) !== undefined || waiting.get({ project: projectId, user, now }) !== undefined,
+          blocked:
+            inFlight.get({ project: projectId, user }) !== undefined ||
+            waiting.get({ project: projectId, user, now }) !== undefined,
           held: held.get({ project: projectId, user }) !== undefined
         }))
         this.update(plan.hold, "UPDATE events SET state = 'held'")
         for (const user of plan.unhold) unhold.run({ project: projectId, user })
         if (plan.lease.length > 0) {
-          const leased = this.statement("UPDATE events SET state = 'leased', lease_until = ? WHERE id IN (SELECT value FROM json_each(?)) RETURNING *").all(now + leaseMs, JSON.stringify(plan.lease)) as Row[]
+          const leased = this.statement(
+            "UPDATE events SET state = 'leased', lease_until = ? WHERE id IN (SELECT value FROM json_each(?)) RETURNING *"
+          ).all(now + leaseMs, JSON.stringify(plan.lease)) as Row[]
           return leased.sort((a, b) => Number(a.id) - Number(b.id))
         }
       }
@@ -218,9 +242,9 @@ export class SqliteQueue implements Queue {
       this.unholdUsersOf(ids)
       this.update(
         ids,
-      "UPDATE events SET state = 'dead', lease_until = NULL, dead_reason = ?, dead_status = ?, dead_response = ?, dead_at = ?",
-      info.reason.slice(0, 1000),
-      info.status ?? null,
+        "UPDATE events SET state = 'dead', lease_until = NULL, dead_reason = ?, dead_status = ?, dead_response = ?, dead_at = ?",
+        info.reason.slice(0, 1000),
+        info.status ?? null,
         info.response?.slice(0, 2000) ?? null,
         now
       )
@@ -229,7 +253,9 @@ export class SqliteQueue implements Queue {
 
   async recoverLeases(now: number): Promise<number> {
     return this.db.transaction(() => {
-      const expired = (this.statement("SELECT id FROM events WHERE state = 'leased' AND lease_until <= ?").all(now) as Row[]).map((r) => Number(r.id))
+      const expired = (
+        this.statement("SELECT id FROM events WHERE state = 'leased' AND lease_until <= ?").all(now) as Row[]
+      ).map((r) => Number(r.id))
       this.unholdUsersOf(expired)
       this.update(expired, "UPDATE events SET state = 'pending', lease_until = NULL")
       return expired.length
@@ -260,25 +286,39 @@ export class SqliteQueue implements Queue {
       oldestAgeMs: row.oldest == null ? 0 : Math.max(0, now - Number(row.oldest)),
       bytes: await this.liveBytes(),
       lanes: Object.fromEntries(
-        (this.statement("SELECT project_id, count(*) AS n FROM events WHERE state != 'dead' GROUP BY project_id").all() as Row[]).map((r) => [String(r.project_id), Number(r.n)])
+        (
+          this.statement(
+            "SELECT project_id, count(*) AS n FROM events WHERE state != 'dead' GROUP BY project_id"
+          ).all() as Row[]
+        ).map((r) => [String(r.project_id), Number(r.n)])
       ),
-      deadLetters: { count: Number(row.dead ?? 0), bytes: Number(row.dead_bytes ?? 0), oldestAgeMs: row.oldest_dead == null ? 0 : Math.max(0, now - Number(row.oldest_dead)) }
+      deadLetters: {
+        count: Number(row.dead ?? 0),
+        bytes: Number(row.dead_bytes ?? 0),
+        oldestAgeMs: row.oldest_dead == null ? 0 : Math.max(0, now - Number(row.oldest_dead))
+      }
     }
   }
 
   async liveBytes(): Promise<number> {
     // Pages in use as of the last commit (the WAL included): a delivered backlog gives its pages back at once.
-    const pages = Number(this.db.pragma('page_count', { simple: true })) - Number(this.db.pragma('freelist_count', { simple: true }))
+    const pages =
+      Number(this.db.pragma('page_count', { simple: true })) -
+      Number(this.db.pragma('freelist_count', { simple: true }))
     return pages * this.pageSize
   }
 
   async pruneDead(deadBefore: number, maxBytes: number): Promise<PruneResult> {
     return this.db.transaction(() => {
       const expired = this.statement("DELETE FROM events WHERE state = 'dead' AND dead_at < ?").run(deadBefore).changes
-      const { bytes } = this.statement(`SELECT coalesce(SUM(${DEAD_BYTES}), 0) AS bytes FROM events WHERE state = 'dead'`).get() as { bytes: number }
+      const { bytes } = this.statement(
+        `SELECT coalesce(SUM(${DEAD_BYTES}), 0) AS bytes FROM events WHERE state = 'dead'`
+      ).get() as { bytes: number }
       let excess = Number(bytes) - maxBytes
       let overSize = 0
-      const oldest = this.statement(`SELECT id, ${DEAD_BYTES} AS bytes FROM events WHERE state = 'dead' ORDER BY dead_at, id LIMIT 1000`)
+      const oldest = this.statement(
+        `SELECT id, ${DEAD_BYTES} AS bytes FROM events WHERE state = 'dead' ORDER BY dead_at, id LIMIT 1000`
+      )
       while (excess > 0) {
         const rows = oldest.all() as Array<{ id: number; bytes: number }>
         if (rows.length === 0) break
@@ -300,12 +340,15 @@ export class SqliteQueue implements Queue {
     // Checkpoint first: it needs no new space, and on a full disk it is what gives some back (the WAL file is
     // cut to zero). Then hand free pages of the database file back, a bounded amount per call.
     this.db.pragma('wal_checkpoint(TRUNCATE)')
-    if (Number(this.db.pragma('freelist_count', { simple: true })) >= VACUUM_MIN_FREE_PAGES) this.db.pragma(`incremental_vacuum(${VACUUM_PAGES_PER_CALL})`)
+    if (Number(this.db.pragma('freelist_count', { simple: true })) >= VACUUM_MIN_FREE_PAGES)
+      this.db.pragma(`incremental_vacuum(${VACUUM_PAGES_PER_CALL})`)
   }
 
   async listDead(options: { limit?: number; sourceName?: string } = {}): Promise<DeadLetter[]> {
     const rows = this.db
-      .prepare(`SELECT * FROM events WHERE state = 'dead' ${options.sourceName ? 'AND source_name = @source' : ''} ORDER BY id LIMIT @limit`)
+      .prepare(
+        `SELECT * FROM events WHERE state = 'dead' ${options.sourceName ? 'AND source_name = @source' : ''} ORDER BY id LIMIT @limit`
+      )
       .all({ source: options.sourceName, limit: options.limit ?? 100 }) as Row[]
     return rows.map(rowToDeadLetter)
   }
@@ -315,13 +358,17 @@ export class SqliteQueue implements Queue {
       "SET state = 'pending', attempts = 0, first_attempt_at = NULL, next_attempt_at = @now, last_error = NULL, dead_reason = NULL, dead_status = NULL, dead_response = NULL, dead_at = NULL"
     if (selection === 'all') return this.db.prepare(`UPDATE events ${set} WHERE state = 'dead'`).run({ now }).changes
     if (selection.length === 0) return 0
-    return this.db.prepare(`UPDATE events ${set} WHERE state = 'dead' AND id IN (SELECT value FROM json_each(@ids))`).run({ now, ids: JSON.stringify(selection) }).changes
+    return this.db
+      .prepare(`UPDATE events ${set} WHERE state = 'dead' AND id IN (SELECT value FROM json_each(@ids))`)
+      .run({ now, ids: JSON.stringify(selection) }).changes
   }
 
   async purgeDead(selection: Selection): Promise<number> {
     if (selection === 'all') return this.db.prepare("DELETE FROM events WHERE state = 'dead'").run().changes
     if (selection.length === 0) return 0
-    return this.db.prepare("DELETE FROM events WHERE state = 'dead' AND id IN (SELECT value FROM json_each(?))").run(JSON.stringify(selection)).changes
+    return this.db
+      .prepare("DELETE FROM events WHERE state = 'dead' AND id IN (SELECT value FROM json_each(?))")
+      .run(JSON.stringify(selection)).changes
   }
 
   async checkWritable(): Promise<void> {

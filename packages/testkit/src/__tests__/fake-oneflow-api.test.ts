@@ -9,7 +9,11 @@ beforeAll(async () => {
 afterAll(() => fake.close())
 beforeEach(() => fake.reset())
 
-const post = (path: string, body: unknown, headers: Record<string, string> = { 'content-type': 'application/json', api_key: 'test-project-key' }) =>
+const post = (
+  path: string,
+  body: unknown,
+  headers: Record<string, string> = { 'content-type': 'application/json', api_key: 'test-project-key' }
+) =>
   fetch(`${fake.url}${path}`, { method: 'POST', headers, body: typeof body === 'string' ? body : JSON.stringify(body) })
 
 describe('fake 1Flow API', () => {
@@ -24,7 +28,15 @@ describe('fake 1Flow API', () => {
     ['over 32 KB', '/track', { event: 'E', properties: { x: 'y'.repeat(33_000) } }, undefined, 413],
     ['empty batch', '/batch', { batch: [] }, undefined, 400],
     ['batch item without type', '/batch', { batch: [{ event: 'E' }] }, undefined, 400],
-    ['batch over 500 KB', '/batch', { batch: Array.from({ length: 20 }, () => ({ type: 'track', event: 'E', properties: { x: 'y'.repeat(30_000) } })) }, undefined, 413]
+    [
+      'batch over 500 KB',
+      '/batch',
+      {
+        batch: Array.from({ length: 20 }, () => ({ type: 'track', event: 'E', properties: { x: 'y'.repeat(30_000) } }))
+      },
+      undefined,
+      413
+    ]
   ])('refuses %s', async (_what, path, body, headers, status) => {
     const res = await post(path, body, headers)
     expect(res.status).toBe(status)
@@ -104,8 +116,14 @@ describe('recording SDK script', () => {
     sdk.logUser('u1', { plan: 'pro' })
     sdk.logEvent('E', { a: 1 })
     expect(JSON.parse(JSON.stringify(w.__oneflowRecorder))).toEqual({
-      calls: [['logUser', 'u1', { plan: 'pro' }], ['logEvent', 'E', { a: 1 }]],
-      raw: [['logUser', 'u1', { plan: 'pro' }], ['logEvent', 'E', { a: 1 }]],
+      calls: [
+        ['logUser', 'u1', { plan: 'pro' }],
+        ['logEvent', 'E', { a: 1 }]
+      ],
+      raw: [
+        ['logUser', 'u1', { plan: 'pro' }],
+        ['logEvent', 'E', { a: 1 }]
+      ],
       loads: 1,
       apiKey: 'key-1',
       shape: 'methods'
@@ -117,7 +135,10 @@ describe('recording SDK script', () => {
     const sdk = w._1flow as (...a: unknown[]) => void
     sdk('identify', 'u1', { plan: 'pro' })
     sdk('track', 'E', { userId: 'u1', anonymousId: 'a', properties: { x: 1 } })
-    expect(JSON.parse(JSON.stringify(w.__oneflowRecorder.calls))).toEqual([['logUser', 'u1', { plan: 'pro' }], ['logEvent', 'E', { x: 1 }]])
+    expect(JSON.parse(JSON.stringify(w.__oneflowRecorder.calls))).toEqual([
+      ['logUser', 'u1', { plan: 'pro' }],
+      ['logEvent', 'E', { x: 1 }]
+    ])
   })
 
   it('counts a second execution without replacing the loaded SDK', () => {
@@ -130,8 +151,20 @@ describe('recording SDK script', () => {
 describe('wire normalisation', () => {
   it('sorts keys, keeps content-type, redacts api_key and drops other headers', () => {
     expect(
-      normalizeWire({ method: 'POST', path: '/track', headers: { api_key: 'secret', 'Content-Type': 'application/json', 'user-agent': 'x' }, body: { z: 1, a: { writeKey: 'w', b: 2 } } })
-    ).toEqual({ body: { a: { b: 2, writeKey: '[redacted]' }, z: 1 }, headers: { api_key: '[redacted]', 'content-type': 'application/json' }, method: 'POST', path: '/track' })
-    expect(JSON.stringify(normalizeWire({ method: 'POST', path: '/', headers: { api_key: 'secret' } }))).not.toContain('secret')
+      normalizeWire({
+        method: 'POST',
+        path: '/track',
+        headers: { api_key: 'secret', 'Content-Type': 'application/json', 'user-agent': 'x' },
+        body: { z: 1, a: { writeKey: 'w', b: 2 } }
+      })
+    ).toEqual({
+      body: { a: { b: 2, writeKey: '[redacted]' }, z: 1 },
+      headers: { api_key: '[redacted]', 'content-type': 'application/json' },
+      method: 'POST',
+      path: '/track'
+    })
+    expect(JSON.stringify(normalizeWire({ method: 'POST', path: '/', headers: { api_key: 'secret' } }))).not.toContain(
+      'secret'
+    )
   })
 })

@@ -27,7 +27,19 @@ const EVENT_METHODS = ['track', 'identify', 'page', 'group', 'alias', 'screen'] 
 
 // Fields a fixture controls completely; Analytics.js's own values are removed first. (A messageId is kept
 // unless the fixture brings its own: real events always have one.)
-const FIXTURE_FIELDS = ['userId', 'anonymousId', 'traits', 'properties', 'event', 'name', 'category', 'integrations', 'timestamp', 'groupId', 'previousId']
+const FIXTURE_FIELDS = [
+  'userId',
+  'anonymousId',
+  'traits',
+  'properties',
+  'event',
+  'name',
+  'category',
+  'integrations',
+  'timestamp',
+  'groupId',
+  'previousId'
+]
 
 /**
  * A `before` plugin that replaces the next event's fields with a fixture's, so a fixture's exact event

@@ -38,7 +38,10 @@ afterAll(() => testPage?.close())
 
 type H = { harness: Harness }
 const start = (p: OpenedPage, settings: Record<string, unknown> = { projectApiKey: 'k1' }, subscriptions?: unknown[]) =>
-  p.page.evaluate(([s, subs]) => (window as unknown as H).harness.start({ settings: s, subscriptions: subs as never }), [settings, subscriptions] as const)
+  p.page.evaluate(
+    ([s, subs]) => (window as unknown as H).harness.start({ settings: s, subscriptions: subs as never }),
+    [settings, subscriptions] as const
+  )
 const { send, fire, state, reset } = harnessCalls<Harness>()
 
 const withPage = <T>(sdk: SdkServing, body: (p: OpenedPage) => Promise<T>) => withOpenPage(browser, server, sdk, body)
@@ -75,7 +78,6 @@ describe('device mode: every conformance fixture', () => {
   })
 })
 
-
 describe('device mode: loading', () => {
   it('loads the SDK from sdkUrl with data-api-key, once', () =>
     withPage({}, async (p) => {
@@ -104,32 +106,45 @@ describe('device mode: loading', () => {
   it.each([
     ['answers 404', { status: 404 } as SdkServing, 5_000],
     ['never answers', { hang: true } as SdkServing, 14_000]
-  ])('SDK %s: loading fails by the deadline, other destinations get every event, no timer keeps firing', async (_what, sdk, waitMs) =>
-    withPage(sdk, async (p) => {
-      const id = await start(p)
-      for (const e of events) await fire(p, id, e)
-      await p.page.waitForFunction((name) => (window as unknown as H).harness.state(0).failedInitializations.includes(name), DEST, { timeout: waitMs })
-      const failed = await state(p, id)
-      expect(failed.calls).toEqual([])
-      expect(failed.plain).toEqual(labels)
-      expect(failed.registered.filter((n) => n.startsWith(DEST))).toEqual([])
-      expect(p.console.join('\n')).toContain('https://1flow.app/js/1flow.js')
-      // Later events still reach the other destination at once, and nothing of ours is left ticking.
-      await send(p, id, { type: 'track', event: 'After', userId: 'u' })
-      const before = (await state(p, id)).timerFires
-      await p.page.waitForTimeout(1000)
-      const after = await state(p, id)
-      expect(after.timerFires - before).toBe(0)
-      expect(after.plain.at(-1)).toBe('track:After')
-      expect(after.calls).toEqual([])
-    }),
-  30_000)
+  ])(
+    'SDK %s: loading fails by the deadline, other destinations get every event, no timer keeps firing',
+    async (_what, sdk, waitMs) =>
+      withPage(sdk, async (p) => {
+        const id = await start(p)
+        for (const e of events) await fire(p, id, e)
+        await p.page.waitForFunction(
+          (name) => (window as unknown as H).harness.state(0).failedInitializations.includes(name),
+          DEST,
+          { timeout: waitMs }
+        )
+        const failed = await state(p, id)
+        expect(failed.calls).toEqual([])
+        expect(failed.plain).toEqual(labels)
+        expect(failed.registered.filter((n) => n.startsWith(DEST))).toEqual([])
+        expect(p.console.join('\n')).toContain('https://1flow.app/js/1flow.js')
+        // Later events still reach the other destination at once, and nothing of ours is left ticking.
+        await send(p, id, { type: 'track', event: 'After', userId: 'u' })
+        const before = (await state(p, id)).timerFires
+        await p.page.waitForTimeout(1000)
+        const after = await state(p, id)
+        expect(after.timerFires - before).toBe(0)
+        expect(after.plain.at(-1)).toBe('track:After')
+        expect(after.calls).toEqual([])
+      }),
+    30_000
+  )
 
   it('works with an SDK of the function form, as Segment reference calls it', () =>
     withPage({ shape: 'function' }, async (p) => {
       const id = await start(p)
       await send(p, id, { type: 'identify', userId: 'u1', traits: { plan: 'pro' } })
-      await send(p, id, { type: 'track', userId: 'u1', anonymousId: 'a1', event: 'Signed Up', properties: { plan: 'pro' } })
+      await send(p, id, {
+        type: 'track',
+        userId: 'u1',
+        anonymousId: 'a1',
+        event: 'Signed Up',
+        properties: { plan: 'pro' }
+      })
       expect((await state(p, id)).raw).toEqual([
         ['identify', 'u1', { plan: 'pro' }],
         ['track', 'Signed Up', { userId: 'u1', anonymousId: 'a1', properties: { plan: 'pro' } }]

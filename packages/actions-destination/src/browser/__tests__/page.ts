@@ -2,7 +2,14 @@
 // settings do (remotePlugins + a plugin factory), plus a plain destination and a fixture injector.
 import { AnalyticsBrowser, Context, type Analytics } from '@segment/analytics-next'
 import { actions, defaultMapping, isActionKey, presets } from '@oneflow-seg/core'
-import { FixtureInjector, plainRecorder, recordContextLogs, recordedState, resetRecorded, reviveFixtureJson } from '@oneflow-seg/testkit/browser'
+import {
+  FixtureInjector,
+  plainRecorder,
+  recordContextLogs,
+  recordedState,
+  resetRecorded,
+  reviveFixtureJson
+} from '@oneflow-seg/testkit/browser'
 import oneFlowDestination, { destination } from '../index'
 
 const logs = recordContextLogs(Context as never)
@@ -24,7 +31,8 @@ function subscriptionsFor(subs: StartOptions['subscriptions']) {
   }))
 }
 
-const instances: Array<{ analytics: Analytics; injector: FixtureInjector; plain: ReturnType<typeof plainRecorder> }> = []
+const instances: Array<{ analytics: Analytics; injector: FixtureInjector; plain: ReturnType<typeof plainRecorder> }> =
+  []
 
 const harness = {
   /** Loads a new Analytics.js instance with the destination; resolves once Analytics.js is loaded (the SDK may still be loading). */
@@ -71,8 +79,12 @@ const harness = {
     const { analytics, plain } = instances[id]!
     return {
       ...recordedState(logs, plain),
-      failedInitializations: [...((analytics as unknown as { queue: { failedInitializations: string[] } }).queue.failedInitializations ?? [])],
-      registered: (analytics as unknown as { queue: { plugins: Array<{ name: string; isLoaded(): boolean }> } }).queue.plugins.map((p) => `${p.name}:${p.isLoaded()}`)
+      failedInitializations: [
+        ...((analytics as unknown as { queue: { failedInitializations: string[] } }).queue.failedInitializations ?? [])
+      ],
+      registered: (
+        analytics as unknown as { queue: { plugins: Array<{ name: string; isLoaded(): boolean }> } }
+      ).queue.plugins.map((p) => `${p.name}:${p.isLoaded()}`)
     }
   },
 

@@ -2,7 +2,13 @@
  * How "1Flow Cloud (Actions)" answers each 1Flow status, in the framework's terms, with faults injected
  * into testkit's fake 1Flow API over real HTTP; plus normalised wire snapshots.
  */
-import { createTestIntegration, Destination, IntegrationError, InvalidAuthenticationError, RetryableError } from '@segment/actions-core'
+import {
+  createTestIntegration,
+  Destination,
+  IntegrationError,
+  InvalidAuthenticationError,
+  RetryableError
+} from '@segment/actions-core'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { FakeOneFlowApi, normalizeWire, type FakeFault } from '@oneflow-seg/testkit'
 import { destination } from '../index'
@@ -28,23 +34,47 @@ const track = (n: number, extra: Record<string, unknown> = {}) => ({
   integrations: undefined,
   ...extra
 })
-const sendTrack = (event = track(1)) => testDestination.testAction('trackEvent', { event: event as never, settings: settings(), useDefaultMappings: true })
+const sendTrack = (event = track(1)) =>
+  testDestination.testAction('trackEvent', { event: event as never, settings: settings(), useDefaultMappings: true })
 const sendBatch = (events: unknown[]) =>
   testDestination
     .testBatchAction('trackEvent', { events: events as never, settings: settings(), useDefaultMappings: true })
-    .then(() => (testDestination.results.at(-1) as unknown as { multistatus: Array<{ status: number; errortype?: string; errormessage?: string }> }).multistatus)
-const failure = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e as Error & { status?: number; code?: string })
+    .then(
+      () =>
+        (
+          testDestination.results.at(-1) as unknown as {
+            multistatus: Array<{ status: number; errortype?: string; errormessage?: string }>
+          }
+        ).multistatus
+    )
+const failure = (p: Promise<unknown>) =>
+  p.then(
+    () => undefined,
+    (e: unknown) => e as Error & { status?: number; code?: string }
+  )
 
 describe('single events (perform)', () => {
   it.each([
     ['401', { kind: 'status', status: 401 }, InvalidAuthenticationError, 401, /Project API Key/],
     ['403', { kind: 'status', status: 403 }, InvalidAuthenticationError, 401, /Project API Key/],
-    ['429 with Retry-After', { kind: 'status', status: 429, retryAfter: '7' }, RetryableError, 429, /429 \(rate limited\); Retry-After: 7/],
+    [
+      '429 with Retry-After',
+      { kind: 'status', status: 429, retryAfter: '7' },
+      RetryableError,
+      429,
+      /429 \(rate limited\); Retry-After: 7/
+    ],
     ['500', { kind: 'status', status: 500 }, RetryableError, 500, /1Flow answered 500/],
     ['502', { kind: 'status', status: 502 }, RetryableError, 502, /502/],
     ['503', { kind: 'status', status: 503 }, RetryableError, 503, /503/],
     ['a dropped connection', { kind: 'drop' }, RetryableError, 503, /connection failed/],
-    ['400 with 1Flow message', { kind: 'status', status: 400, body: '{"error":"user_id is not valid"}' }, IntegrationError, 400, /1Flow refused the request \(400\): user_id is not valid/],
+    [
+      '400 with 1Flow message',
+      { kind: 'status', status: 400, body: '{"error":"user_id is not valid"}' },
+      IntegrationError,
+      400,
+      /1Flow refused the request \(400\): user_id is not valid/
+    ],
     ['413', { kind: 'status', status: 413 }, IntegrationError, 413, /too large/]
   ] as const)('1Flow answers %s', async (_what, fault, type, status, message) => {
     fake.inject(fault as FakeFault)
@@ -74,7 +104,9 @@ describe('single events (perform)', () => {
   it('a timeout is retryable (408)', async () => {
     const slow = createTestIntegration({ ...destination, extendRequest: () => ({ timeout: 300 }) })
     fake.setLatency(1_000)
-    const error = await failure(slow.testAction('trackEvent', { event: track(1) as never, settings: settings(), useDefaultMappings: true }))
+    const error = await failure(
+      slow.testAction('trackEvent', { event: track(1) as never, settings: settings(), useDefaultMappings: true })
+    )
     expect(error).toBeInstanceOf(RetryableError)
     expect(error).toMatchObject({ status: 408 })
     // 1Flow did get it, too late: wait for that here so the request belongs to this test.
@@ -82,7 +114,11 @@ describe('single events (perform)', () => {
   })
 
   it('identify without a User ID is reported as skipped and never sent', async () => {
-    await testDestination.testAction('identifyUser', { event: { type: 'identify', userId: undefined, traits: { a: 1 } } as never, settings: settings(), useDefaultMappings: true })
+    await testDestination.testAction('identifyUser', {
+      event: { type: 'identify', userId: undefined, traits: { a: 1 } } as never,
+      settings: settings(),
+      useDefaultMappings: true
+    })
     expect(testDestination.results.at(-1)).toMatchObject({ data: { skipped: true, reason: 'missing-user-id' } })
     expect(fake.requests).toEqual([])
   })
@@ -92,17 +128,34 @@ describe('single events (perform)', () => {
     expect(error?.message).toMatch(/missing the required field 'event_name'/)
     expect(fake.requests).toEqual([])
     const viaOnEvent = await failure(
-      new Destination(destination).onEvent(track(1, { event: undefined }) as never, {
-        ...(settings() as object),
-        subscriptions: [{ subscribe: 'type = "track"', partnerAction: 'trackEvent', mapping: { event_name: { '@path': '$.event' } } }]
-      } as never)
+      new Destination(destination).onEvent(
+        track(1, { event: undefined }) as never,
+        {
+          ...(settings() as object),
+          subscriptions: [
+            {
+              subscribe: 'type = "track"',
+              partnerAction: 'trackEvent',
+              mapping: { event_name: { '@path': '$.event' } }
+            }
+          ]
+        } as never
+      )
     )
     expect(viaOnEvent).toMatchObject({ status: 400 })
     expect(fake.requests).toEqual([])
   })
 
   it('refuses settings without a project API key before sending anything', async () => {
-    const error = await failure(new Destination(destination).onEvent(track(1) as never, { apiBaseUrl: fake.url, subscriptions: [{ subscribe: 'type = "track"', partnerAction: 'trackEvent', mapping: {} }] } as never))
+    const error = await failure(
+      new Destination(destination).onEvent(
+        track(1) as never,
+        {
+          apiBaseUrl: fake.url,
+          subscriptions: [{ subscribe: 'type = "track"', partnerAction: 'trackEvent', mapping: {} }]
+        } as never
+      )
+    )
     expect(error?.message).toMatch(/projectApiKey|Project API Key/)
     expect(fake.requests).toEqual([])
   })
@@ -167,13 +220,20 @@ describe('batches (performBatch)', () => {
 describe('wire (normalised: keys sorted, api_key redacted)', () => {
   it('identify, track and batch requests', async () => {
     await testDestination.testAction('identifyUser', {
-      event: { type: 'identify', userId: 'user-1', traits: { plan: 'pro', name: 'Ada' }, timestamp: '2026-01-01T00:00:00.000Z' } as never,
+      event: {
+        type: 'identify',
+        userId: 'user-1',
+        traits: { plan: 'pro', name: 'Ada' },
+        timestamp: '2026-01-01T00:00:00.000Z'
+      } as never,
       settings: settings(),
       useDefaultMappings: true
     })
     await sendTrack(track(1, { anonymousId: 'anon-1' }))
     await sendBatch([track(2), track(3)])
-    const wire = fake.requests.map((r) => normalizeWire({ method: r.method, path: r.path, headers: r.headers, body: r.body }))
+    const wire = fake.requests.map((r) =>
+      normalizeWire({ method: r.method, path: r.path, headers: r.headers, body: r.body })
+    )
     expect(JSON.stringify(wire)).not.toContain(KEY)
     expect(wire).toMatchSnapshot()
   })

@@ -34,15 +34,37 @@ function subscriptionsFor(fixture: Fixture) {
 const settingsFor = (fixture: Fixture) => ({ ...fixtureSettings(fixture), apiBaseUrl: fake.url })
 
 // Segment's validation names a field by its label ("Event Properties"), core by its key ("properties").
-const names = (field: string) => new RegExp([field, ...Object.values(actions).flatMap((a) => Object.entries(a.fields).filter(([k]) => k === field).map(([, f]) => f.label))].join('|'))
+const names = (field: string) =>
+  new RegExp(
+    [
+      field,
+      ...Object.values(actions).flatMap((a) =>
+        Object.entries(a.fields)
+          .filter(([k]) => k === field)
+          .map(([, f]) => f.label)
+      )
+    ].join('|')
+  )
 
 // testAction fills a fixed test event in under the one given; blank out what the fixture leaves out.
-const ABSENT = { userId: undefined, anonymousId: undefined, event: undefined, properties: undefined, traits: undefined, timestamp: undefined, name: undefined, integrations: undefined }
+const ABSENT = {
+  userId: undefined,
+  anonymousId: undefined,
+  event: undefined,
+  properties: undefined,
+  traits: undefined,
+  timestamp: undefined,
+  name: undefined,
+  integrations: undefined
+}
 const asTestEvent = (fixture: Fixture) => ({ ...ABSENT, ...fixture.event }) as never
 
 /** What the fake received, as `{path, body}` in the fixture's single-request form. */
 const received = () => fake.accepted.map((m) => ({ path: `/${m.type}`, body: m.body }))
-const expectedHttp = (fixture: Fixture) => expectedOutcome(fixture).calls.map((c) => c.http).filter((h) => 'path' in h)
+const expectedHttp = (fixture: Fixture) =>
+  expectedOutcome(fixture)
+    .calls.map((c) => c.http)
+    .filter((h) => 'path' in h)
 const tooLarge = (fixture: Fixture) => expectedOutcome(fixture).calls.some((c) => 'error' in c.http)
 
 function notExpressible(fixture: Fixture): boolean {
@@ -60,7 +82,10 @@ describe('every fixture through Destination.onEvent with subscriptions', () => {
     let results: unknown[] = []
     let error: (Error & { status?: number }) | undefined
     try {
-      results = await dest.onEvent(fixture.event as never, { ...settingsFor(fixture), subscriptions: subscriptionsFor(fixture) } as never)
+      results = await dest.onEvent(
+        fixture.event as never,
+        { ...settingsFor(fixture), subscriptions: subscriptionsFor(fixture) } as never
+      )
     } catch (e) {
       error = e as Error & { status?: number }
     }
@@ -73,10 +98,15 @@ describe('every fixture through Destination.onEvent with subscriptions', () => {
     } else {
       expect(error).toBeUndefined()
     }
-    const skipData = results.flatMap((r) => ((r as { data?: { skipped?: boolean; reason?: string } }).data?.skipped ? [(r as { data: { reason: string } }).data.reason] : []))
+    const skipData = results.flatMap((r) =>
+      (r as { data?: { skipped?: boolean; reason?: string } }).data?.skipped
+        ? [(r as { data: { reason: string } }).data.reason]
+        : []
+    )
     // Each subscription reports on its own; the event was not subscribed when no subscription ran its action.
     const outputs = results.map((r) => (r as { output?: string }).output)
-    const notSubscribed = !error && !outputs.includes('Action Executed') && (outputs.length === 0 || outputs.includes('not subscribed'))
+    const notSubscribed =
+      !error && !outputs.includes('Action Executed') && (outputs.length === 0 || outputs.includes('not subscribed'))
     expect([...skipData, ...(notSubscribed ? ['not-subscribed'] : [])]).toEqual(skipped)
   })
 })
@@ -85,7 +115,10 @@ describe('every fixture through Destination.onBatch (the /batch endpoint)', () =
   it.each(fixtures.map((f) => [f.name, f] as const))('%s', async (_name, fixture) => {
     if (notExpressible(fixture)) return
     const dest = new Destination(destination)
-    const results = (await dest.onBatch([fixture.event] as never, { ...settingsFor(fixture), subscriptions: subscriptionsFor(fixture) } as never)) as Array<{
+    const results = (await dest.onBatch(
+      [fixture.event] as never,
+      { ...settingsFor(fixture), subscriptions: subscriptionsFor(fixture) } as never
+    )) as Array<{
       multistatus?: Array<{ status: number; body?: { skipped?: boolean; reason?: string }; errormessage?: string }>
     }>
     expect(fake.accepted.every((m) => m.via === '/batch')).toBe(true)
@@ -94,7 +127,8 @@ describe('every fixture through Destination.onBatch (the /batch endpoint)', () =
     const { skipped, invalid } = expectedOutcome(fixture)
     const skipReasons = entries.filter((e) => e.body?.skipped).map((e) => e.body?.reason)
     expect(skipReasons).toEqual(skipped.filter((s) => s !== 'not-subscribed'))
-    for (const { field } of invalid) expect(entries.some((e) => e.status === 400 && names(field).test(e.errormessage ?? ''))).toBe(true)
+    for (const { field } of invalid)
+      expect(entries.some((e) => e.status === 400 && names(field).test(e.errormessage ?? ''))).toBe(true)
     if (tooLarge(fixture)) expect(entries.map((e) => e.status)).toContain(413)
     expect(entries.filter((e) => e.status === 200 && !e.body?.skipped)).toHaveLength(expectedHttp(fixture).length)
   })
@@ -102,13 +136,19 @@ describe('every fixture through Destination.onBatch (the /batch endpoint)', () =
 
 describe('preset fixtures through createTestIntegration', () => {
   const testDestination = createTestIntegration(destination)
-  const presetFixtures = fixtures.filter((f) => !f.subscriptions && (f.event.type === 'track' || f.event.type === 'identify'))
+  const presetFixtures = fixtures.filter(
+    (f) => !f.subscriptions && (f.event.type === 'track' || f.event.type === 'identify')
+  )
   const actionFor = (f: Fixture) => (f.event.type === 'track' ? 'trackEvent' : 'identifyUser')
 
   it.each(presetFixtures.map((f) => [f.name, f] as const))('testAction: %s', async (_name, fixture) => {
     let error: (Error & { status?: number }) | undefined
     await testDestination
-      .testAction(actionFor(fixture), { event: asTestEvent(fixture), settings: settingsFor(fixture) as never, useDefaultMappings: true })
+      .testAction(actionFor(fixture), {
+        event: asTestEvent(fixture),
+        settings: settingsFor(fixture) as never,
+        useDefaultMappings: true
+      })
       .catch((e: Error) => (error = e))
     expect(received()).toEqual(expectedHttp(fixture))
     if (expectedOutcome(fixture).invalid.length > 0 || tooLarge(fixture)) expect(error).toBeDefined()
@@ -122,7 +162,9 @@ describe('preset fixtures through createTestIntegration', () => {
       settings: settingsFor(batchable[0]!) as never,
       useDefaultMappings: true
     })
-    const multistatus = (testDestination.results.at(-1) as unknown as { multistatus: Array<{ status: number; sent: { event: string } }> }).multistatus
+    const multistatus = (
+      testDestination.results.at(-1) as unknown as { multistatus: Array<{ status: number; sent: { event: string } }> }
+    ).multistatus
     expect(fake.requests.filter((r) => r.path === '/batch')).toHaveLength(1)
     expect(received()).toEqual(batchable.flatMap(expectedHttp))
     expect(multistatus.map((m) => [m.status, m.sent.event])).toEqual(batchable.map((f) => [200, f.event.event]))

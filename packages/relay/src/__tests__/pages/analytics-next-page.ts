@@ -17,11 +17,21 @@ w.harness = {
   async start({ writeKey, apiHost, batching }: Start) {
     const [analytics] = await AnalyticsBrowser.load(
       // Segment's CDN settings, given locally; telemetry on, flushed quickly, so /v1/m is exercised too.
-      { writeKey, cdnSettings: { integrations: { 'Segment.io': { apiKey: writeKey } }, metrics: { sampleRate: 1, flushTimer: 100 } } },
+      {
+        writeKey,
+        cdnSettings: {
+          integrations: { 'Segment.io': { apiKey: writeKey } },
+          metrics: { sampleRate: 1, flushTimer: 100 }
+        }
+      },
       {
         disableClientPersistence: true,
         integrations: {
-          'Segment.io': { apiHost, protocol: 'http', ...(batching && { deliveryStrategy: { strategy: 'batching', config: { size: 3, timeout: 200 } } }) }
+          'Segment.io': {
+            apiHost,
+            protocol: 'http',
+            ...(batching && { deliveryStrategy: { strategy: 'batching', config: { size: 3, timeout: 200 } } })
+          }
         }
       }
     )

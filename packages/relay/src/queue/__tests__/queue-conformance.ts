@@ -15,7 +15,15 @@ export interface QueueFactory {
 export const T0 = 1_800_000_000_000
 
 export function event(n: number, extra: Partial<NewEvent> = {}): NewEvent {
-  return { messageId: `m-${n}`, sourceName: 'web', projectId: 'p1', userKey: `u-${n}`, body: JSON.stringify({ type: 'track', event: `E${n}`, userId: `u-${n}` }), receivedAt: T0 + n, ...extra }
+  return {
+    messageId: `m-${n}`,
+    sourceName: 'web',
+    projectId: 'p1',
+    userKey: `u-${n}`,
+    body: JSON.stringify({ type: 'track', event: `E${n}`, userId: `u-${n}` }),
+    receivedAt: T0 + n,
+    ...extra
+  }
 }
 
 export function describeQueue(name: string, factory: QueueFactory): void {
@@ -43,7 +51,10 @@ export function describeQueue(name: string, factory: QueueFactory): void {
     it('drops a messageId its source already sent, but not the same id from another source', async () => {
       const q = await fresh()
       await q.enqueue([event(1)])
-      expect(await q.enqueue([event(1), event(1, { sourceName: 'app' }), event(2), event(2)])).toEqual({ accepted: 2, duplicates: 2 })
+      expect(await q.enqueue([event(1), event(1, { sourceName: 'app' }), event(2), event(2)])).toEqual({
+        accepted: 2,
+        duplicates: 2
+      })
       expect((await q.stats(T0 + 10)).pending).toBe(3)
     })
 
@@ -58,13 +69,25 @@ export function describeQueue(name: string, factory: QueueFactory): void {
     it('keeps client and webhook messageIds apart: neither suppresses the other', async () => {
       const q = await fresh()
       expect(await q.enqueue([event(1, { messageId: '1flow-alert-a1' })])).toEqual({ accepted: 1, duplicates: 0 })
-      expect(await q.enqueue([event(2, { messageId: '1flow-alert-a1', origin: 'webhook' })])).toEqual({ accepted: 1, duplicates: 0 })
-      expect(await q.enqueue([event(3, { messageId: '1flow-alert-a1', origin: 'webhook' }), event(4, { messageId: '1flow-alert-a1' })])).toEqual({ accepted: 0, duplicates: 2 })
+      expect(await q.enqueue([event(2, { messageId: '1flow-alert-a1', origin: 'webhook' })])).toEqual({
+        accepted: 1,
+        duplicates: 0
+      })
+      expect(
+        await q.enqueue([
+          event(3, { messageId: '1flow-alert-a1', origin: 'webhook' }),
+          event(4, { messageId: '1flow-alert-a1' })
+        ])
+      ).toEqual({ accepted: 0, duplicates: 2 })
     })
 
     it('stores a rejected event straight into the dead letters, never deduplicating it', async () => {
       const q = await fresh()
-      const rejected = event(1, { userKey: '', deadReason: 'rejected at ingest (missing_identity): event 0 has neither userId nor anonymousId; send at least one' })
+      const rejected = event(1, {
+        userKey: '',
+        deadReason:
+          'rejected at ingest (missing_identity): event 0 has neither userId nor anonymousId; send at least one'
+      })
       expect(await q.enqueue([rejected, rejected, event(2)])).toEqual({ accepted: 1, duplicates: 0 })
       expect(await q.lease('p1', 10, 60_000, T0 + 10)).toHaveLength(1)
       const dead = await q.listDead()
@@ -77,13 +100,20 @@ export function describeQueue(name: string, factory: QueueFactory): void {
 
     it('holds NUL in ids without failing the commit', async () => {
       const q = await fresh()
-      expect(await q.enqueue([event(1, { messageId: 'm-\u00001', userKey: 'u-\u00001' })])).toEqual({ accepted: 1, duplicates: 0 })
+      expect(await q.enqueue([event(1, { messageId: 'm-\u00001', userKey: 'u-\u00001' })])).toEqual({
+        accepted: 1,
+        duplicates: 0
+      })
       expect(await q.lease('p1', 10, 60_000, T0 + 10)).toHaveLength(1)
     })
 
     it('fails only the request whose values the database refuses; the others in its group commit are stored', async () => {
       const q = await fresh()
-      const results = await Promise.allSettled([q.enqueue([event(1)]), q.enqueue([event(2, { receivedAt: (2n ** 70n) as unknown as number })]), q.enqueue([event(3)])])
+      const results = await Promise.allSettled([
+        q.enqueue([event(1)]),
+        q.enqueue([event(2, { receivedAt: (2n ** 70n) as unknown as number })]),
+        q.enqueue([event(3)])
+      ])
       expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled'])
       expect((await q.lease('p1', 10, 60_000, T0 + 10)).map((j) => j.messageId)).toEqual(['m-1', 'm-3'])
     })
@@ -119,7 +149,11 @@ export function describeQueue(name: string, factory: QueueFactory): void {
       const q = await fresh()
       await q.enqueue([event(1, { userKey: 'alice' })])
       const [head] = await q.lease('p1', 10, 60_000, T0 + 10)
-      await q.enqueue(Array.from({ length: 30 }, (_, i) => event(10 + i, { userKey: 'alice' })).concat([event(50, { userKey: 'bob' })]))
+      await q.enqueue(
+        Array.from({ length: 30 }, (_, i) => event(10 + i, { userKey: 'alice' })).concat([
+          event(50, { userKey: 'bob' })
+        ])
+      )
       // The first lease looks at alice's backlog once, parks it, and finds bob.
       expect((await q.lease('p1', 10, 60_000, T0 + 100)).map((j) => j.messageId)).toEqual(['m-50'])
       expect(await q.lease('p1', 10, 60_000, T0 + 100)).toEqual([])
@@ -127,26 +161,39 @@ export function describeQueue(name: string, factory: QueueFactory): void {
       await q.retry([head!.id], T0 + 1_000, '503', T0 + 110)
       expect(await q.lease('p1', 10, 60_000, T0 + 120)).toEqual([])
       // The retry time comes: the head first, then the parked ones, in order.
-      expect((await q.lease('p1', 5, 60_000, T0 + 1_000)).map((j) => j.messageId)).toEqual(['m-1', 'm-10', 'm-11', 'm-12', 'm-13'])
+      expect((await q.lease('p1', 5, 60_000, T0 + 1_000)).map((j) => j.messageId)).toEqual([
+        'm-1',
+        'm-10',
+        'm-11',
+        'm-12',
+        'm-13'
+      ])
     })
 
-    it.each(['complete', 'deadLetter', 'release', 'recoverLeases'] as const)('gives a held backlog back once its blocker is settled by %s', async (how) => {
-      const q = await fresh()
-      await q.enqueue([event(1, { userKey: 'alice' })])
-      const [head] = await q.lease('p1', 10, 1_000, T0 + 10)
-      await q.enqueue([event(2, { userKey: 'alice' }), event(3, { userKey: 'alice' })])
-      expect(await q.lease('p1', 10, 60_000, T0 + 20)).toEqual([])
-      if (how === 'complete') await q.complete([head!.id])
-      if (how === 'deadLetter') await q.deadLetter([head!.id], { reason: '1Flow answered 400' }, T0 + 30)
-      if (how === 'release') await q.release([head!.id], T0 + 30)
-      if (how === 'recoverLeases') expect(await q.recoverLeases(T0 + 5_000)).toBe(1)
-      const expected = how === 'release' || how === 'recoverLeases' ? ['m-1', 'm-2', 'm-3'] : ['m-2', 'm-3']
-      expect((await q.lease('p1', 10, 60_000, T0 + 5_000)).map((j) => j.messageId)).toEqual(expected)
-    })
+    it.each(['complete', 'deadLetter', 'release', 'recoverLeases'] as const)(
+      'gives a held backlog back once its blocker is settled by %s',
+      async (how) => {
+        const q = await fresh()
+        await q.enqueue([event(1, { userKey: 'alice' })])
+        const [head] = await q.lease('p1', 10, 1_000, T0 + 10)
+        await q.enqueue([event(2, { userKey: 'alice' }), event(3, { userKey: 'alice' })])
+        expect(await q.lease('p1', 10, 60_000, T0 + 20)).toEqual([])
+        if (how === 'complete') await q.complete([head!.id])
+        if (how === 'deadLetter') await q.deadLetter([head!.id], { reason: '1Flow answered 400' }, T0 + 30)
+        if (how === 'release') await q.release([head!.id], T0 + 30)
+        if (how === 'recoverLeases') expect(await q.recoverLeases(T0 + 5_000)).toBe(1)
+        const expected = how === 'release' || how === 'recoverLeases' ? ['m-1', 'm-2', 'm-3'] : ['m-2', 'm-3']
+        expect((await q.lease('p1', 10, 60_000, T0 + 5_000)).map((j) => j.messageId)).toEqual(expected)
+      }
+    )
 
     it('expires dead letters by age, then the oldest past the size limit', async () => {
       const q = await fresh()
-      await q.enqueue([1, 2, 3, 4].map((n) => event(n, { body: JSON.stringify({ type: 'track', event: 'x'.repeat(1000), userId: `u-${n}` }) })))
+      await q.enqueue(
+        [1, 2, 3, 4].map((n) =>
+          event(n, { body: JSON.stringify({ type: 'track', event: 'x'.repeat(1000), userId: `u-${n}` }) })
+        )
+      )
       const jobs = await q.lease('p1', 10, 60_000, T0 + 10)
       for (const [i, job] of jobs.entries()) await q.deadLetter([job.id], { reason: 'bad' }, T0 + 100 * i)
       // Dead before T0 + 50: the first. Then keep at most ~2.5 KB: the two oldest of the rest go.
@@ -187,7 +234,11 @@ export function describeQueue(name: string, factory: QueueFactory): void {
       const q = await fresh()
       await q.enqueue([event(1), event(2), event(3, { sourceName: 'app' })])
       const jobs = await q.lease('p1', 10, 60_000, T0 + 10)
-      await q.deadLetter([jobs[0]!.id], { reason: '1Flow answered 400', status: 400, response: '{"error":"bad"}' }, T0 + 20)
+      await q.deadLetter(
+        [jobs[0]!.id],
+        { reason: '1Flow answered 400', status: 400, response: '{"error":"bad"}' },
+        T0 + 20
+      )
       await q.deadLetter([jobs[1]!.id, jobs[2]!.id], { reason: 'invalid' }, T0 + 20)
       const dead = await q.listDead()
       expect(dead.map((d) => [d.messageId, d.reason, d.status, d.response, d.deadAt])).toEqual([

@@ -16,7 +16,8 @@ describe('SQLite: space comes back after a backlog is delivered', () => {
     const q = new SqliteQueue(join(tempDir(), 'queue.db'))
     try {
       const body = JSON.stringify({ type: 'track', event: 'E', userId: 'u', properties: { blob: 'x'.repeat(2_000) } })
-      for (let b = 0; b < 10; b++) await q.enqueue(Array.from({ length: 200 }, (_, i) => ({ ...event(b * 200 + i), body })))
+      for (let b = 0; b < 10; b++)
+        await q.enqueue(Array.from({ length: 200 }, (_, i) => ({ ...event(b * 200 + i), body })))
       const full = await q.liveBytes()
       expect(full).toBeGreaterThan(4_000_000)
       for (;;) {
