@@ -1,6 +1,6 @@
 import type { Context, Plugin } from '@segment/analytics-next'
 import {
-  INTEGRATION_NAMES,
+  DESTINATION_NAMES,
   loadOneFlowSdk,
   mapWithPresets,
   resolveSdkSettings,
@@ -30,7 +30,8 @@ export interface OneFlowPluginOptions {
   readonly bufferLimit?: number
 }
 
-export const PLUGIN_NAME = '1Flow'
+/** The plugin's name, which is also the name `integrations` options address it by. */
+export const PLUGIN_NAME = DESTINATION_NAMES.plugin
 
 type State = 'idle' | 'loading' | 'ready' | 'failed'
 
@@ -96,8 +97,6 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
 
   return {
     name: PLUGIN_NAME,
-    // So that Analytics.js applies `integrations: {"1Flow Web (Actions)": …}` to this plugin as core does.
-    alternativeNames: INTEGRATION_NAMES.filter((n) => n !== PLUGIN_NAME),
     type: 'destination',
     version: VERSION,
     isLoaded: () => state === 'ready',

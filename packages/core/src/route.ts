@@ -29,8 +29,8 @@ export interface Route {
 }
 
 export interface MapOptions {
-  /** Names under which the event's `integrations` object may address this destination. */
-  readonly integrationNames?: readonly string[]
+  /** The name the event's `integrations` object addresses this destination by (default `1Flow`; see DESTINATION_NAMES). */
+  readonly integrationName?: string
 }
 
 // mapping-kit's `get` semantics, kept exactly: a falsy parent ('' / null / 0 / false) is returned as the value.
@@ -112,7 +112,7 @@ const buildPreset: Build = (actionKey, payload, context) =>
   actionKey === 'identifyUser' ? toIdentifyCommand(payload, context) : toTrackCommand(payload, context)
 
 function finish(event: SegmentEvent, routes: readonly Route[], options: MapOptions, build: Build): MappedResult[] {
-  if (!isEnabledByIntegrations(event.integrations, options.integrationNames)) {
+  if (!isEnabledByIntegrations(event.integrations, options.integrationName)) {
     return [{ outcome: skip('disabled-by-integrations', "Not sent: the event's integrations object turns 1Flow off.") }]
   }
   if (routes.length === 0) {

@@ -15,24 +15,31 @@ export interface SegmentEvent {
   readonly [key: string]: unknown
 }
 
-/** Names under which a Segment `integrations` object can address 1Flow. */
-export const INTEGRATION_NAMES = ['1Flow', '1Flow Web (Actions)', '1Flow Cloud (Actions)'] as const
+/**
+ * The name each runtime answers to in a Segment `integrations` object. Analytics.js knows a device-mode
+ * destination by its own name, so each mode has one: `1Flow` (the Analytics.js plugin, the relay), `1Flow Web
+ * (Actions)` (device mode), `1Flow Cloud (Actions)` (cloud mode). Turning one off leaves the others on.
+ */
+export const DESTINATION_NAMES = {
+  plugin: '1Flow',
+  web: '1Flow Web (Actions)',
+  cloud: '1Flow Cloud (Actions)'
+} as const
 
 /**
- * Honours Segment's `integrations` object: `{All: false}` or `{'1Flow': false}` (any of INTEGRATION_NAMES)
- * turns 1Flow off, unless one of those names is explicitly enabled (`true` or a settings object).
+ * Honours Segment's `integrations` object as Analytics.js does: the destination's own name decides when the
+ * object names it (`false` turns it off; `true` or a settings object turns it on, even under `All: false`);
+ * otherwise `All: false` turns it off. Other destinations' names do not matter.
  */
-export function isEnabledByIntegrations(integrations: unknown, names: readonly string[] = INTEGRATION_NAMES): boolean {
+export function isEnabledByIntegrations(integrations: unknown, name: string = DESTINATION_NAMES.plugin): boolean {
   if (typeof integrations !== 'object' || integrations === null) return true
   const flags = integrations as Record<string, unknown>
-  let disabled = false
-  for (const name of names) {
-    if (!Object.prototype.hasOwnProperty.call(flags, name)) continue
+  if (Object.prototype.hasOwnProperty.call(flags, name)) {
     const flag = flags[name]
-    if (flag === false) disabled = true
-    else if (flag === true || (typeof flag === 'object' && flag !== null)) return true
+    if (flag === false) return false
+    if (flag === true || (typeof flag === 'object' && flag !== null)) return true
   }
-  return !disabled && flags.All !== false
+  return flags.All !== false
 }
 
 /** The time an event happened, as Segment reports it. */

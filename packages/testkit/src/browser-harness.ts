@@ -9,7 +9,7 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { build } from 'esbuild'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
-import type { Fixture } from './fixture-json'
+import type { Fixture, FixtureAdapter } from './fixture-json'
 import { expectedOutcome } from './fixtures'
 import { recordingSdkScript, type SdkShape } from './recording-sdk'
 
@@ -182,8 +182,11 @@ export class HarnessError extends Error {
 }
 
 /** What a browser adapter should show for a fixture: the SDK calls (method form) and log lines explaining what was not sent. */
-export function browserExpectation(fixture: Fixture): { calls: unknown[]; logIncludes: string[] } {
-  const { calls, skipped, invalid } = expectedOutcome(fixture)
+export function browserExpectation(
+  fixture: Fixture,
+  adapter?: FixtureAdapter
+): { calls: unknown[]; logIncludes: string[] } {
+  const { calls, skipped, invalid } = expectedOutcome(fixture, adapter)
   return {
     calls: calls.map((c) => c.sdk),
     logIncludes: [...(skipped.includes('missing-user-id') ? ['no User ID'] : []), ...invalid.map((i) => `"${i.field}"`)]

@@ -34,9 +34,17 @@ export interface Fixture {
   /** Segment-style subscriptions; absent means the presets. */
   readonly subscriptions?: readonly Record<string, unknown>[]
   readonly expect: FixtureExpectation
+  /**
+   * What an adapter that answers to another `integrations` name sees instead of `expect` (device mode answers to
+   * "1Flow Web (Actions)", cloud mode to "1Flow Cloud (Actions)"; core, the plugin and the relay to "1Flow").
+   */
+  readonly expectFor?: Readonly<Partial<Record<FixtureAdapter, FixtureExpectation>>>
   /** Per-adapter notes where an adapter expresses the case differently (never a silent skip). */
   readonly adapters?: Readonly<Record<string, string>>
 }
+
+/** The adapters whose `integrations` name differs from core's default, each of which may have its own expectation. */
+export type FixtureAdapter = 'device-mode' | 'cloud-mode'
 
 /** The project key fixtures use unless they set their own settings. */
 export const FIXTURE_API_KEY = 'test-project-key'

@@ -1,7 +1,14 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { FIXTURE_API_KEY, reviveFixtureJson, type ExpectedCall, type Fixture, type LoadOptions } from './fixture-json'
+import {
+  FIXTURE_API_KEY,
+  reviveFixtureJson,
+  type ExpectedCall,
+  type Fixture,
+  type FixtureAdapter,
+  type LoadOptions
+} from './fixture-json'
 
 export const FIXTURES_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures')
 
@@ -21,15 +28,19 @@ export function fixtureSettings(fixture: Fixture): Record<string, unknown> {
   return fixture.settings ?? { projectApiKey: FIXTURE_API_KEY }
 }
 
-/** A fixture's expectation with every list present (empty where the fixture says nothing). */
-export function expectedOutcome(fixture: Fixture): {
+/** A fixture's expectation (an adapter's own, where it has one) with every list present (empty where the fixture says nothing). */
+export function expectedOutcome(
+  fixture: Fixture,
+  adapter?: FixtureAdapter
+): {
   calls: readonly ExpectedCall[]
   skipped: readonly string[]
   invalid: readonly { readonly field: string }[]
 } {
+  const expected = (adapter && fixture.expectFor?.[adapter]) ?? fixture.expect
   return {
-    calls: fixture.expect.calls ?? [],
-    skipped: fixture.expect.skipped ?? [],
-    invalid: fixture.expect.invalid ?? []
+    calls: expected.calls ?? [],
+    skipped: expected.skipped ?? [],
+    invalid: expected.invalid ?? []
   }
 }

@@ -1,6 +1,14 @@
 export { loadFixtures, fixtureSettings, expectedOutcome, FIXTURES_DIR } from './fixtures'
 export { reviveFixtureJson, FIXTURE_API_KEY } from './fixture-json'
-export type { Fixture, FixtureExpectation, ExpectedCall, ExpectedHttp, SdkCall, LoadOptions } from './fixture-json'
+export type {
+  Fixture,
+  FixtureAdapter,
+  FixtureExpectation,
+  ExpectedCall,
+  ExpectedHttp,
+  SdkCall,
+  LoadOptions
+} from './fixture-json'
 export { FakeOneFlowApi, FakeTimeoutError, FAKE_LIMITS } from './fake-oneflow-api'
 export type { FakeFault, RecordedRequest, AcceptedMessage, FakeOneFlowOptions } from './fake-oneflow-api'
 export { recordingSdkScript } from './recording-sdk'

@@ -1,6 +1,13 @@
 import { browserDestination } from '@segment/browser-destination-runtime/shim'
 import type { BrowserDestinationDefinition } from '@segment/browser-destination-runtime/types'
-import { loadOneFlowSdk, presets, resolveSdkSettings, settings, type Settings } from '@oneflow-seg/core'
+import {
+  DESTINATION_NAMES,
+  loadOneFlowSdk,
+  presets,
+  resolveSdkSettings,
+  settings,
+  type Settings
+} from '@oneflow-seg/core'
 import identifyUser from './identifyUser'
 import trackEvent from './trackEvent'
 import trackPage from './trackPage'
@@ -12,7 +19,7 @@ import { watchDispatchOrder, type DeviceClient } from './ordered-client'
  * never polls with timers, keeps event order, skips identify without a User ID and passes properties flat.
  */
 export const destination: BrowserDestinationDefinition<Settings, DeviceClient> = {
-  name: '1Flow Web (Actions)',
+  name: DESTINATION_NAMES.web,
   slug: 'actions-1flow',
   mode: 'device',
   description: 'Send identify and track calls to 1Flow, the in-app survey and messaging platform, through its web SDK.',

@@ -1,5 +1,6 @@
 import type { Context } from '@segment/analytics-next'
 import {
+  DESTINATION_NAMES,
   eventTimestamp,
   InvalidPayloadError,
   isEnabledByIntegrations,
@@ -16,8 +17,8 @@ import type { DeviceClient } from './ordered-client'
  */
 export function performAction(actionKey: ActionKey, client: DeviceClient, payload: unknown, context: Context): void {
   const event = context.event as SegmentEvent
-  if (!isEnabledByIntegrations(event.integrations)) {
-    context.log('debug', "1Flow: not sent, the event's integrations object turns 1Flow off.")
+  if (!isEnabledByIntegrations(event.integrations, DESTINATION_NAMES.web)) {
+    context.log('debug', `1Flow: not sent, the event's integrations object turns "${DESTINATION_NAMES.web}" off.`)
     return
   }
   let outcome

@@ -1,5 +1,5 @@
 import type { DestinationDefinition } from '@segment/actions-core'
-import { presets, settings, type Settings } from '@oneflow-seg/core'
+import { DESTINATION_NAMES, presets, settings, type Settings } from '@oneflow-seg/core'
 import identifyUser from './identifyUser'
 import trackEvent from './trackEvent'
 import trackPage from './trackPage'
@@ -10,7 +10,7 @@ import trackPage from './trackPage'
  * mapping moves between the two modes unchanged; events go to 1Flow's HTTP API.
  */
 export const destination: DestinationDefinition<Settings> = {
-  name: '1Flow Cloud (Actions)',
+  name: DESTINATION_NAMES.cloud,
   slug: 'actions-1flow-cloud',
   mode: 'cloud',
   description: "Send identify and track calls to 1Flow's HTTP API from any Segment source, server-side ones included.",

@@ -11,6 +11,7 @@ import {
 import { transformBatch } from '@segment/actions-core/mapping-kit'
 import {
   actions,
+  DESTINATION_NAMES,
   buildRequest,
   classifyResponse,
   finishRoutes,
@@ -46,7 +47,9 @@ export interface SkippedResult {
 
 function outcomeFor(actionKey: ActionKey, payload: unknown, raw: unknown): Outcome {
   const event = (typeof raw === 'object' && raw !== null ? raw : {}) as SegmentEvent
-  return finishRoutes(event, [{ subscription: actions[actionKey].title, actionKey, payload }])[0]!.outcome
+  return finishRoutes(event, [{ subscription: actions[actionKey].title, actionKey, payload }], {
+    integrationName: DESTINATION_NAMES.cloud
+  })[0]!.outcome
 }
 
 interface Answer {

@@ -1,6 +1,6 @@
 import { parseFql, validate } from '@segment/destination-subscriptions'
 import { describe, expect, it } from 'vitest'
-import { InvalidSubscriptionError, isEnabledByIntegrations } from '../index'
+import { DESTINATION_NAMES, InvalidSubscriptionError, isEnabledByIntegrations } from '../index'
 import { lintFql, suggestFql, validateSubscriptions } from '../subscriptions'
 
 const trackA = { type: 'track', event: 'A', userId: 'u', anonymousId: 'z', properties: { plan: 'pro', count: 5 } }
@@ -123,17 +123,28 @@ describe('validateSubscriptions', () => {
 })
 
 describe('integrations object', () => {
+  const { plugin, web, cloud } = DESTINATION_NAMES
   it.each([
-    [undefined, true],
-    [{}, true],
-    [{ All: false }, false],
-    [{ '1Flow': false }, false],
-    [{ '1Flow Web (Actions)': false }, false],
-    [{ All: false, '1Flow': true }, true],
-    [{ All: false, '1Flow Web (Actions)': { someSetting: 1 } }, true],
-    [{ All: true, '1Flow': false }, false],
-    [{ Intercom: false }, true]
-  ])('%j → %s', (integrations, enabled) => {
-    expect(isEnabledByIntegrations(integrations)).toBe(enabled)
+    [undefined, plugin, true],
+    [{}, plugin, true],
+    [{ All: false }, plugin, false],
+    [{ All: false }, web, false],
+    [{ '1Flow': false }, plugin, false],
+    [{ '1Flow': false }, web, true],
+    [{ '1Flow': false }, cloud, true],
+    [{ '1Flow Web (Actions)': false }, web, false],
+    [{ '1Flow Web (Actions)': false }, plugin, true],
+    [{ '1Flow Web (Actions)': false }, cloud, true],
+    [{ '1Flow Cloud (Actions)': false }, cloud, false],
+    [{ '1Flow Cloud (Actions)': false }, web, true],
+    [{ All: false, '1Flow': true }, plugin, true],
+    [{ All: false, '1Flow': true }, web, false],
+    [{ All: false, '1Flow Web (Actions)': { someSetting: 1 } }, web, true],
+    [{ All: false, '1Flow Cloud (Actions)': true }, cloud, true],
+    [{ All: false, '1Flow Cloud (Actions)': true }, plugin, false],
+    [{ All: true, '1Flow': false }, plugin, false],
+    [{ Intercom: false }, plugin, true]
+  ])('%j for %s → %s', (integrations, name, enabled) => {
+    expect(isEnabledByIntegrations(integrations, name)).toBe(enabled)
   })
 })

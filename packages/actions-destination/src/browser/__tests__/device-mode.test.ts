@@ -65,7 +65,7 @@ describe('device mode: every conformance fixture', () => {
     const id = await start(page, fixtureSettings(fixture), fixture.subscriptions as unknown[] | undefined)
     await send(page, id, fixture.event)
     const seen = await state(page, id)
-    const { calls, logIncludes } = browserExpectation(fixture)
+    const { calls, logIncludes } = browserExpectation(fixture, 'device-mode')
     const note = fixture.adapters?.['device-mode']
     if (note) {
       // Expressed differently here; the fixture says how, and this checks exactly that.

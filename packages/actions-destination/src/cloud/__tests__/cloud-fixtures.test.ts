@@ -62,10 +62,10 @@ const asTestEvent = (fixture: Fixture) => ({ ...ABSENT, ...fixture.event }) as n
 /** What the fake received, as `{path, body}` in the fixture's single-request form. */
 const received = () => fake.accepted.map((m) => ({ path: `/${m.type}`, body: m.body }))
 const expectedHttp = (fixture: Fixture) =>
-  expectedOutcome(fixture)
+  expectedOutcome(fixture, 'cloud-mode')
     .calls.map((c) => c.http)
     .filter((h) => 'path' in h)
-const tooLarge = (fixture: Fixture) => expectedOutcome(fixture).calls.some((c) => 'error' in c.http)
+const tooLarge = (fixture: Fixture) => expectedOutcome(fixture, 'cloud-mode').calls.some((c) => 'error' in c.http)
 
 function notExpressible(fixture: Fixture): boolean {
   if (!fixture.expect.configError) return false
@@ -78,7 +78,7 @@ describe('every fixture through Destination.onEvent with subscriptions', () => {
   it.each(fixtures.map((f) => [f.name, f] as const))('%s', async (_name, fixture) => {
     if (notExpressible(fixture)) return
     const dest = new Destination(destination)
-    const { skipped, invalid } = expectedOutcome(fixture)
+    const { skipped, invalid } = expectedOutcome(fixture, 'cloud-mode')
     let results: unknown[] = []
     let error: (Error & { status?: number }) | undefined
     try {
@@ -124,7 +124,7 @@ describe('every fixture through Destination.onBatch (the /batch endpoint)', () =
     expect(fake.accepted.every((m) => m.via === '/batch')).toBe(true)
     expect(received()).toEqual(expectedHttp(fixture))
     const entries = results.flatMap((r) => r.multistatus ?? [])
-    const { skipped, invalid } = expectedOutcome(fixture)
+    const { skipped, invalid } = expectedOutcome(fixture, 'cloud-mode')
     const skipReasons = entries.filter((e) => e.body?.skipped).map((e) => e.body?.reason)
     expect(skipReasons).toEqual(skipped.filter((s) => s !== 'not-subscribed'))
     for (const { field } of invalid)
@@ -151,7 +151,7 @@ describe('preset fixtures through createTestIntegration', () => {
       })
       .catch((e: Error) => (error = e))
     expect(received()).toEqual(expectedHttp(fixture))
-    if (expectedOutcome(fixture).invalid.length > 0 || tooLarge(fixture)) expect(error).toBeDefined()
+    if (expectedOutcome(fixture, 'cloud-mode').invalid.length > 0 || tooLarge(fixture)) expect(error).toBeDefined()
     else expect(error).toBeUndefined()
   })
 
