@@ -1,8 +1,11 @@
 import type { Context, Plugin } from '@segment/analytics-next'
 import {
+  browserSdkDeps,
+  createScriptLoader,
   DESTINATION_NAMES,
   loadOneFlowSdk,
   mapWithPresets,
+  PreReadyBuffer,
   resolveSdkSettings,
   InvalidSettingsError,
   MAX_SUBSCRIPTIONS,
@@ -24,9 +27,9 @@ export interface OneFlowPluginOptions {
   readonly mappings?: readonly Subscription[]
   /** Where to load 1Flow's web SDK from (default https://1flow.app/js/1flow.js). */
   readonly sdkUrl?: string
-  /** Give up on the SDK after this long (default 10,000 ms); events for 1Flow are then dropped. */
+  /** Give up on the SDK after this long (default 10,000 ms, 1,000 to 60,000); events for 1Flow are then dropped. */
   readonly loadTimeoutMs?: number
-  /** Events kept while the SDK loads (default 100); further events are dropped with a logged reason. */
+  /** Events kept while the SDK loads (default 100, 1 to 10,000); further events are dropped with a logged reason. */
   readonly bufferLimit?: number
 }
 
@@ -35,35 +38,12 @@ export const PLUGIN_NAME = DESTINATION_NAMES.plugin
 
 type State = 'idle' | 'loading' | 'ready' | 'failed'
 
-function positiveInteger(value: number | undefined, key: string, fallback: number): number {
-  if (value === undefined) return fallback
-  if (!Number.isInteger(value) || value <= 0)
-    throw new InvalidSettingsError(key, `Option "${key}" must be a positive whole number.`)
-  return value
-}
-
-function loadScript(src: string, attributes: Record<string, string>): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    // An SDK script already on the page (another instance, a reload of the plugin) is never injected twice.
-    for (const existing of Array.from(document.scripts)) if (existing.src === src) return resolve(existing)
-    const script = document.createElement('script')
-    script.async = true
-    script.src = src
-    for (const [name, value] of Object.entries(attributes)) script.setAttribute(name, value)
-    script.onload = resolve
-    script.onerror = reject
-    document.head.appendChild(script)
-  })
-}
-
 /**
  * An Analytics.js destination plugin for 1Flow. Events sent before 1Flow's SDK is ready are kept (up to
  * `bufferLimit`) and delivered in the order they were sent; Analytics.js and other destinations never wait.
  */
 export function oneFlow(options: OneFlowPluginOptions): Plugin {
   const settings = resolveSdkSettings(options)
-  const bufferLimit = positiveInteger(options.bufferLimit, 'bufferLimit', 100)
-  const timeoutMs = positiveInteger(options.loadTimeoutMs, 'loadTimeoutMs', 10_000)
   const mappings = options.mappings
   // The full check (triggers, actions, fields) runs in load(), with the mapping code; the count is cheap to check now.
   if (mappings !== undefined && (!Array.isArray(mappings) || mappings.length > MAX_SUBSCRIPTIONS)) {
@@ -76,7 +56,15 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
   let state: State = 'idle'
   let client: SdkClient | undefined
   let route: (event: SegmentEvent) => MappedResult[] = mapWithPresets
-  let buffer: Context[] = []
+  let failure = ''
+  const buffer = new PreReadyBuffer<Context>(settings.bufferLimit, (ctx, reason) =>
+    ctx.log(
+      'warn',
+      reason === 'buffer-full'
+        ? `1Flow: not sent, ${settings.bufferLimit} events already wait for its SDK (see bufferLimit).`
+        : `1Flow: not sent. ${failure}`
+    )
+  )
 
   function deliver(ctx: Context): void {
     for (const { subscription, outcome } of route(ctx.event as SegmentEvent)) {
@@ -90,8 +78,7 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
   function handle(ctx: Context): Context {
     if (state === 'ready') deliver(ctx)
     else if (state === 'failed') ctx.log('debug', '1Flow: not sent, its SDK did not load.')
-    else if (buffer.length < bufferLimit) buffer.push(ctx)
-    else ctx.log('warn', `1Flow: not sent, ${bufferLimit} events already wait for its SDK (see bufferLimit).`)
+    else buffer.push(ctx)
     return ctx
   }
 
@@ -103,16 +90,9 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
     load() {
       if (state !== 'idle') return Promise.resolve()
       state = 'loading'
-      const sdk = loadOneFlowSdk(
-        settings,
-        {
-          loadScript,
-          readGlobal: () => (window as { _1flow?: unknown })._1flow,
-          setTimeout,
-          clearTimeout: clearTimeout as (handle: unknown) => void
-        },
-        { timeoutMs }
-      )
+      const sdk = loadOneFlowSdk(settings, browserSdkDeps(window, createScriptLoader(document)), {
+        timeoutMs: settings.loadTimeoutMs
+      })
       // Custom mappings need Segment's mapping-kit and FQL parser: loaded only now, as a separate chunk.
       const router =
         mappings === undefined
@@ -126,24 +106,14 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
           client = sdkClient
           if (customRoute) route = customRoute
           state = 'ready'
-          const waiting = buffer
-          buffer = []
-          for (const ctx of waiting) {
-            try {
-              deliver(ctx)
-            } catch (error) {
-              // One event the SDK chokes on must not cost the ones queued behind it.
-              ctx.log('error', `1Flow: the SDK threw: ${(error as Error).message}`)
-            }
-          }
+          // One event the SDK chokes on must not cost the ones queued behind it.
+          buffer.flush(deliver, (ctx, error) => ctx.log('error', `1Flow: the SDK threw: ${(error as Error).message}`))
         },
         (error: Error) => {
           state = 'failed'
-          if (buffer.length > 0) {
-            console.warn(`1Flow: ${buffer.length} waiting events dropped. ${error.message}`)
-            for (const ctx of buffer) ctx.log('warn', `1Flow: not sent. ${error.message}`)
-          }
-          buffer = []
+          failure = error.message
+          const dropped = buffer.dropAll('sdk-failed')
+          if (dropped > 0) console.warn(`1Flow: ${dropped} waiting events dropped. ${error.message}`)
           throw error
         }
       )

@@ -3,7 +3,7 @@
  * imports nothing at run time (a lint rule enforces it); custom mappings live in `@oneflow-seg/core/mapping`.
  */
 export { settings, resolveSettings, resolveSdkSettings, DEFAULT_SDK_URL, DEFAULT_API_BASE_URL } from './settings.js'
-export type { Settings, ResolvedSettings } from './settings.js'
+export type { Settings, ResolvedSettings, ResolvedSdkSettings } from './settings.js'
 export { presets } from './presets.js'
 export type { AutomaticPreset } from './presets.js'
 export { actions, actionKeys, isActionKey, toCommand, defaultMapping } from './actions/registry.js'
@@ -69,5 +69,21 @@ export {
 } from './segment-contract.js'
 export type { SegmentEventType, SegmentRoute, SegmentEventProblem } from './segment-contract.js'
 export type { SurveyConversion, SurveyConversionOptions, SurveyAnswer, SegmentTrackEvent } from './survey-response.js'
-export { toSdkClient, loadOneFlowSdk, DEFAULT_SDK_TIMEOUT_MS } from './sdk-client.js'
-export type { SdkClient, SdkLoaderDeps, SdkLoadOptions, OneFlowSdkObject, OneFlowSdkFunction } from './sdk-client.js'
+export {
+  toSdkClient,
+  loadOneFlowSdk,
+  browserSdkDeps,
+  createScriptLoader,
+  DEFAULT_SDK_TIMEOUT_MS
+} from './sdk-client.js'
+export type {
+  SdkClient,
+  SdkLoaderDeps,
+  SdkLoadOptions,
+  OneFlowSdkObject,
+  OneFlowSdkFunction,
+  BrowserScope,
+  ScriptDocument
+} from './sdk-client.js'
+export { PreReadyBuffer, DEFAULT_BUFFER_LIMIT } from './pre-ready-buffer.js'
+export type { DropReason } from './pre-ready-buffer.js'

@@ -22,29 +22,46 @@ export interface SdkClient {
   send(cmd: Command): void
 }
 
-/** A client for whatever `window._1flow` holds, or undefined when it is not (yet) a usable SDK. */
+/**
+ * A client for whatever `window._1flow` holds, or undefined when it is not (yet) a usable SDK.
+ *
+ * A track that carries a User ID the SDK has not been given through this client is preceded by
+ * `logUser(userId)` (no traits): 1Flow's SDK attributes events to the user it was last given, and a user
+ * identified on an earlier page would otherwise be anonymous to 1Flow on this one. The anonymous ID is not
+ * passed: the SDK keeps its own anonymous visitor id and has no call that takes one (docs/oneflow-api.md).
+ */
 export function toSdkClient(candidate: unknown): SdkClient | undefined {
   if (candidate === null || (typeof candidate !== 'object' && typeof candidate !== 'function')) return undefined
   const sdk = candidate as Partial<OneFlowSdkObject>
+  let call: (cmd: Command) => void
+  let introduce: (userId: string) => void
   if (typeof sdk.logUser === 'function' && typeof sdk.logEvent === 'function') {
-    return {
-      send(cmd) {
-        const [method, first, second] = toSdkCall(cmd)
-        ;(sdk as OneFlowSdkObject)[method](first, second)
-      }
+    const methods = sdk as OneFlowSdkObject
+    call = (cmd) => {
+      const [method, first, second] = toSdkCall(cmd)
+      methods[method](first, second)
     }
-  }
-  if (typeof candidate === 'function') {
+    introduce = (userId) => methods.logUser(userId)
+  } else if (typeof candidate === 'function') {
     const dispatch = candidate as OneFlowSdkFunction
-    return {
-      send(cmd) {
-        if (cmd.kind === 'identify') dispatch('identify', cmd.userId, cmd.traits)
-        else
-          dispatch('track', cmd.event, { userId: cmd.userId, anonymousId: cmd.anonymousId, properties: cmd.properties })
+    call = (cmd) => {
+      if (cmd.kind === 'identify') dispatch('identify', cmd.userId, cmd.traits)
+      else
+        dispatch('track', cmd.event, { userId: cmd.userId, anonymousId: cmd.anonymousId, properties: cmd.properties })
+    }
+    introduce = (userId) => dispatch('identify', userId, {})
+  } else return undefined
+  const given = new Set<string>()
+  return {
+    send(cmd) {
+      if (cmd.kind === 'identify') given.add(cmd.userId)
+      else if (cmd.userId !== undefined && !given.has(cmd.userId)) {
+        introduce(cmd.userId)
+        given.add(cmd.userId)
       }
+      call(cmd)
     }
   }
-  return undefined
 }
 
 /** What loading needs from the runtime (a browser page, or a test double). */
@@ -55,6 +72,55 @@ export interface SdkLoaderDeps {
   readGlobal(): unknown
   setTimeout(callback: () => void, ms: number): unknown
   clearTimeout(handle: unknown): void
+}
+
+/** The parts of a browser's global scope the SDK wiring reads (passed in: core touches no global itself). */
+export interface BrowserScope {
+  readonly _1flow?: unknown
+  setTimeout(callback: () => void, ms: number): unknown
+  clearTimeout(handle: unknown): void
+}
+
+/** The parts of a DOM document a script loader needs. */
+export interface ScriptDocument {
+  readonly scripts: ArrayLike<{ readonly src: string }>
+  readonly head: { appendChild(node: never): unknown }
+  createElement(tag: 'script'): {
+    async: boolean
+    src: string
+    setAttribute(name: string, value: string): void
+    onload: ((...args: never[]) => unknown) | null
+    onerror: ((...args: never[]) => unknown) | null
+  }
+}
+
+/**
+ * `<script async src>` with the given attributes, resolved on load and rejected on error (404, blocked, CSP). A
+ * script with the same `src` already in the document is never injected twice.
+ */
+export function createScriptLoader(doc: ScriptDocument): SdkLoaderDeps['loadScript'] {
+  return (src, attributes) =>
+    new Promise((resolve, reject) => {
+      for (const existing of Array.from(doc.scripts)) if (existing.src === src) return resolve(existing)
+      const script = doc.createElement('script')
+      script.async = true
+      script.src = src
+      for (const [name, value] of Object.entries(attributes)) script.setAttribute(name, value)
+      script.onload = resolve
+      script.onerror = reject
+      doc.head.appendChild(script as never)
+    })
+}
+
+/** The loader's dependencies from a page: its `window` and a script loader (the runtime's, or createScriptLoader's). */
+export function browserSdkDeps(scope: BrowserScope, loadScript: SdkLoaderDeps['loadScript']): SdkLoaderDeps {
+  return {
+    loadScript,
+    readGlobal: () => scope._1flow,
+    // Called on the scope: a page's timers throw "Illegal invocation" when called with another `this`.
+    setTimeout: (callback, ms) => scope.setTimeout(callback, ms),
+    clearTimeout: (handle) => scope.clearTimeout(handle)
+  }
 }
 
 export interface SdkLoadOptions {

@@ -1,6 +1,8 @@
 import { defineSettings, type PayloadOf } from './field-types.js'
 import { InvalidSettingsError } from './errors.js'
 import { DEFAULT_API_BASE_URL } from './http-contract.js'
+import { DEFAULT_BUFFER_LIMIT } from './pre-ready-buffer.js'
+import { DEFAULT_SDK_TIMEOUT_MS } from './sdk-client.js'
 
 /** Where 1Flow's web SDK is served (docs/oneflow-api.md). */
 export const DEFAULT_SDK_URL = 'https://1flow.app/js/1flow.js'
@@ -24,6 +26,20 @@ export const settings = /* @__PURE__ */ defineSettings({
     format: 'uri',
     default: DEFAULT_SDK_URL
   },
+  loadTimeoutMs: {
+    label: 'SDK load timeout (ms)',
+    description:
+      "How long the browser waits for 1Flow's web SDK before giving up on it for the page (default 10,000; 1,000 to 60,000). Raise it for slow networks: events waiting for the SDK are dropped when it times out.",
+    type: 'number',
+    default: DEFAULT_SDK_TIMEOUT_MS
+  },
+  bufferLimit: {
+    label: 'Events kept while the SDK loads',
+    description:
+      "How many events the browser keeps, in order, until 1Flow's web SDK is ready (default 100; 1 to 10,000). Events beyond it are dropped with a logged reason.",
+    type: 'number',
+    default: DEFAULT_BUFFER_LIMIT
+  },
   apiBaseUrl: {
     label: '1Flow HTTP API base URL',
     description:
@@ -41,6 +57,14 @@ export interface ResolvedSettings {
   readonly projectApiKey: string
   readonly sdkUrl: string
   readonly apiBaseUrl: string
+}
+
+/** What the web SDK's adapters need, validated, with defaults applied. */
+export interface ResolvedSdkSettings {
+  readonly projectApiKey: string
+  readonly sdkUrl: string
+  readonly loadTimeoutMs: number
+  readonly bufferLimit: number
 }
 
 const HTTP_URL = /^https?:\/\/[^\s/?#@]+(?:[/?#][^\s]*)?$/i
@@ -61,11 +85,25 @@ function optionalUrl(
   return value.trim()
 }
 
-/** The settings the web SDK needs (key and SDK URL), validated, with the default applied. */
+function wholeNumber(input: Record<string, unknown>, key: string, fallback: number, min: number, max: number): number {
+  const value = input[key]
+  if (value === undefined || value === null || value === '') return fallback
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new InvalidSettingsError(
+      key,
+      `Setting "${key}" must be a whole number from ${min} to ${max} (default ${fallback}).`
+    )
+  }
+  return value
+}
+
+/** The settings the web SDK needs (key, SDK URL, load deadline, buffer), validated, with defaults applied. */
 export function resolveSdkSettings(input: {
   readonly projectApiKey?: unknown
   readonly sdkUrl?: unknown
-}): Pick<ResolvedSettings, 'projectApiKey' | 'sdkUrl'> {
+  readonly loadTimeoutMs?: unknown
+  readonly bufferLimit?: unknown
+}): ResolvedSdkSettings {
   const key = input.projectApiKey
   if (typeof key !== 'string' || key.trim() === '') {
     throw new InvalidSettingsError(
@@ -73,7 +111,12 @@ export function resolveSdkSettings(input: {
       'Setting "projectApiKey" is required: copy it from 1Flow (Settings → Project Settings).'
     )
   }
-  return { projectApiKey: key.trim(), sdkUrl: optionalUrl(input, 'sdkUrl', DEFAULT_SDK_URL) }
+  return {
+    projectApiKey: key.trim(),
+    sdkUrl: optionalUrl(input, 'sdkUrl', DEFAULT_SDK_URL),
+    loadTimeoutMs: wholeNumber(input, 'loadTimeoutMs', DEFAULT_SDK_TIMEOUT_MS, 1_000, 60_000),
+    bufferLimit: wholeNumber(input, 'bufferLimit', DEFAULT_BUFFER_LIMIT, 1, 10_000)
+  }
 }
 
 /** Validates raw settings and applies defaults; throws InvalidSettingsError naming the bad key (never its value). */
@@ -82,8 +125,10 @@ export function resolveSettings(input: unknown): ResolvedSettings {
     throw new InvalidSettingsError('settings', 'Settings must be an object such as {"projectApiKey": "…"}.')
   }
   const raw = input as Record<string, unknown>
+  const { projectApiKey, sdkUrl } = resolveSdkSettings(raw)
   return {
-    ...resolveSdkSettings(raw),
+    projectApiKey,
+    sdkUrl,
     apiBaseUrl: optionalUrl(raw, 'apiBaseUrl', DEFAULT_API_BASE_URL).replace(/\/+$/, '')
   }
 }

@@ -9,7 +9,7 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { build } from 'esbuild'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
-import type { Fixture, FixtureAdapter } from './fixture-json'
+import type { ExpectedCall, Fixture, FixtureAdapter } from './fixture-json'
 import { expectedOutcome } from './fixtures'
 import { recordingSdkScript, type SdkShape } from './recording-sdk'
 
@@ -188,9 +188,28 @@ export function browserExpectation(
 ): { calls: unknown[]; logIncludes: string[] } {
   const { calls, skipped, invalid } = expectedOutcome(fixture, adapter)
   return {
-    calls: calls.map((c) => c.sdk),
+    calls: withIdentityFirst(calls),
     logIncludes: [...(skipped.includes('missing-user-id') ? ['no User ID'] : []), ...invalid.map((i) => `"${i.field}"`)]
   }
+}
+
+/**
+ * The web-SDK calls a fresh page makes for expected calls: a track whose User ID the SDK has not been given yet
+ * is preceded by `logUser(userId)` (without traits), as both browser adapters do.
+ */
+export function withIdentityFirst(calls: readonly ExpectedCall[]): unknown[] {
+  const given = new Set<string>()
+  return calls.flatMap((c): unknown[] => {
+    const [method, first] = c.sdk
+    if (method === 'logUser') {
+      given.add(String(first))
+      return [c.sdk]
+    }
+    const userId = 'body' in c.http ? (c.http.body as { user_id?: unknown }).user_id : undefined
+    if (typeof userId !== 'string' || given.has(userId)) return [c.sdk]
+    given.add(userId)
+    return [['logUser', userId, undefined], c.sdk]
+  })
 }
 
 /** What the test pages put on `window.harness` (each adapter's page adds its own `start`). */

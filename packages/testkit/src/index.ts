@@ -24,6 +24,7 @@ export {
   startTestPage,
   harnessCalls,
   browserExpectation,
+  withIdentityFirst,
   HarnessError,
   CHROMIUM_FLAGS,
   CHROMIUM_PATH,

@@ -1,6 +1,7 @@
 import { browserDestination } from '@segment/browser-destination-runtime/shim'
 import type { BrowserDestinationDefinition } from '@segment/browser-destination-runtime/types'
 import {
+  browserSdkDeps,
   DESTINATION_NAMES,
   loadOneFlowSdk,
   presets,
@@ -15,8 +16,9 @@ import { watchDispatchOrder, type DeviceClient } from './ordered-client'
 
 /**
  * "1Flow Web (Actions)": Segment loads 1Flow's web SDK and calls it. Unlike Segment's reference
- * implementation it waits for the real SDK (with a 10 s deadline, then fails so Analytics.js drops it),
- * never polls with timers, keeps event order, skips identify without a User ID and passes properties flat.
+ * implementation it waits for the real SDK (by the `loadTimeoutMs` setting, 10 s by default, then fails so
+ * Analytics.js drops it), never polls with timers, keeps event order, skips identify without a User ID, hands
+ * a track's User ID to the SDK before the event, and passes properties flat.
  */
 export const destination: BrowserDestinationDefinition<Settings, DeviceClient> = {
   name: DESTINATION_NAMES.web,
@@ -26,15 +28,11 @@ export const destination: BrowserDestinationDefinition<Settings, DeviceClient> =
   settings,
   presets: presets.map((preset) => ({ ...preset })),
   async initialize({ settings: raw, analytics }, { loadScript }) {
-    const order = watchDispatchOrder(analytics)
+    const sdkSettings = resolveSdkSettings(raw)
+    const order = watchDispatchOrder(analytics, sdkSettings.bufferLimit)
     try {
       return order.ready(
-        await loadOneFlowSdk(resolveSdkSettings(raw), {
-          loadScript,
-          readGlobal: () => (window as { _1flow?: unknown })._1flow,
-          setTimeout,
-          clearTimeout
-        })
+        await loadOneFlowSdk(sdkSettings, browserSdkDeps(window, loadScript), { timeoutMs: sdkSettings.loadTimeoutMs })
       )
     } catch (error) {
       order.stop()

@@ -1,9 +1,9 @@
 import type { Analytics, Context } from '@segment/analytics-next'
-import type { Command, SdkClient } from '@oneflow-seg/core'
+import { PreReadyBuffer, type Command, type SdkClient } from '@oneflow-seg/core'
 
-/** What device-mode actions call: the SDK, plus the event's messageId so that a backlog can be put back in order. */
+/** What device-mode actions call: the SDK, plus the event's context (its messageId puts a backlog back in order; drops are logged on it). */
 export interface DeviceClient {
-  send(cmd: Command, messageId: unknown): void
+  send(cmd: Command, context: Context): void
 }
 
 /**
@@ -13,7 +13,10 @@ export interface DeviceClient {
  * until the SDK is ready; the backlog released in that moment is sorted back into it and sent one task
  * later. From then on every call goes straight through, synchronously.
  */
-export function watchDispatchOrder(analytics: Analytics): { ready(sdk: SdkClient): DeviceClient; stop(): void } {
+export function watchDispatchOrder(
+  analytics: Analytics,
+  bufferLimit: number
+): { ready(sdk: SdkClient): DeviceClient; stop(): void } {
   const order = new Map<unknown, number>()
   const onDispatch = (ctx: Context) => {
     const id = ctx?.event?.messageId
@@ -24,17 +27,24 @@ export function watchDispatchOrder(analytics: Analytics): { ready(sdk: SdkClient
   return {
     stop,
     ready(sdk) {
-      let backlog: Array<{ cmd: Command; rank: number }> | undefined = []
+      let backlog: PreReadyBuffer<{ cmd: Command; context: Context }> | undefined = new PreReadyBuffer(
+        bufferLimit,
+        ({ context }) =>
+          context.log('warn', `1Flow: not sent, ${bufferLimit} events already wait for its SDK (see bufferLimit).`)
+      )
       setTimeout(() => {
         stop()
-        const waiting = (backlog ?? []).sort((a, b) => a.rank - b.rank)
+        const waiting = backlog
         backlog = undefined
         order.clear()
-        for (const { cmd } of waiting) sdk.send(cmd)
+        waiting?.flush(
+          ({ cmd }) => sdk.send(cmd),
+          ({ context }, error) => context.log('error', `1Flow: the SDK threw: ${(error as Error).message}`)
+        )
       }, 0)
       return {
-        send(cmd, messageId) {
-          if (backlog) backlog.push({ cmd, rank: order.get(messageId) ?? Number.MAX_SAFE_INTEGER })
+        send(cmd, context) {
+          if (backlog) backlog.push({ cmd, context }, order.get(context.event.messageId) ?? Number.MAX_SAFE_INTEGER)
           else sdk.send(cmd)
         }
       }

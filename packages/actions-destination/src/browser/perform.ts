@@ -30,5 +30,5 @@ export function performAction(actionKey: ActionKey, client: DeviceClient, payloa
     return
   }
   if (outcome.kind === 'skip') context.log('info', `1Flow: ${outcome.message}`)
-  else client.send(outcome, event.messageId)
+  else client.send(outcome, context)
 }

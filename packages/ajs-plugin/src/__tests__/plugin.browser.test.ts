@@ -42,6 +42,8 @@ const start = (p: OpenedPage, options: Partial<OneFlowPluginOptions> = {}) =>
     ...options
   })
 const { send, fire, state, reset } = harnessCalls<Harness>()
+/** What the SDK gets first for a track of user u0 on a page that has not been given u0. */
+const introduceU0 = ['logUser', 'u0', undefined]
 
 const withPage = <T>(sdk: SdkServing, body: (p: OpenedPage) => Promise<T>) => withOpenPage(browser, server, sdk, body)
 
@@ -86,7 +88,8 @@ describe('plugin: loading and buffering', () => {
       expect(seen.apiKey).toBe('project-key-1')
       expect(seen.sdkScripts).toBe(1)
       expect(p.sdkRequests).toEqual(['https://1flow.app/js/1flow.js'])
-      expect(seen.calls).toEqual([expectedCalls[1]])
+      // The track's user is handed to the SDK before its first event (a fresh page has been given no user).
+      expect(seen.calls).toEqual([introduceU0, expectedCalls[1]])
     }))
 
   it('SDK answered late: 10 events sent before it loads arrive in send order, in 10 of 10 runs', async () => {
@@ -175,7 +178,7 @@ describe('plugin: loading and buffering', () => {
       expect(seen.sdkScripts).toBe(1)
       expect(seen.loads).toBe(1)
       expect(p.sdkRequests).toHaveLength(1)
-      expect(seen.calls).toEqual([expectedCalls[1], expectedCalls[2], expectedCalls[4]])
+      expect(seen.calls).toEqual([introduceU0, expectedCalls[1], introduceU0, expectedCalls[2], expectedCalls[4]])
     }))
 
   it('loads mapping-kit and FQL only for custom mappings, as a separate chunk', async () => {
@@ -184,7 +187,7 @@ describe('plugin: loading and buffering', () => {
       server.requests.length = 0
       const id = await start(p)
       await send(p, id, events[1])
-      expect((await state(p, id)).calls).toEqual([expectedCalls[1]])
+      expect((await state(p, id)).calls).toEqual([introduceU0, expectedCalls[1]])
       expect(chunkRequests()).toEqual([])
     })
     await withPage({}, async (p) => {
@@ -194,7 +197,7 @@ describe('plugin: loading and buffering', () => {
       })
       await send(p, id, events[1])
       await send(p, id, events[2])
-      expect((await state(p, id)).calls).toEqual([expectedCalls[1]])
+      expect((await state(p, id)).calls).toEqual([introduceU0, expectedCalls[1]])
       expect(chunkRequests().length).toBeGreaterThan(0)
     })
   })

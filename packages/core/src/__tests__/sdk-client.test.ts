@@ -119,7 +119,38 @@ describe('toSdkClient', () => {
     })
     const client = toSdkClient(fn)!
     client.send({ kind: 'track', event: 'E', properties: { a: 1 }, userId: 'u' })
-    expect(calls).toEqual([['logEvent', 'E', { a: 1 }]])
+    expect(calls).toEqual([
+      ['logUser', 'u'],
+      ['logEvent', 'E', { a: 1 }]
+    ])
+  })
+
+  it("introduces a track's user to the SDK once, unless an identify did, in either SDK shape", () => {
+    const methods: unknown[] = []
+    const byMethods = toSdkClient({
+      logUser: (...a: unknown[]) => methods.push(['logUser', ...a]),
+      logEvent: (...a: unknown[]) => methods.push(['logEvent', ...a])
+    })!
+    byMethods.send({ kind: 'identify', userId: 'a', traits: {} })
+    byMethods.send({ kind: 'track', event: 'E1', properties: {}, userId: 'a' })
+    byMethods.send({ kind: 'track', event: 'E2', properties: {}, userId: 'b' })
+    byMethods.send({ kind: 'track', event: 'E3', properties: {}, userId: 'b' })
+    byMethods.send({ kind: 'track', event: 'E4', properties: {}, anonymousId: 'anon' })
+    expect(methods).toEqual([
+      ['logUser', 'a', {}],
+      ['logEvent', 'E1', {}],
+      ['logUser', 'b'],
+      ['logEvent', 'E2', {}],
+      ['logEvent', 'E3', {}],
+      ['logEvent', 'E4', {}]
+    ])
+    const dispatched: unknown[] = []
+    const byFunction = toSdkClient((...a: unknown[]) => dispatched.push(a))!
+    byFunction.send({ kind: 'track', event: 'E', properties: {}, userId: 'c' })
+    expect(dispatched).toEqual([
+      ['identify', 'c', {}],
+      ['track', 'E', { userId: 'c', anonymousId: undefined, properties: {} }]
+    ])
   })
 
   it('calls the function form as Segment reference does', () => {

@@ -6,6 +6,8 @@ import {
   identifyUserFields,
   InvalidSettingsError,
   presets,
+  PreReadyBuffer,
+  resolveSdkSettings,
   resolveSettings,
   settings,
   trackEventFields,
@@ -24,6 +26,33 @@ describe('settings', () => {
     })
     expect(DEFAULT_SDK_URL).toBe('https://1flow.app/js/1flow.js')
     expect(DEFAULT_API_BASE_URL).toBe('https://api.1flow.app/v1')
+  })
+
+  it('validates the SDK settings: load deadline and buffer within range, defaults 10 s and 100', () => {
+    expect(resolveSdkSettings({ projectApiKey: 'k' })).toEqual({
+      projectApiKey: 'k',
+      sdkUrl: DEFAULT_SDK_URL,
+      loadTimeoutMs: 10_000,
+      bufferLimit: 100
+    })
+    expect(resolveSdkSettings({ projectApiKey: 'k', loadTimeoutMs: 30_000, bufferLimit: 5 })).toMatchObject({
+      loadTimeoutMs: 30_000,
+      bufferLimit: 5
+    })
+    for (const [key, value] of [
+      ['loadTimeoutMs', 999],
+      ['loadTimeoutMs', 60_001],
+      ['loadTimeoutMs', '5000'],
+      ['bufferLimit', 0],
+      ['bufferLimit', 1.5]
+    ] as const) {
+      expect(() => resolveSdkSettings({ projectApiKey: 'k', [key]: value })).toThrowError(
+        expect.objectContaining({
+          name: 'InvalidSettingsError',
+          message: expect.stringContaining(`Setting "${key}" must be a whole number from`)
+        })
+      )
+    }
   })
 
   it('keeps overrides and trims a trailing slash from the API base URL', () => {
@@ -128,5 +157,52 @@ describe('field types', () => {
       Object.values(a.fields as Record<string, InputField>).map((f) => f.type)
     )
     expect(new Set(types)).toEqual(new Set(['string', 'object']))
+  })
+})
+
+describe('the pre-ready buffer', () => {
+  it('keeps at most its limit, hands items over in dispatch order, and reports drops with the reason', () => {
+    const drops: Array<[string, string]> = []
+    const buffer = new PreReadyBuffer<string>(3, (item, reason) => drops.push([item, reason]))
+    expect([buffer.push('c', 2), buffer.push('a', 0), buffer.push('b', 1), buffer.push('d', 3)]).toEqual([
+      true,
+      true,
+      true,
+      false
+    ])
+    expect(drops).toEqual([['d', 'buffer-full']])
+    const delivered: string[] = []
+    const errors: string[] = []
+    buffer.flush(
+      (item) => {
+        if (item === 'b') throw new Error('sdk threw')
+        delivered.push(item)
+      },
+      (item, error) => errors.push(`${item}: ${(error as Error).message}`)
+    )
+    expect(delivered).toEqual(['a', 'c'])
+    expect(errors).toEqual(['b: sdk threw'])
+    expect(buffer.size).toBe(0)
+  })
+
+  it('keeps arrival order for equal ranks, and drops everything it holds when the SDK fails', () => {
+    const drops: Array<[string, string]> = []
+    const buffer = new PreReadyBuffer<string>(10, (item, reason) => drops.push([item, reason]))
+    buffer.push('x')
+    buffer.push('y')
+    buffer.push('z', 0)
+    const order: string[] = []
+    buffer.flush(
+      (item) => order.push(item),
+      () => undefined
+    )
+    expect(order).toEqual(['x', 'z', 'y'])
+    buffer.push('p')
+    buffer.push('q')
+    expect(buffer.dropAll('sdk-failed')).toBe(2)
+    expect(drops).toEqual([
+      ['p', 'sdk-failed'],
+      ['q', 'sdk-failed']
+    ])
   })
 })

@@ -162,6 +162,43 @@ describe('device mode: loading', () => {
       expect(seen.sdkScripts).toBe(1)
       expect(seen.loads).toBe(1)
       expect(p.sdkRequests).toHaveLength(1)
-      expect(seen.calls).toEqual([expectedCalls[1], expectedCalls[2], expectedCalls[4]])
+      // Each instance hands the track's user to the SDK once before its first event of that user.
+      const introduce = ['logUser', 'u0', undefined]
+      expect(seen.calls).toEqual([introduce, expectedCalls[1], introduce, expectedCalls[2], expectedCalls[4]])
+    }))
+
+  it("hands a track's User ID to the SDK before the event when the SDK has not been given it on this page", () =>
+    withPage({}, async (p) => {
+      const id = await start(p)
+      await send(p, id, {
+        type: 'track',
+        event: 'Viewed Pricing',
+        userId: 'returning-user',
+        properties: { plan: 'pro' }
+      })
+      await send(p, id, { type: 'track', event: 'Started Trial', userId: 'returning-user', anonymousId: 'anon-9' })
+      await send(p, id, { type: 'identify', userId: 'other-user', traits: { plan: 'free' } })
+      await send(p, id, { type: 'track', event: 'Anonymous', anonymousId: 'anon-9' })
+      expect((await state(p, id)).calls).toEqual([
+        ['logUser', 'returning-user', undefined],
+        ['logEvent', 'Viewed Pricing', { plan: 'pro' }],
+        ['logEvent', 'Started Trial', {}],
+        ['logUser', 'other-user', { plan: 'free' }],
+        ['logEvent', 'Anonymous', {}]
+      ])
+    }))
+
+  it('takes the SDK load deadline from the loadTimeoutMs setting', () =>
+    withPage({ hang: true }, async (p) => {
+      const started = Date.now()
+      const id = await start(p, { projectApiKey: 'k1', loadTimeoutMs: 1_500 })
+      await fire(p, id, events[1])
+      await p.page.waitForFunction(
+        (name) => (window as unknown as H).harness.state(0).failedInitializations.includes(name),
+        DEST,
+        { timeout: 8_000 }
+      )
+      expect(Date.now() - started).toBeLessThan(8_000)
+      expect(p.console.join('\n')).toContain('no usable SDK within 1500 ms')
     }))
 })
