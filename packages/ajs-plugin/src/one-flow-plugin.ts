@@ -4,12 +4,13 @@ import {
   createScriptLoader,
   DESTINATION_NAMES,
   loadOneFlowSdk,
-  mapWithPresets,
+  presetOutcome,
   PreReadyBuffer,
   resolveSdkSettings,
   InvalidSettingsError,
   MAX_SUBSCRIPTIONS,
   type MappedResult,
+  type PresetOutcome,
   type SdkClient,
   type SegmentEvent,
   type Subscription
@@ -55,7 +56,8 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
 
   let state: State = 'idle'
   let client: SdkClient | undefined
-  let route: (event: SegmentEvent) => MappedResult[] = mapWithPresets
+  // Custom mappings, once loaded; until then (and without them) the presets' direct path.
+  let route: ((event: SegmentEvent) => MappedResult[]) | undefined
   let failure = ''
   const buffer = new PreReadyBuffer<Context>(settings.bufferLimit, (ctx, reason) =>
     ctx.log(
@@ -66,13 +68,16 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
     )
   )
 
+  function report(ctx: Context, outcome: PresetOutcome, subscription = ''): void {
+    if (outcome.kind === 'skip') ctx.log('debug', `1Flow: ${outcome.message}`)
+    else if (outcome.kind === 'invalid') ctx.log('warn', `1Flow ${subscription}: ${outcome.error.message} Not sent.`)
+    else (client as SdkClient).send(outcome)
+  }
+
   function deliver(ctx: Context): void {
-    for (const { subscription, outcome } of route(ctx.event as SegmentEvent)) {
-      if (outcome.kind === 'skip') ctx.log('debug', `1Flow: ${outcome.message}`)
-      else if (outcome.kind === 'invalid')
-        ctx.log('warn', `1Flow ${subscription ?? ''}: ${outcome.error.message} Not sent.`)
-      else (client as SdkClient).send(outcome)
-    }
+    const event = ctx.event as SegmentEvent
+    if (route === undefined) report(ctx, presetOutcome(event))
+    else for (const { subscription, outcome } of route(event)) report(ctx, outcome, subscription)
   }
 
   function handle(ctx: Context): Context {

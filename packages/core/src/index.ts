@@ -25,6 +25,8 @@ export { toJsonValue, toJsonObject, toId, exceedsDepth, MAX_DEPTH } from './json
 export type { JsonValue, JsonObject, JsonPrimitive } from './json-value.js'
 export { isEnabledByIntegrations, eventTimestamp, DESTINATION_NAMES } from './segment-event.js'
 export type { SegmentEvent } from './segment-event.js'
+export { presetOutcome } from './preset-path.js'
+export type { PresetOutcome } from './preset-path.js'
 export { mapWithPresets, presetRoutes, finishRoutes, resolveDefaultPayload } from './route.js'
 export type { MappedResult, Outcome, Invalid, Route, MapOptions } from './route.js'
 export { MAX_SUBSCRIPTIONS } from './subscription-shape.js'

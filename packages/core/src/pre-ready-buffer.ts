@@ -10,8 +10,7 @@ export const DEFAULT_BUFFER_LIMIT = 100
 export type DropReason = 'buffer-full' | 'sdk-failed'
 
 export class PreReadyBuffer<T> {
-  private items: Array<{ readonly item: T; readonly rank: number; readonly seq: number }> = []
-  private seq = 0
+  private items: Array<{ readonly item: T; readonly rank: number }> = []
 
   constructor(
     readonly limit: number,
@@ -27,12 +26,12 @@ export class PreReadyBuffer<T> {
    * Keeps `item` until flushed; `rank` is its place in dispatch order (default: arrival order). False, and
    * `onDrop(item, 'buffer-full')`, when the buffer already holds `limit` items.
    */
-  push(item: T, rank: number = this.seq): boolean {
+  push(item: T, rank: number = this.items.length): boolean {
     if (this.items.length >= this.limit) {
       this.onDrop(item, 'buffer-full')
       return false
     }
-    this.items.push({ item, rank, seq: this.seq++ })
+    this.items.push({ item, rank })
     return true
   }
 
@@ -41,7 +40,8 @@ export class PreReadyBuffer<T> {
    * buffer. An item `deliver` throws on is reported to `onError` and does not stop the ones behind it.
    */
   flush(deliver: (item: T) => void, onError: (item: T, error: unknown) => void): void {
-    const waiting = this.items.sort((a, b) => a.rank - b.rank || a.seq - b.seq)
+    // Array#sort is stable: equal ranks keep their arrival order.
+    const waiting = this.items.sort((a, b) => a.rank - b.rank)
     this.items = []
     for (const { item } of waiting) {
       try {

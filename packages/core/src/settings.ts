@@ -28,15 +28,13 @@ export const settings = /* @__PURE__ */ defineSettings({
   },
   loadTimeoutMs: {
     label: 'SDK load timeout (ms)',
-    description:
-      "How long the browser waits for 1Flow's web SDK before giving up on it for the page (default 10,000; 1,000 to 60,000). Raise it for slow networks: events waiting for the SDK are dropped when it times out.",
+    description: "How long to wait for 1Flow's web SDK (1,000–60,000 ms). Events waiting for it are dropped after.",
     type: 'number',
     default: DEFAULT_SDK_TIMEOUT_MS
   },
   bufferLimit: {
     label: 'Events kept while the SDK loads',
-    description:
-      "How many events the browser keeps, in order, until 1Flow's web SDK is ready (default 100; 1 to 10,000). Events beyond it are dropped with a logged reason.",
+    description: "Events kept, in order, until 1Flow's web SDK is ready (1–10,000); more are dropped and logged.",
     type: 'number',
     default: DEFAULT_BUFFER_LIMIT
   },

@@ -10,8 +10,12 @@ import { LIQUID_STUB } from './browser-harness'
 export const BUDGETS = {
   /** The plugin's default import: everything but analytics-next (custom-mapping code loads lazily and is not counted). */
   pluginGzipBytes: 4_000,
-  /** The device-mode destination as Segment's CDN would ship it: one file, browser runtime included. */
-  destinationGzipBytes: 15_000
+  /**
+   * The device-mode destination as Segment's CDN would ship it: one file, browser runtime included. Raised from
+   * 15,000 when device mode gained the identity hand-over, the shared pre-ready buffer, core's finishRoutes and
+   * the loadTimeoutMs/bufferLimit settings (together about 0.7 KB); Segment's own build is 64.5 KB.
+   */
+  destinationGzipBytes: 16_000
 } as const
 
 export interface BundleSize {

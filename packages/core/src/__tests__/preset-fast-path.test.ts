@@ -6,6 +6,7 @@ import {
   actions,
   defaultMapping,
   mapWithPresets,
+  presetOutcome,
   presets,
   resolveDefaultPayload,
   toCommand,
@@ -36,10 +37,33 @@ const pageProps = fc.record(
 const event: fc.Arbitrary<SegmentEvent> = fc.record(
   {
     type: fc.constantFrom('track', 'identify', 'page', 'group', 'alias', 'screen', 'Track', ''),
-    event: fc.oneof(fc.string(), fc.constant(''), fc.constant(null), fc.integer()),
+    event: fc.oneof(
+      fc.string(),
+      fc.constant(''),
+      fc.constant(' '),
+      fc.constant(null),
+      fc.integer(),
+      fc.constantFrom(NaN, Infinity, true),
+      value
+    ),
     name: fc.oneof(fc.string(), fc.constant(null)),
-    userId: fc.oneof(fc.string(), fc.constant(''), fc.constant('  '), fc.constant(null), fc.integer()),
-    anonymousId: fc.oneof(fc.uuid(), fc.constant(null), fc.constant('')),
+    userId: fc.oneof(
+      fc.string(),
+      fc.constant(''),
+      fc.constant('  '),
+      fc.constant(null),
+      fc.integer(),
+      fc.constantFrom(NaN, -Infinity, false),
+      value
+    ),
+    anonymousId: fc.oneof(fc.uuid(), fc.constant(null), fc.constant(''), value),
+    integrations: fc.dictionary(
+      fc.constantFrom('All', '1Flow', '1Flow Web (Actions)', 'Intercom'),
+      fc.oneof(fc.boolean(), fc.constant({ a: 1 })),
+      {
+        maxKeys: 3
+      }
+    ),
     traits: fc.oneof(value, fc.dictionary(fc.string({ maxLength: 8 }), value, { maxKeys: 6 })),
     properties: fc.oneof(pageProps, value),
     timestamp: fc.oneof(
@@ -85,6 +109,19 @@ describe('the presets fast path equals mapping-kit', { timeout: 180_000 }, () =>
         expect(mapWithPresets(e)).toEqual(mapWithSubscriptions(e, compiled))
       }),
       { numRuns: 1000 }
+    )
+  })
+
+  it("the plugin's direct preset path gives mapWithPresets' outcomes (3,000 events; an invalid field is named alike)", () => {
+    const comparable = (o: ReturnType<typeof presetOutcome>) =>
+      o.kind === 'invalid' ? { kind: 'invalid', field: o.error.field, reason: o.error.reason } : o
+    fc.assert(
+      fc.property(event, fc.constantFrom('1Flow', '1Flow Web (Actions)'), (e, name) => {
+        const generic = mapWithPresets(e, { integrationName: name })
+        expect(generic).toHaveLength(1)
+        expect(comparable(presetOutcome(e, name))).toEqual(comparable(generic[0]!.outcome))
+      }),
+      { numRuns: 3000 }
     )
   })
 })

@@ -13,8 +13,7 @@ export const identityFields = /* @__PURE__ */ defineFields({
   },
   anonymousId: {
     label: 'Anonymous ID',
-    description:
-      "An anonymous identifier for the user. Sent to 1Flow's HTTP API (cloud mode, the relay). In the browser 1Flow's SDK keeps its own anonymous visitor id and takes none, so device mode does not pass it.",
+    description: "An anonymous identifier for the user. Sent by cloud mode; 1Flow's web SDK keeps its own.",
     type: 'string',
     default: { '@path': '$.anonymousId' }
   }
