@@ -144,7 +144,13 @@ describe('presets and fields (as Segment documents the destination)', () => {
     }>()
     expectTypeOf<IdentifyUserPayload>().toEqualTypeOf<{ userId?: string; traits?: Record<string, unknown> }>()
     expectTypeOf<TrackPagePayload>().toEqualTypeOf<TrackEventPayload>()
-    expectTypeOf<Settings>().toEqualTypeOf<{ projectApiKey: string; sdkUrl?: string; apiBaseUrl?: string }>()
+    expectTypeOf<Settings>().toEqualTypeOf<{
+      projectApiKey: string
+      sdkUrl?: string
+      loadTimeoutMs?: number
+      bufferLimit?: number
+      apiBaseUrl?: string
+    }>()
     expectTypeOf(trackEventFields).toMatchTypeOf<Record<string, InputField>>()
     expectTypeOf(settings).toMatchTypeOf<Record<string, GlobalSetting>>()
   })
