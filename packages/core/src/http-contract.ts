@@ -162,7 +162,8 @@ const BATCH_CLOSE = ']}'
 export function packBatches(
   cmds: readonly Command[],
   target: ApiTarget,
-  maxBytes: number = ONEFLOW_LIMITS.batchPackBytes
+  maxBytes: number = ONEFLOW_LIMITS.batchPackBytes,
+  maxItems: number = Number.POSITIVE_INFINITY
 ): PackResult {
   const batches: PackedBatch[] = []
   const tooLarge: number[] = []
@@ -188,7 +189,7 @@ export function packBatches(
       return
     }
     const added = itemBytes + (items.length > 0 ? 1 : 0)
-    if (bytes + added > maxBytes) flush()
+    if (bytes + added > maxBytes || items.length >= maxItems) flush()
     bytes += itemBytes + (items.length > 0 ? 1 : 0)
     items.push(item)
     indices.push(index)

@@ -1,13 +1,17 @@
 import type { ActionDefinition } from '@segment/actions-core'
-import { actions, type ActionKey, type PayloadOf, type Settings } from '@oneflow-seg/core'
+import { actions, cloudBatchingFields, type ActionKey, type PayloadOf, type Settings } from '@oneflow-seg/core'
 import { sendBatch, sendOne } from './send'
 
-/** A cloud-mode action: core's definition (title, fields, default trigger) plus `perform` and `performBatch` on 1Flow's HTTP API. */
+/**
+ * A cloud-mode action: core's definition (title, fields, default trigger) with the batching switches Segment's
+ * platform reads, plus `perform` and `performBatch` on 1Flow's HTTP API.
+ */
 export function cloudAction<K extends ActionKey>(
   key: K
-): ActionDefinition<Settings, PayloadOf<(typeof actions)[K]['fields']>> {
+): ActionDefinition<Settings, PayloadOf<(typeof actions)[K]['fields']> & PayloadOf<typeof cloudBatchingFields>> {
   return {
     ...actions[key],
+    fields: { ...actions[key].fields, ...cloudBatchingFields },
     perform: (request, data) => sendOne(key, request, data),
     performBatch: (request, data) => sendBatch(key, request, data)
   }

@@ -203,9 +203,13 @@ export async function sendBatch(
       })
     } else items.push({ index, cmd: outcome })
   })
+  // The mapping's batch_size caps events per request, as it caps what Segment's platform hands in.
+  const batchSize = (data.payload[0] as { batch_size?: unknown } | undefined)?.batch_size
   const { batches, tooLarge } = packBatches(
     items.map((i) => i.cmd),
-    target
+    target,
+    undefined,
+    typeof batchSize === 'number' && batchSize >= 1 ? batchSize : undefined
   )
   for (const j of tooLarge) {
     const { index, cmd } = items[j] as Item
