@@ -22,9 +22,9 @@ async function run(batches: number, perBatch: number): Promise<number[]> {
           properties: { plan: 'pro', value: i, items: [{ sku: 'a', qty: 1 }] }
         } as never)
     )
-    const track = plugin.track as (ctx: Context) => unknown
+    const track = plugin.track as (ctx: Context) => Context | Promise<Context>
     const started = performance.now()
-    for (const ctx of contexts) track(ctx)
+    for (const ctx of contexts) await track(ctx)
     perCall.push(((performance.now() - started) * 1000) / perBatch)
   }
   return perCall

@@ -14,7 +14,7 @@ import {
   type SdkClient,
   type SegmentEvent,
   type Subscription
-} from '@oneflow-seg/core'
+} from '@oneflow-seg/core/browser'
 import { VERSION } from './version'
 
 export interface OneFlowPluginOptions {

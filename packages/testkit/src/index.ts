@@ -35,7 +35,13 @@ export {
   sdkHasCalls
 } from './browser-harness'
 export type { SdkServing, OpenedPage, PageHarnessApi } from './browser-harness'
-export { measurePluginBundle, measureMappingChunk, measureDestinationBundle, BUDGETS } from './bundle-size'
+export {
+  measurePluginBundle,
+  measurePluginSplit,
+  measureMappingChunk,
+  measureDestinationBundle,
+  BUDGETS
+} from './bundle-size'
 export type { BundleSize } from './bundle-size'
 export { startThrowawayPostgres, createDatabase, postgresBinDir } from './postgres'
 export type { ThrowawayPostgres } from './postgres'

@@ -18,7 +18,7 @@ w.harness = {
       document.head.appendChild(script)
     })
     const [analytics] = await AnalyticsBrowser.load(
-      { writeKey: 'wk', cdnSettings: { integrations: {} } },
+      { writeKey: 'wk', cdnSettings: { integrations: {} } as never },
       { disableClientPersistence: true }
     )
     await analytics.register(w.OneFlowSegment!.oneFlow(options))

@@ -1,7 +1,7 @@
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
-import { BUDGETS, measureMappingChunk, measurePluginBundle } from '@oneflow-seg/testkit'
+import { BUDGETS, measureMappingChunk, measurePluginBundle, measurePluginSplit } from '@oneflow-seg/testkit'
 
 const packageDir = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 
@@ -10,6 +10,12 @@ describe('size budget (built dist, minified, gzip -9)', () => {
     const size = await measurePluginBundle(packageDir)
     expect(size.gzipBytes).toBeGreaterThan(1000)
     expect(size.gzipBytes).toBeLessThanOrEqual(BUDGETS.pluginGzipBytes)
+  })
+
+  it(`split by an app's bundler, what loads before the plugin runs stays within ${BUDGETS.pluginSplitGzipBytes} bytes gzip`, async () => {
+    const size = await measurePluginSplit(packageDir)
+    expect(size.gzipBytes).toBeGreaterThan(1000)
+    expect(size.gzipBytes).toBeLessThanOrEqual(BUDGETS.pluginSplitGzipBytes)
   })
 
   it('custom mappings cost a separate, lazily loaded chunk that the default import does not include', async () => {
