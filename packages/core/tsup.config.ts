@@ -31,7 +31,12 @@ const mappingForBrowsers: Options = {
 
 export default [
   ...(packageBuild(
-    { index: 'src/index.ts', subscriptions: 'src/subscriptions.ts', mapping: 'src/mapping.ts' },
+    {
+      index: 'src/index.ts',
+      subscriptions: 'src/subscriptions.ts',
+      browser: 'src/browser.ts',
+      mapping: 'src/mapping.ts'
+    },
     {},
     { esmModules: true }
   ) as Options[]),

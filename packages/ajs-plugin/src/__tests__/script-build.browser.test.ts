@@ -1,5 +1,5 @@
 /**
- * The script-tag build (`@oneflow-seg/ajs-plugin/script`, `dist/oneflow.global.js`) in real Chromium: loaded with a
+ * The script-tag build (`dist/oneflow.global.js`, what unpkg and jsDelivr serve for the package) in real Chromium: loaded with a
  * plain `<script>`, its `OneFlowSegment.oneFlow` registered with real analytics-next, with the presets and with
  * custom mappings (bundled inside it), reaching a recording 1Flow SDK.
  */
@@ -30,8 +30,9 @@ afterAll(async () => {
   await server?.close()
 })
 
-it('is the package export ./script', () => {
-  expect(packageJson.exports['./script']).toBe('./dist/oneflow.global.js')
+it('is the file unpkg and jsDelivr serve for the package, and it ships', () => {
+  expect([packageJson.unpkg, packageJson.jsdelivr]).toEqual(['./dist/oneflow.global.js', './dist/oneflow.global.js'])
+  expect(packageJson.files).toContain('dist')
 })
 
 it.each([
