@@ -121,17 +121,23 @@ export function toJsonObject(value: unknown, field: string): JsonObject {
 }
 
 /**
- * True when `value` nests objects or arrays more than `max` levels deep. Iterative, so a hostile document nested
- * thousands of levels deep is measured without risking the stack.
+ * True when `value` nests objects or arrays more than `max` levels deep. The walk stops at `max` levels, so a
+ * hostile document nested thousands of levels deep costs at most `max` frames of stack.
  */
 export function exceedsDepth(value: unknown, max: number = MAX_DEPTH): boolean {
-  const stack: Array<[unknown, number]> = [[value, 0]]
-  while (stack.length > 0) {
-    const [v, depth] = stack.pop() as [unknown, number]
-    if (typeof v !== 'object' || v === null) continue
-    if (depth >= max) return true
-    for (const child of Array.isArray(v) ? v : Object.values(v))
-      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1])
+  return deeperThan(value, max)
+}
+
+function deeperThan(value: unknown, levels: number): boolean {
+  if (typeof value !== 'object' || value === null) return false
+  if (levels <= 0) return true
+  if (Array.isArray(value)) {
+    for (const item of value) if (typeof item === 'object' && item !== null && deeperThan(item, levels - 1)) return true
+    return false
+  }
+  for (const key in value) {
+    const item = (value as Record<string, unknown>)[key]
+    if (typeof item === 'object' && item !== null && deeperThan(item, levels - 1)) return true
   }
   return false
 }
