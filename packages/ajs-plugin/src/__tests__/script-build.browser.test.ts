@@ -13,7 +13,9 @@ import { bundlePage, launchChromium, openPage, PageServer, sdkHasCalls } from '@
 const here = dirname(fileURLToPath(import.meta.url))
 const packageJson = JSON.parse(readFileSync(join(here, '..', '..', 'package.json'), 'utf8')) as {
   version: string
-  exports: Record<string, unknown>
+  unpkg?: string
+  jsdelivr?: string
+  files: string[]
 }
 
 let browser: Browser

@@ -40,7 +40,7 @@ describe('the batching switches on every cloud action', () => {
 })
 
 describe('through Destination', () => {
-  const mapping = defaultMapping(destination.actions.trackEvent.fields)
+  const mapping = defaultMapping(destination.actions.trackEvent!.fields)
 
   it('without batching: one /track request per event (perform)', async () => {
     expect(mapping).toMatchObject({ enable_batching: false, batch_size: 500 })
