@@ -1,8 +1,10 @@
 /**
  * relay-ingest: durable events/s through the relay's /v1/batch (100 events a request, 200 only after the
- * FULL-synchronous commit, delivery to a stand-in 1Flow running meanwhile) against a bare node:http server
- * that parses the same JSON and answers 200 without storing it — one load generator (autocannon), same
- * run, same machine. Then single-event requests: req/s and p99 latency.
+ * FULL-synchronous commit, delivery to a stand-in 1Flow running meanwhile) against two bare node:http servers in
+ * the same run, same machine, same load generator (autocannon): one that parses the same JSON and answers 200
+ * without storing it (`ratio`), and the physical floor of durable ingest here — one that appends each body to one
+ * file and fdatasyncs once per group of concurrent requests before answering (`floor_ratio`). Then single-event
+ * requests: req/s and p99 latency.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createRequire } from 'node:module'
@@ -99,10 +101,23 @@ writeFileSync(
     sources: [{ name: 'bench', writeKey: WRITE_KEY, projectApiKey: 'test-project-key' }]
   })
 )
-const relay = spawn(process.execPath, [relayCli, 'start', '--config', config], {
+// BENCH_CPU_PROF=<dir>: the relay writes a V8 CPU profile there when it stops (where the time goes).
+const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []
+const relay = spawn(process.execPath, [...profile, relayCli, 'start', '--config', config], {
   stdio: ['ignore', 'ignore', 'inherit'],
   env: { ...process.env, LOG_LEVEL: 'warn' }
 })
+// Durable floor: bodies appended to one file; one fdatasync per group of requests that arrived meanwhile.
+const floorPort = 18791
+const floorFile = join(dir, 'floor.log')
+const floor = spawnServer([
+  '-e',
+  `const fs = require('node:fs'); const fd = fs.openSync(${JSON.stringify(floorFile)}, 'a'); let waiting = []; let busy = false;
+   function commit() { if (busy || waiting.length === 0) return; busy = true; const group = waiting; waiting = [];
+     fs.write(fd, Buffer.concat(group.map((w) => w.body)), (e) => { if (e) throw e; fs.fdatasync(fd, (e2) => { if (e2) throw e2;
+       for (const w of group) { w.res.writeHead(200, { 'content-type': 'application/json' }); w.res.end('{"success":true}') } busy = false; commit() }) }) }
+   require('node:http').createServer((req, res) => { const chunks = []; req.on('data', (c) => chunks.push(c)); req.on('end', () => { waiting.push({ body: Buffer.concat(chunks), res }); commit() }) }).listen(${floorPort}, '127.0.0.1')`
+])
 const barePort = 18790
 const bare = spawnServer([
   '-e',
@@ -111,10 +126,12 @@ const bare = spawnServer([
 try {
   await waitFor(`http://127.0.0.1:${relayPort}/health/live`)
   await waitFor(`http://127.0.0.1:${barePort}/`)
+  await waitFor(`http://127.0.0.1:${floorPort}/`)
   // Warm both up, then measure.
   await load(`http://127.0.0.1:${relayPort}/v1/batch`, batchBody)
   const relayBatch = await load(`http://127.0.0.1:${relayPort}/v1/batch`, batchBody)
   const bareBatch = await load(`http://127.0.0.1:${barePort}/v1/batch`, batchBody)
+  const floorBatch = await load(`http://127.0.0.1:${floorPort}/v1/batch`, batchBody)
   const single = await load(`http://127.0.0.1:${relayPort}/v1/track`, singleBody)
   const ok = (r: autocannon.Result) => r.non2xx === 0 && r.errors === 0
   if (!ok(relayBatch) || !ok(single))
@@ -123,6 +140,7 @@ try {
     )
   const batchEvents = relayBatch.requests.average * 100
   const limitEvents = bareBatch.requests.average * 100
+  const floorEvents = floorBatch.requests.average * 100
   console.log(
     JSON.stringify({
       machine: machine(),
@@ -140,6 +158,8 @@ try {
       batch_events_per_s: Math.round(batchEvents),
       limit_events_per_s: Math.round(limitEvents),
       ratio: Math.round((batchEvents / limitEvents) * 100) / 100,
+      durable_floor_events_per_s: Math.round(floorEvents),
+      floor_ratio: Math.round((batchEvents / floorEvents) * 100) / 100,
       single_req_per_s: Math.round(single.requests.average),
       single_p99_ms: single.latency.p99
     })
@@ -147,6 +167,7 @@ try {
 } finally {
   relay.kill('SIGTERM')
   bare.kill('SIGKILL')
+  floor.kill('SIGKILL')
   await new Promise((r) => relay.once('exit', r))
   await fake.close()
 }
