@@ -56,10 +56,14 @@ export function writeKeyFromBasic(authorization: string | undefined): string | u
 const present = (v: unknown) =>
   (typeof v === 'string' && v.trim() !== '') || (typeof v === 'number' && Number.isFinite(v))
 
+/** A time the client sent as an ISO string, in ms; NaN when it is missing or not a time. */
+function parseTime(value: unknown): number {
+  return typeof value === 'string' ? Date.parse(value) : NaN
+}
+
 /** Segment's clock-skew correction: timestamp = receivedAt − (sentAt − timestamp), when both client clocks are known. */
-function correctSkew(event: Json, sentAt: unknown, receivedAt: number): void {
-  const sent = typeof sentAt === 'string' ? Date.parse(sentAt) : NaN
-  const at = typeof event.timestamp === 'string' ? Date.parse(event.timestamp) : NaN
+function correctSkew(event: Json, sent: number, receivedAt: number): void {
+  const at = parseTime(event.timestamp)
   if (!Number.isFinite(sent) || !Number.isFinite(at)) return
   event.originalTimestamp ??= event.timestamp
   event.timestamp = new Date(receivedAt - (sent - at)).toISOString()
@@ -130,6 +134,7 @@ export function acceptRequest(
   } else raws = [body]
 
   const receivedAt = new Date(now).toISOString()
+  const requestSentAt = parseTime(body.sentAt)
   const types: string[] = []
   const events: NewEvent[] = []
   const rejected: RejectedEvent[] = []
@@ -165,7 +170,7 @@ export function acceptRequest(
     }
     event.messageId ??= newMessageId()
     event.receivedAt = receivedAt
-    correctSkew(event, event.sentAt ?? body.sentAt, now)
+    correctSkew(event, event.sentAt === undefined ? requestSentAt : parseTime(event.sentAt), now)
     // Delivery may happen long after arrival (retries, outages): the event keeps the time it happened.
     event.timestamp ??= event.receivedAt
     const stored = JSON.stringify(event)
