@@ -67,8 +67,8 @@ function checkpointPages(path: string): number {
     return 1_000
   }
 }
-/** SQLite's page cache, in KiB (32 MB). */
-const CACHE_KIB = 32 * 1024
+/** SQLite's page cache, in KiB (8 MB; the default is 2 MB). */
+const CACHE_KIB = 8 * 1024
 /** compact() gives back at most this many free pages per call, so one call never holds the writer for long. */
 const VACUUM_PAGES_PER_CALL = 4096
 /** …and only bothers when at least this many pages are free. */

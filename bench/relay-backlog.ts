@@ -1,0 +1,125 @@
+/**
+ * relay-backlog: a million events while 1Flow is down, then 1Flow comes back. The relay (the real CLI process,
+ * SQLite queue) takes 1,000,000 events through /v1/batch (100 a request) while the stand-in 1Flow answers 503;
+ * then 1Flow accepts again and the backlog drains at the default 400 requests/s. Reports ingest events/s, the
+ * relay's peak RSS during ingest and during the drain (sampled), the drain time, the most requests 1Flow saw in
+ * any one second, and events lost or delivered twice. `BACKLOG_EVENTS` sets a smaller backlog for a quick run.
+ */
+import { spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import autocannon from 'autocannon'
+import { FakeOneFlowApi } from '@oneflow-seg/testkit/fake-oneflow-api'
+import { machine, repoRoot } from './_machine'
+
+const EVENTS = Number(process.env.BACKLOG_EVENTS ?? 1_000_000)
+const PER_REQUEST = 100
+const WRITE_KEY = 'backlog-write-key'
+const AUTH = `Basic ${Buffer.from(`${WRITE_KEY}:`).toString('base64')}`
+const relayCli = createRequire(join(repoRoot(), 'bench', 'package.json'))
+  .resolve('@oneflow-seg/relay/package.json')
+  .replace(/package\.json$/, 'dist/cli.cjs')
+
+const rssMb = (pid: number) =>
+  Math.round(Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024)
+
+const fake = await FakeOneFlowApi.start()
+fake.inject({ kind: 'status', status: 503, retryAfter: '1', times: Number.MAX_SAFE_INTEGER })
+const dir = mkdtempSync(join(tmpdir(), 'relay-backlog-'))
+const port = 18795
+writeFileSync(
+  join(dir, 'relay.json'),
+  JSON.stringify({
+    listen: { host: '127.0.0.1', port },
+    queue: 'sqlite:./relay.db',
+    oneflow: { apiBaseUrl: fake.url },
+    limits: { diskCapBytes: 8 * 1024 ** 3 },
+    sources: [{ name: 'bench', writeKey: WRITE_KEY, projectApiKey: 'test-project-key' }]
+  })
+)
+const relay = spawn(process.execPath, [relayCli, 'start', '--config', join(dir, 'relay.json')], {
+  stdio: ['ignore', 'ignore', 'inherit'],
+  env: { ...process.env, LOG_LEVEL: 'warn' }
+})
+const pid = relay.pid as number
+let peak = 0
+const sampler = setInterval(() => (peak = Math.max(peak, rssMb(pid))), 200)
+const url = `http://127.0.0.1:${port}`
+try {
+  for (
+    let i = 0;
+    i < 200 &&
+    !(await fetch(`${url}/health/live`).then(
+      (r) => r.ok,
+      () => false
+    ));
+    i++
+  )
+    await new Promise((r) => setTimeout(r, 50))
+
+  let seq = 0
+  const started = Date.now()
+  const result = await new Promise<autocannon.Result>((resolve, reject) =>
+    autocannon(
+      {
+        url: `${url}/v1/batch`,
+        connections: 16,
+        amount: Math.ceil(EVENTS / PER_REQUEST),
+        requests: [
+          {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', authorization: AUTH },
+            setupRequest: (req) => {
+              const base = seq
+              seq += PER_REQUEST
+              const batch = Array.from({ length: PER_REQUEST }, (_, i) => ({
+                type: 'track',
+                event: 'Backlog Event',
+                userId: `user-${(base + i) % 10_000}`,
+                messageId: `backlog-${base + i}`,
+                properties: { id: base + i, plan: 'pro' }
+              }))
+              return { ...req, body: JSON.stringify({ batch }) }
+            }
+          }
+        ]
+      },
+      (error, r) => (error ? reject(error) : resolve(r))
+    )
+  )
+  const ingestS = (Date.now() - started) / 1000
+  if (result.non2xx > 0 || result.errors > 0)
+    throw new Error(`ingest refused requests: ${result.non2xx} non-2xx, ${result.errors} errors`)
+  const ingestPeak = peak
+
+  // 1Flow is back: drain.
+  peak = rssMb(pid)
+  fake.reset()
+  const drainStarted = Date.now()
+  await fake.waitFor((accepted) => accepted.length >= EVENTS, 1_800_000)
+  const drainS = (Date.now() - drainStarted) / 1000
+  const ids = new Set(fake.accepted.map((m) => (m.body.properties as { id: number }).id))
+  let lost = 0
+  for (let i = 0; i < EVENTS; i++) if (!ids.has(i)) lost++
+  console.log(JSON.stringify({ machine: machine(), events: EVENTS, requests_to_1flow: fake.requests.length }))
+  console.log(
+    JSON.stringify({
+      bench: 'relay-backlog',
+      events: EVENTS,
+      ingest_events_per_s: Math.round(EVENTS / ingestS),
+      peak_rss_mb_ingest: ingestPeak,
+      peak_rss_mb_drain: peak,
+      drain_s: Math.round(drainS * 10) / 10,
+      max_requests_in_any_second: fake.maxRequestsInWindow(1000),
+      lost,
+      duplicates: fake.accepted.length - ids.size
+    })
+  )
+} finally {
+  clearInterval(sampler)
+  relay.kill('SIGTERM')
+  await new Promise((r) => relay.once('exit', r))
+  await fake.close()
+}
