@@ -1,6 +1,6 @@
 import { nodeEsmWrapper, packageBuild } from '../../tooling/tsup.config'
 
 export default packageBuild(
-  { index: 'src/index.ts', cli: 'src/cli.ts', 'sqlite-worker': 'src/queue/sqlite-worker.ts' },
+  { index: 'src/index.ts', cli: 'src/cli.ts' },
   { platform: 'node', target: 'node20', onSuccess: nodeEsmWrapper('index') }
 )

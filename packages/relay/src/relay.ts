@@ -14,7 +14,7 @@ import { createMetrics, type Metrics } from './metrics'
 import { opsRoutes, setQueueGauges } from './ops-routes'
 import type { NewEvent, Queue } from './queue/queue'
 import { PgQueue } from './queue/pg-queue'
-import { ThreadedSqliteQueue } from './queue/sqlite-thread'
+import { SqliteQueue } from './queue/sqlite-queue'
 import { systemClock, type Clock } from './rate-limiter'
 import { describeError, PROBE_EVERY_MS, QueueHealth } from './queue-health'
 import { BODY_BUDGET_BYTES, BodyBudget } from './request-body'
@@ -51,7 +51,7 @@ const QUEUE_FAILING: Unavailable = {
 
 /** Opens the queue a config names. */
 export async function openQueue(config: RelayConfig): Promise<Queue> {
-  if (config.queue.startsWith('sqlite:')) return ThreadedSqliteQueue.open(config.queue.slice('sqlite:'.length))
+  if (config.queue.startsWith('sqlite:')) return new SqliteQueue(config.queue.slice('sqlite:'.length))
   try {
     return await PgQueue.open(config.queue)
   } catch (error) {
@@ -206,9 +206,7 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
     config,
     async start() {
       // One SQLite file has one relay: leases left by a crashed process are ours to take back at once.
-      const recovered = await queue.recoverLeases(
-        queue instanceof ThreadedSqliteQueue ? Number.MAX_SAFE_INTEGER : clock.now()
-      )
+      const recovered = await queue.recoverLeases(queue instanceof SqliteQueue ? Number.MAX_SAFE_INTEGER : clock.now())
       if (recovered > 0)
         logger.warn(
           { recovered },

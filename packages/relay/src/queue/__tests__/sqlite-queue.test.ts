@@ -2,7 +2,6 @@ import { existsSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { SqliteQueue } from '../sqlite-queue'
-import { QueueThreadError, ThreadedSqliteQueue } from '../sqlite-thread'
 import type { Queue } from '../queue'
 import { tempDir } from '../../__tests__/helpers'
 import { describeQueue, event, T0 } from './queue-conformance'
@@ -10,25 +9,6 @@ import { describeQueue, event, T0 } from './queue-conformance'
 describeQueue('SQLite', {
   open: async () => new SqliteQueue(join(tempDir(), 'queue.db')),
   reopen: async (queue: Queue) => new SqliteQueue((queue as SqliteQueue).path)
-})
-
-// What the relay runs: the same queue on its own thread (calls and errors cross the thread boundary).
-describeQueue('SQLite on a worker thread', {
-  open: async () => ThreadedSqliteQueue.open(join(tempDir(), 'queue.db')),
-  reopen: async (queue: Queue) => ThreadedSqliteQueue.open((queue as ThreadedSqliteQueue).path)
-})
-
-describe('SQLite on a worker thread: faults', () => {
-  it('a file that cannot be opened is a clear error at open, not a hang', async () => {
-    const dir = tempDir()
-    await expect(ThreadedSqliteQueue.open(dir)).rejects.toThrow(/SQLITE_CANTOPEN|directory|unable to open/i)
-  })
-
-  it('calls after close fail with a typed error', async () => {
-    const q = await ThreadedSqliteQueue.open(join(tempDir(), 'queue.db'))
-    await q.close()
-    await expect(q.liveBytes()).rejects.toBeInstanceOf(QueueThreadError)
-  })
 })
 
 describe('SQLite: space comes back after a backlog is delivered', () => {
