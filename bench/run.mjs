@@ -3,7 +3,7 @@
 // in a fresh Node process, so the numbers do not depend on a test runner. `pnpm bench` runs them all and
 // writes bench/RESULTS.md.
 import { spawnSync } from 'node:child_process'
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -87,6 +87,15 @@ if (name) {
     ),
     ''
   ]
-  writeFileSync(join(here, 'RESULTS.md'), lines.join('\n'))
+  // Notes written by hand below the marker (before/after comparisons) are kept.
+  const marker = '<!-- Notes below this line are kept by pnpm bench. -->'
+  let notes = `${marker}\n`
+  try {
+    const previous = readFileSync(join(here, 'RESULTS.md'), 'utf8')
+    if (previous.includes(marker)) notes = previous.slice(previous.indexOf(marker))
+  } catch {
+    // No earlier results.
+  }
+  writeFileSync(join(here, 'RESULTS.md'), `${lines.join('\n')}\n${notes}`)
   console.log(JSON.stringify({ bench: 'all', results }))
 }
