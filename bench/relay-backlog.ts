@@ -6,7 +6,7 @@
  * any one second, and events lost or delivered twice. `BACKLOG_EVENTS` sets a smaller backlog for a quick run.
  */
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -122,4 +122,6 @@ try {
   relay.kill('SIGTERM')
   await new Promise((r) => relay.once('exit', r))
   await fake.close()
+  // A million-event queue takes about a gigabyte.
+  rmSync(dir, { recursive: true, force: true })
 }

@@ -8,7 +8,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createRequire } from 'node:module'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
@@ -176,4 +176,6 @@ try {
   floor.kill('SIGKILL')
   await new Promise((r) => relay.once('exit', r))
   await fake.close()
+  // The queue and the floor's file take hundreds of MB per run.
+  rmSync(dir, { recursive: true, force: true })
 }
