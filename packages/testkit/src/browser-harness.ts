@@ -9,6 +9,7 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { build } from 'esbuild'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
+import type { recordedState } from './browser/page-harness'
 import type { ExpectedCall, Fixture, FixtureAdapter } from './fixture-json'
 import { expectedOutcome } from './fixtures'
 import { recordingSdkScript, type SdkShape } from './recording-sdk'
@@ -232,6 +233,23 @@ export function harnessCalls<H extends PageHarnessApi>() {
       p.page.evaluate((i) => (window as unknown as W).harness.state(i) as ReturnType<H['state']>, id),
     reset: (p: OpenedPage) => p.page.evaluate(() => (window as unknown as W).harness.reset())
   }
+}
+
+/**
+ * What a failed SDK load left behind, for both browser adapters: sends one more track, then watches the page for
+ * a second — the timer callbacks that ran meanwhile (ours should be none), what the plain destination got last
+ * (the new track, at once) and the SDK calls (none).
+ */
+export async function afterFailedLoad(
+  p: OpenedPage,
+  id: number
+): Promise<{ timerFires: number; lastPlain: string | undefined; calls: unknown[] }> {
+  const { send, state } = harnessCalls<PageHarnessApi & { state(id: number): ReturnType<typeof recordedState> }>()
+  await send(p, id, { type: 'track', event: 'After', userId: 'u' })
+  const before = (await state(p, id)).timerFires
+  await p.page.waitForTimeout(1000)
+  const after = await state(p, id)
+  return { timerFires: after.timerFires - before, lastPlain: after.plain.at(-1), calls: after.calls }
 }
 
 /** Opens a page, runs `body`, always closes it. */

@@ -32,7 +32,8 @@ export {
   ORDERING_EVENTS,
   ORDERING_LABELS,
   ORDERING_CALLS,
-  sdkHasCalls
+  sdkHasCalls,
+  afterFailedLoad
 } from './browser-harness'
 export type { SdkServing, OpenedPage, PageHarnessApi } from './browser-harness'
 export {

@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
+  afterFailedLoad,
   browserExpectation,
   fixtureSettings,
   harnessCalls,
@@ -123,13 +124,7 @@ describe('device mode: loading', () => {
         expect(failed.registered.filter((n) => n.startsWith(DEST))).toEqual([])
         expect(p.console.join('\n')).toContain('https://1flow.app/js/1flow.js')
         // Later events still reach the other destination at once, and nothing of ours is left ticking.
-        await send(p, id, { type: 'track', event: 'After', userId: 'u' })
-        const before = (await state(p, id)).timerFires
-        await p.page.waitForTimeout(1000)
-        const after = await state(p, id)
-        expect(after.timerFires - before).toBe(0)
-        expect(after.plain.at(-1)).toBe('track:After')
-        expect(after.calls).toEqual([])
+        expect(await afterFailedLoad(p, id)).toEqual({ timerFires: 0, lastPlain: 'track:After', calls: [] })
       }),
     30_000
   )
@@ -190,15 +185,14 @@ describe('device mode: loading', () => {
 
   it('takes the SDK load deadline from the loadTimeoutMs setting', () =>
     withPage({ hang: true }, async (p) => {
-      const started = Date.now()
       const id = await start(p, { projectApiKey: 'k1', loadTimeoutMs: 1_500 })
       await fire(p, id, events[1])
+      // The load fails well before the default 10 s deadline (the wait gives up at 8 s), and says which it used.
       await p.page.waitForFunction(
         (name) => (window as unknown as H).harness.state(0).failedInitializations.includes(name),
         DEST,
         { timeout: 8_000 }
       )
-      expect(Date.now() - started).toBeLessThan(8_000)
       expect(p.console.join('\n')).toContain('no usable SDK within 1500 ms')
     }))
 })
