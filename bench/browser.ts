@@ -62,6 +62,7 @@ console.log(
     bench: 'browser',
     plugin_gzip_bytes: plugin.gzipBytes,
     plugin_split_gzip_bytes: pluginSplit.gzipBytes,
+    plugin_split_loaded_gzip_bytes: pluginSplit.loadedGzipBytes,
     destination_gzip_bytes: destination.gzipBytes,
     plugin_track_us: round(median(perCall))
   })

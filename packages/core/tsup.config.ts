@@ -35,6 +35,7 @@ export default [
       index: 'src/index.ts',
       subscriptions: 'src/subscriptions.ts',
       browser: 'src/browser.ts',
+      'browser-start': 'src/browser-start.ts',
       mapping: 'src/mapping.ts'
     },
     {},

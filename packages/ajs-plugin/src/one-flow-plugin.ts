@@ -1,20 +1,15 @@
 import type { Context, Plugin } from '@segment/analytics-next'
 import {
-  browserSdkDeps,
   createScriptLoader,
   DESTINATION_NAMES,
-  loadOneFlowSdk,
-  presetOutcome,
   PreReadyBuffer,
   resolveSdkSettings,
   InvalidSettingsError,
+  ChunkLoadError,
   MAX_SUBSCRIPTIONS,
-  type MappedResult,
-  type PresetOutcome,
-  type SdkClient,
-  type SegmentEvent,
   type Subscription
-} from '@oneflow-seg/core/browser'
+} from '@oneflow-seg/core/browser-start'
+import type { Deliver } from './delivery'
 import { VERSION } from './version'
 
 export interface OneFlowPluginOptions {
@@ -54,10 +49,9 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
     )
   }
 
+  const sdkAttributes = { 'data-api-key': settings.projectApiKey }
   let state: State = 'idle'
-  let client: SdkClient | undefined
-  // Custom mappings, once loaded; until then (and without them) the presets' direct path.
-  let route: ((event: SegmentEvent) => MappedResult[]) | undefined
+  let deliver: Deliver | undefined
   let failure = ''
   const buffer = new PreReadyBuffer<Context>(settings.bufferLimit, (ctx, reason) =>
     ctx.log(
@@ -68,20 +62,8 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
     )
   )
 
-  function report(ctx: Context, outcome: PresetOutcome, subscription = ''): void {
-    if (outcome.kind === 'skip') ctx.log('debug', `1Flow: ${outcome.message}`)
-    else if (outcome.kind === 'invalid') ctx.log('warn', `1Flow ${subscription}: ${outcome.error.message} Not sent.`)
-    else (client as SdkClient).send(outcome)
-  }
-
-  function deliver(ctx: Context): void {
-    const event = ctx.event as SegmentEvent
-    if (route === undefined) report(ctx, presetOutcome(event))
-    else for (const { subscription, outcome } of route(event)) report(ctx, outcome, subscription)
-  }
-
   function handle(ctx: Context): Context {
-    if (state === 'ready') deliver(ctx)
+    if (state === 'ready') (deliver as Deliver)(ctx)
     else if (state === 'failed') ctx.log('debug', '1Flow: not sent, its SDK did not load.')
     else buffer.push(ctx)
     return ctx
@@ -95,33 +77,40 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
     load() {
       if (state !== 'idle') return Promise.resolve()
       state = 'loading'
-      const sdk = loadOneFlowSdk(settings, browserSdkDeps(window, createScriptLoader(document)), {
-        timeoutMs: settings.loadTimeoutMs
-      })
-      // Custom mappings need Segment's mapping-kit and FQL parser: loaded only now, as a separate chunk.
-      const router =
-        mappings === undefined
-          ? undefined
-          : import('@oneflow-seg/core/mapping').then(({ compileSubscriptions, mapWithSubscriptions }) => {
-              const compiled = compileSubscriptions(mappings)
-              return (event: SegmentEvent) => mapWithSubscriptions(event, compiled)
-            })
-      return Promise.all([sdk, router]).then(
-        ([sdkClient, customRoute]) => {
-          client = sdkClient
-          if (customRoute) route = customRoute
-          state = 'ready'
-          // One event the SDK chokes on must not cost the ones queued behind it.
-          buffer.flush(deliver, (ctx, error) => ctx.log('error', `1Flow: the SDK threw: ${(error as Error).message}`))
-        },
-        (error: Error) => {
-          state = 'failed'
-          failure = error.message
-          const dropped = buffer.dropAll('sdk-failed')
-          if (dropped > 0) console.warn(`1Flow: ${dropped} waiting events dropped. ${error.message}`)
-          throw error
-        }
-      )
+      const started = Date.now()
+      // 1Flow's SDK script starts downloading now, beside the chunk with the code that delivers to it. A page
+      // that already has something at window._1flow is left to the loader, which uses a ready SDK as it is.
+      const loadScript = createScriptLoader(document)
+      const early =
+        (window as { _1flow?: unknown })._1flow == null ? loadScript(settings.sdkUrl, sdkAttributes) : undefined
+      early?.catch(() => undefined) // the loader reports the failure
+      return import('./delivery')
+        .catch((error: Error) => {
+          throw new ChunkLoadError("the Analytics.js plugin's delivery code", error.message)
+        })
+        .then(({ startDelivery }) =>
+          startDelivery(
+            settings,
+            mappings,
+            early ? () => early : loadScript,
+            Math.max(0, settings.loadTimeoutMs - (Date.now() - started))
+          )
+        )
+        .then(
+          (ready) => {
+            deliver = ready
+            state = 'ready'
+            // One event the SDK chokes on must not cost the ones queued behind it.
+            buffer.flush(ready, (ctx, error) => ctx.log('error', `1Flow: the SDK threw: ${(error as Error).message}`))
+          },
+          (error: Error) => {
+            state = 'failed'
+            failure = error.message
+            const dropped = buffer.dropAll('sdk-failed')
+            if (dropped > 0) console.warn(`1Flow: ${dropped} waiting events dropped. ${error.message}`)
+            throw error
+          }
+        )
     },
     track: handle,
     identify: handle,

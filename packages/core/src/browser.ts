@@ -1,18 +1,13 @@
 /**
- * `@oneflow-seg/core/browser`: what the browser adapters need and nothing else — the SDK loader and client, the
- * pre-ready buffer, the presets' direct path, the SDK settings. Importing it (rather than the main entry) keeps an
- * app's eager bundle to these modules when a bundler splits out the custom-mapping chunk.
+ * `@oneflow-seg/core/browser`: what a browser adapter needs to deliver — the SDK loader and client, the presets'
+ * direct path. What it needs before that (settings, pre-ready buffer, script loader, names) is
+ * `@oneflow-seg/core/browser-start`. The two share no module but core's errors and event helpers, so an adapter
+ * that imports the start-up part eagerly and this one lazily gives an app's bundler two clean chunks: the
+ * start-up part on the app's start-up path, the rest fetched when the adapter loads (docs/browser-bundles.md).
  */
-export { browserSdkDeps, createScriptLoader, loadOneFlowSdk, DEFAULT_SDK_TIMEOUT_MS } from './sdk-client.js'
-export type { SdkClient, SdkLoaderDeps, BrowserScope, ScriptDocument } from './sdk-client.js'
-export { PreReadyBuffer, DEFAULT_BUFFER_LIMIT } from './pre-ready-buffer.js'
+export { browserSdkDeps, loadOneFlowSdk } from './sdk-client.js'
+export type { SdkClient, SdkLoaderDeps, BrowserScope } from './sdk-client.js'
 export { presetOutcome } from './preset-path.js'
 export type { PresetOutcome } from './preset-path.js'
-export { resolveSdkSettings } from './settings.js'
-export type { ResolvedSdkSettings } from './settings.js'
-export { DESTINATION_NAMES } from './segment-event.js'
 export type { SegmentEvent } from './segment-event.js'
-export { InvalidSettingsError } from './errors.js'
-export { MAX_SUBSCRIPTIONS } from './subscription-shape.js'
-export type { Subscription } from './subscription-shape.js'
 export type { MappedResult } from './route.js'

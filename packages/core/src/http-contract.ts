@@ -14,7 +14,7 @@
  * other field, and an unknown one could be refused.
  */
 import { toTimestamp, type Command, type IdentifyCommand, type TrackCommand } from './commands.js'
-import { PayloadTooLargeError } from './errors.js'
+import { PayloadTooLargeError } from './payload-errors.js'
 import type { JsonObject } from './json-value.js'
 
 /** 1Flow's HTTP API. */

@@ -2,7 +2,14 @@
  * `@oneflow-seg/core`: everything about Segment → 1Flow that does not depend on a runtime. Pure: this entry
  * imports nothing at run time (a lint rule enforces it); custom mappings live in `@oneflow-seg/core/mapping`.
  */
-export { settings, resolveSettings, resolveSdkSettings, DEFAULT_SDK_URL, DEFAULT_API_BASE_URL } from './settings.js'
+export {
+  settings,
+  resolveSettings,
+  resolveSdkSettings,
+  DEFAULT_SDK_URL,
+  DEFAULT_API_BASE_URL,
+  DEFAULT_SDK_TIMEOUT_MS
+} from './settings.js'
 export type { Settings, ResolvedSettings, ResolvedSdkSettings } from './settings.js'
 export { presets } from './presets.js'
 export type { AutomaticPreset } from './presets.js'
@@ -24,7 +31,8 @@ export { toSdkCall } from './sdk-call.js'
 export type { SdkCall } from './sdk-call.js'
 export { toJsonValue, toJsonObject, toId, exceedsDepth, MAX_DEPTH } from './json-value.js'
 export type { JsonValue, JsonObject, JsonPrimitive } from './json-value.js'
-export { isEnabledByIntegrations, eventTimestamp, DESTINATION_NAMES } from './segment-event.js'
+export { isEnabledByIntegrations, eventTimestamp } from './segment-event.js'
+export { DESTINATION_NAMES } from './destination-names.js'
 export type { SegmentEvent } from './segment-event.js'
 export { presetOutcome } from './preset-path.js'
 export type { PresetOutcome } from './preset-path.js'
@@ -46,15 +54,13 @@ export type {
 } from './http-contract.js'
 export { classifyResponse, parseRetryAfter, fullJitterDelay, MAX_RETRY_AFTER_MS } from './response-policy.js'
 export type { Decision, ResponseFacts, ResponseParty } from './response-policy.js'
-export {
-  OneFlowError,
-  InvalidSettingsError,
-  InvalidSubscriptionError,
-  InvalidPayloadError,
-  PayloadTooLargeError,
-  SdkLoadError
-} from './errors.js'
-export type { Remedy, SubscriptionProblem, InvalidPayloadReason } from './errors.js'
+export { OneFlowError, InvalidSettingsError, ChunkLoadError } from './errors.js'
+export type { Remedy } from './errors.js'
+export { InvalidSubscriptionError } from './subscription-errors.js'
+export type { SubscriptionProblem } from './subscription-errors.js'
+export { InvalidPayloadError, PayloadTooLargeError } from './payload-errors.js'
+export type { InvalidPayloadReason } from './payload-errors.js'
+export { SdkLoadError } from './sdk-client.js'
 export {
   surveyResponseToTrack,
   SURVEY_RESPONSE_EVENT,
@@ -72,21 +78,16 @@ export {
 } from './segment-contract.js'
 export type { SegmentEventType, SegmentRoute, SegmentEventProblem } from './segment-contract.js'
 export type { SurveyConversion, SurveyConversionOptions, SurveyAnswer, SegmentTrackEvent } from './survey-response.js'
-export {
-  toSdkClient,
-  loadOneFlowSdk,
-  browserSdkDeps,
-  createScriptLoader,
-  DEFAULT_SDK_TIMEOUT_MS
-} from './sdk-client.js'
+export { toSdkClient, loadOneFlowSdk, browserSdkDeps } from './sdk-client.js'
 export type {
   SdkClient,
   SdkLoaderDeps,
   SdkLoadOptions,
   OneFlowSdkObject,
   OneFlowSdkFunction,
-  BrowserScope,
-  ScriptDocument
+  BrowserScope
 } from './sdk-client.js'
+export { createScriptLoader } from './script-loader.js'
+export type { ScriptDocument } from './script-loader.js'
 export { PreReadyBuffer, DEFAULT_BUFFER_LIMIT } from './pre-ready-buffer.js'
 export type { DropReason } from './pre-ready-buffer.js'

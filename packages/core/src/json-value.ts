@@ -1,4 +1,4 @@
-import { InvalidPayloadError } from './errors.js'
+import { InvalidPayloadError } from './payload-errors.js'
 
 export type JsonPrimitive = string | number | boolean | null
 export type JsonValue = JsonPrimitive | JsonValue[] | JsonObject

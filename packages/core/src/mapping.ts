@@ -6,7 +6,7 @@
  */
 import { transform } from '@segment/actions-core/mapping-kit'
 import { parseFql, validate } from '@segment/destination-subscriptions'
-import { InvalidSubscriptionError, type SubscriptionProblem } from './errors.js'
+import { InvalidSubscriptionError, type SubscriptionProblem } from './subscription-errors.js'
 import { finishRoutes, type MapOptions, type MappedResult, type Route } from './route.js'
 import type { SegmentEvent } from './segment-event.js'
 import type { ValidSubscription } from './subscription-shape.js'

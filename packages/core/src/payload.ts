@@ -1,5 +1,5 @@
 import type { InputField } from '@segment/actions-core'
-import { InvalidPayloadError } from './errors.js'
+import { InvalidPayloadError } from './payload-errors.js'
 import { describe } from './json-value.js'
 
 // 1Flow's fields are strings and objects only; another field type must be added here before it is used.

@@ -5,9 +5,10 @@
  * plugin stays small and each event costs a few property reads.
  */
 import { commandTimestamp, skip, type Command, type Skip } from './commands.js'
-import { InvalidPayloadError } from './errors.js'
+import { InvalidPayloadError } from './payload-errors.js'
 import { toId, toJsonFields } from './json-value.js'
-import { DESTINATION_NAMES, eventTimestamp, isEnabledByIntegrations, type SegmentEvent } from './segment-event.js'
+import { DESTINATION_NAMES } from './destination-names.js'
+import { eventTimestamp, isEnabledByIntegrations, type SegmentEvent } from './segment-event.js'
 
 /** What an event becomes under the presets: a command, a skip with its reason, or an invalid field. */
 export type PresetOutcome = Command | Skip | { readonly kind: 'invalid'; readonly error: InvalidPayloadError }

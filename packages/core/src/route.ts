@@ -1,4 +1,4 @@
-import { InvalidPayloadError } from './errors.js'
+import { InvalidPayloadError } from './payload-errors.js'
 import { skip, type Command, type CommandContext, type Skip } from './commands.js'
 import { toIdentifyCommand } from './actions/identify-user.js'
 import { toTrackCommand } from './actions/track-event.js'

@@ -5,7 +5,7 @@
  * function Segment's reference calls (`_1flow('identify' | 'track', …)`).
  */
 import type { Command } from './commands.js'
-import { SdkLoadError } from './errors.js'
+import { OneFlowError } from './errors.js'
 import { toSdkCall } from './sdk-call.js'
 
 /** 1Flow's documented SDK object. */
@@ -64,6 +64,21 @@ export function toSdkClient(candidate: unknown): SdkClient | undefined {
   }
 }
 
+/** The 1Flow web SDK could not be loaded (404, blocked, CSP, or no answer before the deadline). */
+export class SdkLoadError extends OneFlowError {
+  override readonly name = 'SdkLoadError'
+  readonly code = 'SDK_LOAD_FAILED'
+  readonly remedy = 'fix-config'
+  constructor(
+    readonly url: string,
+    readonly reason: string
+  ) {
+    super(
+      `The 1Flow SDK at ${url} did not load (${reason}); check the URL and the page's Content-Security-Policy (script-src).`
+    )
+  }
+}
+
 /** What loading needs from the runtime (a browser page, or a test double). */
 export interface SdkLoaderDeps {
   /** Inserts `<script src async>` with the attributes; resolves on load, rejects on error (404, blocked, CSP). */
@@ -81,37 +96,6 @@ export interface BrowserScope {
   clearTimeout(handle: unknown): void
 }
 
-/** The parts of a DOM document a script loader needs. */
-export interface ScriptDocument {
-  readonly scripts: ArrayLike<{ readonly src: string }>
-  readonly head: { appendChild(node: never): unknown }
-  createElement(tag: 'script'): {
-    async: boolean
-    src: string
-    setAttribute(name: string, value: string): void
-    onload: ((...args: never[]) => unknown) | null
-    onerror: ((...args: never[]) => unknown) | null
-  }
-}
-
-/**
- * `<script async src>` with the given attributes, resolved on load and rejected on error (404, blocked, CSP). A
- * script with the same `src` already in the document is never injected twice.
- */
-export function createScriptLoader(doc: ScriptDocument): SdkLoaderDeps['loadScript'] {
-  return (src, attributes) =>
-    new Promise((resolve, reject) => {
-      for (const existing of Array.from(doc.scripts)) if (existing.src === src) return resolve(existing)
-      const script = doc.createElement('script')
-      script.async = true
-      script.src = src
-      for (const [name, value] of Object.entries(attributes)) script.setAttribute(name, value)
-      script.onload = resolve
-      script.onerror = reject
-      doc.head.appendChild(script as never)
-    })
-}
-
 /** The loader's dependencies from a page: its `window` and a script loader (the runtime's, or createScriptLoader's). */
 export function browserSdkDeps(scope: BrowserScope, loadScript: SdkLoaderDeps['loadScript']): SdkLoaderDeps {
   return {
@@ -124,13 +108,14 @@ export function browserSdkDeps(scope: BrowserScope, loadScript: SdkLoaderDeps['l
 }
 
 export interface SdkLoadOptions {
-  /** Give up after this long (default 10 s). */
-  readonly timeoutMs?: number
+  /**
+   * Give up after this long: the resolved `loadTimeoutMs` setting (resolveSdkSettings applies its default,
+   * DEFAULT_SDK_TIMEOUT_MS). Required, so that this module depends on nothing an adapter needs at start-up.
+   */
+  readonly timeoutMs: number
   /** How often to look for the SDK after its script has loaded (default 25 ms). */
   readonly pollMs?: number
 }
-
-export const DEFAULT_SDK_TIMEOUT_MS = 10_000
 
 /**
  * Loads 1Flow's SDK from `sdkUrl` with `data-api-key` and resolves once the real SDK is callable. An SDK
@@ -140,13 +125,13 @@ export const DEFAULT_SDK_TIMEOUT_MS = 10_000
 export function loadOneFlowSdk(
   settings: { readonly sdkUrl: string; readonly projectApiKey: string },
   deps: SdkLoaderDeps,
-  options: SdkLoadOptions = {}
+  options: SdkLoadOptions
 ): Promise<SdkClient> {
   // Called detached: a page's own setTimeout/clearTimeout throw "Illegal invocation" when called as methods of `deps`.
   const { loadScript, readGlobal, setTimeout: setTimer, clearTimeout: clearTimer } = deps
   const existing = toSdkClient(readGlobal())
   if (existing) return Promise.resolve(existing)
-  const timeoutMs = options.timeoutMs ?? DEFAULT_SDK_TIMEOUT_MS
+  const timeoutMs = options.timeoutMs
   const pollMs = options.pollMs ?? 25
   return new Promise<SdkClient>((resolve, reject) => {
     let settled = false

@@ -1,3 +1,5 @@
+import { DESTINATION_NAMES } from './destination-names.js'
+
 /** The parts of a Segment event core reads. Anything else is carried along untouched. */
 export interface SegmentEvent {
   readonly type?: string
@@ -14,17 +16,6 @@ export interface SegmentEvent {
   readonly context?: unknown
   readonly [key: string]: unknown
 }
-
-/**
- * The name each runtime answers to in a Segment `integrations` object. Analytics.js knows a device-mode
- * destination by its own name, so each mode has one: `1Flow` (the Analytics.js plugin, the relay), `1Flow Web
- * (Actions)` (device mode), `1Flow Cloud (Actions)` (cloud mode). Turning one off leaves the others on.
- */
-export const DESTINATION_NAMES = {
-  plugin: '1Flow',
-  web: '1Flow Web (Actions)',
-  cloud: '1Flow Cloud (Actions)'
-} as const
 
 /**
  * Honours Segment's `integrations` object as Analytics.js does: the destination's own name decides when the

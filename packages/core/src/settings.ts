@@ -2,7 +2,9 @@ import { defineSettings, type PayloadOf } from './field-types.js'
 import { InvalidSettingsError } from './errors.js'
 import { DEFAULT_API_BASE_URL } from './http-contract.js'
 import { DEFAULT_BUFFER_LIMIT } from './pre-ready-buffer.js'
-import { DEFAULT_SDK_TIMEOUT_MS } from './sdk-client.js'
+
+/** How long the browser adapters wait for 1Flow's web SDK unless the settings say otherwise. */
+export const DEFAULT_SDK_TIMEOUT_MS = 10_000
 
 /** Where 1Flow's web SDK is served (docs/oneflow-api.md). */
 export const DEFAULT_SDK_URL = 'https://1flow.app/js/1flow.js'

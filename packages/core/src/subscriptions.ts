@@ -2,7 +2,7 @@
  * `@oneflow-seg/core/subscriptions`: checks Segment-style subscriptions (mappings) without loading Segment's
  * mapping-kit or FQL parser. A sub-entry of its own so that browser bundles that do not need it never carry it.
  */
-import { InvalidSubscriptionError, type SubscriptionProblem } from './errors.js'
+import { InvalidSubscriptionError, type SubscriptionProblem } from './subscription-errors.js'
 import { lintFql, suggestFql } from './fql-lint.js'
 import { actionKeys, actions, defaultMapping, isActionKey, type ActionKey } from './actions/registry.js'
 import { MAX_SUBSCRIPTIONS, type Subscription, type ValidSubscription } from './subscription-shape.js'

@@ -8,13 +8,18 @@ import { build } from 'esbuild'
 import { LIQUID_STUB } from './browser-harness'
 
 export const BUDGETS = {
-  /** The plugin's default import: everything but analytics-next (custom-mapping code loads lazily and is not counted). */
-  pluginGzipBytes: 4_000,
   /**
-   * The same import as an app's bundler splits it (measurePluginSplit): 4,066 bytes when this budget was set,
-   * down from 5,427. The goal is 2,500; this keeps it from growing meanwhile.
+   * The plugin's default import bundled into one file (a bundler that does not split): everything but
+   * analytics-next and the custom-mapping code. 4,019 bytes when raised from 4,000: the delivery code became a
+   * dynamically imported module, which a non-splitting bundler inlines behind lazy-init wrappers (about 0.3 KB),
+   * in exchange for 1.9 KB instead of 4.1 KB on the start-up path of apps that split (docs/browser-bundles.md).
    */
-  pluginSplitGzipBytes: 4_200,
+  pluginGzipBytes: 4_200,
+  /**
+   * The same import as an app's bundler splits it (measurePluginSplit): what loads before the plugin runs. 2,166
+   * bytes when this budget was set (5,427 before the delivery code moved to a chunk fetched by load()).
+   */
+  pluginSplitGzipBytes: 2_500,
   /**
    * The device-mode destination as Segment's CDN would ship it: one file, browser runtime included. Raised from
    * 15,000 when device mode gained the identity hand-over, the shared pre-ready buffer, core's finishRoutes and
@@ -26,6 +31,11 @@ export const BUDGETS = {
 export interface BundleSize {
   readonly bytes: number
   readonly gzipBytes: number
+}
+
+export interface SplitSize extends BundleSize {
+  /** Everything fetched once the plugin loads without custom mappings: the above plus the delivery chunk(s). */
+  readonly loadedGzipBytes: number
 }
 
 async function measure(
@@ -84,9 +94,10 @@ export function measureDestinationBundle(packageDir: string): Promise<BundleSize
 /**
  * `import { oneFlow } from '@oneflow-seg/ajs-plugin'` the way an app's bundler builds it: esbuild with code
  * splitting, ESM, minified, Analytics.js external; the gzip (-9) bytes of the entry chunk and of every chunk it
- * imports statically (what loads before the plugin can run; the lazily imported mapping chunk is not counted).
+ * imports statically (what loads before the plugin can run), and, as `loadedGzipBytes`, those plus every chunk
+ * fetched when the plugin loads without custom mappings (the lazily imported mapping chunk is in neither).
  */
-export async function measurePluginSplit(packageDir: string): Promise<BundleSize> {
+export async function measurePluginSplit(packageDir: string): Promise<SplitSize> {
   const result = await build({
     stdin: {
       contents: "import { oneFlow } from '@oneflow-seg/ajs-plugin'; window.oneFlow = oneFlow",
@@ -107,21 +118,34 @@ export async function measurePluginSplit(packageDir: string): Promise<BundleSize
   })
   const outputs = result.metafile.outputs
   const entry = Object.keys(outputs).find((k) => outputs[k]?.entryPoint !== undefined) as string
-  const eager = new Set<string>()
-  const stack = [entry]
-  while (stack.length > 0) {
-    const key = stack.pop() as string
-    if (eager.has(key)) continue
-    eager.add(key)
-    for (const i of outputs[key]?.imports ?? []) if (i.kind === 'import-statement' && !i.external) stack.push(i.path)
+  const reach = (dynamic: boolean): Set<string> => {
+    const seen = new Set<string>()
+    const stack = [entry]
+    while (stack.length > 0) {
+      const key = stack.pop() as string
+      if (seen.has(key)) continue
+      seen.add(key)
+      for (const i of outputs[key]?.imports ?? []) {
+        if (i.external) continue
+        if (i.kind === 'import-statement') stack.push(i.path)
+        else if (dynamic && i.kind === 'dynamic-import' && !/\/mapping[.-]/.test(i.path)) stack.push(i.path)
+      }
+    }
+    return seen
   }
+  const eager = reach(false)
+  const loaded = reach(true)
   let bytes = 0
   let gzipBytes = 0
+  let loadedGzipBytes = 0
   for (const file of result.outputFiles) {
     const key = Object.keys(outputs).find((k) => file.path.endsWith(k.replace(/^.*?split/, '')))
-    if (key === undefined || !eager.has(key)) continue
+    if (key === undefined || !loaded.has(key)) continue
+    const gzip = gzipSync(file.contents, { level: 9 }).length
+    loadedGzipBytes += gzip
+    if (!eager.has(key)) continue
     bytes += file.contents.length
-    gzipBytes += gzipSync(file.contents, { level: 9 }).length
+    gzipBytes += gzip
   }
-  return { bytes, gzipBytes }
+  return { bytes, gzipBytes, loadedGzipBytes }
 }

@@ -43,7 +43,7 @@ export {
   measureDestinationBundle,
   BUDGETS
 } from './bundle-size'
-export type { BundleSize } from './bundle-size'
+export type { BundleSize, SplitSize } from './bundle-size'
 export { startThrowawayPostgres, createDatabase, postgresBinDir } from './postgres'
 export type { ThrowawayPostgres } from './postgres'
 export { FakeSegmentApi } from './fake-segment-api'

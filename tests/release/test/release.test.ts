@@ -180,12 +180,16 @@ describe.each(['npm', 'pnpm'] as const)(
       import { mapWithPresets, resolveSettings } from '@oneflow-seg/core'
       import { validateSubscriptions } from '@oneflow-seg/core/subscriptions'
       import { compileSubscriptions, mapWithSubscriptions } from '@oneflow-seg/core/mapping'
+      import { resolveSdkSettings, ChunkLoadError } from '@oneflow-seg/core/browser-start'
+      import { presetOutcome } from '@oneflow-seg/core/browser'
       import cloud, { destination as cloudNamed, Destination } from '@oneflow-seg/actions-destination/cloud'
       import browserFactory, { destination as browser } from '@oneflow-seg/actions-destination/browser'
       import { oneFlow, VERSION } from '@oneflow-seg/ajs-plugin'
       import { createRelay, parseConfig } from '@oneflow-seg/relay'
       const results = mapWithPresets({ type: 'track', event: 'E', userId: 'u' })
       if (results[0].outcome.kind !== 'track') throw new Error('core')
+      if (resolveSdkSettings({ projectApiKey: 'k' }).loadTimeoutMs !== 10000 || new ChunkLoadError('x', 'y').code !== 'CHUNK_LOAD_FAILED') throw new Error('browser-start')
+      if (presetOutcome({ type: 'track', event: 'E' }).kind !== 'track') throw new Error('core/browser')
       if (validateSubscriptions([{ subscribe: 'type = "track"', partnerAction: 'trackEvent' }]).length !== 1) throw new Error('subscriptions')
       const compiled = compileSubscriptions(${JSON.stringify(MAPPINGS)})
       // mapping-kit's @liquid directive runs in Node: liquidjs is there.
@@ -205,6 +209,8 @@ describe.each(['npm', 'pnpm'] as const)(
     it('requires every entry through CJS', () => {
       const script = `
       const core = require('@oneflow-seg/core'), mapping = require('@oneflow-seg/core/mapping'), subs = require('@oneflow-seg/core/subscriptions')
+      const start = require('@oneflow-seg/core/browser-start'), coreBrowser = require('@oneflow-seg/core/browser')
+      if (typeof start.PreReadyBuffer !== 'function' || typeof coreBrowser.loadOneFlowSdk !== 'function') throw new Error('browser entries')
       const cloud = require('@oneflow-seg/actions-destination/cloud'), browser = require('@oneflow-seg/actions-destination/browser')
       const plugin = require('@oneflow-seg/ajs-plugin'), relay = require('@oneflow-seg/relay')
       new cloud.Destination(cloud.destination)

@@ -134,6 +134,47 @@ describe('plugin: loading and buffering', () => {
       })
   )
 
+  it("downloads 1Flow's SDK beside its delivery chunk, not after it", () =>
+    withPage({}, async (p) => {
+      let releaseChunk = () => {}
+      const chunkHeld = new Promise<void>((resolve) => (releaseChunk = resolve))
+      const chunks: string[] = []
+      await p.context.route(/\/delivery-[^/]*\.js$/, async (route) => {
+        chunks.push(route.request().url())
+        await chunkHeld
+        await route.continue()
+      })
+      const id = await start(p)
+      for (const e of events.slice(0, 2)) await fire(p, id, e)
+      await expect.poll(() => p.sdkRequests.length, { timeout: 10_000 }).toBe(1)
+      expect(chunks).toHaveLength(1)
+      expect((await state(p, id)).calls).toEqual([])
+      releaseChunk()
+      await p.page.waitForFunction(sdkHasCalls, 2, { timeout: 10_000 })
+      expect((await state(p, id)).calls).toEqual(expectedCalls.slice(0, 2))
+    }))
+
+  it('a delivery chunk that does not load fails the plugin like an SDK that does not: events dropped with a reason', () =>
+    withPage({}, async (p) => {
+      let releaseChunk = () => {}
+      const chunkHeld = new Promise<void>((resolve) => (releaseChunk = resolve))
+      await p.context.route(/\/delivery-[^/]*\.js$/, async (route) => {
+        await chunkHeld
+        await route.fulfill({ status: 404, body: 'gone' })
+      })
+      const id = await start(p)
+      for (const e of events) await fire(p, id, e)
+      releaseChunk()
+      await p.page.waitForFunction(() => (window as unknown as H).harness.state(0).error !== null, undefined, {
+        timeout: 10_000
+      })
+      const failed = await state(p, id)
+      expect(failed.error).toContain("the Analytics.js plugin's delivery code did not load")
+      expect(failed.calls).toEqual([])
+      expect(failed.plain).toEqual(labels)
+      expect(failed.logs.filter((l) => l.startsWith('warn: 1Flow: not sent.'))).toHaveLength(events.length)
+    }))
+
   it('keeps at most bufferLimit events while loading and says why the others were dropped', () =>
     withPage({ held: true }, async (p) => {
       const id = await start(p, { bufferLimit: 4 })
@@ -176,14 +217,16 @@ describe('plugin: loading and buffering', () => {
       expect(seen.calls).toEqual([introduceU0, expectedCalls[1], introduceU0, expectedCalls[2], expectedCalls[4]])
     }))
 
-  it('loads mapping-kit and FQL only for custom mappings, as a separate chunk', async () => {
+  it('fetches its delivery code when it loads, and mapping-kit and FQL only for custom mappings, each as a separate chunk', async () => {
     const chunkRequests = () => server.requests.filter((r) => r !== '/' && r !== '/entry.js')
+    const isMappingChunk = (r: string) => r.startsWith('/mapping')
     await withPage({}, async (p) => {
       server.requests.length = 0
       const id = await start(p)
       await send(p, id, events[1])
       expect((await state(p, id)).calls).toEqual([introduceU0, expectedCalls[1]])
-      expect(chunkRequests()).toEqual([])
+      expect(chunkRequests().filter((r) => r.startsWith('/delivery-'))).toHaveLength(1)
+      expect(chunkRequests().filter(isMappingChunk)).toEqual([])
     })
     await withPage({}, async (p) => {
       server.requests.length = 0
@@ -193,7 +236,7 @@ describe('plugin: loading and buffering', () => {
       await send(p, id, events[1])
       await send(p, id, events[2])
       expect((await state(p, id)).calls).toEqual([introduceU0, expectedCalls[1]])
-      expect(chunkRequests().length).toBeGreaterThan(0)
+      expect(chunkRequests().filter(isMappingChunk)).toHaveLength(1)
     })
   })
 

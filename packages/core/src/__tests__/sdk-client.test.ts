@@ -60,7 +60,7 @@ describe('loadOneFlowSdk', () => {
     const { d, loads, clock } = deps({
       global: { value: { logUser: (...a: unknown[]) => calls.push(a), logEvent: () => undefined } }
     })
-    const client = await loadOneFlowSdk(settings, d)
+    const client = await loadOneFlowSdk(settings, d, { timeoutMs: 10_000 })
     client.send({ kind: 'identify', userId: 'u', traits: {} })
     expect(loads).toEqual([])
     expect(calls).toEqual([['u', {}]])
@@ -70,7 +70,7 @@ describe('loadOneFlowSdk', () => {
   it('loads the script with data-api-key, then waits for the real SDK to appear', async () => {
     const { d, clock, global, loads } = deps({})
     let client: unknown
-    void loadOneFlowSdk(settings, d).then((c) => (client = c))
+    void loadOneFlowSdk(settings, d, { timeoutMs: 10_000 }).then((c) => (client = c))
     await clock.advance(100)
     expect(loads).toEqual([['https://1flow.app/js/1flow.js', { 'data-api-key': 'key-1' }]])
     expect(client).toBeUndefined()
@@ -82,7 +82,7 @@ describe('loadOneFlowSdk', () => {
 
   it('rejects with an error naming the URL when the script fails (404, blocked, CSP), leaving no timer', async () => {
     const { d, clock } = deps({ loadScript: () => Promise.reject(new Error('Failed to load')) })
-    const error = await loadOneFlowSdk(settings, d).catch((e: unknown) => e)
+    const error = await loadOneFlowSdk(settings, d, { timeoutMs: 10_000 }).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(SdkLoadError)
     expect((error as Error).message).toContain('https://1flow.app/js/1flow.js')
     expect((error as Error).message).not.toContain('key-1')

@@ -1,7 +1,7 @@
 import type { InputField } from '@segment/actions-core'
 import { defineFields, type PayloadOf } from '../field-types.js'
 import { commandTimestamp, type CommandContext, type TrackCommand } from '../commands.js'
-import { InvalidPayloadError } from '../errors.js'
+import { InvalidPayloadError } from '../payload-errors.js'
 import { toId, toJsonFields } from '../json-value.js'
 import { validatePayload } from '../payload.js'
 import { identityFields } from './shared-fields.js'
