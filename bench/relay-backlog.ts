@@ -93,6 +93,14 @@ try {
   if (result.non2xx > 0 || result.errors > 0)
     throw new Error(`ingest refused requests: ${result.non2xx} non-2xx, ${result.errors} errors`)
   const ingestPeak = peak
+  // The relay's own view once ingest is over: V8's heap in use (what the relay keeps) beside what V8 has reserved.
+  const metricsText = await (await fetch(`${url}/metrics`)).text()
+  const metricMb = (name: string) =>
+    Math.round(Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)`, 'm').exec(metricsText)?.[1] ?? 0) / 1024 ** 2)
+  const heapAfterIngest = {
+    heap_used_mb_after_ingest: metricMb('nodejs_heap_size_used_bytes'),
+    heap_total_mb_after_ingest: metricMb('nodejs_heap_size_total_bytes')
+  }
 
   // 1Flow is back: drain.
   peak = rssMb(pid)
@@ -103,7 +111,9 @@ try {
   const ids = new Set(fake.accepted.map((m) => (m.body.properties as { id: number }).id))
   let lost = 0
   for (let i = 0; i < EVENTS; i++) if (!ids.has(i)) lost++
-  console.log(JSON.stringify({ machine: machine(), events: EVENTS, requests_to_1flow: fake.requests.length }))
+  console.log(
+    JSON.stringify({ machine: machine(), events: EVENTS, requests_to_1flow: fake.requests.length, ...heapAfterIngest })
+  )
   console.log(
     JSON.stringify({
       bench: 'relay-backlog',
