@@ -138,6 +138,7 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
   const onQueued = (n: number) => {
     if (n === 0) return
     status.received(n)
+    deliverer.noteIngest()
     deliverer.poke()
   }
 

@@ -30,6 +30,9 @@ describe('authentication', () => {
   it('takes the write key as HTTP Basic username or in the body', async () => {
     expect((await post(relay.url, '/v1/track', track())).status).toBe(200)
     expect((await post(relay.url, '/v1/track', { ...track(), writeKey: WRITE_KEY }, null)).status).toBe(200)
+    // Both are delivered (and within this test, so that later tests count only their own).
+    await until(() => fake.accepted.length === 2, 'both events at 1Flow')
+    expect(fake.accepted.map((m) => m.body.event)).toEqual(['Signed Up', 'Signed Up'])
   })
 
   it.each([

@@ -47,6 +47,13 @@ CREATE INDEX IF NOT EXISTS events_user ON events (project_id, user_key, state, n
 CREATE INDEX IF NOT EXISTS events_dead ON events (dead_at) WHERE state = 'dead';
 CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_at ON seen (seen_at);
+CREATE TABLE IF NOT EXISTS inbox (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  project_id TEXT NOT NULL,
+  events INTEGER NOT NULL,
+  received_at INTEGER NOT NULL,
+  body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);
 INSERT OR IGNORE INTO probe (id, at) VALUES (1, 0);
 `
@@ -67,6 +74,8 @@ function checkpointPages(path: string): number {
     return 1_000
   }
 }
+/** A lease that finds events in the inbox moves at least this many into per-event rows (one transaction). */
+const SPLIT_MIN_EVENTS = 1_000
 /** SQLite's page cache, in KiB (8 MB; the default is 2 MB). */
 const CACHE_KIB = 8 * 1024
 /** compact() gives back at most this many free pages per call, so one call never holds the writer for long. */
@@ -83,6 +92,9 @@ export interface SqliteQueueOptions {
 
 type Row = EventRow
 
+/** An accepted event in an inbox row: messageId, sourceName, userKey, body (Segment JSON), receivedAt. */
+type InboxEvent = [string, string, string, string, number]
+
 /** A dead letter's size: its event and the service's answer, in bytes. */
 const DEAD_BYTES = 'length(CAST(body AS BLOB)) + coalesce(length(CAST(dead_response AS BLOB)), 0)'
 
@@ -96,13 +108,18 @@ function causedByData(error: unknown): boolean {
 
 /**
  * The default queue: one SQLite file in WAL mode with synchronous=FULL, so a commit survives a crash or a
- * power loss. Ingest is group-committed (many requests, one fsync), which keeps FULL close to NORMAL's speed.
+ * power loss. Ingest is group-committed (many requests, one fsync), which keeps FULL close to NORMAL's speed,
+ * and writes each request's accepted events as one inbox row, split into per-event rows by the next lease.
  * One relay process per file (SQLite has one writer); use PostgreSQL to run several.
  */
 export class SqliteQueue implements Queue {
   private readonly db: Database.Database
   private readonly commits: GroupCommit
   private readonly pageSize: number
+  /** Moves up to about `maxEvents` events from the inbox into per-event rows (inside a transaction). */
+  private readonly splitRows: (maxEvents: number) => number
+  /** Events in the inbox, not yet split (counted here so a lease with nothing to split costs no query). */
+  private inboxEvents: number
 
   constructor(
     readonly path: string,
@@ -135,10 +152,15 @@ export class SqliteQueue implements Queue {
     const insertDead = this.db.prepare(
       "INSERT INTO events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state, dead_reason, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'dead', ?, ?)"
     )
-    const writeAll = this.db.transaction((requests: ReadonlyArray<readonly NewEvent[]>) =>
-      requests.map((events) => {
+    // Ingest writes a request's accepted events as one inbox row (per lane), after the dedup check; lease() moves
+    // them into per-event rows in bulk, off the request path (split). See docs/relay-ingest.md.
+    const insertInbox = this.db.prepare('INSERT INTO inbox (project_id, events, received_at, body) VALUES (?, ?, ?, ?)')
+    const writeAll = this.db.transaction((requests: ReadonlyArray<readonly NewEvent[]>) => {
+      let inboxed = 0
+      const results = requests.map((events) => {
         let accepted = 0
         let dead = 0
+        const lanes = new Map<string, InboxEvent[]>()
         for (const e of events) {
           if (e.deadReason !== undefined) {
             insertDead.run(
@@ -156,13 +178,52 @@ export class SqliteQueue implements Queue {
             continue
           }
           if (insertSeen.run(dedupKey(e), e.dedupFrom ?? e.receivedAt).changes === 0) continue
-          insertEvent.run(e.messageId, e.sourceName, e.projectId, e.userKey, e.body, e.receivedAt, e.receivedAt)
+          let lane = lanes.get(e.projectId)
+          if (lane === undefined) lanes.set(e.projectId, (lane = []))
+          lane.push([e.messageId, e.sourceName, e.userKey, e.body, e.receivedAt])
           accepted++
         }
+        for (const [projectId, lane] of lanes) {
+          insertInbox.run(projectId, lane.length, Math.min(...lane.map((e) => e[4])), JSON.stringify(lane))
+        }
+        inboxed += accepted
         return { accepted, duplicates: events.length - accepted - dead }
       })
+      return { results, inboxed }
+    })
+    const writeAndCount = (requests: ReadonlyArray<readonly NewEvent[]>) => {
+      const { results, inboxed } = writeAll(requests)
+      this.inboxEvents += inboxed
+      return results
+    }
+    const inboxRows = this.db.prepare('SELECT id, project_id, events, body FROM inbox ORDER BY id LIMIT ?')
+    const deleteInbox = this.db.prepare('DELETE FROM inbox WHERE id = ?')
+    this.splitRows = (maxEvents: number) => {
+      let moved = 0
+      while (moved < maxEvents) {
+        const rows = inboxRows.all(16) as Array<{ id: number; project_id: string; events: number; body: string }>
+        if (rows.length === 0) break
+        for (const row of rows) {
+          for (const [messageId, sourceName, userKey, body, receivedAt] of JSON.parse(row.body) as InboxEvent[])
+            insertEvent.run(messageId, sourceName, row.project_id, userKey, body, receivedAt, receivedAt)
+          deleteInbox.run(row.id)
+          moved += row.events
+          if (moved >= maxEvents) break
+        }
+      }
+      return moved
+    }
+    this.inboxEvents = this.countInbox()
+    this.commits = new GroupCommit(
+      writeAndCount,
+      options.commitWindowMs ?? 2,
+      options.commitMaxEvents ?? 4096,
+      causedByData
     )
-    this.commits = new GroupCommit(writeAll, options.commitWindowMs ?? 2, options.commitMaxEvents ?? 4096, causedByData)
+  }
+
+  private countInbox(): number {
+    return Number(this.statement('SELECT coalesce(sum(events), 0) FROM inbox').pluck().get())
   }
 
   enqueue(events: readonly NewEvent[]): Promise<EnqueueResult> {
@@ -170,7 +231,11 @@ export class SqliteQueue implements Queue {
   }
 
   async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
+    // What ingest has put in the inbox becomes per-event rows first, in the same transaction (at least as many
+    // as one lease takes); the count is brought down once that transaction has committed.
+    let split = 0
     const take = () => {
+      if (this.inboxEvents > 0) split = this.splitRows(Math.max(limit, SPLIT_MIN_EVENTS))
       // Ready events, oldest first, each with its user's state: two seeks per candidate on events_user, all in
       // one statement (never a walk over a blocked user's held backlog, never a call per user from JavaScript).
       const candidates = this.statement(
@@ -201,7 +266,9 @@ export class SqliteQueue implements Queue {
       }
       return []
     }
-    return this.bookkeeping(take).map(rowToJob)
+    const rows = this.bookkeeping(take)
+    this.inboxEvents -= split
+    return rows.map(rowToJob)
   }
 
   /**
@@ -286,6 +353,8 @@ export class SqliteQueue implements Queue {
   }
 
   async recoverLeases(now: number): Promise<number> {
+    // The relay calls this periodically: a good moment to re-read the inbox count, whatever may have moved it.
+    this.inboxEvents = this.countInbox()
     return this.bookkeeping(() => {
       const expired = (
         this.statement("SELECT id FROM events WHERE state = 'leased' AND lease_until <= ?").all(now) as Row[]
@@ -312,20 +381,27 @@ export class SqliteQueue implements Queue {
         FROM events`
       )
       .get({ now }) as Row
+    // Events still in the inbox (accepted, not yet split into per-event rows) are pending too.
+    const inbox = this.statement(
+      'SELECT project_id, sum(events) AS n, min(received_at) AS oldest FROM inbox GROUP BY project_id'
+    ).all() as Row[]
+    const lanes = new Map<string, number>()
+    for (const r of [
+      ...(this.statement(
+        "SELECT project_id, count(*) AS n FROM events WHERE state != 'dead' GROUP BY project_id"
+      ).all() as Row[]),
+      ...inbox
+    ])
+      lanes.set(String(r.project_id), (lanes.get(String(r.project_id)) ?? 0) + Number(r.n))
+    const oldest = [row.oldest, ...inbox.map((r) => r.oldest)].filter((v) => v != null).map(Number)
     return {
-      pending: Number(row.pending ?? 0),
+      pending: Number(row.pending ?? 0) + inbox.reduce((sum, r) => sum + Number(r.n), 0),
       leased: Number(row.leased ?? 0),
       retrying: Number(row.retrying ?? 0),
       dead: Number(row.dead ?? 0),
-      oldestAgeMs: row.oldest == null ? 0 : Math.max(0, now - Number(row.oldest)),
+      oldestAgeMs: oldest.length === 0 ? 0 : Math.max(0, now - Math.min(...oldest)),
       bytes: await this.liveBytes(),
-      lanes: Object.fromEntries(
-        (
-          this.statement(
-            "SELECT project_id, count(*) AS n FROM events WHERE state != 'dead' GROUP BY project_id"
-          ).all() as Row[]
-        ).map((r) => [String(r.project_id), Number(r.n)])
-      ),
+      lanes: Object.fromEntries(lanes),
       deadLetters: {
         count: Number(row.dead ?? 0),
         bytes: Number(row.dead_bytes ?? 0),
