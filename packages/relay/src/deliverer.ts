@@ -73,7 +73,7 @@ class SendSlotError extends Error {
 const FATE_ORDER = { done: 0, release: 1, retry: 2, dead: 3 } as const
 
 /** Ingest is busy while requests arrive less than this far apart (ms)… */
-const BURST_IDLE_MS = 100
+const BURST_IDLE_MS = 1_000
 /** …and then each lane leases at most once this often (ms)… */
 const BURST_LEASE_GAP_MS = 250
 /** …for at most this long into the burst (ms). */

@@ -74,8 +74,6 @@ function checkpointPages(path: string): number {
     return 1_000
   }
 }
-/** A lease that finds events in the inbox moves at least this many into per-event rows (one transaction). */
-const SPLIT_MIN_EVENTS = 1_000
 /** SQLite's page cache, in KiB (8 MB; the default is 2 MB). */
 const CACHE_KIB = 8 * 1024
 /** compact() gives back at most this many free pages per call, so one call never holds the writer for long. */
@@ -231,11 +229,12 @@ export class SqliteQueue implements Queue {
   }
 
   async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
-    // What ingest has put in the inbox becomes per-event rows first, in the same transaction (at least as many
-    // as one lease takes); the count is brought down once that transaction has committed.
+    // What ingest has put in the inbox becomes per-event rows first, oldest request first, in the same
+    // transaction: as many as one lease takes, and more while this lane finds nothing (the inbox is shared by all
+    // lanes). The count is brought down once that transaction has committed. Small splits keep each lease short,
+    // so requests are not held up behind it.
     let split = 0
     const take = () => {
-      if (this.inboxEvents > 0) split = this.splitRows(Math.max(limit, SPLIT_MIN_EVENTS))
       // Ready events, oldest first, each with its user's state: two seeks per candidate on events_user, all in
       // one statement (never a walk over a blocked user's held backlog, never a call per user from JavaScript).
       const candidates = this.statement(
@@ -249,10 +248,14 @@ export class SqliteQueue implements Queue {
         "UPDATE events SET state = 'pending' WHERE project_id = @project AND user_key = @user AND state = 'held'"
       )
       for (let round = 0; round < LEASE_ROUNDS; round++) {
+        if (this.inboxEvents > split) split += this.splitRows(limit)
         const found = candidates.all({ project: projectId, now, limit }) as Array<
           Candidate & { blocked: number; held: number }
         >
-        if (found.length === 0) return []
+        if (found.length === 0) {
+          if (this.inboxEvents > split) continue
+          return []
+        }
         const states = new Map(found.map((c) => [c.userKey, { blocked: c.blocked === 1, held: c.held === 1 }]))
         const plan = sortCandidates(found, (user) => states.get(user) as UserState)
         this.update(plan.hold, "UPDATE events SET state = 'held'")

@@ -129,6 +129,16 @@ export function describeQueue(name: string, factory: QueueFactory): void {
       expect(await q.lease('p1', 10, 60_000, T0 + 10)).toEqual([])
     })
 
+    it("leases a lane's event at once, also when other lanes' events were accepted before it", async () => {
+      const q = await fresh()
+      for (let r = 0; r < 3; r++)
+        await q.enqueue(Array.from({ length: 5 }, (_, i) => event(10 * r + i + 10, { projectId: 'p2' })))
+      await q.enqueue([event(1)])
+      expect((await q.lease('p1', 1, 60_000, T0 + 100)).map((j) => j.messageId)).toEqual(['m-1'])
+      expect((await q.stats(T0 + 100)).lanes).toEqual({ p1: 1, p2: 15 })
+      expect((await q.lease('p2', 100, 60_000, T0 + 100)).map((j) => j.messageId)).toHaveLength(15)
+    })
+
     it("holds back a user's later events while an earlier one is in flight or waiting for a retry", async () => {
       const q = await fresh()
       await q.enqueue([event(1, { userKey: 'alice' }), event(2, { userKey: 'bob' })])
