@@ -74,6 +74,8 @@ function checkpointPages(path: string): number {
     return 1_000
   }
 }
+/** Events in one inbox row at most (a batch request holds up to 2,500). */
+const INBOX_ROW_EVENTS = 500
 /** SQLite's page cache, in KiB (8 MB; the default is 2 MB). */
 const CACHE_KIB = 8 * 1024
 /** compact() gives back at most this many free pages per call, so one call never holds the writer for long. */
@@ -181,8 +183,12 @@ export class SqliteQueue implements Queue {
           lane.push([e.messageId, e.sourceName, e.userKey, e.body, e.receivedAt])
           accepted++
         }
+        // At most INBOX_ROW_EVENTS to a row, so a split (and its JSON) stays small whatever one call enqueues.
         for (const [projectId, lane] of lanes) {
-          insertInbox.run(projectId, lane.length, Math.min(...lane.map((e) => e[4])), JSON.stringify(lane))
+          for (let at = 0; at < lane.length; at += INBOX_ROW_EVENTS) {
+            const part = lane.slice(at, at + INBOX_ROW_EVENTS)
+            insertInbox.run(projectId, part.length, Math.min(...part.map((e) => e[4])), JSON.stringify(part))
+          }
         }
         inboxed += accepted
         return { accepted, duplicates: events.length - accepted - dead }
