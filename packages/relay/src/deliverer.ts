@@ -10,6 +10,7 @@
 import { classifyResponse } from '@oneflow-seg/core'
 import type { Logger } from 'pino'
 import type { RelayConfig, SourceConfig } from './config'
+import { BurstGate } from './burst-gate'
 import { judge, type Verdict } from './delivery-policy'
 import type { Metrics } from './metrics'
 import type { QueueHealth } from './queue-health'
@@ -52,8 +53,6 @@ interface Lane {
   pausedUntil: number
   /** A refused key or a redirect: sending paused until the next probe. */
   alertPausedUntil: number
-  /** When this lane last leased (performance.now(), see yieldsToIngest). */
-  lastLeaseAt: number
   probeBackoffMs: number
   /** Failed requests in a row (see `judge`). */
   failures: number
@@ -71,13 +70,6 @@ class SendSlotError extends Error {
 }
 
 const FATE_ORDER = { done: 0, release: 1, retry: 2, dead: 3 } as const
-
-/** Ingest is busy while requests arrive less than this far apart (ms)… */
-const BURST_IDLE_MS = 1_000
-/** …and then each lane leases at most once this often (ms)… */
-const BURST_LEASE_GAP_MS = 250
-/** …for at most this long into the burst (ms). */
-const BURST_MAX_MS = 30_000
 
 export class Deliverer {
   private readonly lanes = new Map<string, Lane>()
@@ -141,7 +133,6 @@ export class Deliverer {
       inFlight: 0,
       pausedUntil: 0,
       alertPausedUntil: 0,
-      lastLeaseAt: 0,
       probeBackoffMs: PROBE_MIN_MS,
       failures: 0,
       alert: undefined
@@ -195,29 +186,12 @@ export class Deliverer {
     this.wake?.()
   }
 
-  private ingestAt = -Infinity
-  private burstSince = -Infinity
+  /** Clients first during a burst of ingest (see BurstGate). */
+  private readonly burst = new BurstGate()
 
-  /** An ingest request was accepted (and is on disk): see yieldsToIngest. */
+  /** An ingest request was accepted (and is on disk). */
   noteIngest(): void {
-    const t = performance.now()
-    if (t - this.ingestAt > BURST_IDLE_MS) this.burstSince = t
-    this.ingestAt = t
-  }
-
-  /**
-   * During a burst of ingest (requests less than BURST_IDLE_MS apart) each lane leases at most once every
-   * BURST_LEASE_GAP_MS, so the relay's one thread answers clients first; their events are on disk already and
-   * are delivered right after. A burst that lasts BURST_MAX_MS is sustained load: delivery takes its full share
-   * again. Real time, not the injected clock: this is about sharing the CPU. See docs/relay-ingest.md.
-   */
-  private yieldsToIngest(lane: Lane): boolean {
-    const t = performance.now()
-    return (
-      t - this.ingestAt <= BURST_IDLE_MS &&
-      t - this.burstSince < BURST_MAX_MS &&
-      t - lane.lastLeaseAt < BURST_LEASE_GAP_MS
-    )
+    this.burst.ingested()
   }
 
   /** Stops taking work and waits for deliveries in flight (each bounded by the request timeout). */
@@ -237,9 +211,8 @@ export class Deliverer {
             this.running &&
             lane.inFlight < lane.concurrency &&
             clock.now() >= Math.max(lane.pausedUntil, lane.alertPausedUntil) &&
-            !this.yieldsToIngest(lane)
+            this.burst.mayLease(lane.laneId)
           ) {
-            lane.lastLeaseAt = performance.now()
             // A lane paused by an alert sends one probe at a time.
             const jobs = await queue.lease(
               lane.laneId,
