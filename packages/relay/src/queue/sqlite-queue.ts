@@ -235,11 +235,6 @@ export class SqliteQueue implements Queue {
   }
 
   async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
-    // What ingest has put in the inbox becomes per-event rows first, oldest request first, in the same
-    // transaction: as many as one lease takes, and more while this lane finds nothing (the inbox is shared by all
-    // lanes). The count is brought down once that transaction has committed. Small splits keep each lease short,
-    // so requests are not held up behind it.
-    let split = 0
     const take = () => {
       // Ready events, oldest first, each with its user's state: two seeks per candidate on events_user, all in
       // one statement (never a walk over a blocked user's held backlog, never a call per user from JavaScript).
@@ -254,14 +249,10 @@ export class SqliteQueue implements Queue {
         "UPDATE events SET state = 'pending' WHERE project_id = @project AND user_key = @user AND state = 'held'"
       )
       for (let round = 0; round < LEASE_ROUNDS; round++) {
-        if (this.inboxEvents > split) split += this.splitRows(limit)
         const found = candidates.all({ project: projectId, now, limit }) as Array<
           Candidate & { blocked: number; held: number }
         >
-        if (found.length === 0) {
-          if (this.inboxEvents > split) continue
-          return []
-        }
+        if (found.length === 0) return []
         const states = new Map(found.map((c) => [c.userKey, { blocked: c.blocked === 1, held: c.held === 1 }]))
         const plan = sortCandidates(found, (user) => states.get(user) as UserState)
         this.update(plan.hold, "UPDATE events SET state = 'held'")
@@ -275,9 +266,24 @@ export class SqliteQueue implements Queue {
       }
       return []
     }
-    const rows = this.bookkeeping(take)
-    this.inboxEvents -= split
-    return rows.map(rowToJob)
+    // What ingest has put in the inbox becomes per-event rows first, oldest request first: as many as one lease
+    // takes, and more while this lane finds none (the inbox is shared by every lane). Small splits keep each
+    // lease short. A split is its own transaction: on a full disk it is skipped (the events wait, safe, in the
+    // inbox) and the lease goes on with what is already split, as it did before there was an inbox.
+    let diskFull = false
+    for (let attempt = 0; attempt < LEASE_ROUNDS; attempt++) {
+      if (this.inboxEvents > 0 && !diskFull) {
+        try {
+          this.inboxEvents -= this.bookkeeping(() => this.splitRows(limit))
+        } catch (error) {
+          if ((error as { code?: string }).code !== 'SQLITE_FULL') throw error
+          diskFull = true
+        }
+      }
+      const rows = this.bookkeeping(take)
+      if (rows.length > 0 || diskFull || this.inboxEvents <= 0) return rows.map(rowToJob)
+    }
+    return []
   }
 
   /**
