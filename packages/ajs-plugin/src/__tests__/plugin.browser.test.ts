@@ -22,7 +22,7 @@ import {
   type OpenedPage,
   type SdkServing
 } from '@oneflow-seg/testkit'
-import type { Browser } from 'playwright-core'
+import type { Browser, Route } from 'playwright-core'
 import type { OneFlowPluginOptions } from '../index'
 import type { Harness } from './page'
 
@@ -45,6 +45,19 @@ const start = (p: OpenedPage, options: Partial<OneFlowPluginOptions> = {}) =>
 const { send, fire, state, reset } = harnessCalls<Harness>()
 /** What the SDK gets first for a track of user u0 on a page that has not been given u0. */
 const introduceU0 = ['logUser', 'u0', undefined]
+
+/** Holds the plugin's delivery chunk until `releaseChunk()`, then answers it with `answer`; `chunks` lists its requests. */
+async function holdDeliveryChunk(p: OpenedPage, answer: (route: Route) => Promise<void>) {
+  let releaseChunk = () => {}
+  const chunkHeld = new Promise<void>((resolve) => (releaseChunk = resolve))
+  const chunks: string[] = []
+  await p.context.route(/\/delivery-[^/]*\.js$/, async (route) => {
+    chunks.push(route.request().url())
+    await chunkHeld
+    await answer(route)
+  })
+  return { chunks, releaseChunk }
+}
 
 const withPage = <T>(sdk: SdkServing, body: (p: OpenedPage) => Promise<T>) => withOpenPage(browser, server, sdk, body)
 
@@ -136,14 +149,7 @@ describe('plugin: loading and buffering', () => {
 
   it("downloads 1Flow's SDK beside its delivery chunk, not after it", () =>
     withPage({}, async (p) => {
-      let releaseChunk = () => {}
-      const chunkHeld = new Promise<void>((resolve) => (releaseChunk = resolve))
-      const chunks: string[] = []
-      await p.context.route(/\/delivery-[^/]*\.js$/, async (route) => {
-        chunks.push(route.request().url())
-        await chunkHeld
-        await route.continue()
-      })
+      const { chunks, releaseChunk } = await holdDeliveryChunk(p, (route) => route.continue())
       const id = await start(p)
       for (const e of events.slice(0, 2)) await fire(p, id, e)
       await expect.poll(() => p.sdkRequests.length, { timeout: 10_000 }).toBe(1)
@@ -156,12 +162,7 @@ describe('plugin: loading and buffering', () => {
 
   it('a delivery chunk that does not load fails the plugin like an SDK that does not: events dropped with a reason', () =>
     withPage({}, async (p) => {
-      let releaseChunk = () => {}
-      const chunkHeld = new Promise<void>((resolve) => (releaseChunk = resolve))
-      await p.context.route(/\/delivery-[^/]*\.js$/, async (route) => {
-        await chunkHeld
-        await route.fulfill({ status: 404, body: 'gone' })
-      })
+      const { releaseChunk } = await holdDeliveryChunk(p, (route) => route.fulfill({ status: 404, body: 'gone' }))
       const id = await start(p)
       for (const e of events) await fire(p, id, e)
       releaseChunk()
