@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `pnpm start`: builds what the relay needs, bundles the demo (the sandbox's stand-in for 1Flow lives in the
+// `pnpm start`: builds the packages the demo uses (the relay, the Analytics.js plugin and what they import), bundles the demo (the sandbox's stand-in for 1Flow lives in the
 // private testkit, as TypeScript), and runs it.
 import { spawnSync, spawn } from 'node:child_process'
 import { mkdirSync } from 'node:fs'
@@ -11,12 +11,20 @@ const here = dirname(fileURLToPath(import.meta.url))
 const root = join(here, '..', '..')
 // (Tests run this inside turbo, which has built everything already: ONEFLOW_DEMO_SKIP_BUILD=1.)
 if (!process.env.ONEFLOW_DEMO_SKIP_BUILD) {
+  const started = Date.now()
+  console.error('pnpm start: building the packages, 1–2 min the first time…')
+  // `demo^...`: every workspace package the demo depends on, directly or not (not the demo itself, which
+  // esbuild bundles below). Turbo's cache makes later starts take seconds.
   const built = spawnSync(
     'pnpm',
-    ['exec', 'turbo', 'run', 'build', '--filter=@oneflow-seg/relay...', '--output-logs=errors-only'],
-    { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] }
+    ['exec', 'turbo', 'run', 'build', '--filter=@oneflow-seg/demo^...', '--output-logs=errors-only'],
+    { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, TURBO_TELEMETRY_DISABLED: '1' } }
   )
-  if (built.status !== 0) process.exit(built.status ?? 1)
+  if (built.status !== 0) {
+    console.error(`pnpm start: the build failed (exit ${built.status ?? built.signal}); its errors are above.`)
+    process.exit(built.status ?? 1)
+  }
+  console.error(`pnpm start: built in ${Math.round((Date.now() - started) / 1000)} s; starting the sandbox…`)
 }
 
 const outfile = join(here, '.out', 'demo.mjs')
