@@ -53,11 +53,14 @@ export interface ResponseParty {
 
 const ONEFLOW_PARTY: ResponseParty = { service: '1Flow', credential: 'the project API key' }
 
-/** Where a redirect points, as an origin (never its path or query, which may carry anything). */
+/** Where a redirect points, as an origin (never its user info, path or query, which may carry anything). */
 function redirectTarget(location: string | null | undefined): string {
   if (!location) return 'no Location'
-  const origin = /^(https?:\/\/[^/?#]+)/i.exec(location.trim())?.[1]
-  return origin ? `to ${origin}` : 'to a relative path'
+  const authority = /^(https?):\/\/([^/?#]+)/i.exec(location.trim())
+  if (!authority) return 'to a relative path'
+  // "user:pass@host" → "host": credentials in a Location header never reach a log or an alert.
+  const host = (authority[2] as string).slice((authority[2] as string).lastIndexOf('@') + 1)
+  return `to ${(authority[1] as string).toLowerCase()}://${host}`
 }
 
 /**

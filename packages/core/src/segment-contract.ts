@@ -5,7 +5,7 @@
  * its clients send (analytics.js posts to the short paths `/v1/t`, `/v1/b`, …; the mobile libraries to
  * `/v1/import`, which Segment treats as `/v1/batch`).
  */
-import { exceedsDepth, MAX_DEPTH } from './json-value.js'
+import { describe, exceedsDepth, MAX_DEPTH } from './json-value.js'
 
 export const SEGMENT_EVENT_TYPES = ['identify', 'track', 'page', 'screen', 'group', 'alias'] as const
 export type SegmentEventType = (typeof SEGMENT_EVENT_TYPES)[number]
@@ -61,6 +61,7 @@ export interface SegmentEventProblem {
     | 'invalid_message_id'
     | 'too_deep'
     | 'event_too_large'
+    | 'invalid_timestamp'
   readonly message: string
 }
 
@@ -88,7 +89,9 @@ export function checkSegmentEvent(raw: unknown, type: unknown): SegmentEventProb
   if (typeof type !== 'string' || !(SEGMENT_EVENT_TYPES as readonly string[]).includes(type)) {
     return {
       code: 'invalid_type',
-      message: `has type ${JSON.stringify(type ?? null)}; expected one of ${SEGMENT_EVENT_TYPES.join(', ')}`
+      // Only a string is quoted (cut short): any other value is named by its kind, never written out, so a
+      // type nested thousands of levels deep costs nothing here.
+      message: `has type ${typeof type === 'string' ? JSON.stringify(type.slice(0, 40)) : describe(type ?? null)}; expected one of ${SEGMENT_EVENT_TYPES.join(', ')}`
     }
   }
   if (!present(raw.userId) && !present(raw.anonymousId))

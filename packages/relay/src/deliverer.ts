@@ -407,7 +407,10 @@ export class Deliverer {
         const info =
           fate.kind === 'dead'
             ? fate
-            : { reason: `gave up after ${config.limits.giveUpAfterHours} h of retries; last error: ${fate.error}` }
+            : {
+                reason: `gave up after ${config.limits.giveUpAfterHours} h of retries; last error: ${fate.error}`,
+                sent: true
+              }
         await queue.deadLetter([job.id], info, now)
         metrics.deliveryEvents.inc({ project: label, result: 'dead' })
         this.deps.status?.outcome('dead', 1, label, lane.sink.isOneFlow)

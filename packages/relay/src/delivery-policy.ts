@@ -54,13 +54,28 @@ export function judge(
     case 'split':
       if (units > 1) return { split: true, proceed: true, failures: 0 }
       return {
-        fate: { kind: 'dead', reason: `${service} refused the event as too large (413)`, status: 413, response: body },
+        fate: {
+          kind: 'dead',
+          reason: `${service} refused the event as too large (413)`,
+          status: 413,
+          response: body,
+          sent: true
+        },
         proceed: true,
         failures: 0
       }
     case 'dead-letter':
+      // A batch is refused whole for what may be one of its events: halves are sent until the refused events
+      // are alone, as for 413, so one bad event never takes its neighbours with it.
+      if (units > 1) return { split: true, proceed: true, failures: 0 }
       return {
-        fate: { kind: 'dead', reason: decision.reason, ...(status !== undefined && { status }), response: body },
+        fate: {
+          kind: 'dead',
+          reason: decision.reason,
+          ...(status !== undefined && { status }),
+          response: body,
+          sent: true
+        },
         proceed: true,
         failures: 0
       }

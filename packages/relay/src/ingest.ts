@@ -5,7 +5,9 @@
  */
 import {
   checkSegmentEvent,
+  exceedsDepth,
   isValidMessageId,
+  MAX_DEPTH,
   SEGMENT_LIMITS,
   type SegmentEventProblem,
   type SegmentRoute
@@ -61,16 +63,32 @@ function parseTime(value: unknown): number {
   return typeof value === 'string' ? Date.parse(value) : NaN
 }
 
-/** Segment's clock-skew correction: timestamp = receivedAt − (sentAt − timestamp), when both client clocks are known. */
-function correctSkew(event: Json, sent: number, receivedAt: number): void {
+/** The largest time a JavaScript Date (and so an ISO-8601 string from one) can hold, in ms either side of 1970. */
+const MAX_TIME_MS = 8.64e15
+
+/**
+ * Segment's clock-skew correction: timestamp = receivedAt − (sentAt − timestamp), when both client clocks are
+ * known. False when the corrected time is not a date at all (the two client times are too far apart).
+ */
+function correctSkew(event: Json, sent: number, receivedAt: number): boolean {
   const at = parseTime(event.timestamp)
-  if (!Number.isFinite(sent) || !Number.isFinite(at)) return
+  if (!Number.isFinite(sent) || !Number.isFinite(at)) return true
+  const corrected = receivedAt - (sent - at)
+  if (!(Math.abs(corrected) <= MAX_TIME_MS)) return false
   event.originalTimestamp ??= event.timestamp
-  event.timestamp = new Date(receivedAt - (sent - at)).toISOString()
+  event.timestamp = new Date(corrected).toISOString()
+  return true
 }
 
 // The fields the relay stamps (type, messageId, receivedAt, timestamp) do not count against the client's 32 KB.
-const STAMP_ALLOWANCE = 256
+export const STAMP_ALLOWANCE = 256
+
+/**
+ * What one request may store: twice its decoded body, plus the stamps of its events. Only a batch-level
+ * `context` or `integrations` copied into many events can pass it (a 32 KB context and 2,500 tiny events would
+ * store 80 MB from 1 KB of gzip); such a request is refused whole. See docs/relay-ingest.md.
+ */
+export const STORED_PER_DECODED_BYTE = 2
 
 /** The write key of a request: HTTP Basic first, then `writeKey` in the body (analytics.js sends both). */
 export function requestWriteKey(body: unknown, authorization: string | undefined): string | undefined {
@@ -105,7 +123,11 @@ export function acceptRequest(
   authorization: string | undefined,
   sources: ReadonlyMap<string, SourceConfig>,
   now: number,
-  newMessageId: () => string
+  newMessageId: () => string,
+  options: {
+    /** The body's size once decoded, in bytes (default: its size as JSON). */
+    readonly decodedBytes?: number | undefined
+  } = {}
 ): Accepted | IngestError {
   if (!isObject(body)) return refuse(400, 'invalid_body', 'the body must be a JSON object')
   const writeKey = requestWriteKey(body, authorization)
@@ -133,6 +155,26 @@ export function acceptRequest(
     raws = body.batch
   } else raws = [body]
 
+  // A batch's own context and integrations go to each event that has none: checked once here (not once per
+  // copy), and their copies count toward what the request may store.
+  const shared = isBatch ? sharedFields(body) : { fields: {}, bytes: 0, tooDeep: false }
+  if (shared.bytes > 0) {
+    const decodedBytes = options.decodedBytes ?? jsonLength(body)
+    const copies = raws.filter(
+      (raw) => isObject(raw) && Object.keys(shared.fields).some((k) => raw[k] === undefined)
+    ).length
+    const stored = decodedBytes + Math.max(0, copies - 1) * shared.bytes
+    const allowed = STORED_PER_DECODED_BYTE * decodedBytes
+    if (stored > allowed) {
+      return refuse(
+        400,
+        'shared_context_too_large',
+        `the batch's top-level context/integrations (${shared.bytes} bytes) would be copied into ${copies} events: ${stored} bytes stored for a ${decodedBytes}-byte request, more than ${STORED_PER_DECODED_BYTE}× its size; send context with each event, or keep the batch's shared part small`,
+        allowed
+      )
+    }
+  }
+
   const receivedAt = new Date(now).toISOString()
   const requestSentAt = parseTime(body.sentAt)
   const types: string[] = []
@@ -156,42 +198,83 @@ export function acceptRequest(
 
   for (let i = 0; i < raws.length; i++) {
     const raw = raws[i]
-    const type = isBatch ? (isObject(raw) ? raw.type : undefined) : route
-    const problem = checkSegmentEvent(raw, type)
-    if (problem) {
-      reject(i, raw, problem)
-      continue
+    // Whatever one event holds, it is that event's problem: anything thrown while checking or stamping it
+    // rejects it alone, never the request (whose other events are then kept).
+    try {
+      const problem = acceptEvent(raw, isBatch ? (isObject(raw) ? raw.type : undefined) : route)
+      if ('code' in problem) reject(i, raw, problem)
+      else {
+        types.push(problem.type)
+        events.push(problem.event)
+      }
+    } catch (error) {
+      reject(i, raw, {
+        code: 'invalid_event',
+        message: `could not be read (${error instanceof RangeError ? 'nested too deep' : 'malformed'})`
+      })
     }
+  }
+  return { source, events, types, rejected, deadLetters }
+
+  function acceptEvent(raw: unknown, type: unknown): SegmentEventProblem | { type: string; event: NewEvent } {
+    const problem = checkSegmentEvent(raw, type)
+    if (problem) return problem
     const { writeKey: _secret, ...fields } = raw as Json
     const event: Json = { ...fields, type }
-    if (isBatch) {
-      if (event.context === undefined && isObject(body.context)) event.context = body.context
-      if (event.integrations === undefined && isObject(body.integrations)) event.integrations = body.integrations
+    for (const [key, value] of Object.entries(shared.fields)) {
+      if (event[key] !== undefined) continue
+      if (shared.tooDeep)
+        return {
+          code: 'too_deep',
+          message: `gets the batch's ${key}, which is nested more than ${MAX_DEPTH} levels deep`
+        }
+      event[key] = value
     }
     event.messageId ??= newMessageId()
     event.receivedAt = receivedAt
-    correctSkew(event, event.sentAt === undefined ? requestSentAt : parseTime(event.sentAt), now)
+    if (!correctSkew(event, event.sentAt === undefined ? requestSentAt : parseTime(event.sentAt), now))
+      return {
+        code: 'invalid_timestamp',
+        message: 'has a timestamp and sentAt so far apart that the corrected time is not a date; check the client clock'
+      }
     // Delivery may happen long after arrival (retries, outages): the event keeps the time it happened.
     event.timestamp ??= event.receivedAt
     const stored = JSON.stringify(event)
     const bytes = Buffer.byteLength(stored)
-    if (bytes > SEGMENT_LIMITS.eventBytes + STAMP_ALLOWANCE) {
-      reject(i, raw, {
+    if (bytes > SEGMENT_LIMITS.eventBytes + STAMP_ALLOWANCE)
+      return {
         code: 'event_too_large',
         message: `is over 32 KB (${bytes} bytes as stored); the limit is 32 KB per event`
-      })
-      continue
+      }
+    return {
+      type: type as string,
+      event: {
+        messageId: event.messageId as string,
+        sourceName: (source as SourceConfig).name,
+        projectId: (source as SourceConfig).projectId,
+        // Only an ordering key; NUL is dropped because PostgreSQL text cannot hold it.
+        userKey: String(present(event.userId) ? event.userId : event.anonymousId).replace(/\u0000/g, ''),
+        body: stored,
+        receivedAt: now
+      }
     }
-    types.push(type as string)
-    events.push({
-      messageId: event.messageId as string,
-      sourceName: source.name,
-      projectId: source.projectId,
-      // Only an ordering key; NUL is dropped because PostgreSQL text cannot hold it.
-      userKey: String(present(event.userId) ? event.userId : event.anonymousId).replace(/\u0000/g, ''),
-      body: stored,
-      receivedAt: now
-    })
   }
-  return { source, events, types, rejected, deadLetters }
+}
+
+/** A batch's top-level `context` and `integrations` (objects only), their size as JSON, and whether they nest too deep. */
+function sharedFields(body: Json): { fields: Json; bytes: number; tooDeep: boolean } {
+  const fields: Json = {}
+  for (const key of ['context', 'integrations'] as const) if (isObject(body[key])) fields[key] = body[key]
+  // One level is the event itself: the shared part may nest one level less than an event.
+  const tooDeep = Object.values(fields).some((v) => exceedsDepth(v, MAX_DEPTH - 1))
+  return { fields, bytes: tooDeep ? 0 : Object.keys(fields).length === 0 ? 0 : jsonLength(fields), tooDeep }
+}
+
+/** A value's size as JSON in bytes (0 when it cannot be written as JSON). */
+function jsonLength(value: unknown): number {
+  try {
+    return Buffer.byteLength(JSON.stringify(value) ?? '')
+  } catch {
+    return 0
+  }
 }

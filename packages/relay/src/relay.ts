@@ -5,7 +5,6 @@
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { SEGMENT_LIMITS } from '@oneflow-seg/core'
 import { ConfigError, type RelayConfig } from './config'
 import { Deliverer } from './deliverer'
 import { ingestRoutes, type Unavailable } from './ingest-routes'
@@ -19,7 +18,7 @@ import { systemClock, type Clock } from './rate-limiter'
 import { describeError, PROBE_EVERY_MS, QueueHealth } from './queue-health'
 import { BODY_BUDGET_BYTES, BodyBudget } from './request-body'
 import { StatusTracker } from './status'
-import { WEBHOOK_BODY_LIMIT, webhookRoutes } from './webhook-routes'
+import { webhookRoutes } from './webhook-routes'
 
 export interface RelayOptions {
   readonly logger?: Logger
@@ -67,6 +66,8 @@ const DEAD_LETTER_CLEANUP_EVERY_MS = 60_000
 const COMPACT_EVERY_MS = 10_000
 /** On stop, connections still open this long after closing began (slow or stalled clients) are cut. */
 const FORCE_CLOSE_AFTER_MS = 3_000
+/** The most of a body the relay reads on a route that takes none (unknown paths). */
+const UNROUTED_BODY_LIMIT = 4 * 1024
 /** Keep-alive longer than the usual load balancer's 60 s idle timeout, so the balancer closes first. */
 const KEEP_ALIVE_MS = 65_000
 
@@ -96,7 +97,9 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: Math.max(SEGMENT_LIMITS.batchRequestBytes, WEBHOOK_BODY_LIMIT),
+    // Routes that take bodies read them with their own limits (ingest, the webhook); anything else — an unknown
+    // path, an ops endpoint — is never worth more than a few KB.
+    bodyLimit: UNROUTED_BODY_LIMIT,
     return503OnClosing: true,
     // A request must arrive whole within requestTimeoutMs (body included), its headers within 10 s; the server
     // checks often enough that a slow client is cut close to its deadline, not up to 30 s later.

@@ -1,66 +1,77 @@
 /**
  * Request bodies as Segment's clients send them: JSON (as `application/json` or, from browsers, `text/plain`),
  * possibly compressed (`Content-Encoding: gzip`, as Segment's Android library always sends batches, or
- * `deflate`). The size limit holds for the bytes on the wire (fastify's bodyLimit) and again for the decoded
- * body: decompression stops at the limit, so a small gzip that inflates to gigabytes costs only the limit.
+ * `deflate`), maybe starting with a UTF-8 byte order mark. A body is read as a stream and never held whole
+ * beyond its limit: the limit holds for the bytes on the wire and again for the decoded body, and decoding
+ * stops at the limit, so a small gzip that inflates to gigabytes costs only the limit. A body whose write key
+ * can only be in the body itself is read no further than its first few KB until that key is found and known.
  */
-import { promisify } from 'node:util'
+import type { Readable } from 'node:stream'
+import { createGunzip, createInflate, createInflateRaw, type Gunzip, type Inflate, type InflateRaw } from 'node:zlib'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { gunzip, inflate, inflateRaw } from 'node:zlib'
+import { OneFlowError } from '@oneflow-seg/core'
 
-const decoders = { gzip: promisify(gunzip), deflate: promisify(inflate), deflateRaw: promisify(inflateRaw) }
+export type BodyErrorCode =
+  | 'invalid_json'
+  | 'request_too_large'
+  | 'unsupported_encoding'
+  | 'invalid_encoding'
+  | 'missing_write_key'
+  | 'unknown_write_key'
 
 /** A body the relay cannot read; `statusCode` and `code` are what the client is answered. */
-export class BodyError extends Error {
+export class BodyError extends OneFlowError {
   override readonly name = 'BodyError'
+  readonly remedy = 'fix-payload'
   constructor(
     message: string,
-    readonly statusCode: 400 | 415,
-    readonly code: 'invalid_json' | 'request_too_large' | 'unsupported_encoding' | 'invalid_encoding',
+    readonly statusCode: 400 | 401 | 415,
+    readonly code: BodyErrorCode,
     readonly limit?: number
   ) {
     super(message)
   }
 }
 
-const tooLarge = (error: unknown) =>
-  (error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' || error instanceof RangeError
+/**
+ * How much of a body without HTTP Basic auth is read to find its write key: JSON.stringify puts `writeKey`
+ * first in analytics.js's batches, and a single event of older browser libraries is usually whole within this.
+ */
+export const KEY_PREFIX_BYTES = 8 * 1024
 
-/** The body's bytes after undoing `Content-Encoding`, never more than `limit` of them. */
-export async function decodeBody(
-  raw: Buffer,
-  contentEncoding: string | undefined,
-  limit: number,
-  what: string
-): Promise<Buffer> {
-  const encoding = (contentEncoding ?? '').trim().toLowerCase()
-  if (encoding === '' || encoding === 'identity') return raw
-  const options = { maxOutputLength: limit }
-  const decode = async (fn: (buf: Buffer, o: typeof options) => Promise<Buffer>): Promise<Buffer> => {
-    try {
-      return await fn(raw, options)
-    } catch (error) {
-      if (tooLarge(error))
-        throw new BodyError(`the request body is over ${what} once decompressed`, 400, 'request_too_large', limit)
-      throw error
-    }
-  }
-  try {
-    if (encoding === 'gzip' || encoding === 'x-gzip') return await decode(decoders.gzip)
-    if (encoding === 'deflate') {
-      // RFC 9110's deflate is zlib-wrapped; some clients send raw deflate: take either.
-      return await decode(decoders.deflate).catch((error: unknown) =>
-        error instanceof BodyError ? Promise.reject(error) : decode(decoders.deflateRaw)
-      )
-    }
-  } catch (error) {
-    if (error instanceof BodyError) throw error
-    throw new BodyError(
-      `the body is not valid ${encoding} data (Content-Encoding: ${encoding})`,
-      400,
-      'invalid_encoding'
-    )
-  }
+/** What a body read needs to know. */
+export interface ReadOptions {
+  readonly contentEncoding: string | undefined
+  /** At most this many bytes on the wire, and again once decoded. */
+  readonly limit: number
+  /** The limit in words, for the error ("500 KB per batch request"). */
+  readonly what: string
+  /**
+   * When the request has no HTTP Basic write key: whether a key is one the relay knows. The decoded body's
+   * first KEY_PREFIX_BYTES must hold a top-level `"writeKey"` it knows, or reading stops there with a 401.
+   */
+  readonly knownKey?: (key: string) => boolean
+}
+
+/** A decoded body and its size. */
+export interface DecodedBody {
+  readonly bytes: Buffer
+  readonly length: number
+}
+
+const UTF8_BOM = Buffer.from([0xef, 0xbb, 0xbf])
+
+type Decoder = Gunzip | Inflate | InflateRaw
+
+/** zlib's two-byte header (RFC 1950): compression method 8 and a check that makes the pair a multiple of 31. */
+const isZlibHeader = (b: Buffer) =>
+  b.length >= 2 && ((b[0] as number) & 0x0f) === 8 && ((b[0] as number) * 256 + (b[1] as number)) % 31 === 0
+
+function decoderFor(encoding: string, first: Buffer): Decoder | undefined {
+  if (encoding === '' || encoding === 'identity') return undefined
+  if (encoding === 'gzip' || encoding === 'x-gzip') return createGunzip()
+  // RFC 9110's deflate is zlib-wrapped; some clients send raw deflate: take either.
+  if (encoding === 'deflate') return isZlibHeader(first) ? createInflate() : createInflateRaw()
   throw new BodyError(
     `Content-Encoding "${encoding}" is not supported; send the body as it is, or with gzip or deflate`,
     415,
@@ -68,19 +79,212 @@ export async function decodeBody(
   )
 }
 
-/** The decoded body parsed as JSON (an empty body is `undefined`). */
-export async function parseJsonBody(
-  raw: Buffer,
-  contentEncoding: string | undefined,
-  limit: number,
-  what: string
-): Promise<unknown> {
-  const bytes = await decodeBody(raw, contentEncoding, limit, what)
-  if (bytes.length === 0) return undefined
+/**
+ * Reads a request body from its stream: at most `limit` bytes on the wire and `limit` decoded, the write key
+ * checked on the decoded prefix when `knownKey` is given. Rejects with a BodyError; the stream is then left
+ * unread (the caller answers and closes the connection).
+ */
+export function readBody(stream: Readable, options: ReadOptions): Promise<DecodedBody> {
+  const { limit, what, knownKey } = options
+  const encoding = (options.contentEncoding ?? '').trim().toLowerCase()
+  return new Promise<DecodedBody>((resolve, reject) => {
+    let wire = 0
+    const decoded: Buffer[] = []
+    let decodedLength = 0
+    let decoder: Decoder | undefined
+    let started = false
+    let settled = false
+    let keyChecked = knownKey === undefined
+    const fail = (error: unknown) => {
+      if (settled) return
+      settled = true
+      stream.off('data', onWire)
+      stream.pause()
+      decoder?.destroy()
+      reject(error)
+    }
+    const tooLarge = (decodedPart: boolean) =>
+      new BodyError(
+        `the request body is over ${what}${decodedPart ? ' once decompressed' : ''}`,
+        400,
+        'request_too_large',
+        limit
+      )
+    const checkKey = (final: boolean) => {
+      if (keyChecked || (!final && decodedLength < KEY_PREFIX_BYTES)) return
+      keyChecked = true
+      const prefix = Buffer.concat(decoded).subarray(0, KEY_PREFIX_BYTES)
+      const key = topLevelWriteKey(stripBom(prefix).toString('utf8'))
+      if (key === undefined)
+        throw new BodyError(
+          `no write key: send it as the HTTP Basic username ("writeKey:"), or as "writeKey" within the body's first ${KEY_PREFIX_BYTES} bytes`,
+          401,
+          'missing_write_key'
+        )
+      if (!(knownKey as (k: string) => boolean)(key)) throw new BodyError('unknown write key', 401, 'unknown_write_key')
+    }
+    const onDecoded = (chunk: Buffer) => {
+      if (settled) return
+      decodedLength += chunk.length
+      if (decodedLength > limit) return fail(tooLarge(decoder !== undefined))
+      decoded.push(chunk)
+      try {
+        checkKey(false)
+      } catch (error) {
+        fail(error)
+      }
+    }
+    const finish = () => {
+      if (settled) return
+      try {
+        checkKey(true)
+      } catch (error) {
+        return fail(error)
+      }
+      settled = true
+      resolve({ bytes: decoded.length === 1 ? (decoded[0] as Buffer) : Buffer.concat(decoded), length: decodedLength })
+    }
+    const onWire = (chunk: Buffer) => {
+      if (settled) return
+      wire += chunk.length
+      if (wire > limit) return fail(tooLarge(false))
+      if (!started) {
+        started = true
+        try {
+          decoder = decoderFor(encoding, chunk)
+        } catch (error) {
+          return fail(error)
+        }
+        if (decoder) {
+          decoder.on('data', onDecoded)
+          decoder.on('end', finish)
+          decoder.on('error', () =>
+            fail(
+              new BodyError(
+                `the body is not valid ${encoding} data (Content-Encoding: ${encoding})`,
+                400,
+                'invalid_encoding'
+              )
+            )
+          )
+        }
+      }
+      if (decoder) decoder.write(chunk)
+      else onDecoded(chunk)
+    }
+    stream.on('data', onWire)
+    stream.on('error', fail)
+    stream.on('end', () => {
+      if (settled) return
+      if (!started) {
+        started = true
+        try {
+          decoder = decoderFor(encoding, Buffer.alloc(0))
+        } catch (error) {
+          return fail(error)
+        }
+        // An empty compressed body decodes to nothing.
+        decoder?.destroy()
+        decoder = undefined
+      }
+      if (decoder) decoder.end()
+      else finish()
+    })
+  })
+}
+
+const stripBom = (bytes: Buffer) => (bytes.subarray(0, 3).equals(UTF8_BOM) ? bytes.subarray(3) : bytes)
+
+/** The decoded body parsed as JSON (an empty body is `undefined`); a leading UTF-8 byte order mark is skipped. */
+export function parseJson(bytes: Buffer): unknown {
+  const text = stripBom(bytes)
+  if (text.length === 0) return undefined
   try {
-    return JSON.parse(bytes.toString('utf8'))
+    return JSON.parse(text.toString('utf8'))
   } catch {
     throw new BodyError('the body is not valid JSON', 400, 'invalid_json')
+  }
+}
+
+/**
+ * The value of `"writeKey"` among the top-level keys of a JSON object, read from the start of its text (which
+ * may be cut anywhere); undefined when the prefix holds no such string value.
+ */
+export function topLevelWriteKey(text: string): string | undefined {
+  let i = 0
+  const n = text.length
+  const skipSpace = () => {
+    while (i < n && (text[i] === ' ' || text[i] === '\n' || text[i] === '\r' || text[i] === '\t')) i++
+  }
+  /** A JSON string starting at i (a quote); its value, or undefined when it is cut off or malformed. */
+  const readString = (): string | undefined => {
+    const start = i
+    i++
+    while (i < n) {
+      const c = text[i]
+      if (c === '\\') i += 2
+      else if (c === '"') {
+        i++
+        try {
+          return JSON.parse(text.slice(start, i)) as string
+        } catch {
+          return undefined
+        }
+      } else i++
+    }
+    return undefined
+  }
+  /** Skips one value of any kind; false when the text ends first. */
+  const skipValue = (): boolean => {
+    skipSpace()
+    if (i >= n) return false
+    const c = text[i]
+    if (c === '"') return readString() !== undefined
+    if (c === '{' || c === '[') {
+      let depth = 0
+      while (i < n) {
+        const d = text[i]
+        if (d === '"') {
+          if (readString() === undefined) return false
+          continue
+        }
+        if (d === '{' || d === '[') depth++
+        else if (d === '}' || d === ']') {
+          depth--
+          if (depth === 0) {
+            i++
+            return true
+          }
+        }
+        i++
+      }
+      return false
+    }
+    while (i < n && !',}] \n\r\t'.includes(text[i] as string)) i++
+    return i < n
+  }
+  skipSpace()
+  if (text[i] !== '{') return undefined
+  i++
+  for (;;) {
+    skipSpace()
+    if (text[i] !== '"') return undefined
+    const key = readString()
+    if (key === undefined) return undefined
+    skipSpace()
+    if (text[i] !== ':') return undefined
+    i++
+    skipSpace()
+    if (key === 'writeKey') {
+      if (text[i] !== '"') return undefined
+      const value = readString()
+      // JSON keeps the last of repeated keys; one that is cut off cannot be trusted either way.
+      return value === undefined || value === '' ? undefined : value
+    }
+    if (!skipValue()) return undefined
+    skipSpace()
+    if (text[i] !== ',') return undefined
+    i++
   }
 }
 
@@ -112,13 +316,27 @@ export class BodyBudget {
   }
 }
 
+/** The length a request declares for its body, or undefined (chunked, or none given). */
+export function declaredLength(req: FastifyRequest): number | undefined {
+  const declared = Number(req.headers['content-length'])
+  return req.headers['content-length'] !== undefined && Number.isFinite(declared) && declared >= 0
+    ? declared
+    : undefined
+}
+
+/** Whether a request comes with a body (a declared length above 0, or a chunked one). */
+export function hasBody(req: FastifyRequest): boolean {
+  const declared = declaredLength(req)
+  return declared === undefined ? req.headers['transfer-encoding'] !== undefined : declared > 0
+}
+
 /**
  * Reserves the request's body in `budget` until its answer is sent (or its connection dies). False when the
  * budget is spent: the caller answers 503 and closes the connection.
  */
 export function reserveBody(budget: BodyBudget, req: FastifyRequest, reply: FastifyReply, limit: number): boolean {
-  const declared = Number(req.headers['content-length'])
-  const release = budget.reserve(Number.isFinite(declared) && declared >= 0 ? Math.min(declared, limit) : limit)
+  const declared = declaredLength(req)
+  const release = budget.reserve(declared !== undefined ? Math.min(declared, limit) : limit)
   if (!release) return false
   reply.raw.once('close', release)
   return true

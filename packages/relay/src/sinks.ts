@@ -36,7 +36,7 @@ export interface Unit<T = unknown> {
 export type JobFate =
   | { kind: 'done'; skipped?: boolean }
   | { kind: 'retry'; at: number; error: string }
-  | { kind: 'dead'; reason: string; status?: number; response?: string }
+  | { kind: 'dead'; reason: string; status?: number; response?: string; sent?: boolean }
   | { kind: 'release' }
 
 export interface HttpRequest {

@@ -12,7 +12,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { SourceConfig } from './config'
 import type { IntakeDeps, Unavailable } from './ingest-routes'
 import { UnstorableEventsError, type EnqueueResult } from './queue/queue'
-import { BodyError, BUSY, parseJsonBody, reserveBody } from './request-body'
+import type { Readable } from 'node:stream'
+import { BodyError, BUSY, parseJson, readBody, reserveBody } from './request-body'
 import { VERSION } from './version'
 
 /** 1Flow retries for 3 days; a day more covers clock differences and a late last try. */
@@ -52,9 +53,14 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
   }
 
   app.removeAllContentTypeParsers()
-  app.addContentTypeParser('*', { parseAs: 'buffer' }, async (req: FastifyRequest, body: Buffer) =>
-    parseJsonBody(body, req.headers['content-encoding'], WEBHOOK_BODY_LIMIT, `${WEBHOOK_BODY_LIMIT} bytes`)
-  )
+  app.addContentTypeParser('*', async (req: FastifyRequest, payload: Readable) => {
+    const { bytes } = await readBody(payload, {
+      contentEncoding: req.headers['content-encoding'],
+      limit: WEBHOOK_BODY_LIMIT,
+      what: `${WEBHOOK_BODY_LIMIT} bytes`
+    })
+    return parseJson(bytes)
+  })
 
   app.setErrorHandler((error: Error & { code?: string; statusCode?: number }, req, reply) => {
     const name = (req.params as { source?: string }).source ?? '(unknown)'
@@ -106,6 +112,11 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
         code: 'unauthorized'
       })
     }
+    if (Number(req.headers['content-length'] ?? 0) > WEBHOOK_BODY_LIMIT)
+      return answer(reply.header('connection', 'close'), req.params.source, 413, {
+        error: `the body is over ${WEBHOOK_BODY_LIMIT} bytes`,
+        code: 'request_too_large'
+      })
     if (!reserveBody(deps.bodies, req, reply, WEBHOOK_BODY_LIMIT))
       return answer(reply.header('retry-after', '60').header('connection', 'close'), req.params.source, 503, BUSY)
   }

@@ -19,9 +19,17 @@ export type FakeFault =
       readonly body?: string
       readonly times?: number
       readonly path?: string
+      /** Only requests whose body contains this text (e.g. one event's name inside a batch). */
+      readonly bodyContains?: string
     }
-  | { readonly kind: 'drop'; readonly times?: number; readonly path?: string }
-  | { readonly kind: 'latency'; readonly ms: number; readonly times?: number; readonly path?: string }
+  | { readonly kind: 'drop'; readonly times?: number; readonly path?: string; readonly bodyContains?: string }
+  | {
+      readonly kind: 'latency'
+      readonly ms: number
+      readonly times?: number
+      readonly path?: string
+      readonly bodyContains?: string
+    }
 
 export interface RecordedRequest {
   readonly at: number
@@ -201,8 +209,13 @@ export class FakeOneFlowApi {
     await new Promise<void>((resolve) => this.server.close(() => resolve()))
   }
 
-  private takeFault(path: string): (FakeFault & { left: number }) | undefined {
-    const fault = this.faults.find((f) => f.left > 0 && (f.path === undefined || f.path === path))
+  private takeFault(path: string, body: string): (FakeFault & { left: number }) | undefined {
+    const fault = this.faults.find(
+      (f) =>
+        f.left > 0 &&
+        (f.path === undefined || f.path === path) &&
+        (f.bodyContains === undefined || body.includes(f.bodyContains))
+    )
     if (fault) {
       fault.left--
       this.faults = this.faults.filter((f) => f.left > 0)
@@ -222,7 +235,7 @@ export class FakeOneFlowApi {
     const path = url.pathname.startsWith(this.basePath) ? url.pathname.slice(this.basePath.length) : url.pathname
     const apiKey = typeof req.headers.api_key === 'string' ? req.headers.api_key : undefined
     // A request from before a reset takes none of the faults injected since.
-    const fault = generation === this.generation ? this.takeFault(path) : undefined
+    const fault = generation === this.generation ? this.takeFault(path, raw.toString('utf8')) : undefined
     const latency = (fault?.kind === 'latency' ? fault.ms : 0) + this.latencyMs
     this.inFlight++
     if (latency > 0) await new Promise((r) => setTimeout(r, latency))

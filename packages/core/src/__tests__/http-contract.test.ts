@@ -133,6 +133,15 @@ describe('response classification', () => {
     expect(classifyResponse({ status: 401 }, now)).toMatchObject({ action: 'pause', cause: 'auth' })
   })
 
+  it("a redirect's user info (user:pass@) never reaches the reason", () => {
+    const { reason } = classifyResponse(
+      { status: 302, location: 'HTTPS://admin:s3cret@evil.example:8443/x?token=y' },
+      now
+    ) as { reason: string }
+    expect(reason).toContain('a redirect to https://evil.example:8443)')
+    expect(reason).not.toMatch(/admin|s3cret|token/)
+  })
+
   it('429 asks the sender to slow down and keeps Retry-After', () => {
     expect(classifyResponse({ status: 429, retryAfter: '7' }, now)).toMatchObject({
       action: 'retry',

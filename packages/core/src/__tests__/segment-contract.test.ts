@@ -66,6 +66,15 @@ describe('checkSegmentEvent', () => {
     expect(checkSegmentEvent(raw, type)?.code).toBe(code)
   })
 
+  it('names a type that is not a string by its kind, without writing it out (one nested 20,000 deep does not overflow the stack)', () => {
+    const deep = JSON.parse(`${'['.repeat(20_000)}${']'.repeat(20_000)}`) as unknown
+    expect(checkSegmentEvent({ userId: 'u' }, deep)).toEqual({
+      code: 'invalid_type',
+      message: 'has type an array; expected one of identify, track, page, screen, group, alias'
+    })
+    expect(checkSegmentEvent({ userId: 'u' }, null)?.message).toMatch(/^has type null;/)
+  })
+
   it('says what is wrong in words that complete "event 3 …"', () => {
     expect(checkSegmentEvent({ event: 'E' }, 'track')?.message).toBe(
       'has neither userId nor anonymousId; send at least one'

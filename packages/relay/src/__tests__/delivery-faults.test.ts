@@ -122,6 +122,21 @@ describe('refusals', () => {
     expect((await relay.relay.queue.listDead())[0]).toMatchObject({ status: 413, messageId: 'u9-Lone' })
   })
 
+  it('400 on a batch → split like 413 until the refused event is alone: its neighbours delivered, it dead-lettered after one send of its own', async () => {
+    relay = await startRelay(fake)
+    fake.inject({ kind: 'status', status: 400, bodyContains: 'E3', times: 100, body: '{"error":"bad event"}' })
+    await post(relay.url, '/v1/batch', {
+      batch: Array.from({ length: 6 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) }))
+    })
+    await until(async () => (await relay!.relay.queue.stats(Date.now())).dead === 1, 'the dead letter')
+    await until(() => fake.accepted.length === 5, 'the five others')
+    expect(fake.accepted.map((m) => m.body.event).sort()).toEqual(['E0', 'E1', 'E2', 'E4', 'E5'])
+    // [E0…E5] → [E0 E1 E2] delivered | [E3 E4 E5] refused → [E3 E4] refused → [E3] refused alone, then [E4], then [E5].
+    expect(fake.requests.map((r) => r.status)).toEqual([400, 200, 400, 400, 400, 200, 200])
+    const [dead] = await relay.relay.queue.listDead()
+    expect(dead).toMatchObject({ status: 400, messageId: 'u3-E3', attempts: 1, response: '{"error":"bad event"}' })
+  })
+
   it('401 → pause, alert in logs and /health, probe with backoff, lose nothing once the key works', async () => {
     fake.removeApiKey('test-project-key')
     relay = await startRelay(fake)

@@ -336,12 +336,14 @@ export class PgQueue implements Queue {
   deadLetter(ids: readonly number[], info: DeadLetterInfo, now: number): Promise<void> {
     return this.settle(
       ids,
-      "UPDATE relay_events SET state = 'dead', lease_until = NULL, dead_reason = $2, dead_status = $3, dead_response = $4, dead_at = $5",
+      "UPDATE relay_events SET state = 'dead', lease_until = NULL, dead_reason = $2, dead_status = $3, dead_response = $4, dead_at = $5, attempts = attempts + $6, first_attempt_at = COALESCE(first_attempt_at, $7)",
       [
         text(info.reason, 1000),
         info.status ?? null,
         info.response === undefined ? null : text(info.response, 2000),
-        now
+        now,
+        info.sent ? 1 : 0,
+        info.sent ? now : null
       ]
     )
   }

@@ -38,6 +38,8 @@ export interface DeadLetterInfo {
   readonly status?: number
   /** The service's response body (truncated), when there was one. */
   readonly response?: string
+  /** The event was sent and refused (or its last retry failed): that send counts as an attempt. */
+  readonly sent?: boolean
 }
 
 export interface DeadLetter extends Job, DeadLetterInfo {

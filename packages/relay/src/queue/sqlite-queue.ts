@@ -358,11 +358,13 @@ export class SqliteQueue implements Queue {
       this.unholdUsersOf(ids)
       this.update(
         ids,
-        "UPDATE events SET state = 'dead', lease_until = NULL, dead_reason = ?, dead_status = ?, dead_response = ?, dead_at = ?",
+        "UPDATE events SET state = 'dead', lease_until = NULL, dead_reason = ?, dead_status = ?, dead_response = ?, dead_at = ?, attempts = attempts + ?, first_attempt_at = COALESCE(first_attempt_at, ?)",
         info.reason.slice(0, 1000),
         info.status ?? null,
         info.response?.slice(0, 2000) ?? null,
-        now
+        now,
+        info.sent ? 1 : 0,
+        info.sent ? now : null
       )
     })()
   }
