@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander'
 import { ConfigError, displayQueue, loadConfig, type RelayConfig } from './config'
-import { createLogger } from './logger'
+import { createLogger, logWriteErrors } from './logger'
 import { createRelay, openQueue } from './relay'
 import type { Selection } from './queue/queue'
 import { VERSION } from './version'
@@ -29,6 +29,9 @@ program
   .option(...configOption)
   .action(async (opts: { config: string }) => {
     const config = readConfig(opts.config)
+    // Logs go through safeStdout, which never throws; anything else written to stdout or stderr must not end the
+    // process either when they fail (a full disk, a reader that went away).
+    for (const stream of [process.stdout, process.stderr]) stream.on('error', () => logWriteErrors.count++)
     const logger = createLogger()
     const relay = await createRelay(config, { logger })
     let stopping = false

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { logWriteErrors } from './logger'
 
 /** The relay's Prometheus metrics (prefix `relay_`), on a registry of its own per relay instance. */
 export function createMetrics() {
@@ -62,6 +63,15 @@ export function createMetrics() {
       'Dead letters deleted by retention: older than limits.deadLetterRetentionDays (age), or the oldest past limits.deadLetterMaxBytes (size)',
       ['reason']
     ),
+    logWriteErrors: new Counter({
+      name: 'relay_log_write_errors_total',
+      help: 'Log lines dropped because standard output could not take them (a full disk, a closed pipe)',
+      registers: [registry],
+      collect() {
+        this.reset()
+        this.inc(logWriteErrors.count)
+      }
+    }),
     queueDepth: gauge('relay_queue_depth', 'Events in the queue, by state', ['state']),
     oldestAge: gauge('relay_queue_oldest_age_seconds', 'Age of the oldest event not yet delivered', []),
     sendRateLimit: gauge(
