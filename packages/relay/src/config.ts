@@ -101,6 +101,37 @@ export const DEFAULTS = {
   shutdownGraceMs: 25_000
 }
 
+/**
+ * Every numeric setting: a whole number within its range, and the unit a message names. A value outside it
+ * would be accepted and then deliver nothing (0.5 requests/s rounds down to none), so check-config refuses it.
+ */
+export const NUMERIC_SETTINGS = {
+  'listen.port': { min: 0, max: 65_535, unit: '(0: any free port)' },
+  'oneflow.maxRequestsPerSecond': {
+    min: 1,
+    max: ONEFLOW_LIMITS.maxRequestsPerSecond,
+    unit: 'requests/s per 1Flow project (1Flow asks for at most 500)'
+  },
+  'oneflow.concurrency': { min: 1, max: 64, unit: 'requests in flight per project' },
+  'oneflow.requestTimeoutMs': { min: 100, max: 600_000, unit: 'milliseconds' },
+  'limits.diskCapBytes': { min: 1024 ** 2, max: 1024 ** 5, unit: 'bytes (1 MiB to 1 PiB)' },
+  'limits.dedupWindowHours': { min: 24, max: 8760, unit: 'hours (Segment keeps message ids for 24 h)' },
+  'limits.giveUpAfterHours': { min: 1, max: 720, unit: 'hours' },
+  'limits.deadLetterRetentionDays': { min: 1, max: 3650, unit: 'days' },
+  'limits.deadLetterMaxBytes': { min: 1024 ** 2, max: 1024 ** 5, unit: 'bytes (1 MiB to 1 PiB)' },
+  'limits.requestTimeoutMs': { min: 1000, max: 600_000, unit: 'milliseconds' },
+  shutdownGraceMs: { min: 1000, max: 25_000, unit: 'milliseconds' }
+} as const satisfies Record<string, { min: number; max: number; unit: string }>
+
+export type NumericSetting = keyof typeof NUMERIC_SETTINGS
+
+/** Why a numeric setting's value is refused, or undefined when it is a whole number within its range. */
+export function checkNumber(key: NumericSetting, value: unknown): string | undefined {
+  const { min, max, unit } = NUMERIC_SETTINGS[key]
+  if (typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max) return undefined
+  return `must be a whole number from ${min} to ${max}, ${unit}${typeof value === 'number' ? ` (got ${value})` : ''}`
+}
+
 type Json = Record<string, unknown>
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v)
 
@@ -114,9 +145,24 @@ export function segmentLaneOf(writeKey: string, host: string): string {
   return `segment-${createHash('sha256').update(`${host}\u0000${writeKey}`).digest('hex').slice(0, 12)}`
 }
 
-/** The queue setting as it may be shown: a PostgreSQL URL's password replaced by "***". */
+/** Query parameters of a PostgreSQL URL that carry a secret (libpq's password, sslpassword, and anything named so). */
+const SECRET_PARAM = /pass|secret|token|key/i
+
+/**
+ * The queue setting as it may be shown: a PostgreSQL URL's password replaced by "***", wherever it is given
+ * (`user:password@`, `?password=`, `?sslpassword=`). A URL that cannot be read is shown only by its scheme.
+ */
 export function displayQueue(queue: string): string {
-  return queue.replace(/^(postgres(?:ql)?:\/\/[^:/?#@]*:)[^@/?#]*@/, '$1***@')
+  if (!/^postgres(ql)?:\/\//i.test(queue)) return queue
+  let url: URL
+  try {
+    url = new URL(queue)
+  } catch {
+    return `${queue.slice(0, queue.indexOf('://') + 3)}*** (not a valid URL)`
+  }
+  if (url.password) url.password = '***'
+  for (const key of [...url.searchParams.keys()]) if (SECRET_PARAM.test(key)) url.searchParams.set(key, '***')
+  return url.toString().replace(/%2A%2A%2A/g, '***')
 }
 
 /**
@@ -146,21 +192,16 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
       if (!keys.includes(k)) fail(`${key}.${k}`, `unknown key; expected ${keys.join(', ')}`)
     return v
   }
-  const num = (
-    obj: Json,
-    key: string,
-    path: string,
-    fallback: number,
-    check: (n: number) => boolean,
-    what: string
-  ): number => {
-    const v = obj[key]
+  /** A numeric setting at `path` (`section.key`), checked against NUMERIC_SETTINGS; the default when absent. */
+  const num = (obj: Json, path: NumericSetting, fallback: number): number => {
+    const v = obj[path.slice(path.lastIndexOf('.') + 1)]
     if (v === undefined) return fallback
-    if (typeof v !== 'number' || !Number.isFinite(v) || !check(v)) {
-      fail(path, `must be ${what}`)
+    const problem = checkNumber(path, v)
+    if (problem) {
+      fail(path, problem)
       return fallback
     }
-    return v
+    return v as number
   }
   const secret = (obj: Json, key: string, path: string): string => {
     const v = obj[key]
@@ -181,14 +222,7 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
   const listen = section('listen', ['host', 'port'])
   const host = listen.host ?? DEFAULTS.listen.host
   if (typeof host !== 'string' || host === '') fail('listen.host', 'must be a host name or address, e.g. "127.0.0.1"')
-  const port = num(
-    listen,
-    'port',
-    'listen.port',
-    DEFAULTS.listen.port,
-    (n) => Number.isInteger(n) && n >= 0 && n <= 65535,
-    'a port number from 0 to 65535'
-  )
+  const port = num(listen, 'listen.port', DEFAULTS.listen.port)
 
   // The queue may be a PostgreSQL URL with a password: "env:NAME" reads it from the environment.
   let queue: unknown = raw.queue ?? DEFAULTS.queue
@@ -216,58 +250,22 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
   const oneflowConfig = {
     apiBaseUrl: String(apiBaseUrl).replace(/\/+$/, ''),
     mode: mode === 'single' ? ('single' as const) : ('batch' as const),
-    maxRequestsPerSecond: num(
-      oneflow,
-      'maxRequestsPerSecond',
-      'oneflow.maxRequestsPerSecond',
-      DEFAULTS.oneflow.maxRequestsPerSecond,
-      (n) => n > 0 && n <= ONEFLOW_LIMITS.maxRequestsPerSecond,
-      `a number above 0 and at most ${ONEFLOW_LIMITS.maxRequestsPerSecond} (1Flow asks for at most ${ONEFLOW_LIMITS.maxRequestsPerSecond} requests/s)`
-    ),
-    concurrency: num(
-      oneflow,
-      'concurrency',
-      'oneflow.concurrency',
-      DEFAULTS.oneflow.concurrency,
-      (n) => Number.isInteger(n) && n >= 1 && n <= 64,
-      'a whole number from 1 to 64'
-    ),
-    requestTimeoutMs: num(
-      oneflow,
-      'requestTimeoutMs',
-      'oneflow.requestTimeoutMs',
-      DEFAULTS.oneflow.requestTimeoutMs,
-      (n) => n >= 100,
-      'at least 100 (milliseconds)'
-    )
+    maxRequestsPerSecond: num(oneflow, 'oneflow.maxRequestsPerSecond', DEFAULTS.oneflow.maxRequestsPerSecond),
+    concurrency: num(oneflow, 'oneflow.concurrency', DEFAULTS.oneflow.concurrency),
+    requestTimeoutMs: num(oneflow, 'oneflow.requestTimeoutMs', DEFAULTS.oneflow.requestTimeoutMs)
   }
 
   const limits = section('limits', Object.keys(DEFAULTS.limits))
-  const limit = (key: keyof typeof DEFAULTS.limits, check: (n: number) => boolean, what: string) =>
-    num(limits, key, `limits.${key}`, DEFAULTS.limits[key], check, what)
-  const limitsConfig = {
-    diskCapBytes: limit('diskCapBytes', (n) => n >= 1024 * 1024, 'at least 1048576 (1 MiB)'),
-    dedupWindowHours: limit(
-      'dedupWindowHours',
-      (n) => n >= 24,
-      'at least 24 (hours; Segment keeps message ids for 24 h)'
-    ),
-    giveUpAfterHours: limit('giveUpAfterHours', (n) => n > 0, 'a number of hours above 0'),
-    deadLetterRetentionDays: limit('deadLetterRetentionDays', (n) => n > 0, 'a number of days above 0'),
-    deadLetterMaxBytes: limit('deadLetterMaxBytes', (n) => n >= 1024 * 1024, 'at least 1048576 (1 MiB)'),
-    requestTimeoutMs: limit('requestTimeoutMs', (n) => n >= 1000 && n <= 600_000, 'from 1000 to 600000 (milliseconds)')
-  }
+  const limitsConfig = Object.fromEntries(
+    (Object.keys(DEFAULTS.limits) as Array<keyof typeof DEFAULTS.limits>).map((key) => [
+      key,
+      num(limits, `limits.${key}`, DEFAULTS.limits[key])
+    ])
+  ) as unknown as RelayConfig['limits']
   const statusPage = section('statusPage', ['enabled'])
   if (statusPage.enabled !== undefined && typeof statusPage.enabled !== 'boolean')
     fail('statusPage.enabled', 'must be true or false')
-  const shutdownGraceMs = num(
-    raw,
-    'shutdownGraceMs',
-    'shutdownGraceMs',
-    DEFAULTS.shutdownGraceMs,
-    (n) => n >= 1000 && n <= 25_000,
-    'from 1000 to 25000 (milliseconds)'
-  )
+  const shutdownGraceMs = num(raw, 'shutdownGraceMs', DEFAULTS.shutdownGraceMs)
 
   const sources: SourceConfig[] = []
   if (!Array.isArray(raw.sources) || raw.sources.length === 0) {
@@ -401,11 +399,119 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
       }
     ])
   }
+  // Editors on Windows may start the file with a byte order mark.
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
   let raw: unknown
   try {
     raw = JSON.parse(text)
-  } catch (error) {
-    throw new ConfigError([{ key: '(file)', message: `${file} is not valid JSON: ${(error as Error).message}` }])
+  } catch {
+    // JSON.parse's message quotes the file ("…, "{"writeKey": abc…" is not valid JSON"), which may hold secrets:
+    // say only where the problem is.
+    throw new ConfigError([{ key: '(file)', message: `${file} is not valid JSON: ${jsonSyntaxError(text)}` }])
   }
   return parseConfig(raw, { env, baseDir: dirname(resolve(file)) })
+}
+
+/** Where jsonSyntaxError's walk stopped, and why. */
+class JsonSyntaxProblem extends OneFlowError {
+  override readonly name = 'JsonSyntaxProblem'
+  readonly code = 'JSON_SYNTAX'
+  readonly remedy = 'fix-config'
+}
+
+/** Where a JSON text first breaks the grammar, as "what at line L, column C", never quoting the text. */
+export function jsonSyntaxError(text: string): string {
+  let i = 0
+  const fail = (what: string): never => {
+    throw new JsonSyntaxProblem(what)
+  }
+  const space = () => {
+    while (i < text.length && ' \t\n\r'.includes(text[i] as string)) i++
+  }
+  const literal = (word: string) =>
+    text.startsWith(word, i) ? void (i += word.length) : fail('an unexpected character')
+  const string = () => {
+    i++
+    for (;;) {
+      if (i >= text.length) fail('a string that never ends')
+      const c = text[i] as string
+      if (c === '"') return void i++
+      if (c < ' ') fail('a control character inside a string')
+      if (c === '\\') {
+        const e = text[i + 1] ?? ''
+        if (e === 'u') {
+          if (!/^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6))) fail('a bad \\u escape')
+          i += 6
+        } else if ('"\\/bfnrt'.includes(e) && e !== '') i += 2
+        else fail('a bad escape in a string')
+      } else i++
+    }
+  }
+  const value = (depth: number): void => {
+    if (depth > 512) fail('nesting deeper than 512 levels')
+    space()
+    const c = text[i]
+    if (c === undefined) fail('an unexpected end')
+    if (c === '{') {
+      i++
+      space()
+      if (text[i] === '}') return void i++
+      for (;;) {
+        space()
+        if (text[i] !== '"')
+          fail(text[i] === undefined ? 'an unexpected end' : 'a property name that is not a double-quoted string')
+        string()
+        space()
+        if (text[i] !== ':') fail("a missing ':' after a property name")
+        i++
+        value(depth + 1)
+        space()
+        if (text[i] === ',') {
+          i++
+          space()
+          if (text[i] === '}') fail("a ',' before '}' (trailing commas are not JSON)")
+          continue
+        }
+        if (text[i] === '}') return void i++
+        fail(text[i] === undefined ? 'an unexpected end' : "a missing ',' or '}' after a value")
+      }
+    }
+    if (c === '[') {
+      i++
+      space()
+      if (text[i] === ']') return void i++
+      for (;;) {
+        value(depth + 1)
+        space()
+        if (text[i] === ',') {
+          i++
+          space()
+          if (text[i] === ']') fail("a ',' before ']' (trailing commas are not JSON)")
+          continue
+        }
+        if (text[i] === ']') return void i++
+        fail(text[i] === undefined ? 'an unexpected end' : "a missing ',' or ']' after a value")
+      }
+    }
+    if (c === '"') return string()
+    if (c === 't') return literal('true')
+    if (c === 'f') return literal('false')
+    if (c === 'n') return literal('null')
+    const number = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/.exec(text.slice(i, i + 400))
+    if (!number) fail('an unexpected character')
+    i += (number as RegExpExecArray)[0].length
+  }
+  try {
+    if (text.charCodeAt(0) === 0xfeff) i = 1
+    value(0)
+    space()
+    if (i < text.length) fail('more after the end of the JSON value')
+    return 'a syntax error'
+  } catch (error) {
+    if (!(error instanceof JsonSyntaxProblem)) throw error
+    const before = text.slice(0, i)
+    const line = before.split('\n').length
+    const column = i - before.lastIndexOf('\n')
+    return `${(error as Error).message} at line ${line}, column ${column}`
+  }
 }

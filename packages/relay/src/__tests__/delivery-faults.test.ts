@@ -2,6 +2,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit'
 import { post, startRelay, until, type TestRelay } from './helpers'
+import { systemClock } from '../rate-limiter'
 
 let fake: FakeOneFlowApi
 let relay: TestRelay | undefined
@@ -75,9 +76,14 @@ describe('retries', () => {
   })
 
   it('gives up after the retry window and dead-letters the event (never a silent drop)', async () => {
-    relay = await startRelay(fake, { limits: { giveUpAfterHours: 1.5 / 3600 } })
+    // The relay's clock jumps past the window once the first attempt has failed.
+    let offset = 0
+    const clock = { now: () => Date.now() + offset, sleep: systemClock.sleep }
+    relay = await startRelay(fake, { limits: { giveUpAfterHours: 1 } }, { clock })
     fake.inject({ kind: 'status', status: 503, times: 1000 })
     await post(relay.url, '/v1/track', track('A'))
+    await until(() => fake.requests.length >= 1, 'the first failed attempt')
+    offset = 3_600_000 + 1_000
     await until(async () => (await relay!.relay.queue.stats(Date.now())).dead === 1, 'the dead letter', 10_000)
     const [dead] = await relay.relay.queue.listDead()
     expect(dead?.reason).toMatch(/gave up after .* of retries; last error: 1Flow answered 503/)

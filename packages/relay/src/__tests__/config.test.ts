@@ -1,0 +1,110 @@
+/**
+ * The config as an operator writes it: every numeric setting is a whole number within a range (a test per
+ * key), and nothing a config holds — a write key in a broken file, a PostgreSQL password in any place a URL can
+ * carry one — is ever printed back.
+ */
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import {
+  ConfigError,
+  displayQueue,
+  jsonSyntaxError,
+  loadConfig,
+  NUMERIC_SETTINGS,
+  parseConfig,
+  type NumericSetting
+} from '../config'
+import { tempDir } from './helpers'
+
+const SOURCE = { writeKey: 'wk_config_test', projectApiKey: 'pk_config_test' }
+
+/** A config with `value` at `path` (e.g. "limits.diskCapBytes"). */
+function withSetting(path: string, value: unknown): Record<string, unknown> {
+  const config: Record<string, unknown> = { sources: [SOURCE] }
+  const [section, key] = path.includes('.') ? path.split('.') : [undefined, path]
+  if (section) config[section] = { [key as string]: value }
+  else config[key as string] = value
+  return config
+}
+
+const problemsOf = (raw: unknown): Array<{ key: string; message: string }> => {
+  try {
+    parseConfig(raw, { env: {} })
+    return []
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    return [...error.problems]
+  }
+}
+
+describe('every numeric setting is a whole number within its range', () => {
+  it.each(Object.entries(NUMERIC_SETTINGS) as Array<[NumericSetting, { min: number; max: number }]>)(
+    '%s',
+    (path, { min, max }) => {
+      // The edges are taken, and parsed back as given.
+      for (const ok of [min, max]) expect(problemsOf(withSetting(path, ok))).toEqual([])
+      const inRange = Math.min(max, min + 1)
+      for (const bad of [min - 1, max + 1, inRange + 0.5, '10', null, Number.NaN]) {
+        const problems = problemsOf(withSetting(path, bad))
+        expect(problems, `${path} = ${String(bad)}`).toEqual([
+          { key: path, message: expect.stringMatching(new RegExp(`^must be a whole number from ${min} to ${max}`)) }
+        ])
+      }
+    }
+  )
+
+  it('names the value it refused, so 0.5 requests/s is not a mystery', () => {
+    expect(problemsOf(withSetting('oneflow.maxRequestsPerSecond', 0.5))[0]?.message).toBe(
+      'must be a whole number from 1 to 500, requests/s per 1Flow project (1Flow asks for at most 500) (got 0.5)'
+    )
+    expect(problemsOf(withSetting('oneflow.requestTimeoutMs', 2500.5))[0]?.message).toMatch(/\(got 2500\.5\)$/)
+  })
+})
+
+describe('secrets are never printed', () => {
+  it.each([
+    ['postgres://relay:s3cret@db:5432/q', 'postgres://relay:***@db:5432/q'],
+    ['postgresql://db:5432/q?user=relay&password=s3cret', 'postgresql://db:5432/q?user=relay&password=***'],
+    ['postgres://db/q?sslpassword=s3cret&sslmode=require', 'postgres://db/q?sslpassword=***&sslmode=require'],
+    ['postgres://relay:s3cret@db/q?password=s3cret', 'postgres://relay:***@db/q?password=***'],
+    ['postgres://relay:s3cret@[db/q', 'postgres://*** (not a valid URL)'],
+    ['sqlite:/var/lib/relay.db', 'sqlite:/var/lib/relay.db']
+  ])('a queue URL %s is shown as %s', (url, shown) => {
+    expect(displayQueue(url)).toBe(shown)
+  })
+
+  it('a config file with a JSON syntax error is reported by line and column, never by its content', () => {
+    const file = join(tempDir(), 'oneflow-relay.json')
+    writeFileSync(file, '{\n  "sources": [{ "writeKey": sk_live_abcdef123, "projectApiKey": "x" }]\n}\n')
+    let error: unknown
+    try {
+      loadConfig(file, {})
+    } catch (e) {
+      error = e
+    }
+    expect(error).toBeInstanceOf(ConfigError)
+    const message = (error as ConfigError).message
+    expect(message).toBe(`(file): ${file} is not valid JSON: an unexpected character at line 2, column 29`)
+    expect(message).not.toContain('sk_live')
+  })
+
+  it.each([
+    ['{"a":1,}', "a ',' before '}' (trailing commas are not JSON) at line 1, column 8"],
+    ['{"a":1', 'an unexpected end at line 1, column 7'],
+    ['{"a" 1}', "a missing ':' after a property name at line 1, column 6"],
+    ["{'a':1}", 'a property name that is not a double-quoted string at line 1, column 2'],
+    ['{"a":"x\\q"}', 'a bad escape in a string at line 1, column 8'],
+    ['{} {}', 'more after the end of the JSON value at line 1, column 4'],
+    ['[1 2]', "a missing ',' or ']' after a value at line 1, column 4"]
+  ])('jsonSyntaxError(%s) → %s', (text, where) => {
+    expect(() => JSON.parse(text)).toThrow()
+    expect(jsonSyntaxError(text)).toBe(where)
+  })
+
+  it('a file that starts with a byte order mark is read', () => {
+    const file = join(tempDir(), 'oneflow-relay.json')
+    writeFileSync(file, `\ufeff${JSON.stringify({ sources: [SOURCE] })}`)
+    expect(loadConfig(file, {}).sources[0]?.name).toBe('source-1')
+  })
+})
