@@ -51,6 +51,26 @@ export default tseslint.config(
     }
   },
   {
+    // What the published packages throw is matched by class and code, never by message: every error class
+    // extends core's OneFlowError (a `code` and a `remedy`), the one class that extends Error itself.
+    files: ['packages/{core,relay,actions-destination,ajs-plugin}/src/**/*.ts'],
+    ignores: ['packages/core/src/errors.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "ThrowStatement > NewExpression[callee.name='Error']",
+          message: 'Throw a typed error (a class with name, code and what to do), never a bare Error.'
+        },
+        { selector: 'ThrowStatement > Literal', message: 'Throw an Error subclass, never a bare value.' },
+        {
+          selector: "ClassDeclaration[superClass.name='Error']",
+          message: "Error classes extend core's OneFlowError (a code and a remedy), so callers match them by class."
+        }
+      ]
+    }
+  },
+  {
     files: ['**/__tests__/**', '**/*.test.ts', 'bench/**', 'examples/**'],
     rules: { 'no-restricted-syntax': 'off' }
   },

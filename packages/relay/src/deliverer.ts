@@ -7,7 +7,7 @@
  * losing an event. A failing queue never stops the process: its errors are reported to QueueHealth, and
  * events whose fate could not be written come back when their lease expires.
  */
-import { classifyResponse } from '@oneflow-seg/core'
+import { classifyResponse, OneFlowError } from '@oneflow-seg/core'
 import type { Logger } from 'pino'
 import type { RelayConfig, SourceConfig } from './config'
 import { BurstGate } from './burst-gate'
@@ -62,8 +62,10 @@ interface Lane {
 type Settle = (jobId: number, fate: JobFate) => void
 
 /** The lane's send slot could not be taken (the shared limiter's database failed): nothing was sent. */
-class SendSlotError extends Error {
+class SendSlotError extends OneFlowError {
   override readonly name = 'SendSlotError'
+  readonly code = 'NO_SEND_SLOT'
+  readonly remedy = 'retry'
   constructor(override readonly cause: unknown) {
     super(`no send slot: ${cause instanceof Error ? cause.message : String(cause)}`)
   }
@@ -392,7 +394,7 @@ export class Deliverer {
     const giveUpMs = config.limits.giveUpAfterHours * 3_600_000
     const done: number[] = []
     const released: number[] = []
-    const retries = new Map<string, { at: number; error: string; ids: number[] }>()
+    const retries = new Map<string, { at: number; error: string; rateLimited: boolean; ids: number[] }>()
     let delivered = 0
     let skipped = 0
     for (const job of jobs) {
@@ -424,15 +426,20 @@ export class Deliverer {
         )
       } else {
         const key = `${fate.at}\u0000${fate.error}`
-        const entry = retries.get(key) ?? { at: fate.at, error: fate.error, ids: [] }
+        const entry = retries.get(key) ?? {
+          at: fate.at,
+          error: fate.error,
+          rateLimited: fate.rateLimited === true,
+          ids: []
+        }
         entry.ids.push(job.id)
         retries.set(key, entry)
       }
     }
     await queue.complete(done)
-    for (const { at, error, ids } of retries.values()) {
+    for (const { at, error, rateLimited, ids } of retries.values()) {
       await queue.retry(ids, at, error, now)
-      metrics.retries.inc({ project: label, reason: error.includes('429') ? 'rate_limited' : 'error' }, ids.length)
+      metrics.retries.inc({ project: label, reason: rateLimited ? 'rate_limited' : 'error' }, ids.length)
       this.deps.status?.outcome('retried', ids.length, label, lane.sink.isOneFlow)
     }
     // Released jobs were never tried: ready again as soon as the lane may send.

@@ -99,7 +99,7 @@ export function judge(
       // down), hold back the whole lane.
       const pauseLane = decision.afterMs !== undefined || next >= FAILURES_BEFORE_PAUSE
       return {
-        fate: { kind: 'retry', at, error: decision.reason },
+        fate: { kind: 'retry', at, error: decision.reason, ...(decision.throttled && { rateLimited: true }) },
         proceed: false,
         failures: next,
         ...(pauseLane && { pauseUntil: at }),

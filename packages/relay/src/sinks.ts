@@ -35,7 +35,7 @@ export interface Unit<T = unknown> {
 
 export type JobFate =
   | { kind: 'done'; skipped?: boolean }
-  | { kind: 'retry'; at: number; error: string }
+  | { kind: 'retry'; at: number; error: string; rateLimited?: boolean }
   | { kind: 'dead'; reason: string; status?: number; response?: string; sent?: boolean }
   | { kind: 'release' }
 

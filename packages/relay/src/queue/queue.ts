@@ -1,3 +1,4 @@
+import { OneFlowError } from '@oneflow-seg/core'
 import type { Clock, SendLimiter } from '../rate-limiter'
 
 /** An event accepted at ingest (or from a 1Flow webhook), as the queue stores it. */
@@ -74,9 +75,10 @@ export function rowToDeadLetter(r: EventRow): DeadLetter {
 }
 
 /** The database refused what one request holds (not the database failing): answer it 400, retrying cannot help. */
-export class UnstorableEventsError extends Error {
+export class UnstorableEventsError extends OneFlowError {
   override readonly name = 'UnstorableEventsError'
   readonly code = 'UNSTORABLE_EVENTS'
+  readonly remedy = 'fix-payload'
   constructor(override readonly cause: unknown) {
     super(`the queue refused these events: ${cause instanceof Error ? cause.message : String(cause)}`.slice(0, 300))
   }
