@@ -12,8 +12,9 @@ import { createLogger } from './logger'
 import { createMetrics, type Metrics } from './metrics'
 import { opsRoutes, setQueueGauges } from './ops-routes'
 import type { NewEvent, Queue } from './queue/queue'
-import { PgQueue } from './queue/pg-queue'
+import { PG_TIMEOUT_MS, PgQueue } from './queue/pg-queue'
 import { SqliteQueue } from './queue/sqlite-queue'
+import { DeferredQueue } from './queue/deferred-queue'
 import { systemClock, type Clock } from './rate-limiter'
 import { describeError, PROBE_EVERY_MS, QueueHealth } from './queue-health'
 import { BODY_BUDGET_BYTES, BodyBudget } from './request-body'
@@ -76,9 +77,19 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
   const logger = options.logger ?? createLogger()
   const clock = options.clock ?? systemClock
   const metrics = createMetrics()
-  const queue = options.queue ?? (await openQueue(config))
+  // The probe reads `queue` when it runs, which is after it is assigned.
+  const health: QueueHealth = new QueueHealth(logger, clock, () => queue.checkWritable())
+  const queue: Queue =
+    options.queue ??
+    (config.queue.startsWith('sqlite:')
+      ? await openQueue(config)
+      : // PostgreSQL may not be up yet (a compose file, a reboot): the relay starts, answers 503, and opens the
+        // queue with backoff; it is never a config error.
+        new DeferredQueue({
+          open: () => PgQueue.open(config.queue),
+          onOpenFailed: (error) => health.failed(error, 'connecting to the PostgreSQL queue')
+        }))
   const status = new StatusTracker(() => clock.now())
-  const health = new QueueHealth(logger, clock, () => queue.checkWritable())
   const deliverer = new Deliverer({
     queue,
     config,
@@ -209,13 +220,27 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
     deliverer,
     config,
     async start() {
+      // A database that answers at once is open before the relay listens (no 503 at start); one that does not is
+      // waited for in the background.
+      if (queue instanceof DeferredQueue) {
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([queue.opened, new Promise((r) => (timer = setTimeout(r, PG_TIMEOUT_MS)))])
+        clearTimeout(timer)
+      }
       // One SQLite file has one relay: leases left by a crashed process are ours to take back at once.
-      const recovered = await queue.recoverLeases(queue instanceof SqliteQueue ? Number.MAX_SAFE_INTEGER : clock.now())
-      if (recovered > 0)
-        logger.warn(
-          { recovered },
-          'took back events left in flight by a previous process; they will be delivered again'
+      try {
+        const recovered = await queue.recoverLeases(
+          queue instanceof SqliteQueue ? Number.MAX_SAFE_INTEGER : clock.now()
         )
+        if (recovered > 0)
+          logger.warn(
+            { recovered },
+            'took back events left in flight by a previous process; they will be delivered again'
+          )
+      } catch (error) {
+        // A queue that cannot be reached yet: the periodic recovery below takes them back once it can.
+        health.failed(error, 'taking back expired leases')
+      }
       deliverer.start()
       // Housekeeping: a failure is the queue's (reported once to QueueHealth), never the process's end.
       const every = (ms: number, what: string, fn: () => Promise<unknown>) =>

@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit'
+import { startThrowawayPostgres } from '@oneflow-seg/testkit/postgres'
 import { post, tempDir, until } from './helpers'
 import { freePort, startRelayProcess, writeConfig, type RelayProcess } from './process'
 
@@ -66,4 +67,43 @@ describe('logging never ends the process', () => {
     },
     60_000
   )
+})
+
+describe('a PostgreSQL queue that is not up yet', () => {
+  it('the relay starts anyway, answers 503 (ready and ingest) while it waits, and takes events once PostgreSQL answers', async () => {
+    fake.reset()
+    const pg = await startThrowawayPostgres()
+    pg.crash()
+    const port = await freePort()
+    const file = writeConfig({
+      listen: { host: '127.0.0.1', port },
+      queue: pg.url,
+      oneflow: { apiBaseUrl: fake.url },
+      sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: 'test-project-key' }]
+    })
+    const relay = await startRelayProcess(file, port)
+    try {
+      const ready = await fetch(`${relay.url}/health/ready`)
+      expect(ready.status).toBe(503)
+      const refused = await post(relay.url, '/v1/track', { userId: 'u', event: 'Early' }, WRITE_KEY)
+      expect(refused.status).toBe(503)
+      expect(refused.headers.get('retry-after')).toBe('5')
+      expect(relay.output()).not.toMatch(/not a usable config|INVALID_CONFIG/)
+      pg.restart()
+      await until(
+        async () => (await fetch(`${relay.url}/health/ready`)).status === 200,
+        'ready once PostgreSQL is up',
+        40_000
+      )
+      expect((await post(relay.url, '/v1/track', { userId: 'u', event: 'Later' }, WRITE_KEY)).status).toBe(200)
+      await until(() => fake.accepted.some((m) => m.body.event === 'Later'), 'the event at 1Flow')
+      // One line when it started failing, one when it recovered: not one per attempt.
+      expect(relay.output().match(/the queue is failing/g)).toHaveLength(1)
+      expect(relay.output()).toMatch(/the queue takes writes again/)
+    } finally {
+      relay.child.kill('SIGTERM')
+      await relay.exited
+      pg.stop()
+    }
+  }, 90_000)
 })
