@@ -4,6 +4,11 @@
  * then 1Flow accepts again and the backlog drains at the default 400 requests/s. Reports ingest events/s, the
  * relay's peak RSS during ingest and during the drain (sampled), the drain time, the most requests 1Flow saw in
  * any one second, and events lost or delivered twice. `BACKLOG_EVENTS` sets a smaller backlog for a quick run.
+ *
+ * Then the same drain with clients sending: a backlog of DRAIN_EVENTS (100,000, or BACKLOG_EVENTS if smaller)
+ * is drained once with nobody sending (`drain_idle_events_per_s`) and once while a client sends a 10-event
+ * request every 100 ms with a 1.1 s pause every 28 s (`drain_under_traffic_events_per_s`): how much the relay's
+ * clients-first rule (BurstGate) slows delivery under steady traffic.
  */
 import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -15,6 +20,7 @@ import { FakeOneFlowApi } from '@oneflow-seg/testkit/fake-oneflow-api'
 import { machine, repoRoot } from './_machine'
 
 const EVENTS = Number(process.env.BACKLOG_EVENTS ?? 1_000_000)
+const DRAIN_EVENTS = Math.min(100_000, EVENTS)
 const PER_REQUEST = 100
 const WRITE_KEY = 'backlog-write-key'
 const AUTH = `Basic ${Buffer.from(`${WRITE_KEY}:`).toString('base64')}`
@@ -59,39 +65,44 @@ try {
   )
     await new Promise((r) => setTimeout(r, 50))
 
-  let seq = 0
-  const started = Date.now()
-  const result = await new Promise<autocannon.Result>((resolve, reject) =>
-    autocannon(
-      {
-        url: `${url}/v1/batch`,
-        connections: 16,
-        amount: Math.ceil(EVENTS / PER_REQUEST),
-        requests: [
-          {
-            method: 'POST',
-            headers: { 'content-type': 'application/json', authorization: AUTH },
-            setupRequest: (req) => {
-              const base = seq
-              seq += PER_REQUEST
-              const batch = Array.from({ length: PER_REQUEST }, (_, i) => ({
-                type: 'track',
-                event: 'Backlog Event',
-                userId: `user-${(base + i) % 10_000}`,
-                messageId: `backlog-${base + i}`,
-                properties: { id: base + i, plan: 'pro' }
-              }))
-              return { ...req, body: JSON.stringify({ batch }) }
+  /** Sends `count` events (ids from `first`) through /v1/batch, 100 a request, 16 connections at once. */
+  const ingest = async (first: number, count: number) => {
+    let seq = first
+    const result = await new Promise<autocannon.Result>((resolve, reject) =>
+      autocannon(
+        {
+          url: `${url}/v1/batch`,
+          connections: 16,
+          amount: Math.ceil(count / PER_REQUEST),
+          requests: [
+            {
+              method: 'POST',
+              headers: { 'content-type': 'application/json', authorization: AUTH },
+              setupRequest: (req) => {
+                const base = seq
+                seq += PER_REQUEST
+                const batch = Array.from({ length: PER_REQUEST }, (_, i) => ({
+                  type: 'track',
+                  event: 'Backlog Event',
+                  userId: `user-${(base + i) % 10_000}`,
+                  messageId: `backlog-${base + i}`,
+                  properties: { id: base + i, plan: 'pro' }
+                }))
+                return { ...req, body: JSON.stringify({ batch }) }
+              }
             }
-          }
-        ]
-      },
-      (error, r) => (error ? reject(error) : resolve(r))
+          ]
+        },
+        (error, r) => (error ? reject(error) : resolve(r))
+      )
     )
-  )
+    if (result.non2xx > 0 || result.errors > 0)
+      throw new Error(`ingest refused requests: ${result.non2xx} non-2xx, ${result.errors} errors`)
+  }
+
+  const started = Date.now()
+  await ingest(0, EVENTS)
   const ingestS = (Date.now() - started) / 1000
-  if (result.non2xx > 0 || result.errors > 0)
-    throw new Error(`ingest refused requests: ${result.non2xx} non-2xx, ${result.errors} errors`)
   const ingestPeak = peak
   // The relay's own view once ingest is over: V8's heap in use (what the relay keeps) beside what V8 has reserved.
   const metricsText = await (await fetch(`${url}/metrics`)).text()
@@ -111,8 +122,55 @@ try {
   const ids = new Set(fake.accepted.map((m) => (m.body.properties as { id: number }).id))
   let lost = 0
   for (let i = 0; i < EVENTS; i++) if (!ids.has(i)) lost++
+  const drainRequests = fake.requests.length
+  const maxInAnySecond = fake.maxRequestsInWindow(1000)
+  const duplicates = fake.accepted.length - ids.size
+
+  /** A backlog of DRAIN_EVENTS with 1Flow down, then drained, with or without a client sending meanwhile: events/s. */
+  let nextId = EVENTS
+  const drainRate = async (traffic: boolean) => {
+    fake.reset()
+    fake.inject({ kind: 'status', status: 503, retryAfter: '1', times: Number.MAX_SAFE_INTEGER })
+    const first = nextId
+    nextId += DRAIN_EVENTS
+    await ingest(first, DRAIN_EVENTS)
+    // Every backlog event is in the queue before 1Flow comes back.
+    fake.reset()
+    const began = Date.now()
+    let sent = 0
+    const client = traffic
+      ? setInterval(() => {
+          // A request every 100 ms, with a 1.1 s pause every 28 s.
+          if ((Date.now() - began) % 29_100 >= 28_000) return
+          const batch = Array.from({ length: 10 }, () => ({
+            type: 'track',
+            event: 'Live Event',
+            userId: `live-${sent % 500}`,
+            messageId: `live-${first}-${sent++}`
+          }))
+          void fetch(`${url}/v1/batch`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', authorization: AUTH },
+            body: JSON.stringify({ batch })
+          }).catch(() => undefined)
+        }, 100)
+      : undefined
+    const isBacklog = (m: { body: Record<string, unknown> }) =>
+      Number((m.body.properties as { id?: number } | undefined)?.id) >= first
+    let delivered = 0
+    let counted = 0
+    await fake.waitFor((accepted) => {
+      for (; counted < accepted.length; counted++) if (isBacklog(accepted[counted] as never)) delivered++
+      return delivered >= DRAIN_EVENTS
+    }, 1_800_000)
+    clearInterval(client)
+    return Math.round(DRAIN_EVENTS / ((Date.now() - began) / 1000))
+  }
+  const drainIdle = await drainRate(false)
+  const drainUnderTraffic = await drainRate(true)
+
   console.log(
-    JSON.stringify({ machine: machine(), events: EVENTS, requests_to_1flow: fake.requests.length, ...heapAfterIngest })
+    JSON.stringify({ machine: machine(), events: EVENTS, requests_to_1flow: drainRequests, ...heapAfterIngest })
   )
   console.log(
     JSON.stringify({
@@ -122,9 +180,12 @@ try {
       peak_rss_mb_ingest: ingestPeak,
       peak_rss_mb_drain: peak,
       drain_s: Math.round(drainS * 10) / 10,
-      max_requests_in_any_second: fake.maxRequestsInWindow(1000),
+      max_requests_in_any_second: maxInAnySecond,
       lost,
-      duplicates: fake.accepted.length - ids.size
+      duplicates,
+      drain_events: DRAIN_EVENTS,
+      drain_idle_events_per_s: drainIdle,
+      drain_under_traffic_events_per_s: drainUnderTraffic
     })
   )
 } finally {

@@ -1,10 +1,37 @@
 import { describe, expect, it } from 'vitest'
-import { BURST_IDLE_MS, BURST_LEASE_GAP_MS, BURST_MAX_MS, BurstGate } from '../burst-gate'
+import {
+  BURST_IDLE_MS,
+  BURST_LEASE_GAP_MS,
+  DEFER_BUDGET_MS,
+  DEFER_EARN_RATE,
+  DEFER_RESUME_MS,
+  BurstGate
+} from '../burst-gate'
 
 function gate() {
   let t = 1_000_000
   const g = new BurstGate(() => t)
-  return { g, advance: (ms: number) => (t += ms) }
+  return { g, advance: (ms: number) => (t += ms), now: () => t }
+}
+
+/**
+ * A lane that would lease every `everyMs` while clients send by `sends(t)` (a request at each ms it returns
+ * true): the share of the leases it would take with nobody sending that the gate lets through.
+ */
+function deliveryShare(sends: (t: number) => boolean, durationMs: number, everyMs = 10): number {
+  const { g, advance, now } = gate()
+  const start = now()
+  let allowed = 0
+  let wanted = 0
+  for (let elapsed = 0; elapsed < durationMs; elapsed++) {
+    if (sends(now() - start)) g.ingested()
+    if (elapsed % everyMs === 0) {
+      wanted++
+      if (g.mayLease('a')) allowed++
+    }
+    advance(1)
+  }
+  return allowed / wanted
 }
 
 describe('BurstGate: clients first during a burst of ingest', () => {
@@ -35,17 +62,37 @@ describe('BurstGate: clients first during a burst of ingest', () => {
     expect([g.mayLease('a'), g.mayLease('a')]).toEqual([true, true])
   })
 
-  it('treats a burst longer than BURST_MAX_MS as sustained load: delivery takes its full share again', () => {
+  it('slows delivery for at most DEFER_BUDGET_MS at a stretch, then not again until DEFER_RESUME_MS is earned back', () => {
     const { g, advance } = gate()
-    for (let elapsed = 0; elapsed < BURST_MAX_MS; elapsed += 500) {
+    const burst = (ms: number) => {
+      for (let elapsed = 0; elapsed < ms; elapsed += 100) {
+        g.ingested()
+        g.mayLease('probe')
+        advance(100)
+      }
       g.ingested()
-      advance(500)
     }
+    burst(DEFER_BUDGET_MS + 200)
+    expect([g.mayLease('a'), g.mayLease('a')]).toEqual([true, true])
+    // A pause does not start a new budget: the time it lasts earns back only DEFER_EARN_RATE of itself.
+    advance(BURST_IDLE_MS + 100)
+    g.mayLease('a')
     g.ingested()
     expect([g.mayLease('a'), g.mayLease('a')]).toEqual([true, true])
-    // A pause ends it; the next burst gets its own BURST_MAX_MS.
-    advance(BURST_IDLE_MS + 1)
+    // Once DEFER_RESUME_MS is back, a burst is slowed again.
+    advance(DEFER_RESUME_MS / DEFER_EARN_RATE)
+    g.mayLease('a')
     g.ingested()
-    expect([g.mayLease('a'), g.mayLease('a')]).toEqual([true, false])
+    expect([g.mayLease('b'), g.mayLease('b')]).toEqual([true, false])
+  })
+
+  it('a request every 100 ms with a 1.1 s pause every 28 s leaves delivery at least half its idle share (here ≥ 85 %)', () => {
+    const share = deliveryShare((t) => t % 29_100 < 28_000 && t % 100 === 0, 10 * 60_000)
+    expect(share).toBeGreaterThanOrEqual(0.85)
+  })
+
+  it('steady requests every 100 ms, for ten minutes: delivery unslowed at least 1 / (1 + DEFER_EARN_RATE) of the time', () => {
+    const share = deliveryShare((t) => t % 100 === 0, 10 * 60_000)
+    expect(share).toBeGreaterThanOrEqual(1 / (1 + DEFER_EARN_RATE) - 0.05)
   })
 })
