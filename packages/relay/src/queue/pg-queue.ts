@@ -365,7 +365,7 @@ export class PgQueue implements Queue {
   async stats(now: number): Promise<QueueStats> {
     const { rows } = await this.pool.query(
       `SELECT count(*) FILTER (WHERE state IN ('pending', 'held')) AS pending, count(*) FILTER (WHERE state = 'leased') AS leased,
-              count(*) FILTER (WHERE state = 'dead') AS dead, count(*) FILTER (WHERE state = 'pending' AND next_attempt_at > $1) AS retrying,
+              count(*) FILTER (WHERE state = 'dead') AS dead, count(*) FILTER (WHERE state IN ('pending', 'held') AND attempts > 0) AS retrying,
               min(received_at) FILTER (WHERE state <> 'dead') AS oldest,
               sum(${DEAD_BYTES}) FILTER (WHERE state = 'dead') AS dead_bytes, min(dead_at) FILTER (WHERE state = 'dead') AS oldest_dead
        FROM relay_events`,

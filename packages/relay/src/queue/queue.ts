@@ -214,7 +214,7 @@ export interface QueueStats {
   /** Events waiting to be delivered (held behind an earlier event of their user included). */
   readonly pending: number
   readonly leased: number
-  /** Pending events waiting for a retry time still in the future. */
+  /** Pending events that failed a send before (waiting for their retry, or for their turn after it). */
   readonly retrying: number
   readonly dead: number
   /** Age in ms of the oldest event not yet delivered (pending or leased); 0 when empty. */

@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS inbox (
   received_at INTEGER NOT NULL,
   body TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS inbox_lane ON inbox (project_id, id);
+CREATE TABLE IF NOT EXISTS counters (lane TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (lane, name)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);
 INSERT OR IGNORE INTO probe (id, at) VALUES (1, 0);
 `
@@ -98,6 +100,53 @@ type InboxEvent = [string, string, string, string, number]
 /** A dead letter's size: its event and the service's answer, in bytes. */
 const DEAD_BYTES = 'length(CAST(body AS BLOB)) + coalesce(length(CAST(dead_response AS BLOB)), 0)'
 
+/** What one events row counts for in the counters. */
+interface CountedRow {
+  readonly project_id?: unknown
+  readonly state: unknown
+  /** 1 when the event has failed a send before (it waits for a retry while pending). */
+  readonly failed?: unknown
+  readonly bytes?: unknown
+}
+
+/**
+ * Changes to the counters, summed per (lane, name) so a statement that moves many rows writes one upsert per
+ * counter. Per lane: `undelivered` (inbox, pending, held, leased), `leased`, `retrying` (pending or held after
+ * a failed send); for all lanes (lane ''): `dead` and `dead_bytes`.
+ */
+class Tally {
+  private readonly changes = new Map<string, number>()
+
+  add(lane: string, name: string, n: number): void {
+    if (n === 0) return
+    const key = `${lane}\u0000${name}`
+    this.changes.set(key, (this.changes.get(key) ?? 0) + n)
+  }
+
+  /** Adds (sign 1) or removes (sign -1) what `rows` events in one state count for. */
+  count(row: CountedRow, sign: number, deadBytes = 0): void {
+    const lane = String(row.project_id ?? '')
+    const state = String(row.state)
+    if (state === 'dead') {
+      this.add('', 'dead', sign)
+      this.add('', 'dead_bytes', deadBytes)
+      return
+    }
+    this.add(lane, 'undelivered', sign)
+    if (state === 'leased') this.add(lane, 'leased', sign)
+    else if (Number(row.failed) > 0) this.add(lane, 'retrying', sign)
+  }
+
+  entries(): Array<[lane: string, name: string, value: number]> {
+    return [...this.changes]
+      .filter(([, v]) => v !== 0)
+      .map(([key, v]) => {
+        const [lane, name] = key.split('\u0000') as [string, string]
+        return [lane, name, v]
+      })
+  }
+}
+
 /** A write failed because of a value (binding, constraint, size), not because the database is unwell. */
 function causedByData(error: unknown): boolean {
   const code = String((error as { code?: unknown }).code ?? '')
@@ -116,10 +165,10 @@ export class SqliteQueue implements Queue {
   private readonly db: Database.Database
   private readonly commits: GroupCommit
   private readonly pageSize: number
-  /** Moves up to about `maxEvents` events from the inbox into per-event rows (inside a transaction). */
-  private readonly splitRows: (maxEvents: number) => number
-  /** Events in the inbox, not yet split (counted here so a lease with nothing to split costs no query). */
-  private inboxEvents: number
+  /** Moves up to about `maxEvents` of one lane's events from the inbox into per-event rows (inside a transaction). */
+  private readonly splitRows: (lane: string, maxEvents: number) => number
+  /** Events in the inbox per lane, not yet split (counted here so a lease with nothing to split costs no query). */
+  private inboxEvents = new Map<string, number>()
 
   constructor(
     readonly path: string,
@@ -156,7 +205,8 @@ export class SqliteQueue implements Queue {
     // them into per-event rows in bulk, off the request path (split). See docs/relay-ingest.md.
     const insertInbox = this.db.prepare('INSERT INTO inbox (project_id, events, received_at, body) VALUES (?, ?, ?, ?)')
     const writeAll = this.db.transaction((requests: ReadonlyArray<readonly NewEvent[]>) => {
-      let inboxed = 0
+      const inboxed = new Map<string, number>()
+      const tally = new Tally()
       const results = requests.map((events) => {
         let accepted = 0
         let dead = 0
@@ -174,6 +224,8 @@ export class SqliteQueue implements Queue {
               e.deadReason.slice(0, 1000),
               e.receivedAt
             )
+            tally.add('', 'dead', 1)
+            tally.add('', 'dead_bytes', Buffer.byteLength(e.body))
             dead++
             continue
           }
@@ -189,23 +241,34 @@ export class SqliteQueue implements Queue {
             const part = lane.slice(at, at + INBOX_ROW_EVENTS)
             insertInbox.run(projectId, part.length, Math.min(...part.map((e) => e[4])), JSON.stringify(part))
           }
+          inboxed.set(projectId, (inboxed.get(projectId) ?? 0) + lane.length)
+          tally.add(projectId, 'undelivered', lane.length)
         }
-        inboxed += accepted
         return { accepted, duplicates: events.length - accepted - dead }
       })
+      this.writeTally(tally)
       return { results, inboxed }
     })
     const writeAndCount = (requests: ReadonlyArray<readonly NewEvent[]>) => {
       const { results, inboxed } = writeAll(requests)
-      this.inboxEvents += inboxed
+      for (const [lane, n] of inboxed) this.inboxEvents.set(lane, (this.inboxEvents.get(lane) ?? 0) + n)
       return results
     }
-    const inboxRows = this.db.prepare('SELECT id, project_id, events, body FROM inbox ORDER BY id LIMIT ?')
+    // Each lane splits its own inbox rows: a backlog on one lane (1Flow down) never delays another (survey
+    // responses to Segment).
+    const inboxRows = this.db.prepare(
+      'SELECT id, project_id, events, body FROM inbox WHERE project_id = ? ORDER BY id LIMIT ?'
+    )
     const deleteInbox = this.db.prepare('DELETE FROM inbox WHERE id = ?')
-    this.splitRows = (maxEvents: number) => {
+    this.splitRows = (laneId: string, maxEvents: number) => {
       let moved = 0
       while (moved < maxEvents) {
-        const rows = inboxRows.all(16) as Array<{ id: number; project_id: string; events: number; body: string }>
+        const rows = inboxRows.all(laneId, 16) as Array<{
+          id: number
+          project_id: string
+          events: number
+          body: string
+        }>
         if (rows.length === 0) break
         for (const row of rows) {
           for (const [messageId, sourceName, userKey, body, receivedAt] of JSON.parse(row.body) as InboxEvent[])
@@ -218,6 +281,7 @@ export class SqliteQueue implements Queue {
       return moved
     }
     this.inboxEvents = this.countInbox()
+    this.initCounters()
     this.commits = new GroupCommit(
       writeAndCount,
       options.commitWindowMs ?? 2,
@@ -226,8 +290,61 @@ export class SqliteQueue implements Queue {
     )
   }
 
-  private countInbox(): number {
-    return Number(this.statement('SELECT coalesce(sum(events), 0) FROM inbox').pluck().get())
+  private countInbox(): Map<string, number> {
+    const rows = this.statement('SELECT project_id, sum(events) AS n FROM inbox GROUP BY project_id').all() as Row[]
+    return new Map(rows.map((r) => [String(r.project_id), Number(r.n)]))
+  }
+
+  /**
+   * The queue's figures are counters kept in the database, changed in the same transaction as the rows they
+   * count (by this relay and by the admin commands alike), so reading them never scans the queue. A file made
+   * before they existed gets them from one scan, here.
+   */
+  private initCounters(): void {
+    if (this.statement("SELECT 1 FROM counters WHERE lane = '' AND name = 'initialized'").get() !== undefined) return
+    this.db.transaction(() => {
+      this.statement('DELETE FROM counters').run()
+      const tally = new Tally()
+      for (const r of this.statement(
+        `SELECT project_id, state, attempts > 0 AS failed, count(*) AS n,
+           sum(CASE WHEN state = 'dead' THEN ${DEAD_BYTES} ELSE 0 END) AS bytes
+         FROM events GROUP BY project_id, state, attempts > 0`
+      ).all() as Row[])
+        tally.count(
+          { project_id: r.project_id, state: r.state, failed: r.failed, bytes: r.bytes },
+          Number(r.n),
+          Number(r.bytes)
+        )
+      for (const [lane, n] of this.countInbox()) tally.add(lane, 'undelivered', n)
+      tally.add('', 'initialized', 1)
+      this.writeTally(tally)
+    })()
+  }
+
+  /** Adds a tally's changes to the counters (inside the caller's transaction). */
+  private writeTally(tally: Tally): void {
+    for (const [lane, name, value] of tally.entries())
+      this.statement(
+        'INSERT INTO counters (lane, name, value) VALUES (?, ?, ?) ON CONFLICT (lane, name) DO UPDATE SET value = value + excluded.value'
+      ).run(lane, name, value)
+  }
+
+  /** What the rows `ids` count for now (lane, state, failed before, dead-letter bytes). */
+  private countedRows(ids: readonly number[]): CountedRow[] {
+    if (ids.length === 0) return []
+    return this.statement(
+      `SELECT project_id, state, attempts > 0 AS failed, CASE WHEN state = 'dead' THEN ${DEAD_BYTES} ELSE 0 END AS bytes
+       FROM events WHERE id IN (SELECT value FROM json_each(?))`
+    ).all(JSON.stringify(ids)) as CountedRow[]
+  }
+
+  /** Runs `change` on the rows `ids` and moves their counts from what they were to what they are after it. */
+  private recount(ids: readonly number[], change: () => void): void {
+    const tally = new Tally()
+    for (const r of this.countedRows(ids)) tally.count(r, -1, -Number(r.bytes))
+    change()
+    for (const r of this.countedRows(ids)) tally.count(r, 1, Number(r.bytes))
+    this.writeTally(tally)
   }
 
   enqueue(events: readonly NewEvent[]): Promise<EnqueueResult> {
@@ -261,6 +378,13 @@ export class SqliteQueue implements Queue {
           const leased = this.statement(
             "UPDATE events SET state = 'leased', lease_until = ? WHERE id IN (SELECT value FROM json_each(?)) RETURNING *"
           ).all(now + leaseMs, JSON.stringify(plan.lease)) as Row[]
+          // Ready (pending) before, leased now: the lease's own counts, without reading the rows again.
+          const tally = new Tally()
+          for (const r of leased) {
+            tally.add(String(r.project_id), 'leased', 1)
+            if (Number(r.attempts) > 0) tally.add(String(r.project_id), 'retrying', -1)
+          }
+          this.writeTally(tally)
           return leased.sort((a, b) => Number(a.id) - Number(b.id))
         }
       }
@@ -271,17 +395,19 @@ export class SqliteQueue implements Queue {
     // lease short. A split is its own transaction: on a full disk it is skipped (the events wait, safe, in the
     // inbox) and the lease goes on with what is already split, as it did before there was an inbox.
     let diskFull = false
+    const inbox = () => this.inboxEvents.get(projectId) ?? 0
     for (let attempt = 0; attempt < LEASE_ROUNDS; attempt++) {
-      if (this.inboxEvents > 0 && !diskFull) {
+      if (inbox() > 0 && !diskFull) {
         try {
-          this.inboxEvents -= this.bookkeeping(() => this.splitRows(limit))
+          const moved = this.bookkeeping(() => this.splitRows(projectId, limit))
+          this.inboxEvents.set(projectId, inbox() - moved)
         } catch (error) {
           if ((error as { code?: string }).code !== 'SQLITE_FULL') throw error
           diskFull = true
         }
       }
       const rows = this.bookkeeping(take)
-      if (rows.length > 0 || diskFull || this.inboxEvents <= 0) return rows.map(rowToJob)
+      if (rows.length > 0 || diskFull || inbox() <= 0) return rows.map(rowToJob)
     }
     return []
   }
@@ -330,25 +456,29 @@ export class SqliteQueue implements Queue {
   async complete(ids: readonly number[]): Promise<void> {
     this.bookkeeping(() => {
       this.unholdUsersOf(ids)
-      this.update(ids, 'DELETE FROM events')
+      this.recount(ids, () => this.update(ids, 'DELETE FROM events'))
     })
   }
 
   async release(ids: readonly number[], readyAt: number): Promise<void> {
     this.bookkeeping(() => {
       this.unholdUsersOf(ids)
-      this.update(ids, "UPDATE events SET state = 'pending', lease_until = NULL, next_attempt_at = ?", readyAt)
+      this.recount(ids, () =>
+        this.update(ids, "UPDATE events SET state = 'pending', lease_until = NULL, next_attempt_at = ?", readyAt)
+      )
     })
   }
 
   async retry(ids: readonly number[], nextAttemptAt: number, error: string, now: number): Promise<void> {
     this.bookkeeping(() =>
-      this.update(
-        ids,
-        "UPDATE events SET state = 'pending', lease_until = NULL, attempts = attempts + 1, next_attempt_at = ?, last_error = ?, first_attempt_at = COALESCE(first_attempt_at, ?)",
-        nextAttemptAt,
-        error.slice(0, 500),
-        now
+      this.recount(ids, () =>
+        this.update(
+          ids,
+          "UPDATE events SET state = 'pending', lease_until = NULL, attempts = attempts + 1, next_attempt_at = ?, last_error = ?, first_attempt_at = COALESCE(first_attempt_at, ?)",
+          nextAttemptAt,
+          error.slice(0, 500),
+          now
+        )
       )
     )
   }
@@ -356,28 +486,30 @@ export class SqliteQueue implements Queue {
   async deadLetter(ids: readonly number[], info: DeadLetterInfo, now: number): Promise<void> {
     this.db.transaction(() => {
       this.unholdUsersOf(ids)
-      this.update(
-        ids,
-        "UPDATE events SET state = 'dead', lease_until = NULL, dead_reason = ?, dead_status = ?, dead_response = ?, dead_at = ?, attempts = attempts + ?, first_attempt_at = COALESCE(first_attempt_at, ?)",
-        info.reason.slice(0, 1000),
-        info.status ?? null,
-        info.response?.slice(0, 2000) ?? null,
-        now,
-        info.sent ? 1 : 0,
-        info.sent ? now : null
+      this.recount(ids, () =>
+        this.update(
+          ids,
+          "UPDATE events SET state = 'dead', lease_until = NULL, dead_reason = ?, dead_status = ?, dead_response = ?, dead_at = ?, attempts = attempts + ?, first_attempt_at = COALESCE(first_attempt_at, ?)",
+          info.reason.slice(0, 1000),
+          info.status ?? null,
+          info.response?.slice(0, 2000) ?? null,
+          now,
+          info.sent ? 1 : 0,
+          info.sent ? now : null
+        )
       )
     })()
   }
 
   async recoverLeases(now: number): Promise<number> {
-    // The relay calls this periodically: a good moment to re-read the inbox count, whatever may have moved it.
+    // The relay calls this periodically: a good moment to re-read the inbox counts, whatever may have moved them.
     this.inboxEvents = this.countInbox()
     return this.bookkeeping(() => {
       const expired = (
         this.statement("SELECT id FROM events WHERE state = 'leased' AND lease_until <= ?").all(now) as Row[]
       ).map((r) => Number(r.id))
       this.unholdUsersOf(expired)
-      this.update(expired, "UPDATE events SET state = 'pending', lease_until = NULL")
+      this.recount(expired, () => this.update(expired, "UPDATE events SET state = 'pending', lease_until = NULL"))
       return expired.length
     })
   }
@@ -387,29 +519,88 @@ export class SqliteQueue implements Queue {
   }
 
   async stats(now: number): Promise<QueueStats> {
+    // Counters and index seeks only: the same cost with an empty queue or ten million events.
+    const counters = this.statement('SELECT lane, name, value FROM counters').all() as Array<{
+      lane: string
+      name: string
+      value: number
+    }>
+    const lanes: Record<string, number> = {}
+    let undelivered = 0
+    let leased = 0
+    let retrying = 0
+    let dead = 0
+    let deadBytes = 0
+    for (const { lane, name, value } of counters) {
+      if (name === 'undelivered') {
+        if (value !== 0) lanes[lane] = value
+        undelivered += value
+      } else if (name === 'leased') leased += value
+      else if (name === 'retrying') retrying += value
+      else if (name === 'dead') dead += value
+      else if (name === 'dead_bytes') deadBytes += value
+    }
+    const oldest = Object.keys(lanes)
+      .map((lane) => this.oldestWaiting(lane))
+      .filter((t): t is number => t !== undefined)
+    const oldestDead = this.statement("SELECT dead_at FROM events WHERE state = 'dead' ORDER BY dead_at LIMIT 1")
+      .pluck()
+      .get() as number | undefined
+    return {
+      pending: undelivered - leased,
+      leased,
+      retrying,
+      dead,
+      oldestAgeMs: oldest.length === 0 ? 0 : Math.max(0, now - Math.min(...oldest)),
+      bytes: await this.liveBytes(),
+      lanes,
+      deadLetters: {
+        count: dead,
+        bytes: deadBytes,
+        oldestAgeMs: oldestDead == null ? 0 : Math.max(0, now - Number(oldestDead))
+      }
+    }
+  }
+
+  /** When the oldest event of a lane still to be delivered arrived: one index seek per state, and one in the inbox. */
+  private oldestWaiting(lane: string): number | undefined {
+    const times = [
+      ...(['pending', 'held', 'leased'] as const).map(
+        (state) =>
+          this.statement('SELECT received_at FROM events WHERE project_id = ? AND state = ? ORDER BY id LIMIT 1')
+            .pluck()
+            .get(lane, state) as number | undefined
+      ),
+      this.statement('SELECT received_at FROM inbox WHERE project_id = ? ORDER BY id LIMIT 1').pluck().get(lane) as
+        number | undefined
+    ].filter((t): t is number => t != null)
+    return times.length === 0 ? undefined : Math.min(...times)
+  }
+
+  /** The figures by a full scan, as stats() computed them before the counters: what the counters are tested against. */
+  scanStats(now: number): Omit<QueueStats, 'bytes'> {
     const row = this.db
       .prepare(
         `SELECT
           SUM(state IN ('pending', 'held')) AS pending, SUM(state = 'leased') AS leased, SUM(state = 'dead') AS dead,
-          SUM(state = 'pending' AND next_attempt_at > @now) AS retrying,
+          SUM(state IN ('pending', 'held') AND attempts > 0) AS retrying,
           MIN(CASE WHEN state != 'dead' THEN received_at END) AS oldest,
           SUM(CASE WHEN state = 'dead' THEN ${DEAD_BYTES} END) AS dead_bytes,
           MIN(CASE WHEN state = 'dead' THEN dead_at END) AS oldest_dead
         FROM events`
       )
-      .get({ now }) as Row
-    // Events still in the inbox (accepted, not yet split into per-event rows) are pending too.
-    const inbox = this.statement(
-      'SELECT project_id, sum(events) AS n, min(received_at) AS oldest FROM inbox GROUP BY project_id'
-    ).all() as Row[]
-    const lanes = new Map<string, number>()
+      .get() as Row
+    const inbox = this.db
+      .prepare('SELECT project_id, sum(events) AS n, min(received_at) AS oldest FROM inbox GROUP BY project_id')
+      .all() as Row[]
+    const lanes: Record<string, number> = {}
     for (const r of [
-      ...(this.statement(
-        "SELECT project_id, count(*) AS n FROM events WHERE state != 'dead' GROUP BY project_id"
-      ).all() as Row[]),
+      ...(this.db
+        .prepare("SELECT project_id, count(*) AS n FROM events WHERE state != 'dead' GROUP BY project_id")
+        .all() as Row[]),
       ...inbox
     ])
-      lanes.set(String(r.project_id), (lanes.get(String(r.project_id)) ?? 0) + Number(r.n))
+      lanes[String(r.project_id)] = (lanes[String(r.project_id)] ?? 0) + Number(r.n)
     const oldest = [row.oldest, ...inbox.map((r) => r.oldest)].filter((v) => v != null).map(Number)
     return {
       pending: Number(row.pending ?? 0) + inbox.reduce((sum, r) => sum + Number(r.n), 0),
@@ -417,14 +608,28 @@ export class SqliteQueue implements Queue {
       retrying: Number(row.retrying ?? 0),
       dead: Number(row.dead ?? 0),
       oldestAgeMs: oldest.length === 0 ? 0 : Math.max(0, now - Math.min(...oldest)),
-      bytes: await this.liveBytes(),
-      lanes: Object.fromEntries(lanes),
+      lanes,
       deadLetters: {
         count: Number(row.dead ?? 0),
         bytes: Number(row.dead_bytes ?? 0),
         oldestAgeMs: row.oldest_dead == null ? 0 : Math.max(0, now - Number(row.oldest_dead))
       }
     }
+  }
+
+  /** The statements stats() runs, for a test that proves each is an index seek, never a scan. */
+  static readonly STATS_STATEMENTS = [
+    'SELECT lane, name, value FROM counters',
+    "SELECT dead_at FROM events WHERE state = 'dead' ORDER BY dead_at LIMIT 1",
+    "SELECT received_at FROM events WHERE project_id = 'p' AND state = 'pending' ORDER BY id LIMIT 1",
+    "SELECT received_at FROM inbox WHERE project_id = 'p' ORDER BY id LIMIT 1"
+  ] as const
+
+  /** EXPLAIN QUERY PLAN for a statement of this queue's (for tests). */
+  queryPlan(sql: string): string {
+    return (this.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as Array<{ detail: string }>)
+      .map((r) => r.detail)
+      .join('\n')
   }
 
   async liveBytes(): Promise<number> {
@@ -440,11 +645,17 @@ export class SqliteQueue implements Queue {
 
   async pruneDead(deadBefore: number, maxBytes: number): Promise<PruneResult> {
     return this.db.transaction(() => {
-      const expired = this.statement("DELETE FROM events WHERE state = 'dead' AND dead_at < ?").run(deadBefore).changes
-      const { bytes } = this.statement(
-        `SELECT coalesce(SUM(${DEAD_BYTES}), 0) AS bytes FROM events WHERE state = 'dead'`
-      ).get() as { bytes: number }
-      let excess = Number(bytes) - maxBytes
+      const tally = new Tally()
+      const gone = this.statement(
+        `DELETE FROM events WHERE state = 'dead' AND dead_at < ? RETURNING ${DEAD_BYTES} AS bytes`
+      ).all(deadBefore) as Array<{ bytes: number }>
+      const expired = gone.length
+      for (const r of gone) tally.count({ state: 'dead' }, -1, -Number(r.bytes))
+      const bytes =
+        Number(
+          this.statement("SELECT value FROM counters WHERE lane = '' AND name = 'dead_bytes'").pluck().get() ?? 0
+        ) - gone.reduce((n, r) => n + Number(r.bytes), 0)
+      let excess = bytes - maxBytes
       let overSize = 0
       const oldest = this.statement(
         `SELECT id, ${DEAD_BYTES} AS bytes FROM events WHERE state = 'dead' ORDER BY dead_at, id LIMIT 1000`
@@ -452,15 +663,17 @@ export class SqliteQueue implements Queue {
       while (excess > 0) {
         const rows = oldest.all() as Array<{ id: number; bytes: number }>
         if (rows.length === 0) break
-        const gone: number[] = []
+        const oldestIds: number[] = []
         for (const r of rows) {
           if (excess <= 0) break
-          gone.push(r.id)
+          oldestIds.push(r.id)
           excess -= r.bytes
+          tally.count({ state: 'dead' }, -1, -Number(r.bytes))
         }
-        this.update(gone, 'DELETE FROM events')
-        overSize += gone.length
+        this.update(oldestIds, 'DELETE FROM events')
+        overSize += oldestIds.length
       }
+      this.writeTally(tally)
       return { expired, overSize }
     })()
   }
@@ -483,22 +696,36 @@ export class SqliteQueue implements Queue {
     return rows.map(rowToDeadLetter)
   }
 
+  /** The ids of the dead letters a selection names. */
+  private deadIds(selection: Selection): number[] {
+    if (selection === 'all')
+      return this.statement("SELECT id FROM events WHERE state = 'dead'").pluck().all() as number[]
+    if (selection.length === 0) return []
+    return this.statement("SELECT id FROM events WHERE state = 'dead' AND id IN (SELECT value FROM json_each(?))")
+      .pluck()
+      .all(JSON.stringify(selection)) as number[]
+  }
+
   async replayDead(selection: Selection, now: number): Promise<number> {
-    const set =
-      "SET state = 'pending', attempts = 0, first_attempt_at = NULL, next_attempt_at = @now, last_error = NULL, dead_reason = NULL, dead_status = NULL, dead_response = NULL, dead_at = NULL"
-    if (selection === 'all') return this.db.prepare(`UPDATE events ${set} WHERE state = 'dead'`).run({ now }).changes
-    if (selection.length === 0) return 0
-    return this.db
-      .prepare(`UPDATE events ${set} WHERE state = 'dead' AND id IN (SELECT value FROM json_each(@ids))`)
-      .run({ now, ids: JSON.stringify(selection) }).changes
+    return this.db.transaction(() => {
+      const ids = this.deadIds(selection)
+      this.recount(ids, () =>
+        this.update(
+          ids,
+          "UPDATE events SET state = 'pending', attempts = 0, first_attempt_at = NULL, next_attempt_at = ?, last_error = NULL, dead_reason = NULL, dead_status = NULL, dead_response = NULL, dead_at = NULL",
+          now
+        )
+      )
+      return ids.length
+    })()
   }
 
   async purgeDead(selection: Selection): Promise<number> {
-    if (selection === 'all') return this.db.prepare("DELETE FROM events WHERE state = 'dead'").run().changes
-    if (selection.length === 0) return 0
-    return this.db
-      .prepare("DELETE FROM events WHERE state = 'dead' AND id IN (SELECT value FROM json_each(?))")
-      .run(JSON.stringify(selection)).changes
+    return this.db.transaction(() => {
+      const ids = this.deadIds(selection)
+      this.recount(ids, () => this.update(ids, 'DELETE FROM events'))
+      return ids.length
+    })()
   }
 
   async checkWritable(): Promise<void> {

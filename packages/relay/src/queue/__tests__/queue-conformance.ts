@@ -264,6 +264,18 @@ export function describeQueue(name: string, factory: QueueFactory): void {
       expect((await q.stats(T0 + 30)).dead).toBe(0)
     })
 
+    it('a dead letter after a send counts that send as an attempt; one that was never sent counts none', async () => {
+      const q = await fresh()
+      await q.enqueue([event(1), event(2)])
+      const jobs = await q.lease('p1', 10, 60_000, T0 + 10)
+      await q.deadLetter([jobs[0]!.id], { reason: '1Flow answered 400', status: 400, sent: true }, T0 + 20)
+      await q.deadLetter([jobs[1]!.id], { reason: 'could not map the event' }, T0 + 20)
+      expect((await q.listDead()).map((d) => [d.messageId, d.attempts, d.firstAttemptAt])).toEqual([
+        ['m-1', 1, T0 + 20],
+        ['m-2', 0, null]
+      ])
+    })
+
     it('reports depth, retries and the oldest age; forgets old message ids', async () => {
       const q = await fresh()
       await q.enqueue([event(1), event(2)])
