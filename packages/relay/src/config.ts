@@ -48,7 +48,12 @@ export interface SegmentTarget {
 }
 
 export interface RelayConfig {
-  readonly listen: { readonly host: string; readonly port: number }
+  readonly listen: {
+    readonly host: string
+    readonly port: number
+    /** Health, metrics and the status page on a listener of their own (off the ingest port browsers reach). */
+    readonly ops?: { readonly host: string; readonly port: number }
+  }
   /** `sqlite:<path>` (relative to the config file) or `postgres://…`. */
   readonly queue: string
   readonly oneflow: {
@@ -107,6 +112,7 @@ export const DEFAULTS = {
  */
 export const NUMERIC_SETTINGS = {
   'listen.port': { min: 0, max: 65_535, unit: '(0: any free port)' },
+  'listen.ops.port': { min: 0, max: 65_535, unit: '(0: any free port)' },
   'oneflow.maxRequestsPerSecond': {
     min: 1,
     max: ONEFLOW_LIMITS.maxRequestsPerSecond,
@@ -219,10 +225,27 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
     return v.trim()
   }
 
-  const listen = section('listen', ['host', 'port'])
+  const listen = section('listen', ['host', 'port', 'ops'])
   const host = listen.host ?? DEFAULTS.listen.host
   if (typeof host !== 'string' || host === '') fail('listen.host', 'must be a host name or address, e.g. "127.0.0.1"')
   const port = num(listen, 'listen.port', DEFAULTS.listen.port)
+  let ops: { host: string; port: number } | undefined
+  if (listen.ops !== undefined) {
+    if (!isObject(listen.ops)) fail('listen.ops', 'must be an object {"host": "127.0.0.1", "port": 9090}')
+    else {
+      for (const k of Object.keys(listen.ops))
+        if (!['host', 'port'].includes(k)) fail(`listen.ops.${k}`, 'unknown key; expected host, port')
+      const opsHost = listen.ops.host ?? host
+      if (typeof opsHost !== 'string' || opsHost === '')
+        fail('listen.ops.host', 'must be a host name or address, e.g. "127.0.0.1"')
+      if (listen.ops.port === undefined)
+        fail('listen.ops.port', 'is required: the port health, metrics and the status page listen on')
+      const opsPort = num(listen.ops, 'listen.ops.port', 0)
+      if (opsPort !== 0 && opsPort === port && opsHost === host)
+        fail('listen.ops.port', 'must differ from listen.port: the ops endpoints get a listener of their own')
+      ops = { host: String(opsHost), port: opsPort }
+    }
+  }
 
   // The queue may be a PostgreSQL URL with a password: "env:NAME" reads it from the environment.
   let queue: unknown = raw.queue ?? DEFAULTS.queue
@@ -316,7 +339,7 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
   }
   if (problems.length > 0) throw new ConfigError(problems)
   return {
-    listen: { host: String(host), port },
+    listen: { host: String(host), port, ...(ops && { ops }) },
     queue: queue as string,
     oneflow: oneflowConfig,
     limits: limitsConfig,

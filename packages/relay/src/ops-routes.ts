@@ -5,12 +5,43 @@
 import type { FastifyInstance } from 'fastify'
 import type { Deliverer } from './deliverer'
 import type { Metrics } from './metrics'
-import type { Queue, QueueStats } from './queue/queue'
+import type { QueueStats } from './queue/queue'
 import type { Clock } from './rate-limiter'
 import { STATUS_PAGE_HTML, type StatusTracker } from './status'
 
+/**
+ * The queue's figures, read at most once per `maxAgeMs` however many clients poll /health, /metrics or the status
+ * page (one read in flight at a time): anonymous polling never multiplies the queue's work.
+ */
+export class StatsCache {
+  private latest: { at: number; stats: QueueStats } | undefined
+  private reading: Promise<QueueStats> | undefined
+
+  constructor(
+    private readonly read: () => Promise<QueueStats>,
+    private readonly maxAgeMs = 1_000,
+    private readonly now: () => number = () => performance.now()
+  ) {}
+
+  get(): Promise<QueueStats> {
+    if (this.latest && this.now() - this.latest.at < this.maxAgeMs) return Promise.resolve(this.latest.stats)
+    this.reading ??= this.read().then(
+      (stats) => {
+        this.latest = { at: this.now(), stats }
+        this.reading = undefined
+        return stats
+      },
+      (error: unknown) => {
+        this.reading = undefined
+        throw error
+      }
+    )
+    return this.reading
+  }
+}
+
 export interface OpsRouteDeps {
-  readonly queue: Queue
+  readonly figures: StatsCache
   readonly deliverer: Deliverer
   readonly metrics: Metrics
   readonly status: StatusTracker
@@ -32,7 +63,7 @@ export function setQueueGauges(metrics: Metrics, stats: QueueStats): void {
 }
 
 export async function opsRoutes(app: FastifyInstance, deps: OpsRouteDeps): Promise<void> {
-  const { queue, deliverer, metrics, status, clock } = deps
+  const { figures, deliverer, metrics, status, clock } = deps
 
   app.get('/health/live', async () => ({ status: 'ok' }))
   app.get('/health/ready', async (_req, reply) => {
@@ -45,10 +76,10 @@ export async function opsRoutes(app: FastifyInstance, deps: OpsRouteDeps): Promi
   app.get('/health', async () => ({
     status: deps.shuttingDown() ? 'shutting down' : 'ok',
     alerts: deliverer.alerts(),
-    queue: await queue.stats(clock.now())
+    queue: await figures.get()
   }))
   app.get('/metrics', async (_req, reply) => {
-    setQueueGauges(metrics, await queue.stats(clock.now()))
+    setQueueGauges(metrics, await figures.get())
     return reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics())
   })
 
@@ -58,7 +89,7 @@ export async function opsRoutes(app: FastifyInstance, deps: OpsRouteDeps): Promi
     )
     app.get('/status/data', async () => {
       const history = status.history()
-      const stats = await queue.stats(clock.now())
+      const stats = await figures.get()
       return {
         time: new Date(clock.now()).toISOString(),
         queue: stats,

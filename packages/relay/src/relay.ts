@@ -10,7 +10,7 @@ import { Deliverer } from './deliverer'
 import { ingestRoutes, type Unavailable } from './ingest-routes'
 import { createLogger } from './logger'
 import { createMetrics, type Metrics } from './metrics'
-import { opsRoutes, setQueueGauges } from './ops-routes'
+import { opsRoutes, setQueueGauges, StatsCache } from './ops-routes'
 import type { NewEvent, Queue } from './queue/queue'
 import { PG_TIMEOUT_MS, PgQueue } from './queue/pg-queue'
 import { SqliteQueue } from './queue/sqlite-queue'
@@ -32,6 +32,10 @@ export interface RelayOptions {
 
 export interface Relay {
   readonly app: FastifyInstance
+  /** Where health, metrics and the status page are served: `app` itself, or the listen.ops listener. */
+  readonly opsApp: FastifyInstance
+  /** The ops endpoints' base URL once started (the ingest URL unless listen.ops is set). */
+  readonly opsUrl: string | undefined
   readonly queue: Queue
   readonly metrics: Metrics
   readonly deliverer: Deliverer
@@ -102,27 +106,32 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
     ...(options.fetch && { fetch: options.fetch })
   })
   let shuttingDown = false
+  let opsUrl: string | undefined
   const timers: NodeJS.Timeout[] = []
   const { requestTimeoutMs } = config.limits
 
-  const app = Fastify({
-    loggerInstance: logger as FastifyBaseLogger,
-    logController: new LogController({ disableRequestLogging: true }),
-    // Routes that take bodies read them with their own limits (ingest, the webhook); anything else — an unknown
-    // path, an ops endpoint — is never worth more than a few KB.
-    bodyLimit: UNROUTED_BODY_LIMIT,
-    return503OnClosing: true,
-    // A request must arrive whole within requestTimeoutMs (body included), its headers within 10 s; the server
-    // checks often enough that a slow client is cut close to its deadline, not up to 30 s later.
-    requestTimeout: requestTimeoutMs,
-    connectionTimeout: requestTimeoutMs,
-    keepAliveTimeout: KEEP_ALIVE_MS,
-    maxRequestsPerSocket: 10_000,
-    http: {
-      headersTimeout: Math.min(10_000, requestTimeoutMs),
-      connectionsCheckingInterval: Math.min(1_000, Math.floor(requestTimeoutMs / 4))
-    }
-  })
+  const server = () =>
+    Fastify({
+      loggerInstance: logger as FastifyBaseLogger,
+      logController: new LogController({ disableRequestLogging: true }),
+      // Routes that take bodies read them with their own limits (ingest, the webhook); anything else — an unknown
+      // path, an ops endpoint — is never worth more than a few KB.
+      bodyLimit: UNROUTED_BODY_LIMIT,
+      return503OnClosing: true,
+      // A request must arrive whole within requestTimeoutMs (body included), its headers within 10 s; the server
+      // checks often enough that a slow client is cut close to its deadline, not up to 30 s later.
+      requestTimeout: requestTimeoutMs,
+      connectionTimeout: requestTimeoutMs,
+      keepAliveTimeout: KEEP_ALIVE_MS,
+      maxRequestsPerSocket: 10_000,
+      http: {
+        headersTimeout: Math.min(10_000, requestTimeoutMs),
+        connectionsCheckingInterval: Math.min(1_000, Math.floor(requestTimeoutMs / 4))
+      }
+    })
+  const app = server()
+  // Health, metrics and the status page: on the ingest listener, or on one of their own (listen.ops).
+  const opsApp = config.listen.ops ? server() : app
 
   /** Why the relay cannot take events now (shutting down, the queue failing or over its disk cap), for ingest and webhooks alike. */
   async function unavailable(): Promise<Unavailable | undefined> {
@@ -169,8 +178,9 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
   }
   void app.register(ingestRoutes, intake)
   void app.register(webhookRoutes, { ...intake, dedupWindowHours: config.limits.dedupWindowHours })
-  void app.register(opsRoutes, {
-    queue,
+  const figures = new StatsCache(() => queue.stats(clock.now()))
+  void opsApp.register(opsRoutes, {
+    figures,
     deliverer,
     metrics,
     status,
@@ -191,7 +201,7 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
     }
   })
 
-  const updateGauges = async () => setQueueGauges(metrics, await queue.stats(clock.now()))
+  const updateGauges = async () => setQueueGauges(metrics, await figures.get())
   const cleanUpDeadLetters = async () => {
     const now = clock.now()
     const { expired, overSize } = await queue.pruneDead(
@@ -215,6 +225,10 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
 
   return {
     app,
+    opsApp,
+    get opsUrl() {
+      return opsUrl
+    },
     queue,
     metrics,
     deliverer,
@@ -256,10 +270,19 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
       every(DEAD_LETTER_CLEANUP_EVERY_MS, 'removing old dead letters', cleanUpDeadLetters)
       every(COMPACT_EVERY_MS, 'compacting the queue', () => queue.compact())
       const address = await app.listen({ host: config.listen.host, port: config.listen.port })
+      const opsAddress = config.listen.ops
+        ? await opsApp.listen({ host: config.listen.ops.host, port: config.listen.ops.port })
+        : address
       logger.info(
-        { address, sources: config.sources.map((s) => s.name), queue: config.queue.split(':')[0] },
+        {
+          address,
+          ...(opsApp !== app && { ops: opsAddress }),
+          sources: config.sources.map((s) => s.name),
+          queue: config.queue.split(':')[0]
+        },
         'oneflow-relay listening'
       )
+      opsUrl = opsAddress
       return address
     },
     async stop() {
@@ -273,6 +296,7 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
         Math.min(FORCE_CLOSE_AFTER_MS, config.shutdownGraceMs / 3)
       )
       await app.close()
+      if (opsApp !== app) await opsApp.close()
       clearTimeout(cut)
       await deliverer.stop()
       await queue.close()

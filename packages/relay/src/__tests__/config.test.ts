@@ -22,9 +22,10 @@ const SOURCE = { writeKey: 'wk_config_test', projectApiKey: 'pk_config_test' }
 /** A config with `value` at `path` (e.g. "limits.diskCapBytes"). */
 function withSetting(path: string, value: unknown): Record<string, unknown> {
   const config: Record<string, unknown> = { sources: [SOURCE] }
-  const [section, key] = path.includes('.') ? path.split('.') : [undefined, path]
-  if (section) config[section] = { [key as string]: value }
-  else config[key as string] = value
+  const keys = path.split('.')
+  let at = config
+  for (const key of keys.slice(0, -1)) at = (at[key] = {}) as Record<string, unknown>
+  at[keys.at(-1) as string] = value
   return config
 }
 

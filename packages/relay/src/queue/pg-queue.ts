@@ -368,8 +368,7 @@ export class PgQueue implements Queue {
               count(*) FILTER (WHERE state = 'dead') AS dead, count(*) FILTER (WHERE state IN ('pending', 'held') AND attempts > 0) AS retrying,
               min(received_at) FILTER (WHERE state <> 'dead') AS oldest,
               sum(${DEAD_BYTES}) FILTER (WHERE state = 'dead') AS dead_bytes, min(dead_at) FILTER (WHERE state = 'dead') AS oldest_dead
-       FROM relay_events`,
-      [now]
+       FROM relay_events`
     )
     const row = rows[0] as Row
     return {

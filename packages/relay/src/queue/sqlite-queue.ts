@@ -707,17 +707,42 @@ export class SqliteQueue implements Queue {
   }
 
   async replayDead(selection: Selection, now: number): Promise<number> {
-    return this.db.transaction(() => {
+    const inboxed = new Map<string, number>()
+    const replayed = this.db.transaction(() => {
       const ids = this.deadIds(selection)
-      this.recount(ids, () =>
-        this.update(
-          ids,
-          "UPDATE events SET state = 'pending', attempts = 0, first_attempt_at = NULL, next_attempt_at = ?, last_error = NULL, dead_reason = NULL, dead_status = NULL, dead_response = NULL, dead_at = NULL",
-          now
-        )
-      )
+      if (ids.length === 0) return 0
+      // A replayed event re-enters the queue as ingest's events do, through the inbox, received now: each lane's
+      // events then stand in the order they arrived, which is what the oldest-age gauge reads with index seeks.
+      const rows = this.statement(
+        'SELECT message_id, source_name, project_id, user_key, body FROM events WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id'
+      ).all(JSON.stringify(ids)) as Row[]
+      const lanes = new Map<string, InboxEvent[]>()
+      for (const r of rows) {
+        const lane = String(r.project_id)
+        let list = lanes.get(lane)
+        if (!list) lanes.set(lane, (list = []))
+        list.push([String(r.message_id), String(r.source_name), String(r.user_key), String(r.body), now])
+      }
+      const tally = new Tally()
+      for (const [lane, list] of lanes) {
+        for (let at = 0; at < list.length; at += INBOX_ROW_EVENTS) {
+          const part = list.slice(at, at + INBOX_ROW_EVENTS)
+          this.statement('INSERT INTO inbox (project_id, events, received_at, body) VALUES (?, ?, ?, ?)').run(
+            lane,
+            part.length,
+            now,
+            JSON.stringify(part)
+          )
+        }
+        tally.add(lane, 'undelivered', list.length)
+        inboxed.set(lane, list.length)
+      }
+      this.recount(ids, () => this.update(ids, 'DELETE FROM events'))
+      this.writeTally(tally)
       return ids.length
     })()
+    for (const [lane, n] of inboxed) this.inboxEvents.set(lane, (this.inboxEvents.get(lane) ?? 0) + n)
+    return replayed
   }
 
   async purgeDead(selection: Selection): Promise<number> {
