@@ -3,7 +3,9 @@
  * relay's webhook (the real CLI process, SQLite queue) by 32 concurrent senders, as 1Flow would; then every
  * one of them again, as 1Flow's retries. Figures: acknowledged webhooks/s and p99 acknowledgement time
  * (durable commit included), how long until the Segment stand-in holds every event, and how many
- * duplicates reached it (must be 0).
+ * duplicates reached it (must be 0). Last, with 300,000 events for 1Flow queued (1Flow down), 20 more survey
+ * responses one after another: the most any of them took from the webhook to Segment (the two directions never
+ * wait for each other).
  */
 import { spawn } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
@@ -98,6 +100,47 @@ const allDeliveredSeconds = (performance.now() - started) / 1000
 const retried = await send(bodies)
 await new Promise((r) => setTimeout(r, 1000))
 const delivered = segment.accepted.length
+
+// A 1Flow backlog beside the survey responses: 1Flow down, 300,000 events queued for it.
+const BACKLOG = 300_000
+oneflow.inject({ kind: 'status', status: 503, retryAfter: '1', times: Number.MAX_SAFE_INTEGER })
+const auth = `Basic ${Buffer.from('wk:').toString('base64')}`
+let queued = 0
+await Promise.all(
+  Array.from({ length: 16 }, async () => {
+    while (queued < BACKLOG) {
+      const base = queued
+      queued += 500
+      const batch = Array.from({ length: 500 }, (_, i) => ({
+        type: 'track',
+        event: 'Backlog',
+        userId: `u-${(base + i) % 5000}`,
+        messageId: `backlog-${base + i}`
+      }))
+      const res = await fetch(`http://127.0.0.1:${PORT}/v1/batch`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: auth },
+        body: JSON.stringify({ batch })
+      })
+      if (res.status !== 200) throw new Error(`backlog ingest answered ${res.status}`)
+    }
+  })
+)
+const toSegment: number[] = []
+for (let i = 0; i < 20; i++) {
+  const before = segment.accepted.length
+  const t = performance.now()
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(
+      surveyWebhookPayload({ alertId: `behind-backlog-${i}`, user: { user_id: `late-${i}`, _id: `of-late-${i}` } })
+    )
+  })
+  if (res.status !== 200) throw new Error(`webhook answered ${res.status}`)
+  await segment.waitFor((a) => a.length > before, 60_000)
+  toSegment.push(performance.now() - t)
+}
 relay.kill('SIGTERM')
 await new Promise((r) => relay.once('exit', r))
 await Promise.all([oneflow.close(), segment.close()])
@@ -125,6 +168,9 @@ console.log(
     retries_acknowledged_as_duplicates: retried.duplicates,
     events_at_segment: delivered,
     duplicates_at_segment: delivered - RESPONSES,
-    failed_requests: first.failed + retried.failed
+    failed_requests: first.failed + retried.failed,
+    oneflow_backlog_events: BACKLOG,
+    webhook_to_segment_max_ms_with_1flow_backlog: Math.round(Math.max(...toSegment)),
+    webhook_to_segment_p50_ms_with_1flow_backlog: Math.round([...toSegment].sort((a, b) => a - b)[10] ?? 0)
   })
 )

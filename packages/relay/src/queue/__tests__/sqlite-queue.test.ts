@@ -1,5 +1,6 @@
 import { existsSync, statSync } from 'node:fs'
 import { join } from 'node:path'
+import Database from 'better-sqlite3'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { SqliteQueue } from '../sqlite-queue'
@@ -32,6 +33,28 @@ describe('SQLite: space comes back after a backlog is delivered', () => {
       const before = fileBytes()
       for (let i = 0; i < 5; i++) await q.compact()
       expect(fileBytes()).toBeLessThan(before / 4)
+    } finally {
+      await q.close()
+    }
+  })
+})
+
+describe('SQLite: each lane splits only its own inbox rows', () => {
+  it("a lease on one lane leaves another lane's backlog in the inbox, untouched", async () => {
+    const q = new SqliteQueue(join(tempDir(), 'queue.db'))
+    try {
+      for (let b = 0; b < 10; b++)
+        await q.enqueue(Array.from({ length: 500 }, (_, i) => event(b * 500 + i, { projectId: 'oneflow-lane' })))
+      await q.enqueue([event(99_999, { projectId: 'segment-lane' })])
+      const jobs = await q.lease('segment-lane', 500, 60_000, T0 + 100_000)
+      expect(jobs.map((j) => j.messageId)).toEqual(['m-99999'])
+      const db = new Database(q.path, { readonly: true })
+      try {
+        expect(db.prepare("SELECT count(*) FROM events WHERE project_id = 'oneflow-lane'").pluck().get()).toBe(0)
+        expect(db.prepare("SELECT sum(events) FROM inbox WHERE project_id = 'oneflow-lane'").pluck().get()).toBe(5000)
+      } finally {
+        db.close()
+      }
     } finally {
       await q.close()
     }
