@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander'
 import { ConfigError, displayQueue, loadConfig, type RelayConfig } from './config'
 import { createLogger, logWriteErrors } from './logger'
+import { recheckEvent } from './ingest'
 import { createRelay, openQueue } from './relay'
 import type { Selection } from './queue/queue'
 import { VERSION } from './version'
@@ -100,11 +101,15 @@ dlq
   .action(async (opts: { config: string; limit: number; source?: string; body?: boolean }) => {
     const queue = await openQueue(readConfig(opts.config))
     const rows = await queue.listDead({ limit: opts.limit, ...(opts.source && { sourceName: opts.source }) })
+    // Every time as ISO-8601, in one format.
+    const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
     for (const { body, ...row } of rows)
       console.log(
         JSON.stringify({
           ...row,
-          deadAt: new Date(row.deadAt).toISOString(),
+          receivedAt: iso(row.receivedAt),
+          firstAttemptAt: iso(row.firstAttemptAt),
+          deadAt: iso(row.deadAt),
           ...(opts.body && { event: JSON.parse(body) })
         })
       )
@@ -113,14 +118,40 @@ dlq
   })
 dlq
   .command('replay')
-  .description('put dead letters back in the queue (attempts reset)')
+  .description('put dead letters back in the queue (attempts reset), each checked again as ingest would check it')
   .option(...configOption)
   .option('--id <n>', 'a dead letter id (repeatable)', ids)
   .option('--all', 'every dead letter')
-  .action(async (opts: { config: string; id?: number[]; all?: boolean }) => {
+  .option('--force', 'replay also the events ingest would refuse (no user id, nested too deep, …)')
+  .action(async (opts: { config: string; id?: number[]; all?: boolean; force?: boolean }) => {
+    const chosen = selection(opts)
     const queue = await openQueue(readConfig(opts.config))
-    console.log(`Replaying ${await queue.replayDead(selection(opts), Date.now())} dead letter(s).`)
+    const wanted = chosen === 'all' ? undefined : new Set(chosen)
+    const replay: number[] = []
+    const refused: Array<{ id: number; code: string; error: string }> = []
+    for (let afterId = 0; ;) {
+      const page = await queue.listDead({ limit: 1000, afterId })
+      if (page.length === 0) break
+      afterId = (page.at(-1) as { id: number }).id
+      for (const dead of page) {
+        if (wanted && !wanted.has(dead.id)) continue
+        const problem = recheckEvent(dead.body)
+        if (problem && !opts.force)
+          refused.push({ id: dead.id, code: problem.code, error: `the event ${problem.message}` })
+        else replay.push(dead.id)
+      }
+    }
+    const replayed = replay.length > 0 ? await queue.replayDead(replay, Date.now()) : 0
+    console.log(`Replaying ${replayed} dead letter(s).`)
+    if (refused.length > 0) {
+      console.error(
+        `Not replayed: ${refused.length} dead letter(s) ingest would refuse (replay them anyway with --force):`
+      )
+      for (const r of refused.slice(0, 20)) console.error(`  - id ${r.id} (${r.code}): ${r.error}`)
+      if (refused.length > 20) console.error(`  … and ${refused.length - 20} more`)
+    }
     await queue.close()
+    if (refused.length > 0 && replayed === 0) process.exitCode = 1
   })
 dlq
   .command('purge')

@@ -97,12 +97,17 @@ export function requestWriteKey(body: unknown, authorization: string | undefined
   return writeKeyFromBasic(authorization) ?? fromBody
 }
 
-/** An event that was rejected, as JSON for the dead-letter store (never throws, never holds the write key). */
-function rejectedBody(raw: unknown): string {
+/**
+ * An event that was rejected, as JSON for the dead-letter store (never throws, never holds the write key). A
+ * single-event route's type (its path) is written in, so a replay reads the event as it was sent.
+ */
+function rejectedBody(raw: unknown, routeType?: string): string {
   try {
     if (isObject(raw)) {
       const { writeKey: _secret, ...fields } = raw
-      return JSON.stringify(fields)
+      return JSON.stringify(
+        routeType !== undefined && fields.type === undefined ? { ...fields, type: routeType } : fields
+      )
     }
     return JSON.stringify(raw ?? null)
   } catch {
@@ -190,7 +195,7 @@ export function acceptRequest(
       sourceName: source.name,
       projectId: source.projectId,
       userKey: '',
-      body: rejectedBody(raw),
+      body: rejectedBody(raw, isBatch ? undefined : route),
       receivedAt: now,
       deadReason: `rejected at ingest (${problem.code}): ${error}`
     })
@@ -277,4 +282,31 @@ function jsonLength(value: unknown): number {
   } catch {
     return 0
   }
+}
+
+/**
+ * Whether a stored event (a dead letter's body) would be accepted at ingest today: undefined, or the problem
+ * ingest would report. `oneflow-relay dlq replay` checks each dead letter with it before putting it back.
+ */
+export function recheckEvent(body: string): SegmentEventProblem | undefined {
+  let event: unknown
+  try {
+    event = JSON.parse(body)
+  } catch {
+    return { code: 'invalid_event', message: 'is not valid JSON' }
+  }
+  if (!isObject(event)) return { code: 'invalid_event', message: 'must be a JSON object' }
+  try {
+    const problem = checkSegmentEvent(event, event.type)
+    if (problem) return problem
+  } catch {
+    return { code: 'invalid_event', message: 'could not be read' }
+  }
+  const bytes = Buffer.byteLength(body)
+  if (bytes > SEGMENT_LIMITS.eventBytes + STAMP_ALLOWANCE)
+    return {
+      code: 'event_too_large',
+      message: `is over 32 KB (${bytes} bytes as stored); the limit is 32 KB per event`
+    }
+  return undefined
 }

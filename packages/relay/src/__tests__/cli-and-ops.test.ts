@@ -3,6 +3,8 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit'
+import { acceptRequest } from '../ingest'
+import { parseConfig } from '../config'
 import { SqliteQueue } from '../queue/sqlite-queue'
 import { post, tempDir, until } from './helpers'
 import { freePort, runCli, startRelayProcess, writeConfig } from './process'
@@ -206,14 +208,14 @@ describe('dlq and stats', () => {
         sourceName: 'web',
         projectId: 'p',
         userKey: `u${n}`,
-        body: JSON.stringify({ type: 'track', event: `E${n}` }),
+        body: JSON.stringify({ type: 'track', event: `E${n}`, userId: `u${n}` }),
         receivedAt: Date.now()
       }))
     )
     const jobs = await queue.lease('p', 10, 60_000, Date.now())
     await queue.deadLetter(
       jobs.map((j) => j.id),
-      { reason: '1Flow answered 400', status: 400, response: '{"error":"bad"}' },
+      { reason: '1Flow answered 400', status: 400, response: '{"error":"bad"}', sent: true },
       Date.now()
     )
     await queue.close()
@@ -222,15 +224,20 @@ describe('dlq and stats', () => {
     const rows = list.stdout
       .trim()
       .split('\n')
-      .map((l) => JSON.parse(l) as { id: number; messageId: string; status: number; reason: string })
-    expect(rows.map((r) => [r.messageId, r.status, r.reason])).toEqual([
-      ['m1', 400, '1Flow answered 400'],
-      ['m2', 400, '1Flow answered 400'],
-      ['m3', 400, '1Flow answered 400']
+      .map((l) => JSON.parse(l) as { id: number; messageId: string; status: number; reason: string; attempts: number })
+    expect(rows.map((r) => [r.messageId, r.status, r.reason, r.attempts])).toEqual([
+      ['m1', 400, '1Flow answered 400', 1],
+      ['m2', 400, '1Flow answered 400', 1],
+      ['m3', 400, '1Flow answered 400', 1]
     ])
+    // Every time in one format: ISO-8601.
+    const iso = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/
+    for (const row of rows as unknown as Array<Record<string, string>>)
+      for (const key of ['receivedAt', 'firstAttemptAt', 'deadAt']) expect(row[key], key).toMatch(iso)
     expect(JSON.parse(runCli(['dlq', 'list', '--config', file, '--body', '--limit', '1']).stdout).event).toEqual({
       type: 'track',
-      event: 'E1'
+      event: 'E1',
+      userId: 'u1'
     })
     expect(runCli(['dlq', 'replay', '--config', file, '--id', String(rows[0]!.id)]).stdout).toContain(
       'Replaying 1 dead letter(s)'
@@ -247,5 +254,45 @@ describe('dlq and stats', () => {
       deadLetters: { count: 1, bytes: expect.any(Number), oldestAgeMs: expect.any(Number) }
     })
     expect((stats.deadLetters as { bytes: number }).bytes).toBeGreaterThan(20)
+  })
+
+  it('replay checks each dead letter as ingest would: an event ingest refused stays dead unless --force', async () => {
+    const dir = tempDir()
+    const file = writeConfig(
+      { queue: 'sqlite:./relay.db', sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY }] },
+      dir
+    )
+    const queue = new SqliteQueue(join(dir, 'relay.db'))
+    // What ingest stores for a /v1/track without a user: rejected at ingest, kept as a dead letter.
+    const accepted = acceptRequest(
+      'track',
+      { event: 'No identity' },
+      `Basic ${Buffer.from(`${WRITE_KEY}:`).toString('base64')}`,
+      new Map(
+        parseConfig({ sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY }] }).sources.map(
+          (s) => [s.writeKey, s]
+        )
+      ),
+      Date.now(),
+      () => 'mid-1'
+    )
+    if (!('deadLetters' in accepted)) throw new Error('expected an accepted request')
+    await queue.enqueue(accepted.deadLetters)
+    await queue.close()
+    const [dead] = runCli(['dlq', 'list', '--config', file, '--body'])
+      .stdout.trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { id: number; event: Record<string, unknown> })
+    expect(dead!.event).toEqual({ event: 'No identity', type: 'track' })
+    const refused = runCli(['dlq', 'replay', '--config', file, '--all'])
+    expect(refused.status).toBe(1)
+    expect(refused.stdout).toContain('Replaying 0 dead letter(s)')
+    expect(refused.stderr).toContain(
+      `- id ${dead!.id} (missing_identity): the event has neither userId nor anonymousId; send at least one`
+    )
+    expect(refused.stderr).toContain('--force')
+    const forced = runCli(['dlq', 'replay', '--config', file, '--all', '--force'])
+    expect(forced.status).toBe(0)
+    expect(forced.stdout).toContain('Replaying 1 dead letter(s)')
   })
 })

@@ -13,6 +13,7 @@ import {
   type EnqueueResult,
   type EventRow,
   type Job,
+  type ListDeadOptions,
   type NewEvent,
   type PruneResult,
   type Queue,
@@ -432,10 +433,10 @@ export class PgQueue implements Queue {
     // PostgreSQL's autovacuum gives space back; liveBytes() already leaves dead rows out.
   }
 
-  async listDead(options: { limit?: number; sourceName?: string } = {}): Promise<DeadLetter[]> {
+  async listDead(options: ListDeadOptions = {}): Promise<DeadLetter[]> {
     const { rows } = await this.pool.query(
-      `SELECT * FROM relay_events WHERE state = 'dead' AND ($1::text IS NULL OR source_name = $1) ORDER BY id LIMIT $2`,
-      [options.sourceName ?? null, options.limit ?? 100]
+      `SELECT * FROM relay_events WHERE state = 'dead' AND id > $3 AND ($1::text IS NULL OR source_name = $1) ORDER BY id LIMIT $2`,
+      [options.sourceName ?? null, options.limit ?? 100, options.afterId ?? 0]
     )
     return (rows as Row[]).map(rowToDeadLetter)
   }

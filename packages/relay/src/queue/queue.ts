@@ -243,6 +243,12 @@ export interface EnqueueResult {
 
 export type Selection = readonly number[] | 'all'
 
+export interface ListDeadOptions {
+  readonly limit?: number
+  readonly sourceName?: string
+  readonly afterId?: number
+}
+
 /**
  * The relay's durable queue. Implemented by SQLite (one machine) and PostgreSQL (several relays on one
  * database); one conformance suite runs against both.
@@ -276,7 +282,8 @@ export interface Queue {
   pruneDead(deadBefore: number, maxBytes: number): Promise<PruneResult>
   /** Gives free space back to the file system (SQLite: incremental vacuum, WAL truncation); a no-op where the database does it. */
   compact(): Promise<void>
-  listDead(options?: { limit?: number; sourceName?: string }): Promise<DeadLetter[]>
+  /** Dead letters in id order: at most `limit`, only `sourceName`'s, only ids above `afterId` (to page through them). */
+  listDead(options?: ListDeadOptions): Promise<DeadLetter[]>
   /** Dead letters back to ready, attempts reset; returns how many. */
   replayDead(selection: Selection, now: number): Promise<number>
   purgeDead(selection: Selection): Promise<number>

@@ -14,6 +14,7 @@ import {
   type EnqueueResult,
   type Job,
   type EventRow,
+  type ListDeadOptions,
   type NewEvent,
   type PruneResult,
   type Queue,
@@ -687,12 +688,12 @@ export class SqliteQueue implements Queue {
       this.db.pragma(`incremental_vacuum(${VACUUM_PAGES_PER_CALL})`)
   }
 
-  async listDead(options: { limit?: number; sourceName?: string } = {}): Promise<DeadLetter[]> {
+  async listDead(options: ListDeadOptions = {}): Promise<DeadLetter[]> {
     const rows = this.db
       .prepare(
-        `SELECT * FROM events WHERE state = 'dead' ${options.sourceName ? 'AND source_name = @source' : ''} ORDER BY id LIMIT @limit`
+        `SELECT * FROM events WHERE state = 'dead' AND id > @after ${options.sourceName ? 'AND source_name = @source' : ''} ORDER BY id LIMIT @limit`
       )
-      .all({ source: options.sourceName, limit: options.limit ?? 100 }) as Row[]
+      .all({ source: options.sourceName, limit: options.limit ?? 100, after: options.afterId ?? 0 }) as Row[]
     return rows.map(rowToDeadLetter)
   }
 
