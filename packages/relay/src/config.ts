@@ -75,6 +75,8 @@ export interface RelayConfig {
     readonly deadLetterMaxBytes: number
     /** The longest an HTTP request may take to arrive, body included; slower ones are answered 408 and closed. */
     readonly requestTimeoutMs: number
+    /** Room kept back on the SQLite queue's disk, released when the disk fills so delivery can free more. */
+    readonly diskReserveBytes: number
   }
   readonly shutdownGraceMs: number
   /** The live status page at /status (off unless enabled: it shows traffic figures, never secrets). */
@@ -101,7 +103,8 @@ export const DEFAULTS = {
     giveUpAfterHours: 12,
     deadLetterRetentionDays: 14,
     deadLetterMaxBytes: 256 * 1024 ** 2,
-    requestTimeoutMs: 30_000
+    requestTimeoutMs: 30_000,
+    diskReserveBytes: 16 * 1024 ** 2
   },
   shutdownGraceMs: 25_000
 }
@@ -126,6 +129,11 @@ export const NUMERIC_SETTINGS = {
   'limits.deadLetterRetentionDays': { min: 1, max: 3650, unit: 'days' },
   'limits.deadLetterMaxBytes': { min: 1024 ** 2, max: 1024 ** 5, unit: 'bytes (1 MiB to 1 PiB)' },
   'limits.requestTimeoutMs': { min: 1000, max: 600_000, unit: 'milliseconds' },
+  'limits.diskReserveBytes': {
+    min: 0,
+    max: 1024 ** 4,
+    unit: 'bytes kept free on the SQLite disk to recover from a full disk (0: none)'
+  },
   shutdownGraceMs: { min: 1000, max: 25_000, unit: 'milliseconds' }
 } as const satisfies Record<string, { min: number; max: number; unit: string }>
 

@@ -53,9 +53,13 @@ const QUEUE_FAILING: Unavailable = {
   retryAfter: '5'
 }
 
-/** Opens the queue a config names. */
-export async function openQueue(config: RelayConfig): Promise<Queue> {
-  if (config.queue.startsWith('sqlite:')) return new SqliteQueue(config.queue.slice('sqlite:'.length))
+/** Opens the queue a config names; `onSpace` hears when its disk fills (true) and has room again (false). */
+export async function openQueue(config: RelayConfig, onSpace?: (full: boolean) => void): Promise<Queue> {
+  if (config.queue.startsWith('sqlite:'))
+    return new SqliteQueue(config.queue.slice('sqlite:'.length), {
+      reserveBytes: config.limits.diskReserveBytes,
+      ...(onSpace && { onSpace })
+    })
   try {
     return await PgQueue.open(config.queue)
   } catch (error) {
@@ -86,7 +90,14 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
   const queue: Queue =
     options.queue ??
     (config.queue.startsWith('sqlite:')
-      ? await openQueue(config)
+      ? await openQueue(config, (full) =>
+          full
+            ? logger.error(
+                { reserveBytes: config.limits.diskReserveBytes },
+                'the disk holding the queue is full: its reserve is released so delivery can free room; ingest answers 503 until there is room again (nothing acknowledged is lost)'
+              )
+            : logger.info('the disk holding the queue has room again; the reserve is back and ingest accepts events')
+        )
       : // PostgreSQL may not be up yet (a compose file, a reboot): the relay starts, answers 503, and opens the
         // queue with backoff; it is never a config error.
         new DeferredQueue({
@@ -136,6 +147,8 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
   /** Why the relay cannot take events now (shutting down, the queue failing or over its disk cap), for ingest and webhooks alike. */
   async function unavailable(): Promise<Unavailable | undefined> {
     if (shuttingDown) return { error: 'the relay is shutting down; retry shortly', code: 'unavailable' }
+    const space = queue.spaceProblem?.()
+    if (space) return { error: space, code: 'queue_full', retryAfter: '60' }
     if (health.problem) return QUEUE_FAILING
     let live: number
     try {

@@ -2,6 +2,9 @@
  * The relay as a process in an environment that fails under it: standard output on a full disk or closed.
  * It keeps taking and delivering events, and says what it could not write in a metric.
  */
+import { execFileSync } from 'node:child_process'
+import { statfsSync } from 'node:fs'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit'
 import { startThrowawayPostgres } from '@oneflow-seg/testkit/postgres'
@@ -106,4 +109,83 @@ describe('a PostgreSQL queue that is not up yet', () => {
       pg.stop()
     }
   }, 90_000)
+})
+
+describe('a disk the queue fills to the last byte', () => {
+  it('recovers by itself once 1Flow answers: every acknowledged event delivered, ingest 200 again, no restart', async () => {
+    // A 40 MiB file system of its own (tmpfs; the tests run as root, as CI does).
+    const mount = tempDir('oneflow-full-disk-')
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', mount])
+    const reserveBytes = 4 * 1024 * 1024
+    fake.reset()
+    fake.inject({ kind: 'status', status: 503, times: Number.MAX_SAFE_INTEGER })
+    const port = await freePort()
+    const file = writeConfig({
+      listen: { host: '127.0.0.1', port },
+      queue: `sqlite:${join(mount, 'relay.db')}`,
+      oneflow: { apiBaseUrl: fake.url },
+      // The disk fills long before the cap would stop ingest.
+      limits: { diskCapBytes: 1024 ** 4, diskReserveBytes: reserveBytes },
+      sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: 'test-project-key' }]
+    })
+    const relay = await startRelayProcess(file, port)
+    const free = () => {
+      const fs = statfsSync(mount)
+      return fs.bavail * fs.bsize
+    }
+    try {
+      // 1Flow is down; clients send until the disk is full and the relay refuses.
+      const acked: string[] = []
+      let refused: { status: number; body: Record<string, unknown> } | undefined
+      for (let b = 0; b < 2000 && !refused; b++) {
+        const ids = Array.from({ length: 100 }, (_, i) => `full-${b}-${i}`)
+        const res = await post(
+          relay.url,
+          '/v1/batch',
+          {
+            batch: ids.map((id) => ({
+              type: 'track',
+              event: 'Fill',
+              userId: `user-${id}`,
+              messageId: id,
+              properties: { id, pad: 'p'.repeat(1000) }
+            }))
+          },
+          WRITE_KEY
+        )
+        if (res.status === 200) acked.push(...ids)
+        else refused = res
+      }
+      expect(refused?.status).toBe(503)
+      expect(acked.length).toBeGreaterThan(10_000)
+      // What is free now is the reserve the relay just gave up, and no more than a page or so besides.
+      expect(free()).toBeLessThan(reserveBytes + 1024 * 1024)
+      const stillRefused = await post(relay.url, '/v1/track', { userId: 'u', event: 'While full' }, WRITE_KEY)
+      expect(stillRefused.status).toBe(503)
+      expect(stillRefused.body.code).toBe('queue_full')
+
+      // 1Flow answers again: nobody frees anything, nothing restarts.
+      fake.reset()
+      await until(
+        () => {
+          const seen = new Set(fake.accepted.map((m) => String((m.body.properties as { id?: string }).id)))
+          return acked.every((id) => seen.has(id))
+        },
+        `all ${acked.length} acknowledged events at 1Flow`,
+        120_000
+      )
+      await until(
+        async () => (await post(relay.url, '/v1/track', { userId: 'u', event: 'After' }, WRITE_KEY)).status === 200,
+        'ingest to accept again',
+        120_000
+      )
+      expect(relay.child.exitCode).toBeNull()
+      expect(relay.output().match(/the disk holding the queue is full/g)).toHaveLength(1)
+      expect(relay.output().match(/the disk holding the queue has room again/g)).toHaveLength(1)
+    } finally {
+      relay.child.kill('SIGKILL')
+      await relay.exited
+      execFileSync('umount', ['-l', mount])
+    }
+  }, 300_000)
 })

@@ -43,13 +43,15 @@ export async function startRelay(
   options: RelayOptions = {}
 ): Promise<TestRelay> {
   const logs = new LogCapture()
-  const { oneflow, ...rest } = raw as { oneflow?: Record<string, unknown> }
+  const { oneflow, limits, ...rest } = raw as { oneflow?: Record<string, unknown>; limits?: Record<string, unknown> }
   const config = parseConfig({
     listen: { host: '127.0.0.1', port: 0 },
     queue: `sqlite:${join(tempDir(), 'relay.db')}`,
     sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY }],
     ...rest,
-    oneflow: { apiBaseUrl: fake.url, ...oneflow }
+    oneflow: { apiBaseUrl: fake.url, ...oneflow },
+    // A small disk reserve: dozens of test relays need not write 16 MiB of zeros each.
+    limits: { diskReserveBytes: 1024 * 1024, ...limits }
   })
   const relay = await createRelay(config, { logger: createLogger({ level: 'debug', destination: logs }), ...options })
   const url = await relay.start()

@@ -27,7 +27,7 @@ export interface DeferredQueueOptions {
   readonly random?: () => number
 }
 
-type QueueMethod = Exclude<keyof Queue, 'sharedLimiter'>
+type QueueMethod = Exclude<keyof Queue, 'sharedLimiter' | 'spaceProblem'>
 
 export class DeferredQueue implements Queue {
   private queue: Queue | undefined

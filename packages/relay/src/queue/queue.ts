@@ -296,6 +296,8 @@ export interface Queue {
     maxPerSecond: number,
     options: { readonly inFlightMs: number; readonly clock: Clock }
   ): SendLimiter
+  /** Why ingest must wait for room on the queue's disk (it filled up), or undefined; queues without a disk of their own omit it. */
+  spaceProblem?(): string | undefined
   /** A real, small write: throws when the queue cannot take writes (readiness, and the probe of a failing queue). */
   checkWritable(): Promise<void>
   close(): Promise<void>

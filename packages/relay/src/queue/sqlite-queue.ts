@@ -22,6 +22,7 @@ import {
   type Selection,
   type UserState
 } from './queue'
+import { DiskReserve } from './disk-reserve'
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS events (
@@ -83,15 +84,26 @@ const INBOX_ROW_EVENTS = 500
 const CACHE_KIB = 8 * 1024
 /** compact() gives back at most this many free pages per call, so one call never holds the writer for long. */
 const VACUUM_PAGES_PER_CALL = 4096
-/** …and only bothers when at least this many pages are free. */
+/** …and only bothers when at least this many pages are free… */
 const VACUUM_MIN_FREE_PAGES = 256
+/** …in steps of at most this many pages (1 MiB of WAL at 4 KB pages), each checkpointed before the next… */
+const VACUUM_STEP_PAGES = 256
+/** …and none smaller than this (a disk with less room than four such steps gets its room from delivery first). */
+const VACUUM_MIN_STEP_PAGES = 16
 
 export interface SqliteQueueOptions {
   /** Group commit: write at most this long after the first waiting event (default 2 ms). */
   readonly commitWindowMs?: number
   /** Group commit: write at once when this many events wait (default 4,096). */
   readonly commitMaxEvents?: number
+  /** Room kept back on the disk for recovering from a full disk (default 16 MiB; 0: none). See DiskReserve. */
+  readonly reserveBytes?: number
+  /** The disk filled (true) or has room again (false): ingest is refused in between. */
+  readonly onSpace?: (full: boolean) => void
 }
+
+/** The disk reserve's default size: room for hundreds of delivery rounds and the checkpoints between them. */
+export const DEFAULT_RESERVE_BYTES = 16 * 1024 * 1024
 
 type Row = EventRow
 
@@ -170,6 +182,10 @@ export class SqliteQueue implements Queue {
   private readonly splitRows: (lane: string, maxEvents: number) => number
   /** Events in the inbox per lane, not yet split (counted here so a lease with nothing to split costs no query). */
   private inboxEvents = new Map<string, number>()
+  private readonly reserve: DiskReserve | undefined
+  /** The disk filled: the reserve is released and ingest refused until it is made again. */
+  private full = false
+  private readonly onSpace: ((full: boolean) => void) | undefined
 
   constructor(
     readonly path: string,
@@ -195,6 +211,13 @@ export class SqliteQueue implements Queue {
     this.db.pragma(`cache_size = -${CACHE_KIB}`)
     this.db.exec(SCHEMA)
     this.pageSize = Number(this.db.pragma('page_size', { simple: true }))
+    this.onSpace = options.onSpace
+    const reserveBytes = options.reserveBytes ?? DEFAULT_RESERVE_BYTES
+    if (path !== ':memory:' && reserveBytes > 0) {
+      this.reserve = new DiskReserve(`${path}.reserve`, reserveBytes)
+      // No room for the reserve: the disk is as good as full; ingest waits until there is room for it.
+      if (!this.reserve.arm()) this.full = true
+    }
     const insertSeen = this.db.prepare('INSERT OR IGNORE INTO seen (message_id, seen_at) VALUES (?, ?)')
     const insertEvent = this.db.prepare(
       'INSERT INTO events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)'
@@ -251,7 +274,7 @@ export class SqliteQueue implements Queue {
       return { results, inboxed }
     })
     const writeAndCount = (requests: ReadonlyArray<readonly NewEvent[]>) => {
-      const { results, inboxed } = writeAll(requests)
+      const { results, inboxed } = this.guard(() => writeAll(requests))
       for (const [lane, n] of inboxed) this.inboxEvents.set(lane, (this.inboxEvents.get(lane) ?? 0) + n)
       return results
     }
@@ -423,10 +446,39 @@ export class SqliteQueue implements Queue {
   private bookkeeping<T>(fn: () => T): T {
     this.statement('PRAGMA synchronous = NORMAL').run()
     try {
-      return this.db.transaction(fn)()
+      return this.guard(() => this.db.transaction(fn)())
     } finally {
       this.statement('PRAGMA synchronous = FULL').run()
     }
+  }
+
+  /**
+   * Runs `fn`; when the disk refuses a write (SQLITE_FULL), the reserve is released — delivery then has room to
+   * lease, settle, checkpoint and give space back — and ingest is refused until the reserve is made again.
+   */
+  private guard<T>(fn: () => T): T {
+    try {
+      return fn()
+    } catch (error) {
+      if ((error as { code?: string }).code === 'SQLITE_FULL' && this.reserve && !this.full) {
+        this.reserve.release()
+        this.full = true
+        this.onSpace?.(true)
+      }
+      throw error
+    }
+  }
+
+  /** A transaction of `fn`, run under guard(). */
+  private guarded<T>(fn: () => T): () => T {
+    const tx = this.db.transaction(fn)
+    return () => this.guard(() => tx())
+  }
+
+  /** Why ingest must wait for room on the disk, or undefined while the reserve is in place. */
+  spaceProblem(): string | undefined {
+    if (!this.full) return undefined
+    return `the disk holding the queue is full; delivery is freeing room, and ingest resumes once ${Math.round((2 * (this.reserve?.bytes ?? 0)) / 1024 ** 2)} MiB are free`
   }
 
   /** Events held behind `ids` (their users') become pending again: what blocked them is settled. */
@@ -485,7 +537,7 @@ export class SqliteQueue implements Queue {
   }
 
   async deadLetter(ids: readonly number[], info: DeadLetterInfo, now: number): Promise<void> {
-    this.db.transaction(() => {
+    this.guarded(() => {
       this.unholdUsersOf(ids)
       this.recount(ids, () =>
         this.update(
@@ -516,7 +568,7 @@ export class SqliteQueue implements Queue {
   }
 
   async pruneDedup(before: number): Promise<number> {
-    return this.db.prepare('DELETE FROM seen WHERE seen_at < ?').run(before).changes
+    return this.guard(() => this.statement('DELETE FROM seen WHERE seen_at < ?').run(before).changes)
   }
 
   async stats(now: number): Promise<QueueStats> {
@@ -645,7 +697,7 @@ export class SqliteQueue implements Queue {
   }
 
   async pruneDead(deadBefore: number, maxBytes: number): Promise<PruneResult> {
-    return this.db.transaction(() => {
+    return this.guarded(() => {
       const tally = new Tally()
       const gone = this.statement(
         `DELETE FROM events WHERE state = 'dead' AND dead_at < ? RETURNING ${DEAD_BYTES} AS bytes`
@@ -682,10 +734,34 @@ export class SqliteQueue implements Queue {
   async compact(): Promise<void> {
     if (this.path === ':memory:') return
     // Checkpoint first: it needs no new space, and on a full disk it is what gives some back (the WAL file is
-    // cut to zero). Then hand free pages of the database file back, a bounded amount per call.
-    this.db.pragma('wal_checkpoint(TRUNCATE)')
-    if (Number(this.db.pragma('freelist_count', { simple: true })) >= VACUUM_MIN_FREE_PAGES)
-      this.db.pragma(`incremental_vacuum(${VACUUM_PAGES_PER_CALL})`)
+    // cut to zero). Then hand free pages of the database file back in small steps, each checkpointed at once:
+    // a step's moved pages pass through the WAL, so on a nearly full disk one large step could not fit, while
+    // small ones each give room back before the next.
+    this.guard(() => this.db.pragma('wal_checkpoint(TRUNCATE)'))
+    for (let moved = 0; moved < VACUUM_PAGES_PER_CALL;) {
+      if (Number(this.db.pragma('freelist_count', { simple: true })) < VACUUM_MIN_FREE_PAGES) break
+      const step = Math.min(VACUUM_STEP_PAGES, Math.floor(this.freeDiskBytes() / this.pageSize / 4))
+      if (step < VACUUM_MIN_STEP_PAGES) break
+      this.guard(() => {
+        this.db.pragma(`incremental_vacuum(${step})`)
+        this.db.pragma('wal_checkpoint(TRUNCATE)')
+      })
+      moved += step
+    }
+    if (this.full && this.reserve?.rearmIfRoom()) {
+      this.full = false
+      this.onSpace?.(false)
+    }
+  }
+
+  /** Room left on the queue's disk, in bytes (what a vacuum step may use). */
+  private freeDiskBytes(): number {
+    try {
+      const fs = statfsSync(dirname(this.path))
+      return fs.bavail * fs.bsize
+    } catch {
+      return VACUUM_STEP_PAGES * this.pageSize * 4
+    }
   }
 
   async listDead(options: ListDeadOptions = {}): Promise<DeadLetter[]> {
@@ -709,7 +785,7 @@ export class SqliteQueue implements Queue {
 
   async replayDead(selection: Selection, now: number): Promise<number> {
     const inboxed = new Map<string, number>()
-    const replayed = this.db.transaction(() => {
+    const replayed = this.guarded(() => {
       const ids = this.deadIds(selection)
       if (ids.length === 0) return 0
       // A replayed event re-enters the queue as ingest's events do, through the inbox, received now: each lane's
@@ -747,7 +823,7 @@ export class SqliteQueue implements Queue {
   }
 
   async purgeDead(selection: Selection): Promise<number> {
-    return this.db.transaction(() => {
+    return this.guarded(() => {
       const ids = this.deadIds(selection)
       this.recount(ids, () => this.update(ids, 'DELETE FROM events'))
       return ids.length
@@ -756,7 +832,7 @@ export class SqliteQueue implements Queue {
 
   async checkWritable(): Promise<void> {
     // A real write, committed: BEGIN IMMEDIATE alone succeeds on a full disk.
-    const write = () => this.statement('UPDATE probe SET at = ? WHERE id = 1').run(Date.now())
+    const write = () => this.guard(() => this.statement('UPDATE probe SET at = ? WHERE id = 1').run(Date.now()))
     try {
       write()
     } catch (error) {

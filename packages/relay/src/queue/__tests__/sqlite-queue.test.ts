@@ -8,14 +8,17 @@ import type { Queue } from '../queue'
 import { tempDir } from '../../__tests__/helpers'
 import { describeQueue, event, T0 } from './queue-conformance'
 
+/** A small disk reserve: these tests open hundreds of queues. */
+const SMALL = { reserveBytes: 64 * 1024 }
+
 describeQueue('SQLite', {
-  open: async () => new SqliteQueue(join(tempDir(), 'queue.db')),
-  reopen: async (queue: Queue) => new SqliteQueue((queue as SqliteQueue).path)
+  open: async () => new SqliteQueue(join(tempDir(), 'queue.db'), SMALL),
+  reopen: async (queue: Queue) => new SqliteQueue((queue as SqliteQueue).path, SMALL)
 })
 
 describe('SQLite: space comes back after a backlog is delivered', () => {
   it('live bytes drop at once; compact() shrinks the file and the WAL', async () => {
-    const q = new SqliteQueue(join(tempDir(), 'queue.db'))
+    const q = new SqliteQueue(join(tempDir(), 'queue.db'), SMALL)
     try {
       const body = JSON.stringify({ type: 'track', event: 'E', userId: 'u', properties: { blob: 'x'.repeat(2_000) } })
       for (let b = 0; b < 10; b++)
@@ -41,7 +44,7 @@ describe('SQLite: space comes back after a backlog is delivered', () => {
 
 describe('SQLite: each lane splits only its own inbox rows', () => {
   it("a lease on one lane leaves another lane's backlog in the inbox, untouched", async () => {
-    const q = new SqliteQueue(join(tempDir(), 'queue.db'))
+    const q = new SqliteQueue(join(tempDir(), 'queue.db'), SMALL)
     try {
       for (let b = 0; b < 10; b++)
         await q.enqueue(Array.from({ length: 500 }, (_, i) => event(b * 500 + i, { projectId: 'oneflow-lane' })))
@@ -63,7 +66,7 @@ describe('SQLite: each lane splits only its own inbox rows', () => {
 
 describe('SQLite: the figures are counters, never a scan', () => {
   it('every statement stats() runs reads an index, at most one entry of it (never a scan of events or inbox)', () => {
-    const q = new SqliteQueue(join(tempDir(), 'queue.db'))
+    const q = new SqliteQueue(join(tempDir(), 'queue.db'), SMALL)
     try {
       for (const sql of SqliteQueue.STATS_STATEMENTS) {
         const plan = q.queryPlan(sql)
@@ -99,7 +102,7 @@ describe('SQLite: the figures are counters, never a scan', () => {
   it('after any sequence of operations, stats() from the counters equals a full scan (and survives a reopen)', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 40 }), async (ops) => {
-        let q = new SqliteQueue(join(tempDir(), 'queue.db'))
+        let q = new SqliteQueue(join(tempDir(), 'queue.db'), SMALL)
         let seq = 0
         let now = T0 + 1_000
         const leased: number[] = []
@@ -135,7 +138,7 @@ describe('SQLite: the figures are counters, never a scan', () => {
             expect(counted).toEqual(q.scanStats(now))
           }
           await q.close()
-          q = new SqliteQueue(q.path)
+          q = new SqliteQueue(q.path, SMALL)
           const { bytes: _bytes, ...counted } = await q.stats(now)
           expect(counted).toEqual(q.scanStats(now))
         } finally {
