@@ -59,3 +59,35 @@ describe('core purity lint rule', () => {
     expect(result!.messages.filter((m) => m.ruleId === 'no-restricted-globals')).toEqual([])
   })
 })
+
+describe('error classes lint rule', () => {
+  const sample = [
+    "import { OneFlowError } from '@oneflow-seg/core'",
+    'export class Plain extends Error {}',
+    "export class Typed extends OneFlowError { readonly code = 'X'; readonly remedy = 'retry' }",
+    "export function fail(): never { throw new Error('bare') }"
+  ].join('\n')
+  const lint = async (file: string) => {
+    const eslint = new ESLint({ cwd: repoRoot })
+    const [result] = await eslint.lintText(sample, { filePath: join(repoRoot, file) })
+    return result!.messages
+      .filter((m) => m.ruleId === 'no-restricted-syntax')
+      .map((m) => [m.line, m.message.split(' (')[0]])
+  }
+
+  it.each([
+    'packages/relay/src/sample.ts',
+    'packages/actions-destination/src/sample.ts',
+    'packages/ajs-plugin/src/sample.ts'
+  ])('in %s: an Error subclass and a bare Error are refused; a OneFlowError subclass is not', async (file) => {
+    expect(await lint(file)).toEqual([
+      [2, "Error classes extend core's OneFlowError"],
+      [4, 'Throw a typed error']
+    ])
+  })
+
+  it("leaves core's own OneFlowError and the tests alone", async () => {
+    expect(await lint('packages/core/src/errors.ts')).toEqual([[4, 'Throw a typed error']])
+    expect(await lint('packages/relay/src/__tests__/sample.test.ts')).toEqual([])
+  })
+})
