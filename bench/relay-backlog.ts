@@ -8,7 +8,8 @@
  * Then the same drain with clients sending: a backlog of DRAIN_EVENTS (100,000, or BACKLOG_EVENTS if smaller)
  * is drained once with nobody sending (`drain_idle_events_per_s`) and once while a client sends a 10-event
  * request every 100 ms with a 1.1 s pause every 28 s (`drain_under_traffic_events_per_s`): how much the relay's
- * clients-first rule (BurstGate) slows delivery under steady traffic.
+ * clients-first rule (BurstGate) slows delivery under steady traffic. `ops_ms_empty` / `ops_ms_at_backlog`: the
+ * median time of a GET /health or /metrics with the queue empty and with the whole backlog queued.
  */
 import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -100,9 +101,24 @@ try {
       throw new Error(`ingest refused requests: ${result.non2xx} non-2xx, ${result.errors} errors`)
   }
 
+  /** GET /health and /metrics, 20 each, one after another: the median time of one (ms). */
+  const opsMs = async () => {
+    const times: number[] = []
+    for (let i = 0; i < 40; i++) {
+      const t = performance.now()
+      await (await fetch(`${url}${i % 2 ? '/health' : '/metrics'}`)).text()
+      times.push(performance.now() - t)
+      // Past the relay's one-second cache of the queue's figures, so each reads them afresh.
+      if (i % 2) await new Promise((r) => setTimeout(r, 1_050))
+    }
+    return Math.round((times.sort((a, b) => a - b)[20] as number) * 10) / 10
+  }
+  const opsEmpty = await opsMs()
+
   const started = Date.now()
   await ingest(0, EVENTS)
   const ingestS = (Date.now() - started) / 1000
+  const opsAtBacklog = await opsMs()
   const ingestPeak = peak
   // The relay's own view once ingest is over: V8's heap in use (what the relay keeps) beside what V8 has reserved.
   const metricsText = await (await fetch(`${url}/metrics`)).text()
@@ -183,6 +199,8 @@ try {
       max_requests_in_any_second: maxInAnySecond,
       lost,
       duplicates,
+      ops_ms_empty: opsEmpty,
+      ops_ms_at_backlog: opsAtBacklog,
       drain_events: DRAIN_EVENTS,
       drain_idle_events_per_s: drainIdle,
       drain_under_traffic_events_per_s: drainUnderTraffic
