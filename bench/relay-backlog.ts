@@ -9,7 +9,9 @@
  * is drained once with nobody sending (`drain_idle_events_per_s`) and once while a client sends a 10-event
  * request every 100 ms with a 1.1 s pause every 28 s (`drain_under_traffic_events_per_s`): how much the relay's
  * clients-first rule (BurstGate) slows delivery under steady traffic. `ops_ms_empty` / `ops_ms_at_backlog`: the
- * median time of a GET /health or /metrics with the queue empty and with the whole backlog queued.
+ * median time of a GET /health or /metrics with the queue empty and with the whole backlog queued (the relay's one
+ * thread also leases and retries meanwhile); `stats_ms_*`: the queue's figures alone, read from the file by this
+ * process.
  */
 import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -17,6 +19,7 @@ import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
+import { SqliteQueue } from '@oneflow-seg/relay'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit/fake-oneflow-api'
 import { machine, repoRoot } from './_machine'
 
@@ -114,11 +117,25 @@ try {
     return Math.round((times.sort((a, b) => a - b)[20] as number) * 10) / 10
   }
   const opsEmpty = await opsMs()
+  /** The queue's figures read straight from the file (this process, its own connection): median ms of 20. */
+  const statsMs = async () => {
+    const queue = new SqliteQueue(join(dir, 'relay.db'), { reserveBytes: 0 })
+    const times: number[] = []
+    for (let i = 0; i < 20; i++) {
+      const t = performance.now()
+      await queue.stats(Date.now())
+      times.push(performance.now() - t)
+    }
+    await queue.close()
+    return Math.round((times.sort((a, b) => a - b)[10] as number) * 100) / 100
+  }
+  const statsEmpty = await statsMs()
 
   const started = Date.now()
   await ingest(0, EVENTS)
   const ingestS = (Date.now() - started) / 1000
   const opsAtBacklog = await opsMs()
+  const statsAtBacklog = await statsMs()
   const ingestPeak = peak
   // The relay's own view once ingest is over: V8's heap in use (what the relay keeps) beside what V8 has reserved.
   const metricsText = await (await fetch(`${url}/metrics`)).text()
@@ -201,6 +218,8 @@ try {
       duplicates,
       ops_ms_empty: opsEmpty,
       ops_ms_at_backlog: opsAtBacklog,
+      stats_ms_empty: statsEmpty,
+      stats_ms_at_backlog: statsAtBacklog,
       drain_events: DRAIN_EVENTS,
       drain_idle_events_per_s: drainIdle,
       drain_under_traffic_events_per_s: drainUnderTraffic
