@@ -33,6 +33,8 @@ export interface DelivererDeps {
 
 const PROBE_MIN_MS = 5_000
 const PROBE_MAX_MS = 300_000
+/** Outcomes not recorded are written again only while their leases have at least this long left. */
+const RECORD_MARGIN_MS = 2_000
 /** After a queue error, the delivery loop waits this long before leasing again. */
 const QUEUE_ERROR_PAUSE_MS = 1_000
 /** Segment lanes carry survey responses (a few per minute): a modest pace and two requests in flight. */
@@ -208,6 +210,7 @@ export class Deliverer {
     const { clock, queue } = this.deps
     while (this.running) {
       try {
+        await this.recordUnrecorded()
         for (const lane of this.lanes.values()) {
           while (
             this.running &&
@@ -216,14 +219,10 @@ export class Deliverer {
             this.burst.mayLease(lane.laneId)
           ) {
             // A lane paused by an alert sends one probe at a time.
-            const jobs = await queue.lease(
-              lane.laneId,
-              lane.alert ? 1 : lane.sink.leaseLimit(),
-              this.leaseMs,
-              clock.now()
-            )
+            const leasedAt = clock.now()
+            const jobs = await queue.lease(lane.laneId, lane.alert ? 1 : lane.sink.leaseLimit(), this.leaseMs, leasedAt)
             if (jobs.length === 0) break
-            this.track(this.deliver(lane, jobs))
+            this.track(this.deliver(lane, jobs, leasedAt + this.leaseMs))
             if (lane.alert) break
           }
         }
@@ -255,8 +254,36 @@ export class Deliverer {
     })
   }
 
+  /**
+   * Outcomes the queue could not record (it failed meanwhile), kept to be written again once it works, while
+   * their leases still hold (nobody else may touch those events until then). Without this, their events would
+   * wait for the leases to expire (3 × requestTimeoutMs + 5 s) and the next recovery before going out again.
+   */
+  private readonly unrecorded: Array<{
+    readonly lane: Lane
+    readonly jobs: readonly Job[]
+    readonly fates: Map<number, JobFate>
+    readonly now: number
+    readonly leaseUntil: number
+  }> = []
+
+  /** Writes the outcomes kept by deliver() when the queue failed; drops those whose leases are about to expire. */
+  private async recordUnrecorded(): Promise<void> {
+    const { clock } = this.deps
+    while (this.unrecorded.length > 0) {
+      const entry = this.unrecorded[0] as (typeof this.unrecorded)[number]
+      // Too late: the lease expires (or nearly), recovery gives the events back, and they are sent again.
+      if (clock.now() >= entry.leaseUntil - RECORD_MARGIN_MS) {
+        this.unrecorded.shift()
+        continue
+      }
+      await this.apply(entry.lane, entry.jobs, entry.fates, entry.now)
+      this.unrecorded.shift()
+    }
+  }
+
   /** Delivers one leased set of jobs, then settles every job exactly once. Never rejects. */
-  private async deliver(lane: Lane, jobs: readonly Job[]): Promise<void> {
+  private async deliver(lane: Lane, jobs: readonly Job[], leaseUntil: number): Promise<void> {
     const { clock, logger } = this.deps
     lane.inFlight++
     const fates = new Map<number, JobFate>()
@@ -292,11 +319,14 @@ export class Deliverer {
       )
       for (const job of jobs) settle(job.id, { kind: 'release' })
     }
+    const now = clock.now()
     try {
-      await this.apply(lane, jobs, fates, clock.now())
+      await this.apply(lane, jobs, fates, now)
     } catch (error) {
-      // The queue could not record the outcome: the leases expire and the events are delivered again.
+      // The queue could not record the outcome: written again once it works (while the leases hold), else the
+      // leases expire and the events are delivered again.
       this.deps.health.failed(error, 'recording delivery outcomes')
+      this.unrecorded.push({ lane, jobs, fates, now, leaseUntil })
     } finally {
       lane.inFlight--
     }

@@ -105,6 +105,17 @@ export interface SqliteQueueOptions {
 /** The disk reserve's default size: room for hundreds of delivery rounds and the checkpoints between them. */
 export const DEFAULT_RESERVE_BYTES = 16 * 1024 * 1024
 
+/** The reserve for a queue at `path`: what was asked, but never more than an eighth of its file system. */
+function reserveSize(path: string, asked: number): number {
+  if (path === ':memory:' || asked <= 0) return 0
+  try {
+    const fs = statfsSync(dirname(path))
+    return Math.min(asked, Math.floor((fs.blocks * fs.bsize) / 8))
+  } catch {
+    return asked
+  }
+}
+
 type Row = EventRow
 
 /** An accepted event in an inbox row: messageId, sourceName, userKey, body (Segment JSON), receivedAt. */
@@ -212,11 +223,14 @@ export class SqliteQueue implements Queue {
     this.db.exec(SCHEMA)
     this.pageSize = Number(this.db.pragma('page_size', { simple: true }))
     this.onSpace = options.onSpace
-    const reserveBytes = options.reserveBytes ?? DEFAULT_RESERVE_BYTES
-    if (path !== ':memory:' && reserveBytes > 0) {
+    const reserveBytes = reserveSize(path, options.reserveBytes ?? DEFAULT_RESERVE_BYTES)
+    if (reserveBytes > 0) {
       this.reserve = new DiskReserve(`${path}.reserve`, reserveBytes)
       // No room for the reserve: the disk is as good as full; ingest waits until there is room for it.
-      if (!this.reserve.arm()) this.full = true
+      if (!this.reserve.arm()) {
+        this.full = true
+        this.onSpace?.(true)
+      }
     }
     const insertSeen = this.db.prepare('INSERT OR IGNORE INTO seen (message_id, seen_at) VALUES (?, ?)')
     const insertEvent = this.db.prepare(
@@ -475,9 +489,22 @@ export class SqliteQueue implements Queue {
     return () => this.guard(() => tx())
   }
 
+  /** When spaceProblem() last looked whether the disk has room again (it is asked on every request). */
+  private roomCheckedAt = 0
+
   /** Why ingest must wait for room on the disk, or undefined while the reserve is in place. */
   spaceProblem(): string | undefined {
     if (!this.full) return undefined
+    // Room may have come back (delivery freed it, or someone did): at most one look a second.
+    const now = Date.now()
+    if (now - this.roomCheckedAt >= 1_000) {
+      this.roomCheckedAt = now
+      if (this.reserve?.rearmIfRoom()) {
+        this.full = false
+        this.onSpace?.(false)
+        return undefined
+      }
+    }
     return `the disk holding the queue is full; delivery is freeing room, and ingest resumes once ${Math.round((2 * (this.reserve?.bytes ?? 0)) / 1024 ** 2)} MiB are free`
   }
 
