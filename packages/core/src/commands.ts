@@ -30,6 +30,8 @@ export type SkipReason =
   | 'not-subscribed'
   /** the event's `integrations` object turns 1Flow off. */
   | 'disabled-by-integrations'
+  /** the event's consent preferences do not grant a category 1Flow needs (the consentCategories setting). */
+  | 'no-consent'
 
 /** An event deliberately not sent, with the reason; adapters count or log it, never treat it as an error. */
 export interface Skip {

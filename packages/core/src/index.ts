@@ -3,14 +3,17 @@
  * imports nothing at run time (a lint rule enforces it); custom mappings live in `@oneflow-seg/core/mapping`.
  */
 export {
-  settings,
+  deviceSettings,
+  cloudSettings,
+  SETTING_RANGES,
   resolveSettings,
   resolveSdkSettings,
   DEFAULT_SDK_URL,
   DEFAULT_API_BASE_URL,
   DEFAULT_SDK_TIMEOUT_MS
 } from './settings.js'
-export type { Settings, ResolvedSettings, ResolvedSdkSettings } from './settings.js'
+export type { DeviceSettings, CloudSettings, ResolvedSettings, ResolvedSdkSettings } from './settings.js'
+export { deniedConsent, consentSkip } from './consent.js'
 export { presets } from './presets.js'
 export type { AutomaticPreset } from './presets.js'
 export { actions, actionKeys, isActionKey, toCommand, defaultMapping } from './actions/registry.js'
@@ -20,6 +23,8 @@ export type { IdentifyUserPayload } from './actions/identify-user.js'
 export { trackEvent, trackEventFields, toTrackCommand } from './actions/track-event.js'
 export type { TrackEventPayload } from './actions/track-event.js'
 export { trackPage, trackPageFields, toPageCommand, PAGE_EVENT_NAME } from './actions/track-page.js'
+export { identifyGroup, identifyGroupFields, toGroupCommand, GROUP_ATTRIBUTE_PREFIX } from './actions/identify-group.js'
+export type { IdentifyGroupPayload } from './actions/identify-group.js'
 export type { TrackPagePayload } from './actions/track-page.js'
 export { defineFields, defineSettings } from './field-types.js'
 export { cloudBatchingFields, DEFAULT_BATCH_SIZE } from './actions/batching-fields.js'

@@ -5,8 +5,9 @@
  * plugin stays small and each event costs a few property reads.
  */
 import { commandTimestamp, skip, type Command, type Skip } from './commands.js'
+import { consentSkip } from './consent.js'
 import { InvalidPayloadError } from './payload-errors.js'
-import { toId, toJsonFields } from './json-value.js'
+import { toId, toJsonFields, toJsonObject } from './json-value.js'
 import { DESTINATION_NAMES } from './destination-names.js'
 import { eventTimestamp, isEnabledByIntegrations, type SegmentEvent } from './segment-event.js'
 
@@ -70,20 +71,27 @@ function identify(event: SegmentEvent): Command | Skip {
   return {
     kind: 'identify',
     userId,
-    traits: toJsonFields(traits, 'traits'),
+    traits: toJsonObject(traits, 'traits'),
     ...(timestamp !== undefined && { timestamp })
   }
 }
 
 /**
  * The presets' outcome for an event (a `not-subscribed` skip when no preset matches its type). `integrationName`
- * is the name the event's `integrations` object addresses the caller by (default `1Flow`).
+ * is the name the event's `integrations` object addresses the caller by (default `1Flow`); `consentCategories`
+ * those 1Flow needs granted.
  */
-export function presetOutcome(event: SegmentEvent, integrationName: string = DESTINATION_NAMES.plugin): PresetOutcome {
+export function presetOutcome(
+  event: SegmentEvent,
+  integrationName: string = DESTINATION_NAMES.plugin,
+  consentCategories: readonly string[] = []
+): PresetOutcome {
   const type = event.type
   if (!isEnabledByIntegrations(event.integrations, integrationName)) {
     return skip('disabled-by-integrations', "Not sent: the event's integrations object turns 1Flow off.")
   }
+  const noConsent = consentSkip(event, consentCategories)
+  if (noConsent) return noConsent
   if (type !== 'track' && type !== 'identify') {
     return skip(
       'not-subscribed',

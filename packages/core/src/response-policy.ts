@@ -91,6 +91,15 @@ export function classifyResponse(
       reason: `${service} answered ${status}: ${credential} was refused; check or rotate it`
     }
   }
+  // 1Flow answers a wrong project key with 404 (the project is not found): like a refused key, nothing about
+  // the event is wrong, so the lane waits for the key to be fixed instead of dead-lettering every event.
+  if (status === 404) {
+    return {
+      action: 'pause',
+      cause: 'auth',
+      reason: `${service} answered 404: nothing found for ${credential}; check that it is the right one (a wrong key answers 404) and that the API base URL is right`
+    }
+  }
   if (status >= 300 && status < 400) {
     return {
       action: 'pause',

@@ -1,9 +1,11 @@
 import { InvalidPayloadError } from './payload-errors.js'
 import { skip, type Command, type CommandContext, type Skip } from './commands.js'
+import { consentSkip } from './consent.js'
 import { toIdentifyCommand } from './actions/identify-user.js'
 import { toTrackCommand } from './actions/track-event.js'
 import { toCommand, type ActionKey } from './actions/registry.js'
 import { PAGE_EVENT_NAME } from './actions/shared-fields.js'
+import { GROUP_ATTRIBUTE_PREFIX } from './actions/identify-group.js'
 import { eventTimestamp, isEnabledByIntegrations, type SegmentEvent } from './segment-event.js'
 
 /** The event could not be mapped into a valid payload; `error` names the field. */
@@ -31,6 +33,8 @@ export interface Route {
 export interface MapOptions {
   /** The name the event's `integrations` object addresses this destination by (default `1Flow`; see DESTINATION_NAMES). */
   readonly integrationName?: string
+  /** Consent categories 1Flow needs (the consentCategories setting): an event that does not grant them is skipped. */
+  readonly consentCategories?: readonly string[]
 }
 
 // mapping-kit's `get` semantics, kept exactly: a falsy parent ('' / null / 0 / false) is returned as the value.
@@ -53,7 +57,18 @@ export function resolveDefaultPayload(actionKey: ActionKey, event: SegmentEvent)
     ? identifyDefaults(event)
     : actionKey === 'trackEvent'
       ? trackDefaults(event)
-      : pageDefaults(event)
+      : actionKey === 'trackPage'
+        ? pageDefaults(event)
+        : groupDefaults(event)
+}
+
+function groupDefaults(event: SegmentEvent): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  if (event.userId !== undefined) out.userId = event.userId
+  if (event.groupId !== undefined) out.groupId = event.groupId
+  if (event.traits !== undefined) out.traits = event.traits
+  out.prefix = GROUP_ATTRIBUTE_PREFIX
+  return out
 }
 
 function identifyDefaults(event: SegmentEvent): Record<string, unknown> {
@@ -115,6 +130,8 @@ function finish(event: SegmentEvent, routes: readonly Route[], options: MapOptio
   if (!isEnabledByIntegrations(event.integrations, options.integrationName)) {
     return [{ outcome: skip('disabled-by-integrations', "Not sent: the event's integrations object turns 1Flow off.") }]
   }
+  const noConsent = consentSkip(event, options.consentCategories ?? [])
+  if (noConsent) return [{ outcome: noConsent }]
   if (routes.length === 0) {
     const type = typeof event.type === 'string' ? event.type : 'unknown'
     return [{ outcome: skip('not-subscribed', `Not sent: no 1Flow mapping matches this ${type} event.`) }]

@@ -5,6 +5,7 @@
  * function Segment's reference calls (`_1flow('identify' | 'track', …)`).
  */
 import type { Command } from './commands.js'
+import type { JsonObject } from './json-value.js'
 import { OneFlowError } from './errors.js'
 import { toSdkCall } from './sdk-call.js'
 
@@ -20,28 +21,36 @@ export type OneFlowSdkFunction = (method: 'identify' | 'track', ...args: unknown
 /** A ready SDK: `send` reaches it synchronously. */
 export interface SdkClient {
   send(cmd: Command): void
+  /**
+   * The user Analytics.js already knows when the page loads (from an earlier page): given to the SDK, with the
+   * traits Analytics.js keeps, before any event, so page-visit surveys and 1Flow's own events are not anonymous.
+   */
+  knownUser(userId: string, traits?: JsonObject): void
+  /** `analytics.reset()` (a logout): the user given last is forgotten, so the next identified event is given again. */
+  forget(): void
 }
 
 /**
  * A client for whatever `window._1flow` holds, or undefined when it is not (yet) a usable SDK.
  *
- * A track that carries a User ID the SDK has not been given through this client is preceded by
- * `logUser(userId)` (no traits): 1Flow's SDK attributes events to the user it was last given, and a user
- * identified on an earlier page would otherwise be anonymous to 1Flow on this one. The anonymous ID is not
- * passed: the SDK keeps its own anonymous visitor id and has no call that takes one (docs/oneflow-api.md).
+ * 1Flow's SDK credits an event to the user it was given last. So the client remembers that user (one, not every
+ * user ever given) and gives an event's own user first whenever it differs: a track whose User ID is not the user
+ * given last is preceded by `logUser(userId)` (no traits) — after a user switch (A, B, then A's track), and on a
+ * page where the user came from an earlier page. The anonymous ID is not passed: the SDK keeps its own anonymous
+ * visitor id and has no call that takes one (docs/oneflow-api.md).
  */
 export function toSdkClient(candidate: unknown): SdkClient | undefined {
   if (candidate === null || (typeof candidate !== 'object' && typeof candidate !== 'function')) return undefined
   const sdk = candidate as Partial<OneFlowSdkObject>
   let call: (cmd: Command) => void
-  let introduce: (userId: string) => void
+  let give: (userId: string, traits: JsonObject | undefined) => void
   if (typeof sdk.logUser === 'function' && typeof sdk.logEvent === 'function') {
     const methods = sdk as OneFlowSdkObject
     call = (cmd) => {
       const [method, first, second] = toSdkCall(cmd)
       methods[method](first, second)
     }
-    introduce = (userId) => methods.logUser(userId)
+    give = (userId, traits) => (traits ? methods.logUser(userId, traits) : methods.logUser(userId))
   } else if (typeof candidate === 'function') {
     const dispatch = candidate as OneFlowSdkFunction
     call = (cmd) => {
@@ -49,17 +58,26 @@ export function toSdkClient(candidate: unknown): SdkClient | undefined {
       else
         dispatch('track', cmd.event, { userId: cmd.userId, anonymousId: cmd.anonymousId, properties: cmd.properties })
     }
-    introduce = (userId) => dispatch('identify', userId, {})
+    give = (userId, traits) => dispatch('identify', userId, traits ?? {})
   } else return undefined
-  const given = new Set<string>()
+  /** The user the SDK was given last (what it credits events to), or undefined. */
+  let current: string | undefined
   return {
     send(cmd) {
-      if (cmd.kind === 'identify') given.add(cmd.userId)
-      else if (cmd.userId !== undefined && !given.has(cmd.userId)) {
-        introduce(cmd.userId)
-        given.add(cmd.userId)
+      if (cmd.kind === 'identify') current = cmd.userId
+      else if (cmd.userId !== undefined && cmd.userId !== current) {
+        give(cmd.userId, undefined)
+        current = cmd.userId
       }
       call(cmd)
+    },
+    knownUser(userId, traits) {
+      if (userId === current) return
+      give(userId, traits && Object.keys(traits).length > 0 ? traits : undefined)
+      current = userId
+    },
+    forget() {
+      current = undefined
     }
   }
 }

@@ -11,52 +11,83 @@ export const DEFAULT_SDK_URL = 'https://1flow.app/js/1flow.js'
 export { DEFAULT_API_BASE_URL }
 
 /**
- * Destination settings, shared by every adapter. One project API key serves both 1Flow surfaces: the web SDK's
- * `data-api-key` and the HTTP API's `api_key` header. 1Flow has no region setting (docs/oneflow-api.md).
+ * The numeric settings' ranges, written once: spread onto the fields below (what Segment's app shows and checks)
+ * and read by validation. Kept apart from the field list so browser start-up code needs only these numbers.
  */
-export const settings = /* @__PURE__ */ defineSettings({
-  projectApiKey: {
-    label: 'Project API Key',
-    description: 'Your 1Flow project API key (1Flow → Settings → Project Settings).',
-    type: 'password',
-    required: true
-  },
+export const SETTING_RANGES = {
+  loadTimeoutMs: { minimum: 1_000, maximum: 60_000 },
+  bufferLimit: { minimum: 1, maximum: 10_000 }
+} as const
+
+const projectApiKey = {
+  label: 'Project API Key',
+  description: 'Your 1Flow project API key (1Flow → Settings → Project Settings).',
+  type: 'password',
+  required: true
+} as const
+
+const consentCategories = {
+  label: 'Consent categories',
+  description:
+    "Consent categories 1Flow needs (the ids your consent manager stamps into context.consent.categoryPreferences, e.g. Analytics). An event whose preferences do not grant all of them is not sent, and in the browser 1Flow's SDK is not loaded before an event grants them. Empty: no consent check.",
+  type: 'string',
+  multiple: true
+} as const
+
+/**
+ * Device mode's settings (and the Analytics.js plugin's options): what the web SDK needs. One project API key
+ * serves both 1Flow surfaces: the web SDK's `data-api-key` and the HTTP API's `api_key` header. 1Flow has no
+ * region setting (docs/oneflow-api.md). Numeric ranges are written here once, and validation reads them.
+ */
+export const deviceSettings = /* @__PURE__ */ defineSettings({
+  projectApiKey,
   sdkUrl: {
     label: '1Flow SDK URL',
-    description: 'Where the 1Flow web SDK is loaded from. Change it only to self-host or proxy the SDK.',
+    description:
+      "Where the 1Flow web SDK is loaded from: an http(s) URL, or a path on your site's own origin (/1flow.js). Change it only to self-host or proxy the SDK.",
     type: 'string',
-    format: 'uri',
+    format: 'uri-reference',
     default: DEFAULT_SDK_URL
   },
   loadTimeoutMs: {
     label: 'SDK load timeout (ms)',
     description: "How long to wait for 1Flow's web SDK (1,000–60,000 ms). Events waiting for it are dropped after.",
     type: 'number',
+    ...SETTING_RANGES.loadTimeoutMs,
     default: DEFAULT_SDK_TIMEOUT_MS
   },
   bufferLimit: {
     label: 'Events kept while the SDK loads',
     description: "Events kept, in order, until 1Flow's web SDK is ready (1–10,000); more are dropped and logged.",
     type: 'number',
+    ...SETTING_RANGES.bufferLimit,
     default: DEFAULT_BUFFER_LIMIT
   },
+  consentCategories
+})
+
+/** Cloud mode's settings (and the relay's, per source): what 1Flow's HTTP API needs. */
+export const cloudSettings = /* @__PURE__ */ defineSettings({
+  projectApiKey,
   apiBaseUrl: {
     label: '1Flow HTTP API base URL',
-    description:
-      "Base URL of 1Flow's HTTP API, used in cloud mode and by the relay. Change it only to route through a proxy.",
+    description: "Base URL of 1Flow's HTTP API. Change it only to route through a proxy.",
     type: 'string',
     format: 'uri',
     default: DEFAULT_API_BASE_URL
-  }
+  },
+  consentCategories
 })
 
-export type Settings = PayloadOf<typeof settings>
+export type DeviceSettings = PayloadOf<typeof deviceSettings>
+export type CloudSettings = PayloadOf<typeof cloudSettings>
 
-/** Settings after validation, with every default applied. */
+/** Cloud mode's settings after validation, with every default applied. */
 export interface ResolvedSettings {
   readonly projectApiKey: string
-  readonly sdkUrl: string
   readonly apiBaseUrl: string
+  /** Consent categories an event must grant (none: no consent check). */
+  readonly consentCategories: readonly string[]
 }
 
 /** What the web SDK's adapters need, validated, with defaults applied. */
@@ -65,27 +96,29 @@ export interface ResolvedSdkSettings {
   readonly sdkUrl: string
   readonly loadTimeoutMs: number
   readonly bufferLimit: number
+  readonly consentCategories: readonly string[]
 }
 
 const HTTP_URL = /^https?:\/\/[^\s/?#@]+(?:[/?#][^\s]*)?$/i
+/** A path on the page's own origin ("/1flow.js"), not a protocol-relative URL ("//cdn…"). */
+const SAME_ORIGIN_PATH = /^\/(?!\/)[^\s]*$/
 
-function optionalUrl(
-  input: { readonly sdkUrl?: unknown; readonly apiBaseUrl?: unknown },
-  key: 'sdkUrl' | 'apiBaseUrl',
-  fallback: string
-): string {
-  const value = input[key]
+function optionalUrl(value: unknown, key: 'sdkUrl' | 'apiBaseUrl', fallback: string, pathToo: boolean): string {
   if (value === undefined || value === null || value === '') return fallback
-  if (typeof value !== 'string' || !HTTP_URL.test(value.trim())) {
+  const text = typeof value === 'string' ? value.trim() : ''
+  if (!HTTP_URL.test(text) && !(pathToo && SAME_ORIGIN_PATH.test(text))) {
     throw new InvalidSettingsError(
       key,
-      `Setting "${key}" must be an http(s) URL such as ${fallback} (or empty for that default).`
+      `Setting "${key}" must be an http(s) URL such as ${fallback}${pathToo ? ", or a path on the page's own origin such as /1flow.js" : ''} (or empty for that default).`
     )
   }
-  return value.trim()
+  return text
 }
 
-function wholeNumber(input: Record<string, unknown>, key: string, fallback: number, min: number, max: number): number {
+/** A whole number within the range its setting declares (`minimum`/`maximum`), or its default when empty. */
+function wholeNumber(input: Record<string, unknown>, key: keyof typeof SETTING_RANGES): number {
+  const { minimum: min, maximum: max } = SETTING_RANGES[key]
+  const fallback = key === 'loadTimeoutMs' ? DEFAULT_SDK_TIMEOUT_MS : DEFAULT_BUFFER_LIMIT
   const value = input[key]
   if (value === undefined || value === null || value === '') return fallback
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
@@ -97,13 +130,20 @@ function wholeNumber(input: Record<string, unknown>, key: string, fallback: numb
   return value
 }
 
-/** The settings the web SDK needs (key, SDK URL, load deadline, buffer), validated, with defaults applied. */
-export function resolveSdkSettings(input: {
-  readonly projectApiKey?: unknown
-  readonly sdkUrl?: unknown
-  readonly loadTimeoutMs?: unknown
-  readonly bufferLimit?: unknown
-}): ResolvedSdkSettings {
+/** The consent categories setting: a list of non-empty names (a single name is taken as a list of one). */
+function categories(value: unknown): readonly string[] {
+  if (value === undefined || value === null || value === '') return []
+  const list = typeof value === 'string' ? [value] : value
+  if (!Array.isArray(list) || list.some((c) => typeof c !== 'string' || c.trim() === '')) {
+    throw new InvalidSettingsError(
+      'consentCategories',
+      'Setting "consentCategories" must be a list of consent category ids, such as ["Analytics"].'
+    )
+  }
+  return list.map((c: string) => c.trim())
+}
+
+function apiKey(input: Record<string, unknown>): string {
   const key = input.projectApiKey
   if (typeof key !== 'string' || key.trim() === '') {
     throw new InvalidSettingsError(
@@ -111,24 +151,41 @@ export function resolveSdkSettings(input: {
       'Setting "projectApiKey" is required: copy it from 1Flow (Settings → Project Settings).'
     )
   }
-  return {
-    projectApiKey: key.trim(),
-    sdkUrl: optionalUrl(input, 'sdkUrl', DEFAULT_SDK_URL),
-    loadTimeoutMs: wholeNumber(input, 'loadTimeoutMs', DEFAULT_SDK_TIMEOUT_MS, 1_000, 60_000),
-    bufferLimit: wholeNumber(input, 'bufferLimit', DEFAULT_BUFFER_LIMIT, 1, 10_000)
-  }
+  return key.trim()
 }
 
-/** Validates raw settings and applies defaults; throws InvalidSettingsError naming the bad key (never its value). */
-export function resolveSettings(input: unknown): ResolvedSettings {
+function asRecord(input: unknown): Record<string, unknown> {
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {
     throw new InvalidSettingsError('settings', 'Settings must be an object such as {"projectApiKey": "…"}.')
   }
-  const raw = input as Record<string, unknown>
-  const { projectApiKey, sdkUrl } = resolveSdkSettings(raw)
+  return input as Record<string, unknown>
+}
+
+/**
+ * Device mode's (and the plugin's) settings — key, SDK URL, load deadline, buffer, consent — validated, with
+ * defaults applied. Cloud-only settings (apiBaseUrl) are not read: a bad one never breaks the browser.
+ */
+export function resolveSdkSettings(input: unknown): ResolvedSdkSettings {
+  const raw = asRecord(input)
   return {
-    projectApiKey,
-    sdkUrl,
-    apiBaseUrl: optionalUrl(raw, 'apiBaseUrl', DEFAULT_API_BASE_URL).replace(/\/+$/, '')
+    projectApiKey: apiKey(raw),
+    sdkUrl: optionalUrl(raw.sdkUrl, 'sdkUrl', DEFAULT_SDK_URL, true),
+    loadTimeoutMs: wholeNumber(raw, 'loadTimeoutMs'),
+    bufferLimit: wholeNumber(raw, 'bufferLimit'),
+    consentCategories: categories(raw.consentCategories)
+  }
+}
+
+/**
+ * Cloud mode's (and the relay's) settings — key, API base URL, consent — validated, with defaults applied; throws
+ * InvalidSettingsError naming the bad key (never its value). Device-only settings (sdkUrl, loadTimeoutMs,
+ * bufferLimit) are not read: a bad one never breaks cloud mode.
+ */
+export function resolveSettings(input: unknown): ResolvedSettings {
+  const raw = asRecord(input)
+  return {
+    projectApiKey: apiKey(raw),
+    apiBaseUrl: optionalUrl(raw.apiBaseUrl, 'apiBaseUrl', DEFAULT_API_BASE_URL, false).replace(/\/+$/, ''),
+    consentCategories: categories(raw.consentCategories)
   }
 }

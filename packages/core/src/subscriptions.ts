@@ -6,6 +6,7 @@ import { InvalidSubscriptionError, type SubscriptionProblem } from './subscripti
 import { lintFql, suggestFql } from './fql-lint.js'
 import { actionKeys, actions, defaultMapping, isActionKey, type ActionKey } from './actions/registry.js'
 import { MAX_SUBSCRIPTIONS, type Subscription, type ValidSubscription } from './subscription-shape.js'
+import { cloudBatchingFields } from './actions/batching-fields.js'
 
 function label(sub: Record<string, unknown>, index: number): string {
   return typeof sub.name === 'string' && sub.name !== ''
@@ -69,7 +70,12 @@ function checkOne(sub: unknown, index: number, problems: SubscriptionProblem[]):
     } else {
       mapping = s.mapping as Record<string, unknown>
       for (const key of Object.keys(mapping)) {
-        if (!Object.prototype.hasOwnProperty.call(fields, key)) {
+        // Cloud mode's batching fields may ride along on any mapping (a mapping moves between modes unchanged);
+        // the other modes ignore them.
+        if (
+          !Object.prototype.hasOwnProperty.call(fields, key) &&
+          !Object.prototype.hasOwnProperty.call(cloudBatchingFields, key)
+        ) {
           problems.push({
             index,
             part: 'mapping',

@@ -185,30 +185,34 @@ export class HarnessError extends Error {
 /** What a browser adapter should show for a fixture: the SDK calls (method form) and log lines explaining what was not sent. */
 export function browserExpectation(
   fixture: Fixture,
-  adapter?: FixtureAdapter
+  adapter: FixtureAdapter = 'browser'
 ): { calls: unknown[]; logIncludes: string[] } {
   const { calls, skipped, invalid } = expectedOutcome(fixture, adapter)
   return {
     calls: withIdentityFirst(calls),
-    logIncludes: [...(skipped.includes('missing-user-id') ? ['no User ID'] : []), ...invalid.map((i) => `"${i.field}"`)]
+    logIncludes: [
+      ...(skipped.includes('missing-user-id') ? ['no User ID'] : []),
+      ...(skipped.includes('no-consent') ? ['consent preferences do not grant'] : []),
+      ...invalid.map((i) => `"${i.field}"`)
+    ]
   }
 }
 
 /**
- * The web-SDK calls a fresh page makes for expected calls: a track whose User ID the SDK has not been given yet
- * is preceded by `logUser(userId)` (without traits), as both browser adapters do.
+ * The web-SDK calls a fresh page makes for expected calls: a track whose User ID is not the user the SDK was given
+ * last is preceded by `logUser(userId)` (without traits), as both browser adapters do.
  */
 export function withIdentityFirst(calls: readonly ExpectedCall[]): unknown[] {
-  const given = new Set<string>()
+  let current: string | undefined
   return calls.flatMap((c): unknown[] => {
     const [method, first] = c.sdk
     if (method === 'logUser') {
-      given.add(String(first))
+      current = String(first)
       return [c.sdk]
     }
     const userId = 'body' in c.http ? (c.http.body as { user_id?: unknown }).user_id : undefined
-    if (typeof userId !== 'string' || given.has(userId)) return [c.sdk]
-    given.add(userId)
+    if (typeof userId !== 'string' || userId === current) return [c.sdk]
+    current = userId
     return [['logUser', userId, undefined], c.sdk]
   })
 }

@@ -43,8 +43,12 @@ export interface Fixture {
   readonly adapters?: Readonly<Record<string, string>>
 }
 
-/** The adapters whose `integrations` name differs from core's default, each of which may have its own expectation. */
-export type FixtureAdapter = 'device-mode' | 'cloud-mode'
+/**
+ * Adapters that may have an expectation of their own: device and cloud mode answer to other `integrations` names;
+ * `browser` is both browser adapters (device mode and the Analytics.js plugin), whose settings differ from the
+ * servers' (device-only settings are validated there, cloud-only ones are not read).
+ */
+export type FixtureAdapter = 'device-mode' | 'cloud-mode' | 'browser'
 
 /** The project key fixtures use unless they set their own settings. */
 export const FIXTURE_API_KEY = 'test-project-key'

@@ -37,7 +37,11 @@ export function expectedOutcome(
   skipped: readonly string[]
   invalid: readonly { readonly field: string }[]
 } {
-  const expected = (adapter && fixture.expectFor?.[adapter]) ?? fixture.expect
+  // Device mode is a browser adapter too: its own expectation first, then the browser adapters', then the default.
+  const expected =
+    (adapter && fixture.expectFor?.[adapter]) ??
+    (adapter === 'device-mode' ? fixture.expectFor?.browser : undefined) ??
+    fixture.expect
   return {
     calls: expected.calls ?? [],
     skipped: expected.skipped ?? [],

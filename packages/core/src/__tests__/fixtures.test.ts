@@ -12,14 +12,21 @@ import { compileSubscriptions, mapWithSubscriptions } from '../mapping'
 
 const fixtures = loadFixtures({ dates: 'date' })
 
+/** The settings a server adapter (the relay) takes from a fixture: the key and the consent categories. */
+function serverSettings(fixture: Fixture) {
+  const { projectApiKey, consentCategories } = fixtureSettings(fixture)
+  return resolveSettings({ projectApiKey, consentCategories })
+}
+
 function run(fixture: Fixture): MappedResult[] {
+  const options = { consentCategories: serverSettings(fixture).consentCategories }
   return fixture.subscriptions === undefined
-    ? mapWithPresets(fixture.event)
-    : mapWithSubscriptions(fixture.event, compileSubscriptions(fixture.subscriptions))
+    ? mapWithPresets(fixture.event, options)
+    : mapWithSubscriptions(fixture.event, compileSubscriptions(fixture.subscriptions), options)
 }
 
 function observe(fixture: Fixture, results: MappedResult[]) {
-  const target = resolveSettings(fixtureSettings(fixture))
+  const target = serverSettings(fixture)
   const calls: unknown[] = []
   const skipped: string[] = []
   const invalid: { field: string }[] = []

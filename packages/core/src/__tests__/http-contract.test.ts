@@ -104,7 +104,6 @@ describe('response classification', () => {
     [200, 'deliver'],
     [202, 'deliver'],
     [400, 'dead-letter'],
-    [404, 'dead-letter'],
     [422, 'dead-letter'],
     [401, 'pause'],
     [403, 'pause'],
@@ -118,6 +117,7 @@ describe('response classification', () => {
     [502, 'retry'],
     [503, 'retry'],
     [501, 'dead-letter'],
+    [404, 'pause'],
     [undefined, 'retry']
   ])('status %s → %s', (status, action) => {
     expect(classifyResponse({ status }, now).action).toBe(action)
@@ -131,6 +131,15 @@ describe('response classification', () => {
         '1Flow answered 307 (a redirect to https://elsewhere.example); redirects are not followed with the project API key: check the API base URL'
     })
     expect(classifyResponse({ status: 401 }, now)).toMatchObject({ action: 'pause', cause: 'auth' })
+  })
+
+  it('a 404 pauses like a refused key, with a reason that names the project key', () => {
+    expect(classifyResponse({ status: 404 }, now)).toEqual({
+      action: 'pause',
+      cause: 'auth',
+      reason:
+        '1Flow answered 404: nothing found for the project API key; check that it is the right one (a wrong key answers 404) and that the API base URL is right'
+    })
   })
 
   it("a redirect's user info (user:pass@) never reaches the reason", () => {

@@ -76,7 +76,11 @@ describe('loadOneFlowSdk', () => {
     expect(client).toBeUndefined()
     global.value = { logUser: () => undefined, logEvent: () => undefined }
     await clock.advance(25)
-    expect(client).toEqual({ send: expect.any(Function) })
+    expect(client).toEqual({
+      send: expect.any(Function),
+      knownUser: expect.any(Function),
+      forget: expect.any(Function)
+    })
     expect(clock.pending).toBe(0)
   })
 
@@ -122,6 +126,49 @@ describe('toSdkClient', () => {
     expect(calls).toEqual([
       ['logUser', 'u'],
       ['logEvent', 'E', { a: 1 }]
+    ])
+  })
+
+  it("gives a track's user first whenever it is not the user given last (A, B, then A's track), in either shape", () => {
+    const methods: unknown[] = []
+    const client = toSdkClient({
+      logUser: (...a: unknown[]) => methods.push(['logUser', ...a]),
+      logEvent: (...a: unknown[]) => methods.push(['logEvent', ...a])
+    })!
+    client.send({ kind: 'identify', userId: 'A', traits: { plan: 'pro' } })
+    client.send({ kind: 'identify', userId: 'B', traits: {} })
+    client.send({ kind: 'track', event: 'By A', properties: {}, userId: 'A' })
+    client.send({ kind: 'track', event: 'By A again', properties: {}, userId: 'A' })
+    client.send({ kind: 'track', event: 'By B', properties: {}, userId: 'B' })
+    expect(methods).toEqual([
+      ['logUser', 'A', { plan: 'pro' }],
+      ['logUser', 'B', {}],
+      ['logUser', 'A'],
+      ['logEvent', 'By A', {}],
+      ['logEvent', 'By A again', {}],
+      ['logUser', 'B'],
+      ['logEvent', 'By B', {}]
+    ])
+  })
+
+  it('hands the user known at load to the SDK once, with its traits; forget() (analytics.reset) gives the next user again', () => {
+    const calls: unknown[] = []
+    const client = toSdkClient({
+      logUser: (...a: unknown[]) => calls.push(['logUser', ...a]),
+      logEvent: (...a: unknown[]) => calls.push(['logEvent', ...a])
+    })!
+    client.knownUser('A', { email: 'a@example.com' })
+    client.knownUser('A', { email: 'a@example.com' })
+    client.send({ kind: 'track', event: 'E1', properties: {}, userId: 'A' })
+    client.forget()
+    client.send({ kind: 'track', event: 'E2', properties: {}, userId: 'A' })
+    client.knownUser('C', {})
+    expect(calls).toEqual([
+      ['logUser', 'A', { email: 'a@example.com' }],
+      ['logEvent', 'E1', {}],
+      ['logUser', 'A'],
+      ['logEvent', 'E2', {}],
+      ['logUser', 'C']
     ])
   })
 

@@ -9,67 +9,115 @@ import {
   PreReadyBuffer,
   resolveSdkSettings,
   resolveSettings,
-  settings,
+  cloudSettings,
+  deviceSettings,
+  SETTING_RANGES,
   trackEventFields,
+  type CloudSettings,
+  type DeviceSettings,
   type IdentifyUserPayload,
-  type Settings,
   type TrackEventPayload,
   type TrackPagePayload
 } from '../index'
 
 describe('settings', () => {
-  it('applies the defaults', () => {
+  it('applies the defaults, each mode reading only its own settings', () => {
     expect(resolveSettings({ projectApiKey: ' key-1 ' })).toEqual({
       projectApiKey: 'key-1',
-      sdkUrl: DEFAULT_SDK_URL,
-      apiBaseUrl: DEFAULT_API_BASE_URL
+      apiBaseUrl: DEFAULT_API_BASE_URL,
+      consentCategories: []
     })
     expect(DEFAULT_SDK_URL).toBe('https://1flow.app/js/1flow.js')
     expect(DEFAULT_API_BASE_URL).toBe('https://api.1flow.app/v1')
   })
 
-  it('validates the SDK settings: load deadline and buffer within range, defaults 10 s and 100', () => {
+  it('validates the SDK settings: load deadline and buffer within the ranges the fields declare, defaults 10 s and 100', () => {
     expect(resolveSdkSettings({ projectApiKey: 'k' })).toEqual({
       projectApiKey: 'k',
       sdkUrl: DEFAULT_SDK_URL,
       loadTimeoutMs: 10_000,
-      bufferLimit: 100
+      bufferLimit: 100,
+      consentCategories: []
     })
     expect(resolveSdkSettings({ projectApiKey: 'k', loadTimeoutMs: 30_000, bufferLimit: 5 })).toMatchObject({
       loadTimeoutMs: 30_000,
       bufferLimit: 5
     })
-    for (const [key, value] of [
-      ['loadTimeoutMs', 999],
-      ['loadTimeoutMs', 60_001],
-      ['loadTimeoutMs', '5000'],
-      ['bufferLimit', 0],
-      ['bufferLimit', 1.5]
-    ] as const) {
-      expect(() => resolveSdkSettings({ projectApiKey: 'k', [key]: value })).toThrowError(
-        expect.objectContaining({
-          name: 'InvalidSettingsError',
-          message: expect.stringContaining(`Setting "${key}" must be a whole number from`)
-        })
-      )
+    // The ranges are the fields' own minimum/maximum (what Segment's app shows), written once.
+    expect(deviceSettings.loadTimeoutMs).toMatchObject({ minimum: 1_000, maximum: 60_000 })
+    expect(deviceSettings.bufferLimit).toMatchObject({ minimum: 1, maximum: 10_000 })
+    for (const [key, { minimum, maximum }] of Object.entries(SETTING_RANGES)) {
+      for (const ok of [minimum, maximum]) expect(resolveSdkSettings({ projectApiKey: 'k', [key]: ok })).toBeTruthy()
+      for (const bad of [minimum - 1, maximum + 1, minimum + 0.5, String(minimum)]) {
+        expect(() => resolveSdkSettings({ projectApiKey: 'k', [key]: bad })).toThrowError(
+          expect.objectContaining({
+            name: 'InvalidSettingsError',
+            key,
+            message: `Setting "${key}" must be a whole number from ${minimum} to ${maximum} (default ${key === 'loadTimeoutMs' ? 10000 : 100}).`
+          })
+        )
+      }
     }
   })
 
+  it("a bad value of one mode's setting never breaks the other mode", () => {
+    // Device-only settings are not read by cloud mode, and cloud-only ones not by device mode.
+    expect(resolveSettings({ projectApiKey: 'k', loadTimeoutMs: 5, sdkUrl: 'not a url', bufferLimit: 0 })).toEqual({
+      projectApiKey: 'k',
+      apiBaseUrl: DEFAULT_API_BASE_URL,
+      consentCategories: []
+    })
+    expect(resolveSdkSettings({ projectApiKey: 'k', apiBaseUrl: 'not a url' }).sdkUrl).toBe(DEFAULT_SDK_URL)
+    // Each mode's field list has its own settings only.
+    expect(Object.keys(deviceSettings)).toEqual([
+      'projectApiKey',
+      'sdkUrl',
+      'loadTimeoutMs',
+      'bufferLimit',
+      'consentCategories'
+    ])
+    expect(Object.keys(cloudSettings)).toEqual(['projectApiKey', 'apiBaseUrl', 'consentCategories'])
+  })
+
+  it("takes an SDK URL that is a path on the page's own origin, not a protocol-relative or script URL", () => {
+    expect(resolveSdkSettings({ projectApiKey: 'k', sdkUrl: '/1flow.js' }).sdkUrl).toBe('/1flow.js')
+    expect(resolveSdkSettings({ projectApiKey: 'k', sdkUrl: '/vendor/1flow.js?v=2' }).sdkUrl).toBe(
+      '/vendor/1flow.js?v=2'
+    )
+    for (const bad of ['//cdn.example.com/1flow.js', 'javascript:alert(1)', '1flow.js', 'ftp://x/1flow.js'])
+      expect(() => resolveSdkSettings({ projectApiKey: 'k', sdkUrl: bad })).toThrowError(
+        expect.objectContaining({ key: 'sdkUrl' })
+      )
+  })
+
   it('keeps overrides and trims a trailing slash from the API base URL', () => {
-    expect(
-      resolveSettings({ projectApiKey: 'k', sdkUrl: 'http://127.0.0.1:9/sdk.js', apiBaseUrl: 'http://127.0.0.1:9/v1/' })
-    ).toMatchObject({
-      sdkUrl: 'http://127.0.0.1:9/sdk.js',
+    expect(resolveSettings({ projectApiKey: 'k', apiBaseUrl: 'http://127.0.0.1:9/v1/' })).toMatchObject({
       apiBaseUrl: 'http://127.0.0.1:9/v1'
     })
+    expect(resolveSdkSettings({ projectApiKey: 'k', sdkUrl: 'http://127.0.0.1:9/sdk.js' }).sdkUrl).toBe(
+      'http://127.0.0.1:9/sdk.js'
+    )
+  })
+
+  it('reads consent categories as a list (a single name as a list of one), in both modes', () => {
+    expect(
+      resolveSettings({ projectApiKey: 'k', consentCategories: ['Analytics', ' C0004 '] }).consentCategories
+    ).toEqual(['Analytics', 'C0004'])
+    expect(resolveSdkSettings({ projectApiKey: 'k', consentCategories: 'Analytics' }).consentCategories).toEqual([
+      'Analytics'
+    ])
+    for (const bad of [[''], [1], { Analytics: true }])
+      expect(() => resolveSdkSettings({ projectApiKey: 'k', consentCategories: bad })).toThrowError(
+        expect.objectContaining({ key: 'consentCategories' })
+      )
   })
 
   it.each([
     [{}, 'projectApiKey'],
     [{ projectApiKey: '' }, 'projectApiKey'],
     [{ projectApiKey: 42 }, 'projectApiKey'],
-    [{ projectApiKey: 'k', sdkUrl: 'javascript:alert(1)' }, 'sdkUrl'],
     [{ projectApiKey: 'k', apiBaseUrl: 'api.1flow.app' }, 'apiBaseUrl'],
+    [{ projectApiKey: 'k', apiBaseUrl: '/v1' }, 'apiBaseUrl'],
     [null, 'settings']
   ])('refuses %j naming %s', (input, key) => {
     expect(() => resolveSettings(input)).toThrowError(InvalidSettingsError)
@@ -88,8 +136,9 @@ describe('settings', () => {
     expect.unreachable('resolveSettings should have thrown')
   })
 
-  it('marks the project API key as a required secret', () => {
-    expect(settings.projectApiKey).toMatchObject({ type: 'password', required: true })
+  it('marks the project API key as a required secret, in both modes', () => {
+    expect(deviceSettings.projectApiKey).toMatchObject({ type: 'password', required: true })
+    expect(cloudSettings.projectApiKey).toBe(deviceSettings.projectApiKey)
   })
 })
 
@@ -144,15 +193,21 @@ describe('presets and fields (as Segment documents the destination)', () => {
     }>()
     expectTypeOf<IdentifyUserPayload>().toEqualTypeOf<{ userId?: string; traits?: Record<string, unknown> }>()
     expectTypeOf<TrackPagePayload>().toEqualTypeOf<TrackEventPayload>()
-    expectTypeOf<Settings>().toEqualTypeOf<{
+    expectTypeOf<DeviceSettings>().toEqualTypeOf<{
       projectApiKey: string
       sdkUrl?: string
       loadTimeoutMs?: number
       bufferLimit?: number
+      consentCategories?: string[]
+    }>()
+    expectTypeOf<CloudSettings>().toEqualTypeOf<{
+      projectApiKey: string
       apiBaseUrl?: string
+      consentCategories?: string[]
     }>()
     expectTypeOf(trackEventFields).toMatchTypeOf<Record<string, InputField>>()
-    expectTypeOf(settings).toMatchTypeOf<Record<string, GlobalSetting>>()
+    expectTypeOf(deviceSettings).toMatchTypeOf<Record<string, GlobalSetting>>()
+    expectTypeOf(cloudSettings).toMatchTypeOf<Record<string, GlobalSetting>>()
   })
 })
 

@@ -1,6 +1,6 @@
 import { defineFields, type PayloadOf } from '../field-types.js'
 import { skip, commandTimestamp, type CommandContext, type IdentifyCommand, type Skip } from '../commands.js'
-import { toJsonFields } from '../json-value.js'
+import { toJsonObject } from '../json-value.js'
 import { validatePayload } from '../payload.js'
 import { identityFields } from './shared-fields.js'
 
@@ -33,7 +33,8 @@ export function toIdentifyCommand(payload: unknown, context: CommandContext = {}
   const cmd: { -readonly [K in keyof IdentifyCommand]: IdentifyCommand[K] } = {
     kind: 'identify',
     userId: p.userId,
-    traits: toJsonFields(p.traits, 'traits')
+    // An object, never null, whatever a custom mapping resolves to (null gives {}).
+    traits: toJsonObject(p.traits, 'traits')
   }
   const timestamp = commandTimestamp(context)
   if (timestamp !== undefined) cmd.timestamp = timestamp

@@ -3,9 +3,10 @@ import type { Command, CommandContext, Skip } from '../commands.js'
 import { identifyUser, toIdentifyCommand } from './identify-user.js'
 import { toTrackCommand, trackEvent } from './track-event.js'
 import { toPageCommand, trackPage } from './track-page.js'
+import { identifyGroup, toGroupCommand } from './identify-group.js'
 
 /** Every 1Flow action, keyed as Segment's `partnerAction`. */
-export const actions = { identifyUser, trackEvent, trackPage } as const
+export const actions = { identifyUser, trackEvent, trackPage, identifyGroup } as const
 
 export type ActionKey = keyof typeof actions
 
@@ -18,7 +19,8 @@ export function isActionKey(value: unknown): value is ActionKey {
 const builders: Record<ActionKey, (payload: unknown, context: CommandContext) => Command | Skip> = {
   identifyUser: toIdentifyCommand,
   trackEvent: toTrackCommand,
-  trackPage: toPageCommand
+  trackPage: toPageCommand,
+  identifyGroup: toGroupCommand
 }
 
 /** Turns a resolved payload of `actionKey` into a 1Flow command or a skip; throws InvalidPayloadError. */
