@@ -1,12 +1,10 @@
-import type { Context, Plugin } from '@segment/analytics-next'
+import type { Analytics, Context, Plugin } from '@segment/analytics-next'
 import {
   createScriptLoader,
-  DESTINATION_NAMES,
+  PLUGIN_NAME as NAME,
   PreReadyBuffer,
   resolveSdkSettings,
-  InvalidSettingsError,
   ChunkLoadError,
-  MAX_SUBSCRIPTIONS,
   type Subscription
 } from '@oneflow-seg/core/browser-start'
 import type { Deliver } from './delivery'
@@ -18,7 +16,8 @@ export interface OneFlowPluginOptions {
   /**
    * Segment-style subscriptions (`{name, subscribe, partnerAction, mapping}`), at most 50. Omit them to
    * use the presets (track → Track Event, identify → Identify User). Custom mappings load Segment's
-   * mapping-kit and FQL parser on demand, in a separate chunk.
+   * mapping-kit and FQL parser on demand, in a separate chunk, and are checked there: a mapping that is refused
+   * fails the plugin's load with an error naming it.
    */
   readonly mappings?: readonly Subscription[]
   /** Where to load 1Flow's web SDK from (default https://1flow.app/js/1flow.js). */
@@ -27,10 +26,15 @@ export interface OneFlowPluginOptions {
   readonly loadTimeoutMs?: number
   /** Events kept while the SDK loads (default 100, 1 to 10,000); further events are dropped with a logged reason. */
   readonly bufferLimit?: number
+  /**
+   * Consent categories 1Flow needs (ids in `context.consent.categoryPreferences`). Events that do not grant them
+   * are not sent, and 1Flow's SDK is not loaded until an event that may be sent arrives.
+   */
+  readonly consentCategories?: readonly string[]
 }
 
 /** The plugin's name, which is also the name `integrations` options address it by. */
-export const PLUGIN_NAME = DESTINATION_NAMES.plugin
+export const PLUGIN_NAME = NAME
 
 type State = 'idle' | 'loading' | 'ready' | 'failed'
 
@@ -41,14 +45,6 @@ type State = 'idle' | 'loading' | 'ready' | 'failed'
 export function oneFlow(options: OneFlowPluginOptions): Plugin {
   const settings = resolveSdkSettings(options)
   const mappings = options.mappings
-  // The full check (triggers, actions, fields) runs in load(), with the mapping code; the count is cheap to check now.
-  if (mappings !== undefined && (!Array.isArray(mappings) || mappings.length > MAX_SUBSCRIPTIONS)) {
-    throw new InvalidSettingsError(
-      'mappings',
-      `Option "mappings" must be an array of at most ${MAX_SUBSCRIPTIONS} subscriptions${Array.isArray(mappings) ? ` (${mappings.length} mappings given)` : ''}.`
-    )
-  }
-
   const sdkAttributes = { 'data-api-key': settings.projectApiKey }
   let state: State = 'idle'
   let deliver: Deliver | undefined
@@ -62,6 +58,12 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
     )
   )
 
+  const { consentCategories } = settings
+  let analytics: Analytics
+  /** Settles when the SDK is ready (or could not be made so): what load() answers Analytics.js, which reports a failure. */
+  let settle: [(value: void) => void, (error: Error) => void]
+  const loaded = new Promise<void>((resolve, reject) => (settle = [resolve, reject]))
+
   function handle(ctx: Context): Context {
     if (state === 'ready') (deliver as Deliver)(ctx)
     else if (state === 'failed') ctx.log('debug', '1Flow: not sent, its SDK did not load.')
@@ -69,48 +71,61 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
     return ctx
   }
 
+  /** Fetches 1Flow's SDK beside the delivery chunk; the deadline counts from here. */
+  function begin(): void {
+    state = 'loading'
+    const started = Date.now()
+    // 1Flow's SDK script starts downloading now, beside the chunk with the code that delivers to it — unless
+    // consent must come first: the delivery code then fetches it when an event that may be sent arrives. A page
+    // that already has something at window._1flow is left to the loader, which uses a ready SDK as it is.
+    const loadScript = createScriptLoader(document)
+    const early =
+      consentCategories.length === 0 && (window as { _1flow?: unknown })._1flow == null
+        ? loadScript(settings.sdkUrl, sdkAttributes)
+        : undefined
+    early?.catch(() => undefined) // the loader reports the failure
+    import('./delivery')
+      .catch((error: Error) => {
+        throw new ChunkLoadError("the Analytics.js plugin's delivery code", error.message)
+      })
+      .then(({ startDelivery }) =>
+        startDelivery(
+          settings,
+          mappings,
+          early ? () => early : loadScript,
+          Math.max(0, settings.loadTimeoutMs - (Date.now() - started)),
+          analytics,
+          buffer
+        )
+      )
+      .then(
+        (ready) => {
+          deliver = ready
+          state = 'ready'
+          ready.flush()
+          settle[0]()
+        },
+        (error: Error) => {
+          state = 'failed'
+          failure = error.message
+          const dropped = buffer.dropAll('sdk-failed')
+          if (dropped > 0) console.warn(`1Flow: ${dropped} waiting events dropped. ${error.message}`)
+          settle[1](error)
+        }
+      )
+  }
+
   return {
     name: PLUGIN_NAME,
     type: 'destination',
     version: VERSION,
     isLoaded: () => state === 'ready',
-    load() {
-      if (state !== 'idle') return Promise.resolve()
-      state = 'loading'
-      const started = Date.now()
-      // 1Flow's SDK script starts downloading now, beside the chunk with the code that delivers to it. A page
-      // that already has something at window._1flow is left to the loader, which uses a ready SDK as it is.
-      const loadScript = createScriptLoader(document)
-      const early =
-        (window as { _1flow?: unknown })._1flow == null ? loadScript(settings.sdkUrl, sdkAttributes) : undefined
-      early?.catch(() => undefined) // the loader reports the failure
-      return import('./delivery')
-        .catch((error: Error) => {
-          throw new ChunkLoadError("the Analytics.js plugin's delivery code", error.message)
-        })
-        .then(({ startDelivery }) =>
-          startDelivery(
-            settings,
-            mappings,
-            early ? () => early : loadScript,
-            Math.max(0, settings.loadTimeoutMs - (Date.now() - started))
-          )
-        )
-        .then(
-          (ready) => {
-            deliver = ready
-            state = 'ready'
-            // One event the SDK chokes on must not cost the ones queued behind it.
-            buffer.flush(ready, (ctx, error) => ctx.log('error', `1Flow: the SDK threw: ${(error as Error).message}`))
-          },
-          (error: Error) => {
-            state = 'failed'
-            failure = error.message
-            const dropped = buffer.dropAll('sdk-failed')
-            if (dropped > 0) console.warn(`1Flow: ${dropped} waiting events dropped. ${error.message}`)
-            throw error
-          }
-        )
+    load(_ctx, instance) {
+      if (state === 'idle') {
+        analytics = instance
+        begin()
+      }
+      return loaded
     },
     track: handle,
     identify: handle,

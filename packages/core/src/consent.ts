@@ -5,8 +5,6 @@
  * and flows as usual. The adapters that run outside Segment's own enforcement (the Analytics.js plugin, the relay,
  * device and cloud mode with the setting) apply the same rule.
  */
-import { skip, type Skip } from './commands.js'
-
 /** The categories of `required` an event's consent preferences do not grant ([] when it carries none, or all are granted). */
 export function deniedConsent(event: { readonly context?: unknown }, required: readonly string[]): string[] {
   if (required.length === 0) return []
@@ -14,14 +12,4 @@ export function deniedConsent(event: { readonly context?: unknown }, required: r
   const preferences = context?.consent?.categoryPreferences
   if (typeof preferences !== 'object' || preferences === null || Array.isArray(preferences)) return []
   return required.filter((category) => (preferences as Record<string, unknown>)[category] !== true)
-}
-
-/** The skip for an event whose consent preferences deny what 1Flow needs, or undefined when it may be sent. */
-export function consentSkip(event: { readonly context?: unknown }, required: readonly string[]): Skip | undefined {
-  const denied = deniedConsent(event, required)
-  if (denied.length === 0) return undefined
-  return skip(
-    'no-consent',
-    `Not sent: the visitor's consent preferences do not grant ${denied.map((c) => JSON.stringify(c)).join(', ')}, which 1Flow needs (consentCategories).`
-  )
 }

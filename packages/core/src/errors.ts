@@ -38,6 +38,6 @@ export class ChunkLoadError extends OneFlowError {
     readonly what: string,
     reason: string
   ) {
-    super(`1Flow: ${what} did not load (${reason}); check that the page can fetch the app's script chunks.`)
+    super(`1Flow: ${what} did not load (${reason}); can the page fetch the app's script chunks?`)
   }
 }

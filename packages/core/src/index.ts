@@ -5,7 +5,6 @@
 export {
   deviceSettings,
   cloudSettings,
-  SETTING_RANGES,
   resolveSettings,
   resolveSdkSettings,
   DEFAULT_SDK_URL,
@@ -13,7 +12,8 @@ export {
   DEFAULT_SDK_TIMEOUT_MS
 } from './settings.js'
 export type { DeviceSettings, CloudSettings, ResolvedSettings, ResolvedSdkSettings } from './settings.js'
-export { deniedConsent, consentSkip } from './consent.js'
+export { deniedConsent } from './consent.js'
+export { consentSkip } from './consent-skip.js'
 export { presets } from './presets.js'
 export type { AutomaticPreset } from './presets.js'
 export { actions, actionKeys, isActionKey, toCommand, defaultMapping } from './actions/registry.js'
@@ -84,6 +84,8 @@ export {
 export type { SegmentEventType, SegmentRoute, SegmentEventProblem } from './segment-contract.js'
 export type { SurveyConversion, SurveyConversionOptions, SurveyAnswer, SegmentTrackEvent } from './survey-response.js'
 export { toSdkClient, loadOneFlowSdk, browserSdkDeps } from './sdk-client.js'
+export { followUser } from './follow-user.js'
+export type { UserSource } from './follow-user.js'
 export type {
   SdkClient,
   SdkLoaderDeps,

@@ -12,11 +12,14 @@ export type DropReason = 'buffer-full' | 'sdk-failed'
 export class PreReadyBuffer<T> {
   private items: Array<{ readonly item: T; readonly rank: number }> = []
 
-  constructor(
-    readonly limit: number,
-    /** Called for every item that is not kept or never delivered, with why. */
-    private readonly onDrop: (item: T, reason: DropReason) => void
-  ) {}
+  readonly limit: number
+  /** Called for every item that is not kept or never delivered, with why. */
+  private readonly onDrop: (item: T, reason: DropReason) => void
+
+  constructor(limit: number, onDrop: (item: T, reason: DropReason) => void) {
+    this.limit = limit
+    this.onDrop = onDrop
+  }
 
   get size(): number {
     return this.items.length

@@ -5,7 +5,7 @@
  * plugin stays small and each event costs a few property reads.
  */
 import { commandTimestamp, skip, type Command, type Skip } from './commands.js'
-import { consentSkip } from './consent.js'
+import { consentSkip } from './consent-skip.js'
 import { InvalidPayloadError } from './payload-errors.js'
 import { toId, toJsonFields, toJsonObject } from './json-value.js'
 import { DESTINATION_NAMES } from './destination-names.js'

@@ -1,6 +1,6 @@
 import { InvalidPayloadError } from './payload-errors.js'
 import { skip, type Command, type CommandContext, type Skip } from './commands.js'
-import { consentSkip } from './consent.js'
+import { consentSkip } from './consent-skip.js'
 import { toIdentifyCommand } from './actions/identify-user.js'
 import { toTrackCommand } from './actions/track-event.js'
 import { toCommand, type ActionKey } from './actions/registry.js'

@@ -10,14 +10,12 @@ export const DEFAULT_SDK_TIMEOUT_MS = 10_000
 export const DEFAULT_SDK_URL = 'https://1flow.app/js/1flow.js'
 export { DEFAULT_API_BASE_URL }
 
-/**
- * The numeric settings' ranges, written once: spread onto the fields below (what Segment's app shows and checks)
- * and read by validation. Kept apart from the field list so browser start-up code needs only these numbers.
- */
-export const SETTING_RANGES = {
-  loadTimeoutMs: { minimum: 1_000, maximum: 60_000 },
-  bufferLimit: { minimum: 1, maximum: 10_000 }
-} as const
+// The numeric settings' ranges, written once: on the fields below (what Segment's app shows and checks) and read
+// by validation. Plain constants, so that browser start-up code (which validates) carries no field list.
+const LOAD_TIMEOUT_MIN = 1_000
+const LOAD_TIMEOUT_MAX = 60_000
+const BUFFER_MIN = 1
+const BUFFER_MAX = 10_000
 
 const projectApiKey = {
   label: 'Project API Key',
@@ -53,14 +51,16 @@ export const deviceSettings = /* @__PURE__ */ defineSettings({
     label: 'SDK load timeout (ms)',
     description: "How long to wait for 1Flow's web SDK (1,000–60,000 ms). Events waiting for it are dropped after.",
     type: 'number',
-    ...SETTING_RANGES.loadTimeoutMs,
+    minimum: LOAD_TIMEOUT_MIN,
+    maximum: LOAD_TIMEOUT_MAX,
     default: DEFAULT_SDK_TIMEOUT_MS
   },
   bufferLimit: {
     label: 'Events kept while the SDK loads',
     description: "Events kept, in order, until 1Flow's web SDK is ready (1–10,000); more are dropped and logged.",
     type: 'number',
-    ...SETTING_RANGES.bufferLimit,
+    minimum: BUFFER_MIN,
+    maximum: BUFFER_MAX,
     default: DEFAULT_BUFFER_LIMIT
   },
   consentCategories
@@ -109,17 +109,14 @@ function optionalUrl(value: unknown, key: 'sdkUrl' | 'apiBaseUrl', fallback: str
   if (!HTTP_URL.test(text) && !(pathToo && SAME_ORIGIN_PATH.test(text))) {
     throw new InvalidSettingsError(
       key,
-      `Setting "${key}" must be an http(s) URL such as ${fallback}${pathToo ? ", or a path on the page's own origin such as /1flow.js" : ''} (or empty for that default).`
+      `Setting "${key}" must be an http(s) URL${pathToo ? " or a path on the page's own origin" : ''}, such as ${fallback}.`
     )
   }
   return text
 }
 
-/** A whole number within the range its setting declares (`minimum`/`maximum`), or its default when empty. */
-function wholeNumber(input: Record<string, unknown>, key: keyof typeof SETTING_RANGES): number {
-  const { minimum: min, maximum: max } = SETTING_RANGES[key]
-  const fallback = key === 'loadTimeoutMs' ? DEFAULT_SDK_TIMEOUT_MS : DEFAULT_BUFFER_LIMIT
-  const value = input[key]
+/** A whole number within the range its setting declares, or its default when empty. */
+function wholeNumber(value: unknown, key: string, min: number, max: number, fallback: number): number {
   if (value === undefined || value === null || value === '') return fallback
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     throw new InvalidSettingsError(
@@ -130,17 +127,15 @@ function wholeNumber(input: Record<string, unknown>, key: keyof typeof SETTING_R
   return value
 }
 
-/** The consent categories setting: a list of non-empty names (a single name is taken as a list of one). */
+/** The consent categories setting: a list of consent category ids (absent: none). */
 function categories(value: unknown): readonly string[] {
-  if (value === undefined || value === null || value === '') return []
-  const list = typeof value === 'string' ? [value] : value
-  if (!Array.isArray(list) || list.some((c) => typeof c !== 'string' || c.trim() === '')) {
+  if (value == null) return []
+  if (!Array.isArray(value) || value.some((c) => typeof c !== 'string' || c.trim() === ''))
     throw new InvalidSettingsError(
       'consentCategories',
-      'Setting "consentCategories" must be a list of consent category ids, such as ["Analytics"].'
+      'Setting "consentCategories" must be a list of category ids, such as ["Analytics"].'
     )
-  }
-  return list.map((c: string) => c.trim())
+  return value.map((c: string) => c.trim())
 }
 
 function apiKey(input: Record<string, unknown>): string {
@@ -165,13 +160,19 @@ function asRecord(input: unknown): Record<string, unknown> {
  * Device mode's (and the plugin's) settings — key, SDK URL, load deadline, buffer, consent — validated, with
  * defaults applied. Cloud-only settings (apiBaseUrl) are not read: a bad one never breaks the browser.
  */
-export function resolveSdkSettings(input: unknown): ResolvedSdkSettings {
-  const raw = asRecord(input)
+export function resolveSdkSettings(input: object): ResolvedSdkSettings {
+  const raw = input as Readonly<Record<string, unknown>>
   return {
     projectApiKey: apiKey(raw),
     sdkUrl: optionalUrl(raw.sdkUrl, 'sdkUrl', DEFAULT_SDK_URL, true),
-    loadTimeoutMs: wholeNumber(raw, 'loadTimeoutMs'),
-    bufferLimit: wholeNumber(raw, 'bufferLimit'),
+    loadTimeoutMs: wholeNumber(
+      raw.loadTimeoutMs,
+      'loadTimeoutMs',
+      LOAD_TIMEOUT_MIN,
+      LOAD_TIMEOUT_MAX,
+      DEFAULT_SDK_TIMEOUT_MS
+    ),
+    bufferLimit: wholeNumber(raw.bufferLimit, 'bufferLimit', BUFFER_MIN, BUFFER_MAX, DEFAULT_BUFFER_LIMIT),
     consentCategories: categories(raw.consentCategories)
   }
 }

@@ -192,7 +192,7 @@ export function browserExpectation(
     calls: withIdentityFirst(calls),
     logIncludes: [
       ...(skipped.includes('missing-user-id') ? ['no User ID'] : []),
-      ...(skipped.includes('no-consent') ? ['consent preferences do not grant'] : []),
+      ...(skipped.includes('no-consent') ? ['no consent for'] : []),
       ...invalid.map((i) => `"${i.field}"`)
     ]
   }

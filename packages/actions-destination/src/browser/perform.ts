@@ -11,11 +11,15 @@ import type { DeviceClient } from './ordered-client'
 export function performAction(actionKey: ActionKey, client: DeviceClient, payload: unknown, context: Context): void {
   const event = context.event as SegmentEvent
   const [result] = finishRoutes(event, [{ subscription: actions[actionKey].title, actionKey, payload }], {
-    integrationName: DESTINATION_NAMES.web
+    integrationName: DESTINATION_NAMES.web,
+    consentCategories: client.consentCategories
   })
   const outcome = result!.outcome
   if (outcome.kind === 'invalid') context.log('warn', `1Flow ${actionKey}: ${outcome.error.message} Not sent.`)
   else if (outcome.kind === 'skip')
-    context.log(outcome.reason === 'missing-user-id' ? 'info' : 'debug', `1Flow: ${outcome.message}`)
+    context.log(
+      outcome.reason === 'missing-user-id' || outcome.reason === 'no-consent' ? 'info' : 'debug',
+      `1Flow: ${outcome.message}`
+    )
   else client.send(outcome, context)
 }

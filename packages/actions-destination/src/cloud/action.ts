@@ -1,5 +1,5 @@
 import type { ActionDefinition } from '@segment/actions-core'
-import { actions, cloudBatchingFields, type ActionKey, type PayloadOf, type Settings } from '@oneflow-seg/core'
+import { actions, cloudBatchingFields, type ActionKey, type CloudSettings, type PayloadOf } from '@oneflow-seg/core'
 import { sendBatch, sendOne } from './send'
 
 /**
@@ -8,7 +8,7 @@ import { sendBatch, sendOne } from './send'
  */
 export function cloudAction<K extends ActionKey>(
   key: K
-): ActionDefinition<Settings, PayloadOf<(typeof actions)[K]['fields']> & PayloadOf<typeof cloudBatchingFields>> {
+): ActionDefinition<CloudSettings, PayloadOf<(typeof actions)[K]['fields']> & PayloadOf<typeof cloudBatchingFields>> {
   return {
     ...actions[key],
     fields: { ...actions[key].fields, ...cloudBatchingFields },

@@ -1,22 +1,23 @@
 import type { DestinationDefinition } from '@segment/actions-core'
-import { DESTINATION_NAMES, presets, settings, type Settings } from '@oneflow-seg/core'
+import { cloudSettings, DESTINATION_NAMES, presets, type CloudSettings } from '@oneflow-seg/core'
+import identifyGroup from './identifyGroup'
 import identifyUser from './identifyUser'
 import trackEvent from './trackEvent'
 import trackPage from './trackPage'
 
 /**
  * "1Flow Cloud (Actions)": the cloud-mode counterpart of "1Flow Web (Actions)" for server-side sources
- * (analytics-node, the HTTP API, Reverse ETL). Same settings, presets and fields (all from core), so a
- * mapping moves between the two modes unchanged; events go to 1Flow's HTTP API.
+ * (analytics-node, the HTTP API, Reverse ETL). The same presets and fields (all from core), so a mapping moves
+ * between the two modes unchanged, and the settings an HTTP API needs; events go to 1Flow's HTTP API.
  */
-export const destination: DestinationDefinition<Settings> = {
+export const destination: DestinationDefinition<CloudSettings> = {
   name: DESTINATION_NAMES.cloud,
   slug: 'actions-1flow-cloud',
   mode: 'cloud',
   description: "Send identify and track calls to 1Flow's HTTP API from any Segment source, server-side ones included.",
-  authentication: { scheme: 'custom', fields: settings },
+  authentication: { scheme: 'custom', fields: cloudSettings },
   presets: presets.map((preset) => ({ ...preset })),
-  actions: { identifyUser, trackEvent, trackPage }
+  actions: { identifyUser, trackEvent, trackPage, identifyGroup }
 }
 
 export default destination

@@ -18,6 +18,7 @@ import {
   packBatches,
   PayloadTooLargeError,
   resolveSettings,
+  type ResolvedSettings,
   toBatchItem,
   utf8ByteLength,
   validatePayload,
@@ -29,7 +30,7 @@ import {
   type OneFlowRequest,
   type Outcome,
   type SegmentEvent,
-  type Settings
+  type CloudSettings as Settings
 } from '@oneflow-seg/core'
 
 // The runtime also passes the original event(s) and mapping, which ExecuteInput's type leaves out.
@@ -45,10 +46,11 @@ export interface SkippedResult {
   readonly message: string
 }
 
-function outcomeFor(actionKey: ActionKey, payload: unknown, raw: unknown): Outcome {
+function outcomeFor(actionKey: ActionKey, payload: unknown, raw: unknown, target: ResolvedSettings): Outcome {
   const event = (typeof raw === 'object' && raw !== null ? raw : {}) as SegmentEvent
   return finishRoutes(event, [{ subscription: actions[actionKey].title, actionKey, payload }], {
-    integrationName: DESTINATION_NAMES.cloud
+    integrationName: DESTINATION_NAMES.cloud,
+    consentCategories: target.consentCategories
   })[0]!.outcome
 }
 
@@ -139,11 +141,12 @@ function requestFor(cmd: Command, target: ApiTarget): OneFlowRequest {
 
 /** `perform`: one event, one request to `/identify` or `/track`, built by core's HTTP contract. */
 export async function sendOne(actionKey: ActionKey, request: RequestClient, data: Input): Promise<unknown> {
-  const outcome = outcomeFor(actionKey, data.payload, data.rawData)
+  const target = resolveSettings(data.settings)
+  const outcome = outcomeFor(actionKey, data.payload, data.rawData, target)
   if (outcome.kind === 'skip')
     return { skipped: true, reason: outcome.reason, message: outcome.message } satisfies SkippedResult
   if (outcome.kind === 'invalid') throw new PayloadValidationError(outcome.error.message)
-  const answer = await post(request, requestFor(outcome, resolveSettings(data.settings)))
+  const answer = await post(request, requestFor(outcome, target))
   const decision = classifyResponse(answer)
   if (decision.action !== 'deliver') throw errorFor(answer, decision)
   return answer.body
@@ -188,7 +191,7 @@ export async function sendBatch(
   const result = new MultiStatusResponse()
   const items: Item[] = []
   data.payload.forEach((payload, index) => {
-    const outcome = outcomeFor(actionKey, payload, raw[index])
+    const outcome = outcomeFor(actionKey, payload, raw[index], target)
     if (outcome.kind === 'skip') {
       result.setSuccessResponseAtIndex(index, {
         status: 200,
@@ -263,8 +266,9 @@ async function sendGroup(
       })
     return
   }
-  // 413 on a batch: halve it and try each half; only a lone event that is still too large is reported as 413.
-  if (decision.action === 'split' && group.length > 1) {
+  // 413, 400 or another 4xx on a batch: halve it and try each half, so one bad event never takes its neighbours
+  // with it; only a lone event that is still refused is reported with 1Flow's answer.
+  if ((decision.action === 'split' || decision.action === 'dead-letter') && group.length > 1) {
     const half = Math.ceil(group.length / 2)
     await sendGroup(request, target, group.slice(0, half), result)
     await sendGroup(request, target, group.slice(half), result)

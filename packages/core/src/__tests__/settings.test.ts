@@ -11,7 +11,6 @@ import {
   resolveSettings,
   cloudSettings,
   deviceSettings,
-  SETTING_RANGES,
   trackEventFields,
   type CloudSettings,
   type DeviceSettings,
@@ -46,7 +45,8 @@ describe('settings', () => {
     // The ranges are the fields' own minimum/maximum (what Segment's app shows), written once.
     expect(deviceSettings.loadTimeoutMs).toMatchObject({ minimum: 1_000, maximum: 60_000 })
     expect(deviceSettings.bufferLimit).toMatchObject({ minimum: 1, maximum: 10_000 })
-    for (const [key, { minimum, maximum }] of Object.entries(SETTING_RANGES)) {
+    for (const key of ['loadTimeoutMs', 'bufferLimit'] as const) {
+      const { minimum, maximum } = deviceSettings[key]
       for (const ok of [minimum, maximum]) expect(resolveSdkSettings({ projectApiKey: 'k', [key]: ok })).toBeTruthy()
       for (const bad of [minimum - 1, maximum + 1, minimum + 0.5, String(minimum)]) {
         expect(() => resolveSdkSettings({ projectApiKey: 'k', [key]: bad })).toThrowError(
@@ -99,14 +99,14 @@ describe('settings', () => {
     )
   })
 
-  it('reads consent categories as a list (a single name as a list of one), in both modes', () => {
+  it('reads consent categories as a list of ids, in both modes', () => {
     expect(
       resolveSettings({ projectApiKey: 'k', consentCategories: ['Analytics', ' C0004 '] }).consentCategories
     ).toEqual(['Analytics', 'C0004'])
-    expect(resolveSdkSettings({ projectApiKey: 'k', consentCategories: 'Analytics' }).consentCategories).toEqual([
+    expect(resolveSdkSettings({ projectApiKey: 'k', consentCategories: ['Analytics'] }).consentCategories).toEqual([
       'Analytics'
     ])
-    for (const bad of [[''], [1], { Analytics: true }])
+    for (const bad of [[''], [1], { Analytics: true }, 'Analytics'])
       expect(() => resolveSdkSettings({ projectApiKey: 'k', consentCategories: bad })).toThrowError(
         expect.objectContaining({ key: 'consentCategories' })
       )

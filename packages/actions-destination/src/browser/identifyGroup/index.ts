@@ -1,0 +1,3 @@
+import { browserAction } from '../action'
+
+export default browserAction('identifyGroup')

@@ -1,0 +1,3 @@
+import { cloudAction } from '../action'
+
+export default cloudAction('identifyGroup')
