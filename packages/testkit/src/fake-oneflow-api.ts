@@ -209,17 +209,18 @@ export class FakeOneFlowApi {
     await new Promise<void>((resolve) => this.server.close(() => resolve()))
   }
 
-  private takeFault(path: string, body: string): (FakeFault & { left: number }) | undefined {
-    const fault = this.faults.find(
+  private takeFault(
+    faults: ReadonlyArray<FakeFault & { left: number }>,
+    path: string,
+    body: string
+  ): (FakeFault & { left: number }) | undefined {
+    const fault = faults.find(
       (f) =>
         f.left > 0 &&
         (f.path === undefined || f.path === path) &&
         (f.bodyContains === undefined || body.includes(f.bodyContains))
     )
-    if (fault) {
-      fault.left--
-      this.faults = this.faults.filter((f) => f.left > 0)
-    }
+    if (fault) fault.left--
     return fault
   }
 
@@ -227,6 +228,9 @@ export class FakeOneFlowApi {
     // When the request arrived (what a rate limit at 1Flow would count), before its body is read.
     const at = Date.now()
     const generation = this.generation
+    // The faults in force when it arrived: a reset while its body is still coming in must not turn an
+    // injected refusal into a 200 that nobody records.
+    const faults = this.faults
     const url = new URL(req.url ?? '/', 'http://127.0.0.1')
     if (url.pathname.startsWith('/__fake/')) return this.control(url.pathname, req, res)
     const chunks: Buffer[] = []
@@ -234,8 +238,8 @@ export class FakeOneFlowApi {
     const raw = Buffer.concat(chunks)
     const path = url.pathname.startsWith(this.basePath) ? url.pathname.slice(this.basePath.length) : url.pathname
     const apiKey = typeof req.headers.api_key === 'string' ? req.headers.api_key : undefined
-    // A request from before a reset takes none of the faults injected since.
-    const fault = generation === this.generation ? this.takeFault(path, raw.toString('utf8')) : undefined
+    // A request from before a reset takes the faults of its own time, none of those injected since.
+    const fault = this.takeFault(faults, path, raw.toString('utf8'))
     const latency = (fault?.kind === 'latency' ? fault.ms : 0) + this.latencyMs
     this.inFlight++
     if (latency > 0) await new Promise((r) => setTimeout(r, latency))
