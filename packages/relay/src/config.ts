@@ -3,9 +3,11 @@ import { readFileSync } from 'node:fs'
 import { dirname, isAbsolute, resolve } from 'node:path'
 import {
   DEFAULT_API_BASE_URL,
+  InvalidSettingsError,
   InvalidSubscriptionError,
   ONEFLOW_LIMITS,
   OneFlowError,
+  resolveSettings,
   SEGMENT_DEFAULT_HOST,
   SURVEY_RESPONSE_EVENT,
   type Subscription
@@ -31,6 +33,8 @@ export interface SourceConfig {
   readonly projectId: string
   /** Custom subscriptions, compiled; undefined means core's presets. */
   readonly subscriptions?: readonly CompiledSubscription[]
+  /** Consent categories an event must grant to be sent to 1Flow (none: no consent check). */
+  readonly consentCategories: readonly string[]
   /** The secret in the survey-response webhook URL 1Flow calls (`/webhooks/1flow/{name}`); undefined: no webhook. */
   readonly webhookToken?: string
   /** Where this source's 1Flow survey responses go: a Segment source (set together with webhookToken). */
@@ -307,7 +311,15 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
     raw.sources.forEach((s: unknown, i: number) => {
       const at = `sources[${i}]`
       if (!isObject(s)) return fail(at, 'must be an object {"writeKey": "…", "projectApiKey": "…", "mappings"?: […]}')
-      const sourceKeys = ['name', 'writeKey', 'projectApiKey', 'mappings', 'webhookToken', 'segment']
+      const sourceKeys = [
+        'name',
+        'writeKey',
+        'projectApiKey',
+        'mappings',
+        'consentCategories',
+        'webhookToken',
+        'segment'
+      ]
       for (const key of Object.keys(s))
         if (!sourceKeys.includes(key)) fail(`${at}.${key}`, `unknown key; expected ${sourceKeys.join(', ')}`)
       const name = s.name ?? `source-${i + 1}`
@@ -334,6 +346,16 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
             fail(p.index >= 0 ? `${at}.mappings[${p.index}]` : `${at}.mappings`, p.message)
         }
       }
+      let consentCategories: readonly string[] = []
+      try {
+        consentCategories = resolveSettings({
+          projectApiKey: 'unused',
+          consentCategories: s.consentCategories
+        }).consentCategories
+      } catch (error) {
+        if (!(error instanceof InvalidSettingsError)) throw error
+        fail(`${at}.consentCategories`, 'must be a list of consent category ids, such as ["Analytics"]')
+      }
       const webhook = parseWebhook(s, at, secret, fail)
       sources.push({
         name: String(name),
@@ -341,6 +363,7 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
         projectApiKey,
         projectId: projectIdOf(projectApiKey),
         ...(subscriptions && { subscriptions }),
+        consentCategories,
         ...webhook
       })
     })

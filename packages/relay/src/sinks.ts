@@ -105,8 +105,11 @@ export class OneFlowSink implements Sink<Command> {
       let results
       try {
         const event = JSON.parse(job.body) as SegmentEvent
-        const subscriptions = this.sourcesByName.get(job.sourceName)?.subscriptions
-        results = subscriptions ? mapWithSubscriptions(event, subscriptions) : mapWithPresets(event)
+        const source = this.sourcesByName.get(job.sourceName)
+        const options = { consentCategories: source?.consentCategories ?? [] }
+        results = source?.subscriptions
+          ? mapWithSubscriptions(event, source.subscriptions, options)
+          : mapWithPresets(event, options)
       } catch (error) {
         settled.push([job.id, { kind: 'dead', reason: `could not map the event: ${(error as Error).message}` }])
         continue

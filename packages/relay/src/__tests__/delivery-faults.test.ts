@@ -166,6 +166,24 @@ describe('refusals', () => {
   })
 })
 
+describe('a wrong project key answered 404', () => {
+  it('pauses the lane like 401/403 with a remedy naming the project key, dead-letters nothing, and resumes once 1Flow accepts', async () => {
+    fake.inject({ kind: 'status', status: 404, times: 2, body: '{"error":"project not found"}' })
+    relay = await startRelay(fake)
+    await post(relay.url, '/v1/batch', {
+      batch: Array.from({ length: 4 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) }))
+    })
+    await until(() => fake.requests.length >= 1, 'the refused attempt')
+    const health = (await (await fetch(`${relay.url}/health`)).json()) as { alerts: Array<{ alert: string }> }
+    expect(health.alerts).toEqual([
+      expect.objectContaining({ alert: expect.stringMatching(/answered 404: nothing found for the project API key/) })
+    ])
+    // Probed with backoff, then delivered whole: nothing was dead-lettered for a wrong key.
+    await until(() => fake.accepted.length === 4, 'every event once 1Flow accepts', 20_000)
+    expect((await relay.relay.queue.stats(Date.now())).dead).toBe(0)
+  }, 30_000)
+})
+
 describe('redirects', () => {
   it('a 307 to another host is never followed with the api_key, never counted delivered: the lane pauses with an alert until 1Flow stops redirecting', async () => {
     const elsewhere = await FakeOneFlowApi.start()

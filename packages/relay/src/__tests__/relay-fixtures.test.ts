@@ -42,7 +42,8 @@ describe.each([
         name: `f${i}`,
         writeKey: writeKeyOf(i),
         projectApiKey: keyOf(i),
-        ...(f.subscriptions && { mappings: f.subscriptions })
+        ...(f.subscriptions && { mappings: f.subscriptions }),
+        ...(f.settings?.consentCategories !== undefined && { consentCategories: f.settings.consentCategories })
       }))
     })
     relay = await createRelay(config, { logger: createLogger({ destination: new LogCapture() }) })
