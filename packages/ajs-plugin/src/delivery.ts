@@ -17,7 +17,7 @@ import {
   type SdkLoaderDeps,
   type SegmentEvent
 } from '@oneflow-seg/core/browser'
-import type { PreReadyBuffer, ResolvedSdkSettings, Subscription } from '@oneflow-seg/core/browser-start'
+import type { PreReadyBuffer, ResolvedSdkSettings, Subscription, UserAtStart } from '@oneflow-seg/core/browser-start'
 
 /** Sends one event's outcome(s) to the SDK, or logs why not; `flush` hands it what waited in `buffer` meanwhile. */
 export type Deliver = ((ctx: Context) => void) & { flush(): void }
@@ -25,7 +25,7 @@ export type Deliver = ((ctx: Context) => void) & { flush(): void }
 /**
  * Resolves with the plugin's deliver function once 1Flow's SDK is callable (and custom mappings are compiled).
  * `loadScript` is the script loader (already started by the caller, or started now); `timeoutMs` is what is
- * left of the load deadline; `buffer` holds the events that arrived before (the plugin's own).
+ * left of the load deadline; `atStart` is the user Analytics.js knew when the plugin loaded; `buffer` holds the events that arrived before (the plugin's own).
  *
  * With consent categories it resolves at once: the SDK is fetched by the first event that has something to send
  * (events whose consent preferences do not grant the categories are skipped by the mapping first), its deadline
@@ -37,13 +37,14 @@ export function startDelivery(
   loadScript: SdkLoaderDeps['loadScript'],
   timeoutMs: number,
   analytics: Analytics,
+  atStart: UserAtStart | undefined,
   buffer: PreReadyBuffer<Context>
 ): Promise<Deliver> {
   const { consentCategories } = settings
   const load = (deadline: number) =>
     loadOneFlowSdk(settings, browserSdkDeps(window, loadScript), { timeoutMs: deadline }).then((client) => {
       // The user Analytics.js already knows goes to the SDK before any event; a reset makes the client forget it.
-      followUser(analytics, client)
+      followUser(analytics, client, atStart)
       return client
     })
   const gated = consentCategories.length > 0

@@ -5,7 +5,8 @@ import {
   PreReadyBuffer,
   resolveSdkSettings,
   ChunkLoadError,
-  type Subscription
+  type Subscription,
+  type UserAtStart
 } from '@oneflow-seg/core/browser-start'
 import type { Deliver } from './delivery'
 import { VERSION } from './version'
@@ -60,6 +61,8 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
 
   const { consentCategories } = settings
   let analytics: Analytics
+  /** The user Analytics.js knew when the plugin loaded, given to the SDK before any event (when still known then). */
+  let atStart: UserAtStart | undefined
   /** Settles when the SDK is ready (or could not be made so): what load() answers Analytics.js, which reports a failure. */
   let settle: [(value: void) => void, (error: Error) => void]
   const loaded = new Promise<void>((resolve, reject) => (settle = [resolve, reject]))
@@ -95,6 +98,7 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
           early ? () => early : loadScript,
           Math.max(0, settings.loadTimeoutMs - (Date.now() - started)),
           analytics,
+          atStart,
           buffer
         )
       )
@@ -123,6 +127,9 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
     load(_ctx, instance) {
       if (state === 'idle') {
         analytics = instance
+        // (core's userAtStart, written out: this runs on the app's start-up path, where every byte counts)
+        const user = instance.user()
+        atStart = { id: user.id(), traits: user.traits() }
         begin()
       }
       return loaded

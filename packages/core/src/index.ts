@@ -85,7 +85,9 @@ export type { SegmentEventType, SegmentRoute, SegmentEventProblem } from './segm
 export type { SurveyConversion, SurveyConversionOptions, SurveyAnswer, SegmentTrackEvent } from './survey-response.js'
 export { toSdkClient, loadOneFlowSdk, browserSdkDeps } from './sdk-client.js'
 export { followUser } from './follow-user.js'
+export { userAtStart } from './user-at-start.js'
 export type { UserSource } from './follow-user.js'
+export type { UserAtStart } from './user-at-start.js'
 export type {
   SdkClient,
   SdkLoaderDeps,

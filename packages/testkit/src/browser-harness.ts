@@ -223,6 +223,8 @@ export interface PageHarnessApi {
   fire(id: number, eventJson: string): void
   state(id: number): unknown
   reset(): void
+  /** Analytics.js's own API, called as a site does: identify, track, reset. */
+  call(id: number, method: 'identify' | 'track' | 'reset', args: unknown[]): Promise<void>
 }
 
 /** Node-side calls into a test page's harness: send (waits), fire (does not wait), state. */
@@ -235,7 +237,9 @@ export function harnessCalls<H extends PageHarnessApi>() {
       p.page.evaluate(([i, e]) => (window as unknown as W).harness.fire(i, e), [id, JSON.stringify(event)] as const),
     state: (p: OpenedPage, id: number) =>
       p.page.evaluate((i) => (window as unknown as W).harness.state(i) as ReturnType<H['state']>, id),
-    reset: (p: OpenedPage) => p.page.evaluate(() => (window as unknown as W).harness.reset())
+    reset: (p: OpenedPage) => p.page.evaluate(() => (window as unknown as W).harness.reset()),
+    call: (p: OpenedPage, id: number, method: 'identify' | 'track' | 'reset', ...args: unknown[]) =>
+      p.page.evaluate(([i, m, a]) => (window as unknown as W).harness.call(i, m, a), [id, method, args] as const)
   }
 }
 
@@ -272,14 +276,14 @@ export async function withOpenPage<T>(
 }
 
 /**
- * The ordering scenario both browser adapters run: 10 events (an identify every third, tracks between), how
+ * The ordering scenario both browser adapters run: 10 events (an identify every third, tracks of that user between), how
  * a plain destination records them, and the SDK calls 1Flow must see, in send order. No messageIds:
  * Analytics.js assigns them, as it does for real events.
  */
 export const ORDERING_EVENTS = Array.from({ length: 10 }, (_, i) =>
   i % 3 === 0
     ? { type: 'identify', userId: `u${i}`, traits: { n: i } }
-    : { type: 'track', userId: 'u0', event: `E${i}`, properties: { n: i } }
+    : { type: 'track', userId: `u${i - (i % 3)}`, event: `E${i}`, properties: { n: i } }
 )
 export const ORDERING_LABELS = ORDERING_EVENTS.map((e) => `${e.type}:${'event' in e ? e.event : e.userId}`)
 export const ORDERING_CALLS = ORDERING_EVENTS.map((e) =>

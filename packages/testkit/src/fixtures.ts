@@ -28,6 +28,21 @@ export function fixtureSettings(fixture: Fixture): Record<string, unknown> {
   return fixture.settings ?? { projectApiKey: FIXTURE_API_KEY }
 }
 
+/**
+ * The configuration error a fixture's settings must give in `adapter` (its own expectation first, as in
+ * expectedOutcome), or undefined when they are valid there.
+ */
+export function expectedConfigError(
+  fixture: Fixture,
+  adapter: FixtureAdapter
+): { readonly code: string; readonly includes: readonly string[] } | undefined {
+  const expected =
+    fixture.expectFor?.[adapter] ??
+    (adapter === 'device-mode' ? fixture.expectFor?.browser : undefined) ??
+    fixture.expect
+  return expected.configError
+}
+
 /** A fixture's expectation (an adapter's own, where it has one) with every list present (empty where the fixture says nothing). */
 export function expectedOutcome(
   fixture: Fixture,

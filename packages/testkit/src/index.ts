@@ -1,4 +1,4 @@
-export { loadFixtures, fixtureSettings, expectedOutcome, FIXTURES_DIR } from './fixtures'
+export { loadFixtures, fixtureSettings, expectedOutcome, expectedConfigError, FIXTURES_DIR } from './fixtures'
 export { reviveFixtureJson, FIXTURE_API_KEY } from './fixture-json'
 export type {
   Fixture,

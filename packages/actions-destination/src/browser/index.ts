@@ -9,6 +9,7 @@ import {
   presets,
   resolveSdkSettings,
   type DeviceSettings,
+  userAtStart,
   type SdkClient
 } from '@oneflow-seg/core'
 import identifyGroup from './identifyGroup'
@@ -34,11 +35,13 @@ export const destination: BrowserDestinationDefinition<DeviceSettings, DeviceCli
   async initialize({ settings: raw, analytics }, { loadScript }) {
     const sdkSettings = resolveSdkSettings(raw)
     const order = watchDispatchOrder(analytics, sdkSettings.bufferLimit)
+    // The user Analytics.js knows now, before any event of this page: given to the SDK first once it is ready.
+    const atStart = userAtStart(analytics)
     const load = (): Promise<SdkClient> =>
       loadOneFlowSdk(sdkSettings, browserSdkDeps(window, loadScript), { timeoutMs: sdkSettings.loadTimeoutMs }).then(
         (sdk) => {
           // The user Analytics.js already knows goes to the SDK first; a reset makes the client forget it.
-          followUser(analytics, sdk)
+          followUser(analytics, sdk, atStart)
           return sdk
         }
       )

@@ -26,7 +26,8 @@ const instances: Instance[] = []
 
 const harness = {
   /** Loads Analytics.js and registers the 1Flow plugin; a configuration error is reported, not thrown. */
-  async start(options: OneFlowPluginOptions): Promise<number> {
+  async start(options: OneFlowPluginOptions & { persist?: boolean }): Promise<number> {
+    const { persist, ...pluginOptions } = options
     const injector = new FixtureInjector()
     const plain = plainRecorder()
     const [analytics] = await AnalyticsBrowser.load(
@@ -38,12 +39,12 @@ const harness = {
         } as never,
         plugins: [injector.plugin as never, plain.plugin as never]
       },
-      { integrations: { 'Segment.io': false }, disableClientPersistence: true }
+      { integrations: { 'Segment.io': false }, disableClientPersistence: persist !== true }
     )
     const instance: Instance = { analytics, injector, plain, loaded: Promise.resolve() }
     instances.push(instance)
     try {
-      const plugin = oneFlow(options)
+      const plugin = oneFlow(pluginOptions)
       const load = plugin.load.bind(plugin)
       let settle: () => void = () => undefined
       instance.loaded = new Promise<void>((resolve) => (settle = resolve))
@@ -84,6 +85,12 @@ const harness = {
         (p) => p.name
       )
     }
+  },
+
+  /** Calls Analytics.js's own API (identify, track, reset) as a site does, and waits for it. */
+  async call(id: number, method: 'identify' | 'track' | 'reset', args: unknown[]): Promise<void> {
+    const analytics = instances[id]!.analytics as unknown as Record<string, (...a: unknown[]) => unknown>
+    await analytics[method]!(...args)
   },
 
   /** Forgets what was recorded so far (the SDK stays loaded). */

@@ -5,13 +5,10 @@
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describeBrowserAdapter } from '@oneflow-seg/testkit/browser-suite'
 import {
   afterFailedLoad,
-  browserExpectation,
-  fixtureSettings,
   harnessCalls,
-  loadFixtures,
-  openPage,
   ORDERING_CALLS as expectedCalls,
   ORDERING_EVENTS as events,
   ORDERING_LABELS as labels,
@@ -42,7 +39,7 @@ const start = (p: OpenedPage, options: Partial<OneFlowPluginOptions> = {}) =>
     projectApiKey: 'k1',
     ...options
   })
-const { send, fire, state, reset } = harnessCalls<Harness>()
+const { send, fire, state } = harnessCalls<Harness>()
 /** What the SDK gets first for a track of user u0 on a page that has not been given u0. */
 const introduceU0 = ['logUser', 'u0', undefined]
 
@@ -61,34 +58,20 @@ async function holdDeliveryChunk(p: OpenedPage, answer: (route: Route) => Promis
 
 const withPage = <T>(sdk: SdkServing, body: (p: OpenedPage) => Promise<T>) => withOpenPage(browser, server, sdk, body)
 
-describe('plugin: every conformance fixture', () => {
-  const fixtures = loadFixtures({ dates: 'string' })
-  let page: OpenedPage
-
-  beforeAll(async () => {
-    page = await openPage(browser, server, {})
-  })
-  afterAll(() => page?.close())
-
-  it.each(fixtures.map((f) => [f.name, f] as const))('%s', async (_name, fixture) => {
-    await reset(page)
-    const settings = fixtureSettings(fixture) as { projectApiKey: string }
-    const id = await start(page, {
-      projectApiKey: settings.projectApiKey,
-      ...(fixture.subscriptions && { mappings: fixture.subscriptions as never })
-    })
-    await send(page, id, fixture.event)
-    const seen = await state(page, id)
-    if (fixture.expect.configError) {
-      for (const text of fixture.expect.configError.includes) expect(seen.error).toContain(text)
-      expect(seen.calls).toEqual([])
-      return
-    }
-    expect(seen.error).toBeNull()
-    const { calls, logIncludes } = browserExpectation(fixture)
-    expect(seen.calls).toEqual(calls)
-    for (const text of logIncludes) expect(seen.logs.join('\n')).toContain(text)
-  })
+// What both browser adapters do alike: fixtures, the right person, consent, loading (testkit's browser suite).
+describeBrowserAdapter({
+  name: 'plugin',
+  adapter: 'browser',
+  pageEntry: join(dirname(fileURLToPath(import.meta.url)), 'page.ts'),
+  // The destination's settings are the plugin's options; subscriptions are its custom mappings.
+  start: (p, settings, options = {}) =>
+    p.page.evaluate((o) => (window as unknown as H).harness.start(o as OneFlowPluginOptions), {
+      ...(settings as Partial<OneFlowPluginOptions>),
+      ...(options.subscriptions && { mappings: options.subscriptions as never }),
+      persist: options.persist === true
+    }),
+  // The plugin throws bad options at once and fails its load on bad mappings; send() waited for the load.
+  configError: async (p, id) => (await state(p, id)).error
 })
 
 describe('plugin: loading and buffering', () => {
@@ -105,22 +88,6 @@ describe('plugin: loading and buffering', () => {
       // The track's user is handed to the SDK before its first event (a fresh page has been given no user).
       expect(seen.calls).toEqual([introduceU0, expectedCalls[1]])
     }))
-
-  it('SDK answered late: 10 events sent before it loads arrive in send order, in 10 of 10 runs', async () => {
-    for (let run = 0; run < 10; run++) {
-      await withPage({ held: true }, async (p) => {
-        const id = await start(p)
-        for (const e of events) await fire(p, id, e)
-        const early = await state(p, id)
-        expect(early.calls).toEqual([])
-        // Analytics.js and the other destination did not wait for 1Flow.
-        expect(early.plain).toEqual(labels)
-        p.releaseSdk()
-        await p.page.waitForFunction(sdkHasCalls, 10, { timeout: 10_000 })
-        expect((await state(p, id)).calls, `run ${run + 1}`).toEqual(expectedCalls)
-      })
-    }
-  }, 120_000)
 
   it.each([
     ['answers 404 (once every event is sent)', { status: 404, held: true } as SdkServing],
@@ -187,23 +154,6 @@ describe('plugin: loading and buffering', () => {
       expect(seen.logs.filter((l) => l.includes('4 events already wait'))).toHaveLength(6)
     }))
 
-  it('works with an SDK of the function form, as Segment reference calls it', () =>
-    withPage({ shape: 'function' }, async (p) => {
-      const id = await start(p)
-      await send(p, id, { type: 'identify', userId: 'u1', traits: { plan: 'pro' } })
-      await send(p, id, {
-        type: 'track',
-        userId: 'u1',
-        anonymousId: 'a1',
-        event: 'Signed Up',
-        properties: { plan: 'pro' }
-      })
-      expect((await state(p, id)).raw).toEqual([
-        ['identify', 'u1', { plan: 'pro' }],
-        ['track', 'Signed Up', { userId: 'u1', anonymousId: 'a1', properties: { plan: 'pro' } }]
-      ])
-    }))
-
   it('a second initialization after a successful load keeps the loaded SDK and injects no second script', () =>
     withPage({}, async (p) => {
       const first = await start(p)
@@ -215,7 +165,14 @@ describe('plugin: loading and buffering', () => {
       expect(seen.sdkScripts).toBe(1)
       expect(seen.loads).toBe(1)
       expect(p.sdkRequests).toHaveLength(1)
-      expect(seen.calls).toEqual([introduceU0, expectedCalls[1], introduceU0, expectedCalls[2], expectedCalls[4]])
+      expect(seen.calls).toEqual([
+        introduceU0,
+        expectedCalls[1],
+        introduceU0,
+        expectedCalls[2],
+        ['logUser', 'u3', undefined],
+        expectedCalls[4]
+      ])
     }))
 
   it('fetches its delivery code when it loads, and mapping-kit and FQL only for custom mappings, each as a separate chunk', async () => {

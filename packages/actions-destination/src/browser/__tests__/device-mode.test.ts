@@ -6,18 +6,14 @@
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describeBrowserAdapter } from '@oneflow-seg/testkit/browser-suite'
 import {
   afterFailedLoad,
-  browserExpectation,
-  fixtureSettings,
   harnessCalls,
-  loadFixtures,
-  openPage,
   ORDERING_CALLS as expectedCalls,
   ORDERING_EVENTS as events,
   ORDERING_LABELS as labels,
   type PageServer,
-  sdkHasCalls,
   startTestPage,
   withOpenPage,
   type OpenedPage,
@@ -43,40 +39,32 @@ const start = (p: OpenedPage, settings: Record<string, unknown> = { projectApiKe
     ([s, subs]) => (window as unknown as H).harness.start({ settings: s, subscriptions: subs as never }),
     [settings, subscriptions] as const
   )
-const { send, fire, state, reset } = harnessCalls<Harness>()
+const { send, fire, state } = harnessCalls<Harness>()
 
 const withPage = <T>(sdk: SdkServing, body: (p: OpenedPage) => Promise<T>) => withOpenPage(browser, server, sdk, body)
 
-describe('device mode: every conformance fixture', () => {
-  const fixtures = loadFixtures({ dates: 'string' })
-  let page: OpenedPage
-
-  beforeAll(async () => {
-    page = await openPage(browser, server, {})
-  })
-  afterAll(() => page?.close())
-
-  it.each(fixtures.map((f) => [f.name, f] as const))('%s', async (_name, fixture) => {
-    if (fixture.expect.configError) {
-      // Not expressible here: the reason is written in the fixture (never a silent skip).
-      expect(fixture.adapters?.['device-mode']).toMatch(/Segment's app/)
-      return
-    }
-    await reset(page)
-    const id = await start(page, fixtureSettings(fixture), fixture.subscriptions as unknown[] | undefined)
-    await send(page, id, fixture.event)
-    const seen = await state(page, id)
-    const { calls, logIncludes } = browserExpectation(fixture, 'device-mode')
-    const note = fixture.adapters?.['device-mode']
-    if (note) {
-      // Expressed differently here; the fixture says how, and this checks exactly that.
-      expect(note).toMatch(/Analytics.js/)
-      expect(seen.calls).toEqual([])
-      return
-    }
-    expect(seen.calls).toEqual(calls)
-    for (const text of logIncludes) expect(seen.logs.join('\n')).toContain(text)
-  })
+// What both browser adapters do alike: fixtures, the right person, consent, loading (testkit's browser suite).
+describeBrowserAdapter({
+  name: 'device mode',
+  adapter: 'device-mode',
+  pageEntry: join(dirname(fileURLToPath(import.meta.url)), 'page.ts'),
+  start: (p, settings, options = {}) =>
+    p.page.evaluate(
+      ([s, subs, persist]) =>
+        (window as unknown as H).harness.start({ settings: s, subscriptions: subs as never, persist }),
+      [settings, options.subscriptions as unknown[] | undefined, options.persist === true] as const
+    ),
+  // Analytics.js reports a destination whose initialize threw on the console, and drops it.
+  async configError(p, id, expected) {
+    const failed = () =>
+      p.page.evaluate(([i, name]) => (window as unknown as H).harness.state(i).failedInitializations.includes(name), [
+        id,
+        DEST
+      ] as const)
+    if (expected) await expect.poll(failed, { timeout: 5_000 }).toBe(true)
+    else if (!(await failed())) return null
+    return p.console.filter((line) => line.includes(DEST)).at(-1) ?? ''
+  }
 })
 
 describe('device mode: loading', () => {
@@ -90,19 +78,6 @@ describe('device mode: loading', () => {
       expect(p.sdkRequests).toEqual(['https://1flow.app/js/1flow.js'])
       expect(p.aborted).toEqual([])
     }))
-
-  it('SDK answered late: 10 events sent before it loads arrive in send order, in 10 of 10 runs', async () => {
-    for (let run = 0; run < 10; run++) {
-      await withPage({ held: true }, async (p) => {
-        const id = await start(p)
-        for (const e of events) await fire(p, id, e)
-        expect((await state(p, id)).calls).toEqual([])
-        p.releaseSdk()
-        await p.page.waitForFunction(sdkHasCalls, 10, { timeout: 10_000 })
-        expect((await state(p, id)).calls, `run ${run + 1}`).toEqual(expectedCalls)
-      })
-    }
-  }, 120_000)
 
   it.each([
     ['answers 404', { status: 404 } as SdkServing, 5_000],
@@ -129,23 +104,6 @@ describe('device mode: loading', () => {
     30_000
   )
 
-  it('works with an SDK of the function form, as Segment reference calls it', () =>
-    withPage({ shape: 'function' }, async (p) => {
-      const id = await start(p)
-      await send(p, id, { type: 'identify', userId: 'u1', traits: { plan: 'pro' } })
-      await send(p, id, {
-        type: 'track',
-        userId: 'u1',
-        anonymousId: 'a1',
-        event: 'Signed Up',
-        properties: { plan: 'pro' }
-      })
-      expect((await state(p, id)).raw).toEqual([
-        ['identify', 'u1', { plan: 'pro' }],
-        ['track', 'Signed Up', { userId: 'u1', anonymousId: 'a1', properties: { plan: 'pro' } }]
-      ])
-    }))
-
   it('a second initialization after a successful load keeps the loaded SDK and injects no second script', () =>
     withPage({}, async (p) => {
       const first = await start(p)
@@ -158,8 +116,15 @@ describe('device mode: loading', () => {
       expect(seen.loads).toBe(1)
       expect(p.sdkRequests).toHaveLength(1)
       // Each instance hands the track's user to the SDK once before its first event of that user.
-      const introduce = ['logUser', 'u0', undefined]
-      expect(seen.calls).toEqual([introduce, expectedCalls[1], introduce, expectedCalls[2], expectedCalls[4]])
+      const introduce = (user: string) => ['logUser', user, undefined]
+      expect(seen.calls).toEqual([
+        introduce('u0'),
+        expectedCalls[1],
+        introduce('u0'),
+        expectedCalls[2],
+        introduce('u3'),
+        expectedCalls[4]
+      ])
     }))
 
   it("hands a track's User ID to the SDK before the event when the SDK has not been given it on this page", () =>

@@ -17,6 +17,8 @@ const logs = recordContextLogs(Context as never)
 interface StartOptions {
   readonly settings: Record<string, unknown>
   readonly subscriptions?: ReadonlyArray<Record<string, unknown>>
+  /** Keep Analytics.js's user in the browser's storage (as sites do), so a later page of the context knows it. */
+  readonly persist?: boolean
 }
 
 // Segment stores every subscription with its full mapping and enabled: true; fill in what fixtures leave out.
@@ -57,7 +59,7 @@ const harness = {
         } as never,
         plugins: [oneFlowDestination, injector.plugin as never, plain.plugin as never]
       },
-      { integrations: { 'Segment.io': false }, disableClientPersistence: true }
+      { integrations: { 'Segment.io': false }, disableClientPersistence: options.persist !== true }
     )
     instances.push({ analytics, injector, plain })
     return instances.length - 1
@@ -86,6 +88,12 @@ const harness = {
         analytics as unknown as { queue: { plugins: Array<{ name: string; isLoaded(): boolean }> } }
       ).queue.plugins.map((p) => `${p.name}:${p.isLoaded()}`)
     }
+  },
+
+  /** Calls Analytics.js's own API (identify, track, reset) as a site does, and waits for it. */
+  async call(id: number, method: 'identify' | 'track' | 'reset', args: unknown[]): Promise<void> {
+    const analytics = instances[id]!.analytics as unknown as Record<string, (...a: unknown[]) => unknown>
+    await analytics[method]!(...args)
   },
 
   /** Forgets what was recorded so far (the SDK stays loaded). */
