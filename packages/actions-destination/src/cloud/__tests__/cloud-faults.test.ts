@@ -170,6 +170,19 @@ describe('batches (performBatch)', () => {
     expect(fake.accepted.map((m) => m.body.event)).toEqual(Array.from({ length: 6 }, (_, i) => `Event ${i}`))
   })
 
+  it("splits a batch 1Flow refuses with 400 until the refusal names one event: only that one fails, with 1Flow's reason", async () => {
+    fake.inject({ kind: 'status', status: 400, bodyContains: 'Event 1"', body: '{"error":"bad event"}', times: 10 })
+    const entries = await sendBatch(Array.from({ length: 4 }, (_, i) => track(i)))
+    expect(entries.map((e) => [e.status, e.errortype])).toEqual([
+      [200, undefined],
+      [400, 'BAD_REQUEST'],
+      [200, undefined],
+      [200, undefined]
+    ])
+    expect(entries[1]?.errormessage).toMatch(/bad event/)
+    expect(fake.accepted.map((m) => m.body.event)).toEqual(['Event 0', 'Event 2', 'Event 3'])
+  })
+
   it('reports only an event over 32 KB as 413 and sends the others', async () => {
     const entries = await sendBatch([track(0), track(1, { properties: { blob: 'x'.repeat(33_000) } }), track(2)])
     expect(entries.map((e) => [e.status, e.errortype])).toEqual([
@@ -204,7 +217,7 @@ describe('batches (performBatch)', () => {
     ['429', { kind: 'status', status: 429, retryAfter: '30' }, 429, 'RETRYABLE_ERROR', /Retry-After: 30/],
     ['500', { kind: 'status', status: 500 }, 500, 'RETRYABLE_ERROR', /500/],
     ['401', { kind: 'status', status: 401 }, 401, 'INVALID_AUTHENTICATION', /Project API Key/],
-    ['400', { kind: 'status', status: 400, body: '{"error":"bad batch"}' }, 400, 'BAD_REQUEST', /bad batch/],
+    ['404 (a wrong project key)', { kind: 'status', status: 404 }, 404, 'INVALID_AUTHENTICATION', /Project API Key/],
     ['a dropped connection', { kind: 'drop' }, 503, 'RETRYABLE_ERROR', /connection failed/]
   ] as const)('1Flow answers %s: every entry says so', async (_what, fault, status, errortype, message) => {
     fake.inject(fault as FakeFault)

@@ -5,8 +5,15 @@
  */
 import { createTestIntegration, Destination } from '@segment/actions-core'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { actions, defaultMapping, isActionKey, presets } from '@oneflow-seg/core'
-import { expectedOutcome, FakeOneFlowApi, fixtureSettings, loadFixtures, type Fixture } from '@oneflow-seg/testkit'
+import { actions, cloudSettings, defaultMapping, isActionKey, presets } from '@oneflow-seg/core'
+import {
+  expectedConfigError,
+  expectedOutcome,
+  FakeOneFlowApi,
+  fixtureSettings,
+  loadFixtures,
+  type Fixture
+} from '@oneflow-seg/testkit'
 import { destination } from '../index'
 
 let fake: FakeOneFlowApi
@@ -31,7 +38,35 @@ function subscriptionsFor(fixture: Fixture) {
     }))
 }
 
-const settingsFor = (fixture: Fixture) => ({ ...fixtureSettings(fixture), apiBaseUrl: fake.url })
+// The fake's URL, unless the fixture's own apiBaseUrl is what cloud mode must refuse.
+const settingsFor = (fixture: Fixture) =>
+  expectedConfigError(fixture, 'cloud-mode')
+    ? fixtureSettings(fixture)
+    : { ...fixtureSettings(fixture), apiBaseUrl: fake.url }
+
+/** A settings error cloud mode must give for this fixture (its settings, not its mappings). */
+const refusedSettings = (fixture: Fixture) =>
+  fixture.expect.configError ? undefined : expectedConfigError(fixture, 'cloud-mode')
+
+/**
+ * Checks a thrown error or a batch entry against the fixture's settings error, nothing sent: core's error (its
+ * code, naming the setting's key), or actions-core's check of the settings schema, which runs first and names the
+ * setting by its label ("1Flow HTTP API base URL").
+ */
+function expectRefused(fixture: Fixture, error: { message?: string; code?: string; name?: string } | undefined) {
+  const refused = refusedSettings(fixture)!
+  expect(error).toBeDefined()
+  if (error?.name === 'AggregateAjvError') {
+    const labels = refused.includes.map(
+      (key) => (cloudSettings as Record<string, { label: string }>)[key]?.label ?? key
+    )
+    for (const label of labels) expect(error.message).toContain(label)
+  } else {
+    expect(error?.code).toBe(refused.code)
+    for (const text of refused.includes) expect(error?.message).toContain(text)
+  }
+  expect(fake.requests).toEqual([])
+}
 
 // Segment's validation names a field by its label ("Event Properties"), core by its key ("properties").
 const names = (field: string) =>
@@ -89,6 +124,7 @@ describe('every fixture through Destination.onEvent with subscriptions', () => {
     } catch (e) {
       error = e as Error & { status?: number }
     }
+    if (refusedSettings(fixture)) return expectRefused(fixture, error)
     expect(received()).toEqual(expectedHttp(fixture))
     if (invalid.length > 0) {
       expect(error?.status).toBe(400)
@@ -115,15 +151,32 @@ describe('every fixture through Destination.onBatch (the /batch endpoint)', () =
   it.each(fixtures.map((f) => [f.name, f] as const))('%s', async (_name, fixture) => {
     if (notExpressible(fixture)) return
     const dest = new Destination(destination)
+    if (refusedSettings(fixture)) {
+      const refusal = await dest
+        .onBatch(
+          [fixture.event] as never,
+          { ...settingsFor(fixture), subscriptions: subscriptionsFor(fixture) } as never
+        )
+        .then(
+          (results) => {
+            const entry = (results as Array<{ multistatus?: Array<{ errormessage?: string; errortype?: string }> }>)
+              .flatMap((r) => r.multistatus ?? [])
+              .at(0)
+            return entry && { message: entry.errormessage, code: entry.errortype }
+          },
+          (error: Error) => error
+        )
+      return expectRefused(fixture, refusal)
+    }
     const results = (await dest.onBatch(
       [fixture.event] as never,
       { ...settingsFor(fixture), subscriptions: subscriptionsFor(fixture) } as never
     )) as Array<{
       multistatus?: Array<{ status: number; body?: { skipped?: boolean; reason?: string }; errormessage?: string }>
     }>
+    const entries = results.flatMap((r) => r.multistatus ?? [])
     expect(fake.accepted.every((m) => m.via === '/batch')).toBe(true)
     expect(received()).toEqual(expectedHttp(fixture))
-    const entries = results.flatMap((r) => r.multistatus ?? [])
     const { skipped, invalid } = expectedOutcome(fixture, 'cloud-mode')
     const skipReasons = entries.filter((e) => e.body?.skipped).map((e) => e.body?.reason)
     expect(skipReasons).toEqual(skipped.filter((s) => s !== 'not-subscribed'))
@@ -150,6 +203,7 @@ describe('preset fixtures through createTestIntegration', () => {
         useDefaultMappings: true
       })
       .catch((e: Error) => (error = e))
+    if (refusedSettings(fixture)) return expectRefused(fixture, error)
     expect(received()).toEqual(expectedHttp(fixture))
     if (expectedOutcome(fixture, 'cloud-mode').invalid.length > 0 || tooLarge(fixture)) expect(error).toBeDefined()
     else expect(error).toBeUndefined()
