@@ -35,6 +35,8 @@ const PROBE_MIN_MS = 5_000
 const PROBE_MAX_MS = 300_000
 /** Outcomes not recorded are written again only while their leases have at least this long left. */
 const RECORD_MARGIN_MS = 2_000
+/** A request goes out only while its lease has a request timeout and this much left; else the lease is renewed. */
+const LEASE_MARGIN_MS = 2_000
 /** After a queue error, the delivery loop waits this long before leasing again. */
 const QUEUE_ERROR_PAUSE_MS = 1_000
 /** Segment lanes carry survey responses (a few per minute): a modest pace and two requests in flight. */
@@ -62,6 +64,18 @@ interface Lane {
 }
 
 type Settle = (jobId: number, fate: JobFate) => void
+/** Before a request goes out: true when its lease still holds all its units (renewed when due); throws when renewing failed. */
+type KeepLease = (units: ReadonlyArray<Unit>) => Promise<boolean>
+
+/** A request was not sent because its lease is lost, or could not be renewed (`cause`: the queue's error). */
+class LeaseLostError extends OneFlowError {
+  override readonly name = 'LeaseLostError'
+  readonly code = 'LEASE_LOST'
+  readonly remedy = 'retry'
+  constructor(override readonly cause: unknown) {
+    super(cause === undefined ? 'the lease was taken back' : 'the lease could not be renewed')
+  }
+}
 
 /** The lane's send slot could not be taken (the shared limiter's database failed): nothing was sent. */
 class SendSlotError extends OneFlowError {
@@ -284,9 +298,29 @@ export class Deliverer {
 
   /** Delivers one leased set of jobs, then settles every job exactly once. Never rejects. */
   private async deliver(lane: Lane, jobs: readonly Job[], leaseUntil: number): Promise<void> {
-    const { clock, logger } = this.deps
+    const { clock, logger, queue } = this.deps
     lane.inFlight++
     const fates = new Map<number, JobFate>()
+    /** Ids this lease no longer holds (taken back after it expired): never sent by this relay. */
+    const lost = new Set<number>()
+    // The lease must outlast every request made under it: just before a request goes out (its send slot taken),
+    // a lease with less than a request timeout and a margin left is renewed for the jobs not settled yet. A
+    // renewal that fails stops this lease's sending (the rest is released); jobs taken back are not sent.
+    const keepLease: KeepLease = async (units) => {
+      if (leaseUntil - clock.now() >= this.deps.config.oneflow.requestTimeoutMs + LEASE_MARGIN_MS)
+        return units.every((u) => !lost.has(u.jobId))
+      const open = jobs.filter((j) => !fates.has(j.id) && !lost.has(j.id))
+      const until = clock.now() + this.leaseMs
+      const still = new Set(await queue.renew(open, until))
+      leaseUntil = until
+      for (const j of open) if (!still.has(j.id)) lost.add(j.id)
+      if (lost.size > 0)
+        logger.warn(
+          { lane: lane.label, events: lost.size },
+          'a lease expired before its events were sent (this relay was stalled); they were taken back and are not sent by it'
+        )
+      return units.every((u) => !lost.has(u.jobId))
+    }
     const settle: Settle = (jobId, fate) => {
       const prev = fates.get(jobId)
       // `done` with `skipped` replaces a plain `done`; otherwise a worse fate wins.
@@ -303,8 +337,15 @@ export class Deliverer {
           continue
         }
         try {
-          proceed = await this.send(lane, units, request, settle)
+          proceed = await this.send(lane, units, request, settle, keepLease)
         } catch (error) {
+          if (error instanceof LeaseLostError) {
+            // Renewing failed (the queue is failing) or the lease was taken back: nothing more is sent under it.
+            if (error.cause !== undefined) this.deps.health.failed(error.cause, 'renewing a lease')
+            for (const u of units) if (!fates.has(u.jobId)) settle(u.jobId, { kind: 'release' })
+            proceed = false
+            continue
+          }
           if (!(error instanceof SendSlotError)) throw error
           // The shared rate limit lives in the queue's database: it failed, so nothing was sent.
           this.deps.health.failed(error.cause, 'taking a send slot')
@@ -333,10 +374,27 @@ export class Deliverer {
   }
 
   /** Sends one request (halves of it again on 413) and settles its units; false when the rest of the lease must wait. */
-  private async send(lane: Lane, units: ReadonlyArray<Unit>, request: HttpRequest, settle: Settle): Promise<boolean> {
+  private async send(
+    lane: Lane,
+    units: ReadonlyArray<Unit>,
+    request: HttpRequest,
+    settle: Settle,
+    keepLease: KeepLease
+  ): Promise<boolean> {
     const { clock, metrics, logger } = this.deps
     const { service } = lane.sink.party
     const answered = await lane.limiter.acquire().catch((error: unknown) => Promise.reject(new SendSlotError(error)))
+    let ours: boolean
+    try {
+      ours = await keepLease(units)
+    } catch (error) {
+      answered()
+      throw new LeaseLostError(error)
+    }
+    if (!ours) {
+      answered()
+      throw new LeaseLostError(undefined)
+    }
     let status: number | undefined
     let retryAfter: string | null = null
     let location: string | null = null
@@ -373,8 +431,8 @@ export class Deliverer {
       const half = Math.ceil(units.length / 2)
       const [first, second] = [units.slice(0, half), units.slice(half)]
       return (
-        (await this.send(lane, first, lane.sink.request(first), settle)) &&
-        (await this.send(lane, second, lane.sink.request(second), settle))
+        (await this.send(lane, first, lane.sink.request(first), settle, keepLease)) &&
+        (await this.send(lane, second, lane.sink.request(second), settle, keepLease))
       )
     }
     for (const u of units) settle(u.jobId, verdict.fate as JobFate)
@@ -422,19 +480,20 @@ export class Deliverer {
     const { queue, metrics, config, logger } = this.deps
     const label = lane.label
     const giveUpMs = config.limits.giveUpAfterHours * 3_600_000
-    const done: number[] = []
-    const released: number[] = []
-    const retries = new Map<string, { at: number; error: string; rateLimited: boolean; ids: number[] }>()
+    // Settles name the jobs with their lease: an outcome for a lease that was taken back changes nothing.
+    const done: Job[] = []
+    const released: Job[] = []
+    const retries = new Map<string, { at: number; error: string; rateLimited: boolean; ids: Job[] }>()
     let delivered = 0
     let skipped = 0
     for (const job of jobs) {
       const fate = fates.get(job.id) as JobFate
       if (fate.kind === 'done') {
-        done.push(job.id)
+        done.push(job)
         if (fate.skipped) skipped++
         else delivered++
       } else if (fate.kind === 'release') {
-        released.push(job.id)
+        released.push(job)
       } else if (fate.kind === 'dead' || (job.firstAttemptAt !== null && now - job.firstAttemptAt >= giveUpMs)) {
         const info =
           fate.kind === 'dead'
@@ -443,7 +502,7 @@ export class Deliverer {
                 reason: `gave up after ${config.limits.giveUpAfterHours} h of retries; last error: ${fate.error}`,
                 sent: true
               }
-        await queue.deadLetter([job.id], info, now)
+        await queue.deadLetter([job], info, now)
         metrics.deliveryEvents.inc({ project: label, result: 'dead' })
         this.deps.status?.outcome('dead', 1, label, lane.sink.isOneFlow)
         metrics.deadLetters.inc({
@@ -462,7 +521,7 @@ export class Deliverer {
           rateLimited: fate.rateLimited === true,
           ids: []
         }
-        entry.ids.push(job.id)
+        entry.ids.push(job)
         retries.set(key, entry)
       }
     }

@@ -75,6 +75,7 @@ export class DeferredQueue implements Queue {
 
   enqueue: Queue['enqueue'] = async (...a) => this.call('enqueue', ...a)
   lease: Queue['lease'] = async (...a) => this.call('lease', ...a)
+  renew: Queue['renew'] = async (...a) => this.call('renew', ...a)
   complete: Queue['complete'] = async (...a) => this.call('complete', ...a)
   release: Queue['release'] = async (...a) => this.call('release', ...a)
   retry: Queue['retry'] = async (...a) => this.call('retry', ...a)

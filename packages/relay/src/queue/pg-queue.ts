@@ -12,7 +12,10 @@ import {
   type DeadLetterInfo,
   type EnqueueResult,
   type EventRow,
+  newLeaseToken,
+  splitRefs,
   type Job,
+  type JobRef,
   type ListDeadOptions,
   type NewEvent,
   type PruneResult,
@@ -22,7 +25,7 @@ import {
   type UserState
 } from './queue'
 
-const SCHEMA_VERSION = 2
+const SCHEMA_VERSION = 3
 const MIGRATION_LOCK = 727_001
 
 const MIGRATIONS: Record<number, string> = {
@@ -54,7 +57,14 @@ const MIGRATIONS: Record<number, string> = {
     CREATE INDEX IF NOT EXISTS relay_sends_project ON relay_sends (project_id, started_at);
   `,
   // Dead letters expire oldest first; only dead rows are in this index.
-  2: `CREATE INDEX IF NOT EXISTS relay_events_dead ON relay_events (dead_at) WHERE state = 'dead';`
+  2: `CREATE INDEX IF NOT EXISTS relay_events_dead ON relay_events (dead_at) WHERE state = 'dead';`,
+  // Leases carry a token that every write of their holder checks (docs/relay-queue.md); expired leases and held
+  // events are found through small partial indexes, never a scan of the table.
+  3: `
+    ALTER TABLE relay_events ADD COLUMN IF NOT EXISTS lease_token BIGINT;
+    CREATE INDEX IF NOT EXISTS relay_events_leased ON relay_events (lease_until) WHERE state = 'leased';
+    CREATE INDEX IF NOT EXISTS relay_events_held ON relay_events (project_id, user_key) WHERE state = 'held';
+  `
 }
 
 // The database's own clock in ms: every relay instance reads the same one for the shared rate limit.
@@ -70,6 +80,13 @@ const UNHOLD_USERS_OF = `
     FROM (SELECT DISTINCT project_id, user_key FROM relay_events WHERE id = ANY($1::bigint[])) u
     WHERE e.state = 'held' AND e.project_id = u.project_id AND e.user_key = u.user_key
   )`
+
+/** Held events of lane `$1` whose user has nothing in flight and no retry to wait for (at `$2`): ready again. */
+const UNHOLD_STRANDED = `
+  UPDATE relay_events h SET state = 'pending'
+  WHERE h.project_id = $1 AND h.state = 'held' AND NOT EXISTS (
+    SELECT 1 FROM relay_events b WHERE b.project_id = h.project_id AND b.user_key = h.user_key
+      AND (b.state = 'leased' OR (b.state = 'pending' AND b.next_attempt_at > $2)))`
 
 /** How long a live-size reading is reused; writes by this process are added to it meanwhile. */
 const LIVE_BYTES_TTL_MS = 1_000
@@ -294,8 +311,8 @@ export class PgQueue implements Queue {
         if (plan.lease.length > 0) {
           return (
             await c.query(
-              "UPDATE relay_events SET state = 'leased', lease_until = $2 WHERE id = ANY($1::bigint[]) RETURNING *",
-              [plan.lease, now + leaseMs]
+              "UPDATE relay_events SET state = 'leased', lease_until = $2, lease_token = $3 WHERE id = ANY($1::bigint[]) RETURNING *",
+              [plan.lease, now + leaseMs, newLeaseToken()]
             )
           ).rows as Row[]
         }
@@ -305,39 +322,75 @@ export class PgQueue implements Queue {
     return rows.sort((a, b) => Number(a.id) - Number(b.id)).map(rowToJob)
   }
 
-  private async update(ids: readonly number[], sql: string, params: unknown[]): Promise<void> {
-    if (ids.length === 0) return
-    await this.pool.query(`${sql} WHERE id = ANY($1::bigint[])`, [ids, ...params])
+  /**
+   * Runs `write(client, ids)` for the ids of `refs` their holders may still write: bare ids at once; each lease's
+   * ids in a transaction holding its lane's lease lock (so a lease deciding to hold a user's events and a settle
+   * releasing them never interleave), only those still leased by that lease.
+   */
+  private async fenced(
+    refs: readonly JobRef[],
+    write: (client: pg.PoolClient | pg.Pool, ids: number[]) => Promise<unknown>
+  ): Promise<number[]> {
+    const { bare, leases } = splitRefs(refs)
+    const done = [...bare]
+    if (bare.length > 0) await write(this.pool, bare)
+    for (const [token, { projectId, ids }] of leases) {
+      const held = await this.tx(async (c) => {
+        await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
+        const { rows } = await c.query(
+          "SELECT id FROM relay_events WHERE id = ANY($1::bigint[]) AND state = 'leased' AND lease_token = $2 FOR UPDATE",
+          [ids, token]
+        )
+        const still = rows.map((r: Row) => Number(r.id))
+        if (still.length > 0) await write(c, still)
+        return still
+      })
+      done.push(...held)
+    }
+    return done
   }
 
   /** `sql` on the events `ids`, after their users' held events are made pending again (one statement). */
-  private async settle(ids: readonly number[], sql: string, params: unknown[]): Promise<void> {
-    if (ids.length === 0) return
-    await this.pool.query(`WITH ${UNHOLD_USERS_OF} ${sql} WHERE id = ANY($1::bigint[])`, [ids, ...params])
-  }
-
-  complete(ids: readonly number[]): Promise<void> {
-    return this.settle(ids, 'DELETE FROM relay_events', [])
-  }
-
-  release(ids: readonly number[], readyAt: number): Promise<void> {
-    return this.settle(ids, "UPDATE relay_events SET state = 'pending', lease_until = NULL, next_attempt_at = $2", [
-      readyAt
-    ])
-  }
-
-  retry(ids: readonly number[], nextAttemptAt: number, error: string, now: number): Promise<void> {
-    return this.update(
-      ids,
-      "UPDATE relay_events SET state = 'pending', lease_until = NULL, attempts = attempts + 1, next_attempt_at = $2, last_error = $3, first_attempt_at = COALESCE(first_attempt_at, $4)",
-      [nextAttemptAt, text(error, 500), now]
+  private settle(refs: readonly JobRef[], sql: string, params: unknown[]): Promise<unknown> {
+    return this.fenced(refs, (c, ids) =>
+      c.query(`WITH ${UNHOLD_USERS_OF} ${sql} WHERE id = ANY($1::bigint[])`, [ids, ...params])
     )
   }
 
-  deadLetter(ids: readonly number[], info: DeadLetterInfo, now: number): Promise<void> {
-    return this.settle(
-      ids,
-      "UPDATE relay_events SET state = 'dead', lease_until = NULL, dead_reason = $2, dead_status = $3, dead_response = $4, dead_at = $5, attempts = attempts + $6, first_attempt_at = COALESCE(first_attempt_at, $7)",
+  renew(refs: readonly JobRef[], leaseUntil: number): Promise<number[]> {
+    return this.fenced(refs, (c, ids) =>
+      c.query(
+        "UPDATE relay_events SET lease_until = GREATEST(COALESCE(lease_until, 0), $2) WHERE id = ANY($1::bigint[]) AND state = 'leased'",
+        [ids, leaseUntil]
+      )
+    )
+  }
+
+  async complete(refs: readonly JobRef[]): Promise<void> {
+    await this.settle(refs, 'DELETE FROM relay_events', [])
+  }
+
+  async release(refs: readonly JobRef[], readyAt: number): Promise<void> {
+    await this.settle(
+      refs,
+      "UPDATE relay_events SET state = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = $2",
+      [readyAt]
+    )
+  }
+
+  async retry(refs: readonly JobRef[], nextAttemptAt: number, error: string, now: number): Promise<void> {
+    await this.fenced(refs, (c, ids) =>
+      c.query(
+        "UPDATE relay_events SET state = 'pending', lease_until = NULL, lease_token = NULL, attempts = attempts + 1, next_attempt_at = $2, last_error = $3, first_attempt_at = COALESCE(first_attempt_at, $4) WHERE id = ANY($1::bigint[])",
+        [ids, nextAttemptAt, text(error, 500), now]
+      )
+    )
+  }
+
+  async deadLetter(refs: readonly JobRef[], info: DeadLetterInfo, now: number): Promise<void> {
+    await this.settle(
+      refs,
+      "UPDATE relay_events SET state = 'dead', lease_until = NULL, lease_token = NULL, dead_reason = $2, dead_status = $3, dead_response = $4, dead_at = $5, attempts = attempts + $6, first_attempt_at = COALESCE(first_attempt_at, $7)",
       [
         text(info.reason, 1000),
         info.status ?? null,
@@ -350,13 +403,29 @@ export class PgQueue implements Queue {
   }
 
   async recoverLeases(now: number): Promise<number> {
-    const { rows } = await this.pool.query("SELECT id FROM relay_events WHERE state = 'leased' AND lease_until <= $1", [
-      now
-    ])
-    const ids = rows.map((r: Row) => Number(r.id))
-    // Only rows still leased and expired: another relay may have settled one meanwhile.
-    await this.settle(ids, "UPDATE relay_events SET state = 'pending', lease_until = NULL", [])
-    return ids.length
+    // Lanes with an expired lease or held events (two small partial indexes), then one transaction per lane under
+    // its lease lock: one guarded statement takes back only rows still leased and expired, whoever looked before.
+    const { rows: lanes } = await this.pool.query(
+      `SELECT project_id FROM relay_events WHERE state = 'leased' AND lease_until <= $1
+       UNION SELECT DISTINCT project_id FROM relay_events WHERE state = 'held'`,
+      [now]
+    )
+    let recovered = 0
+    for (const { project_id: projectId } of lanes as Array<{ project_id: string }>) {
+      recovered += await this.tx(async (c) => {
+        await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
+        const { rows } = await c.query(
+          `WITH expired AS (
+             UPDATE relay_events SET state = 'pending', lease_until = NULL, lease_token = NULL
+             WHERE project_id = $1 AND state = 'leased' AND lease_until <= $2 RETURNING id
+           ) SELECT count(*)::int AS n FROM expired`,
+          [projectId, now]
+        )
+        await c.query(UNHOLD_STRANDED, [projectId, now])
+        return Number((rows[0] as Row).n)
+      })
+    }
+    return recovered
   }
 
   async pruneDedup(before: number): Promise<number> {

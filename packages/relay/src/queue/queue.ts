@@ -31,6 +31,42 @@ export interface Job extends Omit<NewEvent, 'dedupFrom' | 'origin' | 'deadReason
   readonly id: number
   readonly attempts: number
   readonly firstAttemptAt: number | null
+  /**
+   * The lease that took it: a token written with the lease and checked by every write the lease's holder makes
+   * for it (settles, renewals). Once the lease expired and was taken back, the token no longer matches and such a
+   * write changes nothing. See docs/relay-queue.md.
+   */
+  readonly lease?: number
+}
+
+/**
+ * An event as a settle or renewal names it: a leased job (fenced by its lease: the write changes nothing once
+ * that lease is no longer current), or a bare id (not fenced: for tools that own the queue, such as tests).
+ */
+export type JobRef = number | Pick<Job, 'id' | 'lease' | 'projectId'>
+
+/** A random lease token (48 bits: exact in a JS number and in SQLite/PostgreSQL integers). */
+export function newLeaseToken(): number {
+  return Math.floor(Math.random() * 2 ** 48) + 1
+}
+
+/** Refs split by fence: bare ids, and per lease token its project and ids. */
+export function splitRefs(refs: readonly JobRef[]): {
+  bare: number[]
+  leases: Map<number, { projectId: string; ids: number[] }>
+} {
+  const bare: number[] = []
+  const leases = new Map<number, { projectId: string; ids: number[] }>()
+  for (const ref of refs) {
+    if (typeof ref === 'number' || ref.lease === undefined) {
+      bare.push(typeof ref === 'number' ? ref : ref.id)
+      continue
+    }
+    let entry = leases.get(ref.lease)
+    if (!entry) leases.set(ref.lease, (entry = { projectId: ref.projectId, ids: [] }))
+    entry.ids.push(ref.id)
+  }
+  return { bare, leases }
 }
 
 export interface DeadLetterInfo {
@@ -60,7 +96,8 @@ export function rowToJob(r: EventRow): Job {
     body: String(r.body),
     receivedAt: Number(r.received_at),
     attempts: Number(r.attempts),
-    firstAttemptAt: r.first_attempt_at == null ? null : Number(r.first_attempt_at)
+    firstAttemptAt: r.first_attempt_at == null ? null : Number(r.first_attempt_at),
+    ...(r.lease_token != null && r.state === 'leased' && { lease: Number(r.lease_token) })
   }
 }
 
@@ -261,14 +298,23 @@ export interface Queue {
    * flight or waiting for a retry (so a user's later events wait behind an earlier one). Leases expire.
    */
   lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]>
-  /** Delivered (or deliberately skipped): gone from the queue. */
-  complete(ids: readonly number[]): Promise<void>
+  /**
+   * Extends the leases of `jobs` to `leaseUntil` while their holder works on them; returns the ids still held by
+   * those leases (the others were taken back: their holder must not send them).
+   */
+  renew(jobs: readonly JobRef[], leaseUntil: number): Promise<number[]>
+  /** Delivered (or deliberately skipped): gone from the queue. Fenced: see JobRef (so are the settles below). */
+  complete(jobs: readonly JobRef[]): Promise<void>
   /** Back to ready without counting an attempt (nothing was tried: shutdown, auth pause, unsent rest of a lease). */
-  release(ids: readonly number[], readyAt: number): Promise<void>
+  release(jobs: readonly JobRef[], readyAt: number): Promise<void>
   /** A failed attempt: counted, retried at `nextAttemptAt`. */
-  retry(ids: readonly number[], nextAttemptAt: number, error: string, now: number): Promise<void>
-  deadLetter(ids: readonly number[], info: DeadLetterInfo, now: number): Promise<void>
-  /** Leases that expired (a crashed worker's) become ready again; returns how many. */
+  retry(jobs: readonly JobRef[], nextAttemptAt: number, error: string, now: number): Promise<void>
+  deadLetter(jobs: readonly JobRef[], info: DeadLetterInfo, now: number): Promise<void>
+  /**
+   * Leases that expired (a crashed or frozen worker's) become ready again, in one guarded write per lane (only
+   * rows still leased and expired); events held behind a user with nothing in flight any more are made ready
+   * too. Returns how many leases were taken back.
+   */
   recoverLeases(now: number): Promise<number>
   /** Forgets messageIds seen before `before` (the dedup window). */
   pruneDedup(before: number): Promise<number>

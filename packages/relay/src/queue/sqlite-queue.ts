@@ -12,7 +12,10 @@ import {
   type DeadLetter,
   type DeadLetterInfo,
   type EnqueueResult,
+  newLeaseToken,
+  splitRefs,
   type Job,
+  type JobRef,
   type EventRow,
   type ListDeadOptions,
   type NewEvent,
@@ -37,6 +40,7 @@ CREATE TABLE IF NOT EXISTS events (
   attempts INTEGER NOT NULL DEFAULT 0,
   next_attempt_at INTEGER NOT NULL,
   lease_until INTEGER,
+  lease_token INTEGER,
   first_attempt_at INTEGER,
   last_error TEXT,
   dead_reason TEXT,
@@ -221,6 +225,9 @@ export class SqliteQueue implements Queue {
     this.db.pragma(`wal_autocheckpoint = ${checkpointPages(path)}`)
     this.db.pragma(`cache_size = -${CACHE_KIB}`)
     this.db.exec(SCHEMA)
+    // Files made before leases carried a token (docs/relay-queue.md) get the column; their leases have none.
+    if (!(this.db.pragma('table_info(events)') as Array<{ name: string }>).some((c) => c.name === 'lease_token'))
+      this.db.exec('ALTER TABLE events ADD COLUMN lease_token INTEGER')
     this.pageSize = Number(this.db.pragma('page_size', { simple: true }))
     this.onSpace = options.onSpace
     const reserveBytes = reserveSize(path, options.reserveBytes ?? DEFAULT_RESERVE_BYTES)
@@ -414,8 +421,8 @@ export class SqliteQueue implements Queue {
         for (const user of plan.unhold) unhold.run({ project: projectId, user })
         if (plan.lease.length > 0) {
           const leased = this.statement(
-            "UPDATE events SET state = 'leased', lease_until = ? WHERE id IN (SELECT value FROM json_each(?)) RETURNING *"
-          ).all(now + leaseMs, JSON.stringify(plan.lease)) as Row[]
+            "UPDATE events SET state = 'leased', lease_until = ?, lease_token = ? WHERE id IN (SELECT value FROM json_each(?)) RETURNING *"
+          ).all(now + leaseMs, newLeaseToken(), JSON.stringify(plan.lease)) as Row[]
           // Ready (pending) before, leased now: the lease's own counts, without reading the rows again.
           const tally = new Tally()
           for (const r of leased) {
@@ -533,43 +540,74 @@ export class SqliteQueue implements Queue {
     this.statement(`${sql} WHERE id IN (SELECT value FROM json_each(?))`).run(...params, JSON.stringify(ids))
   }
 
-  async complete(ids: readonly number[]): Promise<void> {
+  /**
+   * The ids of `refs` their holders may still write: bare ids as they are; a lease's ids only while still leased
+   * by that lease (inside the caller's transaction).
+   */
+  private held(refs: readonly JobRef[]): number[] {
+    const { bare, leases } = splitRefs(refs)
+    const ids = [...bare]
+    for (const [token, { ids: leased }] of leases)
+      for (const r of this.statement(
+        "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?)) AND state = 'leased' AND lease_token = ?"
+      ).all(JSON.stringify(leased), token) as Row[])
+        ids.push(Number(r.id))
+    return ids
+  }
+
+  async renew(refs: readonly JobRef[], leaseUntil: number): Promise<number[]> {
+    return this.bookkeeping(() => {
+      const ids = this.held(refs)
+      this.update(ids, 'UPDATE events SET lease_until = MAX(COALESCE(lease_until, 0), ?)', leaseUntil)
+      return ids
+    })
+  }
+
+  async complete(refs: readonly JobRef[]): Promise<void> {
     this.bookkeeping(() => {
+      const ids = this.held(refs)
       this.unholdUsersOf(ids)
       this.recount(ids, () => this.update(ids, 'DELETE FROM events'))
     })
   }
 
-  async release(ids: readonly number[], readyAt: number): Promise<void> {
+  async release(refs: readonly JobRef[], readyAt: number): Promise<void> {
     this.bookkeeping(() => {
+      const ids = this.held(refs)
       this.unholdUsersOf(ids)
       this.recount(ids, () =>
-        this.update(ids, "UPDATE events SET state = 'pending', lease_until = NULL, next_attempt_at = ?", readyAt)
+        this.update(
+          ids,
+          "UPDATE events SET state = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = ?",
+          readyAt
+        )
       )
     })
   }
 
-  async retry(ids: readonly number[], nextAttemptAt: number, error: string, now: number): Promise<void> {
-    this.bookkeeping(() =>
+  async retry(refs: readonly JobRef[], nextAttemptAt: number, error: string, now: number): Promise<void> {
+    this.bookkeeping(() => {
+      const ids = this.held(refs)
       this.recount(ids, () =>
         this.update(
           ids,
-          "UPDATE events SET state = 'pending', lease_until = NULL, attempts = attempts + 1, next_attempt_at = ?, last_error = ?, first_attempt_at = COALESCE(first_attempt_at, ?)",
+          "UPDATE events SET state = 'pending', lease_until = NULL, lease_token = NULL, attempts = attempts + 1, next_attempt_at = ?, last_error = ?, first_attempt_at = COALESCE(first_attempt_at, ?)",
           nextAttemptAt,
           error.slice(0, 500),
           now
         )
       )
-    )
+    })
   }
 
-  async deadLetter(ids: readonly number[], info: DeadLetterInfo, now: number): Promise<void> {
+  async deadLetter(refs: readonly JobRef[], info: DeadLetterInfo, now: number): Promise<void> {
     this.guarded(() => {
+      const ids = this.held(refs)
       this.unholdUsersOf(ids)
       this.recount(ids, () =>
         this.update(
           ids,
-          "UPDATE events SET state = 'dead', lease_until = NULL, dead_reason = ?, dead_status = ?, dead_response = ?, dead_at = ?, attempts = attempts + ?, first_attempt_at = COALESCE(first_attempt_at, ?)",
+          "UPDATE events SET state = 'dead', lease_until = NULL, lease_token = NULL, dead_reason = ?, dead_status = ?, dead_response = ?, dead_at = ?, attempts = attempts + ?, first_attempt_at = COALESCE(first_attempt_at, ?)",
           info.reason.slice(0, 1000),
           info.status ?? null,
           info.response?.slice(0, 2000) ?? null,
@@ -589,7 +627,15 @@ export class SqliteQueue implements Queue {
         this.statement("SELECT id FROM events WHERE state = 'leased' AND lease_until <= ?").all(now) as Row[]
       ).map((r) => Number(r.id))
       this.unholdUsersOf(expired)
-      this.recount(expired, () => this.update(expired, "UPDATE events SET state = 'pending', lease_until = NULL"))
+      this.recount(expired, () =>
+        this.update(expired, "UPDATE events SET state = 'pending', lease_until = NULL, lease_token = NULL")
+      )
+      // Held events of a user with nothing in flight and no retry to wait for: ready again (never stranded).
+      this.statement(
+        `UPDATE events SET state = 'pending' WHERE state = 'held' AND NOT EXISTS (
+           SELECT 1 FROM events b WHERE b.project_id = events.project_id AND b.user_key = events.user_key
+             AND (b.state = 'leased' OR (b.state = 'pending' AND b.next_attempt_at > ?)))`
+      ).run(now)
       return expired.length
     })
   }

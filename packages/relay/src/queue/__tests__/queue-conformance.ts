@@ -3,7 +3,7 @@
  * A driver's test file calls `describeQueue` with a factory that opens a fresh, empty queue.
  */
 import { afterEach, describe, expect, it } from 'vitest'
-import type { NewEvent, Queue } from '../queue'
+import type { Job, NewEvent, Queue } from '../queue'
 
 export interface QueueFactory {
   /** A fresh, empty queue. */
@@ -238,6 +238,67 @@ export function describeQueue(name: string, factory: QueueFactory): void {
       await q.lease('p1', 1, 60_000, T0 + 10)
       expect(await q.recoverLeases(T0 + 2_000)).toBe(1)
       expect((await q.lease('p1', 10, 60_000, T0 + 2_000)).map((j) => j.messageId)).toEqual(['m-1'])
+    })
+
+    it('a lease taken back is fenced: the settles and renewals of its old holder change nothing, those of the new holder apply', async () => {
+      const q = await fresh()
+      await q.enqueue([event(1, { userKey: 'u' }), event(2, { userKey: 'u' })])
+      const stale = await q.lease('p1', 10, 1_000, T0 + 10)
+      expect(stale.map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
+      expect(stale.every((j) => typeof j.lease === 'number')).toBe(true)
+      // The holder stalls past its lease (a frozen relay); the events are taken back and leased again.
+      expect(await q.recoverLeases(T0 + 2_000)).toBe(2)
+      const current = await q.lease('p1', 10, 60_000, T0 + 2_000)
+      expect(current.map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
+      expect(current[0]!.lease).not.toBe(stale[0]!.lease)
+      // The stale holder wakes up and writes what it would have: every write changes nothing.
+      expect(await q.renew(stale, T0 + 500_000)).toEqual([])
+      await q.complete([stale[0]!])
+      await q.retry([stale[1]!], T0 + 9_000_000, 'late answer', T0 + 2_001)
+      await q.deadLetter([stale[0]!], { reason: 'late refusal', sent: true }, T0 + 2_001)
+      await q.release(stale, T0 + 2_001)
+      let stats = await q.stats(T0 + 2_001)
+      expect([stats.pending, stats.leased, stats.retrying, stats.dead]).toEqual([0, 2, 0, 0])
+      // The current holder renews (recovery then leaves its lease alone) and settles.
+      expect((await q.renew(current, T0 + 200_000)).sort((a, b) => a - b)).toEqual(current.map((j) => j.id))
+      expect(await q.recoverLeases(T0 + 100_000)).toBe(0)
+      await q.retry([current[1]!], T0 + 100_000, 'boom', T0 + 100_000)
+      await q.complete([current[0]!])
+      stats = await q.stats(T0 + 100_000)
+      expect([stats.pending, stats.leased, stats.retrying]).toEqual([1, 0, 1])
+      expect((await q.lease('p1', 10, 60_000, T0 + 100_000)).map((j) => [j.messageId, j.attempts])).toEqual([
+        ['m-2', 1]
+      ])
+    })
+
+    it('never strands held events: leasing and settling raced for many users deliver everything once, in order', async () => {
+      const q = await fresh()
+      const users = 12
+      const perUser = 6
+      await q.enqueue(Array.from({ length: users * perUser }, (_, i) => event(i, { userKey: `u-${i % users}` })))
+      const delivered: string[] = []
+      let inFlight: Job[] = []
+      let now = T0 + 10
+      for (let round = 0; round < 400 && delivered.length < users * perUser; round++) {
+        const settling = inFlight
+        // A lease and the settle of the previous lease at once (two relays, or one relay's two lanes of work).
+        const [leased] = await Promise.all([q.lease('p1', 5, 60_000, now), q.complete(settling)])
+        delivered.push(...settling.map((j) => j.messageId))
+        inFlight = leased
+        // Nothing in flight and nothing leased: whatever is held must come back at the next recovery.
+        if (leased.length === 0 && settling.length === 0) await q.recoverLeases(now)
+        now += 1
+      }
+      await q.complete(inFlight)
+      delivered.push(...inFlight.map((j) => j.messageId))
+      expect(new Set(delivered).size).toBe(users * perUser)
+      expect(delivered).toHaveLength(users * perUser)
+      for (let u = 0; u < users; u++) {
+        const mine = delivered.map((m) => Number(m.slice(2))).filter((n) => n % users === u)
+        expect(mine).toEqual([...mine].sort((a, b) => a - b))
+      }
+      const stats = await q.stats(now)
+      expect([stats.pending, stats.leased]).toEqual([0, 0])
     })
 
     it('dead-letters with the reason, lists, replays and purges', async () => {
