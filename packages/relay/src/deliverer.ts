@@ -303,13 +303,16 @@ export class Deliverer {
     const fates = new Map<number, JobFate>()
     /** Ids this lease no longer holds (taken back after it expired): never sent by this relay. */
     const lost = new Set<number>()
+    /** Ids whose request was answered (settled by what the service said). */
+    const answered = new Set<number>()
     // The lease must outlast every request made under it: just before a request goes out (its send slot taken),
-    // a lease with less than a request timeout and a margin left is renewed for the jobs not settled yet. A
-    // renewal that fails stops this lease's sending (the rest is released); jobs taken back are not sent.
+    // a lease with less than a request timeout and a margin left is renewed. A renewal that fails stops this
+    // lease's sending (the rest is released); jobs taken back are not sent.
     const keepLease: KeepLease = async (units) => {
       if (leaseUntil - clock.now() >= this.deps.config.oneflow.requestTimeoutMs + LEASE_MARGIN_MS)
         return units.every((u) => !lost.has(u.jobId))
-      const open = jobs.filter((j) => !fates.has(j.id) && !lost.has(j.id))
+      // Every job of the lease, answered or not: outcomes are written when the lease ends, so it must hold them all.
+      const open = jobs.filter((j) => !lost.has(j.id))
       const until = clock.now() + this.leaseMs
       const still = new Set(await queue.renew(open, until))
       leaseUntil = until
@@ -327,6 +330,10 @@ export class Deliverer {
       if (!prev || FATE_ORDER[fate.kind] > FATE_ORDER[prev.kind] || (fate.kind === 'done' && prev.kind === 'done'))
         fates.set(jobId, fate)
     }
+    const settleAnswered: Settle = (jobId, fate) => {
+      answered.add(jobId)
+      settle(jobId, fate)
+    }
     try {
       const plan = lane.sink.plan(jobs)
       for (const [jobId, fate] of plan.settled) settle(jobId, fate)
@@ -337,12 +344,12 @@ export class Deliverer {
           continue
         }
         try {
-          proceed = await this.send(lane, units, request, settle, keepLease)
+          proceed = await this.send(lane, units, request, settleAnswered, keepLease)
         } catch (error) {
           if (error instanceof LeaseLostError) {
             // Renewing failed (the queue is failing) or the lease was taken back: nothing more is sent under it.
             if (error.cause !== undefined) this.deps.health.failed(error.cause, 'renewing a lease')
-            for (const u of units) if (!fates.has(u.jobId)) settle(u.jobId, { kind: 'release' })
+            for (const u of units) if (!answered.has(u.jobId)) settle(u.jobId, { kind: 'release' })
             proceed = false
             continue
           }

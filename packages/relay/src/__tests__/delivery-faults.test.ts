@@ -245,3 +245,49 @@ describe('rate limit and skips', () => {
     expect((await fetch(`${relay.url}/health/ready`)).status).toBe(200)
   })
 })
+
+describe('leases that last as long as their work', () => {
+  it.each([
+    // One user's 150 events one request each, 60 ms per answer: 9 s of requests under one lease of 6.5 s.
+    ['single', 150, 60, 500, {}],
+    // 400 events of 30 KB in requests of at most 480 KB, 400 ms per answer: about 10 s under one lease of 8 s.
+    ['batch', 400, 400, 1_000, { blob: 'x'.repeat(30_000) }]
+  ] as const)(
+    '%s mode with a slow 1Flow: every event once, in order (the lease is renewed before a request would outlive it)',
+    async (mode, count, latencyMs, requestTimeoutMs, extra) => {
+      fake.setLatency(latencyMs)
+      // The first request is refused for a second, so that every event is queued when a lease takes them all.
+      fake.inject({ kind: 'status', status: 503, retryAfter: '1' })
+      relay = await startRelay(fake, { oneflow: { mode, requestTimeoutMs } })
+      const users = mode === 'single' ? 1 : 3
+      // Ingest takes at most 500 KB a request: 10 events of 30 KB, or 50 small ones.
+      const per = mode === 'single' ? 50 : 10
+      for (let at = 0; at < count; at += per)
+        expect(
+          (
+            await post(relay.url, '/v1/batch', {
+              batch: Array.from({ length: Math.min(per, count - at) }, (_, i) => ({
+                type: 'track',
+                ...track(`E${at + i}`, `u${(at + i) % users}`, { properties: extra })
+              }))
+            })
+          ).status
+        ).toBe(200)
+      await until(() => fake.accepted.length >= count, 'every event', 60_000).catch((e: Error) => {
+        throw new Error(
+          `${e.message}: ${fake.accepted.length} accepted; ${fake.requests.map((r) => `${r.status}:${r.bytes}`).join(' ')}`
+        )
+      })
+      // Give a duplicate the time to show up: the recovery that would take back an expired lease runs by then.
+      await new Promise((r) => setTimeout(r, (3 * requestTimeoutMs + 5_000) / 2 + 500))
+      expect(fake.accepted).toHaveLength(count)
+      for (let u = 0; u < users; u++) {
+        const mine = events()
+          .filter((_, i) => String(fake.accepted[i]!.body.user_id) === `u${u}`)
+          .map((e) => Number(e.slice(1)))
+        expect(mine).toEqual([...mine].sort((a, b) => a - b))
+      }
+    },
+    90_000
+  )
+})
