@@ -13,9 +13,10 @@ const program = new Command('oneflow-relay')
 
 const configOption = ['-c, --config <file>', 'the relay config (JSON)', 'oneflow-relay.json'] as const
 
-function readConfig(file: string): RelayConfig {
+/** Reads the config or exits saying what is wrong. `queueOnly`: for commands that read only the queue (see parseConfig). */
+function readConfig(file: string, options: { queueOnly?: boolean } = {}): RelayConfig {
   try {
-    return loadConfig(file)
+    return loadConfig(file, process.env, options)
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error
     console.error(`${file} is not a usable config:`)
@@ -77,6 +78,14 @@ program
     }
   })
 
+/** A commander parser for a whole number within [min, max], refusing anything else with a message naming the option. */
+const wholeNumber = (option: string, min: number, max: number) => (value: string) => {
+  const n = Number(value)
+  if (!/^\d+$/.test(value.trim()) || n < min || n > max)
+    throw new InvalidArgumentError(`${option} takes a whole number from ${min} to ${max.toLocaleString('en-US')}`)
+  return n
+}
+
 const ids = (value: string, previous: number[] = []) => {
   const n = Number(value)
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('ids are positive whole numbers')
@@ -95,11 +104,11 @@ const dlq = program.command('dlq').description('inspect, replay or purge dead-le
 dlq
   .command('list')
   .option(...configOption)
-  .option('--limit <n>', 'how many', (v) => Number(v), 100)
+  .option('--limit <n>', 'how many (1 to 100,000)', wholeNumber('--limit', 1, 100_000), 100)
   .option('--source <name>', 'only this source')
   .option('--body', 'include each event')
   .action(async (opts: { config: string; limit: number; source?: string; body?: boolean }) => {
-    const queue = await openQueue(readConfig(opts.config))
+    const queue = await openQueue(readConfig(opts.config, { queueOnly: true }))
     const rows = await queue.listDead({ limit: opts.limit, ...(opts.source && { sourceName: opts.source }) })
     // Every time as ISO-8601, in one format.
     const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
@@ -125,7 +134,7 @@ dlq
   .option('--force', 'replay also the events ingest would refuse (no user id, nested too deep, …)')
   .action(async (opts: { config: string; id?: number[]; all?: boolean; force?: boolean }) => {
     const chosen = selection(opts)
-    const queue = await openQueue(readConfig(opts.config))
+    const queue = await openQueue(readConfig(opts.config, { queueOnly: true }))
     const wanted = chosen === 'all' ? undefined : new Set(chosen)
     const replay: number[] = []
     const refused: Array<{ id: number; code: string; error: string }> = []
@@ -160,7 +169,7 @@ dlq
   .option('--id <n>', 'a dead letter id (repeatable)', ids)
   .option('--all', 'every dead letter')
   .action(async (opts: { config: string; id?: number[]; all?: boolean }) => {
-    const queue = await openQueue(readConfig(opts.config))
+    const queue = await openQueue(readConfig(opts.config, { queueOnly: true }))
     console.log(`Purged ${await queue.purgeDead(selection(opts))} dead letter(s).`)
     await queue.close()
   })
@@ -170,7 +179,7 @@ program
   .description('queue depth, retries, dead letters and the oldest event, as JSON')
   .option(...configOption)
   .action(async (opts: { config: string }) => {
-    const queue = await openQueue(readConfig(opts.config))
+    const queue = await openQueue(readConfig(opts.config, { queueOnly: true }))
     console.log(JSON.stringify(await queue.stats(Date.now()), null, 2))
     await queue.close()
   })

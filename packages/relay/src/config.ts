@@ -187,7 +187,18 @@ export function displayQueue(queue: string): string {
  * Validates a parsed config object, applies defaults and resolves `env:NAME` secrets from `env`. Every
  * problem is reported at once, each naming its key; a secret's value never appears in a message.
  */
-export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; baseDir?: string } = {}): RelayConfig {
+export function parseConfig(
+  raw: unknown,
+  options: {
+    env?: NodeJS.ProcessEnv
+    baseDir?: string
+    /**
+     * For the admin commands (dlq, stats), which read only the queue: credentials (write keys, project keys,
+     * webhook tokens) that are `env:NAME` with NAME not set are not required. The queue's own setting still is.
+     */
+    queueOnly?: boolean
+  } = {}
+): RelayConfig {
   const env = options.env ?? process.env
   const problems: Array<{ key: string; message: string }> = []
   const fail = (key: string, message: string) => problems.push({ key, message })
@@ -230,14 +241,31 @@ export function parseConfig(raw: unknown, options: { env?: NodeJS.ProcessEnv; ba
     if (v.startsWith('env:')) {
       const name = v.slice(4)
       const value = env[name]
-      if (value === undefined || value.trim() === '')
+      if (value === undefined || value.trim() === '') {
+        // An admin command does not use it: a stand-in nobody can send with (it never leaves the process), in
+        // a form every credential check takes (24+ URL-safe characters, one per variable).
+        if (options.queueOnly && path !== 'queue') return `unset_${name}_`.padEnd(32, '0')
         fail(path, `reads the environment variable ${name}, which is not set`)
+      }
       return value?.trim() ?? ''
     }
     return v.trim()
   }
+  /** A listen setting given as "env:NAME" (PORT and HOST on most platforms): read from the environment. */
+  const fromEnv = (obj: Json, key: string, path: string): void => {
+    const v = obj[key]
+    if (typeof v !== 'string' || !v.startsWith('env:')) return
+    const name = v.slice(4)
+    const value = env[name]?.trim()
+    if (value === undefined || value === '') {
+      fail(path, `reads the environment variable ${name}, which is not set`)
+      delete obj[key]
+    } else obj[key] = key === 'port' && /^\d+$/.test(value) ? Number(value) : value
+  }
 
-  const listen = section('listen', ['host', 'port', 'ops'])
+  const listen = { ...section('listen', ['host', 'port', 'ops']) }
+  fromEnv(listen, 'host', 'listen.host')
+  fromEnv(listen, 'port', 'listen.port')
   const host = listen.host ?? DEFAULTS.listen.host
   if (typeof host !== 'string' || host === '') fail('listen.host', 'must be a host name or address, e.g. "127.0.0.1"')
   const port = num(listen, 'listen.port', DEFAULTS.listen.port)
@@ -441,7 +469,11 @@ function parseWebhook(
 }
 
 /** Reads and validates a config file; relative paths in it are relative to the file. */
-export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): RelayConfig {
+export function loadConfig(
+  file: string,
+  env: NodeJS.ProcessEnv = process.env,
+  options: { queueOnly?: boolean } = {}
+): RelayConfig {
   let text: string
   try {
     text = readFileSync(file, 'utf8')
@@ -463,7 +495,7 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
     // say only where the problem is.
     throw new ConfigError([{ key: '(file)', message: `${file} is not valid JSON: ${jsonSyntaxError(text)}` }])
   }
-  return parseConfig(raw, { env, baseDir: dirname(resolve(file)) })
+  return parseConfig(raw, { env, baseDir: dirname(resolve(file)), ...options })
 }
 
 /** Where jsonSyntaxError's walk stopped, and why. */

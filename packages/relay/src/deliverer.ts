@@ -18,6 +18,7 @@ import type { Job, Queue } from './queue/queue'
 import { RateLimiter, type Clock, type SendLimiter } from './rate-limiter'
 import { OneFlowSink, SegmentSink, type HttpRequest, type JobFate, type Sink, type Unit } from './sinks'
 import type { StatusTracker } from './status'
+import { VERSION } from './version'
 
 export interface DelivererDeps {
   readonly queue: Queue
@@ -35,6 +36,8 @@ const PROBE_MIN_MS = 5_000
 const PROBE_MAX_MS = 300_000
 /** Outcomes not recorded are written again only while their leases have at least this long left. */
 const RECORD_MARGIN_MS = 2_000
+/** What the relay's requests to 1Flow and Segment say they come from. */
+export const USER_AGENT = `oneflow-relay/${VERSION} (+https://www.npmjs.com/package/@oneflow-seg/relay)`
 /** A request goes out only while its lease has a request timeout and this much left; else the lease is renewed. */
 const LEASE_MARGIN_MS = 2_000
 /** After a queue error, the delivery loop waits this long before leasing again. */
@@ -410,7 +413,8 @@ export class Deliverer {
       // Never follow a redirect: the key would go wherever the answer points.
       const res = await this.fetch(request.url, {
         method: 'POST',
-        headers: request.headers,
+        // Says what sends (1Flow's and Segment's logs show it), never Node's default.
+        headers: { 'user-agent': USER_AGENT, ...request.headers },
         body: request.body,
         redirect: 'manual',
         signal: AbortSignal.timeout(this.deps.config.oneflow.requestTimeoutMs)

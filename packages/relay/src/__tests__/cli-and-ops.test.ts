@@ -256,6 +256,44 @@ describe('dlq and stats', () => {
     expect((stats.deadLetters as { bytes: number }).bytes).toBeGreaterThan(20)
   })
 
+  it('reads the queue without any credential in the environment, and refuses a --limit that is not a whole number', () => {
+    const dir = tempDir()
+    // The config a deployment uses: every credential from the environment, none of which an operator's shell has.
+    const file = writeConfig(
+      {
+        queue: 'sqlite:./relay.db',
+        sources: [
+          {
+            name: 'web',
+            writeKey: 'env:RELAY_WK',
+            projectApiKey: 'env:RELAY_PK',
+            webhookToken: 'env:RELAY_HOOK',
+            segment: { writeKey: 'env:RELAY_SEGMENT_WK' }
+          }
+        ]
+      },
+      dir
+    )
+    expect(runCli(['check-config', '--config', file]).stderr).toContain('RELAY_WK, which is not set')
+    const stats = runCli(['stats', '--config', file])
+    expect(stats.status).toBe(0)
+    expect(JSON.parse(stats.stdout)).toMatchObject({ pending: 0, dead: 0 })
+    const list = runCli(['dlq', 'list', '--config', file])
+    expect([list.status, list.stderr.trim()]).toEqual([0, 'No dead letters.'])
+    for (const bad of ['abc', '0', '1.5', '-3']) {
+      const refused = runCli(['dlq', 'list', '--config', file, '--limit', bad])
+      expect(refused.status).toBe(1)
+      expect(refused.stderr).toContain('--limit takes a whole number from 1 to 100,000')
+      expect(refused.stderr).not.toMatch(/datatype mismatch/)
+    }
+    // The queue's own setting is still required: an admin command reads nothing else.
+    const noQueue = writeConfig(
+      { queue: 'env:RELAY_QUEUE', sources: [{ writeKey: 'env:RELAY_WK', projectApiKey: 'pk' }] },
+      dir
+    )
+    expect(runCli(['stats', '--config', noQueue]).stderr).toContain('queue: reads the environment variable RELAY_QUEUE')
+  })
+
   it('replay checks each dead letter as ingest would: an event ingest refused stays dead unless --force', async () => {
     const dir = tempDir()
     const file = writeConfig(

@@ -109,3 +109,32 @@ describe('secrets are never printed', () => {
     expect(loadConfig(file, {}).sources[0]?.name).toBe('source-1')
   })
 })
+
+describe('listen from the environment', () => {
+  it('takes "env:NAME" for listen.host and listen.port (PORT and HOST, as platforms set them)', () => {
+    const raw = { listen: { host: 'env:HOST', port: 'env:PORT' }, sources: [SOURCE] }
+    const config = parseConfig(raw, { env: { HOST: '0.0.0.0', PORT: '8080' } })
+    expect(config.listen).toMatchObject({ host: '0.0.0.0', port: 8080 })
+    // The raw object is left as written (a config may be parsed again with another environment).
+    expect(raw.listen).toEqual({ host: 'env:HOST', port: 'env:PORT' })
+  })
+
+  it('names the variable that is not set, and checks the port it holds like any port', () => {
+    expect(problemsOf({ listen: { port: 'env:PORT' }, sources: [SOURCE] })).toEqual([
+      { key: 'listen.port', message: 'reads the environment variable PORT, which is not set' }
+    ])
+    let problems: Array<{ key: string; message: string }> = []
+    try {
+      parseConfig({ listen: { port: 'env:PORT' }, sources: [SOURCE] }, { env: { PORT: 'http' } })
+    } catch (error) {
+      problems = [...(error as ConfigError).problems]
+    }
+    expect(problems).toEqual([{ key: 'listen.port', message: expect.stringMatching(/^must be a whole number/) }])
+  })
+
+  it('lets admin commands (queueOnly) read a config whose credentials are not in the environment', () => {
+    const raw = { sources: [{ writeKey: 'env:WK', projectApiKey: 'env:PK' }] }
+    expect(problemsOf(raw).map((p) => p.key)).toEqual(['sources[0].writeKey', 'sources[0].projectApiKey'])
+    expect(parseConfig(raw, { env: {}, queueOnly: true }).sources).toHaveLength(1)
+  })
+})

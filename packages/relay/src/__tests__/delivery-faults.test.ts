@@ -246,6 +246,17 @@ describe('rate limit and skips', () => {
   })
 })
 
+describe('what the requests say', () => {
+  it("carry a user agent naming the relay and its version, not Node's default", async () => {
+    relay = await startRelay(fake)
+    await post(relay.url, '/v1/track', track('A'))
+    await until(() => fake.accepted.length === 1, 'delivery')
+    expect(fake.requests[0]?.headers['user-agent']).toMatch(
+      /^oneflow-relay\/\S+ \(\+https:\/\/www\.npmjs\.com\/package\/@oneflow-seg\/relay\)$/
+    )
+  })
+})
+
 describe('leases that last as long as their work', () => {
   it.each([
     // One user's 150 events one request each, 60 ms per answer: 9 s of requests under one lease of 6.5 s.
