@@ -4,13 +4,19 @@
  * one run, with one load generator. Delivery is held (1Flow refuses the project key, so the relays pause
  * and probe) to measure the write path alone. On a 2-core machine the relays, PostgreSQL and the load
  * generator share the cores, so 3 instances show the cost of sharing, not the gain of more machines.
+ *
+ * Then each PostgreSQL backlog (one project, 5,000 users) is drained by 1 and by 3 relays with 1Flow
+ * accepting: `postgres_drain_{1,3}_events_per_s`. Over ingest and drain of the one-relay run, PostgreSQL's
+ * CPU (its processes' user + system time, exited backends included) and WAL per event:
+ * `pg_cpu_ms_per_1k_events`, `pg_wal_bytes_per_event`.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
+import pg from 'pg'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit/fake-oneflow-api'
 import { createDatabase, startThrowawayPostgres } from '@oneflow-seg/testkit/postgres'
 import { machine, repoRoot } from './_machine'
@@ -88,6 +94,66 @@ async function startRelays(
   }
 }
 
+/** CPU ms used so far by every `postgres` process (live ones, and the backends the postmaster has reaped). */
+function pgCpuMs(): number {
+  const ticksPerMs = 100 / 1000 // USER_HZ
+  let ticks = 0
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    let stat: string
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    } catch {
+      continue
+    }
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+    if (comm !== 'postgres') continue
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const [ppid, utime, stime, cutime, cstime] = [f[1], f[11], f[12], f[13], f[14]].map(Number) as number[]
+    ticks += (utime as number) + (stime as number)
+    const parent = (() => {
+      try {
+        const p = readFileSync(`/proc/${ppid}/stat`, 'utf8')
+        return p.slice(p.indexOf('(') + 1, p.lastIndexOf(')'))
+      } catch {
+        return ''
+      }
+    })()
+    if (parent !== 'postgres') ticks += (cutime as number) + (cstime as number)
+  }
+  return ticks / ticksPerMs
+}
+
+async function sql<T = Record<string, unknown>>(url: string, text: string): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    return (await client.query(text)).rows as T[]
+  } finally {
+    await client.end()
+  }
+}
+
+const walLsn = async (url: string) =>
+  String((await sql<{ lsn: string }>(url, 'SELECT pg_current_wal_lsn() AS lsn'))[0]?.lsn)
+const walBytesSince = async (url: string, lsn: string) =>
+  Number((await sql<{ n: string }>(url, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '${lsn}') AS n`))[0]?.n)
+const undelivered = async (url: string) =>
+  Number((await sql<{ n: string }>(url, "SELECT count(*) AS n FROM relay_events WHERE state <> 'dead'"))[0]?.n)
+
+/** Starts `count` relays on the backlog in `queue` with 1Flow accepting, and measures how fast they empty it. */
+async function drain(queue: string, count: number, firstPort: number): Promise<{ events: number; eventsPerS: number }> {
+  const events = await undelivered(queue)
+  const started = Date.now()
+  const relays = await startRelays(queue, count, fake.url, firstPort)
+  while ((await undelivered(queue)) > 0) {
+    if (Date.now() - started > 600_000) throw new Error('the backlog did not drain within 10 minutes')
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  const seconds = (Date.now() - started) / 1000
+  await relays.stop()
+  return { events, eventsPerS: Math.round(events / seconds) }
+}
+
 function load(urls: string[]): Promise<{ eventsPerS: number; p99: number; failures: number }> {
   const per = Math.ceil(CONNECTIONS / urls.length)
   return Promise.all(
@@ -119,27 +185,44 @@ function load(urls: string[]): Promise<{ eventsPerS: number; p99: number; failur
 }
 
 const fake = await FakeOneFlowApi.start({ apiKeys: [] })
-const pg = await startThrowawayPostgres()
+const postgres = await startThrowawayPostgres()
 const results: Record<string, { eventsPerS: number; p99: number; failures: number }> = {}
+const drains: Record<string, { events: number; eventsPerS: number }> = {}
+let pgCost: { cpuMsPer1k: number; walBytesPerEvent: number } | undefined
 try {
   const runs: Array<[string, string, number]> = [
     ['sqlite_1', `sqlite:${join(mkdtempSync(join(tmpdir(), 'relay-scale-sqlite-')), 'relay.db')}`, 1],
-    ['postgres_1', await createDatabase(pg.url, 'scale_one'), 1],
-    ['postgres_3', await createDatabase(pg.url, 'scale_three'), 3]
+    ['postgres_1', await createDatabase(postgres.url, 'scale_one'), 1],
+    ['postgres_3', await createDatabase(postgres.url, 'scale_three'), 3]
   ]
   let port = 18810
   for (const [name, queue, count] of runs) {
+    const cpuBefore = pgCpuMs()
+    const lsn = queue.startsWith('postgres') ? await walLsn(queue) : ''
     const relays = await startRelays(queue, count, fake.url, port)
     port += count
     await load(relays.urls) // warm-up
     results[name] = await load(relays.urls)
     await relays.stop()
+    if (!queue.startsWith('postgres')) continue
+    // 1Flow takes the key now: the same relays' backlog, drained.
+    fake.addApiKey('refused-key')
+    drains[name] = await drain(queue, count, port)
+    port += count
+    fake.removeApiKey('refused-key')
+    if (name === 'postgres_1')
+      pgCost = {
+        cpuMsPer1k: Math.round(((pgCpuMs() - cpuBefore) / drains[name].events) * 1000),
+        walBytesPerEvent: Math.round((await walBytesSince(queue, lsn)) / drains[name].events)
+      }
   }
 } finally {
-  pg.stop()
+  postgres.stop()
   await fake.close()
 }
-console.log(JSON.stringify({ machine: machine(), duration_s: DURATION_S, connections: CONNECTIONS, results }))
+console.log(
+  JSON.stringify({ machine: machine(), duration_s: DURATION_S, connections: CONNECTIONS, results, drains, pgCost })
+)
 console.log(
   JSON.stringify({
     bench: 'relay-scale',
@@ -149,6 +232,10 @@ console.log(
     postgres_1_p99_ms: results.postgres_1?.p99,
     postgres_3_p99_ms: results.postgres_3?.p99,
     sqlite_p99_ms: results.sqlite_1?.p99,
+    postgres_drain_1_events_per_s: drains.postgres_1?.eventsPerS,
+    postgres_drain_3_events_per_s: drains.postgres_3?.eventsPerS,
+    pg_cpu_ms_per_1k_events: pgCost?.cpuMsPer1k,
+    pg_wal_bytes_per_event: pgCost?.walBytesPerEvent,
     failed_requests: Object.values(results).reduce((n, r) => n + r.failures, 0)
   })
 )
