@@ -359,10 +359,13 @@ export class Deliverer {
           if (!(error instanceof SendSlotError)) throw error
           // The shared rate limit lives in the queue's database: it failed, so nothing was sent.
           this.deps.health.failed(error.cause, 'taking a send slot')
-          for (const u of units) settle(u.jobId, { kind: 'release' })
+          for (const u of units) if (!answered.has(u.jobId)) settle(u.jobId, { kind: 'release' })
           proceed = false
         }
       }
+      // Every job starts as done (plan.settled): one with a unit no answer covered was not sent, and goes back.
+      for (const { units } of plan.requests)
+        for (const u of units) if (!answered.has(u.jobId)) settle(u.jobId, { kind: 'release' })
     } catch (error) {
       logger.error(
         { err: error, lane: lane.label },
@@ -441,10 +444,12 @@ export class Deliverer {
     if (verdict.split) {
       const half = Math.ceil(units.length / 2)
       const [first, second] = [units.slice(0, half), units.slice(half)]
-      return (
-        (await this.send(lane, first, lane.sink.request(first), settle, keepLease)) &&
-        (await this.send(lane, second, lane.sink.request(second), settle, keepLease))
-      )
+      if (!(await this.send(lane, first, lane.sink.request(first), settle, keepLease))) {
+        // The first half must wait (a retry, a pause): the second half was not sent, and goes back as it was.
+        for (const u of second) settle(u.jobId, { kind: 'release' })
+        return false
+      }
+      return this.send(lane, second, lane.sink.request(second), settle, keepLease)
     }
     for (const u of units) settle(u.jobId, verdict.fate as JobFate)
     return verdict.proceed

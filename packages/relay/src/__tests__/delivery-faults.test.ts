@@ -246,6 +246,28 @@ describe('rate limit and skips', () => {
   })
 })
 
+describe('a split batch whose first half must wait', () => {
+  it.each([
+    ['503', { kind: 'status', status: 503 } as const],
+    ['401', { kind: 'status', status: 401 } as const]
+  ])(
+    'a 413, then %s for the first half: the second half is kept and delivered later, never dropped',
+    async (_what, fault) => {
+      fake.inject({ kind: 'status', status: 413, path: '/batch' })
+      fake.inject(fault)
+      relay = await startRelay(fake)
+      await post(relay.url, '/v1/batch', {
+        batch: Array.from({ length: 6 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) }))
+      })
+      await until(() => fake.accepted.length >= 6, 'every event', 20_000)
+      expect(events().sort()).toEqual(['E0', 'E1', 'E2', 'E3', 'E4', 'E5'])
+      expect(fake.requests.slice(0, 2).map((r) => r.status)).toEqual([413, fault.status])
+      expect((await relay.relay.queue.stats(Date.now())).dead).toBe(0)
+    },
+    30_000
+  )
+})
+
 describe('what the requests say', () => {
   it("carry a user agent naming the relay and its version, not Node's default", async () => {
     relay = await startRelay(fake)
