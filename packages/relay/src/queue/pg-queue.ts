@@ -81,12 +81,29 @@ const UNHOLD_USERS_OF = `
     WHERE e.state = 'held' AND e.project_id = u.project_id AND e.user_key = u.user_key
   )`
 
-/** Held events of lane `$1` whose user has nothing in flight and no retry to wait for (at `$2`): ready again. */
+/**
+ * Held events of lane `$1` whose user has nothing in flight and no retry to wait for (at `$2`): ready again. Each
+ * held user is looked at once (the partial index relay_events_held), with one seek per state.
+ */
 const UNHOLD_STRANDED = `
-  UPDATE relay_events h SET state = 'pending'
-  WHERE h.project_id = $1 AND h.state = 'held' AND NOT EXISTS (
-    SELECT 1 FROM relay_events b WHERE b.project_id = h.project_id AND b.user_key = h.user_key
-      AND (b.state = 'leased' OR (b.state = 'pending' AND b.next_attempt_at > $2)))`
+  WITH held_users AS (SELECT DISTINCT user_key FROM relay_events WHERE project_id = $1 AND state = 'held'),
+  stranded AS (
+    SELECT u.user_key FROM held_users u
+    WHERE NOT EXISTS (SELECT 1 FROM relay_events b WHERE b.project_id = $1 AND b.user_key = u.user_key AND b.state = 'leased')
+      AND NOT EXISTS (SELECT 1 FROM relay_events b WHERE b.project_id = $1 AND b.user_key = u.user_key AND b.state = 'pending' AND b.next_attempt_at > $2)
+  )
+  UPDATE relay_events e SET state = 'pending' FROM stranded s
+  WHERE e.project_id = $1 AND e.state = 'held' AND e.user_key = s.user_key`
+
+/** Lanes with held events, one index seek each (a loose scan of relay_events_held), never a scan of the table. */
+const LANES_WITH_HELD = `
+  WITH RECURSIVE lanes AS (
+    (SELECT project_id FROM relay_events WHERE state = 'held' ORDER BY project_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.project_id FROM relay_events e WHERE e.state = 'held' AND e.project_id > lanes.project_id ORDER BY e.project_id LIMIT 1)
+    FROM lanes WHERE lanes.project_id IS NOT NULL
+  )
+  SELECT project_id FROM lanes WHERE project_id IS NOT NULL`
 
 /** How long a live-size reading is reused; writes by this process are added to it meanwhile. */
 const LIVE_BYTES_TTL_MS = 1_000
@@ -403,15 +420,17 @@ export class PgQueue implements Queue {
   }
 
   async recoverLeases(now: number): Promise<number> {
-    // Lanes with an expired lease or held events (two small partial indexes), then one transaction per lane under
-    // its lease lock: one guarded statement takes back only rows still leased and expired, whoever looked before.
-    const { rows: lanes } = await this.pool.query(
-      `SELECT project_id FROM relay_events WHERE state = 'leased' AND lease_until <= $1
-       UNION SELECT DISTINCT project_id FROM relay_events WHERE state = 'held'`,
+    // Lanes with an expired lease (relay_events_leased) or held events (relay_events_held); then, per lane under
+    // its lease lock, one guarded statement takes back only rows still leased and expired, whoever looked before,
+    // and — in a transaction of its own, so that it can never hold back the recovery — held events whose user has
+    // nothing in flight any more are made ready.
+    const { rows: expiredLanes } = await this.pool.query(
+      "SELECT DISTINCT project_id FROM relay_events WHERE state = 'leased' AND lease_until <= $1",
       [now]
     )
+    const { rows: heldLanes } = await this.pool.query(LANES_WITH_HELD)
     let recovered = 0
-    for (const { project_id: projectId } of lanes as Array<{ project_id: string }>) {
+    for (const { project_id: projectId } of expiredLanes as Array<{ project_id: string }>) {
       recovered += await this.tx(async (c) => {
         await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
         const { rows } = await c.query(
@@ -421,10 +440,15 @@ export class PgQueue implements Queue {
            ) SELECT count(*)::int AS n FROM expired`,
           [projectId, now]
         )
-        await c.query(UNHOLD_STRANDED, [projectId, now])
         return Number((rows[0] as Row).n)
       })
     }
+    const lanes = new Set([...expiredLanes, ...heldLanes].map((r: Row) => String(r.project_id)))
+    for (const projectId of lanes)
+      await this.tx(async (c) => {
+        await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
+        await c.query(UNHOLD_STRANDED, [projectId, now])
+      })
     return recovered
   }
 

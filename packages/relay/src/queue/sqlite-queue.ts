@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_ready ON events (project_id, state, id);
 CREATE INDEX IF NOT EXISTS events_user ON events (project_id, user_key, state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS events_dead ON events (dead_at) WHERE state = 'dead';
+CREATE INDEX IF NOT EXISTS events_held ON events (project_id, user_key) WHERE state = 'held';
 CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_at ON seen (seen_at);
 CREATE TABLE IF NOT EXISTS inbox (
@@ -631,10 +632,13 @@ export class SqliteQueue implements Queue {
         this.update(expired, "UPDATE events SET state = 'pending', lease_until = NULL, lease_token = NULL")
       )
       // Held events of a user with nothing in flight and no retry to wait for: ready again (never stranded).
+      // Each held user is looked at once (the partial index), with one seek per state: never a walk over a
+      // user's held backlog, whatever its length.
       this.statement(
-        `UPDATE events SET state = 'pending' WHERE state = 'held' AND NOT EXISTS (
-           SELECT 1 FROM events b WHERE b.project_id = events.project_id AND b.user_key = events.user_key
-             AND (b.state = 'leased' OR (b.state = 'pending' AND b.next_attempt_at > ?)))`
+        `UPDATE events SET state = 'pending' WHERE state = 'held' AND (project_id, user_key) IN (
+           SELECT h.project_id, h.user_key FROM (SELECT DISTINCT project_id, user_key FROM events WHERE state = 'held') h
+           WHERE NOT EXISTS (SELECT 1 FROM events b WHERE b.project_id = h.project_id AND b.user_key = h.user_key AND b.state = 'leased')
+             AND NOT EXISTS (SELECT 1 FROM events b WHERE b.project_id = h.project_id AND b.user_key = h.user_key AND b.state = 'pending' AND b.next_attempt_at > ?))`
       ).run(now)
       return expired.length
     })
