@@ -129,7 +129,7 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
         analytics = instance
         // (core's userAtStart, written out: this runs on the app's start-up path, where every byte counts)
         const user = instance.user()
-        atStart = { id: user.id(), traits: user.traits() }
+        atStart = [user.id(), user.traits()]
         begin()
       }
       return loaded

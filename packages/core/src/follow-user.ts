@@ -22,11 +22,11 @@ export interface UserSource {
 export function followUser(analytics: unknown, sdk: SdkClient, atStart: UserAtStart | undefined): void {
   if (typeof (analytics as Partial<UserSource> | undefined)?.user !== 'function') return
   const source = analytics as UserSource
-  const userId = toId(atStart?.id)
+  const userId = toId(atStart?.[0])
   if (userId !== undefined && toId(source.user().id()) === userId) {
     let traits: JsonObject = {}
     try {
-      traits = toJsonObject(atStart?.traits, 'traits')
+      traits = toJsonObject(atStart?.[1], 'traits')
     } catch {
       // Stored traits that are not plain data (circular, nested too deep) are left out; the user still counts.
     }

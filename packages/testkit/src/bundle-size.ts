@@ -17,11 +17,12 @@ export const BUDGETS = {
   pluginGzipBytes: 4_800,
   /**
    * The same import as an app's bundler splits it (measurePluginSplit): what loads before the plugin runs. 1,976
-   * bytes when lowered from 2,500 to 2,000, 2,004 once load() notes the user Analytics.js knows (budget 2,050);
-   * 1,889 before the consent gate and the per-mode settings; 5,427 before the delivery code moved to a chunk
-   * fetched by load().
+   * bytes when lowered from 2,500 to 2,000; 2,000 once load() notes the user Analytics.js knows (as a pair, written
+   * out: core's helper through a shared chunk cost 1,000 more); 1,889 before the consent gate and the per-mode
+   * settings; 5,427 before the delivery code moved to a chunk fetched by load(). At the budget: what is added here
+   * must be paid for here.
    */
-  pluginSplitGzipBytes: 2_050,
+  pluginSplitGzipBytes: 2_000,
   /**
    * The device-mode destination as Segment's CDN would ship it: one file, browser runtime included. Raised from
    * 15,000 when device mode gained the identity hand-over, the shared pre-ready buffer, core's finishRoutes and

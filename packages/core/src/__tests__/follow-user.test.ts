@@ -87,7 +87,7 @@ describe('followUser', () => {
   it('does nothing with something that is not an Analytics.js instance', () => {
     const { client, calls } = recordingClient()
     expect(userAtStart({})).toBeUndefined()
-    followUser({}, client, { id: 'x', traits: {} })
+    followUser({}, client, ['x', {}])
     expect(calls).toEqual([])
   })
 })
