@@ -54,12 +54,11 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
     ctx.log(
       'warn',
       reason === 'buffer-full'
-        ? `1Flow: not sent, ${settings.bufferLimit} events already wait for its SDK (see bufferLimit).`
+        ? `1Flow: not sent, ${settings.bufferLimit} events already wait for its SDK (bufferLimit).`
         : `1Flow: not sent. ${failure}`
     )
   )
 
-  const { consentCategories } = settings
   let analytics: Analytics
   /** The user Analytics.js knew when the plugin loaded, given to the SDK before any event (when still known then). */
   let atStart: UserAtStart | undefined
@@ -69,7 +68,7 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
 
   function handle(ctx: Context): Context {
     if (state === 'ready') (deliver as Deliver)(ctx)
-    else if (state === 'failed') ctx.log('debug', '1Flow: not sent, its SDK did not load.')
+    else if (state === 'failed') ctx.log('debug', `1Flow: not sent. ${failure}`)
     else buffer.push(ctx)
     return ctx
   }
@@ -83,7 +82,7 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
     // that already has something at window._1flow is left to the loader, which uses a ready SDK as it is.
     const loadScript = createScriptLoader(document)
     const early =
-      consentCategories.length === 0 && (window as { _1flow?: unknown })._1flow == null
+      settings.consentCategories.length === 0 && (window as { _1flow?: unknown })._1flow == null
         ? loadScript(settings.sdkUrl, sdkAttributes)
         : undefined
     early?.catch(() => undefined) // the loader reports the failure
@@ -128,8 +127,9 @@ export function oneFlow(options: OneFlowPluginOptions): Plugin {
       if (state === 'idle') {
         analytics = instance
         // (core's userAtStart, written out: this runs on the app's start-up path, where every byte counts)
-        const user = instance.user()
-        atStart = [user.id(), user.traits()]
+        // Analytics.js passes itself; anything else (a harness) knows no user.
+        const user = instance.user?.()
+        atStart = user && [user.id(), user.traits()]
         begin()
       }
       return loaded
