@@ -269,9 +269,36 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
         health.failed(error, 'taking back expired leases')
       }
       deliverer.start()
-      // Housekeeping: a failure is the queue's (reported once to QueueHealth), never the process's end.
+      // Housekeeping never ends the process, and a task that fails is not the queue failing: only when a real
+      // write fails too (checkWritable) does ingest answer 503 (QueueHealth). Otherwise the task's failure is
+      // logged once (and its recovery once), ingest goes on, and the task runs again on its timer — a slow
+      // figures read or a cancelled clean-up on a large queue must not take ingest down.
+      const failing = new Set<string>()
       const every = (ms: number, what: string, fn: () => Promise<unknown>) =>
-        timers.push(setInterval(() => void fn().catch((error: unknown) => health.failed(error, what)), ms).unref())
+        timers.push(
+          setInterval(
+            () =>
+              void fn().then(
+                () => {
+                  if (failing.delete(what)) logger.info({ task: what }, `${what}: works again`)
+                },
+                async (error: unknown) => {
+                  try {
+                    await queue.checkWritable()
+                  } catch (writeError) {
+                    return health.failed(writeError, what)
+                  }
+                  if (failing.has(what)) return
+                  failing.add(what)
+                  logger.warn(
+                    { task: what, error: error instanceof Error ? error.message : String(error) },
+                    `${what} failed; the queue takes writes, so ingest and delivery go on; it is tried again every ${Math.round(ms / 1000)} s`
+                  )
+                }
+              ),
+            ms
+          ).unref()
+        )
       every(PROBE_EVERY_MS, 'probing the queue', () => health.check())
       every(PRUNE_EVERY_MS, 'forgetting old message ids', () =>
         queue.pruneDedup(clock.now() - config.limits.dedupWindowHours * 3_600_000)

@@ -1,0 +1,46 @@
+/**
+ * Housekeeping (figures for the gauges, lease recovery, dedup and dead-letter clean-up, compaction) failing is not
+ * the queue failing: while the queue takes writes, ingest and delivery go on, and the failure is said once.
+ */
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { FakeOneFlowApi } from '@oneflow-seg/testkit'
+import { SqliteQueue } from '../queue/sqlite-queue'
+import { post, startRelay, tempDir, until, type TestRelay } from './helpers'
+
+let fake: FakeOneFlowApi | undefined
+let relay: TestRelay | undefined
+afterEach(async () => {
+  await relay?.stop()
+  await fake?.close()
+  relay = fake = undefined
+})
+
+describe('a housekeeping task that fails', () => {
+  it('never turns ingest into 503 while the queue takes writes; its failure and its recovery are each said once', async () => {
+    fake = await FakeOneFlowApi.start()
+    const queue = new SqliteQueue(join(tempDir(), 'relay.db'))
+    // The figures read times out (a statement timeout on a huge table), as long as `slow` says so.
+    let slow = true
+    const stats = queue.stats.bind(queue)
+    queue.stats = (now) =>
+      slow ? Promise.reject(new Error('canceling statement due to statement timeout')) : stats(now)
+    relay = await startRelay(fake, {}, { queue })
+    const lines = () => relay!.logs.records()
+    await until(
+      () => lines().some((l) => String(l.msg).startsWith('reading queue figures failed')),
+      'the failure',
+      12_000
+    )
+    for (let i = 0; i < 5; i++) {
+      const res = await post(relay.url, '/v1/track', { event: `E${i}`, userId: 'u1', messageId: `m${i}` })
+      expect(res.status).toBe(200)
+    }
+    expect((await fetch(`${relay.url}/health/ready`)).status).toBe(200)
+    await until(() => fake!.accepted.length === 5, 'delivery meanwhile')
+    slow = false
+    await until(() => lines().some((l) => l.msg === 'reading queue figures: works again'), 'the recovery', 12_000)
+    expect(lines().filter((l) => String(l.msg).startsWith('reading queue figures failed'))).toHaveLength(1)
+    expect(lines().filter((l) => String(l.msg).startsWith('the queue is failing'))).toEqual([])
+  }, 40_000)
+})
