@@ -1,8 +1,11 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs'
 import { Command, InvalidArgumentError } from 'commander'
+import { OneFlowError } from '@oneflow-seg/core'
 import { ConfigError, displayQueue, loadConfig, type RelayConfig } from './config'
 import { createLogger, logWriteErrors } from './logger'
 import { recheckEvent } from './ingest'
+import { describeSource, previewEvent } from './preview'
 import { createRelay, openQueue } from './relay'
 import type { Selection } from './queue/queue'
 import { VERSION } from './version'
@@ -70,6 +73,15 @@ program
         ? `${s.subscriptions.length} custom mapping(s)`
         : 'the presets (track → Track Event, identify → Identify User)'
       console.log(`  source ${s.name}: project ${s.projectId}, ${mappings}`)
+      const types = describeSource(s)
+      const sent = types.filter((t) => t.sent)
+      const skipped = types.filter((t) => !t.sent)
+      console.log(`    sent: ${sent.map((t) => `${t.type} → ${t.detail}`).join('; ') || 'nothing'}`)
+      if (skipped.length > 0) console.log(`    skipped: ${skipped.map((t) => `${t.type} (${t.detail})`).join(', ')}`)
+      if (!sent.some((t) => t.type === 'identify'))
+        console.log(
+          `    warning: identify is not sent, so 1Flow never learns who your users are or their traits; add {"name": "Identify User", "subscribe": "type = \\"identify\\"", "partnerAction": "identifyUser"} to this source's mappings`
+        )
       console.log(
         s.segment
           ? `    1Flow survey responses: POST http://${config.listen.host}:${config.listen.port}/webhooks/1flow/${s.name}/<webhookToken> → Segment ${s.segment.host}/v1/batch as "${s.segment.eventName}"`
@@ -98,6 +110,71 @@ const selection = (opts: { id?: number[]; all?: boolean }): Selection => {
     process.exit(1)
   }
   return opts.id
+}
+
+program
+  .command('preview')
+  .description(
+    "what 1Flow would receive for events, from the config's mappings: the HTTP body and the web SDK call, or why not; sends nothing"
+  )
+  .option(...configOption)
+  .option('--source <name>', 'the source whose mappings apply (default: the first)')
+  .argument(
+    '[file]',
+    'events: one JSON event, a {"batch": […]} body, a JSON array, or NDJSON; "-" or none: standard input'
+  )
+  .action(async (file: string | undefined, opts: { config: string; source?: string }) => {
+    const config = readConfig(opts.config, { queueOnly: true })
+    const source = opts.source ? config.sources.find((s) => s.name === opts.source) : config.sources[0]
+    if (!source) {
+      console.error(`No source named "${opts.source}". Sources: ${config.sources.map((s) => s.name).join(', ')}`)
+      process.exit(1)
+    }
+    const text = file && file !== '-' ? readFileSync(file, 'utf8') : readFileSync(0, 'utf8')
+    let events: unknown[]
+    try {
+      events = parseEvents(text)
+    } catch (error) {
+      console.error(`Could not read the events: ${(error as Error).message}`)
+      process.exit(1)
+    }
+    let sent = 0
+    for (const [index, event] of events.entries()) {
+      const result = previewEvent(event, source)
+      if (result.sent.length > 0) sent++
+      console.log(JSON.stringify({ index, ...result }))
+    }
+    console.error(
+      `${events.length} event(s) for source ${source.name}: ${sent} sent, ${events.length - sent} not sent.`
+    )
+  })
+
+/** A preview's input that is not events. */
+class PreviewInputError extends OneFlowError {
+  override readonly name = 'PreviewInputError'
+  readonly code = 'INVALID_PREVIEW_INPUT'
+  readonly remedy = 'fix-payload'
+}
+
+/** Events from a preview's input: one JSON value (an event, a {"batch": […]} body or an array), else NDJSON. */
+function parseEvents(text: string): unknown[] {
+  const trimmed = text.replace(/^\uFEFF/, '').trim()
+  if (trimmed === '') throw new PreviewInputError('the input is empty: give one JSON event, or one per line')
+  try {
+    const value: unknown = JSON.parse(trimmed)
+    if (Array.isArray(value)) return value
+    const batch = (value as { batch?: unknown } | null)?.batch
+    return Array.isArray(batch) ? batch : [value]
+  } catch {
+    return trimmed.split('\n').flatMap((line, i) => {
+      if (line.trim() === '') return []
+      try {
+        return [JSON.parse(line) as unknown]
+      } catch {
+        throw new PreviewInputError(`line ${i + 1} is not JSON (give one JSON event, or one per line)`)
+      }
+    })
+  }
 }
 
 const dlq = program.command('dlq').description('inspect, replay or purge dead-lettered events')

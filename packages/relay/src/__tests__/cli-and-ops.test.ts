@@ -1,4 +1,5 @@
 /** The `oneflow-relay` CLI as users run it: check-config, start/SIGTERM, dlq, stats; and what it logs. */
+import { spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -7,7 +8,7 @@ import { acceptRequest } from '../ingest'
 import { parseConfig } from '../config'
 import { SqliteQueue } from '../queue/sqlite-queue'
 import { post, tempDir, until } from './helpers'
-import { freePort, runCli, startRelayProcess, writeConfig } from './process'
+import { CLI, freePort, runCli, startRelayProcess, writeConfig } from './process'
 
 const WRITE_KEY = 'wk_live_SECRET_write_key_42'
 const PROJECT_KEY = 'pk_live_SECRET_project_key_42'
@@ -334,3 +335,142 @@ describe('dlq and stats', () => {
     expect(forced.stdout).toContain('Replaying 1 dead letter(s)')
   })
 })
+
+describe('preview and what check-config says a source sends', () => {
+  const config = () =>
+    writeConfig(
+      {
+        queue: 'sqlite:./relay.db',
+        sources: [
+          { name: 'web', writeKey: 'env:RELAY_WK', projectApiKey: 'env:RELAY_PK' },
+          {
+            name: 'signups',
+            writeKey: 'env:RELAY_WK2',
+            projectApiKey: 'env:RELAY_PK2',
+            consentCategories: ['Analytics'],
+            mappings: [
+              { name: 'Sign-ups', subscribe: 'type = "track" and event = "Signed Up"', partnerAction: 'trackEvent' }
+            ]
+          }
+        ]
+      },
+      tempDir()
+    )
+
+  it('prints, per event, the HTTP body and the web SDK call 1Flow would get, or why not; no credential needed', () => {
+    const file = config()
+    const input = join(tempDir(), 'events.ndjson')
+    writeFileSync(
+      input,
+      [
+        { type: 'identify', userId: 'u1', traits: { plan: 'pro', nothing: null } },
+        { type: 'track', event: 'Signed Up', userId: 'u1', anonymousId: 'a1', properties: { plan: 'pro' } },
+        { type: 'page', name: 'Pricing', userId: 'u1' },
+        { type: 'track', event: 'No One' }
+      ]
+        .map((e) => JSON.stringify(e))
+        .join('\n')
+    )
+    const r = runCli(['preview', '--config', file, input])
+    expect(r.status).toBe(0)
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+    expect(lines[0]).toMatchObject({
+      source: 'web',
+      sent: [
+        {
+          http: { path: '/identify', body: { user_id: 'u1', traits: { plan: 'pro' } } },
+          sdk: ['logUser', 'u1', { plan: 'pro' }]
+        }
+      ]
+    })
+    expect(lines[1]).toMatchObject({
+      sent: [
+        {
+          http: {
+            path: '/track',
+            body: { event: 'Signed Up', user_id: 'u1', anonymous_id: 'a1', properties: { plan: 'pro' } }
+          },
+          sdk: ['logEvent', 'Signed Up', { plan: 'pro' }]
+        }
+      ]
+    })
+    expect(lines[2]).toMatchObject({ sent: [], skipped: [{ reason: 'not-subscribed' }] })
+    expect(lines[3]).toMatchObject({ sent: [], rejected: { code: 'missing_identity' } })
+    expect(r.stderr).toContain('4 event(s) for source web: 2 sent, 2 not sent.')
+    expect(r.stdout).not.toContain('api_key')
+  })
+
+  it('uses the named source: its mappings and consent categories; reads a batch body from standard input', () => {
+    const file = config()
+    const body = JSON.stringify({
+      batch: [
+        {
+          type: 'track',
+          event: 'Signed Up',
+          userId: 'u1',
+          context: { consent: { categoryPreferences: { Analytics: false } } }
+        },
+        {
+          type: 'track',
+          event: 'Signed Up',
+          userId: 'u1',
+          context: { consent: { categoryPreferences: { Analytics: true } } }
+        },
+        { type: 'identify', userId: 'u1' }
+      ]
+    })
+    const r = spawnSync(process.execPath, [CLI, 'preview', '--config', file, '--source', 'signups'], {
+      input: body,
+      encoding: 'utf8'
+    })
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { sent: unknown[]; skipped: Array<{ reason: string }> })
+    expect(lines.map((l) => [l.sent.length, l.skipped.map((s) => s.reason)])).toEqual([
+      [0, ['no-consent']],
+      [1, []],
+      [0, ['not-subscribed']]
+    ])
+    expect(runCli(['preview', '--config', file, '--source', 'nope', input404()]).stderr).toContain(
+      'No source named "nope"'
+    )
+  })
+
+  it('says which input it cannot read', () => {
+    const file = config()
+    const bad = join(tempDir(), 'bad.ndjson')
+    writeFileSync(bad, '{"type":"track","event":"A","userId":"u"}\nnot json\n')
+    const r = runCli(['preview', '--config', file, bad])
+    expect([r.status, r.stderr.trim()]).toEqual([
+      1,
+      'Could not read the events: line 2 is not JSON (give one JSON event, or one per line)'
+    ])
+  })
+
+  it('check-config lists, per source, the event types sent and skipped, and warns when identify is not sent', () => {
+    const r = runCli(['check-config', '--config', config()], {
+      RELAY_WK: 'w1',
+      RELAY_PK: 'p1',
+      RELAY_WK2: 'w2',
+      RELAY_PK2: 'p2'
+    })
+    expect(r.status).toBe(0)
+    const [web, signups] = r.stdout.split('  source ').slice(1) as [string, string]
+    expect(web).toContain('sent: track → /track (Track Event); identify → /identify (Identify User)')
+    expect(web).toContain(
+      'skipped: page (not-subscribed), screen (not-subscribed), group (not-subscribed), alias (not-subscribed)'
+    )
+    expect(web).not.toContain('warning')
+    expect(signups).toContain('sent: track → when it matches "Sign-ups"')
+    expect(signups).toContain('warning: identify is not sent, so 1Flow never learns who your users are')
+  })
+})
+
+/** A path that does not exist (the source check comes first). */
+function input404(): string {
+  return join(tempDir(), 'missing.ndjson')
+}
