@@ -4,6 +4,7 @@
 // receives it through the relay's webhook.
 import { AnalyticsBrowser } from '@segment/analytics-next'
 import { oneFlow } from '@oneflow-seg/ajs-plugin'
+import { presetOutcome, type SegmentEvent } from '@oneflow-seg/core/browser'
 
 interface DemoConfig {
   readonly relayUrl: string
@@ -40,6 +41,22 @@ function log(line: string): void {
   $('log').prepend(li)
 }
 
+/**
+ * Says why 1Flow gets nothing for an event, when it gets nothing: the plugin and the relay both use the presets
+ * here, so core's decision for the event is theirs.
+ */
+function explain(event: Record<string, unknown>): void {
+  const outcome = presetOutcome(event as unknown as SegmentEvent)
+  if (outcome.kind !== 'skip') return
+  const hint =
+    event.type === 'page'
+      ? ' Track Page View is opt-in: add {"name": "Page views", "subscribe": "type = \\"page\\"", "partnerAction": "trackPage"} to the mappings.'
+      : ''
+  log(
+    `1Flow gets nothing for this ${String(event.type)}, in the browser or through the relay (${outcome.reason}): ${outcome.message}${hint}`
+  )
+}
+
 const userId = () => ($('user') as HTMLInputElement).value.trim()
 let n = 0
 
@@ -47,6 +64,7 @@ $('identify').addEventListener('click', () => {
   const traits = { name: 'Ada Lovelace', plan: 'pro' }
   void analytics.identify(userId(), traits)
   void viaRelay('identify', { userId: userId(), traits })
+  explain({ type: 'identify', userId: userId() || undefined, traits })
 })
 $('track').addEventListener('click', () => {
   const properties = { plan: 'pro', clicks: ++n }
@@ -56,6 +74,7 @@ $('track').addEventListener('click', () => {
 $('page').addEventListener('click', () => {
   void analytics.page('Pricing', { path: '/pricing' })
   void viaRelay('page', { userId: userId(), name: 'Pricing', properties: { path: '/pricing' } })
+  explain({ type: 'page', userId: userId(), name: 'Pricing' })
 })
 
 $('survey').addEventListener('click', async () => {

@@ -87,7 +87,11 @@ it('shows each 1Flow call as it happens, in the browser and through the relay, a
   const http = await page.textContent('#http')
   expect(http).toContain('/batch identify {"user_id":"user-1"')
   expect(http).toContain('/batch track {"event":"Signed Up","user_id":"user-1"')
-  expect(await page.textContent('#log')).toContain('relay answered 200 to page')
+  const log = await page.textContent('#log')
+  expect(log).toContain('relay answered 200 to page')
+  // Page is not sent (Track Page View is opt-in), and the page says so, and how to turn it on.
+  expect(log).toContain('1Flow gets nothing for this page, in the browser or through the relay (not-subscribed)')
+  expect(log).toContain('"partnerAction": "trackPage"')
   // And back: a survey response through the relay's webhook, as Segment's stand-in received it.
   await page.click('#survey')
   await page.waitForFunction(
