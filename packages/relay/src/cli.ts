@@ -6,6 +6,7 @@ import { ConfigError, displayQueue, loadConfig, type RelayConfig } from './confi
 import { createLogger, logWriteErrors } from './logger'
 import { recheckEvent } from './ingest'
 import { describeSource, previewEvent } from './preview'
+import { ImportError, importEvents, type ImportTotals } from './import'
 import { createRelay, openQueue } from './relay'
 import type { Selection } from './queue/queue'
 import { VERSION } from './version'
@@ -147,6 +148,62 @@ program
     console.error(
       `${events.length} event(s) for source ${source.name}: ${sent} sent, ${events.length - sent} not sent.`
     )
+  })
+
+program
+  .command('import')
+  .description(
+    "historical events into the queue with their own timestamps (Segment's export format or Segment-spec NDJSON, gzipped or not); delivered at the relay's rate limit"
+  )
+  .option(...configOption)
+  .option('--source <name>', 'the source the events belong to (default: the first)')
+  .option('--dry-run', 'count what would be queued, skipped and rejected; write nothing')
+  .option('--resume', 'continue an import of the same file that stopped part way')
+  .argument('<file>', 'an NDJSON file (.gz or not), or "-" for standard input')
+  .action(async (file: string, opts: { config: string; source?: string; dryRun?: boolean; resume?: boolean }) => {
+    // The events go to the source's lane, named after its 1Flow project key: that key must be the real one (a dry
+    // run queues nothing and needs none).
+    const config = readConfig(opts.config, { queueOnly: opts.dryRun === true })
+    const source = opts.source ? config.sources.find((s) => s.name === opts.source) : config.sources[0]
+    if (!source) {
+      console.error(`No source named "${opts.source}". Sources: ${config.sources.map((s) => s.name).join(', ')}`)
+      process.exit(1)
+    }
+    const queue = opts.dryRun ? undefined : await openQueue(config)
+    const started = Date.now()
+    const tty = process.stderr.isTTY === true
+    let shownAt = 0
+    const show = (t: ImportTotals, read: number, total: number | undefined) => {
+      if (!tty || Date.now() - shownAt < 250) return
+      shownAt = Date.now()
+      const seconds = (Date.now() - started) / 1000
+      const rate = Math.round((t.queued + t.duplicates + t.rejected + t.skipped) / Math.max(seconds, 0.001))
+      const eta = total && read > 0 ? ` ~${Math.round((seconds * (total - read)) / read)} s left` : ''
+      const pct = total ? `${Math.floor((100 * read) / total)}% ` : ''
+      process.stderr.write(`\r${pct}${t.lines} lines, ${rate} events/s${eta}   `)
+    }
+    try {
+      const totals = await importEvents(queue, {
+        file,
+        source,
+        ...(opts.dryRun && { dryRun: true }),
+        ...(opts.resume && { resume: true }),
+        progress: show
+      })
+      if (tty) process.stderr.write('\n')
+      const seconds = ((Date.now() - started) / 1000).toFixed(1)
+      console.log(
+        opts.dryRun
+          ? `Dry run of ${file} for source ${source.name}: ${totals.queued} would be sent to 1Flow, ${totals.skipped} accepted but not sent by the mappings, ${totals.rejected} rejected (${totals.lines} lines, ${seconds} s).`
+          : `Imported ${file} for source ${source.name}: ${totals.queued} queued, ${totals.duplicates} already queued (same messageId), ${totals.rejected} rejected as dead letters (${totals.lines} lines, ${seconds} s).`
+      )
+    } catch (error) {
+      if (!(error instanceof ImportError)) throw error
+      console.error(error.message)
+      process.exitCode = 1
+    } finally {
+      await queue?.close()
+    }
   })
 
 /** A preview's input that is not events. */
