@@ -507,7 +507,10 @@ export class Deliverer {
       if (fate.kind === 'done') {
         done.push(job)
         if (fate.skipped) skipped++
-        else delivered++
+        else {
+          delivered++
+          metrics.deliveryLatency.observe({ project: label }, Math.max(0, now - job.receivedAt) / 1000)
+        }
       } else if (fate.kind === 'release') {
         released.push(job)
       } else if (fate.kind === 'dead' || (job.firstAttemptAt !== null && now - job.firstAttemptAt >= giveUpMs)) {

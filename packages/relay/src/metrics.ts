@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { logWriteErrors } from './logger'
+import { VERSION } from './version'
 
 /** The relay's Prometheus metrics (prefix `relay_`), on a registry of its own per relay instance. */
 export function createMetrics() {
@@ -41,6 +42,19 @@ export function createMetrics() {
       'Requests to 1Flow (/identify, /track, /batch) and to Segment (/v1/batch), by endpoint and status code (0 = no answer)',
       ['endpoint', 'status_code']
     ),
+    deliveryLatency: new Histogram({
+      name: 'relay_delivery_latency_seconds',
+      help: 'From acceptance at ingest to delivery (1Flow or Segment answered 2xx), per lane: queueing, retries and pauses included',
+      labelNames: ['project'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400],
+      registers: [registry]
+    }),
+    buildInfo: new Gauge({
+      name: 'relay_build_info',
+      help: 'Always 1; the relay version and Node.js version as labels',
+      labelNames: ['version', 'node'],
+      registers: [registry]
+    }),
     deliveryEvents: counter(
       'relay_delivery_events_total',
       'Events leaving the queue, by result (delivered, skipped, dead)',

@@ -9,6 +9,7 @@ import { ConfigError, type RelayConfig } from './config'
 import { Deliverer } from './deliverer'
 import { ingestRoutes, type Unavailable } from './ingest-routes'
 import { createLogger } from './logger'
+import { VERSION } from './version'
 import { createMetrics, type Metrics } from './metrics'
 import { opsRoutes, setQueueGauges, StatsCache } from './ops-routes'
 import type { NewEvent, Queue } from './queue/queue'
@@ -85,6 +86,7 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
   const logger = options.logger ?? createLogger()
   const clock = options.clock ?? systemClock
   const metrics = createMetrics()
+  metrics.buildInfo.set({ version: VERSION, node: process.version }, 1)
   // The probe reads `queue` when it runs, which is after it is assigned.
   const health: QueueHealth = new QueueHealth(logger, clock, () => queue.checkWritable())
   const queue: Queue =

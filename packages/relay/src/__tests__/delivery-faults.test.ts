@@ -273,6 +273,13 @@ describe('what the requests say', () => {
     relay = await startRelay(fake)
     await post(relay.url, '/v1/track', track('A'))
     await until(() => fake.accepted.length === 1, 'delivery')
+    // And the metrics say which build runs, and how long events take from ingest to 1Flow.
+    expect((await metric('relay_build_info')).join()).toMatch(
+      /relay_build_info\{version="[^"]+",node="v\d+\.\d+\.\d+"\} 1/
+    )
+    expect(await metric('relay_delivery_latency_seconds_count')).toEqual([
+      'relay_delivery_latency_seconds_count{project="web"} 1'
+    ])
     expect(fake.requests[0]?.headers['user-agent']).toMatch(
       /^oneflow-relay\/\S+ \(\+https:\/\/www\.npmjs\.com\/package\/@oneflow-seg\/relay\)$/
     )
