@@ -8,7 +8,7 @@ import { recheckEvent } from './ingest'
 import { describeSource, previewEvent } from './preview'
 import { ImportError, importEvents, type ImportTotals } from './import'
 import { createRelay, openQueue } from './relay'
-import type { Selection } from './queue/queue'
+import type { Queue, Selection } from './queue/queue'
 import { VERSION } from './version'
 
 const program = new Command('oneflow-relay')
@@ -235,30 +235,83 @@ function parseEvents(text: string): unknown[] {
 }
 
 const dlq = program.command('dlq').description('inspect, replay or purge dead-lettered events')
-dlq
-  .command('list')
-  .option(...configOption)
-  .option('--limit <n>', 'how many (1 to 100,000)', wholeNumber('--limit', 1, 100_000), 100)
-  .option('--source <name>', 'only this source')
-  .option('--body', 'include each event')
-  .action(async (opts: { config: string; limit: number; source?: string; body?: boolean }) => {
-    const queue = await openQueue(readConfig(opts.config, { queueOnly: true }))
-    const rows = await queue.listDead({ limit: opts.limit, ...(opts.source && { sourceName: opts.source }) })
-    // Every time as ISO-8601, in one format.
-    const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
-    for (const { body, ...row } of rows)
-      console.log(
-        JSON.stringify({
-          ...row,
-          receivedAt: iso(row.receivedAt),
-          firstAttemptAt: iso(row.firstAttemptAt),
-          deadAt: iso(row.deadAt),
-          ...(opts.body && { event: JSON.parse(body) })
-        })
-      )
-    if (rows.length === 0) console.error('No dead letters.')
-    await queue.close()
-  })
+/** Dead-letter filters shared by list and export: by source, by text in the reason, dead since a date. */
+interface DeadFilter {
+  readonly source?: string
+  readonly reason?: string
+  readonly since?: number
+}
+const isoDate = (value: string) => {
+  const ms = Date.parse(value)
+  if (Number.isNaN(ms)) throw new InvalidArgumentError('--since takes a date, e.g. 2026-12-01 or 2026-12-01T09:30:00Z')
+  return ms
+}
+/** Dead letters matching `filter`, in id order, at most `limit`, read page by page. */
+async function* deadLetters(queue: Queue, filter: DeadFilter, limit = Number.POSITIVE_INFINITY) {
+  let found = 0
+  for (let afterId = 0; found < limit;) {
+    const page = await queue.listDead({ limit: 1000, afterId, ...(filter.source && { sourceName: filter.source }) })
+    if (page.length === 0) return
+    afterId = (page.at(-1) as { id: number }).id
+    for (const dead of page) {
+      if (filter.reason && !dead.reason.toLowerCase().includes(filter.reason.toLowerCase())) continue
+      if (filter.since !== undefined && dead.deadAt < filter.since) continue
+      yield dead
+      if (++found >= limit) return
+    }
+  }
+}
+const filterOptions = (command: Command) =>
+  command
+    .option('--source <name>', 'only this source')
+    .option(
+      '--reason <text>',
+      'only dead letters whose reason contains this text (any case), e.g. 400 or missing_identity'
+    )
+    .option('--since <date>', 'only those dead-lettered at or after this date (ISO-8601)', isoDate)
+
+filterOptions(
+  dlq
+    .command('list')
+    .description("dead letters as JSON lines (id, reason, status, 1Flow's answer, times), oldest first")
+    .option(...configOption)
+    .option('--limit <n>', 'how many (1 to 100,000)', wholeNumber('--limit', 1, 100_000), 100)
+    .option('--body', 'include each event')
+).action(async (opts: DeadFilter & { config: string; limit: number; body?: boolean }) => {
+  const queue = await openQueue(readConfig(opts.config, { queueOnly: true }))
+  // Every time as ISO-8601, in one format.
+  const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
+  let rows = 0
+  for await (const { body, ...row } of deadLetters(queue, opts, opts.limit)) {
+    rows++
+    console.log(
+      JSON.stringify({
+        ...row,
+        receivedAt: iso(row.receivedAt),
+        firstAttemptAt: iso(row.firstAttemptAt),
+        deadAt: iso(row.deadAt),
+        ...(opts.body && { event: JSON.parse(body) })
+      })
+    )
+  }
+  if (rows === 0) console.error('No dead letters.')
+  await queue.close()
+})
+filterOptions(
+  dlq
+    .command('export')
+    .description('the events of dead letters as NDJSON on stdout: one Segment event per line, as `import` reads them')
+    .option(...configOption)
+).action(async (opts: DeadFilter & { config: string }) => {
+  const queue = await openQueue(readConfig(opts.config, { queueOnly: true }))
+  let rows = 0
+  for await (const dead of deadLetters(queue, opts)) {
+    rows++
+    process.stdout.write(`${dead.body}\n`)
+  }
+  console.error(`Exported ${rows} dead letter(s).`)
+  await queue.close()
+})
 dlq
   .command('replay')
   .description('put dead letters back in the queue (attempts reset), each checked again as ingest would check it')
@@ -266,7 +319,8 @@ dlq
   .option('--id <n>', 'a dead letter id (repeatable)', ids)
   .option('--all', 'every dead letter')
   .option('--force', 'replay also the events ingest would refuse (no user id, nested too deep, …)')
-  .action(async (opts: { config: string; id?: number[]; all?: boolean; force?: boolean }) => {
+  .option('--dry-run', 'say what would be replayed and refused; change nothing')
+  .action(async (opts: { config: string; id?: number[]; all?: boolean; force?: boolean; dryRun?: boolean }) => {
     const chosen = selection(opts)
     const queue = await openQueue(readConfig(opts.config, { queueOnly: true }))
     const wanted = chosen === 'all' ? undefined : new Set(chosen)
@@ -284,8 +338,10 @@ dlq
         else replay.push(dead.id)
       }
     }
-    const replayed = replay.length > 0 ? await queue.replayDead(replay, Date.now()) : 0
-    console.log(`Replaying ${replayed} dead letter(s).`)
+    const replayed = opts.dryRun ? replay.length : replay.length > 0 ? await queue.replayDead(replay, Date.now()) : 0
+    console.log(
+      opts.dryRun ? `Dry run: would replay ${replayed} dead letter(s).` : `Replaying ${replayed} dead letter(s).`
+    )
     if (refused.length > 0) {
       console.error(
         `Not replayed: ${refused.length} dead letter(s) ingest would refuse (replay them anyway with --force):`

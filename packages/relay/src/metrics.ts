@@ -1,6 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { logWriteErrors } from './logger'
-import { VERSION } from './version'
 
 /** The relay's Prometheus metrics (prefix `relay_`), on a registry of its own per relay instance. */
 export function createMetrics() {

@@ -578,3 +578,58 @@ describe('import', () => {
     )
   })
 })
+
+describe('dead letters: filters, export, dry-run replay', () => {
+  it('filters by reason and date, exports events that import takes back, and a dry run changes nothing', async () => {
+    const dir = tempDir()
+    const file = writeConfig(
+      { queue: 'sqlite:./relay.db', sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY }] },
+      dir
+    )
+    const queue = new SqliteQueue(join(dir, 'relay.db'))
+    const now = Date.now()
+    await queue.enqueue(
+      [1, 2, 3, 4].map((n) => ({
+        messageId: `m${n}`,
+        sourceName: 'web',
+        projectId: 'p',
+        userKey: `u${n}`,
+        body: JSON.stringify({ type: 'track', event: `E${n}`, userId: `u${n}`, messageId: `m${n}` }),
+        receivedAt: now
+      }))
+    )
+    const jobs = await queue.lease('p', 10, 60_000, now)
+    await queue.deadLetter(
+      jobs.slice(0, 2),
+      { reason: '1Flow answered 400: bad event', status: 400, sent: true },
+      now - 86_400_000
+    )
+    await queue.deadLetter(jobs.slice(2), { reason: 'gave up after 24 h of retries; last error: 503', sent: true }, now)
+    await queue.close()
+
+    const ids = (args: string[]) =>
+      runCli(['dlq', 'list', '--config', file, ...args])
+        .stdout.trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => (JSON.parse(l) as { messageId: string }).messageId)
+    expect(ids(['--reason', 'answered 400'])).toEqual(['m1', 'm2'])
+    expect(ids(['--reason', 'GAVE UP'])).toEqual(['m3', 'm4'])
+    expect(ids(['--since', new Date(now - 60_000).toISOString()])).toEqual(['m3', 'm4'])
+    expect(ids(['--reason', '400', '--limit', '1'])).toEqual(['m1'])
+    expect(runCli(['dlq', 'list', '--config', file, '--since', 'yesterday']).stderr).toContain('--since takes a date')
+
+    const exported = runCli(['dlq', 'export', '--config', file, '--reason', 'gave up'])
+    expect(exported.stderr).toContain('Exported 2 dead letter(s).')
+    expect(
+      exported.stdout
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { event: string }).event)
+    ).toEqual(['E3', 'E4'])
+
+    const dry = runCli(['dlq', 'replay', '--config', file, '--all', '--dry-run'])
+    expect(dry.stdout).toContain('Dry run: would replay 4 dead letter(s).')
+    expect((JSON.parse(runCli(['stats', '--config', file]).stdout) as { dead: number; pending: number }).dead).toBe(4)
+  })
+})
