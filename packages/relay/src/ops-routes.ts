@@ -73,10 +73,20 @@ export async function opsRoutes(app: FastifyInstance, deps: OpsRouteDeps): Promi
       .code(problem ? 503 : 200)
       .send({ status: problem ? 'not ready' : 'ready', ...(problem && { problem }), alerts: deliverer.alerts() })
   })
+  // One name per lane everywhere (metrics' `project` label, the status page, /health): the source's name for a
+  // 1Flow project, `segment:<source>` for survey responses — never the internal id (a hash of the project key).
+  const labels = () => new Map(deliverer.laneStatus().map((l) => [l.laneId, l.lane]))
+  const named = (stats: QueueStats): QueueStats => {
+    const label = labels()
+    return {
+      ...stats,
+      lanes: Object.fromEntries(Object.entries(stats.lanes).map(([id, n]) => [label.get(id) ?? id, n]))
+    }
+  }
   app.get('/health', async () => ({
     status: deps.shuttingDown() ? 'shutting down' : 'ok',
     alerts: deliverer.alerts(),
-    queue: await figures.get()
+    queue: named(await figures.get())
   }))
   app.get('/metrics', async (_req, reply) => {
     setQueueGauges(metrics, await figures.get())
@@ -92,7 +102,7 @@ export async function opsRoutes(app: FastifyInstance, deps: OpsRouteDeps): Promi
       const stats = await figures.get()
       return {
         time: new Date(clock.now()).toISOString(),
-        queue: stats,
+        queue: named(stats),
         lanes: deliverer.laneStatus().map(({ laneId, ...lane }) => ({
           ...lane,
           waiting: stats.lanes[laneId] ?? 0,

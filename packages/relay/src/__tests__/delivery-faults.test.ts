@@ -174,7 +174,12 @@ describe('a wrong project key answered 404', () => {
       batch: Array.from({ length: 4 }, (_, i) => ({ type: 'track', ...track(`E${i}`, `u${i}`) }))
     })
     await until(() => fake.requests.length >= 1, 'the refused attempt')
-    const health = (await (await fetch(`${relay.url}/health`)).json()) as { alerts: Array<{ alert: string }> }
+    const health = (await (await fetch(`${relay.url}/health`)).json()) as {
+      alerts: Array<{ alert: string }>
+      queue: { lanes: Record<string, number> }
+    }
+    // The lane is named as everywhere else (the source's name), not by its internal id.
+    expect(health.queue.lanes).toEqual({ web: 4 })
     expect(health.alerts).toEqual([
       expect.objectContaining({ alert: expect.stringMatching(/answered 404: nothing found for the project API key/) })
     ])
