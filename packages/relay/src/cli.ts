@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { Command, InvalidArgumentError } from 'commander'
 import { OneFlowError } from '@oneflow-seg/core'
 import { ConfigError, displayQueue, loadConfig, type RelayConfig } from './config'
@@ -90,6 +90,21 @@ program
       )
     }
   })
+
+/**
+ * The queue an admin command reads: a SQLite file that is not there is a mistake in the config (a relay creates
+ * it when it starts), said as such — never a new, empty queue reported as "no dead letters".
+ */
+async function openExistingQueue(config: RelayConfig): Promise<Queue> {
+  if (config.queue.startsWith('sqlite:')) {
+    const path = config.queue.slice('sqlite:'.length)
+    if (!existsSync(path)) {
+      console.error(`There is no queue at ${path}: check "queue" in the config (a relay creates it when it starts).`)
+      process.exit(1)
+    }
+  }
+  return openQueue(config)
+}
 
 /** A commander parser for a whole number within [min, max], refusing anything else with a message naming the option. */
 const wholeNumber = (option: string, min: number, max: number) => (value: string) => {
@@ -278,7 +293,7 @@ filterOptions(
     .option('--limit <n>', 'how many (1 to 100,000)', wholeNumber('--limit', 1, 100_000), 100)
     .option('--body', 'include each event')
 ).action(async (opts: DeadFilter & { config: string; limit: number; body?: boolean }) => {
-  const queue = await openQueue(readConfig(opts.config, { queueOnly: true }))
+  const queue = await openExistingQueue(readConfig(opts.config, { queueOnly: true }))
   // Every time as ISO-8601, in one format.
   const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
   let rows = 0
@@ -303,7 +318,7 @@ filterOptions(
     .description('the events of dead letters as NDJSON on stdout: one Segment event per line, as `import` reads them')
     .option(...configOption)
 ).action(async (opts: DeadFilter & { config: string }) => {
-  const queue = await openQueue(readConfig(opts.config, { queueOnly: true }))
+  const queue = await openExistingQueue(readConfig(opts.config, { queueOnly: true }))
   let rows = 0
   for await (const dead of deadLetters(queue, opts)) {
     rows++
@@ -322,7 +337,7 @@ dlq
   .option('--dry-run', 'say what would be replayed and refused; change nothing')
   .action(async (opts: { config: string; id?: number[]; all?: boolean; force?: boolean; dryRun?: boolean }) => {
     const chosen = selection(opts)
-    const queue = await openQueue(readConfig(opts.config, { queueOnly: true }))
+    const queue = await openExistingQueue(readConfig(opts.config, { queueOnly: true }))
     const wanted = chosen === 'all' ? undefined : new Set(chosen)
     const replay: number[] = []
     const refused: Array<{ id: number; code: string; error: string }> = []
@@ -359,7 +374,7 @@ dlq
   .option('--id <n>', 'a dead letter id (repeatable)', ids)
   .option('--all', 'every dead letter')
   .action(async (opts: { config: string; id?: number[]; all?: boolean }) => {
-    const queue = await openQueue(readConfig(opts.config, { queueOnly: true }))
+    const queue = await openExistingQueue(readConfig(opts.config, { queueOnly: true }))
     console.log(`Purged ${await queue.purgeDead(selection(opts))} dead letter(s).`)
     await queue.close()
   })
@@ -369,7 +384,7 @@ program
   .description('queue depth, retries, dead letters and the oldest event, as JSON')
   .option(...configOption)
   .action(async (opts: { config: string }) => {
-    const queue = await openQueue(readConfig(opts.config, { queueOnly: true }))
+    const queue = await openExistingQueue(readConfig(opts.config, { queueOnly: true }))
     console.log(JSON.stringify(await queue.stats(Date.now()), null, 2))
     await queue.close()
   })

@@ -257,10 +257,13 @@ export function parseConfig(
     if (typeof v !== 'string' || !v.startsWith('env:')) return
     const name = v.slice(4)
     const value = env[name]?.trim()
+    delete obj[key]
     if (value === undefined || value === '') {
-      fail(path, `reads the environment variable ${name}, which is not set`)
-      delete obj[key]
-    } else obj[key] = key === 'port' && /^\d+$/.test(value) ? Number(value) : value
+      // An admin command never listens: the default stands in.
+      if (!options.queueOnly) fail(path, `reads the environment variable ${name}, which is not set`)
+    } else if (key === 'port' && !/^\d+$/.test(value))
+      fail(path, `reads ${name}, whose value is not a port number (a whole number from 1 to 65535)`)
+    else obj[key] = key === 'port' ? Number(value) : value
   }
 
   const listen = { ...section('listen', ['host', 'port', 'ops']) }

@@ -5,6 +5,7 @@
  * goes at the relay's rate limit, as for any event. Streams the file in chunks, so memory stays flat whatever its
  * size; after each committed chunk it writes how far it got, so `--resume` continues an interrupted run.
  */
+import { createHash } from 'node:crypto'
 import { createReadStream, existsSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { Readable, Transform } from 'node:stream'
@@ -67,11 +68,23 @@ export async function importEvents(queue: Queue | undefined, options: ImportOpti
     skipLines = (JSON.parse(readFileSync(stateFile, 'utf8')) as ImportTotals).lines
   } else if (options.resume && !fromStdin && !options.dryRun)
     throw new ImportError(`nothing to resume: no earlier import of ${file} (${stateFile})`)
+  if (options.resume && fromStdin) throw new ImportError('--resume needs a file: standard input cannot be read again')
   if (!fromStdin && !existsSync(file)) throw new ImportError(`cannot read ${file}: no such file`)
+  if (!fromStdin && !statSync(file).isFile()) throw new ImportError(`cannot read ${file}: not a file`)
   const totals: ImportTotals =
     stateFile && skipLines > 0
       ? (JSON.parse(readFileSync(stateFile, 'utf8')) as ImportTotals)
       : { lines: 0, queued: 0, duplicates: 0, rejected: 0, skipped: 0 }
+  // Where the import records how far it got must be writable before anything is committed: else an interrupted
+  // run could not be resumed, and running it again would queue what was committed a second time.
+  if (stateFile)
+    try {
+      writeState(stateFile, totals)
+    } catch (error) {
+      throw new ImportError(
+        `cannot write ${stateFile}, where the import records how far it got (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}): import from a directory you can write, or read the events from standard input ("-", which cannot be resumed)`
+      )
+    }
 
   const raw: Readable = fromStdin ? process.stdin : createReadStream(file)
   const bytesTotal = fromStdin ? undefined : statSync(file).size
@@ -92,7 +105,17 @@ export async function importEvents(queue: Queue | undefined, options: ImportOpti
   let lineNo = 0
   const flush = async () => {
     if (chunk.length > 0) {
-      const accepted = acceptRequest('batch', { batch: chunk, writeKey: '(import)' }, undefined, sources, now(), newId)
+      const accepted = acceptRequest(
+        'batch',
+        { batch: chunk, writeKey: '(import)' },
+        undefined,
+        sources,
+        now(),
+        newId,
+        {
+          historical: true
+        }
+      )
       if (!('events' in accepted)) throw new ImportError(`the events could not be read: ${accepted.body.error}`)
       if (options.dryRun) {
         totals.rejected += accepted.rejected.length
@@ -103,7 +126,11 @@ export async function importEvents(queue: Queue | undefined, options: ImportOpti
         }
       } else {
         const q = queue as Queue
-        const result = await q.enqueue([...accepted.events, ...accepted.deadLetters])
+        const result = await q.enqueue([...accepted.events, ...accepted.deadLetters]).catch((error: Error) => {
+          throw new ImportError(
+            `the queue could not take the events after line ${totals.lines} (${error.message}); what was committed before stays${stateFile ? ': run again with --resume to continue' : ''}`
+          )
+        })
         totals.queued += result.accepted
         totals.duplicates += result.duplicates
         totals.rejected += accepted.deadLetters.length
@@ -114,19 +141,32 @@ export async function importEvents(queue: Queue | undefined, options: ImportOpti
     if (stateFile) writeState(stateFile, totals)
     options.progress?.(totals, bytesRead, bytesTotal)
   }
-  for await (const line of lines) {
-    lineNo++
-    if (lineNo <= skipLines) continue
-    if (line.trim() === '') continue
-    let event: unknown
-    try {
-      event = JSON.parse(line)
-    } catch {
-      // Not an event at all: kept as ingest keeps what it cannot read (a dead letter saying which line).
-      event = { __line: lineNo, unreadable: line.slice(0, 200) }
+  try {
+    for await (const raw of lines) {
+      lineNo++
+      if (lineNo <= skipLines) continue
+      // Editors and some exports start the file with a byte order mark.
+      const line = lineNo === 1 ? raw.replace(/^\uFEFF/, '') : raw
+      if (line.trim() === '') continue
+      let event: unknown
+      try {
+        event = JSON.parse(line)
+      } catch {
+        // Not an event at all: kept as ingest keeps what it cannot read (a dead letter with its line, whole).
+        event = { line: lineNo, unreadable: line.slice(0, 32_000) }
+      }
+      // An event without a messageId gets one from its own content: the same line imported again is a duplicate.
+      if (typeof event === 'object' && event !== null && !Array.isArray(event) && !('messageId' in event))
+        (event as Record<string, unknown>).messageId =
+          `import-${createHash('sha256').update(line).digest('hex').slice(0, 32)}`
+      chunk.push(event)
+      if (chunk.length >= IMPORT_CHUNK) await flush()
     }
-    chunk.push(event)
-    if (chunk.length >= IMPORT_CHUNK) await flush()
+  } catch (error) {
+    if (error instanceof ImportError) throw error
+    throw new ImportError(
+      `reading ${fromStdin ? 'standard input' : file} failed after line ${lineNo} (${(error as Error).message}); what was committed before stays queued${stateFile ? ': once the file is whole, run again with --resume to continue' : ''}`
+    )
   }
   await flush()
   // Done: nothing to resume.

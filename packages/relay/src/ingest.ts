@@ -132,6 +132,11 @@ export function acceptRequest(
   options: {
     /** The body's size once decoded, in bytes (default: its size as JSON). */
     readonly decodedBytes?: number | undefined
+    /**
+     * History (`oneflow-relay import`): each event keeps its own `timestamp` and `receivedAt`. The clock-skew
+     * correction, which moves a live event's time by the client's clock error against now, does not apply.
+     */
+    readonly historical?: boolean
   } = {}
 ): Accepted | IngestError {
   if (!isObject(body)) return refuse(400, 'invalid_body', 'the body must be a JSON object')
@@ -236,12 +241,16 @@ export function acceptRequest(
       event[key] = value
     }
     event.messageId ??= newMessageId()
-    event.receivedAt = receivedAt
-    if (!correctSkew(event, event.sentAt === undefined ? requestSentAt : parseTime(event.sentAt), now))
-      return {
-        code: 'invalid_timestamp',
-        message: 'has a timestamp and sentAt so far apart that the corrected time is not a date; check the client clock'
-      }
+    if (options.historical) event.receivedAt ??= receivedAt
+    else {
+      event.receivedAt = receivedAt
+      if (!correctSkew(event, event.sentAt === undefined ? requestSentAt : parseTime(event.sentAt), now))
+        return {
+          code: 'invalid_timestamp',
+          message:
+            'has a timestamp and sentAt so far apart that the corrected time is not a date; check the client clock'
+        }
+    }
     // Delivery may happen long after arrival (retries, outages): the event keeps the time it happened.
     event.timestamp ??= event.receivedAt
     const stored = JSON.stringify(event)

@@ -45,7 +45,20 @@ const PREVIEW_TARGET = { apiBaseUrl: 'https://api.1flow.app/v1', projectApiKey: 
 export function previewEvent(event: unknown, source: SourceConfig): PreviewResult {
   const type = typeof event === 'object' && event !== null ? (event as { type?: unknown }).type : undefined
   const base = { source: source.name, type }
-  const problem = recheckEvent(JSON.stringify(event) ?? 'null')
+  let text: string
+  try {
+    text = JSON.stringify(event) ?? 'null'
+  } catch {
+    // Too deep to write out again: ingest refuses such an event too.
+    return {
+      ...base,
+      rejected: { code: 'too_deep', error: 'the event is nested too deep to read' },
+      sent: [],
+      skipped: [],
+      invalid: []
+    }
+  }
+  const problem = recheckEvent(text)
   if (problem)
     return {
       ...base,
@@ -103,7 +116,11 @@ export function describeSource(source: SourceConfig): Array<{ type: string; sent
         sent: true,
         detail: result.sent.map((s) => `${s.http.path}${s.subscription ? ` (${s.subscription})` : ''}`).join(', ')
       }
-    const naming = (source.subscriptions ?? []).filter((sub) => sub.subscribe.includes(`"${type}"`))
+    if (result.invalid.length > 0)
+      return { type, sent: false, detail: `invalid, dead-lettered: ${result.invalid.map((i) => i.error).join('; ')}` }
+    // A subscription that asks for this type by equality sends it when the rest of its condition matches.
+    const asks = new RegExp(`(^|[^!])type\\s*=\\s*"${type}"`)
+    const naming = (source.subscriptions ?? []).filter((sub) => asks.test(sub.subscribe))
     if (naming.length > 0)
       return { type, sent: true, detail: `when it matches ${naming.map((sub) => `"${sub.name}"`).join(', ')}` }
     return { type, sent: false, detail: result.skipped.map((s) => s.reason).join(', ') || 'not sent' }

@@ -258,7 +258,7 @@ describe('dlq and stats', () => {
     expect((stats.deadLetters as { bytes: number }).bytes).toBeGreaterThan(20)
   })
 
-  it('reads the queue without any credential in the environment, and refuses a --limit that is not a whole number', () => {
+  it('reads the queue without any credential in the environment, and refuses a --limit that is not a whole number', async () => {
     const dir = tempDir()
     // The config a deployment uses: every credential from the environment, none of which an operator's shell has.
     const file = writeConfig(
@@ -277,6 +277,9 @@ describe('dlq and stats', () => {
       dir
     )
     expect(runCli(['check-config', '--config', file]).stderr).toContain('RELAY_WK, which is not set')
+    // No queue yet: said as such, never a new empty one reported as "no dead letters".
+    expect(runCli(['stats', '--config', file]).stderr).toContain('There is no queue at')
+    await new SqliteQueue(join(dir, 'relay.db')).close()
     const stats = runCli(['stats', '--config', file])
     expect(stats.status).toBe(0)
     expect(JSON.parse(stats.stdout)).toMatchObject({ pending: 0, dead: 0 })
@@ -452,6 +455,53 @@ describe('preview and what check-config says a source sends', () => {
     ])
   })
 
+  it('an event nested too deep to read is rejected, and the events after it are still previewed', () => {
+    const file = config()
+    // Written out by hand: the test's own JSON.stringify would run out of stack first.
+    const deep = `${'{"d":'.repeat(5_000)}1${'}'.repeat(5_000)}`
+    const input = join(tempDir(), 'deep.json')
+    writeFileSync(
+      input,
+      `[{"type":"track","event":"Deep","userId":"u1","properties":${deep}},{"type":"identify","userId":"u2"}]`
+    )
+    const r = runCli(['preview', '--config', file, input])
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { rejected?: { code: string }; sent: unknown[] })
+    expect(lines.map((l) => [l.rejected?.code ?? null, l.sent.length])).toEqual([
+      ['too_deep', 0],
+      [null, 1]
+    ])
+  })
+
+  it('check-config claims nothing a mapping does not do: "!=" is not a subscription, an invalid mapping is said', () => {
+    const file = writeConfig(
+      {
+        queue: 'sqlite:./relay.db',
+        sources: [
+          {
+            writeKey: 'w',
+            projectApiKey: 'p',
+            mappings: [
+              {
+                name: 'Not identify',
+                subscribe: 'type != "identify" and type != "page" and type != "screen"',
+                partnerAction: 'trackEvent'
+              },
+              { name: 'Pages as tracks', subscribe: 'type = "page"', partnerAction: 'trackEvent' }
+            ]
+          }
+        ]
+      },
+      tempDir()
+    )
+    const out = runCli(['check-config', '--config', file]).stdout
+    expect(out).toMatch(/page \(invalid, dead-lettered: [^)]*event_name/)
+    expect(out).not.toContain('identify → ')
+    expect(out).toContain('warning: identify is not sent')
+  })
+
   it('check-config lists, per source, the event types sent and skipped, and warns when identify is not sent', () => {
     const r = runCli(['check-config', '--config', config()], {
       RELAY_WK: 'w1',
@@ -573,9 +623,57 @@ describe('import', () => {
     expect(r.stdout).toContain(
       '10 would be sent to 1Flow, 1 accepted but not sent by the mappings, 1 rejected (12 lines'
     )
-    expect((JSON.parse(runCli(['stats', '--config', file]).stdout) as { pending: number; dead: number }).pending).toBe(
-      0
+    // A dry run writes nothing, not even the queue.
+    expect(runCli(['stats', '--config', file]).stderr).toContain('There is no queue at')
+  })
+
+  it('keeps the time an exported event happened, even with sentAt and receivedAt from long ago', async () => {
+    const { dir, file, db } = setup()
+    const input = join(dir, 'export.ndjson')
+    const old = {
+      type: 'track',
+      event: 'Signed Up',
+      userId: 'u1',
+      messageId: 'seg-1',
+      timestamp: '2023-03-01T10:00:00.000Z',
+      sentAt: '2023-03-01T10:00:02.000Z',
+      receivedAt: '2023-03-01T10:00:02.100Z'
+    }
+    // A byte order mark before the first line, as some exports have.
+    writeFileSync(input, `\uFEFF${JSON.stringify(old)}\n`)
+    expect(runCli(['import', '--config', file, input], KEYS).stdout).toContain('1 queued')
+    const queue = new SqliteQueue(db)
+    try {
+      const [lane] = Object.keys((await queue.stats(Date.now())).lanes)
+      const [job] = await queue.lease(lane as string, 1, 60_000, Date.now())
+      expect(JSON.parse(job!.body)).toMatchObject({ timestamp: old.timestamp, receivedAt: old.receivedAt })
+      expect(await queue.listDead()).toEqual([])
+    } finally {
+      await queue.close()
+    }
+  })
+
+  it('imports events without a messageId once, however often the file is imported', () => {
+    const { dir, file } = setup()
+    const input = join(dir, 'export.ndjson')
+    writeFileSync(
+      input,
+      ['{"type":"track","event":"A","userId":"u1"}', '{"type":"track","event":"B","userId":"u1"}'].join('\n')
     )
+    expect(runCli(['import', '--config', file, input], KEYS).stdout).toContain('2 queued, 0 already queued')
+    expect(runCli(['import', '--config', file, input], KEYS).stdout).toContain('0 queued, 2 already queued')
+  })
+
+  it('says what is wrong with its input: a directory, --resume from standard input, a truncated gzip', () => {
+    const { dir, file } = setup()
+    expect(runCli(['import', '--config', file, dir], KEYS).stderr).toContain('not a file')
+    expect(runCli(['import', '--config', file, '--resume', '-'], KEYS).stderr).toContain('--resume needs a file')
+    const gz = join(dir, 'cut.ndjson.gz')
+    const whole = gzipSync(history(5_000).join('\n'))
+    writeFileSync(gz, whole.subarray(0, Math.floor(whole.length / 2)))
+    const cut = runCli(['import', '--config', file, gz], KEYS)
+    expect(cut.status).toBe(1)
+    expect(cut.stderr).toMatch(/reading .*cut\.ndjson\.gz failed after line \d+ .*run again with --resume/)
   })
 })
 

@@ -129,7 +129,25 @@ describe('listen from the environment', () => {
     } catch (error) {
       problems = [...(error as ConfigError).problems]
     }
-    expect(problems).toEqual([{ key: 'listen.port', message: expect.stringMatching(/^must be a whole number/) }])
+    expect(problems).toEqual([
+      { key: 'listen.port', message: 'reads PORT, whose value is not a port number (a whole number from 1 to 65535)' }
+    ])
+  })
+
+  it('names the variable when its value is not a port; admin commands need no PORT at all', () => {
+    expect(problemsOf({ listen: { port: 'env:PORT' }, sources: [SOURCE] }).length).toBe(1)
+    let problems: Array<{ key: string; message: string }> = []
+    try {
+      parseConfig({ listen: { port: 'env:PORT' }, sources: [SOURCE] }, { env: { PORT: '8080abc' } })
+    } catch (error) {
+      problems = [...(error as ConfigError).problems]
+    }
+    expect(problems).toEqual([
+      { key: 'listen.port', message: 'reads PORT, whose value is not a port number (a whole number from 1 to 65535)' }
+    ])
+    expect(
+      parseConfig({ listen: { port: 'env:PORT' }, sources: [SOURCE] }, { env: {}, queueOnly: true }).listen.port
+    ).toBe(8787)
   })
 
   it('lets admin commands (queueOnly) read a config whose credentials are not in the environment', () => {
