@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { followUser, toSdkClient, userAtStart, type SdkClient } from '../index'
+import { followUser, userAtStart } from '../index'
+import { recordingClient } from './recording-client'
 
 /** An Analytics.js-shaped user store with a reset event, as analytics-next exposes them to plugins. */
 function fakeAnalytics(id: string | null, traits: unknown = {}) {
@@ -17,15 +18,6 @@ function fakeAnalytics(id: string | null, traits: unknown = {}) {
       for (const l of listeners) l()
     }
   }
-}
-
-function recordingClient(): { client: SdkClient; calls: unknown[][] } {
-  const calls: unknown[][] = []
-  const client = toSdkClient({
-    logUser: (...args: unknown[]) => calls.push(['logUser', ...args]),
-    logEvent: (...args: unknown[]) => calls.push(['logEvent', ...args])
-  }) as SdkClient
-  return { client, calls }
 }
 
 describe('followUser', () => {

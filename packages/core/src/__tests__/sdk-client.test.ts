@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { loadOneFlowSdk, SdkLoadError, toSdkClient, type SdkLoaderDeps } from '../index'
+import { recordingClient } from './recording-client'
 
 // A manual clock: timers fire only when the test advances time, so no test sleeps.
 // Like a page's own timer functions, these refuse to be called as methods of another object.
@@ -130,11 +131,7 @@ describe('toSdkClient', () => {
   })
 
   it("gives a track's user first whenever it is not the user given last (A, B, then A's track), in either shape", () => {
-    const methods: unknown[] = []
-    const client = toSdkClient({
-      logUser: (...a: unknown[]) => methods.push(['logUser', ...a]),
-      logEvent: (...a: unknown[]) => methods.push(['logEvent', ...a])
-    })!
+    const { client, calls: methods } = recordingClient()
     client.send({ kind: 'identify', userId: 'A', traits: { plan: 'pro' } })
     client.send({ kind: 'identify', userId: 'B', traits: {} })
     client.send({ kind: 'track', event: 'By A', properties: {}, userId: 'A' })
@@ -149,14 +146,21 @@ describe('toSdkClient', () => {
       ['logUser', 'B'],
       ['logEvent', 'By B', {}]
     ])
+    const dispatched: unknown[] = []
+    const byFunction = toSdkClient((...a: unknown[]) => dispatched.push(a))!
+    byFunction.send({ kind: 'identify', userId: 'A', traits: {} })
+    byFunction.send({ kind: 'identify', userId: 'B', traits: {} })
+    byFunction.send({ kind: 'track', event: 'By A', properties: {}, userId: 'A' })
+    expect(dispatched.map((d) => (d as unknown[]).slice(0, 2))).toEqual([
+      ['identify', 'A'],
+      ['identify', 'B'],
+      ['identify', 'A'],
+      ['track', 'By A']
+    ])
   })
 
   it('hands the user known at load to the SDK once, with its traits; forget() (analytics.reset) gives the next user again', () => {
-    const calls: unknown[] = []
-    const client = toSdkClient({
-      logUser: (...a: unknown[]) => calls.push(['logUser', ...a]),
-      logEvent: (...a: unknown[]) => calls.push(['logEvent', ...a])
-    })!
+    const { client, calls } = recordingClient()
     client.knownUser('A', { email: 'a@example.com' })
     client.knownUser('A', { email: 'a@example.com' })
     client.send({ kind: 'track', event: 'E1', properties: {}, userId: 'A' })
@@ -173,11 +177,7 @@ describe('toSdkClient', () => {
   })
 
   it("introduces a track's user to the SDK once, unless an identify did, in either SDK shape", () => {
-    const methods: unknown[] = []
-    const byMethods = toSdkClient({
-      logUser: (...a: unknown[]) => methods.push(['logUser', ...a]),
-      logEvent: (...a: unknown[]) => methods.push(['logEvent', ...a])
-    })!
+    const { client: byMethods, calls: methods } = recordingClient()
     byMethods.send({ kind: 'identify', userId: 'a', traits: {} })
     byMethods.send({ kind: 'track', event: 'E1', properties: {}, userId: 'a' })
     byMethods.send({ kind: 'track', event: 'E2', properties: {}, userId: 'b' })

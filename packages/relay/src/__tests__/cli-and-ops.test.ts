@@ -196,25 +196,30 @@ describe('start, SIGTERM and the logs', () => {
   }, 60_000)
 })
 
+/** A config and its SQLite queue holding `n` tracks (m1…, users u1…) leased on lane "p", ready to dead-letter. */
+async function leasedEvents(n: number, now: number) {
+  const dir = tempDir()
+  const file = writeConfig(
+    { queue: 'sqlite:./relay.db', sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY }] },
+    dir
+  )
+  const queue = new SqliteQueue(join(dir, 'relay.db'))
+  await queue.enqueue(
+    Array.from({ length: n }, (_, i) => ({
+      messageId: `m${i + 1}`,
+      sourceName: 'web',
+      projectId: 'p',
+      userKey: `u${i + 1}`,
+      body: JSON.stringify({ type: 'track', event: `E${i + 1}`, userId: `u${i + 1}` }),
+      receivedAt: now
+    }))
+  )
+  return { dir, file, queue, jobs: await queue.lease('p', 10, 60_000, now) }
+}
+
 describe('dlq and stats', () => {
   it('lists, replays and purges dead letters; reports stats', async () => {
-    const dir = tempDir()
-    const file = writeConfig(
-      { queue: 'sqlite:./relay.db', sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY }] },
-      dir
-    )
-    const queue = new SqliteQueue(join(dir, 'relay.db'))
-    await queue.enqueue(
-      [1, 2, 3].map((n) => ({
-        messageId: `m${n}`,
-        sourceName: 'web',
-        projectId: 'p',
-        userKey: `u${n}`,
-        body: JSON.stringify({ type: 'track', event: `E${n}`, userId: `u${n}` }),
-        receivedAt: Date.now()
-      }))
-    )
-    const jobs = await queue.lease('p', 10, 60_000, Date.now())
+    const { file, queue, jobs } = await leasedEvents(3, Date.now())
     await queue.deadLetter(
       jobs.map((j) => j.id),
       { reason: '1Flow answered 400', status: 400, response: '{"error":"bad"}', sent: true },
@@ -679,24 +684,8 @@ describe('import', () => {
 
 describe('dead letters: filters, export, dry-run replay', () => {
   it('filters by reason and date, exports events that import takes back, and a dry run changes nothing', async () => {
-    const dir = tempDir()
-    const file = writeConfig(
-      { queue: 'sqlite:./relay.db', sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY }] },
-      dir
-    )
-    const queue = new SqliteQueue(join(dir, 'relay.db'))
     const now = Date.now()
-    await queue.enqueue(
-      [1, 2, 3, 4].map((n) => ({
-        messageId: `m${n}`,
-        sourceName: 'web',
-        projectId: 'p',
-        userKey: `u${n}`,
-        body: JSON.stringify({ type: 'track', event: `E${n}`, userId: `u${n}`, messageId: `m${n}` }),
-        receivedAt: now
-      }))
-    )
-    const jobs = await queue.lease('p', 10, 60_000, now)
+    const { file, queue, jobs } = await leasedEvents(4, now)
     await queue.deadLetter(
       jobs.slice(0, 2),
       { reason: '1Flow answered 400: bad event', status: 400, sent: true },
