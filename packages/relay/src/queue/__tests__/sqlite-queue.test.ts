@@ -113,9 +113,12 @@ describe('SQLite: the figures are counters, never a scan', () => {
               await q.enqueue(
                 Array.from({ length: o.n }, () => {
                   const n = seq++
+                  // Received now, as ingest stamps events: the queue's clock only moves forward (a replay re-enters
+                  // events at its own now, after everything received before it).
                   return event(n, {
                     projectId: o.lane,
                     userKey: `u-${n % 7}`,
+                    receivedAt: now,
                     ...(o.dead && n % 3 === 0 && { deadReason: 'rejected at ingest (test)' })
                   })
                 })
