@@ -251,7 +251,10 @@ export function parseConfig(
     }
     return v.trim()
   }
-  /** A listen setting given as "env:NAME" (PORT and HOST on most platforms): read from the environment. */
+  /**
+   * A setting given as "env:NAME" (PORT and HOST on most platforms, any other setting where a platform sets
+   * it): read from the environment, as the type the setting has (a whole number, true/false, or text).
+   */
   const fromEnv = (obj: Json, key: string, path: string): void => {
     const v = obj[key]
     if (typeof v !== 'string' || !v.startsWith('env:')) return
@@ -259,16 +262,31 @@ export function parseConfig(
     const value = env[name]?.trim()
     delete obj[key]
     if (value === undefined || value === '') {
-      // An admin command never listens: the default stands in.
+      // An admin command never listens nor sends: the default stands in.
       if (!options.queueOnly) fail(path, `reads the environment variable ${name}, which is not set`)
-    } else if (key === 'port' && !/^\d+$/.test(value))
-      fail(path, `reads ${name}, whose value is not a port number (a whole number from 1 to 65535)`)
-    else obj[key] = key === 'port' ? Number(value) : value
+    } else if (path in NUMERIC_SETTINGS) {
+      if (/^\d+$/.test(value)) obj[key] = Number(value)
+      else
+        fail(
+          path,
+          key === 'port'
+            ? `reads ${name}, whose value is not a port number (a whole number from 1 to 65535)`
+            : `reads ${name}, whose value is not a whole number`
+        )
+    } else if (path === 'statusPage.enabled') {
+      if (value === 'true' || value === 'false') obj[key] = value === 'true'
+      else fail(path, `reads ${name}, whose value must be true or false`)
+    } else obj[key] = value
+  }
+  /** Every "env:NAME" value of a section, resolved (a section that is not an object is reported by `section`). */
+  const sectionFromEnv = (key: string, obj: Json): Json => {
+    const copy = { ...obj }
+    for (const k of Object.keys(copy)) fromEnv(copy, k, `${key}.${k}`)
+    return copy
   }
 
-  const listen = { ...section('listen', ['host', 'port', 'ops']) }
-  fromEnv(listen, 'host', 'listen.host')
-  fromEnv(listen, 'port', 'listen.port')
+  const listen = sectionFromEnv('listen', section('listen', ['host', 'port', 'ops']))
+  if (isObject(listen.ops)) listen.ops = sectionFromEnv('listen.ops', listen.ops)
   const host = listen.host ?? DEFAULTS.listen.host
   if (typeof host !== 'string' || host === '') fail('listen.host', 'must be a host name or address, e.g. "127.0.0.1"')
   const port = num(listen, 'listen.port', DEFAULTS.listen.port)
@@ -306,7 +324,10 @@ export function parseConfig(
     queue = `sqlite:${isAbsolute(path) ? path : resolve(options.baseDir ?? process.cwd(), path)}`
   }
 
-  const oneflow = section('oneflow', ['apiBaseUrl', 'mode', 'maxRequestsPerSecond', 'concurrency', 'requestTimeoutMs'])
+  const oneflow = sectionFromEnv(
+    'oneflow',
+    section('oneflow', ['apiBaseUrl', 'mode', 'maxRequestsPerSecond', 'concurrency', 'requestTimeoutMs'])
+  )
   const apiBaseUrl = oneflow.apiBaseUrl ?? DEFAULTS.oneflow.apiBaseUrl
   if (typeof apiBaseUrl !== 'string' || !/^https?:\/\/[^\s/]+/.test(apiBaseUrl))
     fail('oneflow.apiBaseUrl', `must be an http(s) URL such as ${DEFAULT_API_BASE_URL}`)
@@ -321,17 +342,19 @@ export function parseConfig(
     requestTimeoutMs: num(oneflow, 'oneflow.requestTimeoutMs', DEFAULTS.oneflow.requestTimeoutMs)
   }
 
-  const limits = section('limits', Object.keys(DEFAULTS.limits))
+  const limits = sectionFromEnv('limits', section('limits', Object.keys(DEFAULTS.limits)))
   const limitsConfig = Object.fromEntries(
     (Object.keys(DEFAULTS.limits) as Array<keyof typeof DEFAULTS.limits>).map((key) => [
       key,
       num(limits, `limits.${key}`, DEFAULTS.limits[key])
     ])
   ) as unknown as RelayConfig['limits']
-  const statusPage = section('statusPage', ['enabled'])
+  const statusPage = sectionFromEnv('statusPage', section('statusPage', ['enabled']))
   if (statusPage.enabled !== undefined && typeof statusPage.enabled !== 'boolean')
     fail('statusPage.enabled', 'must be true or false')
-  const shutdownGraceMs = num(raw, 'shutdownGraceMs', DEFAULTS.shutdownGraceMs)
+  const top = { ...raw }
+  fromEnv(top, 'shutdownGraceMs', 'shutdownGraceMs')
+  const shutdownGraceMs = num(top, 'shutdownGraceMs', DEFAULTS.shutdownGraceMs)
 
   const sources: SourceConfig[] = []
   if (!Array.isArray(raw.sources) || raw.sources.length === 0) {

@@ -138,6 +138,39 @@ describe('listen from the environment', () => {
     ).toBe(8787)
   })
 
+  it('takes "env:NAME" for any other setting, as the type the setting has, and checks it as if written', () => {
+    const raw = {
+      listen: { ops: { port: 'env:OPS_PORT' } },
+      oneflow: { apiBaseUrl: 'env:API', mode: 'env:MODE', concurrency: 'env:CONC' },
+      limits: { diskCapBytes: 'env:CAP' },
+      statusPage: { enabled: 'env:STATUS' },
+      shutdownGraceMs: 'env:GRACE',
+      sources: [SOURCE]
+    }
+    const env = {
+      OPS_PORT: '9090',
+      API: 'http://127.0.0.1:4000/',
+      MODE: 'single',
+      CONC: '4',
+      CAP: '50000000',
+      STATUS: 'false',
+      GRACE: '1000'
+    }
+    const config = parseConfig(raw, { env })
+    expect(config.listen.ops).toEqual({ host: '127.0.0.1', port: 9090 })
+    expect(config.oneflow).toMatchObject({ apiBaseUrl: 'http://127.0.0.1:4000', mode: 'single', concurrency: 4 })
+    expect(config.limits.diskCapBytes).toBe(50_000_000)
+    expect(config.statusPage.enabled).toBe(false)
+    expect(config.shutdownGraceMs).toBe(1000)
+    const bad = problemsOf(raw, { ...env, CONC: 'four', STATUS: 'yes', MODE: 'fast', GRACE: '-1' })
+    expect(bad).toEqual([
+      { key: 'oneflow.concurrency', message: 'reads CONC, whose value is not a whole number' },
+      { key: 'oneflow.mode', message: expect.stringContaining('must be "batch"') as string },
+      { key: 'statusPage.enabled', message: 'reads STATUS, whose value must be true or false' },
+      { key: 'shutdownGraceMs', message: 'reads GRACE, whose value is not a whole number' }
+    ])
+  })
+
   it('lets admin commands (queueOnly) read a config whose credentials are not in the environment', () => {
     const raw = { sources: [{ writeKey: 'env:WK', projectApiKey: 'env:PK' }] }
     expect(problemsOf(raw).map((p) => p.key)).toEqual(['sources[0].writeKey', 'sources[0].projectApiKey'])
