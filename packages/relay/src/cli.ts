@@ -2,7 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { Command, InvalidArgumentError } from 'commander'
 import { OneFlowError } from '@oneflow-seg/core'
-import { ConfigError, displayQueue, loadConfig, type RelayConfig } from './config'
+import { ConfigError, displayQueue, laneLabels, loadConfig, type RelayConfig } from './config'
 import { createLogger, logWriteErrors } from './logger'
 import { recheckEvent } from './ingest'
 import { describeSource, previewEvent } from './preview'
@@ -384,8 +384,13 @@ program
   .description('queue depth, retries, dead letters and the oldest event, as JSON')
   .option(...configOption)
   .action(async (opts: { config: string }) => {
-    const queue = await openExistingQueue(readConfig(opts.config, { queueOnly: true }))
-    console.log(JSON.stringify(await queue.stats(Date.now()), null, 2))
+    const config = readConfig(opts.config, { queueOnly: true })
+    const queue = await openExistingQueue(config)
+    const stats = await queue.stats(Date.now())
+    // Lanes by the names /health and the metrics use; one whose credential is not in this shell keeps its id.
+    const labels = laneLabels(config)
+    const lanes = Object.fromEntries(Object.entries(stats.lanes).map(([id, n]) => [labels.get(id) ?? `lane ${id}`, n]))
+    console.log(JSON.stringify({ ...stats, lanes }, null, 2))
     await queue.close()
   })
 

@@ -151,6 +151,8 @@ export function checkNumber(key: NumericSetting, value: unknown): string | undef
 }
 
 type Json = Record<string, unknown>
+/** The stand-in an admin command gets for a credential it does not need (see parseConfig's `queueOnly`). */
+const UNSET_PREFIX = 'unset_'
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v)
 
 /** A stable id for a project key that is safe to log and store. */
@@ -161,6 +163,22 @@ export function projectIdOf(projectApiKey: string): string {
 /** The queue lane of a Segment destination: never equal to a 1Flow project id (those are bare hex). */
 export function segmentLaneOf(writeKey: string, host: string): string {
   return `segment-${createHash('sha256').update(`${host}\u0000${writeKey}`).digest('hex').slice(0, 12)}`
+}
+
+/**
+ * The name of each queue lane, as metrics, /health, the status page and the CLI show it: the (first) source's
+ * name for a 1Flow project, `segment:<source>` for its survey responses. A lane whose credential an admin command
+ * did not have (`queueOnly`) cannot be named from the config, and is left out.
+ */
+export function laneLabels(config: Pick<RelayConfig, 'sources'>): Map<string, string> {
+  const labels = new Map<string, string>()
+  for (const source of config.sources) {
+    if (!source.projectApiKey.startsWith(UNSET_PREFIX) && !labels.has(source.projectId))
+      labels.set(source.projectId, source.name)
+    if (source.segment && !source.segment.writeKey.startsWith(UNSET_PREFIX) && !labels.has(source.segment.laneId))
+      labels.set(source.segment.laneId, `segment:${source.name}`)
+  }
+  return labels
 }
 
 /** Query parameters of a PostgreSQL URL that carry a secret (libpq's password, sslpassword, and anything named so). */
@@ -244,7 +262,7 @@ export function parseConfig(
       if (value === undefined || value.trim() === '') {
         // An admin command does not use it: a stand-in nobody can send with (it never leaves the process), in
         // a form every credential check takes (24+ URL-safe characters, one per variable).
-        if (options.queueOnly && path !== 'queue') return `unset_${name}_`.padEnd(32, '0')
+        if (options.queueOnly && path !== 'queue') return `${UNSET_PREFIX}${name}_`.padEnd(32, '0')
         fail(path, `reads the environment variable ${name}, which is not set`)
       }
       return value?.trim() ?? ''

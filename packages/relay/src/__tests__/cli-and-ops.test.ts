@@ -2,11 +2,11 @@
 import { spawnSync } from 'node:child_process'
 import { existsSync, writeFileSync } from 'node:fs'
 import { gzipSync } from 'node:zlib'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit'
 import { acceptRequest } from '../ingest'
-import { parseConfig } from '../config'
+import { parseConfig, projectIdOf } from '../config'
 import { SqliteQueue } from '../queue/sqlite-queue'
 import { post, tempDir, until } from './helpers'
 import { CLI, freePort, runCli, startRelayProcess, writeConfig } from './process'
@@ -208,13 +208,13 @@ async function leasedEvents(n: number, now: number) {
     Array.from({ length: n }, (_, i) => ({
       messageId: `m${i + 1}`,
       sourceName: 'web',
-      projectId: 'p',
+      projectId: projectIdOf(PROJECT_KEY),
       userKey: `u${i + 1}`,
       body: JSON.stringify({ type: 'track', event: `E${i + 1}`, userId: `u${i + 1}` }),
       receivedAt: now
     }))
   )
-  return { dir, file, queue, jobs: await queue.lease('p', 10, 60_000, now) }
+  return { dir, file, queue, jobs: await queue.lease(projectIdOf(PROJECT_KEY), 10, 60_000, now) }
 }
 
 describe('dlq and stats', () => {
@@ -261,6 +261,15 @@ describe('dlq and stats', () => {
       deadLetters: { count: 1, bytes: expect.any(Number), oldestAgeMs: expect.any(Number) }
     })
     expect((stats.deadLetters as { bytes: number }).bytes).toBeGreaterThan(20)
+    // Lanes by the name /health and the metrics give them; without the project key in the shell, by id.
+    expect(stats.lanes).toEqual({ web: 1 })
+    const anonymous = writeConfig(
+      { queue: 'sqlite:./relay.db', sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: 'env:NOT_SET_PK' }] },
+      dirname(file)
+    )
+    expect(JSON.parse(runCli(['stats', '--config', anonymous]).stdout).lanes).toEqual({
+      [`lane ${projectIdOf(PROJECT_KEY)}`]: 1
+    })
   })
 
   it('reads the queue without any credential in the environment, and refuses a --limit that is not a whole number', async () => {
