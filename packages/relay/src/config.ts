@@ -5,7 +5,6 @@ import {
   DEFAULT_API_BASE_URL,
   InvalidSettingsError,
   InvalidSubscriptionError,
-  ONEFLOW_LIMITS,
   OneFlowError,
   resolveSettings,
   SEGMENT_DEFAULT_HOST,
@@ -13,6 +12,7 @@ import {
   type Subscription
 } from '@oneflow-seg/core'
 import { compileSubscriptions, type CompiledSubscription } from '@oneflow-seg/core/mapping'
+import { CONFIG_SECTIONS, DEFAULTS, NUMERIC_SETTINGS, type NumericSetting } from './config-schema'
 
 /** A configuration problem: `key` is the path of the bad key (e.g. `sources[1].projectApiKey`). */
 export class ConfigError extends OneFlowError {
@@ -91,57 +91,13 @@ export interface RelayConfig {
 /** Webhook tokens shorter than this are refused: the token is the webhook's only protection. */
 export const MIN_WEBHOOK_TOKEN_LENGTH = 24
 
-export const DEFAULTS = {
-  listen: { host: '127.0.0.1', port: 8787 },
-  queue: 'sqlite:./data/relay.db',
-  oneflow: {
-    apiBaseUrl: DEFAULT_API_BASE_URL,
-    mode: 'batch' as const,
-    maxRequestsPerSecond: 400,
-    concurrency: 8,
-    requestTimeoutMs: 10_000
-  },
-  limits: {
-    diskCapBytes: 1024 ** 3,
-    dedupWindowHours: 24,
-    giveUpAfterHours: 12,
-    deadLetterRetentionDays: 14,
-    deadLetterMaxBytes: 256 * 1024 ** 2,
-    requestTimeoutMs: 30_000,
-    diskReserveBytes: 16 * 1024 ** 2
-  },
-  shutdownGraceMs: 25_000
-}
-
-/**
- * Every numeric setting: a whole number within its range, and the unit a message names. A value outside it
- * would be accepted and then deliver nothing (0.5 requests/s rounds down to none), so check-config refuses it.
- */
-export const NUMERIC_SETTINGS = {
-  'listen.port': { min: 0, max: 65_535, unit: '(0: any free port)' },
-  'listen.ops.port': { min: 0, max: 65_535, unit: '(0: any free port)' },
-  'oneflow.maxRequestsPerSecond': {
-    min: 1,
-    max: ONEFLOW_LIMITS.maxRequestsPerSecond,
-    unit: 'requests/s per 1Flow project (1Flow asks for at most 500)'
-  },
-  'oneflow.concurrency': { min: 1, max: 64, unit: 'requests in flight per project' },
-  'oneflow.requestTimeoutMs': { min: 100, max: 600_000, unit: 'milliseconds' },
-  'limits.diskCapBytes': { min: 1024 ** 2, max: 1024 ** 5, unit: 'bytes (1 MiB to 1 PiB)' },
-  'limits.dedupWindowHours': { min: 24, max: 8760, unit: 'hours (Segment keeps message ids for 24 h)' },
-  'limits.giveUpAfterHours': { min: 1, max: 720, unit: 'hours' },
-  'limits.deadLetterRetentionDays': { min: 1, max: 3650, unit: 'days' },
-  'limits.deadLetterMaxBytes': { min: 1024 ** 2, max: 1024 ** 5, unit: 'bytes (1 MiB to 1 PiB)' },
-  'limits.requestTimeoutMs': { min: 1000, max: 600_000, unit: 'milliseconds' },
-  'limits.diskReserveBytes': {
-    min: 0,
-    max: 1024 ** 4,
-    unit: 'bytes kept free on the SQLite disk to recover from a full disk (0: none)'
-  },
-  shutdownGraceMs: { min: 1000, max: 25_000, unit: 'milliseconds' }
-} as const satisfies Record<string, { min: number; max: number; unit: string }>
-
-export type NumericSetting = keyof typeof NUMERIC_SETTINGS
+export {
+  DEFAULTS,
+  NUMERIC_SETTINGS,
+  RelayConfigSchema,
+  type NumericSetting,
+  type RelayConfigFile
+} from './config-schema'
 
 /** Why a numeric setting's value is refused, or undefined when it is a whole number within its range. */
 export function checkNumber(key: NumericSetting, value: unknown): string | undefined {
@@ -222,7 +178,7 @@ export function parseConfig(
   const fail = (key: string, message: string) => problems.push({ key, message })
   if (!isObject(raw)) throw new ConfigError([{ key: '(root)', message: 'the config must be a JSON object' }])
 
-  const known = new Set(['listen', 'queue', 'oneflow', 'limits', 'shutdownGraceMs', 'statusPage', 'sources', '$schema'])
+  const known = new Set(CONFIG_SECTIONS.root)
   for (const key of Object.keys(raw))
     if (!known.has(key))
       fail(key, `unknown key; expected one of ${[...known].filter((k) => k !== '$schema').join(', ')}`)
@@ -303,7 +259,7 @@ export function parseConfig(
     return copy
   }
 
-  const listen = sectionFromEnv('listen', section('listen', ['host', 'port', 'ops']))
+  const listen = sectionFromEnv('listen', section('listen', CONFIG_SECTIONS.listen))
   if (isObject(listen.ops)) listen.ops = sectionFromEnv('listen.ops', listen.ops)
   const host = listen.host ?? DEFAULTS.listen.host
   if (typeof host !== 'string' || host === '') fail('listen.host', 'must be a host name or address, e.g. "127.0.0.1"')
@@ -313,7 +269,8 @@ export function parseConfig(
     if (!isObject(listen.ops)) fail('listen.ops', 'must be an object {"host": "127.0.0.1", "port": 9090}')
     else {
       for (const k of Object.keys(listen.ops))
-        if (!['host', 'port'].includes(k)) fail(`listen.ops.${k}`, 'unknown key; expected host, port')
+        if (!CONFIG_SECTIONS['listen.ops'].includes(k))
+          fail(`listen.ops.${k}`, `unknown key; expected ${CONFIG_SECTIONS['listen.ops'].join(', ')}`)
       const opsHost = listen.ops.host ?? host
       if (typeof opsHost !== 'string' || opsHost === '')
         fail('listen.ops.host', 'must be a host name or address, e.g. "127.0.0.1"')
@@ -342,10 +299,7 @@ export function parseConfig(
     queue = `sqlite:${isAbsolute(path) ? path : resolve(options.baseDir ?? process.cwd(), path)}`
   }
 
-  const oneflow = sectionFromEnv(
-    'oneflow',
-    section('oneflow', ['apiBaseUrl', 'mode', 'maxRequestsPerSecond', 'concurrency', 'requestTimeoutMs'])
-  )
+  const oneflow = sectionFromEnv('oneflow', section('oneflow', CONFIG_SECTIONS.oneflow))
   const apiBaseUrl = oneflow.apiBaseUrl ?? DEFAULTS.oneflow.apiBaseUrl
   if (typeof apiBaseUrl !== 'string' || !/^https?:\/\/[^\s/]+/.test(apiBaseUrl))
     fail('oneflow.apiBaseUrl', `must be an http(s) URL such as ${DEFAULT_API_BASE_URL}`)
@@ -360,14 +314,14 @@ export function parseConfig(
     requestTimeoutMs: num(oneflow, 'oneflow.requestTimeoutMs', DEFAULTS.oneflow.requestTimeoutMs)
   }
 
-  const limits = sectionFromEnv('limits', section('limits', Object.keys(DEFAULTS.limits)))
+  const limits = sectionFromEnv('limits', section('limits', CONFIG_SECTIONS.limits))
   const limitsConfig = Object.fromEntries(
     (Object.keys(DEFAULTS.limits) as Array<keyof typeof DEFAULTS.limits>).map((key) => [
       key,
       num(limits, `limits.${key}`, DEFAULTS.limits[key])
     ])
   ) as unknown as RelayConfig['limits']
-  const statusPage = sectionFromEnv('statusPage', section('statusPage', ['enabled']))
+  const statusPage = sectionFromEnv('statusPage', section('statusPage', CONFIG_SECTIONS.statusPage))
   if (statusPage.enabled !== undefined && typeof statusPage.enabled !== 'boolean')
     fail('statusPage.enabled', 'must be true or false')
   const top = { ...raw }
@@ -383,15 +337,7 @@ export function parseConfig(
     raw.sources.forEach((s: unknown, i: number) => {
       const at = `sources[${i}]`
       if (!isObject(s)) return fail(at, 'must be an object {"writeKey": "…", "projectApiKey": "…", "mappings"?: […]}')
-      const sourceKeys = [
-        'name',
-        'writeKey',
-        'projectApiKey',
-        'mappings',
-        'consentCategories',
-        'webhookToken',
-        'segment'
-      ]
+      const sourceKeys = CONFIG_SECTIONS.source
       for (const key of Object.keys(s))
         if (!sourceKeys.includes(key)) fail(`${at}.${key}`, `unknown key; expected ${sourceKeys.join(', ')}`)
       const name = s.name ?? `source-${i + 1}`
@@ -492,8 +438,8 @@ function parseWebhook(
   }
   const seg = s.segment
   for (const key of Object.keys(seg))
-    if (!['writeKey', 'host', 'eventName'].includes(key))
-      fail(`${at}.segment.${key}`, 'unknown key; expected writeKey, host, eventName')
+    if (!CONFIG_SECTIONS['source.segment'].includes(key))
+      fail(`${at}.segment.${key}`, `unknown key; expected ${CONFIG_SECTIONS['source.segment'].join(', ')}`)
   const writeKey = secret(seg, 'writeKey', `${at}.segment.writeKey`)
   const host = seg.host ?? SEGMENT_DEFAULT_HOST
   if (typeof host !== 'string' || !/^https?:\/\/[^\s/]+(\/[^\s]*)?$/.test(host)) {
