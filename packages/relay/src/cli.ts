@@ -1,11 +1,10 @@
 #!/usr/bin/env node
 import { existsSync, readFileSync } from 'node:fs'
 import { Command, InvalidArgumentError } from 'commander'
-import { OneFlowError } from '@oneflow-seg/core'
 import { ConfigError, displayQueue, laneLabels, loadConfig, type RelayConfig } from './config'
 import { createLogger, logWriteErrors } from './logger'
 import { recheckEvent } from './ingest'
-import { describeSource, previewEvent } from './preview'
+import { describeSource, parsePreviewInput, PreviewInputError, previewEvents } from './preview'
 import { ImportError, importEvents, type ImportTotals } from './import'
 import { createRelay, openQueue } from './relay'
 import type { Queue, Selection } from './queue/queue'
@@ -149,16 +148,16 @@ program
     const text = file && file !== '-' ? readFileSync(file, 'utf8') : readFileSync(0, 'utf8')
     let events: unknown[]
     try {
-      events = parseEvents(text)
+      events = parsePreviewInput(text)
     } catch (error) {
-      console.error(`Could not read the events: ${(error as Error).message}`)
+      if (!(error instanceof PreviewInputError)) throw error
+      console.error(`Could not read the events: ${error.message}`)
       process.exit(1)
     }
     let sent = 0
-    for (const [index, event] of events.entries()) {
-      const result = previewEvent(event, source)
+    for (const result of previewEvents(events, source)) {
       if (result.sent.length > 0) sent++
-      console.log(JSON.stringify({ index, ...result }))
+      console.log(JSON.stringify(result))
     }
     console.error(
       `${events.length} event(s) for source ${source.name}: ${sent} sent, ${events.length - sent} not sent.`
@@ -220,34 +219,6 @@ program
       await queue?.close()
     }
   })
-
-/** A preview's input that is not events. */
-class PreviewInputError extends OneFlowError {
-  override readonly name = 'PreviewInputError'
-  readonly code = 'INVALID_PREVIEW_INPUT'
-  readonly remedy = 'fix-payload'
-}
-
-/** Events from a preview's input: one JSON value (an event, a {"batch": […]} body or an array), else NDJSON. */
-function parseEvents(text: string): unknown[] {
-  const trimmed = text.replace(/^\uFEFF/, '').trim()
-  if (trimmed === '') throw new PreviewInputError('the input is empty: give one JSON event, or one per line')
-  try {
-    const value: unknown = JSON.parse(trimmed)
-    if (Array.isArray(value)) return value
-    const batch = (value as { batch?: unknown } | null)?.batch
-    return Array.isArray(batch) ? batch : [value]
-  } catch {
-    return trimmed.split('\n').flatMap((line, i) => {
-      if (line.trim() === '') return []
-      try {
-        return [JSON.parse(line) as unknown]
-      } catch {
-        throw new PreviewInputError(`line ${i + 1} is not JSON (give one JSON event, or one per line)`)
-      }
-    })
-  }
-}
 
 const dlq = program.command('dlq').description('inspect, replay or purge dead-lettered events')
 /** Dead-letter filters shared by list and export: by source, by text in the reason, dead since a date. */

@@ -1,19 +1,21 @@
 /**
  * What 1Flow would receive for an event, from a source's mappings, without sending anything: the checks ingest
  * makes, then core's mapping (presets or the source's subscriptions, its consent categories), then the HTTP body
- * cloud mode and the relay send and the web SDK call device mode and the plugin make. `oneflow-relay preview` and
- * `check-config` print it; nothing here touches the queue, the network or a credential.
+ * cloud mode and the relay send and the web SDK call device mode and the plugin make. `oneflow-relay preview`,
+ * `check-config` and the status page's preview show it; nothing here touches the queue, the network or a
+ * credential.
  */
 import {
   buildRequest,
   mapWithPresets,
+  OneFlowError,
   PayloadTooLargeError,
   toSdkCall,
   type SdkCall,
   type SegmentEvent
 } from '@oneflow-seg/core'
 import { mapWithSubscriptions } from '@oneflow-seg/core/mapping'
-import type { SourceConfig } from './config'
+import { jsonSyntaxError, type SourceConfig } from './config'
 import { recheckEvent } from './ingest'
 
 export interface PreviewSend {
@@ -93,6 +95,70 @@ export function previewEvent(event: unknown, source: SourceConfig): PreviewResul
     }
   }
   return { ...base, sent, skipped, invalid }
+}
+
+/** One event's preview as `oneflow-relay preview` prints it and the status page shows it. */
+export type IndexedPreview = { readonly index: number } & PreviewResult
+
+/** What `source`'s mappings make of each of `events`, numbered from 0 in input order. */
+export function previewEvents(events: readonly unknown[], source: SourceConfig): IndexedPreview[] {
+  return events.map((event, index) => ({ index, ...previewEvent(event, source) }))
+}
+
+/** A preview's input that is not events; `line` and `column` (1-based) say where the JSON breaks, when it does. */
+export class PreviewInputError extends OneFlowError {
+  override readonly name = 'PreviewInputError'
+  readonly code = 'INVALID_PREVIEW_INPUT'
+  readonly remedy = 'fix-payload'
+  constructor(
+    message: string,
+    readonly line?: number,
+    readonly column?: number
+  ) {
+    super(message)
+  }
+}
+
+/** Where `text` breaks the JSON grammar (it must: JSON.parse refused it), never quoting it. */
+function syntaxError(text: string): PreviewInputError {
+  const where = jsonSyntaxError(text)
+  const at = / at line (\d+), column (\d+)$/.exec(where)
+  const hint = '(give one JSON event, a {"batch": […]} body, or one event per line)'
+  return at
+    ? new PreviewInputError(`the input is not JSON: ${where} ${hint}`, Number(at[1]), Number(at[2]))
+    : new PreviewInputError(`the input is not JSON ${hint}`)
+}
+
+/**
+ * Events from a preview's input: one JSON value (an event, a {"batch": […]} body or an array), else NDJSON. What
+ * is neither is refused with the line and column where it breaks: the line that is not JSON when the input reads
+ * as NDJSON (its first line is an event of its own), else the place where the one JSON value breaks.
+ */
+export function parsePreviewInput(input: string): unknown[] {
+  const text = input.replace(/^\uFEFF/, '')
+  if (text.trim() === '') throw new PreviewInputError('the input is empty: give one JSON event, or one per line')
+  try {
+    const value: unknown = JSON.parse(text)
+    if (Array.isArray(value)) return value
+    const batch = (value as { batch?: unknown } | null)?.batch
+    return Array.isArray(batch) ? batch : [value]
+  } catch {
+    // Lines are counted in the input as given, blank ones included, so the numbers match an editor's.
+    const lines = text.split('\n')
+    const events: unknown[] = []
+    for (const [i, line] of lines.entries()) {
+      if (line.trim() === '') continue
+      try {
+        events.push(JSON.parse(line) as unknown)
+      } catch {
+        // A pretty-printed event broken somewhere is one JSON value, not lines: say where in it.
+        if (events.length === 0) throw syntaxError(text)
+        // Earlier lines as blank lines: the place is found in this line and counted in the whole input.
+        throw syntaxError(`${'\n'.repeat(i)}${line}`)
+      }
+    }
+    return events
+  }
 }
 
 /**

@@ -201,6 +201,8 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
     status,
     clock,
     statusPage: config.statusPage.enabled,
+    sources: config.sources,
+    bodies: intake.bodies,
     shuttingDown: () => shuttingDown,
     notReady: async () => {
       if (shuttingDown) return 'shutting down'

@@ -2,7 +2,8 @@
  * The live status page (off unless `statusPage.enabled`): what the relay is doing, updating every second
  * without a reload — queue depth, delivered / retried / dead-lettered, requests per second to 1Flow against
  * the limit, the oldest waiting event, the last errors, a chart of the last five minutes, and every lane side by
- * side: each 1Flow project, and each Segment source that receives 1Flow survey responses.
+ * side: each 1Flow project, and each Segment source that receives 1Flow survey responses. Below them, a preview
+ * of what 1Flow would receive for pasted events (`oneflow-relay preview`, read-only).
  */
 const HISTORY_SECONDS = 300
 const MAX_ERRORS = 20
@@ -92,7 +93,10 @@ export class StatusTracker {
   }
 }
 
-/** The page itself: one self-contained HTML document that polls `/status/data`. */
+/**
+ * The page itself: one self-contained HTML document that polls `/status/data` and posts pasted events to
+ * `/status/preview` with the header that route asks for.
+ */
 export const STATUS_PAGE_HTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>oneflow-relay status</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -108,6 +112,10 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   table { width: 100%; border-collapse: collapse; margin-top: 16px; background: #fff; }
   td, th { text-align: left; padding: 6px 8px; border-bottom: 1px solid #eef0f3; vertical-align: top; }
   .legend { color: #6b7480; margin-top: 4px; } .req { color: #2f6fde; } .ev { color: #1e9e6a; } .lim { color: #c2410c; }
+  h2 { font-size: 15px; margin: 24px 0 8px; }
+  textarea { display: block; width: 100%; box-sizing: border-box; margin: 8px 0; padding: 8px; border: 1px solid #e2e5ea; border-radius: 6px; font: 12px/1.4 ui-monospace, monospace; resize: vertical; }
+  pre { margin: 8px 0 0; padding: 8px; background: #f7f8fa; border: 1px solid #eef0f3; border-radius: 6px; font-size: 12px; white-space: pre-wrap; overflow-wrap: anywhere; }
+  .card #previewSummary.problem { color: #b42318; }
 </style></head>
 <body>
 <h1>oneflow-relay <small id="updated">connecting…</small></h1>
@@ -128,6 +136,15 @@ export const STATUS_PAGE_HTML = `<!doctype html>
 <div class="legend">last 5 minutes: <span class="req">requests/s</span> · <span class="ev">events delivered/s</span> · <span class="lim">request limit</span> (drawn when the traffic comes near it)</div>
 <table><thead><tr><th>lane</th><th>sends to</th><th>waiting</th><th>delivered</th><th>requests/s</th><th>limit</th><th>state</th></tr></thead><tbody id="lanes"></tbody></table>
 <table><thead><tr><th>when</th><th>source</th><th>last errors</th></tr></thead><tbody id="errors"><tr><td colspan="3">none</td></tr></tbody></table>
+<h2>Preview</h2>
+<div class="card">
+  <span>What 1Flow would receive for events, from a source's mappings — the HTTP body and the web SDK call, or why not — as <code>oneflow-relay preview</code> prints it. Nothing is sent or stored.</span>
+  <textarea id="previewInput" rows="6" spellcheck="false" aria-label="events to preview" placeholder='{"type": "track", "event": "Signed Up", "userId": "u1"} — one event, a {"batch": […]} body, or one event per line'></textarea>
+  <label>source <select id="previewSource"></select></label>
+  <button id="previewButton" type="button">Preview</button>
+  <span id="previewSummary"></span>
+  <div id="previewResults"></div>
+</div>
 <script>
   const $ = (id) => document.getElementById(id)
   const age = (ms) => ms < 1000 ? 'none' : ms < 60000 ? Math.round(ms / 1000) + ' s' : ms < 3600000 ? Math.round(ms / 60000) + ' min' : (ms / 3600000).toFixed(1) + ' h'
@@ -152,8 +169,33 @@ export const STATUS_PAGE_HTML = `<!doctype html>
       $('errors').innerHTML = d.errors.length ? d.errors.map((e) => '<tr><td>' + text(e.at) + '</td><td>' + text(e.source) + '</td><td>' + text(e.message) + '</td></tr>').join('') : '<tr><td colspan="3">none</td></tr>'
       $('lanes').innerHTML = d.lanes.map((l) => '<tr data-lane="' + text(l.lane) + '"><td>' + text(l.lane) + '</td><td>' + text(l.service) + '</td><td>' + l.waiting + '</td><td>' + l.delivered + '</td><td>' + l.requestsPerSecond + '</td><td>' + l.limit + '</td><td>' + text(l.alert ? 'paused: ' + l.alert : l.paused ? 'backing off' : 'sending') + '</td></tr>').join('')
       $('alerts').innerHTML = d.alerts.map((a) => '<div class="card alert"><b>' + text(a.source) + '</b>' + text(a.alert) + '</div>').join('')
+      // Filled once: a refresh must not undo the operator's choice.
+      if ($('previewSource').options.length === 0) for (const name of d.sources) $('previewSource').add(new Option(name, name))
     } catch (e) { $('updated').textContent = 'relay not answering' }
   }
+  async function preview() {
+    const summary = $('previewSummary'), source = $('previewSource').value
+    $('previewButton').disabled = true
+    summary.className = ''
+    summary.textContent = 'previewing…'
+    $('previewResults').replaceChildren()
+    try {
+      const res = await fetch('status/preview' + (source ? '?source=' + encodeURIComponent(source) : ''), {
+        method: 'POST', cache: 'no-store', headers: { 'content-type': 'text/plain; charset=utf-8', 'x-oneflow-preview': '1' }, body: $('previewInput').value
+      })
+      const d = await res.json()
+      if (!res.ok) { summary.className = 'problem'; summary.textContent = d.error; return }
+      summary.textContent = d.events + ' event(s) for source ' + d.source + ': ' + d.sent + ' sent, ' + (d.events - d.sent) + ' not sent.'
+      for (const result of d.results) {
+        const pre = document.createElement('pre')
+        pre.textContent = JSON.stringify(result, null, 2)
+        $('previewResults').append(pre)
+      }
+    } catch (e) { summary.className = 'problem'; summary.textContent = 'relay not answering' }
+    finally { $('previewButton').disabled = false }
+  }
+  $('previewButton').addEventListener('click', preview)
+  $('previewInput').addEventListener('keydown', (e) => { if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) preview() })
   refresh(); setInterval(refresh, 1000)
 </script>
 </body></html>`

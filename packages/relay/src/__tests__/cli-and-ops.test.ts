@@ -465,7 +465,7 @@ describe('preview and what check-config says a source sends', () => {
     const r = runCli(['preview', '--config', file, bad])
     expect([r.status, r.stderr.trim()]).toEqual([
       1,
-      'Could not read the events: line 2 is not JSON (give one JSON event, or one per line)'
+      'Could not read the events: the input is not JSON: an unexpected character at line 2, column 1 (give one JSON event, a {"batch": […]} body, or one event per line)'
     ])
   })
 
