@@ -244,10 +244,12 @@ export class Deliverer {
           }
         }
       } catch (error) {
-        this.deps.health.failed(error, 'leasing events for delivery')
+        // Another relay's lock or a slow statement is not a failing queue; a failed write is (QueueHealth).
+        await this.deps.health.failedUnlessWritable(error, 'leasing events for delivery')
         await this.idle(QUEUE_ERROR_PAUSE_MS)
         continue
       }
+      this.deps.health.worked('leasing events for delivery')
       await this.idle(50)
     }
   }
@@ -351,14 +353,14 @@ export class Deliverer {
         } catch (error) {
           if (error instanceof LeaseLostError) {
             // Renewing failed (the queue is failing) or the lease was taken back: nothing more is sent under it.
-            if (error.cause !== undefined) this.deps.health.failed(error.cause, 'renewing a lease')
+            if (error.cause !== undefined) await this.deps.health.failedUnlessWritable(error.cause, 'renewing a lease')
             for (const u of units) if (!answered.has(u.jobId)) settle(u.jobId, { kind: 'release' })
             proceed = false
             continue
           }
           if (!(error instanceof SendSlotError)) throw error
           // The shared rate limit lives in the queue's database: it failed, so nothing was sent.
-          this.deps.health.failed(error.cause, 'taking a send slot')
+          await this.deps.health.failedUnlessWritable(error.cause, 'taking a send slot')
           for (const u of units) if (!answered.has(u.jobId)) settle(u.jobId, { kind: 'release' })
           proceed = false
         }
@@ -379,7 +381,7 @@ export class Deliverer {
     } catch (error) {
       // The queue could not record the outcome: written again once it works (while the leases hold), else the
       // leases expire and the events are delivered again.
-      this.deps.health.failed(error, 'recording delivery outcomes')
+      await this.deps.health.failedUnlessWritable(error, 'recording delivery outcomes')
       this.unrecorded.push({ lane, jobs, fates, now, leaseUntil })
     } finally {
       lane.inFlight--

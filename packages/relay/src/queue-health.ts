@@ -37,6 +37,34 @@ export class QueueHealth {
     )
   }
 
+  private readonly struggling = new Set<string>()
+
+  /**
+   * An operation failed that may fail for its own reasons while the queue is fine (a statement that waited on a
+   * lock another relay holds, a slow read on a large queue): only if a real write fails too is the queue failing
+   * (ingest 503). Otherwise the operation's failure is logged once until `worked(operation)`, and it is retried
+   * by its caller. Never throws.
+   */
+  async failedUnlessWritable(error: unknown, operation: string): Promise<void> {
+    try {
+      await this.probe()
+    } catch (writeError) {
+      this.failed(writeError, operation)
+      return
+    }
+    if (this.struggling.has(operation)) return
+    this.struggling.add(operation)
+    this.logger.warn(
+      { operation, error: describeError(error) },
+      `${operation} failed; the queue takes writes, so ingest goes on and it is tried again`
+    )
+  }
+
+  /** An operation that failed (failedUnlessWritable) worked again: logged once. */
+  worked(operation: string): void {
+    if (this.struggling.delete(operation)) this.logger.info({ operation }, `${operation}: works again`)
+  }
+
   /** A write succeeded: logs when the queue recovers. */
   succeeded(): void {
     if (!this.failure) return

@@ -277,28 +277,13 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
       // write fails too (checkWritable) does ingest answer 503 (QueueHealth). Otherwise the task's failure is
       // logged once (and its recovery once), ingest goes on, and the task runs again on its timer — a slow
       // figures read or a cancelled clean-up on a large queue must not take ingest down.
-      const failing = new Set<string>()
       const every = (ms: number, what: string, fn: () => Promise<unknown>) =>
         timers.push(
           setInterval(
             () =>
               void fn().then(
-                () => {
-                  if (failing.delete(what)) logger.info({ task: what }, `${what}: works again`)
-                },
-                async (error: unknown) => {
-                  try {
-                    await queue.checkWritable()
-                  } catch (writeError) {
-                    return health.failed(writeError, what)
-                  }
-                  if (failing.has(what)) return
-                  failing.add(what)
-                  logger.warn(
-                    { task: what, error: error instanceof Error ? error.message : String(error) },
-                    `${what} failed; the queue takes writes, so ingest and delivery go on; it is tried again every ${Math.round(ms / 1000)} s`
-                  )
-                }
+                () => health.worked(what),
+                (error: unknown) => health.failedUnlessWritable(error, what)
               ),
             ms
           ).unref()

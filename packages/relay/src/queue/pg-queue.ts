@@ -25,8 +25,22 @@ import {
   type UserState
 } from './queue'
 
-const SCHEMA_VERSION = 3
+const SCHEMA_VERSION = 4
 const MIGRATION_LOCK = 727_001
+
+/** A dead letter's size: its event and the service's answer, in bytes. */
+const DEAD_BYTES = 'octet_length(body) + coalesce(octet_length(dead_response), 0)'
+
+/** Adds the rows of `changed` (relay_events rows with a `sign` of 1 or -1) to this connection's counters. */
+const countChange = (changed: string) => `
+  INSERT INTO relay_counts AS c (project_id, state, retrying, shard, n, bytes)
+  SELECT project_id, state, attempts > 0, pg_backend_pid(), sum(sign),
+         sum(CASE WHEN state = 'dead' THEN sign * (${DEAD_BYTES}) ELSE 0 END)
+  FROM (${changed}) d
+  GROUP BY project_id, state, attempts > 0
+  HAVING sum(sign) <> 0 OR sum(CASE WHEN state = 'dead' THEN sign * (${DEAD_BYTES}) ELSE 0 END) <> 0
+  ORDER BY 1, 2, 3
+  ON CONFLICT (project_id, state, retrying, shard) DO UPDATE SET n = c.n + excluded.n, bytes = c.bytes + excluded.bytes`
 
 const MIGRATIONS: Record<number, string> = {
   1: `
@@ -64,14 +78,48 @@ const MIGRATIONS: Record<number, string> = {
     ALTER TABLE relay_events ADD COLUMN IF NOT EXISTS lease_token BIGINT;
     CREATE INDEX IF NOT EXISTS relay_events_leased ON relay_events (lease_until) WHERE state = 'leased';
     CREATE INDEX IF NOT EXISTS relay_events_held ON relay_events (project_id, user_key) WHERE state = 'held';
+  `,
+  // The figures as counters (docs/relay-queue.md): every statement that adds, moves or removes events adds its
+  // net change per (lane, state, retrying) to rows of its own connection (shard = backend pid), so no two
+  // transactions ever wait on one counter row and none can deadlock on them. stats() sums a few dozen rows
+  // instead of scanning the table; the rows of connections that have gone are folded into shard 0 now and then.
+  // Creating the triggers locks out writers until this migration commits, so the first count is exact.
+  4: `
+    CREATE TABLE IF NOT EXISTS relay_counts (
+      project_id TEXT NOT NULL, state TEXT NOT NULL, retrying BOOLEAN NOT NULL, shard INTEGER NOT NULL,
+      n BIGINT NOT NULL, bytes BIGINT NOT NULL,
+      PRIMARY KEY (project_id, state, retrying, shard)
+    );
+    CREATE OR REPLACE FUNCTION relay_count_events() RETURNS trigger LANGUAGE plpgsql AS $count$
+    BEGIN
+      IF TG_OP = 'INSERT' THEN
+        ${countChange('SELECT *, 1 AS sign FROM new_rows')};
+      ELSIF TG_OP = 'DELETE' THEN
+        ${countChange('SELECT *, -1 AS sign FROM old_rows')};
+      ELSE
+        ${countChange('SELECT *, 1 AS sign FROM new_rows UNION ALL SELECT *, -1 FROM old_rows')};
+      END IF;
+      RETURN NULL;
+    END
+    $count$;
+    DROP TRIGGER IF EXISTS relay_count_insert ON relay_events;
+    DROP TRIGGER IF EXISTS relay_count_update ON relay_events;
+    DROP TRIGGER IF EXISTS relay_count_delete ON relay_events;
+    CREATE TRIGGER relay_count_insert AFTER INSERT ON relay_events REFERENCING NEW TABLE AS new_rows
+      FOR EACH STATEMENT EXECUTE FUNCTION relay_count_events();
+    CREATE TRIGGER relay_count_update AFTER UPDATE ON relay_events REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+      FOR EACH STATEMENT EXECUTE FUNCTION relay_count_events();
+    CREATE TRIGGER relay_count_delete AFTER DELETE ON relay_events REFERENCING OLD TABLE AS old_rows
+      FOR EACH STATEMENT EXECUTE FUNCTION relay_count_events();
+    DELETE FROM relay_counts;
+    INSERT INTO relay_counts (project_id, state, retrying, shard, n, bytes)
+    SELECT project_id, state, attempts > 0, 0, count(*), coalesce(sum(CASE WHEN state = 'dead' THEN ${DEAD_BYTES} ELSE 0 END), 0)
+    FROM relay_events GROUP BY 1, 2, 3;
   `
 }
 
 // The database's own clock in ms: every relay instance reads the same one for the shared rate limit.
 const DB_NOW = '(extract(epoch from clock_timestamp()) * 1000)::bigint'
-
-/** A dead letter's size: its event and the service's answer, in bytes. */
-const DEAD_BYTES = 'octet_length(body) + coalesce(octet_length(dead_response), 0)'
 
 /** Events held behind the events `$1` (their users') become pending again: what blocked them is settled. */
 const UNHOLD_USERS_OF = `
@@ -183,7 +231,10 @@ export class PgQueue implements Queue {
       connectionTimeoutMillis: timeoutMs,
       statement_timeout: timeoutMs,
       query_timeout: timeoutMs + 1000,
-      idle_in_transaction_session_timeout: 3 * timeoutMs,
+      // A relay's transactions never wait on anything outside the database; one that sits idle is a relay frozen
+      // (SIGSTOP, a VM paused) mid-transaction, whose locks (its lane's lease lock among them) would stall every
+      // other relay: ended in 2 s.
+      idle_in_transaction_session_timeout: Math.min(2_000, timeoutMs),
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
       idleTimeoutMillis: 30_000
@@ -456,7 +507,65 @@ export class PgQueue implements Queue {
     return (await this.pool.query('DELETE FROM relay_seen WHERE seen_at < $1', [before])).rowCount ?? 0
   }
 
+  /**
+   * The figures from the counters (a few dozen rows, whatever the queue holds) and index seeks: the oldest event
+   * is the first by id of each lane's live states (ids follow arrival), the oldest dead letter the first entry of
+   * relay_events_dead.
+   */
   async stats(now: number): Promise<QueueStats> {
+    const { rows } = await this.pool.query(
+      'SELECT project_id, state, retrying, sum(n) AS n, sum(bytes) AS bytes FROM relay_counts GROUP BY 1, 2, 3'
+    )
+    let pending = 0
+    let leased = 0
+    let retrying = 0
+    let dead = 0
+    let deadBytes = 0
+    const lanes: Record<string, number> = {}
+    for (const r of rows as Row[]) {
+      const n = Number(r.n)
+      if (n === 0) continue
+      const state = String(r.state)
+      if (state === 'dead') {
+        dead += n
+        deadBytes += Number(r.bytes)
+        continue
+      }
+      lanes[String(r.project_id)] = (lanes[String(r.project_id)] ?? 0) + n
+      if (state === 'leased') leased += n
+      else {
+        pending += n
+        if (r.retrying) retrying += n
+      }
+    }
+    const { rows: oldest } = await this.pool.query(
+      `SELECT (SELECT min(first.received_at) FROM unnest($1::text[]) AS lane(project_id)
+                 CROSS JOIN unnest(ARRAY['pending', 'held', 'leased']) AS live(state)
+                 CROSS JOIN LATERAL (SELECT received_at FROM relay_events e
+                                     WHERE e.project_id = lane.project_id AND e.state = live.state ORDER BY e.id LIMIT 1) first
+              ) AS oldest,
+              (SELECT dead_at FROM relay_events WHERE state = 'dead' ORDER BY dead_at LIMIT 1) AS oldest_dead`,
+      [Object.keys(lanes)]
+    )
+    const o = oldest[0] as Row
+    return {
+      pending,
+      leased,
+      retrying,
+      dead,
+      oldestAgeMs: o.oldest == null ? 0 : Math.max(0, now - Number(o.oldest)),
+      bytes: await this.liveBytes(),
+      lanes,
+      deadLetters: {
+        count: dead,
+        bytes: deadBytes,
+        oldestAgeMs: o.oldest_dead == null ? 0 : Math.max(0, now - Number(o.oldest_dead))
+      }
+    }
+  }
+
+  /** The figures by a scan of every event: what stats() must always equal (tests). */
+  async scanStats(now: number): Promise<Omit<QueueStats, 'bytes'>> {
     const { rows } = await this.pool.query(
       `SELECT count(*) FILTER (WHERE state IN ('pending', 'held')) AS pending, count(*) FILTER (WHERE state = 'leased') AS leased,
               count(*) FILTER (WHERE state = 'dead') AS dead, count(*) FILTER (WHERE state IN ('pending', 'held') AND attempts > 0) AS retrying,
@@ -465,20 +574,16 @@ export class PgQueue implements Queue {
        FROM relay_events`
     )
     const row = rows[0] as Row
+    const lanes = await this.pool.query(
+      "SELECT project_id, count(*) AS n FROM relay_events WHERE state <> 'dead' GROUP BY project_id"
+    )
     return {
       pending: Number(row.pending),
       leased: Number(row.leased),
       retrying: Number(row.retrying),
       dead: Number(row.dead),
       oldestAgeMs: row.oldest == null ? 0 : Math.max(0, now - Number(row.oldest)),
-      bytes: await this.liveBytes(),
-      lanes: Object.fromEntries(
-        (
-          await this.pool.query(
-            "SELECT project_id, count(*) AS n FROM relay_events WHERE state <> 'dead' GROUP BY project_id"
-          )
-        ).rows.map((r: Row) => [String(r.project_id), Number(r.n)])
-      ),
+      lanes: Object.fromEntries(lanes.rows.map((r: Row) => [String(r.project_id), Number(r.n)])),
       deadLetters: {
         count: Number(row.dead),
         bytes: Number(row.dead_bytes ?? 0),
@@ -523,7 +628,17 @@ export class PgQueue implements Queue {
   }
 
   async compact(): Promise<void> {
-    // PostgreSQL's autovacuum gives space back; liveBytes() already leaves dead rows out.
+    // PostgreSQL's autovacuum gives space back; liveBytes() already leaves dead rows out. The counters of
+    // connections that have gone are folded into shard 0, and empty counter rows dropped, so stats() stays small.
+    await this.pool.query(
+      `WITH gone AS (
+         DELETE FROM relay_counts WHERE shard <> 0 AND shard NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)
+         RETURNING project_id, state, retrying, n, bytes)
+       INSERT INTO relay_counts AS c (project_id, state, retrying, shard, n, bytes)
+       SELECT project_id, state, retrying, 0, sum(n), sum(bytes) FROM gone GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+       ON CONFLICT (project_id, state, retrying, shard) DO UPDATE SET n = c.n + excluded.n, bytes = c.bytes + excluded.bytes`
+    )
+    await this.pool.query('DELETE FROM relay_counts WHERE n = 0 AND bytes = 0')
   }
 
   async listDead(options: ListDeadOptions = {}): Promise<DeadLetter[]> {

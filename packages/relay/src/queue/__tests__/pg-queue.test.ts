@@ -1,8 +1,8 @@
-import { inject } from 'vitest'
+import { describe, expect, inject, it } from 'vitest'
 import { createDatabase } from '@oneflow-seg/testkit/postgres'
 import { PgQueue } from '../pg-queue'
 import type { Queue } from '../queue'
-import { describeQueue } from './queue-conformance'
+import { describeQueue, event, T0 } from './queue-conformance'
 
 const urls = new WeakMap<Queue, string>()
 let n = 0
@@ -14,5 +14,45 @@ describeQueue('PostgreSQL', {
     urls.set(queue, url)
     return queue
   },
-  reopen: async (queue: Queue) => PgQueue.open(urls.get(queue) as string)
+  reopen: async (queue: Queue) => {
+    const again = await PgQueue.open(urls.get(queue) as string)
+    urls.set(again, urls.get(queue) as string)
+    return again
+  },
+  scan: async (queue: Queue, now: number) => (queue as PgQueue).scanStats(now),
+  statsRuns: 12
+})
+
+describe('PostgreSQL: counters under concurrent relays', () => {
+  it('two relays enqueueing, leasing and settling at once: no deadlock, and the counters equal a scan', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `counters_${process.pid}`)
+    const relays = await Promise.all([PgQueue.open(url), PgQueue.open(url)])
+    try {
+      let seq = 0
+      const work = async (q: PgQueue, round: number) => {
+        const now = T0 + round * 10
+        await q.enqueue(
+          Array.from({ length: 20 }, () => {
+            const n = seq++
+            return event(n, { projectId: n % 2 ? 'p1' : 'p2', userKey: `u-${n % 11}`, receivedAt: now })
+          })
+        )
+        const jobs = await q.lease(round % 2 ? 'p1' : 'p2', 15, 60_000, now)
+        const [done, failed, dead] = [jobs.slice(0, 5), jobs.slice(5, 10), jobs.slice(10)]
+        await Promise.all([
+          q.complete(done),
+          q.retry(failed, now + 5, 'boom', now),
+          q.deadLetter(dead, { reason: 'refused', response: 'no', sent: true }, now)
+        ])
+      }
+      await Promise.all(relays.flatMap((q, r) => Array.from({ length: 15 }, (_, i) => work(q, i * 2 + r))))
+      await relays[0]!.compact()
+      const now = T0 + 1_000
+      const { bytes: _bytes, ...counted } = await relays[1]!.stats(now)
+      expect(counted).toEqual(await relays[1]!.scanStats(now))
+      expect(counted.dead + counted.pending).toBeGreaterThan(0)
+    } finally {
+      await Promise.all(relays.map((q) => q.close()))
+    }
+  }, 60_000)
 })

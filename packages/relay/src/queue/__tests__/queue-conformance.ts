@@ -2,14 +2,18 @@
  * One conformance suite for every queue driver (SQLite, PostgreSQL), so the drivers cannot drift apart.
  * A driver's test file calls `describeQueue` with a factory that opens a fresh, empty queue.
  */
+import fc from 'fast-check'
 import { afterEach, describe, expect, it } from 'vitest'
-import type { Job, NewEvent, Queue } from '../queue'
+import type { Job, NewEvent, Queue, QueueStats } from '../queue'
 
 export interface QueueFactory {
   /** A fresh, empty queue. */
   open(): Promise<Queue>
   /** The same storage opened again (after `close`), to prove commits are durable. */
   reopen(queue: Queue): Promise<Queue>
+  /** The figures by a full scan, which stats() must equal; with `statsRuns`, how many generated sequences. */
+  scan?(queue: Queue, now: number): Promise<Omit<QueueStats, 'bytes'>>
+  statsRuns?: number
 }
 
 export const T0 = 1_800_000_000_000
@@ -27,6 +31,7 @@ export function event(n: number, extra: Partial<NewEvent> = {}): NewEvent {
 }
 
 export function describeQueue(name: string, factory: QueueFactory): void {
+  const scan = factory.scan?.bind(factory)
   describe(`queue conformance: ${name}`, () => {
     const open: Queue[] = []
     const fresh = async () => {
@@ -357,5 +362,88 @@ export function describeQueue(name: string, factory: QueueFactory): void {
       expect(await q.pruneDedup(later + 1)).toBe(2)
       expect(await q.enqueue([event(2)])).toEqual({ accepted: 1, duplicates: 0 })
     })
+
+    /** Every operation a relay and the admin commands make, in any order. */
+    const op = fc.oneof(
+      fc.record({
+        kind: fc.constant('enqueue' as const),
+        n: fc.integer({ min: 1, max: 30 }),
+        lane: fc.constantFrom('p1', 'p2'),
+        dead: fc.boolean()
+      }),
+      fc.record({
+        kind: fc.constant('lease' as const),
+        lane: fc.constantFrom('p1', 'p2'),
+        limit: fc.integer({ min: 1, max: 20 })
+      }),
+      fc.record({
+        kind: fc.constantFrom('complete' as const, 'release' as const, 'retry' as const, 'dead' as const),
+        share: fc.double({ min: 0, max: 1, noNaN: true })
+      }),
+      fc.record({
+        kind: fc.constantFrom(
+          'recover' as const,
+          'replay' as const,
+          'purge' as const,
+          'prune' as const,
+          'compact' as const
+        )
+      })
+    )
+
+    it('after any sequence of operations, stats() from the counters equals a full scan (and survives a reopen)', async () => {
+      if (!scan) throw new Error('this driver has no scanStats')
+      await fc.assert(
+        fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 40 }), async (ops) => {
+          let q = await factory.open()
+          let seq = 0
+          let now = T0 + 1_000
+          const leased: number[] = []
+          try {
+            for (const o of ops) {
+              now += 100
+              if (o.kind === 'enqueue') {
+                await q.enqueue(
+                  Array.from({ length: o.n }, () => {
+                    const n = seq++
+                    // Received now, as ingest stamps events: the queue's clock only moves forward (a replay re-enters
+                    // events at its own now, after everything received before it).
+                    return event(n, {
+                      projectId: o.lane,
+                      userKey: `u-${n % 7}`,
+                      receivedAt: now,
+                      ...(o.dead && n % 3 === 0 && { deadReason: 'rejected at ingest (test)' })
+                    })
+                  })
+                )
+              } else if (o.kind === 'lease') {
+                leased.push(...(await q.lease(o.lane, o.limit, 1_000, now)).map((j) => j.id))
+              } else if (o.kind === 'complete' || o.kind === 'release' || o.kind === 'retry' || o.kind === 'dead') {
+                const ids = leased.splice(0, Math.ceil(leased.length * o.share))
+                if (o.kind === 'complete') await q.complete(ids)
+                else if (o.kind === 'release') await q.release(ids, now)
+                else if (o.kind === 'retry') await q.retry(ids, now + 50, 'boom', now)
+                else await q.deadLetter(ids, { reason: 'refused', response: 'x'.repeat(ids.length), sent: true }, now)
+              } else if (o.kind === 'recover') {
+                await q.recoverLeases(now + 5_000)
+                leased.length = 0
+              } else if (o.kind === 'replay') await q.replayDead('all', now)
+              else if (o.kind === 'purge') await q.purgeDead((await q.listDead({ limit: 2 })).map((d) => d.id))
+              else if (o.kind === 'compact') await q.compact()
+              else await q.pruneDead(now - 250, 300)
+              const { bytes: _bytes, ...counted } = await q.stats(now)
+              expect(counted).toEqual(await scan(q, now))
+            }
+            await q.close()
+            q = await factory.reopen(q)
+            const { bytes: _bytes, ...counted } = await q.stats(now)
+            expect(counted).toEqual(await scan(q, now))
+          } finally {
+            await q.close()
+          }
+        }),
+        { numRuns: factory.statsRuns ?? 20 }
+      )
+    }, 120_000)
   })
 }
