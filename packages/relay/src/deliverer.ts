@@ -36,6 +36,8 @@ const PROBE_MIN_MS = 5_000
 const PROBE_MAX_MS = 300_000
 /** Outcomes not recorded are written again only while their leases have at least this long left. */
 const RECORD_MARGIN_MS = 2_000
+/** How long an outcome that could not be written keeps its events' lease (then they are sent again). */
+const UNRECORDED_KEEP_MS = 120_000
 /** What the relay's requests to 1Flow and Segment say they come from. */
 export const USER_AGENT = `oneflow-relay/${VERSION} (+https://www.npmjs.com/package/@oneflow-seg/relay)`
 /** A request goes out only while its lease has a request timeout and this much left; else the lease is renewed. */
@@ -283,7 +285,7 @@ export class Deliverer {
     readonly jobs: readonly Job[]
     readonly fates: Map<number, JobFate>
     readonly now: number
-    readonly leaseUntil: number
+    leaseUntil: number
   }> = []
 
   /** Writes the outcomes kept by deliver() when the queue failed; drops those whose leases are about to expire. */
@@ -291,10 +293,20 @@ export class Deliverer {
     const { clock } = this.deps
     while (this.unrecorded.length > 0) {
       const entry = this.unrecorded[0] as (typeof this.unrecorded)[number]
-      // Too late: the lease expires (or nearly), recovery gives the events back, and they are sent again.
+      // 1Flow has answered for these events: keep their lease while the outcome waits to be written, rather than
+      // let it expire and have them sent again. Only when it cannot be kept (taken back, or the queue fails) are
+      // they given up, and recovery sends them again.
       if (clock.now() >= entry.leaseUntil - RECORD_MARGIN_MS) {
-        this.unrecorded.shift()
-        continue
+        const until = clock.now() + this.leaseMs
+        const kept =
+          clock.now() - entry.now < UNRECORDED_KEEP_MS
+            ? await this.deps.queue.renew(entry.jobs, until).catch(() => [] as number[])
+            : []
+        if (kept.length < entry.jobs.length) {
+          this.unrecorded.shift()
+          continue
+        }
+        entry.leaseUntil = until
       }
       await this.apply(entry.lane, entry.jobs, entry.fates, entry.now)
       this.unrecorded.shift()

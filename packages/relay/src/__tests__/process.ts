@@ -44,7 +44,8 @@ export async function startRelayProcess(
   configFile: string,
   port: number,
   env: NodeJS.ProcessEnv = {},
-  wrap?: Wrap
+  wrap?: Wrap,
+  startTimeoutMs = 15_000
 ): Promise<RelayProcess> {
   const plain: [string, string[]] = [process.execPath, [CLI, 'start', '--config', configFile]]
   const [command, args] = wrap ? wrap(...plain) : plain
@@ -56,7 +57,7 @@ export async function startRelayProcess(
     child.on('exit', (code, signal) => resolve(code ?? signal ?? -1))
   )
   const url = `http://127.0.0.1:${port}`
-  const deadline = Date.now() + 15_000
+  const deadline = Date.now() + startTimeoutMs
   for (;;) {
     if (child.exitCode !== null) throw new Error(`the relay exited at start:\n${output}`)
     const up = await fetch(`${url}/health/live`).then(

@@ -425,13 +425,22 @@ export class PgQueue implements Queue {
     )
   }
 
-  renew(refs: readonly JobRef[], leaseUntil: number): Promise<number[]> {
-    return this.fenced(refs, (c, ids) =>
-      c.query(
-        "UPDATE relay_events SET lease_until = GREATEST(COALESCE(lease_until, 0), $2) WHERE id = ANY($1::bigint[]) AND state = 'leased'",
-        [ids, leaseUntil]
-      )
-    )
+  /**
+   * Extends leases still held: one statement per lease, guarded by its token. It changes no state, so it needs
+   * no lane lock (a renewal waiting behind a lane's settles could outlast the lease it renews): a recovery of the
+   * same rows and a renewal are ordered by the rows' locks, and the second finds the first's result.
+   */
+  async renew(refs: readonly JobRef[], leaseUntil: number): Promise<number[]> {
+    const { bare, leases } = splitRefs(refs)
+    const extend =
+      "UPDATE relay_events SET lease_until = GREATEST(COALESCE(lease_until, 0), $2) WHERE id = ANY($1::bigint[]) AND state = 'leased'"
+    if (bare.length > 0) await this.pool.query(extend, [bare, leaseUntil])
+    const renewed = [...bare]
+    for (const [token, { ids }] of leases) {
+      const { rows } = await this.pool.query(`${extend} AND lease_token = $3 RETURNING id`, [ids, leaseUntil, token])
+      renewed.push(...rows.map((r: Row) => Number(r.id)))
+    }
+    return renewed
   }
 
   async complete(refs: readonly JobRef[]): Promise<void> {
