@@ -127,9 +127,11 @@ function makeBaseImage(): void {
   // Node's headers, so node-gyp builds better-sqlite3 without downloading them (nodejs.org is not reachable).
   cpSync(join(prefix, 'include/node'), join(rootfs, 'usr/local/include/node'), { recursive: true })
   const changes = ['--change', 'ENV npm_config_nodedir=/usr/local']
-  // This machine reaches the npm registry through a proxy whose certificate authority it trusts; so must npm.
-  const ca = process.env.NODE_EXTRA_CA_CERTS
-  if (ca && existsSync(ca)) {
+  // The machine's certificate authorities, which may include a proxy's through which it reaches the npm
+  // registry: npm in the image must trust what npm here trusts. (Not read from NODE_EXTRA_CA_CERTS: turbo does
+  // not pass the environment on to tests.)
+  const ca = ['/etc/ssl/certs/ca-certificates.crt', process.env.NODE_EXTRA_CA_CERTS].find((f) => f && existsSync(f))
+  if (ca) {
     mkdirSync(join(rootfs, 'etc/ssl/certs'), { recursive: true })
     copyFileSync(ca, join(rootfs, 'etc/ssl/certs/machine-ca.crt'))
     changes.push('--change', 'ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/machine-ca.crt')
@@ -242,7 +244,7 @@ describe('the image', () => {
       oneflow = await FakeOneFlowApi.start({ apiKeys: [PROJECT_KEY] })
     })
     afterAll(async () => {
-      await oneflow?.stop()
+      await oneflow?.close()
       pg?.stop()
     })
 

@@ -139,6 +139,8 @@ it('3 relays, one killed every 6 s, one frozen past its lease, PostgreSQL restar
   await at(LOAD_MS)
   stopLoad = true
   await Promise.all([...senders, killer, freezer, database])
+  // The hog goes with the load: the tests running beside this one in CI share the machine.
+  hog.kill('SIGKILL')
   expect(acked.size).toBeGreaterThan(2000)
 
   const loadEnded = Date.now()
