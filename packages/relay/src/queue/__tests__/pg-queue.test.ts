@@ -34,7 +34,9 @@ describe('PostgreSQL: counters under concurrent relays', () => {
         await q.enqueue(
           Array.from({ length: 20 }, () => {
             const n = seq++
-            return event(n, { projectId: n % 2 ? 'p1' : 'p2', userKey: `u-${n % 11}`, receivedAt: now })
+            // One arrival time for all: with two relays committing at once, ids follow commit order, and the oldest
+            // event by id (what stats() seeks) is the oldest by time only for events received in that order.
+            return event(n, { projectId: n % 2 ? 'p1' : 'p2', userKey: `u-${n % 11}`, receivedAt: T0 })
           })
         )
         const jobs = await q.lease(round % 2 ? 'p1' : 'p2', 15, 60_000, now)
