@@ -274,7 +274,8 @@ export function parseConfig(
       const opsHost = listen.ops.host ?? host
       if (typeof opsHost !== 'string' || opsHost === '')
         fail('listen.ops.host', 'must be a host name or address, e.g. "127.0.0.1"')
-      if (listen.ops.port === undefined)
+      // (An admin command never listens: an unset env:NAME for it is fine there.)
+      if (listen.ops.port === undefined && !options.queueOnly)
         fail('listen.ops.port', 'is required: the port health, metrics and the status page listen on')
       const opsPort = num(listen.ops, 'listen.ops.port', 0)
       if (opsPort !== 0 && opsPort === port && opsHost === host)
@@ -293,6 +294,12 @@ export function parseConfig(
         'must be "sqlite:<path>" (e.g. "sqlite:./data/relay.db"), a "postgres://…" URL, or "env:NAME" holding one'
       )
     queue = DEFAULTS.queue
+  } else if (!queue.startsWith('sqlite:') && !URL.canParse(queue)) {
+    // pg would fail on it at every connection attempt, and the relay answer 503 for ever.
+    fail(
+      'queue',
+      'is not a valid URL: a password with / # ? @ % or : must be percent-encoded (or left out of the URL and given in PGPASSWORD)'
+    )
   }
   if ((queue as string).startsWith('sqlite:')) {
     const path = (queue as string).slice('sqlite:'.length)
@@ -374,7 +381,7 @@ export function parseConfig(
         if (!(error instanceof InvalidSettingsError)) throw error
         fail(`${at}.consentCategories`, 'must be a list of consent category ids, such as ["Analytics"]')
       }
-      const webhook = parseWebhook(s, at, secret, fail)
+      const webhook = parseWebhook(s, at, secret, fail, fromEnv)
       sources.push({
         name: String(name),
         writeKey,
@@ -406,7 +413,8 @@ function parseWebhook(
   s: Json,
   at: string,
   secret: (obj: Json, key: string, path: string) => string,
-  fail: (key: string, message: string) => void
+  fail: (key: string, message: string) => void,
+  fromEnv: (obj: Json, key: string, path: string) => void
 ): { webhookToken?: string; segment?: SegmentTarget } {
   if (s.webhookToken === undefined && s.segment === undefined) return {}
   if (s.segment === undefined) {
@@ -436,7 +444,9 @@ function parseWebhook(
     fail(`${at}.segment`, 'must be an object {"writeKey": "…", "host"?: "…", "eventName"?: "…"}')
     return {}
   }
-  const seg = s.segment
+  const seg = { ...s.segment }
+  fromEnv(seg, 'host', `${at}.segment.host`)
+  fromEnv(seg, 'eventName', `${at}.segment.eventName`)
   for (const key of Object.keys(seg))
     if (!CONFIG_SECTIONS['source.segment'].includes(key))
       fail(`${at}.segment.${key}`, `unknown key; expected ${CONFIG_SECTIONS['source.segment'].join(', ')}`)

@@ -390,6 +390,7 @@ export class Deliverer {
     const now = clock.now()
     try {
       await this.apply(lane, jobs, fates, now)
+      this.deps.health.worked('recording delivery outcomes')
     } catch (error) {
       // The queue could not record the outcome: written again once it works (while the leases hold), else the
       // leases expire and the events are delivered again.

@@ -177,3 +177,35 @@ describe('listen from the environment', () => {
     expect(parseConfig(raw, { env: {}, queueOnly: true }).sources).toHaveLength(1)
   })
 })
+
+describe('what a deployment gets wrong', () => {
+  it('reads env:NAME for the Segment target of survey responses too', () => {
+    const raw = {
+      sources: [
+        {
+          ...SOURCE,
+          webhookToken: 'a_webhook_token_of_24_chars_ok',
+          segment: { writeKey: 'seg_write_key', host: 'env:SEG_HOST', eventName: 'env:SEG_EVENT' }
+        }
+      ]
+    }
+    const config = parseConfig(raw, { env: { SEG_HOST: 'https://events.eu1.segmentapis.com', SEG_EVENT: 'NPS' } })
+    expect(config.sources[0]!.segment).toMatchObject({ host: 'https://events.eu1.segmentapis.com', eventName: 'NPS' })
+  })
+
+  it('refuses a PostgreSQL URL that does not parse (a password with / or # in it), saying how to write it', () => {
+    expect(problemsOf({ queue: 'postgres://oneflow:s3cr/et#pw@127.0.0.1:5432/oneflow', sources: [SOURCE] })).toEqual([
+      {
+        key: 'queue',
+        message:
+          'is not a valid URL: a password with / # ? @ % or : must be percent-encoded (or left out of the URL and given in PGPASSWORD)'
+      }
+    ])
+  })
+
+  it('lets admin commands read a config whose ops port comes from an unset variable', () => {
+    const raw = { listen: { ops: { port: 'env:OPS_PORT' } }, sources: [SOURCE] }
+    expect(new Set(problemsOf(raw).map((p) => p.key))).toEqual(new Set(['listen.ops.port']))
+    expect(parseConfig(raw, { env: {}, queueOnly: true }).queue).toMatch(/^sqlite:/)
+  })
+})

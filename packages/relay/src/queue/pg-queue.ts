@@ -111,6 +111,15 @@ const MIGRATIONS: Record<number, string> = {
       FOR EACH STATEMENT EXECUTE FUNCTION relay_count_events();
     CREATE TRIGGER relay_count_delete AFTER DELETE ON relay_events REFERENCING OLD TABLE AS old_rows
       FOR EACH STATEMENT EXECUTE FUNCTION relay_count_events();
+    CREATE OR REPLACE FUNCTION relay_count_truncate() RETURNS trigger LANGUAGE plpgsql AS $truncate$
+    BEGIN
+      DELETE FROM relay_counts;
+      RETURN NULL;
+    END
+    $truncate$;
+    DROP TRIGGER IF EXISTS relay_count_truncate ON relay_events;
+    CREATE TRIGGER relay_count_truncate AFTER TRUNCATE ON relay_events
+      FOR EACH STATEMENT EXECUTE FUNCTION relay_count_truncate();
     DELETE FROM relay_counts;
     INSERT INTO relay_counts (project_id, state, retrying, shard, n, bytes)
     SELECT project_id, state, attempts > 0, 0, count(*), coalesce(sum(CASE WHEN state = 'dead' THEN ${DEAD_BYTES} ELSE 0 END), 0)
@@ -256,6 +265,9 @@ export class PgQueue implements Queue {
   private async migrate(): Promise<void> {
     await this.tx(async (c) => {
       await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK])
+      // A migration may scan the events once (migration 4 counts them): no statement timeout for it. It waits at
+      // most 2 s for the table's lock, so relays already running are not stalled behind it; it is tried again.
+      await c.query("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = '2s'")
       await c.query('CREATE TABLE IF NOT EXISTS relay_schema (version INTEGER NOT NULL)')
       const { rows } = await c.query('SELECT version FROM relay_schema')
       let version = rows.length > 0 ? Number(rows[0].version) : 0

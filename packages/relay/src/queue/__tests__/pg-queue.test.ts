@@ -57,4 +57,23 @@ describe('PostgreSQL: counters under concurrent relays', () => {
       await Promise.all(relays.map((q) => q.close()))
     }
   }, 60_000)
+
+  it('a TRUNCATE of the events (an operator emptying the queue) empties the counters too', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `truncate_${process.pid}`)
+    const q = await PgQueue.open(url)
+    try {
+      await q.enqueue(Array.from({ length: 10 }, (_, i) => event(i)))
+      expect((await q.stats(T0 + 10)).pending).toBe(10)
+      const { default: pg } = await import('pg')
+      const admin = new pg.Client(url)
+      await admin.connect()
+      await admin.query('TRUNCATE relay_events')
+      await admin.end()
+      const { bytes: _bytes, ...counted } = await q.stats(T0 + 10)
+      expect(counted).toEqual(await q.scanStats(T0 + 10))
+      expect(counted.pending).toBe(0)
+    } finally {
+      await q.close()
+    }
+  })
 })
