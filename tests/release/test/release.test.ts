@@ -166,7 +166,8 @@ describe.each(['npm', 'pnpm'] as const)(
         manager === 'npm'
           ? run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error'], project)
           : run('pnpm', ['install', '--prefer-offline'], project)
-      expect(installed.status, installed.out).toBe(0)
+      if (installed.status !== 0)
+        throw new Error(`${manager} install failed (${installed.status}):\n${installed.out.slice(-4000)}`)
       fake = await FakeOneFlowApi.start({ apiKeys: ['pk'] })
       browser = await launchChromium()
     })
