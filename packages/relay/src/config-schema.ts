@@ -201,9 +201,17 @@ const Source = closed(
     projectApiKey: secret("this source's 1Flow project API key"),
     mappings: Type.Optional(Type.Array(Mapping, { description: 'Segment subscriptions; default: the presets' })),
     consentCategories: Type.Optional(
-      Type.Array(Type.String(), { description: 'events need these consent categories to be sent' })
+      Type.Array(Type.String({ minLength: 1 }), { description: 'events need these consent categories to be sent' })
     ),
-    webhookToken: Type.Optional(secret("the secret in the URL 1Flow's survey-response webhook calls (24+ characters)")),
+    webhookToken: Type.Optional(
+      orEnv(
+        Type.String({
+          pattern: '^[\\w.~-]{24,}$',
+          description:
+            'the secret in the URL 1Flow\'s survey-response webhook calls: 24+ letters, digits, _ - . ~ (better as "env:NAME")'
+        })
+      )
+    ),
     segment: Type.Optional(SegmentTarget)
   },
   'a Segment source and the 1Flow project it feeds'

@@ -136,7 +136,9 @@ describe('the schema and parseConfig agree', () => {
     ['statusPage.enabled as text', withChange('statusPage.enabled', 'yes')],
     ['a queue that is neither', withChange('queue', 'mysql://x')],
     ['a source name with a space', withChange('sources.0.name', 'my web')],
-    ['a mapping without partnerAction', withChange('sources.0.mappings.0.partnerAction', undefined)]
+    ['a mapping without partnerAction', withChange('sources.0.mappings.0.partnerAction', undefined)],
+    ['a webhook token too short for a URL secret', withChange('sources.0.webhookToken', 'short')],
+    ['an empty consent category', withChange('sources.0.consentCategories', [''])]
   ])('%s fails both', (_name, config) => {
     expect(Value.Check(RelayConfigSchema, config)).toBe(false)
     expect(parses(config)).toBe(false)
