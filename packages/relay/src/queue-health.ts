@@ -38,6 +38,7 @@ export class QueueHealth {
   }
 
   private readonly struggling = new Set<string>()
+  private sharedProbe: Promise<void> | undefined
 
   /**
    * An operation failed that may fail for its own reasons while the queue is fine (a statement that waited on a
@@ -47,11 +48,14 @@ export class QueueHealth {
    */
   async failedUnlessWritable(error: unknown, operation: string): Promise<void> {
     try {
-      await this.probe()
+      // Many deliveries may fail at once (one lock held by a frozen relay): one probe write answers them all.
+      this.sharedProbe ??= this.probe().finally(() => (this.sharedProbe = undefined))
+      await this.sharedProbe
     } catch (writeError) {
       this.failed(writeError, operation)
       return
     }
+    this.succeeded()
     if (this.struggling.has(operation)) return
     this.struggling.add(operation)
     this.logger.warn(

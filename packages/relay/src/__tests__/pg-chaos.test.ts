@@ -43,19 +43,6 @@ const alive = (r: RelayProcess) => r.child.exitCode === null && r.child.signalCo
 it('3 relays, one killed every 6 s, one frozen past its lease, PostgreSQL restarted, slow 1Flow, CPU hog: nothing lost or stranded, order kept, few duplicates', async () => {
   hog = spawn('sh', ['-c', 'exec yes > /dev/null'], { stdio: 'ignore' })
   const db = await createDatabase(pg.url, 'pg_chaos')
-  if (process.env.PG_CHAOS_DEBUG) {
-    const { default: pgLib } = await import('pg')
-    const admin = new pgLib.Client(pg.url)
-    await admin.connect()
-    for (const s of [
-      'ALTER SYSTEM SET log_lock_waits = on',
-      'ALTER SYSTEM SET log_min_duration_statement = 1500',
-      "ALTER SYSTEM SET deadlock_timeout = '1s'"
-    ])
-      await admin.query(s)
-    await admin.query('SELECT pg_reload_conf()')
-    await admin.end()
-  }
   const ports = await Promise.all([freePort(), freePort(), freePort()])
   const files = ports.map((port) =>
     writeConfig(
@@ -226,13 +213,6 @@ it('3 relays, one killed every 6 s, one frozen past its lease, PostgreSQL restar
     const repeated = [...sends].filter(([, s]) => s.length > 1).map(([id, s]) => [id, s.map((t) => t - started)])
     const struckAt = faults.map((f) => ({ ...f, at: f.at - started, until: f.until - started }))
     writeFileSync(join(dir, 'repeats.json'), JSON.stringify({ faults: struckAt, repeated }))
-    const { default: pgLib } = await import('pg')
-    const admin = new pgLib.Client(pg.url)
-    await admin.connect()
-    const dataDir = String((await admin.query('SHOW data_directory')).rows[0].data_directory)
-    await admin.end()
-    const { copyFileSync } = await import('node:fs')
-    copyFileSync(join(dataDir, '..', 'postgres.log'), join(dir, 'postgres.log'))
   }
   expect(summary.outOfOrder).toEqual([])
   expect(repeatsPerFault.get('unexplained') ?? 0).toBe(0)
