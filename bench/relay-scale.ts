@@ -9,6 +9,15 @@
  * accepting: `postgres_drain_{1,3}_events_per_s`. Over ingest and drain of the one-relay run, PostgreSQL's
  * CPU (its processes' user + system time, exited backends included) and WAL per event:
  * `pg_cpu_ms_per_1k_events`, `pg_wal_bytes_per_event`.
+ *
+ * `limiter_sends_per_s`: send slots per second the shared PostgreSQL limiter grants to 3 relays (3 pools, 16
+ * senders each, a limit far above what is reached) when each send ends at once: the limiter's own ceiling.
+ *
+ * `sustained_events_per_s`: one relay on SQLite taking load at full speed and delivering it to 1Flow at once for
+ * BENCH_SUSTAINED_S (60) seconds: events delivered per second over that time; `sustained_backlog_growth` is how
+ * many more events were waiting at the end than at the start (≤ 0: delivery kept up with ingest).
+ *
+ * BENCH_ONLY=ingest,limiter,sustained runs only those parts.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
@@ -17,11 +26,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
 import pg from 'pg'
+import { PgQueue, systemClock } from '@oneflow-seg/relay'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit/fake-oneflow-api'
 import { createDatabase, startThrowawayPostgres } from '@oneflow-seg/testkit/postgres'
 import { machine, repoRoot } from './_machine'
 
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 8)
+const SUSTAINED_S = Number(process.env.BENCH_SUSTAINED_S ?? 60)
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'ingest,limiter,sustained').split(','))
 const CONNECTIONS = 30
 const WRITE_KEY = 'bench-write-key'
 const AUTH = `Basic ${Buffer.from(`${WRITE_KEY}:`).toString('base64')}`
@@ -48,7 +60,8 @@ async function startRelays(
   queue: string,
   count: number,
   apiBaseUrl: string,
-  firstPort: number
+  firstPort: number,
+  projectApiKey = 'refused-key'
 ): Promise<{ urls: string[]; stop(): Promise<void> }> {
   const children: ChildProcess[] = []
   const urls: string[] = []
@@ -62,7 +75,7 @@ async function startRelays(
         listen: { host: '127.0.0.1', port },
         queue,
         oneflow: { apiBaseUrl },
-        sources: [{ name: 'bench', writeKey: WRITE_KEY, projectApiKey: 'refused-key' }]
+        sources: [{ name: 'bench', writeKey: WRITE_KEY, projectApiKey }]
       })
     )
     children.push(
@@ -154,7 +167,7 @@ async function drain(queue: string, count: number, firstPort: number): Promise<{
   return { events, eventsPerS: Math.round(events / seconds) }
 }
 
-function load(urls: string[]): Promise<{ eventsPerS: number; p99: number; failures: number }> {
+function load(urls: string[], duration = DURATION_S): Promise<{ eventsPerS: number; p99: number; failures: number }> {
   const per = Math.ceil(CONNECTIONS / urls.length)
   return Promise.all(
     urls.map(
@@ -164,7 +177,7 @@ function load(urls: string[]): Promise<{ eventsPerS: number; p99: number; failur
             {
               url: `${url}/v1/batch`,
               connections: per,
-              duration: DURATION_S,
+              duration,
               requests: [
                 {
                   method: 'POST',
@@ -184,19 +197,85 @@ function load(urls: string[]): Promise<{ eventsPerS: number; p99: number; failur
   }))
 }
 
+/** 3 relays' limiters on one lane, 16 senders each, for 3 s: slots granted per second. */
+async function limiterCeiling(url: string): Promise<number> {
+  const queues = await Promise.all([0, 1, 2].map(() => PgQueue.open(url)))
+  let sends = 0
+  const until = Date.now() + 3_000
+  try {
+    await Promise.all(
+      queues.flatMap((q) => {
+        const limiter = q.sharedLimiter('bench-lane', 1_000_000, { inFlightMs: 6_000, clock: systemClock })
+        return Array.from({ length: 16 }, async () => {
+          while (Date.now() < until) {
+            const done = await limiter.acquire()
+            sends++
+            done()
+          }
+        })
+      })
+    )
+  } finally {
+    await Promise.all(queues.map((q) => q.close()))
+  }
+  return Math.round(sends / 3)
+}
+
+/** One relay on SQLite, load at full speed with 1Flow accepting: delivered events/s and the backlog's growth. */
+async function sustained(port: number): Promise<{ eventsPerS: number; ingestPerS: number; backlogGrowth: number }> {
+  // A 1Flow of its own, whose records are counted and dropped each second (millions of events would not fit).
+  const oneflow = await FakeOneFlowApi.start({ apiKeys: ['sustained-key'] })
+  let delivered = 0
+  const counting = setInterval(() => {
+    delivered += oneflow.accepted.length
+    oneflow.accepted.length = 0
+    oneflow.requests.length = 0
+  }, 250)
+  const deliveredNow = () => delivered + oneflow.accepted.length
+  const relays = await startRelays(
+    `sqlite:${join(mkdtempSync(join(tmpdir(), 'relay-scale-sustained-')), 'relay.db')}`,
+    1,
+    oneflow.url,
+    port,
+    'sustained-key'
+  )
+  const [url] = relays.urls as [string]
+  const depth = async () =>
+    ((await (await fetch(`${url}/health`)).json()) as { queue: { pending: number } }).queue.pending
+  try {
+    await load(relays.urls, 5) // warm-up
+    const [before, deliveredBefore] = [await depth(), deliveredNow()]
+    const ingest = await load(relays.urls, SUSTAINED_S)
+    const [after, deliveredAfter] = [await depth(), deliveredNow()]
+    return {
+      eventsPerS: Math.round((deliveredAfter - deliveredBefore) / SUSTAINED_S),
+      ingestPerS: ingest.eventsPerS,
+      backlogGrowth: after - before
+    }
+  } finally {
+    await relays.stop()
+    clearInterval(counting)
+    await oneflow.close()
+  }
+}
+
 const fake = await FakeOneFlowApi.start({ apiKeys: [] })
 const postgres = await startThrowawayPostgres()
 const results: Record<string, { eventsPerS: number; p99: number; failures: number }> = {}
 const drains: Record<string, { events: number; eventsPerS: number }> = {}
 let pgCost: { cpuMsPer1k: number; walBytesPerEvent: number } | undefined
+let limiterPerS: number | undefined
+let steady: { eventsPerS: number; ingestPerS: number; backlogGrowth: number } | undefined
 try {
+  if (ONLY.has('limiter')) limiterPerS = await limiterCeiling(await createDatabase(postgres.url, 'scale_limiter'))
+  if (ONLY.has('sustained')) steady = await sustained(18800)
   const runs: Array<[string, string, number]> = [
     ['sqlite_1', `sqlite:${join(mkdtempSync(join(tmpdir(), 'relay-scale-sqlite-')), 'relay.db')}`, 1],
     ['postgres_1', await createDatabase(postgres.url, 'scale_one'), 1],
     ['postgres_3', await createDatabase(postgres.url, 'scale_three'), 3]
   ]
   let port = 18810
-  for (const [name, queue, count] of runs) {
+  for (const [name, queue, count] of ONLY.has('ingest') ? runs : []) {
     const cpuBefore = pgCpuMs()
     const lsn = queue.startsWith('postgres') ? await walLsn(queue) : ''
     const relays = await startRelays(queue, count, fake.url, port)
@@ -221,7 +300,15 @@ try {
   await fake.close()
 }
 console.log(
-  JSON.stringify({ machine: machine(), duration_s: DURATION_S, connections: CONNECTIONS, results, drains, pgCost })
+  JSON.stringify({
+    machine: machine(),
+    duration_s: DURATION_S,
+    connections: CONNECTIONS,
+    results,
+    drains,
+    pgCost,
+    steady
+  })
 )
 console.log(
   JSON.stringify({
@@ -236,6 +323,9 @@ console.log(
     postgres_drain_3_events_per_s: drains.postgres_3?.eventsPerS,
     pg_cpu_ms_per_1k_events: pgCost?.cpuMsPer1k,
     pg_wal_bytes_per_event: pgCost?.walBytesPerEvent,
+    limiter_sends_per_s: limiterPerS,
+    sustained_events_per_s: steady?.eventsPerS,
+    sustained_backlog_growth: steady?.backlogGrowth,
     failed_requests: Object.values(results).reduce((n, r) => n + r.failures, 0)
   })
 )

@@ -25,8 +25,11 @@ import {
   type UserState
 } from './queue'
 
-const SCHEMA_VERSION = 4
+const SCHEMA_VERSION = 5
 const MIGRATION_LOCK = 727_001
+
+// The database's own clock in ms: every relay instance reads the same one for the shared rate limit.
+const DB_NOW = '(extract(epoch from clock_timestamp()) * 1000)::bigint'
 
 /** A dead letter's size: its event and the service's answer, in bytes. */
 const DEAD_BYTES = 'octet_length(body) + coalesce(octet_length(dead_response), 0)'
@@ -124,11 +127,36 @@ const MIGRATIONS: Record<number, string> = {
     INSERT INTO relay_counts (project_id, state, retrying, shard, n, bytes)
     SELECT project_id, state, attempts > 0, 0, count(*), coalesce(sum(CASE WHEN state = 'dead' THEN ${DEAD_BYTES} ELSE 0 END), 0)
     FROM relay_events GROUP BY 1, 2, 3;
+  `,
+  // The shared rate limit grants several send slots in one row and one statement (PgSendLimiter): a row counts
+  // n sends from started_at until a second after ended_at (or, never ended, after started_at + the in-flight
+  // bound). The lane's advisory lock orders grants across relays; the clock is read once it is held.
+  5: `
+    ALTER TABLE relay_sends ADD COLUMN IF NOT EXISTS n INTEGER NOT NULL DEFAULT 1;
+    CREATE OR REPLACE FUNCTION relay_take_sends(lane TEXT, lane_lock INTEGER, wanted INTEGER, max_sends INTEGER, in_flight_ms BIGINT)
+    RETURNS TABLE (id BIGINT, granted INTEGER, wait_ms BIGINT) LANGUAGE plpgsql AS $take$
+    DECLARE
+      now_ms BIGINT;
+      used BIGINT;
+      soonest BIGINT;
+      grant_id BIGINT;
+    BEGIN
+      PERFORM pg_advisory_xact_lock(lane_lock);
+      now_ms := ${DB_NOW};
+      DELETE FROM relay_sends s WHERE s.project_id = lane AND coalesce(s.ended_at, s.started_at + in_flight_ms) < now_ms - 1000;
+      SELECT coalesce(sum(s.n), 0), min(coalesce(s.ended_at, s.started_at + in_flight_ms)) INTO used, soonest
+      FROM relay_sends s WHERE s.project_id = lane;
+      IF least(wanted, max_sends - used) > 0 THEN
+        INSERT INTO relay_sends (project_id, started_at, n) VALUES (lane, now_ms, least(wanted, max_sends - used))
+        RETURNING relay_sends.id INTO grant_id;
+        RETURN QUERY SELECT grant_id, least(wanted, max_sends - used)::int, 0::bigint;
+      ELSE
+        RETURN QUERY SELECT NULL::bigint, 0, coalesce(soonest + 1000 - now_ms + 1, 10);
+      END IF;
+    END
+    $take$;
   `
 }
-
-// The database's own clock in ms: every relay instance reads the same one for the shared rate limit.
-const DB_NOW = '(extract(epoch from clock_timestamp()) * 1000)::bigint'
 
 /** Events held behind the events `$1` (their users') become pending again: what blocked them is settled. */
 const UNHOLD_USERS_OF = `
@@ -709,13 +737,33 @@ export class PgQueue implements Queue {
   }
 }
 
+/** How long after its grant a slot may still start a request (then it is returned unused). */
+const GRANT_FRESH_MS = 50
+
+/** Send slots granted together by relay_take_sends: one row of relay_sends, ended when the last of them is. */
+interface Grant {
+  readonly id: number
+  readonly at: number
+  unused: number
+  inFlight: number
+  ended: boolean
+}
+
 /**
- * The request limit across every relay on the database: a send is recorded in `relay_sends` (the
- * database's clock, one project at a time under an advisory lock) and counts until a second after its
- * answer — or, if its relay died, until it could no longer be in flight.
+ * The request limit across every relay on the database. Slots are granted by one statement (relay_take_sends:
+ * under the lane's advisory lock, on the database's clock) as many at once as this relay's senders are waiting
+ * for, so a busy relay asks once per group of sends, not once per send (docs/relay-queue.md, "Shared rate limit").
+ * A grant counts in full from the moment it is made until a second after its last request's answer — or, if its
+ * relay died, until none of its requests could still be in flight — so the limit holds across relays whatever
+ * each does with its slots. A slot left unused for GRANT_FRESH_MS is given up.
  */
 class PgSendLimiter implements SendLimiter {
   private readonly limit: AdaptiveLimit
+  private readonly lockKey: number
+  private grant: Grant | undefined
+  /** Senders waiting for a slot: how many the next request to the database asks for. */
+  private waiting = 0
+  private asking: Promise<void> | undefined
 
   constructor(
     private readonly pool: pg.Pool,
@@ -725,6 +773,7 @@ class PgSendLimiter implements SendLimiter {
     private readonly clock: Clock
   ) {
     this.limit = new AdaptiveLimit(max, clock.now())
+    this.lockKey = lockKey(`rate:${projectId}`)
   }
 
   get current(): number {
@@ -733,37 +782,67 @@ class PgSendLimiter implements SendLimiter {
 
   async acquire(): Promise<() => void> {
     for (;;) {
-      const limit = this.limit.at(this.clock.now())
-      let granted: number | undefined
-      let wait = 10
-      await inTransaction(this.pool, async (client) => {
-        await client.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`rate:${this.projectId}`)])
-        const { rows } = await client.query(
-          `WITH now AS (SELECT ${DB_NOW} AS ms),
-           gone AS (DELETE FROM relay_sends WHERE project_id = $1 AND coalesce(ended_at, started_at + $2) < (SELECT ms FROM now) - 1000),
-           counting AS (SELECT count(*) AS n, min(coalesce(ended_at, started_at + $2)) AS soonest FROM relay_sends
-                        WHERE project_id = $1 AND coalesce(ended_at, started_at + $2) >= (SELECT ms FROM now) - 1000)
-           SELECT n, soonest, (SELECT ms FROM now) AS ms FROM counting`,
-          [this.projectId, this.inFlightMs]
-        )
-        const row = rows[0] as Row
-        if (Number(row.n) < Math.floor(limit)) {
-          const inserted = await client.query(
-            `INSERT INTO relay_sends (project_id, started_at) VALUES ($1, ${DB_NOW}) RETURNING id`,
-            [this.projectId]
-          )
-          granted = Number((inserted.rows[0] as Row).id)
-        } else if (row.soonest != null) {
-          wait = Number(row.soonest) + 1000 - Number(row.ms) + 1
-        }
-      })
-      if (granted !== undefined) {
-        const id = granted
-        return () =>
-          void this.pool.query(`UPDATE relay_sends SET ended_at = ${DB_NOW} WHERE id = $1`, [id]).catch(() => undefined)
+      const slot = this.take()
+      if (slot) return slot
+      this.waiting++
+      try {
+        this.asking ??= this.ask().finally(() => (this.asking = undefined))
+        await this.asking
+      } finally {
+        this.waiting--
       }
-      await this.clock.sleep(Math.max(1, Math.min(wait, 1000)))
     }
+  }
+
+  /** A slot of the current grant if it is fresh; its release ends the grant once every slot is back. */
+  private take(): (() => void) | undefined {
+    const grant = this.grant
+    if (!grant || grant.unused === 0) return undefined
+    if (this.clock.now() - grant.at > GRANT_FRESH_MS) {
+      this.drop(grant)
+      return undefined
+    }
+    grant.unused--
+    grant.inFlight++
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      grant.inFlight--
+      this.endIfDone(grant)
+    }
+  }
+
+  /** Gives up a grant's unused slots (they count until it ends, which is at once if none is in flight). */
+  private drop(grant: Grant): void {
+    grant.unused = 0
+    if (this.grant === grant) this.grant = undefined
+    this.endIfDone(grant)
+  }
+
+  private endIfDone(grant: Grant): void {
+    if (grant.ended || grant.unused > 0 || grant.inFlight > 0) return
+    grant.ended = true
+    void this.pool.query(`UPDATE relay_sends SET ended_at = ${DB_NOW} WHERE id = $1`, [grant.id]).catch(() => undefined)
+  }
+
+  /** Asks the database for as many slots as senders wait; if none is free, waits until one may be. */
+  private async ask(): Promise<void> {
+    if (this.grant) this.drop(this.grant)
+    const limit = Math.floor(this.limit.at(this.clock.now()))
+    const { rows } = await this.pool.query('SELECT * FROM relay_take_sends($1, $2, $3, $4, $5)', [
+      this.projectId,
+      this.lockKey,
+      Math.max(1, this.waiting),
+      limit,
+      this.inFlightMs
+    ])
+    const row = rows[0] as Row
+    if (Number(row.granted) > 0) {
+      this.grant = { id: Number(row.id), at: this.clock.now(), unused: Number(row.granted), inFlight: 0, ended: false }
+      return
+    }
+    await this.clock.sleep(Math.max(1, Math.min(Number(row.wait_ms), 1000)))
   }
 
   throttled(): void {

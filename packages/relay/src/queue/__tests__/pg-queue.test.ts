@@ -1,5 +1,6 @@
 import { describe, expect, inject, it } from 'vitest'
 import { createDatabase } from '@oneflow-seg/testkit/postgres'
+import { systemClock } from '../../rate-limiter'
 import { PgQueue } from '../pg-queue'
 import type { Queue } from '../queue'
 import { describeQueue, event, T0 } from './queue-conformance'
@@ -76,4 +77,58 @@ describe('PostgreSQL: counters under concurrent relays', () => {
       await q.close()
     }
   })
+})
+
+describe('PostgreSQL: the shared rate limit', () => {
+  it('three relays with twelve senders each never pass the limit in any window, and use it', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `limiter_${process.pid}`)
+    const relays = await Promise.all([0, 1, 2].map(() => PgQueue.open(url)))
+    const LIMIT = 40
+    const sends: Array<{ start: number; end: number }> = []
+    try {
+      const until = Date.now() + 2_500
+      await Promise.all(
+        relays.flatMap((q) => {
+          const limiter = q.sharedLimiter('lane', LIMIT, { inFlightMs: 3_000, clock: systemClock })
+          return Array.from({ length: 12 }, async () => {
+            while (Date.now() < until) {
+              const done = await limiter.acquire()
+              const send = { start: Date.now(), end: Number.POSITIVE_INFINITY }
+              sends.push(send)
+              await new Promise((r) => setTimeout(r, Math.random() * 30))
+              send.end = Date.now()
+              done()
+            }
+          })
+        })
+      )
+    } finally {
+      await Promise.all(relays.map((q) => q.close()))
+    }
+    // Seen here, a send starts after its grant and ends before the database hears so: each counts (from its start
+    // until a second after its end) for no longer than the database counted it.
+    const busiest = Math.max(
+      ...sends.map((s) => sends.filter((o) => o.start <= s.start && s.start < o.end + 1000).length)
+    )
+    expect(busiest).toBeLessThanOrEqual(LIMIT)
+    // 2.5 s allow three windows' worth; slots given up unused or a slow machine may cost some, not most.
+    expect(sends.length).toBeGreaterThanOrEqual(LIMIT + 20)
+  }, 30_000)
+
+  it('slots of a relay that died count until they could no longer be in flight, then are free again', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `limiter_dead_${process.pid}`)
+    const [dying, alive] = await Promise.all([PgQueue.open(url), PgQueue.open(url)])
+    try {
+      const options = { inFlightMs: 800, clock: systemClock }
+      const taken = dying.sharedLimiter('lane', 5, options)
+      const first = Date.now()
+      for (let i = 0; i < 5; i++) await taken.acquire() // never answered: the relay dies with them in flight
+      await dying.close()
+      await alive.sharedLimiter('lane', 5, options).acquire()
+      // Not before 0.8 s in flight + 1 s of window after the first grant (the database's clock is this machine's).
+      expect(Date.now() - first).toBeGreaterThanOrEqual(1_750)
+    } finally {
+      await alive.close()
+    }
+  }, 30_000)
 })
