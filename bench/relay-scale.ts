@@ -13,9 +13,10 @@
  * `limiter_sends_per_s`: send slots per second the shared PostgreSQL limiter grants to 3 relays (3 pools, 16
  * senders each, a limit far above what is reached) when each send ends at once: the limiter's own ceiling.
  *
- * `sustained_events_per_s`: one relay on SQLite taking load at full speed and delivering it to 1Flow at once for
- * BENCH_SUSTAINED_S (60) seconds: events delivered per second over that time; `sustained_backlog_growth` is how
- * many more events were waiting at the end than at the start (≤ 0: delivery kept up with ingest).
+ * `sustained_events_per_s`: one relay on SQLite offered BENCH_SUSTAINED_RATE (40,000) events/s and delivering them
+ * to 1Flow at once for BENCH_SUSTAINED_S (60) seconds: events delivered per second over that time;
+ * `sustained_ingest_events_per_s` what it accepted, and `sustained_backlog_growth` how many more events were
+ * waiting at the end than at the start (≤ 0: delivery kept up with ingest).
  *
  * BENCH_ONLY=ingest,limiter,sustained runs only those parts.
  */
@@ -33,6 +34,7 @@ import { machine, repoRoot } from './_machine'
 
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 8)
 const SUSTAINED_S = Number(process.env.BENCH_SUSTAINED_S ?? 60)
+const SUSTAINED_RATE = Number(process.env.BENCH_SUSTAINED_RATE ?? 40_000)
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'ingest,limiter,sustained').split(','))
 const CONNECTIONS = 30
 const WRITE_KEY = 'bench-write-key'
@@ -167,7 +169,11 @@ async function drain(queue: string, count: number, firstPort: number): Promise<{
   return { events, eventsPerS: Math.round(events / seconds) }
 }
 
-function load(urls: string[], duration = DURATION_S): Promise<{ eventsPerS: number; p99: number; failures: number }> {
+function load(
+  urls: string[],
+  duration = DURATION_S,
+  eventsPerS?: number
+): Promise<{ eventsPerS: number; p99: number; failures: number }> {
   const per = Math.ceil(CONNECTIONS / urls.length)
   return Promise.all(
     urls.map(
@@ -178,6 +184,7 @@ function load(urls: string[], duration = DURATION_S): Promise<{ eventsPerS: numb
               url: `${url}/v1/batch`,
               connections: per,
               duration,
+              ...(eventsPerS === undefined ? {} : { overallRate: Math.ceil(eventsPerS / 100 / urls.length) }),
               requests: [
                 {
                   method: 'POST',
@@ -245,7 +252,7 @@ async function sustained(port: number): Promise<{ eventsPerS: number; ingestPerS
   try {
     await load(relays.urls, 5) // warm-up
     const [before, deliveredBefore] = [await depth(), deliveredNow()]
-    const ingest = await load(relays.urls, SUSTAINED_S)
+    const ingest = await load(relays.urls, SUSTAINED_S, SUSTAINED_RATE)
     const [after, deliveredAfter] = [await depth(), deliveredNow()]
     return {
       eventsPerS: Math.round((deliveredAfter - deliveredBefore) / SUSTAINED_S),
@@ -325,6 +332,7 @@ console.log(
     pg_wal_bytes_per_event: pgCost?.walBytesPerEvent,
     limiter_sends_per_s: limiterPerS,
     sustained_events_per_s: steady?.eventsPerS,
+    sustained_ingest_events_per_s: steady?.ingestPerS,
     sustained_backlog_growth: steady?.backlogGrowth,
     failed_requests: Object.values(results).reduce((n, r) => n + r.failures, 0)
   })
