@@ -62,7 +62,7 @@ export async function openQueue(config: RelayConfig, onSpace?: (full: boolean) =
       ...(onSpace && { onSpace })
     })
   try {
-    return await PgQueue.open(config.queue)
+    return await PgQueue.open(config.queue, { dedupWindowMs: config.limits.dedupWindowHours * 3_600_000 })
   } catch (error) {
     // The URL may carry a password: name the problem, not the URL.
     throw new ConfigError([{ key: 'queue', message: `cannot open the PostgreSQL queue: ${(error as Error).message}` }])
@@ -103,7 +103,7 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
       : // PostgreSQL may not be up yet (a compose file, a reboot): the relay starts, answers 503, and opens the
         // queue with backoff; it is never a config error.
         new DeferredQueue({
-          open: () => PgQueue.open(config.queue),
+          open: () => PgQueue.open(config.queue, { dedupWindowMs: config.limits.dedupWindowHours * 3_600_000 }),
           onOpenFailed: (error) => health.failed(error, 'connecting to the PostgreSQL queue')
         }))
   const status = new StatusTracker(() => clock.now())

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import pg from 'pg'
 import { AdaptiveLimit, type Clock, type SendLimiter } from '../rate-limiter'
 import {
@@ -25,8 +26,14 @@ import {
   type UserState
 } from './queue'
 
-const SCHEMA_VERSION = 5
+const SCHEMA_VERSION = 6
 const MIGRATION_LOCK = 727_001
+/** Taken shared by every ingest commit and exclusively by a rotation of the dedup generations. */
+const SEEN_LOCK = 727_002
+/** The dedup generations' tables, by slot. */
+const SEEN_TABLES = ['relay_seen_g0', 'relay_seen_g1'] as const
+/** The default dedup window (limits.dedupWindowHours' default). */
+const DEFAULT_DEDUP_WINDOW_MS = 24 * 3_600_000
 
 // The database's own clock in ms: every relay instance reads the same one for the shared rate limit.
 const DB_NOW = '(extract(epoch from clock_timestamp()) * 1000)::bigint'
@@ -155,6 +162,26 @@ const MIGRATIONS: Record<number, string> = {
       END IF;
     END
     $take$;
+  `,
+  // Dedup keys as 16-byte hashes in two generations, each a table holding the keys first seen in its time range
+  // [from_ms, to_ms); a generation is forgotten whole by TRUNCATE, never by row deletes (docs/relay-queue.md).
+  // relay_seen keeps the keys whose window starts later than their arrival (webhooks) and is pruned by rows, as
+  // before; the keys already in it are copied into generation 0, so nothing seen before the upgrade is forgotten
+  // early. Autovacuum: the hot tables are vacuumed after 1 % of their rows changed rather than 20 %; the dedup
+  // tables only grow until truncated, so inserts alone do not trigger a vacuum of them.
+  6: `
+    CREATE TABLE IF NOT EXISTS relay_seen_g0 (key BYTEA PRIMARY KEY) WITH (autovacuum_vacuum_insert_threshold = -1);
+    CREATE TABLE IF NOT EXISTS relay_seen_g1 (key BYTEA PRIMARY KEY) WITH (autovacuum_vacuum_insert_threshold = -1);
+    CREATE TABLE IF NOT EXISTS relay_seen_slots (slot SMALLINT PRIMARY KEY, from_ms BIGINT, to_ms BIGINT);
+    INSERT INTO relay_seen_g0 (key)
+      SELECT substring(sha256(convert_to(message_key, 'UTF8')) FROM 1 FOR 16) FROM relay_seen ON CONFLICT DO NOTHING;
+    INSERT INTO relay_seen_slots (slot, from_ms, to_ms)
+      SELECT 0, min(seen_at), max(seen_at) + 1 FROM relay_seen
+      UNION ALL SELECT 1, NULL, NULL
+    ON CONFLICT DO NOTHING;
+    ALTER TABLE relay_events SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
+    ALTER TABLE relay_counts SET (autovacuum_vacuum_scale_factor = 0.0, autovacuum_vacuum_threshold = 500, fillfactor = 50);
+    ALTER TABLE relay_sends SET (autovacuum_vacuum_scale_factor = 0.0, autovacuum_vacuum_threshold = 500);
   `
 }
 
@@ -221,6 +248,32 @@ async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => 
 const text = (value: string, max = Number.POSITIVE_INFINITY) =>
   (value.includes('\u0000') ? value.replace(/\u0000/g, '') : value).slice(0, max)
 
+/** A dedup generation's time range: keys first seen in [from, to); null while it holds none. */
+interface SeenSlot {
+  readonly slot: 0 | 1
+  readonly from: number | null
+  readonly to: number | null
+}
+
+async function readSlots(c: pg.PoolClient): Promise<SeenSlot[]> {
+  const { rows } = await c.query('SELECT slot, from_ms, to_ms FROM relay_seen_slots ORDER BY slot')
+  return (rows as Row[]).map((r) => ({
+    slot: Number(r.slot) as 0 | 1,
+    from: r.from_ms == null ? null : Number(r.from_ms),
+    to: r.to_ms == null ? null : Number(r.to_ms)
+  }))
+}
+
+/** The generation new keys go to: the one with the latest range, if any holds one. */
+function currentSlot(slots: readonly SeenSlot[]): SeenSlot | undefined {
+  return slots.filter((s) => s.to !== null).sort((a, b) => (b.to as number) - (a.to as number))[0]
+}
+
+/** A dedup key as stored in a generation: the first 16 bytes of its SHA-256 (what migration 6 computes in SQL). */
+export function seenHash(key: string): Buffer {
+  return createHash('sha256').update(key, 'utf8').digest().subarray(0, 16)
+}
+
 /** A stable 32-bit key for an advisory lock on a name. */
 function lockKey(name: string): number {
   let h = 0
@@ -240,7 +293,9 @@ export class PgQueue implements Queue {
   private constructor(
     private readonly pool: pg.Pool,
     windowMs: number,
-    maxEvents: number
+    maxEvents: number,
+    /** How long a messageId is remembered at least (limits.dedupWindowHours): each generation's time range. */
+    private readonly dedupWindowMs: number
   ) {
     // SQLSTATE class 22 (data exception: a value PostgreSQL refuses), 23 (integrity), or a value the client
     // cannot serialize: one request's fault, not the database's.
@@ -257,7 +312,13 @@ export class PgQueue implements Queue {
 
   static async open(
     url: string,
-    options: { commitWindowMs?: number; commitMaxEvents?: number; poolSize?: number; timeoutMs?: number } = {}
+    options: {
+      commitWindowMs?: number
+      commitMaxEvents?: number
+      poolSize?: number
+      timeoutMs?: number
+      dedupWindowMs?: number
+    } = {}
   ): Promise<PgQueue> {
     const timeoutMs = options.timeoutMs ?? PG_TIMEOUT_MS
     const pool = new pg.Pool({
@@ -281,7 +342,12 @@ export class PgQueue implements Queue {
     // without a listener ends the process. The failure reaches the caller anyway, as its query's rejection.
     pool.on('error', () => undefined)
     pool.on('connect', (client) => client.on('error', () => undefined))
-    const queue = new PgQueue(pool, options.commitWindowMs ?? 2, options.commitMaxEvents ?? 4096)
+    const queue = new PgQueue(
+      pool,
+      options.commitWindowMs ?? 2,
+      options.commitMaxEvents ?? 4096,
+      options.dedupWindowMs ?? DEFAULT_DEDUP_WINDOW_MS
+    )
     await queue.migrate()
     return queue
   }
@@ -312,73 +378,143 @@ export class PgQueue implements Queue {
     return this.commits.add(events)
   }
 
-  /** One group commit: every request's events in one statement; each request's accepted/duplicate counts. */
+  /**
+   * One group commit: every request's events in one statement; each request's accepted/duplicate counts. Keys go
+   * to the current dedup generation (or, with a later window start, to relay_seen); a key in either generation
+   * or in relay_seen is a duplicate. The commit holds SEEN_LOCK shared, so no rotation truncates a generation
+   * between its reading which one is current and its commit. Keys are inserted in key order: two relays
+   * committing the same ids (a client retrying through a load balancer) wait on each other, never deadlock.
+   */
   private async write(requests: ReadonlyArray<readonly NewEvent[]>): Promise<EnqueueResult[]> {
     // The first occurrence of each key in this commit is a candidate; later ones are duplicates already.
     const firsts = new Map<string, NewEvent>()
     const dead: NewEvent[] = []
+    let newest = 0
     for (const events of requests) {
       for (const e of events) {
         if (e.deadReason !== undefined) dead.push(e)
-        else if (!firsts.has(dedupKey(e))) firsts.set(dedupKey(e), e)
+        else if (!firsts.has(text(dedupKey(e)))) firsts.set(text(dedupKey(e)), e)
+        newest = Math.max(newest, e.receivedAt)
       }
     }
     const rows = [...firsts.entries()]
-    const fresh = await this.tx(async (c) => {
-      if (dead.length > 0) {
-        await c.query(
-          `INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state, dead_reason, dead_at)
-           SELECT message_id, source_name, project_id, user_key, body, received_at, received_at, 'dead', dead_reason, received_at
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[]) AS t(message_id, source_name, project_id, user_key, body, received_at, dead_reason)`,
+    for (;;) {
+      const fresh = await this.tx(async (c) => {
+        if (rows.length === 0) {
+          await this.insertDead(c, dead)
+          return new Set<string>()
+        }
+        await c.query('SELECT pg_advisory_xact_lock_shared($1)', [SEEN_LOCK])
+        const current = currentSlot(await readSlots(c))
+        // This commit's keys are newer than the current generation's range: rotate first (then write again).
+        if (current === undefined || newest >= (current.to as number)) return undefined
+        if (dead.length > 0) await this.insertDead(c, dead)
+        const long = (e: NewEvent) => e.dedupFrom !== undefined && e.dedupFrom > e.receivedAt
+        const { rows: inserted } = await c.query(
+          `WITH incoming AS (
+             SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::int[], $10::bigint[])
+               AS t(message_key, hash, message_id, source_name, project_id, user_key, body, received_at, ord, dedup_from)
+           ), seen_before AS (
+             SELECT i.message_key FROM incoming i
+             WHERE EXISTS (SELECT 1 FROM ${SEEN_TABLES[1 - current.slot]} g WHERE g.key = i.hash)
+                OR (i.hash IS NOT NULL AND EXISTS (SELECT 1 FROM relay_seen s WHERE s.message_key = i.message_key))
+           ), fresh_short AS (
+             INSERT INTO ${SEEN_TABLES[current.slot]} (key)
+             SELECT hash FROM incoming WHERE hash IS NOT NULL AND message_key NOT IN (SELECT message_key FROM seen_before)
+             ORDER BY hash
+             ON CONFLICT DO NOTHING RETURNING key
+           ), fresh_long AS (
+             INSERT INTO relay_seen (message_key, seen_at)
+             SELECT message_key, dedup_from FROM incoming WHERE hash IS NULL AND message_key NOT IN (SELECT message_key FROM seen_before)
+             ORDER BY message_key
+             ON CONFLICT DO NOTHING RETURNING message_key
+           ), fresh AS (
+             SELECT message_key FROM incoming WHERE hash IN (SELECT key FROM fresh_short)
+             UNION ALL SELECT message_key FROM fresh_long
+           ), stored AS (
+             INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at)
+             SELECT message_id, source_name, project_id, user_key, body, received_at, received_at FROM incoming
+             WHERE message_key IN (SELECT message_key FROM fresh) ORDER BY ord
+             RETURNING id
+           )
+           SELECT message_key FROM fresh`,
           [
-            dead.map((e) => text(e.messageId)),
-            dead.map((e) => e.sourceName),
-            dead.map((e) => e.projectId),
-            dead.map((e) => text(e.userKey)),
-            dead.map((e) => text(e.body)),
-            dead.map((e) => e.receivedAt),
-            dead.map((e) => text(e.deadReason as string, 1000))
+            rows.map(([k]) => k),
+            rows.map(([k, e]) => (long(e) ? null : seenHash(k))),
+            rows.map(([, e]) => text(e.messageId)),
+            rows.map(([, e]) => e.sourceName),
+            rows.map(([, e]) => e.projectId),
+            rows.map(([, e]) => text(e.userKey)),
+            rows.map(([, e]) => text(e.body)),
+            rows.map(([, e]) => e.receivedAt),
+            rows.map((_, i) => i),
+            rows.map(([, e]) => e.dedupFrom ?? e.receivedAt)
           ]
         )
+        return new Set(inserted.map((r: Row) => String(r.message_key)))
+      })
+      if (fresh === undefined) {
+        await this.rotate(newest)
+        continue
       }
-      if (rows.length === 0) return new Set<string>()
-      const { rows: inserted } = await c.query(
-        `WITH incoming AS (
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::int[], $9::bigint[])
-             AS t(message_key, message_id, source_name, project_id, user_key, body, received_at, ord, dedup_from)
-         ), fresh AS (
-           INSERT INTO relay_seen (message_key, seen_at) SELECT message_key, dedup_from FROM incoming ON CONFLICT DO NOTHING RETURNING message_key
-         ), stored AS (
-           INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at)
-           SELECT message_id, source_name, project_id, user_key, body, received_at, received_at FROM incoming
-           WHERE message_key IN (SELECT message_key FROM fresh) ORDER BY ord
-           RETURNING id
-         )
-         SELECT message_key FROM fresh`,
-        [
-          rows.map(([k]) => text(k)),
-          rows.map(([, e]) => text(e.messageId)),
-          rows.map(([, e]) => e.sourceName),
-          rows.map(([, e]) => e.projectId),
-          rows.map(([, e]) => text(e.userKey)),
-          rows.map(([, e]) => text(e.body)),
-          rows.map(([, e]) => e.receivedAt),
-          rows.map((_, i) => i),
-          rows.map(([, e]) => e.dedupFrom ?? e.receivedAt)
-        ]
-      )
-      return new Set(inserted.map((r: Row) => String(r.message_key)))
-    })
-    // Until the next reading, what this relay wrote counts toward the disk cap at once.
-    for (const events of requests) for (const e of events) this.live.bytes += e.body.length
-    return requests.map((events) => {
-      let accepted = 0
-      let rejected = 0
-      for (const e of events) {
-        if (e.deadReason !== undefined) rejected++
-        else if (fresh.delete(text(dedupKey(e)))) accepted++
+      // Until the next reading, what this relay wrote counts toward the disk cap at once.
+      for (const events of requests) for (const e of events) this.live.bytes += e.body.length
+      return requests.map((events) => {
+        let accepted = 0
+        let rejected = 0
+        for (const e of events) {
+          if (e.deadReason !== undefined) rejected++
+          else if (fresh.delete(text(dedupKey(e)))) accepted++
+        }
+        return { accepted, duplicates: events.length - accepted - rejected }
+      })
+    }
+  }
+
+  private async insertDead(c: pg.PoolClient, dead: readonly NewEvent[]): Promise<void> {
+    await c.query(
+      `INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state, dead_reason, dead_at)
+       SELECT message_id, source_name, project_id, user_key, body, received_at, received_at, 'dead', dead_reason, received_at
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[]) AS t(message_id, source_name, project_id, user_key, body, received_at, dead_reason)`,
+      [
+        dead.map((e) => text(e.messageId)),
+        dead.map((e) => e.sourceName),
+        dead.map((e) => e.projectId),
+        dead.map((e) => text(e.userKey)),
+        dead.map((e) => text(e.body)),
+        dead.map((e) => e.receivedAt),
+        dead.map((e) => text(e.deadReason as string, 1000))
+      ]
+    )
+  }
+
+  /**
+   * Makes a generation current for keys seen at `at`: the other one, emptied by TRUNCATE, with the range
+   * [end of the current one, + the window) (or from `at` after a quiet spell). Its keys are all older than the
+   * window (ranges follow each other, each a window long); if they are not — another relay's window is shorter
+   * than this one's — the current generation is stretched instead. Under SEEN_LOCK exclusive: no commit is
+   * between reading the slots and writing a key meanwhile.
+   */
+  private async rotate(at: number): Promise<void> {
+    const w = this.dedupWindowMs
+    await this.tx(async (c) => {
+      await c.query("SET LOCAL lock_timeout = '2s'")
+      await c.query('SELECT pg_advisory_xact_lock($1)', [SEEN_LOCK])
+      const slots = await readSlots(c)
+      const current = currentSlot(slots)
+      if (current !== undefined && at < (current.to as number)) return // another commit rotated first
+      const other = slots.find((s) => s.slot !== current?.slot) as SeenSlot
+      if (current !== undefined && other.to !== null && other.to > at - w) {
+        await c.query('UPDATE relay_seen_slots SET to_ms = $2 WHERE slot = $1', [current.slot, at + w])
+        return
       }
-      return { accepted, duplicates: events.length - accepted - rejected }
+      const from = current !== undefined && at < (current.to as number) + w ? (current.to as number) : at
+      await c.query(`TRUNCATE ${SEEN_TABLES[other.slot]}`)
+      await c.query('UPDATE relay_seen_slots SET from_ms = $2, to_ms = $3 WHERE slot = $1', [
+        other.slot,
+        from,
+        from + w
+      ])
     })
   }
 
@@ -552,8 +688,30 @@ export class PgQueue implements Queue {
     return recovered
   }
 
+  /**
+   * Forgets keys seen before `before`: relay_seen's by rows (webhooks: few), and each generation whose whole range
+   * ends by then by TRUNCATE. The count of a truncated generation is PostgreSQL's estimate of its rows (counting
+   * them exactly would read them all).
+   */
   async pruneDedup(before: number): Promise<number> {
-    return (await this.pool.query('DELETE FROM relay_seen WHERE seen_at < $1', [before])).rowCount ?? 0
+    let forgotten = (await this.pool.query('DELETE FROM relay_seen WHERE seen_at < $1', [before])).rowCount ?? 0
+    const { rows } = await this.pool.query('SELECT slot FROM relay_seen_slots WHERE to_ms <= $1', [before])
+    if (rows.length === 0) return forgotten
+    await this.tx(async (c) => {
+      await c.query("SET LOCAL lock_timeout = '2s'")
+      await c.query('SELECT pg_advisory_xact_lock($1)', [SEEN_LOCK])
+      for (const s of await readSlots(c)) {
+        if (s.to === null || s.to > before) continue
+        const table = SEEN_TABLES[s.slot]
+        const { rows: estimate } = await c.query(
+          `SELECT greatest(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = '${table}'::regclass`
+        )
+        forgotten += Number((estimate[0] as Row).n)
+        await c.query(`TRUNCATE ${table}`)
+        await c.query('UPDATE relay_seen_slots SET from_ms = NULL, to_ms = NULL WHERE slot = $1', [s.slot])
+      }
+    })
+    return forgotten
   }
 
   /**

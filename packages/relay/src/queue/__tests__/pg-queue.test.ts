@@ -1,7 +1,7 @@
 import { describe, expect, inject, it } from 'vitest'
 import { createDatabase } from '@oneflow-seg/testkit/postgres'
 import { systemClock } from '../../rate-limiter'
-import { PgQueue } from '../pg-queue'
+import { PgQueue, seenHash } from '../pg-queue'
 import type { Queue } from '../queue'
 import { describeQueue, event, T0 } from './queue-conformance'
 
@@ -131,4 +131,107 @@ describe('PostgreSQL: the shared rate limit', () => {
       await alive.close()
     }
   }, 30_000)
+})
+
+describe('PostgreSQL: dedup generations', () => {
+  const W = 1_000 // a one-second window: generations rotate within the test
+  const sql = async (url: string, text: string) => {
+    const { default: pg } = await import('pg')
+    const client = new pg.Client(url)
+    await client.connect()
+    try {
+      return (await client.query(text)).rows as Array<Record<string, unknown>>
+    } finally {
+      await client.end()
+    }
+  }
+
+  it('stores 16-byte keys, remembers a key for at least the window across rotations, and forgets by TRUNCATE', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `seen_${process.pid}`)
+    const q = await PgQueue.open(url, { dedupWindowMs: W })
+    try {
+      const at = (n: number, t: number) => event(n, { receivedAt: t })
+      expect(await q.enqueue([at(1, T0)])).toEqual({ accepted: 1, duplicates: 0 })
+      expect(await sql(url, 'SELECT octet_length(key) AS n FROM relay_seen_g0')).toEqual([{ n: 16 }])
+      // A window later: the next generation takes new keys; the old one still answers for m-1.
+      expect(await q.enqueue([at(2, T0 + W), at(1, T0 + W)])).toEqual({ accepted: 1, duplicates: 1 })
+      expect(await sql(url, 'SELECT count(*)::int AS n FROM relay_seen_g1')).toEqual([{ n: 1 }])
+      // Pruning before the first generation's range has ended forgets nothing; after, it truncates it whole.
+      await q.pruneDedup(T0 + W - 1)
+      expect(await q.enqueue([at(1, T0 + W + 1)])).toEqual({ accepted: 0, duplicates: 1 })
+      await q.pruneDedup(T0 + W)
+      expect(await sql(url, 'SELECT count(*)::int AS n FROM relay_seen_g0')).toEqual([{ n: 0 }])
+      expect(await q.enqueue([at(1, T0 + W + 2)])).toEqual({ accepted: 1, duplicates: 0 })
+      // Keys are rows of one table per generation: nothing was ever deleted row by row.
+      const [stats] = await sql(
+        url,
+        "SELECT coalesce(sum(n_tup_del), 0)::int AS deleted FROM pg_stat_user_tables WHERE relname LIKE 'relay_seen_g%'"
+      )
+      expect(stats).toEqual({ deleted: 0 })
+    } finally {
+      await q.close()
+    }
+  })
+
+  it('two relays committing the same ids while a generation rotates accept each id once', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `seen_race_${process.pid}`)
+    const relays = await Promise.all([0, 1].map(() => PgQueue.open(url, { dedupWindowMs: W })))
+    try {
+      let accepted = 0
+      // 40 rounds over four windows; both relays send every id of a round, in reverse orders.
+      for (let round = 0; round < 40; round++) {
+        const t = T0 + round * 100
+        const ids = Array.from({ length: 25 }, (_, i) => round * 25 + i)
+        const results = await Promise.all([
+          relays[0]!.enqueue(ids.map((n) => event(n, { receivedAt: t }))),
+          relays[1]!.enqueue([...ids].reverse().map((n) => event(n, { receivedAt: t + 1 })))
+        ])
+        accepted += results.reduce((n, r) => n + r.accepted, 0)
+        // Every earlier id is still known: none of them is older than the window by more than a generation.
+        if (round > 0) {
+          const again = await relays[round % 2]!.enqueue([event((round - 1) * 25, { receivedAt: t + 2 })])
+          expect(again).toEqual({ accepted: 0, duplicates: 1 })
+        }
+      }
+      expect(accepted).toBe(1_000)
+    } finally {
+      await Promise.all(relays.map((q) => q.close()))
+    }
+  }, 60_000)
+
+  it('hashes a key as migration 6 does (keys seen before the upgrade stay known), non-ASCII and long keys too', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `seen_hash_${process.pid}`)
+    for (const key of ['web|m-1', 'web|ñandú-🙂', 'webhook:web|a'.repeat(40)]) {
+      const [row] = await sql(url, `SELECT substring(sha256(convert_to('${key}', 'UTF8')) FROM 1 FOR 16) AS h`)
+      expect(Buffer.from(row!.h as Buffer).equals(seenHash(key))).toBe(true)
+    }
+  })
+
+  it('an upgrade from schema 5 carries the keys already seen into generation 0', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `seen_upgrade_${process.pid}`)
+    await (await PgQueue.open(url)).close()
+    // A schema-5 database: keys as text rows of relay_seen only.
+    await sql(
+      url,
+      `DROP TABLE relay_seen_g0, relay_seen_g1, relay_seen_slots; UPDATE relay_schema SET version = 5;
+       INSERT INTO relay_seen (message_key, seen_at) VALUES ('web|m-1', ${T0 + 1}), ('web|m-2', ${T0 + 2})`
+    )
+    const q = await PgQueue.open(url)
+    try {
+      expect(
+        await sql(url, 'SELECT slot, from_ms::float8 AS f, to_ms::float8 AS t FROM relay_seen_slots ORDER BY slot')
+      ).toEqual([
+        { slot: 0, f: T0 + 1, t: T0 + 3 },
+        { slot: 1, f: null, t: null }
+      ])
+      // Forgotten by relay_seen's own prune, still known through generation 0.
+      await sql(url, 'DELETE FROM relay_seen')
+      expect(await q.enqueue([event(1, { receivedAt: T0 + 10 }), event(3, { receivedAt: T0 + 10 })])).toEqual({
+        accepted: 1,
+        duplicates: 1
+      })
+    } finally {
+      await q.close()
+    }
+  })
 })

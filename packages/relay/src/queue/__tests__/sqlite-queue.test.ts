@@ -80,3 +80,16 @@ describe('SQLite: the figures are counters, never a scan', () => {
     }
   })
 })
+
+describe('SQLite: dedup', () => {
+  it('forgets exactly the ids seen before the cut, and says how many', async () => {
+    const q = new SqliteQueue(join(tempDir(), 'queue.db'), SMALL)
+    try {
+      await q.enqueue([event(1), event(2), event(3)])
+      expect(await q.pruneDedup(T0 + 3)).toBe(2)
+      expect(await q.enqueue([event(1), event(2), event(3)])).toEqual({ accepted: 2, duplicates: 1 })
+    } finally {
+      await q.close()
+    }
+  })
+})
