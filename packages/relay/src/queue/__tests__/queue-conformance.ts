@@ -188,6 +188,16 @@ export function describeQueue(name: string, factory: QueueFactory): void {
       ])
     })
 
+    it('a released event waiting for its lane to resume keeps its user behind it (another relay must not overtake)', async () => {
+      const q = await fresh()
+      await q.enqueue([event(1, { userKey: 'alice' }), event(2, { userKey: 'bob' })])
+      const [head] = await q.lease('p1', 1, 60_000, T0 + 10)
+      await q.enqueue([event(3, { userKey: 'alice' })])
+      await q.release([head!.id], T0 + 1_000)
+      expect((await q.lease('p1', 10, 60_000, T0 + 100)).map((j) => j.messageId)).toEqual(['m-2'])
+      expect((await q.lease('p1', 10, 60_000, T0 + 1_000)).map((j) => j.messageId)).toEqual(['m-1', 'm-3'])
+    })
+
     it.each(['complete', 'deadLetter', 'release', 'recoverLeases'] as const)(
       'gives a held backlog back once its blocker is settled by %s',
       async (how) => {
