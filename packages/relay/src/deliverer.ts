@@ -371,7 +371,9 @@ export class Deliverer {
             continue
           }
           if (!(error instanceof SendSlotError)) throw error
-          // The shared rate limit lives in the queue's database: it failed, so nothing was sent.
+          // The shared rate limit lives in the queue's database: it failed, so nothing was sent. The lane waits a
+          // moment before it tries again (a limiter failing at once must not spin the relay's thread).
+          lane.pausedUntil = Math.max(lane.pausedUntil, clock.now() + QUEUE_ERROR_PAUSE_MS)
           await this.deps.health.failedUnlessWritable(error.cause, 'taking a send slot')
           for (const u of units) if (!answered.has(u.jobId)) settle(u.jobId, { kind: 'release' })
           proceed = false
@@ -412,6 +414,7 @@ export class Deliverer {
     const { clock, metrics, logger } = this.deps
     const { service } = lane.sink.party
     const answered = await lane.limiter.acquire().catch((error: unknown) => Promise.reject(new SendSlotError(error)))
+    this.deps.health.worked('taking a send slot')
     let ours: boolean
     try {
       ours = await keepLease(units)
@@ -419,6 +422,8 @@ export class Deliverer {
       answered()
       throw new LeaseLostError(error)
     }
+    // A failure of either is logged once, and again only after it worked in between.
+    this.deps.health.worked('renewing a lease')
     if (!ours) {
       answered()
       throw new LeaseLostError(undefined)

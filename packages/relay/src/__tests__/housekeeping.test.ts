@@ -5,7 +5,9 @@
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit'
+import type { Queue } from '../queue/queue'
 import { SqliteQueue } from '../queue/sqlite-queue'
+import { RateLimiter, systemClock } from '../rate-limiter'
 import { post, startRelay, tempDir, until, type TestRelay } from './helpers'
 
 let fake: FakeOneFlowApi | undefined
@@ -43,4 +45,40 @@ describe('a housekeeping task that fails', () => {
     expect(lines().filter((l) => String(l.msg).startsWith('reading queue figures failed'))).toHaveLength(1)
     expect(lines().filter((l) => String(l.msg).startsWith('the queue is failing'))).toEqual([])
   }, 40_000)
+})
+
+describe('the shared rate limit failing', () => {
+  it('is said once per outage, again after it worked in between, and nothing is lost', async () => {
+    fake = await FakeOneFlowApi.start()
+    const queue = new SqliteQueue(join(tempDir(), 'relay.db'))
+    // A limiter kept in the queue's database (as PostgreSQL's is) that fails while `failing` says so.
+    let failing = true
+    const local = new RateLimiter(1_000, systemClock)
+    ;(queue as Queue).sharedLimiter = () => ({
+      acquire: () =>
+        failing ? Promise.reject(new Error('canceling statement due to statement timeout')) : local.acquire(),
+      throttled: () => local.throttled(),
+      get current() {
+        return local.current
+      }
+    })
+    relay = await startRelay(fake, {}, { queue })
+    const lines = () => relay!.logs.records()
+    const failures = () => lines().filter((l) => String(l.msg).startsWith('taking a send slot failed')).length
+    const send = async (i: number) =>
+      expect((await post(relay!.url, '/v1/track', { event: `E${i}`, userId: 'u1', messageId: `m${i}` })).status).toBe(
+        200
+      )
+    await send(0)
+    await until(() => failures() === 1, 'the failure', 12_000)
+    failing = false
+    await until(() => fake!.accepted.length === 1, 'delivery once it works', 12_000)
+    await until(() => lines().some((l) => l.msg === 'taking a send slot: works again'), 'the recovery')
+    failing = true
+    await send(1)
+    await until(() => failures() === 2, 'the second outage said', 12_000)
+    failing = false
+    await until(() => fake!.accepted.length === 2, 'delivery again', 12_000)
+    expect(lines().filter((l) => String(l.msg).startsWith('the queue is failing'))).toEqual([])
+  }, 60_000)
 })
