@@ -44,9 +44,29 @@ const DB_NOW = '(extract(epoch from clock_timestamp()) * 1000)::bigint'
  */
 const BUSY = "(state = 'leased' OR (state = 'pending' AND next_attempt_at > received_at))"
 
-/** Whether user `u.user_key` of lane `$1` has an event in flight or waiting for a retry at `$2`: one seek on relay_events_busy. */
-const USER_BLOCKED = `EXISTS (SELECT 1 FROM relay_events b WHERE b.project_id = $1 AND b.user_key = u.user_key
-  AND (b.state = 'leased' OR (b.state = 'pending' AND b.next_attempt_at > b.received_at AND b.next_attempt_at > $2)))`
+/**
+ * Whether user `u.user_key` of lane `$1` has an event in flight or waiting for a later attempt at `$2`: one seek per
+ * state on relay_events_busy, finding only rows that block now. A fresh event (its attempt time is its arrival)
+ * never blocks: it is a candidate itself, ready whatever the leasing relay's clock says (READY).
+ */
+const USER_BLOCKED = `(EXISTS (SELECT 1 FROM relay_events b WHERE b.project_id = $1 AND b.user_key = u.user_key AND b.state = 'leased')
+  OR EXISTS (SELECT 1 FROM relay_events b WHERE b.project_id = $1 AND b.user_key = u.user_key AND b.state = 'pending'
+             AND b.next_attempt_at > $2 AND b.next_attempt_at > b.received_at))`
+
+/**
+ * A pending event that may be leased at `$2`: its attempt time has come, or it is fresh (stamped by a relay whose
+ * clock runs ahead of this one's, it is still ready: order is by arrival, not by clocks).
+ */
+const READY = '(next_attempt_at <= $2 OR next_attempt_at <= received_at)'
+
+/** The dedup hash of a text key in SQL: the first 16 bytes of its SHA-256 (seenHash computes the same). */
+const SQL_SEEN_HASH = (key: string) => `substring(sha256(convert_to(${key}, 'UTF8')) FROM 1 FOR 16)`
+
+/** How far ahead of the database's clock a relay's clock is believed for dedup generations (ms). */
+const CLOCK_AHEAD_TOLERANCE_MS = 60_000
+/** relay_seen's old rows are deleted this many at a time, for at most this long per prune. */
+const PRUNE_BATCH = 10_000
+const PRUNE_BUDGET_MS = 20_000
 
 /** A dead letter's size: its event and the service's answer, in bytes. */
 const DEAD_BYTES = 'octet_length(body) + coalesce(octet_length(dead_response), 0)'
@@ -175,30 +195,38 @@ const MIGRATIONS: Record<number, string> = {
   `,
   // Dedup keys as 16-byte hashes in two generations, each a table holding the keys first seen in its time range
   // [from_ms, to_ms); a generation is forgotten whole by TRUNCATE, never by row deletes (docs/relay-queue.md).
-  // relay_seen keeps the keys whose window starts later than their arrival (webhooks) and is pruned by rows, as
-  // before; the keys already in it are copied into generation 0, so nothing seen before the upgrade is forgotten
-  // early. Autovacuum: the hot tables are vacuumed after 1 % of their rows changed rather than 20 %; the dedup
-  // tables only grow until truncated, so inserts alone do not trigger a vacuum of them.
+  // relay_seen keeps the keys whose window starts later than their arrival (webhooks) and the keys seen before
+  // this schema; commits still look there, and its rows age out. A key written to relay_seen by anyone — a relay of
+  // an older version during an upgrade included — that a generation already holds is not written (the trigger),
+  // so that writer counts it as the duplicate it is. Autovacuum: the hot tables are vacuumed after 1 % of their
+  // rows changed rather than 20 %; the dedup tables only grow until truncated, so inserts alone do not trigger it.
   6: `
     CREATE TABLE IF NOT EXISTS relay_seen_g0 (key BYTEA PRIMARY KEY) WITH (autovacuum_vacuum_insert_threshold = -1);
     CREATE TABLE IF NOT EXISTS relay_seen_g1 (key BYTEA PRIMARY KEY) WITH (autovacuum_vacuum_insert_threshold = -1);
     CREATE TABLE IF NOT EXISTS relay_seen_slots (slot SMALLINT PRIMARY KEY, from_ms BIGINT, to_ms BIGINT);
-    INSERT INTO relay_seen_g0 (key)
-      SELECT substring(sha256(convert_to(message_key, 'UTF8')) FROM 1 FOR 16) FROM relay_seen ON CONFLICT DO NOTHING;
-    INSERT INTO relay_seen_slots (slot, from_ms, to_ms)
-      SELECT 0, min(seen_at), max(seen_at) + 1 FROM relay_seen
-      UNION ALL SELECT 1, NULL, NULL
-    ON CONFLICT DO NOTHING;
+    INSERT INTO relay_seen_slots (slot) VALUES (0), (1) ON CONFLICT DO NOTHING;
+    CREATE OR REPLACE FUNCTION relay_seen_known() RETURNS trigger LANGUAGE plpgsql AS $known$
+    DECLARE
+      h BYTEA := ${SQL_SEEN_HASH('NEW.message_key')};
+    BEGIN
+      IF EXISTS (SELECT 1 FROM relay_seen_g0 WHERE key = h) OR EXISTS (SELECT 1 FROM relay_seen_g1 WHERE key = h) THEN
+        RETURN NULL;
+      END IF;
+      RETURN NEW;
+    END
+    $known$;
+    DROP TRIGGER IF EXISTS relay_seen_known ON relay_seen;
+    CREATE TRIGGER relay_seen_known BEFORE INSERT ON relay_seen FOR EACH ROW EXECUTE FUNCTION relay_seen_known();
     ALTER TABLE relay_events SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
     ALTER TABLE relay_counts SET (autovacuum_vacuum_scale_factor = 0.0, autovacuum_vacuum_threshold = 500, fillfactor = 50);
     ALTER TABLE relay_sends SET (autovacuum_vacuum_scale_factor = 0.0, autovacuum_vacuum_threshold = 500);
   `,
   // What blocks a user's next event — one in flight, or one waiting for a later attempt — through a partial index
-  // of just those rows (a few thousand however long the backlog), instead of an index entry for every event: a
-  // fresh event (next_attempt_at = received_at) is not in it, so ingest writes one index entry fewer per event.
+  // of just those rows (a few thousand however long the backlog), with the attempt time, so a seek finds only rows
+  // that block now. relay_events_user stays while relays of an older version may run on the database (they need
+  // it); a later schema drops it.
   7: `
-    CREATE INDEX IF NOT EXISTS relay_events_busy ON relay_events (project_id, user_key) WHERE ${BUSY};
-    DROP INDEX IF EXISTS relay_events_user;
+    CREATE INDEX IF NOT EXISTS relay_events_busy ON relay_events (project_id, user_key, state, next_attempt_at) WHERE ${BUSY};
   `
 }
 
@@ -271,13 +299,31 @@ interface SeenSlot {
   readonly to: number | null
 }
 
-async function readSlots(c: pg.PoolClient): Promise<SeenSlot[]> {
-  const { rows } = await c.query('SELECT slot, from_ms, to_ms FROM relay_seen_slots ORDER BY slot')
-  return (rows as Row[]).map((r) => ({
-    slot: Number(r.slot) as 0 | 1,
-    from: r.from_ms == null ? null : Number(r.from_ms),
-    to: r.to_ms == null ? null : Number(r.to_ms)
-  }))
+async function readSlots(c: pg.PoolClient): Promise<{ slots: SeenSlot[]; dbNow: number }> {
+  const { rows } = await c.query(`SELECT slot, from_ms, to_ms, ${DB_NOW} AS db_now FROM relay_seen_slots ORDER BY slot`)
+  return {
+    slots: (rows as Row[]).map((r) => ({
+      slot: Number(r.slot) as 0 | 1,
+      from: r.from_ms == null ? null : Number(r.from_ms),
+      to: r.to_ms == null ? null : Number(r.to_ms)
+    })),
+    dbNow: Number((rows[0] as Row).db_now)
+  }
+}
+
+/** TRUNCATE `table` if its lock can be had within 50 ms (no reader outside the relays holds it); whether it was. */
+async function truncateAtOnce(c: pg.PoolClient, table: string): Promise<boolean> {
+  await c.query('SAVEPOINT truncate_at_once')
+  try {
+    await c.query("SET LOCAL lock_timeout = '50ms'")
+    await c.query(`TRUNCATE ${table}`)
+    await c.query('RELEASE SAVEPOINT truncate_at_once')
+    return true
+  } catch (error) {
+    if ((error as { code?: string }).code !== '55P03') throw error
+    await c.query('ROLLBACK TO SAVEPOINT truncate_at_once')
+    return false
+  }
 }
 
 /** The generation new keys go to: the one with the latest range, if any holds one. */
@@ -311,7 +357,8 @@ export class PgQueue implements Queue {
     windowMs: number,
     maxEvents: number,
     /** How long a messageId is remembered at least (limits.dedupWindowHours): each generation's time range. */
-    private readonly dedupWindowMs: number
+    private readonly dedupWindowMs: number,
+    private readonly clockAheadToleranceMs: number
   ) {
     // SQLSTATE class 22 (data exception: a value PostgreSQL refuses), 23 (integrity), or a value the client
     // cannot serialize: one request's fault, not the database's.
@@ -334,9 +381,15 @@ export class PgQueue implements Queue {
       poolSize?: number
       timeoutMs?: number
       dedupWindowMs?: number
+      /**
+       * How far ahead of the database's clock an event's arrival time is believed for dedup (default 60 s). Tests
+       * that drive their own timeline far from today's pass Infinity.
+       */
+      clockAheadToleranceMs?: number
     } = {}
   ): Promise<PgQueue> {
     const timeoutMs = options.timeoutMs ?? PG_TIMEOUT_MS
+    await PgQueue.migrate(url, timeoutMs)
     const pool = new pg.Pool({
       connectionString: url,
       max: options.poolSize ?? 10,
@@ -362,9 +415,9 @@ export class PgQueue implements Queue {
       pool,
       options.commitWindowMs ?? 2,
       options.commitMaxEvents ?? 4096,
-      options.dedupWindowMs ?? DEFAULT_DEDUP_WINDOW_MS
+      options.dedupWindowMs ?? DEFAULT_DEDUP_WINDOW_MS,
+      options.clockAheadToleranceMs ?? CLOCK_AHEAD_TOLERANCE_MS
     )
-    await queue.migrate()
     return queue
   }
 
@@ -372,11 +425,24 @@ export class PgQueue implements Queue {
     return inTransaction(this.pool, work)
   }
 
-  private async migrate(): Promise<void> {
-    await this.tx(async (c) => {
+  /**
+   * Migrations run on a connection of their own, without the pool's read timeout and with no statement timeout: on a
+   * large queue one may take minutes (migration 4 counts the backlog once). Each waits at most 2 s for a table's
+   * lock, so relays already running are not stalled behind it; it is tried again. Relays starting meanwhile wait
+   * for the one migrating (MIGRATION_LOCK).
+   */
+  private static async migrate(url: string, timeoutMs: number): Promise<void> {
+    const c = new pg.Client({
+      connectionString: url,
+      connectionTimeoutMillis: timeoutMs,
+      keepAlive: true,
+      idle_in_transaction_session_timeout: Math.min(2_000, timeoutMs)
+    })
+    c.on('error', () => undefined)
+    await c.connect()
+    try {
+      await c.query('BEGIN')
       await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK])
-      // A migration may scan the events once (migration 4 counts them): no statement timeout for it. It waits at
-      // most 2 s for the table's lock, so relays already running are not stalled behind it; it is tried again.
       await c.query("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = '2s'")
       await c.query('CREATE TABLE IF NOT EXISTS relay_schema (version INTEGER NOT NULL)')
       const { rows } = await c.query('SELECT version FROM relay_schema')
@@ -387,7 +453,10 @@ export class PgQueue implements Queue {
         await c.query(MIGRATIONS[version] as string)
         await c.query('UPDATE relay_schema SET version = $1', [version])
       }
-    })
+      await c.query('COMMIT')
+    } finally {
+      await c.end().catch(() => undefined)
+    }
   }
 
   enqueue(events: readonly NewEvent[]): Promise<EnqueueResult> {
@@ -414,6 +483,8 @@ export class PgQueue implements Queue {
       }
     }
     const rows = [...firsts.entries()]
+    /** When this commit's keys count as seen for the generations (see seenAt). */
+    let at = newest
     for (;;) {
       const fresh = await this.tx(async (c) => {
         if (rows.length === 0) {
@@ -421,31 +492,33 @@ export class PgQueue implements Queue {
           return new Set<string>()
         }
         await c.query('SELECT pg_advisory_xact_lock_shared($1)', [SEEN_LOCK])
-        const current = currentSlot(await readSlots(c))
+        const { slots, dbNow } = await readSlots(c)
+        const current = currentSlot(slots)
         // This commit's keys are newer than the current generation's range: rotate first (then write again).
-        if (current === undefined || newest >= (current.to as number)) return undefined
+        at = this.seenAt(newest, dbNow)
+        if (current === undefined || at >= (current.to as number)) return undefined
         if (dead.length > 0) await this.insertDead(c, dead)
         const long = (e: NewEvent) => e.dedupFrom !== undefined && e.dedupFrom > e.receivedAt
         const { rows: inserted } = await c.query(
           `WITH incoming AS (
-             SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::int[], $10::bigint[])
-               AS t(message_key, hash, message_id, source_name, project_id, user_key, body, received_at, ord, dedup_from)
+             SELECT * FROM unnest($1::text[], $2::bytea[], $3::boolean[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::int[], $11::bigint[])
+               AS t(message_key, hash, long, message_id, source_name, project_id, user_key, body, received_at, ord, dedup_from)
            ), seen_before AS (
              SELECT i.message_key FROM incoming i
              WHERE EXISTS (SELECT 1 FROM ${SEEN_TABLES[1 - current.slot]} g WHERE g.key = i.hash)
-                OR (i.hash IS NOT NULL AND EXISTS (SELECT 1 FROM relay_seen s WHERE s.message_key = i.message_key))
+                OR EXISTS (SELECT 1 FROM relay_seen s WHERE s.message_key = i.message_key)
            ), fresh_short AS (
              INSERT INTO ${SEEN_TABLES[current.slot]} (key)
-             SELECT hash FROM incoming WHERE hash IS NOT NULL AND message_key NOT IN (SELECT message_key FROM seen_before)
+             SELECT hash FROM incoming WHERE NOT long AND message_key NOT IN (SELECT message_key FROM seen_before)
              ORDER BY hash
              ON CONFLICT DO NOTHING RETURNING key
            ), fresh_long AS (
              INSERT INTO relay_seen (message_key, seen_at)
-             SELECT message_key, dedup_from FROM incoming WHERE hash IS NULL AND message_key NOT IN (SELECT message_key FROM seen_before)
+             SELECT message_key, dedup_from FROM incoming WHERE long AND message_key NOT IN (SELECT message_key FROM seen_before)
              ORDER BY message_key
              ON CONFLICT DO NOTHING RETURNING message_key
            ), fresh AS (
-             SELECT message_key FROM incoming WHERE hash IN (SELECT key FROM fresh_short)
+             SELECT message_key FROM incoming WHERE NOT long AND hash IN (SELECT key FROM fresh_short)
              UNION ALL SELECT message_key FROM fresh_long
            ), stored AS (
              INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at)
@@ -456,7 +529,8 @@ export class PgQueue implements Queue {
            SELECT message_key FROM fresh`,
           [
             rows.map(([k]) => k),
-            rows.map(([k, e]) => (long(e) ? null : seenHash(k))),
+            rows.map(([k]) => seenHash(k)),
+            rows.map(([, e]) => long(e)),
             rows.map(([, e]) => text(e.messageId)),
             rows.map(([, e]) => e.sourceName),
             rows.map(([, e]) => e.projectId),
@@ -470,7 +544,7 @@ export class PgQueue implements Queue {
         return new Set(inserted.map((r: Row) => String(r.message_key)))
       })
       if (fresh === undefined) {
-        await this.rotate(newest)
+        await this.rotate(at)
         continue
       }
       // Until the next reading, what this relay wrote counts toward the disk cap at once.
@@ -505,27 +579,42 @@ export class PgQueue implements Queue {
   }
 
   /**
+   * When keys stamped `receivedAt` count as seen, for the generations: the relay's own time, but never more than
+   * clockAheadToleranceMs ahead of the database's clock. One relay whose clock jumped ahead must not rotate the
+   * generations early (forgetting the older one's keys) nor open a range in the future.
+   */
+  private seenAt(receivedAt: number, dbNow: number): number {
+    return Math.min(receivedAt, dbNow + this.clockAheadToleranceMs)
+  }
+
+  /**
    * Makes a generation current for keys seen at `at`: the other one, emptied by TRUNCATE, with the range
    * [end of the current one, + the window) (or from `at` after a quiet spell). Its keys are all older than the
-   * window (ranges follow each other, each a window long); if they are not — another relay's window is shorter
-   * than this one's — the current generation is stretched instead. Under SEEN_LOCK exclusive: no commit is
-   * between reading the slots and writing a key meanwhile.
+   * window (ranges follow each other, each a window long). The current generation is stretched instead when the
+   * other's keys are not that old (another relay's window is shorter than this one's) or when its TRUNCATE cannot
+   * have the table at once (a reader such as pg_dump holds it): ingest never waits on anyone outside the relays.
+   * Under SEEN_LOCK exclusive: no commit is between reading the slots and writing a key meanwhile.
    */
   private async rotate(at: number): Promise<void> {
     const w = this.dedupWindowMs
     await this.tx(async (c) => {
       await c.query("SET LOCAL lock_timeout = '2s'")
       await c.query('SELECT pg_advisory_xact_lock($1)', [SEEN_LOCK])
-      const slots = await readSlots(c)
+      const { slots } = await readSlots(c)
       const current = currentSlot(slots)
       if (current !== undefined && at < (current.to as number)) return // another commit rotated first
       const other = slots.find((s) => s.slot !== current?.slot) as SeenSlot
+      const stretch = () =>
+        c.query('UPDATE relay_seen_slots SET to_ms = $2 WHERE slot = $1', [(current as SeenSlot).slot, at + w])
       if (current !== undefined && other.to !== null && other.to > at - w) {
-        await c.query('UPDATE relay_seen_slots SET to_ms = $2 WHERE slot = $1', [current.slot, at + w])
+        await stretch()
+        return
+      }
+      if (other.to !== null && !(await truncateAtOnce(c, SEEN_TABLES[other.slot]))) {
+        if (current !== undefined) await stretch()
         return
       }
       const from = current !== undefined && at < (current.to as number) + w ? (current.to as number) : at
-      await c.query(`TRUNCATE ${SEEN_TABLES[other.slot]}`)
       await c.query('UPDATE relay_seen_slots SET from_ms = $2, to_ms = $3 WHERE slot = $1', [
         other.slot,
         from,
@@ -540,7 +629,7 @@ export class PgQueue implements Queue {
       await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
       for (let round = 0; round < LEASE_ROUNDS; round++) {
         const { rows: found } = await c.query(
-          "SELECT id, user_key FROM relay_events WHERE project_id = $1 AND state = 'pending' AND next_attempt_at <= $2 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
+          `SELECT id, user_key FROM relay_events WHERE project_id = $1 AND state = 'pending' AND ${READY} ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED`,
           [projectId, now, limit]
         )
         if (found.length === 0) return []
@@ -705,29 +794,48 @@ export class PgQueue implements Queue {
   }
 
   /**
-   * Forgets keys seen before `before`: relay_seen's by rows (webhooks: few), and each generation whose whole range
-   * ends by then by TRUNCATE. The count of a truncated generation is PostgreSQL's estimate of its rows (counting
-   * them exactly would read them all).
+   * Forgets keys seen before `before` (never later than the database's clock allows, see seenAt): each generation
+   * whose whole range ends by then, by TRUNCATE (if its table can be had at once; else next time), then relay_seen's
+   * rows (webhooks, and keys from before schema 6) in batches, so a large table is worked through, never one
+   * statement that outlives its timeout. A truncated generation counts as PostgreSQL's estimate of its rows
+   * (counting them exactly would read them all).
    */
   async pruneDedup(before: number): Promise<number> {
-    let forgotten = (await this.pool.query('DELETE FROM relay_seen WHERE seen_at < $1', [before])).rowCount ?? 0
-    const { rows } = await this.pool.query('SELECT slot FROM relay_seen_slots WHERE to_ms <= $1', [before])
-    if (rows.length === 0) return forgotten
-    await this.tx(async (c) => {
-      await c.query("SET LOCAL lock_timeout = '2s'")
-      await c.query('SELECT pg_advisory_xact_lock($1)', [SEEN_LOCK])
-      for (const s of await readSlots(c)) {
-        if (s.to === null || s.to > before) continue
-        const table = SEEN_TABLES[s.slot]
-        const { rows: estimate } = await c.query(
-          `SELECT greatest(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = '${table}'::regclass`
-        )
-        forgotten += Number((estimate[0] as Row).n)
-        await c.query(`TRUNCATE ${table}`)
-        await c.query('UPDATE relay_seen_slots SET from_ms = NULL, to_ms = NULL WHERE slot = $1', [s.slot])
-      }
-    })
-    return forgotten
+    let forgotten = 0
+    const { rows: due } = await this.pool.query(
+      `SELECT slot FROM relay_seen_slots WHERE to_ms <= least($1::bigint, ${DB_NOW} + $2::bigint - $3::bigint)`,
+      [before, Math.floor(Math.min(this.clockAheadToleranceMs, Number.MAX_SAFE_INTEGER / 4)), this.dedupWindowMs]
+    )
+    if (due.length > 0)
+      await this.tx(async (c) => {
+        await c.query("SET LOCAL lock_timeout = '2s'")
+        await c.query('SELECT pg_advisory_xact_lock($1)', [SEEN_LOCK])
+        // Read again under the lock: a rotation since may have given a slot a new range and new keys.
+        const { slots, dbNow } = await readSlots(c)
+        const cut = Math.min(before, this.seenAt(Number.MAX_SAFE_INTEGER, dbNow) - this.dedupWindowMs)
+        for (const { slot, to } of slots) {
+          if (to === null || to > cut) continue
+          const table = SEEN_TABLES[slot] as string
+          const { rows: estimate } = await c.query(
+            `SELECT greatest(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = '${table}'::regclass`
+          )
+          if (!(await truncateAtOnce(c, table))) continue
+          forgotten += Number((estimate[0] as Row).n)
+          await c.query('UPDATE relay_seen_slots SET from_ms = NULL, to_ms = NULL WHERE slot = $1', [slot])
+        }
+      })
+    const started = Date.now()
+    for (;;) {
+      const deleted =
+        (
+          await this.pool.query(
+            'DELETE FROM relay_seen WHERE ctid = ANY (ARRAY(SELECT ctid FROM relay_seen WHERE seen_at < $1 LIMIT $2))',
+            [before, PRUNE_BATCH]
+          )
+        ).rowCount ?? 0
+      forgotten += deleted
+      if (deleted < PRUNE_BATCH || Date.now() - started > PRUNE_BUDGET_MS) return forgotten
+    }
   }
 
   /**
@@ -826,7 +934,7 @@ export class PgQueue implements Queue {
         `SELECT coalesce(sum(pg_total_relation_size(c.oid) * CASE WHEN coalesce(s.n_live_tup + s.n_dead_tup, 0) > 0
                   THEN s.n_live_tup::float8 / (s.n_live_tup + s.n_dead_tup) ELSE 1 END), 0) AS bytes
          FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-         WHERE c.relname IN ('relay_events', 'relay_seen') AND c.relkind = 'r'`
+         WHERE c.relname IN ('relay_events', 'relay_seen', 'relay_seen_g0', 'relay_seen_g1') AND c.relkind = 'r'`
       )
       this.live = { at: now, bytes: Math.round(Number((rows[0] as Row).bytes)) }
     }

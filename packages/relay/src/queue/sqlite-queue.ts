@@ -401,12 +401,14 @@ export class SqliteQueue implements Queue {
     const take = () => {
       // Ready events, oldest first, each with its user's state: two seeks per candidate on events_user, all in
       // one statement (never a walk over a blocked user's held backlog, never a call per user from JavaScript).
+      // A fresh event (its attempt time is its arrival) is ready whatever the clock says now, and never blocks its
+      // user: order is by arrival, even after the clock stepped back (docs/relay-queue.md).
       const candidates = this.statement(
         `SELECT c.id, c.user_key AS userKey,
           EXISTS (SELECT 1 FROM events b WHERE b.project_id = @project AND b.user_key = c.user_key AND b.state = 'leased')
-            OR EXISTS (SELECT 1 FROM events b WHERE b.project_id = @project AND b.user_key = c.user_key AND b.state = 'pending' AND b.next_attempt_at > @now) AS blocked,
+            OR EXISTS (SELECT 1 FROM events b WHERE b.project_id = @project AND b.user_key = c.user_key AND b.state = 'pending' AND b.next_attempt_at > @now AND b.next_attempt_at > b.received_at) AS blocked,
           EXISTS (SELECT 1 FROM events b WHERE b.project_id = @project AND b.user_key = c.user_key AND b.state = 'held') AS held
-        FROM (SELECT id, user_key FROM events WHERE project_id = @project AND state = 'pending' AND next_attempt_at <= @now ORDER BY id LIMIT @limit) c`
+        FROM (SELECT id, user_key FROM events WHERE project_id = @project AND state = 'pending' AND (next_attempt_at <= @now OR next_attempt_at <= received_at) ORDER BY id LIMIT @limit) c`
       )
       const unhold = this.statement(
         "UPDATE events SET state = 'pending' WHERE project_id = @project AND user_key = @user AND state = 'held'"
@@ -638,7 +640,7 @@ export class SqliteQueue implements Queue {
         `UPDATE events SET state = 'pending' WHERE state = 'held' AND (project_id, user_key) IN (
            SELECT h.project_id, h.user_key FROM (SELECT DISTINCT project_id, user_key FROM events WHERE state = 'held') h
            WHERE NOT EXISTS (SELECT 1 FROM events b WHERE b.project_id = h.project_id AND b.user_key = h.user_key AND b.state = 'leased')
-             AND NOT EXISTS (SELECT 1 FROM events b WHERE b.project_id = h.project_id AND b.user_key = h.user_key AND b.state = 'pending' AND b.next_attempt_at > ?))`
+             AND NOT EXISTS (SELECT 1 FROM events b WHERE b.project_id = h.project_id AND b.user_key = h.user_key AND b.state = 'pending' AND b.next_attempt_at > ? AND b.next_attempt_at > b.received_at))`
       ).run(now)
       return expired.length
     })

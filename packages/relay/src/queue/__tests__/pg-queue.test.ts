@@ -6,17 +6,19 @@ import type { Queue } from '../queue'
 import { describeQueue, event, T0 } from './queue-conformance'
 
 const urls = new WeakMap<Queue, string>()
+const FAKE_TIME = { clockAheadToleranceMs: Number.POSITIVE_INFINITY }
 let n = 0
 
 describeQueue('PostgreSQL', {
   open: async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `conformance_${process.pid}_${n++}`)
-    const queue = await PgQueue.open(url)
+    // The suite's timeline (T0) is not today's: arrival times are believed whatever the database's clock says.
+    const queue = await PgQueue.open(url, FAKE_TIME)
     urls.set(queue, url)
     return queue
   },
   reopen: async (queue: Queue) => {
-    const again = await PgQueue.open(urls.get(queue) as string)
+    const again = await PgQueue.open(urls.get(queue) as string, FAKE_TIME)
     urls.set(again, urls.get(queue) as string)
     return again
   },
@@ -148,7 +150,7 @@ describe('PostgreSQL: dedup generations', () => {
 
   it('stores 16-byte keys, remembers a key for at least the window across rotations, and forgets by TRUNCATE', async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `seen_${process.pid}`)
-    const q = await PgQueue.open(url, { dedupWindowMs: W })
+    const q = await PgQueue.open(url, { dedupWindowMs: W, ...FAKE_TIME })
     try {
       const at = (n: number, t: number) => event(n, { receivedAt: t })
       expect(await q.enqueue([at(1, T0)])).toEqual({ accepted: 1, duplicates: 0 })
@@ -175,7 +177,7 @@ describe('PostgreSQL: dedup generations', () => {
 
   it('two relays committing the same ids while a generation rotates accept each id once', async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `seen_race_${process.pid}`)
-    const relays = await Promise.all([0, 1].map(() => PgQueue.open(url, { dedupWindowMs: W })))
+    const relays = await Promise.all([0, 1].map(() => PgQueue.open(url, { dedupWindowMs: W, ...FAKE_TIME })))
     try {
       let accepted = 0
       // 40 rounds over four windows; both relays send every id of a round, in reverse orders.
@@ -207,30 +209,73 @@ describe('PostgreSQL: dedup generations', () => {
     }
   })
 
-  it('an upgrade from schema 5 carries the keys already seen into generation 0', async () => {
+  it('after an upgrade from schema 5, keys seen before stay known, and a relay of the older version counts a key the generations hold as a duplicate', async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `seen_upgrade_${process.pid}`)
     await (await PgQueue.open(url)).close()
     // A schema-5 database: keys as text rows of relay_seen only.
     await sql(
       url,
-      `DROP TABLE relay_seen_g0, relay_seen_g1, relay_seen_slots; UPDATE relay_schema SET version = 5;
-       INSERT INTO relay_seen (message_key, seen_at) VALUES ('web|m-1', ${T0 + 1}), ('web|m-2', ${T0 + 2})`
+      `DROP TRIGGER relay_seen_known ON relay_seen; DROP FUNCTION relay_seen_known(); DROP TABLE relay_seen_g0, relay_seen_g1, relay_seen_slots;
+       DROP INDEX relay_events_busy; UPDATE relay_schema SET version = 5;
+       INSERT INTO relay_seen (message_key, seen_at) VALUES ('web|m-1', ${Date.now()})`
     )
     const q = await PgQueue.open(url)
     try {
-      expect(
-        await sql(url, 'SELECT slot, from_ms::float8 AS f, to_ms::float8 AS t FROM relay_seen_slots ORDER BY slot')
-      ).toEqual([
-        { slot: 0, f: T0 + 1, t: T0 + 3 },
-        { slot: 1, f: null, t: null }
-      ])
-      // Forgotten by relay_seen's own prune, still known through generation 0.
-      await sql(url, 'DELETE FROM relay_seen')
-      expect(await q.enqueue([event(1, { receivedAt: T0 + 10 }), event(3, { receivedAt: T0 + 10 })])).toEqual({
+      const now = Date.now()
+      expect(await q.enqueue([event(1, { receivedAt: now }), event(3, { receivedAt: now })])).toEqual({
         accepted: 1,
         duplicates: 1
       })
+      // What an older relay's ingest writes for m-3, which a generation now holds: nothing, so it says duplicate.
+      const old =
+        'INSERT INTO relay_seen (message_key, seen_at) VALUES ($KEY, 0) ON CONFLICT DO NOTHING RETURNING message_key'
+      expect(await sql(url, old.replace('$KEY', "'web|m-3'"))).toEqual([])
+      expect(await sql(url, old.replace('$KEY', "'web|m-4'"))).toEqual([{ message_key: 'web|m-4' }])
+      // …and what it wrote, a new relay sees.
+      expect(await q.enqueue([event(4, { receivedAt: now })])).toEqual({ accepted: 0, duplicates: 1 })
     } finally {
+      await q.close()
+    }
+  })
+
+  it('one event from a relay whose clock jumped days ahead does not rotate the generations early', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `seen_clock_${process.pid}`)
+    const q = await PgQueue.open(url)
+    const DAY = 24 * 3_600_000
+    try {
+      const now = Date.now()
+      expect(await q.enqueue([event(1, { receivedAt: now })])).toEqual({ accepted: 1, duplicates: 0 })
+      await q.enqueue([event(2, { receivedAt: now + 2 * DAY })])
+      await q.enqueue([event(3, { receivedAt: now + 4 * DAY })])
+      await q.pruneDedup(now + 3 * DAY)
+      expect(await q.enqueue([event(1, { receivedAt: now + 1_000 })])).toEqual({ accepted: 0, duplicates: 1 })
+      const [range] = await sql(url, 'SELECT max(to_ms)::float8 AS t FROM relay_seen_slots')
+      expect(range!.t as number).toBeLessThanOrEqual(Date.now() + 60_000 + DAY)
+    } finally {
+      await q.close()
+    }
+  })
+
+  it('a reader holding a generation (pg_dump) never stalls ingest: the current generation is stretched instead', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `seen_reader_${process.pid}`)
+    const q = await PgQueue.open(url, { dedupWindowMs: W, ...FAKE_TIME })
+    const { default: pg } = await import('pg')
+    const reader = new pg.Client(url)
+    await reader.connect()
+    try {
+      await q.enqueue([event(1, { receivedAt: T0 })])
+      await q.enqueue([event(2, { receivedAt: T0 + W })]) // generation 1 opens; generation 0 (m-1) is the older
+      await reader.query('BEGIN')
+      await reader.query('SELECT count(*) FROM relay_seen_g0')
+      // Generation 0 is due to be emptied, but its reader holds it: the commit goes on, m-1 stays known.
+      expect(await q.enqueue([event(3, { receivedAt: T0 + 2 * W })])).toEqual({ accepted: 1, duplicates: 0 })
+      await q.pruneDedup(T0 + 2 * W)
+      expect(await q.enqueue([event(1, { receivedAt: T0 + 2 * W + 1 })])).toEqual({ accepted: 0, duplicates: 1 })
+      await reader.query('COMMIT')
+      await q.pruneDedup(T0 + 2 * W)
+      expect(await q.enqueue([event(1, { receivedAt: T0 + 2 * W + 2 })])).toEqual({ accepted: 1, duplicates: 0 })
+    } finally {
+      await reader.end()
       await q.close()
     }
   })

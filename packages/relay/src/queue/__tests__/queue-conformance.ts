@@ -198,6 +198,14 @@ export function describeQueue(name: string, factory: QueueFactory): void {
       expect((await q.lease('p1', 10, 60_000, T0 + 1_000)).map((j) => j.messageId)).toEqual(['m-1', 'm-3'])
     })
 
+    it("leases a user's events in arrival order even when one was stamped ahead of the leaser's clock", async () => {
+      const q = await fresh()
+      // m-1 came through a relay whose clock runs 50 ms ahead; m-2 through one on time, after it.
+      await q.enqueue([event(1, { userKey: 'alice', receivedAt: T0 + 50 })])
+      await q.enqueue([event(2, { userKey: 'alice', receivedAt: T0 + 10 })])
+      expect((await q.lease('p1', 10, 60_000, T0 + 20)).map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
+    })
+
     it.each(['complete', 'deadLetter', 'release', 'recoverLeases'] as const)(
       'gives a held backlog back once its blocker is settled by %s',
       async (how) => {
