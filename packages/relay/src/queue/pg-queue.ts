@@ -26,7 +26,7 @@ import {
   type UserState
 } from './queue'
 
-const SCHEMA_VERSION = 7
+const SCHEMA_VERSION = 8
 const MIGRATION_LOCK = 727_001
 /** Taken shared by every ingest commit and exclusively by a rotation of the dedup generations. */
 const SEEN_LOCK = 727_002
@@ -40,14 +40,16 @@ const DB_NOW = '(extract(epoch from clock_timestamp()) * 1000)::bigint'
 
 /**
  * Rows that may block their user's later events: in flight, or pending with a later attempt time than their arrival
- * (a retry, a release behind a pause, a replay). The partial index relay_events_busy holds exactly these.
+ * (a retry, a release behind a pause, a replay). Schema 7's partial index relay_events_busy held exactly these;
+ * schema 8 splits it in two (relay_events_inflight, relay_events_later), so that leasing a fresh event adds one
+ * index entry fewer.
  */
 const BUSY = "(state = 'leased' OR (state = 'pending' AND next_attempt_at > received_at))"
 
 /**
- * Whether user `u.user_key` of lane `$1` has an event in flight or waiting for a later attempt at `$2`: one seek per
- * state on relay_events_busy, finding only rows that block now. A fresh event (its attempt time is its arrival)
- * never blocks: it is a candidate itself, ready whatever the leasing relay's clock says (READY).
+ * Whether user `u.user_key` of lane `$1` has an event in flight or waiting for a later attempt at `$2`: one seek
+ * each on relay_events_inflight and relay_events_later, finding only rows that block now. A fresh event (its attempt
+ * time is its arrival) never blocks: it is a candidate itself, ready whatever the leasing relay's clock says (READY).
  */
 const USER_BLOCKED = `(EXISTS (SELECT 1 FROM relay_events b WHERE b.project_id = $1 AND b.user_key = u.user_key AND b.state = 'leased')
   OR EXISTS (SELECT 1 FROM relay_events b WHERE b.project_id = $1 AND b.user_key = u.user_key AND b.state = 'pending'
@@ -227,14 +229,29 @@ const MIGRATIONS: Record<number, string> = {
   // it); a later schema drops it.
   7: `
     CREATE INDEX IF NOT EXISTS relay_events_busy ON relay_events (project_id, user_key, state, next_attempt_at) WHERE ${BUSY};
+  `,
+  // Fewer index entries per event (docs/relay-queue.md, "Indexes"). A fresh event is in the primary key and in
+  // relay_events_waiting; leasing it moves it to relay_events_inflight (the lease's UPDATE writes one entry per index
+  // whose predicate the new row meets: two, where schema 7 wrote five); a completed event is a DELETE (none).
+  // relay_events_user and relay_events_ready (every event, every state) go; relay_events_leased's lease_until is no
+  // longer indexed, so renewing a lease is a HOT update. Relays of an older version still work on these indexes.
+  8: `
+    CREATE INDEX IF NOT EXISTS relay_events_waiting ON relay_events (project_id, state, id) WHERE state IN ('pending', 'held');
+    CREATE INDEX IF NOT EXISTS relay_events_inflight ON relay_events (project_id, user_key, id) WHERE state = 'leased';
+    CREATE INDEX IF NOT EXISTS relay_events_later ON relay_events (project_id, user_key, next_attempt_at)
+      WHERE state = 'pending' AND next_attempt_at > received_at;
+    DROP INDEX IF EXISTS relay_events_ready, relay_events_user, relay_events_leased, relay_events_busy;
   `
 }
 
-/** Events held behind the events `$1` (their users') become pending again: what blocked them is settled. */
-const UNHOLD_USERS_OF = `
+/**
+ * Events held behind the events `$1` that meet `guard` (their users') become pending again: what blocked them is
+ * settled.
+ */
+const UNHOLD_USERS_OF = (guard: string) => `
   unheld AS (
     UPDATE relay_events e SET state = 'pending'
-    FROM (SELECT DISTINCT project_id, user_key FROM relay_events WHERE id = ANY($1::bigint[])) u
+    FROM (SELECT DISTINCT project_id, user_key FROM relay_events WHERE id = ANY($1::bigint[]) AND ${guard}) u
     WHERE e.state = 'held' AND e.project_id = u.project_id AND e.user_key = u.user_key
   )`
 
@@ -625,11 +642,13 @@ export class PgQueue implements Queue {
 
   async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
     const rows = await this.tx(async (c) => {
-      // One relay at a time leases a project: a user's events can never be in flight on two relays.
+      // One relay at a time leases a project: a user's events can never be in flight on two relays. Every write to a
+      // lane's pending or leased rows holds this lock (or names the state it expects), so the rows read here need no
+      // row locks (each one a WAL record); the writes below still name the state they change.
       await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
       for (let round = 0; round < LEASE_ROUNDS; round++) {
         const { rows: found } = await c.query(
-          `SELECT id, user_key FROM relay_events WHERE project_id = $1 AND state = 'pending' AND ${READY} ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED`,
+          `SELECT id, user_key FROM relay_events WHERE project_id = $1 AND state = 'pending' AND ${READY} ORDER BY id LIMIT $3`,
           [projectId, now, limit]
         )
         if (found.length === 0) return []
@@ -651,7 +670,9 @@ export class PgQueue implements Queue {
           (user) => byUser.get(user) as UserState
         )
         if (plan.hold.length > 0)
-          await c.query("UPDATE relay_events SET state = 'held' WHERE id = ANY($1::bigint[])", [plan.hold])
+          await c.query("UPDATE relay_events SET state = 'held' WHERE id = ANY($1::bigint[]) AND state = 'pending'", [
+            plan.hold
+          ])
         if (plan.unhold.length > 0)
           await c.query(
             "UPDATE relay_events SET state = 'pending' WHERE project_id = $1 AND state = 'held' AND user_key = ANY($2::text[])",
@@ -660,7 +681,7 @@ export class PgQueue implements Queue {
         if (plan.lease.length > 0) {
           return (
             await c.query(
-              "UPDATE relay_events SET state = 'leased', lease_until = $2, lease_token = $3 WHERE id = ANY($1::bigint[]) RETURNING *",
+              "UPDATE relay_events SET state = 'leased', lease_until = $2, lease_token = $3 WHERE id = ANY($1::bigint[]) AND state = 'pending' RETURNING *",
               [plan.lease, now + leaseMs, newLeaseToken()]
             )
           ).rows as Row[]
@@ -672,37 +693,36 @@ export class PgQueue implements Queue {
   }
 
   /**
-   * Runs `write(client, ids)` for the ids of `refs` their holders may still write: bare ids at once; each lease's
-   * ids in a transaction holding its lane's lease lock (so a lease deciding to hold a user's events and a settle
-   * releasing them never interleave), only those still leased by that lease.
+   * Runs the statement `sql(guard)` for `refs`: `$1` is the ids, `params` follow, and `guard` is a condition on the
+   * rows the statement must add to its WHERE (and to any subquery choosing rows to act for). Bare ids are written at
+   * once (guard TRUE); each lease's ids in a transaction holding its lane's lease lock (so a lease deciding to hold a
+   * user's events and a settle releasing them never interleave), guarded by `state = 'leased'` and the lease's token:
+   * the one statement changes only rows that lease still holds, and returns their ids (RETURNING id).
    */
-  private async fenced(
-    refs: readonly JobRef[],
-    write: (client: pg.PoolClient | pg.Pool, ids: number[]) => Promise<unknown>
-  ): Promise<number[]> {
+  private async fenced(refs: readonly JobRef[], sql: (guard: string) => string, params: unknown[]): Promise<number[]> {
     const { bare, leases } = splitRefs(refs)
-    const done = [...bare]
-    if (bare.length > 0) await write(this.pool, bare)
-    for (const [token, { projectId, ids }] of leases) {
-      const held = await this.tx(async (c) => {
+    const done: number[] = []
+    if (bare.length > 0) {
+      const { rows } = await this.pool.query(sql('TRUE'), [bare, ...params])
+      done.push(...rows.map((r: Row) => Number(r.id)))
+    }
+    const token = `$${params.length + 2}`
+    for (const [lease, { projectId, ids }] of leases) {
+      const { rows } = await this.tx(async (c) => {
         await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
-        const { rows } = await c.query(
-          "SELECT id FROM relay_events WHERE id = ANY($1::bigint[]) AND state = 'leased' AND lease_token = $2 FOR UPDATE",
-          [ids, token]
-        )
-        const still = rows.map((r: Row) => Number(r.id))
-        if (still.length > 0) await write(c, still)
-        return still
+        return c.query(sql(`state = 'leased' AND lease_token = ${token}`), [ids, ...params, lease])
       })
-      done.push(...held)
+      done.push(...rows.map((r: Row) => Number(r.id)))
     }
     return done
   }
 
-  /** `sql` on the events `ids`, after their users' held events are made pending again (one statement). */
-  private settle(refs: readonly JobRef[], sql: string, params: unknown[]): Promise<unknown> {
-    return this.fenced(refs, (c, ids) =>
-      c.query(`WITH ${UNHOLD_USERS_OF} ${sql} WHERE id = ANY($1::bigint[])`, [ids, ...params])
+  /** `sql` on the events `ids` (guarded as fenced() says), after their users' held events are made pending again. */
+  private settle(refs: readonly JobRef[], sql: string, params: unknown[]): Promise<number[]> {
+    return this.fenced(
+      refs,
+      (guard) => `WITH ${UNHOLD_USERS_OF(guard)} ${sql} WHERE id = ANY($1::bigint[]) AND ${guard} RETURNING id`,
+      params
     )
   }
 
@@ -737,11 +757,11 @@ export class PgQueue implements Queue {
   }
 
   async retry(refs: readonly JobRef[], nextAttemptAt: number, error: string, now: number): Promise<void> {
-    await this.fenced(refs, (c, ids) =>
-      c.query(
-        "UPDATE relay_events SET state = 'pending', lease_until = NULL, lease_token = NULL, attempts = attempts + 1, next_attempt_at = $2, last_error = $3, first_attempt_at = COALESCE(first_attempt_at, $4) WHERE id = ANY($1::bigint[])",
-        [ids, nextAttemptAt, text(error, 500), now]
-      )
+    await this.fenced(
+      refs,
+      (guard) =>
+        `UPDATE relay_events SET state = 'pending', lease_until = NULL, lease_token = NULL, attempts = attempts + 1, next_attempt_at = $2, last_error = $3, first_attempt_at = COALESCE(first_attempt_at, $4) WHERE id = ANY($1::bigint[]) AND ${guard} RETURNING id`,
+      [nextAttemptAt, text(error, 500), now]
     )
   }
 
@@ -840,7 +860,8 @@ export class PgQueue implements Queue {
 
   /**
    * The figures from the counters (a few dozen rows, whatever the queue holds) and index seeks: the oldest event
-   * is the first by id of each lane's live states (ids follow arrival), the oldest dead letter the first entry of
+   * is the first by id of each lane's live states (ids follow arrival; pending and held from relay_events_waiting,
+   * leased from the lane's few in-flight rows in relay_events_inflight), the oldest dead letter the first entry of
    * relay_events_dead.
    */
   async stats(now: number): Promise<QueueStats> {
@@ -870,10 +891,11 @@ export class PgQueue implements Queue {
       }
     }
     const { rows: oldest } = await this.pool.query(
-      `SELECT (SELECT min(first.received_at) FROM unnest($1::text[]) AS lane(project_id)
-                 CROSS JOIN unnest(ARRAY['pending', 'held', 'leased']) AS live(state)
-                 CROSS JOIN LATERAL (SELECT received_at FROM relay_events e
-                                     WHERE e.project_id = lane.project_id AND e.state = live.state ORDER BY e.id LIMIT 1) first
+      `SELECT (SELECT min(least(
+                   (SELECT received_at FROM relay_events e WHERE e.project_id = lane.project_id AND e.state = 'pending' ORDER BY e.id LIMIT 1),
+                   (SELECT received_at FROM relay_events e WHERE e.project_id = lane.project_id AND e.state = 'held' ORDER BY e.id LIMIT 1),
+                   (SELECT received_at FROM relay_events e WHERE e.project_id = lane.project_id AND e.state = 'leased' ORDER BY e.id LIMIT 1)))
+                 FROM unnest($1::text[]) AS lane(project_id)
               ) AS oldest,
               (SELECT dead_at FROM relay_events WHERE state = 'dead' ORDER BY dead_at LIMIT 1) AS oldest_dead`,
       [Object.keys(lanes)]

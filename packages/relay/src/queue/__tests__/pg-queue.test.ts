@@ -9,6 +9,18 @@ const urls = new WeakMap<Queue, string>()
 const FAKE_TIME = { clockAheadToleranceMs: Number.POSITIVE_INFINITY }
 let n = 0
 
+/** One statement on a connection of its own (what an operator or an older relay would run). */
+async function sql(url: string, text: string): Promise<Array<Record<string, unknown>>> {
+  const { default: pg } = await import('pg')
+  const client = new pg.Client(url)
+  await client.connect()
+  try {
+    return (await client.query(text)).rows as Array<Record<string, unknown>>
+  } finally {
+    await client.end()
+  }
+}
+
 describeQueue('PostgreSQL', {
   open: async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `conformance_${process.pid}_${n++}`)
@@ -137,16 +149,6 @@ describe('PostgreSQL: the shared rate limit', () => {
 
 describe('PostgreSQL: dedup generations', () => {
   const W = 1_000 // a one-second window: generations rotate within the test
-  const sql = async (url: string, text: string) => {
-    const { default: pg } = await import('pg')
-    const client = new pg.Client(url)
-    await client.connect()
-    try {
-      return (await client.query(text)).rows as Array<Record<string, unknown>>
-    } finally {
-      await client.end()
-    }
-  }
 
   it('stores 16-byte keys, remembers a key for at least the window across rotations, and forgets by TRUNCATE', async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `seen_${process.pid}`)
@@ -216,7 +218,11 @@ describe('PostgreSQL: dedup generations', () => {
     await sql(
       url,
       `DROP TRIGGER relay_seen_known ON relay_seen; DROP FUNCTION relay_seen_known(); DROP TABLE relay_seen_g0, relay_seen_g1, relay_seen_slots;
-       DROP INDEX relay_events_busy; UPDATE relay_schema SET version = 5;
+       DROP INDEX relay_events_waiting, relay_events_inflight, relay_events_later;
+       CREATE INDEX relay_events_ready ON relay_events (project_id, state, id);
+       CREATE INDEX relay_events_user ON relay_events (project_id, user_key, state, next_attempt_at);
+       CREATE INDEX relay_events_leased ON relay_events (lease_until) WHERE state = 'leased';
+       UPDATE relay_schema SET version = 5;
        INSERT INTO relay_seen (message_key, seen_at) VALUES ('web|m-1', ${Date.now()})`
     )
     const q = await PgQueue.open(url)
@@ -276,6 +282,74 @@ describe('PostgreSQL: dedup generations', () => {
       expect(await q.enqueue([event(1, { receivedAt: T0 + 2 * W + 2 })])).toEqual({ accepted: 1, duplicates: 0 })
     } finally {
       await reader.end()
+      await q.close()
+    }
+  })
+})
+
+describe('PostgreSQL: indexes (schema 8)', () => {
+  const indexes = async (url: string) =>
+    (await sql(url, "SELECT indexname FROM pg_indexes WHERE tablename = 'relay_events' ORDER BY 1")).map((r) =>
+      String(r.indexname)
+    )
+
+  it('an upgrade from schema 7 keeps events in every state, fences the leases taken before it, and delivers in order', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `indexes_${process.pid}`)
+    const before = await PgQueue.open(url, FAKE_TIME)
+    // Two users, three events each, interleaved: u-a's first is leased (its others are held behind it by the
+    // lease), u-b's first fails and waits for a retry.
+    const events = [0, 1, 2, 3, 4, 5].map((i) => event(i, { userKey: i % 2 === 0 ? 'u-a' : 'u-b' }))
+    await before.enqueue(events)
+    const first = await before.lease('p1', 1, 60_000, T0 + 10)
+    const second = await before.lease('p1', 10, 60_000, T0 + 10)
+    await before.retry(second, T0 + 1_000, '503', T0 + 10)
+    await before.close()
+    // The same database as schema 7 had it.
+    await sql(
+      url,
+      `DROP INDEX relay_events_waiting, relay_events_inflight, relay_events_later;
+       CREATE INDEX relay_events_ready ON relay_events (project_id, state, id);
+       CREATE INDEX relay_events_user ON relay_events (project_id, user_key, state, next_attempt_at);
+       CREATE INDEX relay_events_leased ON relay_events (lease_until) WHERE state = 'leased';
+       CREATE INDEX relay_events_busy ON relay_events (project_id, user_key, state, next_attempt_at)
+         WHERE state = 'leased' OR (state = 'pending' AND next_attempt_at > received_at);
+       UPDATE relay_schema SET version = 7`
+    )
+    expect(await sql(url, 'SELECT state, count(*)::int AS n FROM relay_events GROUP BY 1 ORDER BY 1')).toEqual([
+      { state: 'held', n: 2 },
+      { state: 'leased', n: 1 },
+      { state: 'pending', n: 3 }
+    ])
+    const q = await PgQueue.open(url, FAKE_TIME)
+    try {
+      expect(await indexes(url)).toEqual([
+        'relay_events_dead',
+        'relay_events_held',
+        'relay_events_inflight',
+        'relay_events_later',
+        'relay_events_pkey',
+        'relay_events_waiting'
+      ])
+      // A stale token changes nothing; the lease's own token completes its event and gives u-a's others back.
+      await q.complete(first.map((j) => ({ ...j, lease: (j.lease as number) + 1 })))
+      expect((await q.stats(T0 + 20)).leased).toBe(1)
+      await q.complete(first)
+      const delivered: Array<{ id: number; user: string }> = []
+      for (let at = T0 + 20; delivered.length < events.length && at < T0 + 5_000; at += 100) {
+        const jobs = await q.lease('p1', 10, 60_000, at)
+        delivered.push(...jobs.map((j) => ({ id: j.id, user: j.userKey })))
+        await q.complete(jobs)
+      }
+      delivered.unshift(...first.map((j) => ({ id: j.id, user: j.userKey })))
+      for (const user of ['u-a', 'u-b']) {
+        const ids = delivered.filter((d) => d.user === user).map((d) => d.id)
+        expect(ids).toHaveLength(3)
+        expect(ids).toEqual([...ids].sort((a, b) => a - b))
+      }
+      expect(await q.stats(T0 + 5_000)).toMatchObject({ pending: 0, leased: 0, retrying: 0 })
+      const { bytes: _bytes, ...counted } = await q.stats(T0 + 5_000)
+      expect(counted).toEqual(await q.scanStats(T0 + 5_000))
+    } finally {
       await q.close()
     }
   })
