@@ -291,10 +291,14 @@ export const PG_TIMEOUT_MS = 5_000
  * rolled back and reused: after a timeout its connection may still be busy, and a dropped connection rolls
  * the transaction back on the server anyway.
  */
-async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+async function inTransaction<T>(
+  pool: pg.Pool,
+  work: (client: pg.PoolClient) => Promise<T>,
+  begin = 'BEGIN'
+): Promise<T> {
   const client = await pool.connect()
   try {
-    await client.query('BEGIN')
+    await client.query(begin)
     const result = await work(client)
     await client.query('COMMIT')
     client.release()
@@ -304,6 +308,23 @@ async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => 
     throw error
   }
 }
+
+/**
+ * Begins a transaction of the delivery path (leases, settles, recovery), whose statements all find their rows
+ * through an index: by id, or by lane and state in id order. Scans of the whole table or bitmaps of every pending
+ * row are ruled out for its statements, in the same round trip as BEGIN. Without it a table PostgreSQL has not
+ * analyzed yet (the first burst into a new queue, until autovacuum's first ANALYZE a minute or so later) gets
+ * those plans for a lease of 500 ids, and each lease reads the whole backlog (docs/relay-queue.md, "Indexes").
+ */
+export const BEGIN_INDEXED = 'BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off'
+
+/**
+ * A lease takes the events `$1` (chosen under the lane's lock) until `$2` with token `$3`: only rows no lease holds
+ * (lease_token IS NULL, which no index serves: `state = 'pending'` would let the planner walk relay_events_waiting
+ * instead of finding the ids by primary key).
+ */
+export const LEASE_TAKE =
+  "UPDATE relay_events SET state = 'leased', lease_until = $2, lease_token = $3 WHERE id = ANY($1::bigint[]) AND lease_token IS NULL RETURNING *"
 
 /** PostgreSQL text cannot hold NUL; 1Flow's responses, error texts and odd client ids may. */
 const text = (value: string, max = Number.POSITIVE_INFINITY) =>
@@ -438,8 +459,8 @@ export class PgQueue implements Queue {
     return queue
   }
 
-  private async tx<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    return inTransaction(this.pool, work)
+  private async tx<T>(work: (client: pg.PoolClient) => Promise<T>, begin?: string): Promise<T> {
+    return inTransaction(this.pool, work, begin)
   }
 
   /**
@@ -644,7 +665,7 @@ export class PgQueue implements Queue {
     const rows = await this.tx(async (c) => {
       // One relay at a time leases a project: a user's events can never be in flight on two relays. Every write to a
       // lane's pending or leased rows holds this lock (or names the state it expects), so the rows read here need no
-      // row locks (each one a WAL record); the writes below still name the state they change.
+      // row locks (each one a WAL record). The writes below still change only rows no lease holds (LEASE_TAKE).
       await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
       for (let round = 0; round < LEASE_ROUNDS; round++) {
         const { rows: found } = await c.query(
@@ -670,7 +691,7 @@ export class PgQueue implements Queue {
           (user) => byUser.get(user) as UserState
         )
         if (plan.hold.length > 0)
-          await c.query("UPDATE relay_events SET state = 'held' WHERE id = ANY($1::bigint[]) AND state = 'pending'", [
+          await c.query("UPDATE relay_events SET state = 'held' WHERE id = ANY($1::bigint[]) AND lease_token IS NULL", [
             plan.hold
           ])
         if (plan.unhold.length > 0)
@@ -679,16 +700,11 @@ export class PgQueue implements Queue {
             [projectId, plan.unhold]
           )
         if (plan.lease.length > 0) {
-          return (
-            await c.query(
-              "UPDATE relay_events SET state = 'leased', lease_until = $2, lease_token = $3 WHERE id = ANY($1::bigint[]) AND state = 'pending' RETURNING *",
-              [plan.lease, now + leaseMs, newLeaseToken()]
-            )
-          ).rows as Row[]
+          return (await c.query(LEASE_TAKE, [plan.lease, now + leaseMs, newLeaseToken()])).rows as Row[]
         }
       }
       return []
-    })
+    }, BEGIN_INDEXED)
     return rows.sort((a, b) => Number(a.id) - Number(b.id)).map(rowToJob)
   }
 
@@ -711,7 +727,7 @@ export class PgQueue implements Queue {
       const { rows } = await this.tx(async (c) => {
         await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
         return c.query(sql(`state = 'leased' AND lease_token = ${token}`), [ids, ...params, lease])
-      })
+      }, BEGIN_INDEXED)
       done.push(...rows.map((r: Row) => Number(r.id)))
     }
     return done
@@ -802,14 +818,14 @@ export class PgQueue implements Queue {
           [projectId, now]
         )
         return Number((rows[0] as Row).n)
-      })
+      }, BEGIN_INDEXED)
     }
     const lanes = new Set([...expiredLanes, ...heldLanes].map((r: Row) => String(r.project_id)))
     for (const projectId of lanes)
       await this.tx(async (c) => {
         await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
         await c.query(UNHOLD_STRANDED, [projectId, now])
-      })
+      }, BEGIN_INDEXED)
     return recovered
   }
 

@@ -1,7 +1,7 @@
 import { describe, expect, inject, it } from 'vitest'
 import { createDatabase } from '@oneflow-seg/testkit/postgres'
 import { systemClock } from '../../rate-limiter'
-import { PgQueue, seenHash } from '../pg-queue'
+import { BEGIN_INDEXED, LEASE_TAKE, PgQueue, seenHash } from '../pg-queue'
 import type { Queue } from '../queue'
 import { describeQueue, event, T0 } from './queue-conformance'
 
@@ -349,6 +349,45 @@ describe('PostgreSQL: indexes (schema 8)', () => {
       expect(await q.stats(T0 + 5_000)).toMatchObject({ pending: 0, leased: 0, retrying: 0 })
       const { bytes: _bytes, ...counted } = await q.stats(T0 + 5_000)
       expect(counted).toEqual(await q.scanStats(T0 + 5_000))
+    } finally {
+      await q.close()
+    }
+  })
+})
+
+describe('PostgreSQL: plans of the delivery path', () => {
+  it('a lease finds its events by primary key, also in a queue PostgreSQL has not analyzed yet (a first burst)', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `plans_${process.pid}`)
+    const q = await PgQueue.open(url, FAKE_TIME)
+    // Autovacuum must not analyze the table while the test looks at plans made without statistics.
+    await sql(url, 'ALTER TABLE relay_events SET (autovacuum_enabled = false)')
+    try {
+      for (let b = 0; b < 20; b++)
+        await q.enqueue(Array.from({ length: 1_000 }, (_, i) => event(b * 1_000 + i, { userKey: `u-${i % 300}` })))
+      const { default: pg } = await import('pg')
+      const c = new pg.Client(url)
+      await c.connect()
+      try {
+        const [stats] = (
+          await c.query("SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables WHERE relname = 'relay_events'")
+        ).rows
+        expect(stats).toEqual({ last_analyze: null, last_autoanalyze: null })
+        const ids = (await c.query('SELECT id FROM relay_events ORDER BY id LIMIT 500')).rows.map((r) => r.id)
+        const plan = async (begin: string) => {
+          await c.query(begin)
+          try {
+            const { rows } = await c.query(`EXPLAIN ${LEASE_TAKE}`, [ids, T0, 1])
+            return rows.map((r) => String(r['QUERY PLAN'])).join('\n')
+          } finally {
+            await c.query('ROLLBACK')
+          }
+        }
+        // What the planner picks on its own for a table without statistics: not the primary key.
+        expect(await plan('BEGIN')).not.toContain('relay_events_pkey')
+        expect(await plan(BEGIN_INDEXED)).toMatch(/^\s*->\s+Index Scan using relay_events_pkey/m)
+      } finally {
+        await c.end()
+      }
     } finally {
       await q.close()
     }
