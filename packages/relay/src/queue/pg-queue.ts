@@ -235,7 +235,10 @@ const MIGRATIONS: Record<number, string> = {
   // whose predicate the new row meets: two, where schema 7 wrote five); a completed event is a DELETE (none).
   // relay_events_user and relay_events_ready (every event, every state) go; relay_events_leased's lease_until is no
   // longer indexed, so renewing a lease is a HOT update. Relays of an older version still work on these indexes.
+  // The table is locked first, whole: building the indexes (SHARE) and then dropping the old ones (ACCESS EXCLUSIVE)
+  // would upgrade the lock while a lease that read the table waits to write it, a deadlock.
   8: `
+    LOCK TABLE relay_events IN ACCESS EXCLUSIVE MODE;
     CREATE INDEX IF NOT EXISTS relay_events_waiting ON relay_events (project_id, state, id) WHERE state IN ('pending', 'held');
     CREATE INDEX IF NOT EXISTS relay_events_inflight ON relay_events (project_id, user_key, id) WHERE state = 'leased';
     CREATE INDEX IF NOT EXISTS relay_events_later ON relay_events (project_id, user_key, next_attempt_at)
@@ -319,12 +322,30 @@ async function inTransaction<T>(
 export const BEGIN_INDEXED = 'BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off'
 
 /**
- * A lease takes the events `$1` (chosen under the lane's lock) until `$2` with token `$3`: only rows no lease holds
- * (lease_token IS NULL, which no index serves: `state = 'pending'` would let the planner walk relay_events_waiting
- * instead of finding the ids by primary key).
+ * "Still pending", for statements that name their rows by id: written so that no index serves it (`state =
+ * 'pending'` would let the planner walk relay_events_waiting instead of finding the ids by primary key). A row a
+ * write without the lane's lock (a tool's bare id) dead-lettered meanwhile is left alone.
  */
-export const LEASE_TAKE =
-  "UPDATE relay_events SET state = 'leased', lease_until = $2, lease_token = $3 WHERE id = ANY($1::bigint[]) AND lease_token IS NULL RETURNING *"
+const PENDING_BY_ID = "state NOT IN ('held', 'leased', 'dead')"
+
+/**
+ * The oldest arrival among the lanes `$1`' events not yet delivered, and the oldest dead letter's death: index seeks
+ * (see stats()).
+ */
+export const OLDEST = `
+  SELECT (SELECT min(least(
+            (SELECT received_at FROM relay_events e WHERE e.project_id = lane.project_id AND e.state = 'pending' ORDER BY e.id LIMIT 1),
+            (SELECT received_at FROM relay_events e WHERE e.project_id = lane.project_id AND e.state = 'held' ORDER BY e.id LIMIT 1),
+            (SELECT min(received_at) FROM relay_events e WHERE e.project_id = lane.project_id AND e.state = 'leased')))
+          FROM unnest($1::text[]) AS lane(project_id)
+         ) AS oldest,
+         (SELECT dead_at FROM relay_events WHERE state = 'dead' ORDER BY dead_at LIMIT 1) AS oldest_dead`
+
+/** A lease takes the events `$1` (chosen under the lane's lock) until `$2` with token `$3`: only rows still pending. */
+export const LEASE_TAKE = `UPDATE relay_events SET state = 'leased', lease_until = $2, lease_token = $3 WHERE id = ANY($1::bigint[]) AND ${PENDING_BY_ID} RETURNING *`
+
+/** A lease parks the events `$1` (chosen under the lane's lock) behind their users' events in flight: only pending rows. */
+export const LEASE_HOLD = `UPDATE relay_events SET state = 'held' WHERE id = ANY($1::bigint[]) AND ${PENDING_BY_ID}`
 
 /** PostgreSQL text cannot hold NUL; 1Flow's responses, error texts and odd client ids may. */
 const text = (value: string, max = Number.POSITIVE_INFINITY) =>
@@ -665,7 +686,7 @@ export class PgQueue implements Queue {
     const rows = await this.tx(async (c) => {
       // One relay at a time leases a project: a user's events can never be in flight on two relays. Every write to a
       // lane's pending or leased rows holds this lock (or names the state it expects), so the rows read here need no
-      // row locks (each one a WAL record). The writes below still change only rows no lease holds (LEASE_TAKE).
+      // row locks (each one a WAL record). The writes below still change only rows still pending (PENDING_BY_ID).
       await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
       for (let round = 0; round < LEASE_ROUNDS; round++) {
         const { rows: found } = await c.query(
@@ -690,10 +711,7 @@ export class PgQueue implements Queue {
           found.map((r: Row): Candidate => ({ id: Number(r.id), userKey: String(r.user_key) })),
           (user) => byUser.get(user) as UserState
         )
-        if (plan.hold.length > 0)
-          await c.query("UPDATE relay_events SET state = 'held' WHERE id = ANY($1::bigint[]) AND lease_token IS NULL", [
-            plan.hold
-          ])
+        if (plan.hold.length > 0) await c.query(LEASE_HOLD, [plan.hold])
         if (plan.unhold.length > 0)
           await c.query(
             "UPDATE relay_events SET state = 'pending' WHERE project_id = $1 AND state = 'held' AND user_key = ANY($2::text[])",
@@ -877,7 +895,8 @@ export class PgQueue implements Queue {
   /**
    * The figures from the counters (a few dozen rows, whatever the queue holds) and index seeks: the oldest event
    * is the first by id of each lane's live states (ids follow arrival; pending and held from relay_events_waiting,
-   * leased from the lane's few in-flight rows in relay_events_inflight), the oldest dead letter the first entry of
+   * leased the least arrival among the lane's few in-flight rows in relay_events_inflight: by id, the planner would
+   * walk the primary key through the whole table for a lane with nothing in flight), the oldest dead letter the first entry of
    * relay_events_dead.
    */
   async stats(now: number): Promise<QueueStats> {
@@ -906,16 +925,7 @@ export class PgQueue implements Queue {
         if (r.retrying) retrying += n
       }
     }
-    const { rows: oldest } = await this.pool.query(
-      `SELECT (SELECT min(least(
-                   (SELECT received_at FROM relay_events e WHERE e.project_id = lane.project_id AND e.state = 'pending' ORDER BY e.id LIMIT 1),
-                   (SELECT received_at FROM relay_events e WHERE e.project_id = lane.project_id AND e.state = 'held' ORDER BY e.id LIMIT 1),
-                   (SELECT received_at FROM relay_events e WHERE e.project_id = lane.project_id AND e.state = 'leased' ORDER BY e.id LIMIT 1)))
-                 FROM unnest($1::text[]) AS lane(project_id)
-              ) AS oldest,
-              (SELECT dead_at FROM relay_events WHERE state = 'dead' ORDER BY dead_at LIMIT 1) AS oldest_dead`,
-      [Object.keys(lanes)]
-    )
+    const { rows: oldest } = await this.pool.query(OLDEST, [Object.keys(lanes)])
     const o = oldest[0] as Row
     return {
       pending,
