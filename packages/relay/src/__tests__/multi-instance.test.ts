@@ -1,7 +1,8 @@
 /**
  * Three relay processes on one PostgreSQL database, load spread across them, one of them killed with
  * SIGKILL mid-run: every acknowledged event reaches 1Flow, duplicates come only from what the killed relay
- * had in flight, and the combined request rate seen at 1Flow stays within the one, shared limit.
+ * had in flight, and the combined request rate seen at 1Flow stays within the one, shared limit. And with a slow
+ * 1Flow (110 ms answers in single mode, 400 ms in batch mode) and no fault, every event arrives once, in order.
  */
 import { afterAll, beforeAll, expect, inject, it } from 'vitest'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit'
@@ -84,3 +85,66 @@ it('3 relays on one database: nothing acknowledged is lost when one is killed, a
   for (const r of relays) r.child.kill('SIGTERM')
   await Promise.all(relays.filter((r) => r !== relays[1]).map((r) => r.exited))
 }, 150_000)
+
+it.each([
+  ['single', 110],
+  ['batch', 400]
+] as const)(
+  '3 relays on one database, %s mode, 1Flow answering in %i ms: every event once, each user in order',
+  async (mode, latencyMs) => {
+    fake.reset()
+    fake.setLatency(latencyMs)
+    const db = await createDatabase(inject('pgAdminUrl'), `multi_slow_${mode}_${process.pid}`)
+    const ports = await Promise.all([freePort(), freePort(), freePort()])
+    const relays: RelayProcess[] = await Promise.all(
+      ports.map((port) =>
+        startRelayProcess(
+          writeConfig(
+            {
+              listen: { host: '127.0.0.1', port },
+              queue: db,
+              // Request timeouts of 3 s: a loaded machine can take over a second to answer in 110 ms, and a
+              // request given up on is sent again, a duplicate this test is not about.
+              oneflow: {
+                apiBaseUrl: fake.url,
+                mode,
+                maxRequestsPerSecond: 50,
+                concurrency: 2,
+                requestTimeoutMs: 3_000
+              },
+              sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: 'test-project-key' }]
+            },
+            tempDir()
+          ),
+          port
+        )
+      )
+    )
+    try {
+      // 24 requests of 10 events for 12 users, round-robin over the relays, each sent once the one before it was
+      // acknowledged: the order of a user's events is the order sent.
+      const count = 240
+      for (let r = 0; r < count / 10; r++) {
+        const batch = Array.from({ length: 10 }, (_, i) => {
+          const n = r * 10 + i
+          return { type: 'track', event: 'Slow', userId: `user-${n % 12}`, messageId: `s${n}`, properties: { n } }
+        })
+        expect((await post(relays[r % 3]!.url, '/v1/batch', { batch }, WRITE_KEY)).status).toBe(200)
+      }
+      const delivered = () => fake.accepted.map((m) => Number((m.body.properties as { n: number }).n))
+      await until(() => new Set(delivered()).size >= count, 'every event at 1Flow', 90_000)
+      // Long enough for a lease that had expired under its requests to be taken back and sent again.
+      await new Promise((r) => setTimeout(r, 6_000))
+      expect(delivered()).toHaveLength(count)
+      for (let u = 0; u < 12; u++) {
+        const mine = delivered().filter((n) => n % 12 === u)
+        expect(mine).toEqual([...mine].sort((a, b) => a - b))
+      }
+    } finally {
+      for (const r of relays) r.child.kill('SIGTERM')
+      await Promise.all(relays.map((r) => r.exited))
+      fake.setLatency(0)
+    }
+  },
+  150_000
+)
