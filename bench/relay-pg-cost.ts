@@ -3,7 +3,9 @@
  * EVENTS (100,000) events of 5,000 users are enqueued in requests of 100 (100 at once), then 4 workers lease 500
  * and complete them until none is left, as deliverers do. Reported per phase: the PostgreSQL backends' CPU (from
  * /proc) per 1,000 events and the WAL written per event. The delivery is measured twice, in fresh databases: once
- * right after the burst (the table not yet analyzed: a new queue's first minute) and once after `ANALYZE`.
+ * right after the burst (the table not yet analyzed: a new queue's first minute), once after `ANALYZE`, and once
+ * after `ANALYZE` while another session holds a snapshot open (an idle REPEATABLE READ transaction, as a long
+ * pg_dump or analytics query does): `delivery_events_per_s_snapshot_held`.
  * `RELAY_MODULE=/path/to/relay/dist/index.js pnpm bench relay-pg-cost` measures another build (before/after).
  */
 import { readdirSync, readFileSync } from 'node:fs'
@@ -31,7 +33,7 @@ function backendCpuMs(): number {
   return ticks * 10 // USER_HZ = 100
 }
 
-async function run(adminUrl: string, name: string, analyze: boolean) {
+async function run(adminUrl: string, name: string, analyze: boolean, holdSnapshot = false) {
   const url = await createDatabase(adminUrl, name)
   const queue = await relay.PgQueue.open(url)
   const admin = new pg.Client(url)
@@ -71,6 +73,8 @@ async function run(adminUrl: string, name: string, analyze: boolean) {
       )
     const ingest = { cpuMsPer1k: ((backendCpuMs() - cpu) / EVENTS) * 1000, walBytesPerEvent: await walPerEvent(from) }
     if (analyze) await admin.query('ANALYZE relay_events')
+    // The admin session's snapshot keeps every row version the delivery replaces or deletes from being removed.
+    if (holdSnapshot) await admin.query('BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM relay_schema')
     cpu = backendCpuMs()
     from = await lsn()
     const started = Date.now()
@@ -88,6 +92,7 @@ async function run(adminUrl: string, name: string, analyze: boolean) {
       walBytesPerEvent: await walPerEvent(from),
       eventsPerS: EVENTS / ((Date.now() - started) / 1000)
     }
+    if (holdSnapshot) await admin.query('ROLLBACK')
     if ((await queue.stats(Date.now())).pending !== 0) throw new Error('events left undelivered')
     return { ingest, delivery }
   } finally {
@@ -102,6 +107,8 @@ try {
   console.log(JSON.stringify({ table: 'not analyzed', ...fresh }))
   const analyzed = await run(postgres.url, 'cost_analyzed', true)
   console.log(JSON.stringify({ table: 'analyzed', ...analyzed }))
+  const snapshot = await run(postgres.url, 'cost_snapshot', true, true)
+  console.log(JSON.stringify({ table: 'analyzed, a snapshot held elsewhere', ...snapshot }))
   const round = (n: number) => Math.round(n)
   console.log(
     JSON.stringify({
@@ -114,7 +121,8 @@ try {
       delivery_pg_cpu_ms_per_1k_events_unanalyzed: round(fresh.delivery.cpuMsPer1k),
       delivery_wal_bytes_per_event: round(analyzed.delivery.walBytesPerEvent),
       delivery_events_per_s: round(analyzed.delivery.eventsPerS),
-      delivery_events_per_s_unanalyzed: round(fresh.delivery.eventsPerS)
+      delivery_events_per_s_unanalyzed: round(fresh.delivery.eventsPerS),
+      delivery_events_per_s_snapshot_held: round(snapshot.delivery.eventsPerS)
     })
   )
 } finally {
