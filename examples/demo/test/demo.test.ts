@@ -87,6 +87,13 @@ it('shows each 1Flow call as it happens, in the browser and through the relay, a
   const http = await page.textContent('#http')
   expect(http).toContain('/batch identify {"user_id":"user-1"')
   expect(http).toContain('/batch track {"event":"Signed Up","user_id":"user-1"')
+  // The page event's answer from the relay is logged when it comes, which on a loaded machine can be after the
+  // track's delivery above: wait for it rather than read the log once.
+  await page.waitForFunction(
+    () => (document.getElementById('log')?.textContent ?? '').includes('relay answered 200 to page'),
+    undefined,
+    { timeout: 15_000 }
+  )
   const log = await page.textContent('#log')
   expect(log).toContain('relay answered 200 to page')
   // Page is not sent (Track Page View is opt-in), and the page says so, and how to turn it on.
