@@ -109,6 +109,15 @@ it('shows each 1Flow call as it happens, in the browser and through the relay, a
   expect(await page.textContent('#segment')).toContain(
     'track "Survey Response Submitted" userId=user-1 survey=Onboarding NPS answers=[{"question":"How likely are you to recommend us to a friend?","answer":9,"type":"nps"}'
   )
+  // Logged when the page gets the relay's answer: waited for, like the page event's above.
+  await page.waitForFunction(
+    () =>
+      (document.getElementById('log')?.textContent ?? '').includes(
+        "relay answered 200 to 1Flow's survey-response webhook"
+      ),
+    undefined,
+    { timeout: 15_000 }
+  )
   expect(await page.textContent('#log')).toContain("relay answered 200 to 1Flow's survey-response webhook")
   await context.close()
 }, 60_000)
