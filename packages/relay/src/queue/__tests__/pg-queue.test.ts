@@ -9,6 +9,15 @@ const urls = new WeakMap<Queue, string>()
 const FAKE_TIME = { clockAheadToleranceMs: Number.POSITIVE_INFINITY }
 let n = 0
 
+/** relay_events' indexes as schema 7 had them (schema 5 and 6 lacked relay_events_busy), in place of schema 8's. */
+const EVENT_INDEXES_BEFORE_8 = `
+  DROP INDEX relay_events_waiting, relay_events_inflight, relay_events_later;
+  CREATE INDEX relay_events_ready ON relay_events (project_id, state, id);
+  CREATE INDEX relay_events_user ON relay_events (project_id, user_key, state, next_attempt_at);
+  CREATE INDEX relay_events_leased ON relay_events (lease_until) WHERE state = 'leased';
+  CREATE INDEX relay_events_busy ON relay_events (project_id, user_key, state, next_attempt_at)
+    WHERE state = 'leased' OR (state = 'pending' AND next_attempt_at > received_at);`
+
 /** One statement on a connection of its own (what an operator or an older relay would run). */
 async function sql(url: string, text: string): Promise<Array<Record<string, unknown>>> {
   const { default: pg } = await import('pg')
@@ -218,10 +227,7 @@ describe('PostgreSQL: dedup generations', () => {
     await sql(
       url,
       `DROP TRIGGER relay_seen_known ON relay_seen; DROP FUNCTION relay_seen_known(); DROP TABLE relay_seen_g0, relay_seen_g1, relay_seen_slots;
-       DROP INDEX relay_events_waiting, relay_events_inflight, relay_events_later;
-       CREATE INDEX relay_events_ready ON relay_events (project_id, state, id);
-       CREATE INDEX relay_events_user ON relay_events (project_id, user_key, state, next_attempt_at);
-       CREATE INDEX relay_events_leased ON relay_events (lease_until) WHERE state = 'leased';
+       ${EVENT_INDEXES_BEFORE_8} DROP INDEX relay_events_busy;
        UPDATE relay_schema SET version = 5;
        INSERT INTO relay_seen (message_key, seen_at) VALUES ('web|m-1', ${Date.now()})`
     )
@@ -305,16 +311,7 @@ describe('PostgreSQL: indexes (schema 8)', () => {
     await before.retry(second, T0 + 1_000, '503', T0 + 10)
     await before.close()
     // The same database as schema 7 had it.
-    await sql(
-      url,
-      `DROP INDEX relay_events_waiting, relay_events_inflight, relay_events_later;
-       CREATE INDEX relay_events_ready ON relay_events (project_id, state, id);
-       CREATE INDEX relay_events_user ON relay_events (project_id, user_key, state, next_attempt_at);
-       CREATE INDEX relay_events_leased ON relay_events (lease_until) WHERE state = 'leased';
-       CREATE INDEX relay_events_busy ON relay_events (project_id, user_key, state, next_attempt_at)
-         WHERE state = 'leased' OR (state = 'pending' AND next_attempt_at > received_at);
-       UPDATE relay_schema SET version = 7`
-    )
+    await sql(url, `${EVENT_INDEXES_BEFORE_8} UPDATE relay_schema SET version = 7`)
     expect(await sql(url, 'SELECT state, count(*)::int AS n FROM relay_events GROUP BY 1 ORDER BY 1')).toEqual([
       { state: 'held', n: 2 },
       { state: 'leased', n: 1 },
@@ -365,13 +362,7 @@ describe('PostgreSQL: migrating under load', () => {
       `INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at)
        SELECT 'm-' || g, 'web', 'p' || (g % 3), 'u-' || (g % 5000), repeat('x', 200), ${T0} + g, ${T0} + g
        FROM generate_series(1, 100000) g;
-       DROP INDEX relay_events_waiting, relay_events_inflight, relay_events_later;
-       CREATE INDEX relay_events_ready ON relay_events (project_id, state, id);
-       CREATE INDEX relay_events_user ON relay_events (project_id, user_key, state, next_attempt_at);
-       CREATE INDEX relay_events_leased ON relay_events (lease_until) WHERE state = 'leased';
-       CREATE INDEX relay_events_busy ON relay_events (project_id, user_key, state, next_attempt_at)
-         WHERE state = 'leased' OR (state = 'pending' AND next_attempt_at > received_at);
-       ANALYZE relay_events;
+       ${EVENT_INDEXES_BEFORE_8} ANALYZE relay_events;
        UPDATE relay_schema SET version = 7`
     )
     let stop = false
