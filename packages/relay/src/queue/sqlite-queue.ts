@@ -48,10 +48,14 @@ CREATE TABLE IF NOT EXISTS events (
   dead_response TEXT,
   dead_at INTEGER
 );
-CREATE INDEX IF NOT EXISTS events_ready ON events (project_id, state, id);
-CREATE INDEX IF NOT EXISTS events_user ON events (project_id, user_key, state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS events_dead ON events (dead_at) WHERE state = 'dead';
+DROP INDEX IF EXISTS events_ready;
+DROP INDEX IF EXISTS events_user;
+CREATE INDEX IF NOT EXISTS events_waiting ON events (project_id, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS events_inflight ON events (project_id, user_key) WHERE state = 'leased';
+CREATE INDEX IF NOT EXISTS events_later ON events (project_id, user_key, next_attempt_at) WHERE state = 'pending' AND next_attempt_at > received_at;
 CREATE INDEX IF NOT EXISTS events_held ON events (project_id, user_key) WHERE state = 'held';
+CREATE INDEX IF NOT EXISTS events_held_order ON events (project_id, id) WHERE state = 'held';
+CREATE INDEX IF NOT EXISTS events_dead ON events (dead_at) WHERE state = 'dead';
 CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_at ON seen (seen_at);
 CREATE TABLE IF NOT EXISTS inbox (
@@ -241,9 +245,6 @@ export class SqliteQueue implements Queue {
       }
     }
     const insertSeen = this.db.prepare('INSERT OR IGNORE INTO seen (message_id, seen_at) VALUES (?, ?)')
-    const insertEvent = this.db.prepare(
-      'INSERT INTO events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)'
-    )
     const insertDead = this.db.prepare(
       "INSERT INTO events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state, dead_reason, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'dead', ?, ?)"
     )
@@ -306,6 +307,11 @@ export class SqliteQueue implements Queue {
       'SELECT id, project_id, events, body FROM inbox WHERE project_id = ? ORDER BY id LIMIT ?'
     )
     const deleteInbox = this.db.prepare('DELETE FROM inbox WHERE id = ?')
+    // An inbox row's events are InboxEvent arrays: [messageId, sourceName, userKey, body, receivedAt].
+    const splitRow = this.db.prepare(
+      `INSERT INTO events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at)
+       SELECT value ->> 0, value ->> 1, ?, value ->> 2, value ->> 3, value ->> 4, value ->> 4 FROM json_each(?) ORDER BY key`
+    )
     this.splitRows = (laneId: string, maxEvents: number) => {
       let moved = 0
       while (moved < maxEvents) {
@@ -317,8 +323,8 @@ export class SqliteQueue implements Queue {
         }>
         if (rows.length === 0) break
         for (const row of rows) {
-          for (const [messageId, sourceName, userKey, body, receivedAt] of JSON.parse(row.body) as InboxEvent[])
-            insertEvent.run(messageId, sourceName, row.project_id, userKey, body, receivedAt, receivedAt)
+          // One statement per inbox row: its events in the order they were sent (json_each keeps array order).
+          splitRow.run(row.project_id, row.body)
           deleteInbox.run(row.id)
           moved += row.events
           if (moved >= maxEvents) break
@@ -399,20 +405,8 @@ export class SqliteQueue implements Queue {
 
   async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
     const take = () => {
-      // Ready events, oldest first, each with its user's state: two seeks per candidate on events_user, all in
-      // one statement (never a walk over a blocked user's held backlog, never a call per user from JavaScript).
-      // A fresh event (its attempt time is its arrival) is ready whatever the clock says now, and never blocks its
-      // user: order is by arrival, even after the clock stepped back (docs/relay-queue.md).
-      const candidates = this.statement(
-        `SELECT c.id, c.user_key AS userKey,
-          EXISTS (SELECT 1 FROM events b WHERE b.project_id = @project AND b.user_key = c.user_key AND b.state = 'leased')
-            OR EXISTS (SELECT 1 FROM events b WHERE b.project_id = @project AND b.user_key = c.user_key AND b.state = 'pending' AND b.next_attempt_at > @now AND b.next_attempt_at > b.received_at) AS blocked,
-          EXISTS (SELECT 1 FROM events b WHERE b.project_id = @project AND b.user_key = c.user_key AND b.state = 'held') AS held
-        FROM (SELECT id, user_key FROM events WHERE project_id = @project AND state = 'pending' AND (next_attempt_at <= @now OR next_attempt_at <= received_at) ORDER BY id LIMIT @limit) c`
-      )
-      const unhold = this.statement(
-        "UPDATE events SET state = 'pending' WHERE project_id = @project AND user_key = @user AND state = 'held'"
-      )
+      const candidates = this.statement(SqliteQueue.DELIVERY_STATEMENTS.candidates)
+      const unhold = this.statement(SqliteQueue.DELIVERY_STATEMENTS.unholdUser)
       for (let round = 0; round < LEASE_ROUNDS; round++) {
         const found = candidates.all({ project: projectId, now, limit }) as Array<
           Candidate & { blocked: number; held: number }
@@ -521,9 +515,7 @@ export class SqliteQueue implements Queue {
   /** Events held behind `ids` (their users') become pending again: what blocked them is settled. */
   private unholdUsersOf(ids: readonly number[]): void {
     if (ids.length === 0) return
-    this.statement(
-      "UPDATE events SET state = 'pending' WHERE state = 'held' AND (project_id, user_key) IN (SELECT project_id, user_key FROM events WHERE id IN (SELECT value FROM json_each(?)))"
-    ).run(JSON.stringify(ids))
+    this.statement(SqliteQueue.DELIVERY_STATEMENTS.unholdUsersOf).run(JSON.stringify(ids))
   }
 
   private readonly statements = new Map<string, Database.Statement>()
@@ -626,22 +618,15 @@ export class SqliteQueue implements Queue {
     // The relay calls this periodically: a good moment to re-read the inbox counts, whatever may have moved them.
     this.inboxEvents = this.countInbox()
     return this.bookkeeping(() => {
-      const expired = (
-        this.statement("SELECT id FROM events WHERE state = 'leased' AND lease_until <= ?").all(now) as Row[]
-      ).map((r) => Number(r.id))
+      const expired = (this.statement(SqliteQueue.DELIVERY_STATEMENTS.expiredLeases).all(now) as Row[]).map((r) =>
+        Number(r.id)
+      )
       this.unholdUsersOf(expired)
       this.recount(expired, () =>
         this.update(expired, "UPDATE events SET state = 'pending', lease_until = NULL, lease_token = NULL")
       )
       // Held events of a user with nothing in flight and no retry to wait for: ready again (never stranded).
-      // Each held user is looked at once (the partial index), with one seek per state: never a walk over a
-      // user's held backlog, whatever its length.
-      this.statement(
-        `UPDATE events SET state = 'pending' WHERE state = 'held' AND (project_id, user_key) IN (
-           SELECT h.project_id, h.user_key FROM (SELECT DISTINCT project_id, user_key FROM events WHERE state = 'held') h
-           WHERE NOT EXISTS (SELECT 1 FROM events b WHERE b.project_id = h.project_id AND b.user_key = h.user_key AND b.state = 'leased')
-             AND NOT EXISTS (SELECT 1 FROM events b WHERE b.project_id = h.project_id AND b.user_key = h.user_key AND b.state = 'pending' AND b.next_attempt_at > ? AND b.next_attempt_at > b.received_at))`
-      ).run(now)
+      this.statement(SqliteQueue.DELIVERY_STATEMENTS.unholdFreeUsers).run(now)
       return expired.length
     })
   }
@@ -694,18 +679,18 @@ export class SqliteQueue implements Queue {
     }
   }
 
-  /** When the oldest event of a lane still to be delivered arrived: one index seek per state, and one in the inbox. */
+  /**
+   * When the oldest event of a lane still to be delivered arrived: one seek in each state's partial index (the
+   * states are literals, or the partial indexes could not be used) and one in the inbox; events in flight are
+   * read whole (at most what the lane's leases hold).
+   */
   private oldestWaiting(lane: string): number | undefined {
     const times = [
-      ...(['pending', 'held', 'leased'] as const).map(
-        (state) =>
-          this.statement('SELECT received_at FROM events WHERE project_id = ? AND state = ? ORDER BY id LIMIT 1')
-            .pluck()
-            .get(lane, state) as number | undefined
-      ),
-      this.statement('SELECT received_at FROM inbox WHERE project_id = ? ORDER BY id LIMIT 1').pluck().get(lane) as
-        number | undefined
-    ].filter((t): t is number => t != null)
+      ...SqliteQueue.OLDEST_STATEMENTS,
+      'SELECT received_at FROM inbox WHERE project_id = ? ORDER BY id LIMIT 1'
+    ]
+      .map((sql) => this.statement(sql).pluck().get(lane) as number | undefined)
+      .filter((t): t is number => t != null)
     return times.length === 0 ? undefined : Math.min(...times)
   }
 
@@ -749,13 +734,55 @@ export class SqliteQueue implements Queue {
     }
   }
 
+  /**
+   * The statements of the delivery path that find events by state, for a test that proves each reads its partial
+   * index (docs/relay-queue.md, "Indexes"). Parameters are named or `?`; states are literals, or SQLite could not
+   * use the partial indexes.
+   */
+  static readonly DELIVERY_STATEMENTS = {
+    /**
+     * Ready events, oldest first, each with its user's state: a seek per candidate in events_inflight, events_later
+     * and events_held, all in one statement (never a walk over a blocked user's held backlog, never a call per user
+     * from JavaScript). A fresh event (its attempt time is its arrival) is ready whatever the clock says now, and
+     * never blocks its user: order is by arrival, even after the clock stepped back (docs/relay-queue.md).
+     */
+    candidates: `SELECT c.id, c.user_key AS userKey,
+        EXISTS (SELECT 1 FROM events b WHERE b.project_id = @project AND b.user_key = c.user_key AND b.state = 'leased')
+          OR EXISTS (SELECT 1 FROM events b WHERE b.project_id = @project AND b.user_key = c.user_key AND b.state = 'pending' AND b.next_attempt_at > b.received_at AND b.next_attempt_at > @now) AS blocked,
+        EXISTS (SELECT 1 FROM events b WHERE b.project_id = @project AND b.user_key = c.user_key AND b.state = 'held') AS held
+      FROM (SELECT id, user_key FROM events WHERE project_id = @project AND state = 'pending' AND (next_attempt_at <= @now OR next_attempt_at <= received_at) ORDER BY id LIMIT @limit) c`,
+    /** A user's held events, ready again (their user is no longer blocked). */
+    unholdUser:
+      "UPDATE events SET state = 'pending' WHERE project_id = @project AND user_key = @user AND state = 'held'",
+    /** The held events of the users of some events (settled or taken back), ready again. */
+    unholdUsersOf:
+      "UPDATE events SET state = 'pending' WHERE state = 'held' AND (project_id, user_key) IN (SELECT project_id, user_key FROM events WHERE id IN (SELECT value FROM json_each(?)))",
+    /** Leases past their time (a read of the events in flight, never of the backlog). */
+    expiredLeases: "SELECT id FROM events WHERE state = 'leased' AND lease_until <= ?",
+    /**
+     * Held events of a user with nothing in flight and no retry to wait for: ready again (never stranded). Each
+     * held user is looked at once (the partial index), with one seek per state.
+     */
+    unholdFreeUsers: `UPDATE events SET state = 'pending' WHERE state = 'held' AND (project_id, user_key) IN (
+        SELECT h.project_id, h.user_key FROM (SELECT DISTINCT project_id, user_key FROM events WHERE state = 'held') h
+        WHERE NOT EXISTS (SELECT 1 FROM events b WHERE b.project_id = h.project_id AND b.user_key = h.user_key AND b.state = 'leased')
+          AND NOT EXISTS (SELECT 1 FROM events b WHERE b.project_id = h.project_id AND b.user_key = h.user_key AND b.state = 'pending' AND b.next_attempt_at > b.received_at AND b.next_attempt_at > ?))`
+  } as const
+
+  /** The oldest arrival in each state a lane's events wait in (see oldestWaiting). */
+  private static readonly OLDEST_STATEMENTS = [
+    "SELECT received_at FROM events WHERE project_id = ? AND state = 'pending' ORDER BY id LIMIT 1",
+    "SELECT received_at FROM events WHERE project_id = ? AND state = 'held' ORDER BY id LIMIT 1",
+    "SELECT min(received_at) FROM events WHERE project_id = ? AND state = 'leased'"
+  ]
+
   /** The statements stats() runs, for a test that proves each is an index seek, never a scan. */
   static readonly STATS_STATEMENTS = [
     'SELECT lane, name, value FROM counters',
     "SELECT dead_at FROM events WHERE state = 'dead' ORDER BY dead_at LIMIT 1",
-    "SELECT received_at FROM events WHERE project_id = 'p' AND state = 'pending' ORDER BY id LIMIT 1",
+    ...SqliteQueue.OLDEST_STATEMENTS.map((sql) => sql.replace('?', "'p'")),
     "SELECT received_at FROM inbox WHERE project_id = 'p' ORDER BY id LIMIT 1"
-  ] as const
+  ]
 
   /** EXPLAIN QUERY PLAN for a statement of this queue's (for tests). */
   queryPlan(sql: string): string {
