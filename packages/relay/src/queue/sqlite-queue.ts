@@ -6,7 +6,6 @@ import {
   GroupCommit,
   LEASE_ROUNDS,
   rowToDeadLetter,
-  rowToJob,
   sortCandidates,
   type Candidate,
   type DeadLetter,
@@ -134,6 +133,19 @@ type InboxEvent = [string, string, string, string, number]
 const DEAD_BYTES = 'length(CAST(body AS BLOB)) + coalesce(length(CAST(dead_response AS BLOB)), 0)'
 
 /** What one events row counts for in the counters. */
+/** A leased event's columns, in the order SqliteQueue.LEASED_ROWS selects them. */
+type LeasedRow = [
+  id: number,
+  messageId: string,
+  sourceName: string,
+  projectId: string,
+  userKey: string,
+  body: string,
+  receivedAt: number,
+  attempts: number,
+  firstAttemptAt: number | null
+]
+
 interface CountedRow {
   readonly project_id?: unknown
   readonly state: unknown
@@ -391,6 +403,14 @@ export class SqliteQueue implements Queue {
   }
 
   /** Runs `change` on the rows `ids` and moves their counts from what they were to what they are after it. */
+  /** Deletes events and takes them off the counters (recount without reading again rows that are gone). */
+  private remove(ids: readonly number[]): void {
+    const tally = new Tally()
+    for (const r of this.countedRows(ids)) tally.count(r, -1, -Number(r.bytes))
+    this.update(ids, 'DELETE FROM events')
+    this.writeTally(tally)
+  }
+
   private recount(ids: readonly number[], change: () => void): void {
     const tally = new Tally()
     for (const r of this.countedRows(ids)) tally.count(r, -1, -Number(r.bytes))
@@ -417,17 +437,39 @@ export class SqliteQueue implements Queue {
         this.update(plan.hold, "UPDATE events SET state = 'held'")
         for (const user of plan.unhold) unhold.run({ project: projectId, user })
         if (plan.lease.length > 0) {
-          const leased = this.statement(
-            "UPDATE events SET state = 'leased', lease_until = ?, lease_token = ? WHERE id IN (SELECT value FROM json_each(?)) RETURNING *"
-          ).all(now + leaseMs, newLeaseToken(), JSON.stringify(plan.lease)) as Row[]
-          // Ready (pending) before, leased now: the lease's own counts, without reading the rows again.
+          // The rows are read back as arrays, not with RETURNING *: objects of every column cost the lease more
+          // than the UPDATE itself (docs/relay-queue.md, "Indexes").
+          const token = newLeaseToken()
+          const ids = JSON.stringify(plan.lease)
+          this.update(
+            plan.lease,
+            "UPDATE events SET state = 'leased', lease_until = ?, lease_token = ?",
+            now + leaseMs,
+            token
+          )
+          const leased = this.statementAs('raw', SqliteQueue.LEASED_ROWS).all(ids, token) as LeasedRow[]
+          // Ready (pending) before, leased now: the lease's own counts.
           const tally = new Tally()
-          for (const r of leased) {
-            tally.add(String(r.project_id), 'leased', 1)
-            if (Number(r.attempts) > 0) tally.add(String(r.project_id), 'retrying', -1)
-          }
+          const jobs = leased.map(
+            ([id, messageId, sourceName, lane, userKey, body, receivedAt, attempts, firstAttemptAt]) => {
+              tally.add(lane, 'leased', 1)
+              if (attempts > 0) tally.add(lane, 'retrying', -1)
+              return {
+                id,
+                messageId,
+                sourceName,
+                projectId: lane,
+                userKey,
+                body,
+                receivedAt,
+                attempts,
+                firstAttemptAt,
+                lease: token
+              }
+            }
+          )
           this.writeTally(tally)
-          return leased.sort((a, b) => Number(a.id) - Number(b.id))
+          return jobs.sort((a, b) => a.id - b.id)
         }
       }
       return []
@@ -449,7 +491,7 @@ export class SqliteQueue implements Queue {
         }
       }
       const rows = this.bookkeeping(take)
-      if (rows.length > 0 || diskFull || inbox() <= 0) return rows.map(rowToJob)
+      if (rows.length > 0 || diskFull || inbox() <= 0) return rows
     }
     return []
   }
@@ -519,6 +561,21 @@ export class SqliteQueue implements Queue {
   }
 
   private readonly statements = new Map<string, Database.Statement>()
+  private readonly shapedStatements = new Map<string, Database.Statement>()
+
+  /**
+   * Like statement(), but its rows are arrays of the columns in order (`raw`) or the first column alone (`pluck`):
+   * cheaper than an object per row, for the delivery path's many rows.
+   */
+  private statementAs(shape: 'raw' | 'pluck', sql: string): Database.Statement {
+    const key = `${shape}\u0000${sql}`
+    let stmt = this.shapedStatements.get(key)
+    if (!stmt) {
+      stmt = shape === 'raw' ? this.db.prepare(sql).raw(true) : this.db.prepare(sql).pluck(true)
+      this.shapedStatements.set(key, stmt)
+    }
+    return stmt
+  }
 
   /** A prepared statement, compiled once (id lists travel as one JSON parameter, read with json_each). */
   private statement(sql: string): Database.Statement {
@@ -543,10 +600,12 @@ export class SqliteQueue implements Queue {
     const { bare, leases } = splitRefs(refs)
     const ids = [...bare]
     for (const [token, { ids: leased }] of leases)
-      for (const r of this.statement(
-        "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?)) AND state = 'leased' AND lease_token = ?"
-      ).all(JSON.stringify(leased), token) as Row[])
-        ids.push(Number(r.id))
+      ids.push(
+        ...(this.statementAs(
+          'pluck',
+          "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?)) AND state = 'leased' AND lease_token = ?"
+        ).all(JSON.stringify(leased), token) as number[])
+      )
     return ids
   }
 
@@ -562,7 +621,7 @@ export class SqliteQueue implements Queue {
     this.bookkeeping(() => {
       const ids = this.held(refs)
       this.unholdUsersOf(ids)
-      this.recount(ids, () => this.update(ids, 'DELETE FROM events'))
+      this.remove(ids)
     })
   }
 
@@ -769,6 +828,10 @@ export class SqliteQueue implements Queue {
           AND NOT EXISTS (SELECT 1 FROM events b WHERE b.project_id = h.project_id AND b.user_key = h.user_key AND b.state = 'pending' AND b.next_attempt_at > b.received_at AND b.next_attempt_at > ?))`
   } as const
 
+  /** A lease's rows, as LeasedRow arrays (ids as a JSON list, then the lease's token). */
+  private static readonly LEASED_ROWS =
+    "SELECT id, message_id, source_name, project_id, user_key, body, received_at, attempts, first_attempt_at FROM events WHERE id IN (SELECT value FROM json_each(?)) AND state = 'leased' AND lease_token = ?"
+
   /** The oldest arrival in each state a lane's events wait in (see oldestWaiting). */
   private static readonly OLDEST_STATEMENTS = [
     "SELECT received_at FROM events WHERE project_id = ? AND state = 'pending' ORDER BY id LIMIT 1",
@@ -920,7 +983,7 @@ export class SqliteQueue implements Queue {
         tally.add(lane, 'undelivered', list.length)
         inboxed.set(lane, list.length)
       }
-      this.recount(ids, () => this.update(ids, 'DELETE FROM events'))
+      this.remove(ids)
       this.writeTally(tally)
       return ids.length
     })()
@@ -931,7 +994,7 @@ export class SqliteQueue implements Queue {
   async purgeDead(selection: Selection): Promise<number> {
     return this.guarded(() => {
       const ids = this.deadIds(selection)
-      this.recount(ids, () => this.update(ids, 'DELETE FROM events'))
+      this.remove(ids)
       return ids.length
     })()
   }
