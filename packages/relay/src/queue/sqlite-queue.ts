@@ -599,14 +599,16 @@ export class SqliteQueue implements Queue {
   private held(refs: readonly JobRef[]): number[] {
     const { bare, leases } = splitRefs(refs)
     const ids = [...bare]
-    for (const [token, { ids: leased }] of leases)
-      ids.push(
-        ...(this.statementAs(
-          'pluck',
-          "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?)) AND state = 'leased' AND lease_token = ?"
-        ).all(JSON.stringify(leased), token) as number[])
-      )
+    for (const [token, { ids: leased }] of leases) ids.push(...this.stillLeased(leased, token))
     return ids
+  }
+
+  /** Those of `ids` the lease `token` still holds. */
+  private stillLeased(ids: readonly number[], token: number): number[] {
+    return this.statementAs(
+      'pluck',
+      "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?)) AND state = 'leased' AND lease_token = ?"
+    ).all(JSON.stringify(ids), token) as number[]
   }
 
   async renew(refs: readonly JobRef[], leaseUntil: number): Promise<number[]> {
@@ -619,9 +621,22 @@ export class SqliteQueue implements Queue {
 
   async complete(refs: readonly JobRef[]): Promise<void> {
     this.bookkeeping(() => {
-      const ids = this.held(refs)
+      const { bare, leases } = splitRefs(refs)
+      // A lease's rows are leased by definition (held() checks it): what they count for is known without reading
+      // them; bare ids are read.
+      const tally = new Tally()
+      for (const r of this.countedRows(bare)) tally.count(r, -1, -Number(r.bytes))
+      const ids = [...bare]
+      const named = new Set(bare)
+      for (const [token, { projectId, ids: leased }] of leases) {
+        const still = this.stillLeased(leased, token).filter((id) => !named.has(id))
+        tally.add(projectId, 'undelivered', -still.length)
+        tally.add(projectId, 'leased', -still.length)
+        ids.push(...still)
+      }
       this.unholdUsersOf(ids)
-      this.remove(ids)
+      this.update(ids, 'DELETE FROM events')
+      this.writeTally(tally)
     })
   }
 
