@@ -342,6 +342,21 @@ export const OLDEST = `
          (SELECT dead_at FROM relay_events WHERE state = 'dead' ORDER BY dead_at LIMIT 1) AS oldest_dead`
 
 /** A lease takes the events `$1` (chosen under the lane's lock) until `$2` with token `$3`: only rows still pending. */
+/**
+ * A lease's candidates in lane `$1` at `$2`: up to `$3` ready events, oldest first, each with its user's state —
+ * one seek per user on each small partial index (relay_events_inflight, relay_events_later, relay_events_held),
+ * never a walk over a user's backlog. One statement, so the lane's lock is held one round trip less.
+ */
+export const LEASE_CANDIDATES = `
+  WITH c AS MATERIALIZED (
+    SELECT id, user_key FROM relay_events WHERE project_id = $1 AND state = 'pending' AND ${READY} ORDER BY id LIMIT $3
+  ), s AS (
+    SELECT u.user_key, ${USER_BLOCKED} AS blocked,
+      EXISTS (SELECT 1 FROM relay_events b WHERE b.project_id = $1 AND b.user_key = u.user_key AND b.state = 'held') AS held
+    FROM (SELECT DISTINCT user_key FROM c) u
+  )
+  SELECT c.id, c.user_key, s.blocked, s.held FROM c JOIN s USING (user_key) ORDER BY c.id`
+
 export const LEASE_TAKE = `UPDATE relay_events SET state = 'leased', lease_until = $2, lease_token = $3 WHERE id = ANY($1::bigint[]) AND ${PENDING_BY_ID} RETURNING *`
 
 /** A lease parks the events `$1` (chosen under the lane's lock) behind their users' events in flight: only pending rows. */
@@ -401,6 +416,29 @@ function lockKey(name: string): number {
   for (let i = 0; i < name.length; i++) h = (Math.imul(31, h) + name.charCodeAt(i)) | 0
   return h
 }
+
+/**
+ * BEGIN_INDEXED and the lane's lease lock in one round trip: a delivery transaction that holds its lane from its
+ * first answer (the key is a 32-bit integer, written as a literal).
+ */
+const beginHoldingLane = (projectId: string) =>
+  `${BEGIN_INDEXED}; SELECT pg_advisory_xact_lock(${lockKey(`lease:${projectId}`)})`
+
+/** `value` as a SQL literal: only whole numbers and arrays of them (never text), for statements sent as text. */
+function numericLiteral(value: unknown): string {
+  if (typeof value === 'number' && Number.isSafeInteger(value)) return String(value)
+  if (Array.isArray(value) && value.every((v) => typeof v === 'number' && Number.isSafeInteger(v)))
+    return `'{${value.join(',')}}'`
+  throw new TypeError('only whole numbers and arrays of them are written as literals')
+}
+
+/** Whether every parameter can be written as a literal (numericLiteral). */
+const allNumeric = (params: readonly unknown[]) =>
+  params.every(
+    (v) =>
+      (typeof v === 'number' && Number.isSafeInteger(v)) ||
+      (Array.isArray(v) && v.every((x) => typeof x === 'number' && Number.isSafeInteger(x)))
+  )
 
 /**
  * The scale-out queue: several relays on one PostgreSQL database. Same semantics as SQLite — committed
@@ -685,27 +723,14 @@ export class PgQueue implements Queue {
   async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
     const rows = await this.tx(async (c) => {
       // One relay at a time leases a project: a user's events can never be in flight on two relays. Every write to a
-      // lane's pending or leased rows holds this lock (or names the state it expects), so the rows read here need no
-      // row locks (each one a WAL record). The writes below still change only rows still pending (PENDING_BY_ID).
-      await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
+      // lane's pending or leased rows holds this lock (taken with BEGIN, see beginHoldingLane) or names the state it
+      // expects, so the rows read here need no row locks (each one a WAL record). The writes below still change only
+      // rows still pending (PENDING_BY_ID).
       for (let round = 0; round < LEASE_ROUNDS; round++) {
-        const { rows: found } = await c.query(
-          `SELECT id, user_key FROM relay_events WHERE project_id = $1 AND state = 'pending' AND ${READY} ORDER BY id LIMIT $3`,
-          [projectId, now, limit]
-        )
+        const { rows: found } = await c.query(LEASE_CANDIDATES, [projectId, now, limit])
         if (found.length === 0) return []
-        const users = [...new Set(found.map((r: Row) => String(r.user_key)))]
-        // One seek per user on each small partial index (relay_events_busy, relay_events_held), never a walk over
-        // the user's backlog.
-        const { rows: states } = await c.query(
-          `SELECT u.user_key,
-             ${USER_BLOCKED} AS blocked,
-             EXISTS (SELECT 1 FROM relay_events b WHERE b.project_id = $1 AND b.user_key = u.user_key AND b.state = 'held') AS held
-           FROM unnest($3::text[]) AS u(user_key)`,
-          [projectId, now, users]
-        )
         const byUser = new Map<string, UserState>(
-          states.map((r: Row) => [String(r.user_key), { blocked: Boolean(r.blocked), held: Boolean(r.held) }])
+          found.map((r: Row) => [String(r.user_key), { blocked: Boolean(r.blocked), held: Boolean(r.held) }])
         )
         const plan = sortCandidates(
           found.map((r: Row): Candidate => ({ id: Number(r.id), userKey: String(r.user_key) })),
@@ -722,7 +747,7 @@ export class PgQueue implements Queue {
         }
       }
       return []
-    }, BEGIN_INDEXED)
+    }, beginHoldingLane(projectId))
     return rows.sort((a, b) => Number(a.id) - Number(b.id)).map(rowToJob)
   }
 
@@ -741,14 +766,39 @@ export class PgQueue implements Queue {
       done.push(...rows.map((r: Row) => Number(r.id)))
     }
     const token = `$${params.length + 2}`
+    const statement = sql(`state = 'leased' AND lease_token = ${token}`)
     for (const [lease, { projectId, ids }] of leases) {
-      const { rows } = await this.tx(async (c) => {
-        await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
-        return c.query(sql(`state = 'leased' AND lease_token = ${token}`), [ids, ...params, lease])
-      }, BEGIN_INDEXED)
+      const values = [ids, ...params, lease]
+      if (allNumeric(values)) {
+        done.push(...(await this.settleInOneTrip(projectId, statement, values)))
+        continue
+      }
+      const { rows } = await this.tx((c) => c.query(statement, values), beginHoldingLane(projectId))
       done.push(...rows.map((r: Row) => Number(r.id)))
     }
     return done
+  }
+
+  /**
+   * A settle whose parameters are all numbers (complete, release), sent with its transaction and the lane's lock
+   * as one text: the lock is held while PostgreSQL runs the statement, not across the round trips to the relay
+   * and back (settles and leases of a lane queue on that lock). Each statement of the text reads its own
+   * snapshot, taken after the lock is granted. On any error the connection is dropped (its transaction with it).
+   */
+  private async settleInOneTrip(projectId: string, statement: string, values: unknown[]): Promise<number[]> {
+    const text = statement.replace(/\$(\d+)/g, (_, n: string) => numericLiteral(values[Number(n) - 1]))
+    const client = await this.pool.connect()
+    try {
+      const results = (await client.query(
+        `${beginHoldingLane(projectId)}; ${text}; COMMIT`
+      )) as unknown as pg.QueryResult[]
+      client.release()
+      // BEGIN, two SETs, the lock, the settle, COMMIT: the settle's rows are the second last result's.
+      return ((results.at(-2) as pg.QueryResult).rows as Row[]).map((r) => Number(r.id))
+    } catch (error) {
+      client.release(error instanceof Error ? error : new Error(String(error)))
+      throw error
+    }
   }
 
   /** `sql` on the events `ids` (guarded as fenced() says), after their users' held events are made pending again. */
@@ -827,7 +877,6 @@ export class PgQueue implements Queue {
     let recovered = 0
     for (const { project_id: projectId } of expiredLanes as Array<{ project_id: string }>) {
       recovered += await this.tx(async (c) => {
-        await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
         const { rows } = await c.query(
           `WITH expired AS (
              UPDATE relay_events SET state = 'pending', lease_until = NULL, lease_token = NULL
@@ -836,14 +885,13 @@ export class PgQueue implements Queue {
           [projectId, now]
         )
         return Number((rows[0] as Row).n)
-      }, BEGIN_INDEXED)
+      }, beginHoldingLane(projectId))
     }
     const lanes = new Set([...expiredLanes, ...heldLanes].map((r: Row) => String(r.project_id)))
     for (const projectId of lanes)
       await this.tx(async (c) => {
-        await c.query('SELECT pg_advisory_xact_lock($1)', [lockKey(`lease:${projectId}`)])
         await c.query(UNHOLD_STRANDED, [projectId, now])
-      }, BEGIN_INDEXED)
+      }, beginHoldingLane(projectId))
     return recovered
   }
 

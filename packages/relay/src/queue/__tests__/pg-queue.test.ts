@@ -1,7 +1,7 @@
 import { describe, expect, inject, it } from 'vitest'
 import { createDatabase } from '@oneflow-seg/testkit/postgres'
 import { systemClock } from '../../rate-limiter'
-import { BEGIN_INDEXED, LEASE_HOLD, LEASE_TAKE, OLDEST, PgQueue, seenHash } from '../pg-queue'
+import { BEGIN_INDEXED, LEASE_CANDIDATES, LEASE_HOLD, LEASE_TAKE, OLDEST, PgQueue, seenHash } from '../pg-queue'
 import type { Queue } from '../queue'
 import { describeQueue, event, T0 } from './queue-conformance'
 
@@ -429,6 +429,23 @@ describe('PostgreSQL: plans of the delivery path', () => {
         // What the planner picks on its own for a table without statistics: not the primary key.
         expect(await plan('BEGIN')).not.toContain('relay_events_pkey')
         expect(await plan(BEGIN_INDEXED)).toMatch(/^\s*->\s+Index Scan using relay_events_pkey/m)
+        // The candidates and their users' states: the waiting index in id order, one seek per user in each state's
+        // partial index, never a scan of the table.
+        await c.query(BEGIN_INDEXED)
+        try {
+          const { rows } = await c.query(`EXPLAIN ${LEASE_CANDIDATES}`, ['p1', T0 + 100_000, 500])
+          const candidates = rows.map((r) => String(r['QUERY PLAN'])).join('\n')
+          for (const index of [
+            'relay_events_waiting',
+            'relay_events_inflight',
+            'relay_events_later',
+            'relay_events_held'
+          ])
+            expect(candidates).toContain(index)
+          expect(candidates).not.toMatch(/Seq Scan|Bitmap Heap Scan on relay_events /)
+        } finally {
+          await c.query('ROLLBACK')
+        }
       } finally {
         await c.end()
       }
