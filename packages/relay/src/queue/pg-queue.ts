@@ -432,10 +432,6 @@ function numericLiteral(value: unknown): string {
   throw new TypeError('only whole numbers and arrays of them are written as literals')
 }
 
-/** `statement` with its `$n` parameters written as literals (numericLiteral: numbers only). */
-const withLiterals = (statement: string, values: readonly unknown[]) =>
-  statement.replace(/\$(\d+)/g, (_, n: string) => numericLiteral(values[Number(n) - 1]))
-
 /** Whether every parameter can be written as a literal (numericLiteral). */
 const allNumeric = (params: readonly unknown[]) =>
   params.every(
@@ -725,18 +721,14 @@ export class PgQueue implements Queue {
   }
 
   async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
-    // One relay at a time leases a project: a user's events can never be in flight on two relays. Every write to a
-    // lane's pending or leased rows holds this lock (taken with BEGIN, see beginHoldingLane) or names the state it
-    // expects, so the rows read here need no row locks (each one a WAL record). The writes below still change only
-    // rows still pending (PENDING_BY_ID). The lease's UPDATE goes with COMMIT as one text (its parameters are
-    // numbers), so the lock is not held over one more round trip.
-    const client = await this.pool.connect()
-    try {
-      await client.query(beginHoldingLane(projectId))
-      let rows: Row[] = []
+    const rows = await this.tx(async (c) => {
+      // One relay at a time leases a project: a user's events can never be in flight on two relays. Every write to a
+      // lane's pending or leased rows holds this lock (taken with BEGIN, see beginHoldingLane) or names the state it
+      // expects, so the rows read here need no row locks (each one a WAL record). The writes below still change only
+      // rows still pending (PENDING_BY_ID).
       for (let round = 0; round < LEASE_ROUNDS; round++) {
-        const { rows: found } = await client.query(LEASE_CANDIDATES, [projectId, now, limit])
-        if (found.length === 0) break
+        const { rows: found } = await c.query(LEASE_CANDIDATES, [projectId, now, limit])
+        if (found.length === 0) return []
         const byUser = new Map<string, UserState>(
           found.map((r: Row) => [String(r.user_key), { blocked: Boolean(r.blocked), held: Boolean(r.held) }])
         )
@@ -744,26 +736,19 @@ export class PgQueue implements Queue {
           found.map((r: Row): Candidate => ({ id: Number(r.id), userKey: String(r.user_key) })),
           (user) => byUser.get(user) as UserState
         )
-        if (plan.hold.length > 0) await client.query(LEASE_HOLD, [plan.hold])
+        if (plan.hold.length > 0) await c.query(LEASE_HOLD, [plan.hold])
         if (plan.unhold.length > 0)
-          await client.query(
+          await c.query(
             "UPDATE relay_events SET state = 'pending' WHERE project_id = $1 AND state = 'held' AND user_key = ANY($2::text[])",
             [projectId, plan.unhold]
           )
         if (plan.lease.length > 0) {
-          const take = withLiterals(LEASE_TAKE, [plan.lease, now + leaseMs, newLeaseToken()])
-          const [taken] = (await client.query(`${take}; COMMIT`)) as unknown as pg.QueryResult[]
-          rows = (taken as pg.QueryResult).rows as Row[]
-          break
+          return (await c.query(LEASE_TAKE, [plan.lease, now + leaseMs, newLeaseToken()])).rows as Row[]
         }
       }
-      if (rows.length === 0) await client.query('COMMIT')
-      client.release()
-      return rows.sort((a, b) => Number(a.id) - Number(b.id)).map(rowToJob)
-    } catch (error) {
-      client.release(error instanceof Error ? error : new Error(String(error)))
-      throw error
-    }
+      return []
+    }, beginHoldingLane(projectId))
+    return rows.sort((a, b) => Number(a.id) - Number(b.id)).map(rowToJob)
   }
 
   /**
@@ -801,10 +786,11 @@ export class PgQueue implements Queue {
    * snapshot, taken after the lock is granted. On any error the connection is dropped (its transaction with it).
    */
   private async settleInOneTrip(projectId: string, statement: string, values: unknown[]): Promise<number[]> {
+    const text = statement.replace(/\$(\d+)/g, (_, n: string) => numericLiteral(values[Number(n) - 1]))
     const client = await this.pool.connect()
     try {
       const results = (await client.query(
-        `${beginHoldingLane(projectId)}; ${withLiterals(statement, values)}; COMMIT`
+        `${beginHoldingLane(projectId)}; ${text}; COMMIT`
       )) as unknown as pg.QueryResult[]
       client.release()
       // BEGIN, two SETs, the lock, the settle, COMMIT: the settle's rows are the second last result's.
