@@ -424,22 +424,6 @@ function lockKey(name: string): number {
 const beginHoldingLane = (projectId: string) =>
   `${BEGIN_INDEXED}; SELECT pg_advisory_xact_lock(${lockKey(`lease:${projectId}`)})`
 
-/** `value` as a SQL literal: only whole numbers and arrays of them (never text), for statements sent as text. */
-function numericLiteral(value: unknown): string {
-  if (typeof value === 'number' && Number.isSafeInteger(value)) return String(value)
-  if (Array.isArray(value) && value.every((v) => typeof v === 'number' && Number.isSafeInteger(v)))
-    return `'{${value.join(',')}}'`
-  throw new TypeError('only whole numbers and arrays of them are written as literals')
-}
-
-/** Whether every parameter can be written as a literal (numericLiteral). */
-const allNumeric = (params: readonly unknown[]) =>
-  params.every(
-    (v) =>
-      (typeof v === 'number' && Number.isSafeInteger(v)) ||
-      (Array.isArray(v) && v.every((x) => typeof x === 'number' && Number.isSafeInteger(x)))
-  )
-
 /**
  * The scale-out queue: several relays on one PostgreSQL database. Same semantics as SQLite — committed
  * before the 200, messageId dedup per source, leases (FOR UPDATE SKIP LOCKED; one relay leases a project at
@@ -768,37 +752,10 @@ export class PgQueue implements Queue {
     const token = `$${params.length + 2}`
     const statement = sql(`state = 'leased' AND lease_token = ${token}`)
     for (const [lease, { projectId, ids }] of leases) {
-      const values = [ids, ...params, lease]
-      if (allNumeric(values)) {
-        done.push(...(await this.settleInOneTrip(projectId, statement, values)))
-        continue
-      }
-      const { rows } = await this.tx((c) => c.query(statement, values), beginHoldingLane(projectId))
+      const { rows } = await this.tx((c) => c.query(statement, [ids, ...params, lease]), beginHoldingLane(projectId))
       done.push(...rows.map((r: Row) => Number(r.id)))
     }
     return done
-  }
-
-  /**
-   * A settle whose parameters are all numbers (complete, release), sent with its transaction and the lane's lock
-   * as one text: the lock is held while PostgreSQL runs the statement, not across the round trips to the relay
-   * and back (settles and leases of a lane queue on that lock). Each statement of the text reads its own
-   * snapshot, taken after the lock is granted. On any error the connection is dropped (its transaction with it).
-   */
-  private async settleInOneTrip(projectId: string, statement: string, values: unknown[]): Promise<number[]> {
-    const text = statement.replace(/\$(\d+)/g, (_, n: string) => numericLiteral(values[Number(n) - 1]))
-    const client = await this.pool.connect()
-    try {
-      const results = (await client.query(
-        `${beginHoldingLane(projectId)}; ${text}; COMMIT`
-      )) as unknown as pg.QueryResult[]
-      client.release()
-      // BEGIN, two SETs, the lock, the settle, COMMIT: the settle's rows are the second last result's.
-      return ((results.at(-2) as pg.QueryResult).rows as Row[]).map((r) => Number(r.id))
-    } catch (error) {
-      client.release(error instanceof Error ? error : new Error(String(error)))
-      throw error
-    }
   }
 
   /** `sql` on the events `ids` (guarded as fenced() says), after their users' held events are made pending again. */
