@@ -13,7 +13,7 @@ import {
   type SegmentRoute
 } from '@oneflow-seg/core'
 import type { SourceConfig } from './config'
-import type { NewEvent } from './queue/queue'
+import { orderingKey, type NewEvent } from './queue/queue'
 
 /** The envelope refused: nothing of the request is stored. */
 export interface IngestError {
@@ -266,8 +266,7 @@ export function acceptRequest(
         messageId: event.messageId as string,
         sourceName: (source as SourceConfig).name,
         projectId: (source as SourceConfig).projectId,
-        // Only an ordering key; NUL is dropped because PostgreSQL text cannot hold it.
-        userKey: String(present(event.userId) ? event.userId : event.anonymousId).replace(/\u0000/g, ''),
+        userKey: orderingKey(String(present(event.userId) ? event.userId : event.anonymousId)),
         body: stored,
         receivedAt: now
       }

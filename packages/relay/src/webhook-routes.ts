@@ -11,7 +11,7 @@ import { exceedsDepth, MAX_DEPTH, surveyResponseToTrack } from '@oneflow-seg/cor
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { SourceConfig } from './config'
 import type { IntakeDeps, Unavailable } from './ingest-routes'
-import { UnstorableEventsError, type EnqueueResult } from './queue/queue'
+import { orderingKey, UnstorableEventsError, type EnqueueResult } from './queue/queue'
 import type { Readable } from 'node:stream'
 import { BodyError, BUSY, parseJson, readBody, reserveBody } from './request-body'
 import { VERSION } from './version'
@@ -183,7 +183,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
           origin: 'webhook',
           sourceName: source.name,
           projectId: segment.laneId,
-          userKey: event.userId ?? (event.anonymousId as string),
+          userKey: orderingKey(event.userId ?? (event.anonymousId as string)),
           body: JSON.stringify(event),
           receivedAt: now,
           // Remember the alert_id for 4 days (1Flow retries for 3) even when the dedup window is shorter.

@@ -424,6 +424,20 @@ describe('stamping (acceptRequest)', () => {
     expect(a.events.map((e) => e.userKey)).toEqual(['7', 'anon'])
   })
 
+  it('orders users whose ids differ only in lone surrogates as one user (the databases read such ids back alike)', () => {
+    const a = accept('batch', {
+      batch: [
+        { type: 'track', event: 'E', userId: 'a\ud800' },
+        { type: 'track', event: 'E', userId: 'a\ud801' },
+        { type: 'track', event: 'E', userId: 'b\ud83d\ude00\u0000' },
+        { type: 'track', event: 'E', userId: '\udc00x' }
+      ]
+    })
+    expect(a.events.map((e) => e.userKey)).toEqual(['a\ufffd', 'a\ufffd', 'b\ud83d\ude00', '\ufffdx'])
+    // The stored event keeps the id as it was sent.
+    expect(JSON.parse(a.events[0]!.body).userId).toBe('a\ud800')
+  })
+
   it('reads the write key from HTTP Basic with or without the trailing colon', () => {
     expect(writeKeyFromBasic(`Basic ${Buffer.from('abc:').toString('base64')}`)).toBe('abc')
     expect(writeKeyFromBasic(`Basic ${Buffer.from('abc').toString('base64')}`)).toBe('abc')

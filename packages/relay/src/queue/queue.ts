@@ -86,6 +86,19 @@ export interface DeadLetter extends Job, DeadLetterInfo {
 /** A row of the events table; SQLite and PostgreSQL use the same column names. */
 export type EventRow = Record<string, unknown>
 
+/**
+ * A user's ordering key as the queues store it: without NUL (PostgreSQL text cannot hold it) and with lone UTF-16
+ * surrogates as U+FFFD. The databases store a lone surrogate as bytes they read back as U+FFFD, so two users whose
+ * ids differ only there ("\ud800", "\ud801") would be stored apart but read back as one, and a lease could then
+ * put two of one user's events in flight. Made well-formed first, they are one user, ordered together (safe:
+ * an ordering key only ever adds waiting). The event's body keeps the id as sent.
+ */
+export function orderingKey(value: string): string {
+  return value
+    .replace(/\u0000/g, '')
+    .replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd')
+}
+
 export function rowToJob(r: EventRow): Job {
   return {
     id: Number(r.id),
