@@ -83,7 +83,7 @@ if (name) {
     ...results.flatMap((r) =>
       Object.entries(r)
         .filter(([k]) => k !== 'bench')
-        .map(([k, v]) => `| ${r.bench} | ${k} | ${v} |`)
+        .map(([k, v]) => `| ${r.bench} | ${k} | ${typeof v === 'object' ? JSON.stringify(v) : v} |`)
     ),
     ''
   ]
