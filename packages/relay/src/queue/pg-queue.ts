@@ -341,7 +341,6 @@ export const OLDEST = `
          ) AS oldest,
          (SELECT dead_at FROM relay_events WHERE state = 'dead' ORDER BY dead_at LIMIT 1) AS oldest_dead`
 
-/** A lease takes the events `$1` (chosen under the lane's lock) until `$2` with token `$3`: only rows still pending. */
 /**
  * A lease's candidates in lane `$1` at `$2`: up to `$3` ready events, oldest first, each with its user's state —
  * one seek per user on each small partial index (relay_events_inflight, relay_events_later, relay_events_held),
@@ -357,6 +356,7 @@ export const LEASE_CANDIDATES = `
   )
   SELECT c.id, c.user_key, s.blocked, s.held FROM c JOIN s USING (user_key) ORDER BY c.id`
 
+/** A lease takes the events `$1` (chosen under the lane's lock) until `$2` with token `$3`: only rows still pending. */
 export const LEASE_TAKE = `UPDATE relay_events SET state = 'leased', lease_until = $2, lease_token = $3 WHERE id = ANY($1::bigint[]) AND ${PENDING_BY_ID} RETURNING *`
 
 /** A lease parks the events `$1` (chosen under the lane's lock) behind their users' events in flight: only pending rows. */

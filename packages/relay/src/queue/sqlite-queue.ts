@@ -132,7 +132,6 @@ type InboxEvent = [string, string, string, string, number]
 /** A dead letter's size: its event and the service's answer, in bytes. */
 const DEAD_BYTES = 'length(CAST(body AS BLOB)) + coalesce(length(CAST(dead_response AS BLOB)), 0)'
 
-/** What one events row counts for in the counters. */
 /** A leased event's columns, in the order SqliteQueue.LEASED_ROWS selects them. */
 type LeasedRow = [
   id: number,
@@ -146,6 +145,7 @@ type LeasedRow = [
   firstAttemptAt: number | null
 ]
 
+/** What one events row counts for in the counters. */
 interface CountedRow {
   readonly project_id?: unknown
   readonly state: unknown
@@ -402,7 +402,6 @@ export class SqliteQueue implements Queue {
     ).all(JSON.stringify(ids)) as CountedRow[]
   }
 
-  /** Runs `change` on the rows `ids` and moves their counts from what they were to what they are after it. */
   /** Deletes events and takes them off the counters (recount without reading again rows that are gone). */
   private remove(ids: readonly number[]): void {
     const tally = new Tally()
@@ -411,6 +410,7 @@ export class SqliteQueue implements Queue {
     this.writeTally(tally)
   }
 
+  /** Runs `change` on the rows `ids` and moves their counts from what they were to what they are after it. */
   private recount(ids: readonly number[], change: () => void): void {
     const tally = new Tally()
     for (const r of this.countedRows(ids)) tally.count(r, -1, -Number(r.bytes))
