@@ -11,7 +11,8 @@ import { classifyResponse, OneFlowError } from '@oneflow-seg/core'
 import type { Logger } from 'pino'
 import type { RelayConfig, SourceConfig } from './config'
 import { BurstGate } from './burst-gate'
-import { judge, type Verdict } from './delivery-policy'
+import { judge } from './delivery-policy'
+import { INITIAL_LANE_STATE, laneReducer, mayLease, sendsFrom, type LaneAction, type LaneState } from './lane-state'
 import type { Metrics } from './metrics'
 import type { QueueHealth } from './queue-health'
 import type { Job, Queue } from './queue/queue'
@@ -32,8 +33,6 @@ export interface DelivererDeps {
   readonly health: QueueHealth
 }
 
-const PROBE_MIN_MS = 5_000
-const PROBE_MAX_MS = 300_000
 /** Outcomes not recorded are written again only while their leases have at least this long left. */
 const RECORD_MARGIN_MS = 2_000
 /** How long an outcome that could not be written keeps its events' lease (then they are sent again). */
@@ -57,15 +56,8 @@ interface Lane {
   readonly sink: Sink
   readonly limiter: SendLimiter
   readonly concurrency: number
-  inFlight: number
-  /** Retry-After or failures in a row: nothing is sent on this lane before this time. */
-  pausedUntil: number
-  /** A refused key or a redirect: sending paused until the next probe. */
-  alertPausedUntil: number
-  probeBackoffMs: number
-  /** Failed requests in a row (see `judge`). */
-  failures: number
-  alert: { readonly cause: 'auth' | 'redirect'; readonly reason: string } | undefined
+  /** Changed only by Deliverer#dispatch (see lane-state.ts). */
+  state: LaneState
 }
 
 type Settle = (jobId: number, fate: JobFate) => void
@@ -153,12 +145,7 @@ export class Deliverer {
         queue.sharedLimiter?.(laneId, maxPerSecond, { inFlightMs: config.oneflow.requestTimeoutMs + 1000, clock }) ??
         new RateLimiter(maxPerSecond, clock),
       concurrency,
-      inFlight: 0,
-      pausedUntil: 0,
-      alertPausedUntil: 0,
-      probeBackoffMs: PROBE_MIN_MS,
-      failures: 0,
-      alert: undefined
+      state: INITIAL_LANE_STATE
     })
   }
 
@@ -172,7 +159,7 @@ export class Deliverer {
   /** Current alerts (a lane whose key is refused, or whose service redirects), for /health. */
   alerts(): Array<{ source: string; projectId: string; alert: string }> {
     return [...this.lanes.values()].flatMap((l) =>
-      l.alert ? [{ source: l.label, projectId: l.laneId, alert: l.alert.reason }] : []
+      l.state.alert ? [{ source: l.label, projectId: l.laneId, alert: l.state.alert.reason }] : []
     )
   }
 
@@ -192,9 +179,9 @@ export class Deliverer {
       lane: l.label,
       service: l.sink.party.service,
       limit: Math.round(l.limiter.current),
-      inFlight: l.inFlight,
-      paused: now < Math.max(l.pausedUntil, l.alertPausedUntil),
-      alert: l.alert?.reason ?? null
+      inFlight: l.state.inFlight,
+      paused: now < sendsFrom(l.state),
+      alert: l.state.alert?.reason ?? null
     }))
   }
 
@@ -233,16 +220,16 @@ export class Deliverer {
         for (const lane of this.lanes.values()) {
           while (
             this.running &&
-            lane.inFlight < lane.concurrency &&
-            clock.now() >= Math.max(lane.pausedUntil, lane.alertPausedUntil) &&
+            mayLease(lane.state, lane.concurrency, clock.now()) &&
             this.burst.mayLease(lane.laneId)
           ) {
             // A lane paused by an alert sends one probe at a time.
             const leasedAt = clock.now()
-            const jobs = await queue.lease(lane.laneId, lane.alert ? 1 : lane.sink.leaseLimit(), this.leaseMs, leasedAt)
+            const probe = lane.state.alert !== undefined
+            const jobs = await queue.lease(lane.laneId, probe ? 1 : lane.sink.leaseLimit(), this.leaseMs, leasedAt)
             if (jobs.length === 0) break
             this.track(this.deliver(lane, jobs, leasedAt + this.leaseMs))
-            if (lane.alert) break
+            if (probe) break
           }
         }
       } catch (error) {
@@ -316,7 +303,7 @@ export class Deliverer {
   /** Delivers one leased set of jobs, then settles every job exactly once. Never rejects. */
   private async deliver(lane: Lane, jobs: readonly Job[], leaseUntil: number): Promise<void> {
     const { clock, logger, queue } = this.deps
-    lane.inFlight++
+    this.dispatch(lane, { type: 'leased' })
     const fates = new Map<number, JobFate>()
     /** Ids this lease no longer holds (taken back after it expired): never sent by this relay. */
     const lost = new Set<number>()
@@ -373,7 +360,7 @@ export class Deliverer {
           if (!(error instanceof SendSlotError)) throw error
           // The shared rate limit lives in the queue's database: it failed, so nothing was sent. The lane waits a
           // moment before it tries again (a limiter failing at once must not spin the relay's thread).
-          lane.pausedUntil = Math.max(lane.pausedUntil, clock.now() + QUEUE_ERROR_PAUSE_MS)
+          this.dispatch(lane, { type: 'paused', until: clock.now() + QUEUE_ERROR_PAUSE_MS })
           await this.deps.health.failedUnlessWritable(error.cause, 'taking a send slot')
           for (const u of units) if (!answered.has(u.jobId)) settle(u.jobId, { kind: 'release' })
           proceed = false
@@ -399,7 +386,7 @@ export class Deliverer {
       await this.deps.health.failedUnlessWritable(error, 'recording delivery outcomes')
       this.unrecorded.push({ lane, jobs, fates, now, leaseUntil })
     } finally {
-      lane.inFlight--
+      this.dispatch(lane, { type: 'settled' })
     }
   }
 
@@ -459,8 +446,14 @@ export class Deliverer {
     const now = clock.now()
     const decision = classifyResponse({ status, retryAfter, location }, now, lane.sink.party)
     if (decision.action !== 'deliver') this.deps.status?.error(lane.label, decision.reason)
-    const verdict = judge(decision, { status, body, units: units.length, service }, lane.failures, now, this.random)
-    this.applyToLane(lane, verdict, now)
+    const verdict = judge(
+      decision,
+      { status, body, units: units.length, service },
+      lane.state.failures,
+      now,
+      this.random
+    )
+    this.dispatch(lane, { type: 'judged', verdict, now })
     if (verdict.split) {
       const half = Math.ceil(units.length / 2)
       const [first, second] = [units.slice(0, half), units.slice(half)]
@@ -475,29 +468,30 @@ export class Deliverer {
     return verdict.proceed
   }
 
-  /** A verdict's effect on its lane: failures in a row, pauses, alerts, the rate; with the metrics and logs. */
-  private applyToLane(lane: Lane, verdict: Verdict, now: number): void {
+  /**
+   * The one way a lane's state changes (laneReducer), followed by what the change means outside it: logs and metrics
+   * when an alert starts or ends, the rate limiter cut on 429.
+   */
+  private dispatch(lane: Lane, action: LaneAction): void {
+    const before = lane.state
+    const after = laneReducer(before, action)
+    lane.state = after
+    if (action.type !== 'judged') return
     const { metrics, logger } = this.deps
     const { service } = lane.sink.party
-    lane.failures = verdict.failures
-    if (verdict.fate?.kind === 'done' && lane.alert) {
-      logger.info({ lane: lane.label }, `${service} accepts requests again (${lane.alert.cause}); sending resumes`)
-      metrics.paused.set({ project: lane.label, reason: lane.alert.cause }, 0)
-      lane.alert = undefined
-      lane.probeBackoffMs = PROBE_MIN_MS
+    const { verdict } = action
+    if (before.alert && !after.alert) {
+      logger.info({ lane: lane.label }, `${service} accepts requests again (${before.alert.cause}); sending resumes`)
+      metrics.paused.set({ project: lane.label, reason: before.alert.cause }, 0)
     }
     if (verdict.alert) {
-      if (!lane.alert)
+      if (!before.alert)
         logger.error(
           { lane: lane.label, cause: verdict.alert.cause },
           `ALERT: ${verdict.alert.reason}; sending to ${service} for ${lane.label} is paused and will be re-tried; nothing is dropped`
         )
-      lane.alert = verdict.alert
-      lane.alertPausedUntil = now + lane.probeBackoffMs
-      lane.probeBackoffMs = Math.min(PROBE_MAX_MS, lane.probeBackoffMs * 2)
       metrics.paused.set({ project: lane.label, reason: verdict.alert.cause }, 1)
     }
-    if (verdict.pauseUntil !== undefined) lane.pausedUntil = Math.max(lane.pausedUntil, verdict.pauseUntil)
     if (verdict.retryAfterMs !== undefined) {
       metrics.paused.set({ project: lane.label, reason: 'retry_after' }, 1)
       setTimeout(
@@ -571,7 +565,7 @@ export class Deliverer {
       this.deps.status?.outcome('retried', ids.length, label, lane.sink.isOneFlow)
     }
     // Released jobs were never tried: ready again as soon as the lane may send.
-    await queue.release(released, Math.max(now, lane.pausedUntil, lane.alertPausedUntil))
+    await queue.release(released, Math.max(now, sendsFrom(lane.state)))
     if (delivered) metrics.deliveryEvents.inc({ project: label, result: 'delivered' }, delivered)
     if (skipped) metrics.deliveryEvents.inc({ project: label, result: 'skipped' }, skipped)
     this.deps.status?.outcome('delivered', delivered, label, lane.sink.isOneFlow)
