@@ -344,7 +344,7 @@ export const OLDEST = `
 /**
  * A lease's candidates in lane `$1` at `$2`: up to `$3` ready events, oldest first, each with its user's state —
  * one seek per user on each small partial index (relay_events_inflight, relay_events_later, relay_events_held),
- * never a walk over a user's backlog. One statement, so the lane's lock is held one round trip less.
+ * never a walk over a user's backlog. One statement, so the leasing lock is held one round trip less.
  */
 export const LEASE_CANDIDATES = `
   WITH c AS MATERIALIZED (
@@ -356,10 +356,10 @@ export const LEASE_CANDIDATES = `
   )
   SELECT c.id, c.user_key, s.blocked, s.held FROM c JOIN s USING (user_key) ORDER BY c.id`
 
-/** A lease takes the events `$1` (chosen under the lane's lock) until `$2` with token `$3`: only rows still pending. */
+/** A lease takes the events `$1` (chosen under the leasing lock) until `$2` with token `$3`: only rows still pending. */
 export const LEASE_TAKE = `UPDATE relay_events SET state = 'leased', lease_until = $2, lease_token = $3 WHERE id = ANY($1::bigint[]) AND ${PENDING_BY_ID} RETURNING *`
 
-/** A lease parks the events `$1` (chosen under the lane's lock) behind their users' events in flight: only pending rows. */
+/** A lease parks the events `$1` (chosen under the leasing lock) behind their users' events in flight: only pending rows. */
 export const LEASE_HOLD = `UPDATE relay_events SET state = 'held' WHERE id = ANY($1::bigint[]) AND ${PENDING_BY_ID}`
 
 /** PostgreSQL text cannot hold NUL; 1Flow's responses, error texts and odd client ids may. */
@@ -411,18 +411,34 @@ export function seenHash(key: string): Buffer {
 }
 
 /** A stable 32-bit key for an advisory lock on a name. */
-function lockKey(name: string): number {
+export function lockKey(name: string): number {
   let h = 0
   for (let i = 0; i < name.length; i++) h = (Math.imul(31, h) + name.charCodeAt(i)) | 0
   return h
 }
 
 /**
- * BEGIN_INDEXED and the lane's lease lock in one round trip: a delivery transaction that holds its lane from its
- * first answer (the key is a 32-bit integer, written as a literal).
+ * BEGIN_INDEXED and the lane's locks in one round trip: a delivery transaction that holds them from its first answer
+ * (docs/relay-queue.md, "The lane's locks"). The keys are 32-bit integers, written as literals.
+ *
+ * - `lease`: one lease of the lane at a time (the leasing lock, exclusive), beside settles (the lane lock, shared);
+ * - `settle`: the lane lock shared: settles run beside each other and beside leases;
+ * - `recover`: the lane lock alone, so nothing else writes the lane's rows meanwhile.
+ *
+ * Relays of an older version take the lane lock exclusively for their leases and settles (which decided from two
+ * readings, and relied on settles waiting): they run alone, as before.
  */
-const beginHoldingLane = (projectId: string) =>
-  `${BEGIN_INDEXED}; SELECT pg_advisory_xact_lock(${lockKey(`lease:${projectId}`)})`
+const beginHoldingLane = (projectId: string, purpose: 'lease' | 'settle' | 'recover') => {
+  const lane = lockKey(`lease:${projectId}`)
+  switch (purpose) {
+    case 'lease':
+      return `${BEGIN_INDEXED}; SELECT pg_advisory_xact_lock_shared(${lane}); SELECT pg_advisory_xact_lock(${lockKey(`leasing:${projectId}`)})`
+    case 'settle':
+      return `${BEGIN_INDEXED}; SELECT pg_advisory_xact_lock_shared(${lane})`
+    case 'recover':
+      return `${BEGIN_INDEXED}; SELECT pg_advisory_xact_lock(${lane})`
+  }
+}
 
 /**
  * The scale-out queue: several relays on one PostgreSQL database. Same semantics as SQLite — committed
@@ -705,42 +721,47 @@ export class PgQueue implements Queue {
   }
 
   async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
-    const rows = await this.tx(async (c) => {
-      // One relay at a time leases a project: a user's events can never be in flight on two relays. Every write to a
-      // lane's pending or leased rows holds this lock (taken with BEGIN, see beginHoldingLane) or names the state it
-      // expects, so the rows read here need no row locks (each one a WAL record). The writes below still change only
-      // rows still pending (PENDING_BY_ID).
-      for (let round = 0; round < LEASE_ROUNDS; round++) {
-        const { rows: found } = await c.query(LEASE_CANDIDATES, [projectId, now, limit])
-        if (found.length === 0) return []
-        const byUser = new Map<string, UserState>(
-          found.map((r: Row) => [String(r.user_key), { blocked: Boolean(r.blocked), held: Boolean(r.held) }])
-        )
-        const plan = sortCandidates(
-          found.map((r: Row): Candidate => ({ id: Number(r.id), userKey: String(r.user_key) })),
-          (user) => byUser.get(user) as UserState
-        )
-        if (plan.hold.length > 0) await c.query(LEASE_HOLD, [plan.hold])
-        if (plan.unhold.length > 0)
-          await c.query(
-            "UPDATE relay_events SET state = 'pending' WHERE project_id = $1 AND state = 'held' AND user_key = ANY($2::text[])",
-            [projectId, plan.unhold]
+    const rows = await this.tx(
+      async (c) => {
+        // One relay at a time leases a project: a user's events can never be in flight on two relays. Every write to a
+        // lane's pending or leased rows holds a lease lock (taken with BEGIN, see beginHoldingLane) or names the state
+        // it expects, so the rows read here need no row locks (each one a WAL record). The writes below still change
+        // only rows still pending (PENDING_BY_ID). A settle may commit while this lease decides: what it decides rests
+        // on one reading (LEASE_CANDIDATES), in which a user is either still blocked or has its events back as
+        // candidates, so no later event of a user is leased ahead of an earlier one (docs/relay-queue.md).
+        for (let round = 0; round < LEASE_ROUNDS; round++) {
+          const { rows: found } = await c.query(LEASE_CANDIDATES, [projectId, now, limit])
+          if (found.length === 0) return []
+          const byUser = new Map<string, UserState>(
+            found.map((r: Row) => [String(r.user_key), { blocked: Boolean(r.blocked), held: Boolean(r.held) }])
           )
-        if (plan.lease.length > 0) {
-          return (await c.query(LEASE_TAKE, [plan.lease, now + leaseMs, newLeaseToken()])).rows as Row[]
+          const plan = sortCandidates(
+            found.map((r: Row): Candidate => ({ id: Number(r.id), userKey: String(r.user_key) })),
+            (user) => byUser.get(user) as UserState
+          )
+          if (plan.hold.length > 0) await c.query(LEASE_HOLD, [plan.hold])
+          if (plan.unhold.length > 0)
+            await c.query(
+              "UPDATE relay_events SET state = 'pending' WHERE project_id = $1 AND state = 'held' AND user_key = ANY($2::text[])",
+              [projectId, plan.unhold]
+            )
+          if (plan.lease.length > 0) {
+            return (await c.query(LEASE_TAKE, [plan.lease, now + leaseMs, newLeaseToken()])).rows as Row[]
+          }
         }
-      }
-      return []
-    }, beginHoldingLane(projectId))
+        return []
+      },
+      beginHoldingLane(projectId, 'lease')
+    )
     return rows.sort((a, b) => Number(a.id) - Number(b.id)).map(rowToJob)
   }
 
   /**
    * Runs the statement `sql(guard)` for `refs`: `$1` is the ids, `params` follow, and `guard` is a condition on the
    * rows the statement must add to its WHERE (and to any subquery choosing rows to act for). Bare ids are written at
-   * once (guard TRUE); each lease's ids in a transaction holding its lane's lease lock (so a lease deciding to hold a
-   * user's events and a settle releasing them never interleave), guarded by `state = 'leased'` and the lease's token:
-   * the one statement changes only rows that lease still holds, and returns their ids (RETURNING id).
+   * once (guard TRUE); each lease's ids in a transaction holding its lane's lock shared (beside leases and other
+   * settles, never beside a recovery), guarded by `state = 'leased'` and the lease's token: the one statement changes
+   * only rows that lease still holds, and returns their ids (RETURNING id).
    */
   private async fenced(refs: readonly JobRef[], sql: (guard: string) => string, params: unknown[]): Promise<number[]> {
     const { bare, leases } = splitRefs(refs)
@@ -752,7 +773,10 @@ export class PgQueue implements Queue {
     const token = `$${params.length + 2}`
     const statement = sql(`state = 'leased' AND lease_token = ${token}`)
     for (const [lease, { projectId, ids }] of leases) {
-      const { rows } = await this.tx((c) => c.query(statement, [ids, ...params, lease]), beginHoldingLane(projectId))
+      const { rows } = await this.tx(
+        (c) => c.query(statement, [ids, ...params, lease]),
+        beginHoldingLane(projectId, 'settle')
+      )
       done.push(...rows.map((r: Row) => Number(r.id)))
     }
     return done
@@ -823,7 +847,7 @@ export class PgQueue implements Queue {
 
   async recoverLeases(now: number): Promise<number> {
     // Lanes with an expired lease (relay_events_leased) or held events (relay_events_held); then, per lane under
-    // its lease lock, one guarded statement takes back only rows still leased and expired, whoever looked before,
+    // its lane lock (alone), one guarded statement takes back only rows still leased and expired, whoever looked before,
     // and — in a transaction of its own, so that it can never hold back the recovery — held events whose user has
     // nothing in flight any more are made ready.
     const { rows: expiredLanes } = await this.pool.query(
@@ -833,22 +857,28 @@ export class PgQueue implements Queue {
     const { rows: heldLanes } = await this.pool.query(LANES_WITH_HELD)
     let recovered = 0
     for (const { project_id: projectId } of expiredLanes as Array<{ project_id: string }>) {
-      recovered += await this.tx(async (c) => {
-        const { rows } = await c.query(
-          `WITH expired AS (
+      recovered += await this.tx(
+        async (c) => {
+          const { rows } = await c.query(
+            `WITH expired AS (
              UPDATE relay_events SET state = 'pending', lease_until = NULL, lease_token = NULL
              WHERE project_id = $1 AND state = 'leased' AND lease_until <= $2 RETURNING id
            ) SELECT count(*)::int AS n FROM expired`,
-          [projectId, now]
-        )
-        return Number((rows[0] as Row).n)
-      }, beginHoldingLane(projectId))
+            [projectId, now]
+          )
+          return Number((rows[0] as Row).n)
+        },
+        beginHoldingLane(projectId, 'recover')
+      )
     }
     const lanes = new Set([...expiredLanes, ...heldLanes].map((r: Row) => String(r.project_id)))
     for (const projectId of lanes)
-      await this.tx(async (c) => {
-        await c.query(UNHOLD_STRANDED, [projectId, now])
-      }, beginHoldingLane(projectId))
+      await this.tx(
+        async (c) => {
+          await c.query(UNHOLD_STRANDED, [projectId, now])
+        },
+        beginHoldingLane(projectId, 'recover')
+      )
     return recovered
   }
 

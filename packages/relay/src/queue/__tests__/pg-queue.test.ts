@@ -1,7 +1,16 @@
 import { describe, expect, inject, it } from 'vitest'
 import { createDatabase } from '@oneflow-seg/testkit/postgres'
 import { systemClock } from '../../rate-limiter'
-import { BEGIN_INDEXED, LEASE_CANDIDATES, LEASE_HOLD, LEASE_TAKE, OLDEST, PgQueue, seenHash } from '../pg-queue'
+import {
+  BEGIN_INDEXED,
+  LEASE_CANDIDATES,
+  LEASE_HOLD,
+  LEASE_TAKE,
+  lockKey,
+  OLDEST,
+  PgQueue,
+  seenHash
+} from '../pg-queue'
 import type { Queue } from '../queue'
 import { describeQueue, event, T0 } from './queue-conformance'
 
@@ -397,6 +406,47 @@ describe('PostgreSQL: migrating under load', () => {
     }
     expect(failures.filter((e) => /deadlock/.test(e))).toEqual([])
   }, 60_000)
+})
+
+describe('PostgreSQL: the lane locks', () => {
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+  it('a settle runs beside a lease being decided; leases run one at a time; a relay of an older version runs alone', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `locks_${process.pid}`)
+    const q = await PgQueue.open(url, FAKE_TIME)
+    const { default: pg } = await import('pg')
+    const other = new pg.Client(url)
+    await other.connect()
+    try {
+      await q.enqueue([event(1), event(2), event(3)])
+      const jobs = await q.lease('p1', 2, 60_000, T0 + 10)
+      expect(jobs.map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
+      // Another relay deciding a lease of the lane, as lease() does.
+      await other.query(
+        `BEGIN; SELECT pg_advisory_xact_lock_shared(${lockKey('lease:p1')}); SELECT pg_advisory_xact_lock(${lockKey('leasing:p1')})`
+      )
+      await q.complete([jobs[0]!])
+      expect((await q.stats(T0 + 20)).leased).toBe(1)
+      let leased = false
+      const next = q.lease('p1', 10, 60_000, T0 + 20).then((found) => ((leased = true), found))
+      await sleep(300)
+      expect(leased).toBe(false)
+      await other.query('COMMIT')
+      expect((await next).map((j) => j.messageId)).toEqual(['m-3'])
+      // An older relay leases and settles holding the lane lock alone: a settle waits for it.
+      await other.query(`BEGIN; SELECT pg_advisory_xact_lock(${lockKey('lease:p1')})`)
+      let settled = false
+      const settling = q.complete([jobs[1]!]).then(() => (settled = true))
+      await sleep(300)
+      expect(settled).toBe(false)
+      await other.query('COMMIT')
+      await settling
+      expect((await q.stats(T0 + 30)).leased).toBe(1)
+    } finally {
+      await other.end()
+      await q.close()
+    }
+  })
 })
 
 describe('PostgreSQL: plans of the delivery path', () => {
