@@ -225,11 +225,15 @@ export class Deliverer {
           ) {
             // A lane paused by an alert sends one probe at a time.
             const leasedAt = clock.now()
-            const probe = lane.state.alert !== undefined
-            const jobs = await queue.lease(lane.laneId, probe ? 1 : lane.sink.leaseLimit(), this.leaseMs, leasedAt)
+            const jobs = await queue.lease(
+              lane.laneId,
+              lane.state.alert ? 1 : lane.sink.leaseLimit(),
+              this.leaseMs,
+              leasedAt
+            )
             if (jobs.length === 0) break
             this.track(this.deliver(lane, jobs, leasedAt + this.leaseMs))
-            if (probe) break
+            if (lane.state.alert) break
           }
         }
       } catch (error) {

@@ -249,13 +249,20 @@ const MIGRATIONS: Record<number, string> = {
 
 /**
  * Events held behind the events `$1` that meet `guard` (their users') become pending again: what blocked them is
- * settled.
+ * settled. The held rows are locked in id order first: settles run beside each other (docs/relay-queue.md, "The
+ * lane's locks"), and two that free the same user's rows (a caller settling one lease's outcomes at once) would
+ * otherwise take them in any order and could deadlock.
  */
 const UNHOLD_USERS_OF = (guard: string) => `
   unheld AS (
     UPDATE relay_events e SET state = 'pending'
-    FROM (SELECT DISTINCT project_id, user_key FROM relay_events WHERE id = ANY($1::bigint[]) AND ${guard}) u
-    WHERE e.state = 'held' AND e.project_id = u.project_id AND e.user_key = u.user_key
+    FROM (
+      SELECT h.id FROM relay_events h
+      JOIN (SELECT DISTINCT project_id, user_key FROM relay_events WHERE id = ANY($1::bigint[]) AND ${guard}) u
+        ON h.project_id = u.project_id AND h.user_key = u.user_key
+      WHERE h.state = 'held' ORDER BY h.id FOR UPDATE OF h
+    ) x
+    WHERE e.id = x.id AND e.state = 'held'
   )`
 
 /**
