@@ -296,26 +296,34 @@ type Row = EventRow
 /** Connect, statement and read timeout of every PostgreSQL call (ms). */
 export const PG_TIMEOUT_MS = 5_000
 
+/** How many times a transaction PostgreSQL chose as a deadlock's victim is run again. */
+const DEADLOCK_RETRIES = 2
+
 /**
  * Runs `work` in a transaction on a pooled client. On any failure the client is destroyed rather than
  * rolled back and reused: after a timeout its connection may still be busy, and a dropped connection rolls
- * the transaction back on the server anyway.
+ * the transaction back on the server anyway. A transaction PostgreSQL ended to break a deadlock (40P01) is run
+ * again from the start, up to DEADLOCK_RETRIES times: every transaction here decides from what it reads in it,
+ * and a deadlock between two settles, or a settle and a lease, is possible since they run beside each other
+ * (docs/relay-queue.md, "The lane's locks").
  */
 async function inTransaction<T>(
   pool: pg.Pool,
   work: (client: pg.PoolClient) => Promise<T>,
   begin = 'BEGIN'
 ): Promise<T> {
-  const client = await pool.connect()
-  try {
-    await client.query(begin)
-    const result = await work(client)
-    await client.query('COMMIT')
-    client.release()
-    return result
-  } catch (error) {
-    client.release(error instanceof Error ? error : new Error(String(error)))
-    throw error
+  for (let attempt = 0; ; attempt++) {
+    const client = await pool.connect()
+    try {
+      await client.query(begin)
+      const result = await work(client)
+      await client.query('COMMIT')
+      client.release()
+      return result
+    } catch (error) {
+      client.release(error instanceof Error ? error : new Error(String(error)))
+      if ((error as { code?: string }).code !== '40P01' || attempt >= DEADLOCK_RETRIES) throw error
+    }
   }
 }
 

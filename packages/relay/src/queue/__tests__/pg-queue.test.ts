@@ -1,4 +1,5 @@
 import { describe, expect, inject, it } from 'vitest'
+import type pg from 'pg'
 import { createDatabase } from '@oneflow-seg/testkit/postgres'
 import { systemClock } from '../../rate-limiter'
 import {
@@ -410,14 +411,26 @@ describe('PostgreSQL: migrating under load', () => {
 
 describe('PostgreSQL: the lane locks', () => {
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-  it('a settle runs beside a lease being decided; leases run one at a time; a relay of an older version runs alone', async () => {
-    const url = await createDatabase(inject('pgAdminUrl'), `locks_${process.pid}`)
+  /** A queue on a database of its own and another session on it (another relay, an operator), closed after `test`. */
+  async function withOtherSession(
+    name: string,
+    test: (q: PgQueue, other: pg.Client, url: string) => Promise<void>
+  ): Promise<void> {
+    const url = await createDatabase(inject('pgAdminUrl'), `${name}_${process.pid}`)
     const q = await PgQueue.open(url, FAKE_TIME)
-    const { default: pg } = await import('pg')
-    const other = new pg.Client(url)
+    const { default: postgres } = await import('pg')
+    const other = new postgres.Client(url)
     await other.connect()
     try {
+      await test(q, other, url)
+    } finally {
+      await other.end()
+      await q.close()
+    }
+  }
+
+  it('a settle runs beside a lease being decided; leases run one at a time; a relay of an older version runs alone', () =>
+    withOtherSession('locks', async (q, other) => {
       await q.enqueue([event(1), event(2), event(3)])
       const jobs = await q.lease('p1', 2, 60_000, T0 + 10)
       expect(jobs.map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
@@ -442,11 +455,38 @@ describe('PostgreSQL: the lane locks', () => {
       await other.query('COMMIT')
       await settling
       expect((await q.stats(T0 + 30)).leased).toBe(1)
-    } finally {
-      await other.end()
-      await q.close()
-    }
-  })
+    }))
+
+  it('a settle PostgreSQL ends to break a deadlock is run again, and the user it frees is not left held', () =>
+    withOtherSession('deadlock', async (q, other, url) => {
+      await q.enqueue([event(1, { userKey: 'u' }), event(2, { userKey: 'u' })])
+      const [first] = await q.lease('p1', 1, 60_000, T0 + 10)
+      // The next lease parks u's second event behind the first.
+      expect(await q.lease('p1', 10, 60_000, T0 + 10)).toEqual([])
+      const [held] = await sql(url, "SELECT id FROM relay_events WHERE state = 'held'")
+      // Another session holds the held row; the settle deletes its event, then waits for that row to free it.
+      // The other session then wants the settled event's row: a deadlock, which the settle's session (the one
+      // waiting longer, with the shorter deadlock_timeout) breaks by ending its own transaction.
+      await other.query('BEGIN')
+      await other.query("SET LOCAL deadlock_timeout = '10s'")
+      await other.query('UPDATE relay_events SET attempts = attempts WHERE id = $1', [held!.id])
+      const settling = q.complete([first!])
+      // Until the settle waits for the row the other session holds.
+      while (
+        (
+          await sql(
+            url,
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+          )
+        ).length === 0
+      )
+        await sleep(20)
+      await other.query('UPDATE relay_events SET attempts = attempts WHERE id = $1', [first!.id])
+      await other.query('COMMIT')
+      await settling
+      expect(await sql(url, 'SELECT id, state FROM relay_events')).toEqual([{ id: held!.id, state: 'pending' }])
+      expect((await q.lease('p1', 10, 60_000, T0 + 20)).map((j) => j.messageId)).toEqual(['m-2'])
+    }))
 })
 
 describe('PostgreSQL: plans of the delivery path', () => {
