@@ -457,9 +457,9 @@ const beginHoldingLane = (projectId: string, purpose: 'lease' | 'settle' | 'reco
 
 /**
  * The scale-out queue: several relays on one PostgreSQL database. Same semantics as SQLite — committed
- * before the 200, messageId dedup per source, leases (FOR UPDATE SKIP LOCKED; one relay leases a project at
- * a time, so a user's events are never in flight on two relays), retries and dead letters — plus a request
- * limiter shared by all relays. Migrations run on open, under an advisory lock, safe from many at once.
+ * before the 200, messageId dedup per source, leases (one lease of a project at a time, on the lane's leasing
+ * lock, so a user's events are never in flight on two relays; settles beside it, fenced by the lease's token),
+ * retries and dead letters — plus a request limiter shared by all relays. Migrations run on open, under an advisory lock, safe from many at once.
  */
 export class PgQueue implements Queue {
   private readonly commits: GroupCommit

@@ -411,6 +411,21 @@ describe('PostgreSQL: migrating under load', () => {
 
 describe('PostgreSQL: the lane locks', () => {
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+  /**
+   * Waits until a session on `url` is seen waiting for a lock (true), or `finished()` says the call under test
+   * ended first (false): whether that call had to wait, without guessing how long it takes.
+   */
+  async function waitsForLock(url: string, finished: () => boolean): Promise<boolean> {
+    for (;;) {
+      if (finished()) return false
+      const waiting = await sql(
+        url,
+        "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+      )
+      if (waiting.length > 0) return true
+      await sleep(20)
+    }
+  }
   /** A queue on a database of its own and another session on it (another relay, an operator), closed after `test`. */
   async function withOtherSession(
     name: string,
@@ -430,7 +445,7 @@ describe('PostgreSQL: the lane locks', () => {
   }
 
   it('a settle runs beside a lease being decided; leases run one at a time; a relay of an older version runs alone', () =>
-    withOtherSession('locks', async (q, other) => {
+    withOtherSession('locks', async (q, other, url) => {
       await q.enqueue([event(1), event(2), event(3)])
       const jobs = await q.lease('p1', 2, 60_000, T0 + 10)
       expect(jobs.map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
@@ -442,7 +457,7 @@ describe('PostgreSQL: the lane locks', () => {
       expect((await q.stats(T0 + 20)).leased).toBe(1)
       let leased = false
       const next = q.lease('p1', 10, 60_000, T0 + 20).then((found) => ((leased = true), found))
-      await sleep(300)
+      expect(await waitsForLock(url, () => leased)).toBe(true)
       expect(leased).toBe(false)
       await other.query('COMMIT')
       expect((await next).map((j) => j.messageId)).toEqual(['m-3'])
@@ -450,7 +465,7 @@ describe('PostgreSQL: the lane locks', () => {
       await other.query(`BEGIN; SELECT pg_advisory_xact_lock(${lockKey('lease:p1')})`)
       let settled = false
       const settling = q.complete([jobs[1]!]).then(() => (settled = true))
-      await sleep(300)
+      expect(await waitsForLock(url, () => settled)).toBe(true)
       expect(settled).toBe(false)
       await other.query('COMMIT')
       await settling
@@ -470,17 +485,10 @@ describe('PostgreSQL: the lane locks', () => {
       await other.query('BEGIN')
       await other.query("SET LOCAL deadlock_timeout = '10s'")
       await other.query('UPDATE relay_events SET attempts = attempts WHERE id = $1', [held!.id])
-      const settling = q.complete([first!])
-      // Until the settle waits for the row the other session holds.
-      while (
-        (
-          await sql(
-            url,
-            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-          )
-        ).length === 0
-      )
-        await sleep(20)
+      let settled = false
+      const settling = q.complete([first!]).then(() => (settled = true))
+      // The settle waits for the row the other session holds.
+      expect(await waitsForLock(url, () => settled)).toBe(true)
       await other.query('UPDATE relay_events SET attempts = attempts WHERE id = $1', [first!.id])
       await other.query('COMMIT')
       await settling
