@@ -55,6 +55,7 @@ CREATE INDEX IF NOT EXISTS events_later ON events (project_id, user_key, next_at
 CREATE INDEX IF NOT EXISTS events_held ON events (project_id, user_key) WHERE state = 'held';
 CREATE INDEX IF NOT EXISTS events_held_order ON events (project_id, id) WHERE state = 'held';
 CREATE INDEX IF NOT EXISTS events_dead ON events (dead_at) WHERE state = 'dead';
+CREATE INDEX IF NOT EXISTS events_open ON events (project_id, user_key) WHERE state IN ('pending', 'held', 'leased');
 CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_at ON seen (seen_at);
 CREATE TABLE IF NOT EXISTS inbox (
@@ -62,7 +63,8 @@ CREATE TABLE IF NOT EXISTS inbox (
   project_id TEXT NOT NULL,
   events INTEGER NOT NULL,
   received_at INTEGER NOT NULL,
-  body TEXT NOT NULL
+  body TEXT NOT NULL,
+  done BLOB
 );
 CREATE INDEX IF NOT EXISTS inbox_lane ON inbox (project_id, id);
 CREATE TABLE IF NOT EXISTS counters (lane TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (lane, name)) WITHOUT ROWID;
@@ -86,6 +88,11 @@ function checkpointPages(path: string): number {
     return 1_000
   }
 }
+/**
+ * How long a settle naming an inbox job finds the events-table row the event moved to (ms of real time); a
+ * lease's holder settles long before.
+ */
+const MOVED_KEPT_MS = 3_600_000
 /** Events in one inbox row at most (a batch request holds up to 2,500). */
 const INBOX_ROW_EVENTS = 500
 /** SQLite's page cache, in KiB (8 MB; the default is 2 MB). */
@@ -131,6 +138,70 @@ type InboxEvent = [string, string, string, string, number]
 
 /** A dead letter's size: its event and the service's answer, in bytes. */
 const DEAD_BYTES = 'length(CAST(body AS BLOB)) + coalesce(length(CAST(dead_response AS BLOB)), 0)'
+
+/**
+ * Job ids of events leased straight from the inbox: above every events-table id (AUTOINCREMENT counts from 1),
+ * in arrival order (the inbox row, then the event's place in it; INBOX_SLOT > INBOX_ROW_EVENTS). Exact as
+ * doubles while inbox ids stay below 2^40.
+ */
+const INBOX_ID_BASE = 2 ** 52
+const INBOX_SLOT = 4096
+
+/** An inbox row whose events are being leased (docs/relay-queue.md, "SQLite: events leased from the inbox"). */
+interface InboxRow {
+  readonly id: number
+  readonly lane: string
+  /** Its events, until every one was taken (then dropped: the jobs in flight hold their own). */
+  events: InboxEvent[] | undefined
+  /** The next event to take. */
+  next: number
+  /** Events settled, or moved to the events table: bit i for event i (saved in the row's `done` column). */
+  done: Uint8Array
+  /** Events not done yet, taken or not. At 0 the row is deleted. */
+  left: number
+}
+
+/** An event leased straight from the inbox: in flight, known to this process only. */
+interface Flying {
+  readonly job: Job & { readonly lease: number }
+  readonly row: InboxRow
+  readonly index: number
+  leaseUntil: number
+}
+
+/** Per lane: inbox rows read and not yet wholly taken, oldest first, and the last row id read. */
+interface LaneInbox {
+  rows: InboxRow[]
+  lastId: number
+}
+
+/** What happens to flying events a settle names: gone (delivered), dead, or back to the events table. */
+type FlyingOutcome =
+  | { readonly kind: 'complete' }
+  | { readonly kind: 'dead'; readonly info: DeadLetterInfo; readonly now: number }
+  | {
+      readonly kind: 'pending'
+      /** When they are ready again (undefined: at once, without blocking their user: a lease taken back). */
+      readonly readyAt?: number
+      readonly failed?: { readonly error: string; readonly now: number }
+    }
+
+function isDone(done: Uint8Array, i: number): boolean {
+  return ((done[i >> 3] as number) & (1 << (i & 7))) !== 0
+}
+
+/** Marks event `index` of `row` to be saved as done (see SqliteQueue.writeMarks). */
+function markDone(marks: Map<InboxRow, number[]>, row: InboxRow, index: number): void {
+  let list = marks.get(row)
+  if (list === undefined) marks.set(row, (list = []))
+  list.push(index)
+}
+
+function countDone(done: Uint8Array): number {
+  let n = 0
+  for (let b of done) for (; b !== 0; b &= b - 1) n++
+  return n
+}
 
 /** A leased event's columns, in the order SqliteQueue.LEASED_ROWS selects them. */
 type LeasedRow = [
@@ -203,17 +274,23 @@ function causedByData(error: unknown): boolean {
 /**
  * The default queue: one SQLite file in WAL mode with synchronous=FULL, so a commit survives a crash or a
  * power loss. Ingest is group-committed (many requests, one fsync), which keeps FULL close to NORMAL's speed,
- * and writes each request's accepted events as one inbox row, split into per-event rows by the next lease.
+ * and writes each request's accepted events as one inbox row; leases hand them out from there, in flight in this
+ * process's memory (docs/relay-queue.md, "SQLite: events leased from the inbox").
  * One relay process per file (SQLite has one writer); use PostgreSQL to run several.
  */
 export class SqliteQueue implements Queue {
   private readonly db: Database.Database
   private readonly commits: GroupCommit
   private readonly pageSize: number
-  /** Moves up to about `maxEvents` of one lane's events from the inbox into per-event rows (inside a transaction). */
-  private readonly splitRows: (lane: string, maxEvents: number) => number
-  /** Events in the inbox per lane, not yet split (counted here so a lease with nothing to split costs no query). */
-  private inboxEvents = new Map<string, number>()
+  /** Events leased straight from the inbox, by job id (docs/relay-queue.md, "SQLite: events leased from the inbox"). */
+  private readonly flying = new Map<number, Flying>()
+  /** Per lane, per user: their flying events (a user with one is in flight). */
+  private readonly flyingUsers = new Map<string, Map<string, Set<Flying>>>()
+  private readonly laneInbox = new Map<string, LaneInbox>()
+  /** Lanes whose inbox may hold rows not read yet (set by ingest, replays and the periodic recovery). */
+  private inboxMore = new Set<string>()
+  /** Inbox job ids whose event moved to the events table, and its id there: settles that name the job find it. */
+  private readonly moved = new Map<number, { readonly id: number; readonly at: number }>()
   private readonly reserve: DiskReserve | undefined
   /** The disk filled: the reserve is released and ingest refused until it is made again. */
   private full = false
@@ -245,6 +322,9 @@ export class SqliteQueue implements Queue {
     // Files made before leases carried a token (docs/relay-queue.md) get the column; their leases have none.
     if (!(this.db.pragma('table_info(events)') as Array<{ name: string }>).some((c) => c.name === 'lease_token'))
       this.db.exec('ALTER TABLE events ADD COLUMN lease_token INTEGER')
+    // Files made before events were leased straight from the inbox get its `done` column (see InboxRow).
+    if (!(this.db.pragma('table_info(inbox)') as Array<{ name: string }>).some((c) => c.name === 'done'))
+      this.db.exec('ALTER TABLE inbox ADD COLUMN done BLOB')
     this.pageSize = Number(this.db.pragma('page_size', { simple: true }))
     this.onSpace = options.onSpace
     const reserveBytes = reserveSize(path, options.reserveBytes ?? DEFAULT_RESERVE_BYTES)
@@ -260,8 +340,8 @@ export class SqliteQueue implements Queue {
     const insertDead = this.db.prepare(
       "INSERT INTO events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state, dead_reason, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'dead', ?, ?)"
     )
-    // Ingest writes a request's accepted events as one inbox row (per lane), after the dedup check; lease() moves
-    // them into per-event rows in bulk, off the request path (split). See docs/relay-ingest.md.
+    // Ingest writes a request's accepted events as one inbox row (per lane), after the dedup check; lease()
+    // hands them out from there (leaseFromInbox). See docs/relay-ingest.md.
     const insertInbox = this.db.prepare('INSERT INTO inbox (project_id, events, received_at, body) VALUES (?, ?, ?, ?)')
     const writeAll = this.db.transaction((requests: ReadonlyArray<readonly NewEvent[]>) => {
       const inboxed = new Map<string, number>()
@@ -294,7 +374,7 @@ export class SqliteQueue implements Queue {
           lane.push([e.messageId, e.sourceName, e.userKey, e.body, e.receivedAt])
           accepted++
         }
-        // At most INBOX_ROW_EVENTS to a row, so a split (and its JSON) stays small whatever one call enqueues.
+        // At most INBOX_ROW_EVENTS to a row, so reading one (and its JSON) stays small whatever one call enqueues.
         for (const [projectId, lane] of lanes) {
           for (let at = 0; at < lane.length; at += INBOX_ROW_EVENTS) {
             const part = lane.slice(at, at + INBOX_ROW_EVENTS)
@@ -310,41 +390,10 @@ export class SqliteQueue implements Queue {
     })
     const writeAndCount = (requests: ReadonlyArray<readonly NewEvent[]>) => {
       const { results, inboxed } = this.guard(() => writeAll(requests))
-      for (const [lane, n] of inboxed) this.inboxEvents.set(lane, (this.inboxEvents.get(lane) ?? 0) + n)
+      for (const lane of inboxed.keys()) this.inboxMore.add(lane)
       return results
     }
-    // Each lane splits its own inbox rows: a backlog on one lane (1Flow down) never delays another (survey
-    // responses to Segment).
-    const inboxRows = this.db.prepare(
-      'SELECT id, project_id, events, body FROM inbox WHERE project_id = ? ORDER BY id LIMIT ?'
-    )
-    const deleteInbox = this.db.prepare('DELETE FROM inbox WHERE id = ?')
-    // An inbox row's events are InboxEvent arrays: [messageId, sourceName, userKey, body, receivedAt].
-    const splitRow = this.db.prepare(
-      `INSERT INTO events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at)
-       SELECT value ->> 0, value ->> 1, ?, value ->> 2, value ->> 3, value ->> 4, value ->> 4 FROM json_each(?) ORDER BY key`
-    )
-    this.splitRows = (laneId: string, maxEvents: number) => {
-      let moved = 0
-      while (moved < maxEvents) {
-        const rows = inboxRows.all(laneId, 16) as Array<{
-          id: number
-          project_id: string
-          events: number
-          body: string
-        }>
-        if (rows.length === 0) break
-        for (const row of rows) {
-          // One statement per inbox row: its events in the order they were sent (json_each keeps array order).
-          splitRow.run(row.project_id, row.body)
-          deleteInbox.run(row.id)
-          moved += row.events
-          if (moved >= maxEvents) break
-        }
-      }
-      return moved
-    }
-    this.inboxEvents = this.countInbox()
+    this.inboxMore = new Set(this.countInbox().keys())
     this.initCounters()
     this.commits = new GroupCommit(
       writeAndCount,
@@ -423,77 +472,419 @@ export class SqliteQueue implements Queue {
     return this.commits.add(events)
   }
 
+  /**
+   * Events that wait in the events table (retries, users parked behind them, leases given back) first: they are
+   * older than anything still in the inbox. Then events straight from the inbox, leased in memory.
+   */
   async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
-    const take = () => {
-      const candidates = this.statement(SqliteQueue.DELIVERY_STATEMENTS.candidates)
-      const unhold = this.statement(SqliteQueue.DELIVERY_STATEMENTS.unholdUser)
-      for (let round = 0; round < LEASE_ROUNDS; round++) {
-        const found = candidates.all({ project: projectId, now, limit }) as Array<
-          Candidate & { blocked: number; held: number }
-        >
-        if (found.length === 0) return []
-        const states = new Map(found.map((c) => [c.userKey, { blocked: c.blocked === 1, held: c.held === 1 }]))
-        const plan = sortCandidates(found, (user) => states.get(user) as UserState)
-        this.update(plan.hold, "UPDATE events SET state = 'held'")
-        for (const user of plan.unhold) unhold.run({ project: projectId, user })
-        if (plan.lease.length > 0) {
-          // The rows are read back as arrays, not with RETURNING *: objects of every column cost the lease more
-          // than the UPDATE itself (docs/relay-queue.md, "Indexes").
-          const token = newLeaseToken()
-          const ids = JSON.stringify(plan.lease)
-          this.update(
-            plan.lease,
-            "UPDATE events SET state = 'leased', lease_until = ?, lease_token = ?",
-            now + leaseMs,
-            token
-          )
-          const leased = this.statementAs('raw', SqliteQueue.LEASED_ROWS).all(ids, token) as LeasedRow[]
-          // Ready (pending) before, leased now: the lease's own counts.
-          const tally = new Tally()
-          const jobs = leased.map(
-            ([id, messageId, sourceName, lane, userKey, body, receivedAt, attempts, firstAttemptAt]) => {
-              tally.add(lane, 'leased', 1)
-              if (attempts > 0) tally.add(lane, 'retrying', -1)
-              return {
-                id,
-                messageId,
-                sourceName,
-                projectId: lane,
-                userKey,
-                body,
-                receivedAt,
-                attempts,
-                firstAttemptAt,
-                lease: token
-              }
-            }
-          )
-          this.writeTally(tally)
-          return jobs.sort((a, b) => a.id - b.id)
-        }
-      }
-      return []
+    if (this.laneHasOpenRows(projectId)) {
+      const jobs = this.bookkeeping(() => this.leaseFromTable(projectId, limit, leaseMs, now))
+      if (jobs.length > 0) return jobs
     }
-    // What ingest has put in the inbox becomes per-event rows first, oldest request first: as many as one lease
-    // takes, and more while this lane finds none (the inbox is shared by every lane). Small splits keep each
-    // lease short. A split is its own transaction: on a full disk it is skipped (the events wait, safe, in the
-    // inbox) and the lease goes on with what is already split, as it did before there was an inbox.
-    let diskFull = false
-    const inbox = () => this.inboxEvents.get(projectId) ?? 0
-    for (let attempt = 0; attempt < LEASE_ROUNDS; attempt++) {
-      if (inbox() > 0 && !diskFull) {
-        try {
-          const moved = this.bookkeeping(() => this.splitRows(projectId, limit))
-          this.inboxEvents.set(projectId, inbox() - moved)
-        } catch (error) {
-          if ((error as { code?: string }).code !== 'SQLITE_FULL') throw error
-          diskFull = true
-        }
+    return this.inboxMore.has(projectId) ? this.leaseFromInbox(projectId, limit, leaseMs, now) : []
+  }
+
+  /** Leases events of the events table (inside the caller's transaction). */
+  private leaseFromTable(projectId: string, limit: number, leaseMs: number, now: number): Job[] {
+    const candidates = this.statement(SqliteQueue.DELIVERY_STATEMENTS.candidates)
+    const unhold = this.statement(SqliteQueue.DELIVERY_STATEMENTS.unholdUser)
+    for (let round = 0; round < LEASE_ROUNDS; round++) {
+      const found = candidates.all({ project: projectId, now, limit }) as Array<
+        Candidate & { blocked: number; held: number }
+      >
+      if (found.length === 0) return []
+      // A user with events flying from the inbox is in flight too (in practice a user has rows here or events
+      // flying, never both: see leaseFromInbox).
+      const flying = this.flyingUsers.get(projectId)
+      const states = new Map(
+        found.map((c) => [
+          c.userKey,
+          { blocked: c.blocked === 1 || flying?.has(c.userKey) === true, held: c.held === 1 }
+        ])
+      )
+      const plan = sortCandidates(found, (user) => states.get(user) as UserState)
+      this.update(plan.hold, "UPDATE events SET state = 'held'")
+      for (const user of plan.unhold) unhold.run({ project: projectId, user })
+      if (plan.lease.length > 0) {
+        // The rows are read back as arrays, not with RETURNING *: objects of every column cost the lease more
+        // than the UPDATE itself (docs/relay-queue.md, "Indexes").
+        const token = newLeaseToken()
+        const ids = JSON.stringify(plan.lease)
+        this.update(
+          plan.lease,
+          "UPDATE events SET state = 'leased', lease_until = ?, lease_token = ?",
+          now + leaseMs,
+          token
+        )
+        const leased = this.statementAs('raw', SqliteQueue.LEASED_ROWS).all(ids, token) as LeasedRow[]
+        // Ready (pending) before, leased now: the lease's own counts.
+        const tally = new Tally()
+        const jobs = leased.map(
+          ([id, messageId, sourceName, lane, userKey, body, receivedAt, attempts, firstAttemptAt]) => {
+            tally.add(lane, 'leased', 1)
+            if (attempts > 0) tally.add(lane, 'retrying', -1)
+            return {
+              id,
+              messageId,
+              sourceName,
+              projectId: lane,
+              userKey,
+              body,
+              receivedAt,
+              attempts,
+              firstAttemptAt,
+              lease: token
+            }
+          }
+        )
+        this.writeTally(tally)
+        return jobs.sort((a, b) => a.id - b.id)
       }
-      const rows = this.bookkeeping(take)
-      if (rows.length > 0 || diskFull || inbox() <= 0) return rows
     }
     return []
+  }
+
+  /** Whether a lane has events waiting or in flight in the events table (one seek in events_open). */
+  private laneHasOpenRows(lane: string): boolean {
+    return (
+      this.statement(
+        "SELECT 1 FROM events WHERE project_id = ? AND state IN ('pending', 'held', 'leased') LIMIT 1"
+      ).get(lane) !== undefined
+    )
+  }
+
+  /** Whether a user has events waiting or in flight in the events table (one seek in events_open). */
+  private userHasOpenRows(lane: string, user: string): boolean {
+    return (
+      this.statement(
+        "SELECT 1 FROM events WHERE project_id = ? AND user_key = ? AND state IN ('pending', 'held', 'leased') LIMIT 1"
+      ).get(lane, user) !== undefined
+    )
+  }
+
+  /** Reads a lane's next inbox rows into memory; false when there are none. */
+  private readInbox(lane: string, inbox: LaneInbox): boolean {
+    const rows = this.statementAs(
+      'raw',
+      'SELECT id, body, done FROM inbox WHERE project_id = ? AND id > ? ORDER BY id LIMIT 16'
+    ).all(lane, inbox.lastId) as Array<[number, string, Buffer | null]>
+    if (rows.length === 0) {
+      this.inboxMore.delete(lane)
+      return false
+    }
+    for (const [id, body, saved] of rows) {
+      inbox.lastId = id
+      const events = JSON.parse(body) as InboxEvent[]
+      const done = new Uint8Array(Math.ceil(events.length / 8))
+      if (saved) done.set(saved.subarray(0, done.length))
+      const left = events.length - countDone(done)
+      // Every event done yet the row still here cannot happen (the last settle deletes it), but costs nothing.
+      if (left <= 0) this.statement('DELETE FROM inbox WHERE id = ?').run(id)
+      else inbox.rows.push({ id, lane, events, next: 0, done, left })
+    }
+    return true
+  }
+
+  /**
+   * Leases events straight from a lane's inbox rows, in arrival order, with no write for them: they are in flight
+   * in this process's memory (a crash leaves them in the inbox, leased again after the restart). A user already
+   * in the events table (a retry, parked events, a lease given back) or in flight from an earlier lease goes to
+   * the events table instead — their flying events as leased, the new ones as held — so each user is in one
+   * place, and the table's order (its ids) is the user's order of arrival.
+   */
+  private leaseFromInbox(lane: string, limit: number, leaseMs: number, now: number): Job[] {
+    let inbox = this.laneInbox.get(lane)
+    if (inbox === undefined) this.laneInbox.set(lane, (inbox = { rows: [], lastId: 0 }))
+    const flyingUsers = this.flyingUsers.get(lane)
+    const tableHasRows = this.laneHasOpenRows(lane)
+    type Taken = { readonly row: InboxRow; readonly index: number; readonly event: InboxEvent }
+    const take: Taken[] = []
+    const hold: Taken[] = []
+    const convert = new Set<string>()
+    const leasedUsers = new Set<string>()
+    const tableUsers = new Set<string>()
+    const nextOf = new Map<InboxRow, number>()
+    // At most this many events looked at (a parked backlog of one user is moved, never walked whole at once).
+    const maxLook = limit * LEASE_ROUNDS
+    let r = 0
+    while (take.length < limit && take.length + hold.length < maxLook) {
+      const row = inbox.rows[r]
+      if (row === undefined) {
+        if (!this.readInbox(lane, inbox)) break
+        continue
+      }
+      const events = row.events as InboxEvent[]
+      const at = nextOf.get(row) ?? row.next
+      if (at >= events.length) {
+        r++
+        continue
+      }
+      nextOf.set(row, at + 1)
+      if (isDone(row.done, at)) continue
+      const event = events[at] as InboxEvent
+      const user = event[2]
+      let lease = true
+      if (leasedUsers.has(user)) lease = true
+      else if (tableUsers.has(user)) lease = false
+      else if (flyingUsers?.has(user)) {
+        convert.add(user)
+        tableUsers.add(user)
+        lease = false
+      } else if (tableHasRows && this.userHasOpenRows(lane, user)) {
+        tableUsers.add(user)
+        lease = false
+      }
+      if (lease) leasedUsers.add(user)
+      ;(lease ? take : hold).push({ row, index: at, event })
+    }
+    let applyMoves = () => {}
+    if (hold.length > 0 || convert.size > 0) {
+      applyMoves = this.bookkeeping(() => {
+        const tally = new Tally()
+        const marks = new Map<InboxRow, number[]>()
+        const movedNow: Array<[number, number]> = []
+        const gone: Flying[] = []
+        for (const user of convert) {
+          for (const f of [...(flyingUsers?.get(user) ?? [])].sort((a, b) => a.job.id - b.job.id)) {
+            movedNow.push([
+              f.job.id,
+              this.insertRow(f.job, 'leased', { leaseToken: f.job.lease, leaseUntil: f.leaseUntil })
+            ])
+            tally.add(lane, 'leased', 1)
+            markDone(marks, f.row, f.index)
+            gone.push(f)
+          }
+        }
+        for (const { row, index, event } of hold) {
+          const [messageId, sourceName, userKey, body, receivedAt] = event
+          this.insertRow({ messageId, sourceName, projectId: lane, userKey, body, receivedAt }, 'held')
+          markDone(marks, row, index)
+        }
+        this.writeTally(tally)
+        return this.afterCommit(this.writeMarks(marks), gone, movedNow)
+      })
+    }
+    // Committed (or nothing to write): the lease's events fly.
+    applyMoves()
+    for (const [row, next] of nextOf) row.next = next
+    while (
+      inbox.rows.length > 0 &&
+      (inbox.rows[0] as InboxRow).next >= ((inbox.rows[0] as InboxRow).events?.length ?? 0)
+    ) {
+      ;(inbox.rows.shift() as InboxRow).events = undefined
+    }
+    const token = newLeaseToken()
+    return take.map(({ row, index, event: [messageId, sourceName, userKey, body, receivedAt] }) => {
+      const job = {
+        id: INBOX_ID_BASE + row.id * INBOX_SLOT + index,
+        messageId,
+        sourceName,
+        projectId: lane,
+        userKey,
+        body,
+        receivedAt,
+        attempts: 0,
+        firstAttemptAt: null,
+        lease: token
+      }
+      const f: Flying = { job, row, index, leaseUntil: now + leaseMs }
+      this.flying.set(job.id, f)
+      let users = this.flyingUsers.get(lane)
+      if (users === undefined) this.flyingUsers.set(lane, (users = new Map()))
+      let mine = users.get(userKey)
+      if (mine === undefined) users.set(userKey, (mine = new Set()))
+      mine.add(f)
+      return job
+    })
+  }
+
+  /** A flying event is no longer in flight here (settled, or moved to the events table). */
+  private land(f: Flying): void {
+    this.flying.delete(f.job.id)
+    const users = this.flyingUsers.get(f.job.projectId)
+    const mine = users?.get(f.job.userKey)
+    mine?.delete(f)
+    if (mine?.size === 0) users?.delete(f.job.userKey)
+    if (users?.size === 0) this.flyingUsers.delete(f.job.projectId)
+  }
+
+  /** Writes an event into the events table (inside the caller's transaction); returns its id there. */
+  private insertRow(
+    e: Pick<Job, 'messageId' | 'sourceName' | 'projectId' | 'userKey' | 'body' | 'receivedAt'>,
+    state: 'pending' | 'held' | 'leased' | 'dead',
+    more: {
+      readonly nextAttemptAt?: number
+      readonly attempts?: number
+      readonly firstAttemptAt?: number | null
+      readonly lastError?: string
+      readonly leaseToken?: number
+      readonly leaseUntil?: number
+      readonly dead?: DeadLetterInfo
+      readonly deadAt?: number
+    } = {}
+  ): number {
+    return Number(
+      this.statement(
+        `INSERT INTO events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state,
+           attempts, first_attempt_at, last_error, lease_token, lease_until, dead_reason, dead_status, dead_response, dead_at)
+         VALUES (@messageId, @sourceName, @projectId, @userKey, @body, @receivedAt, @nextAttemptAt, @state,
+           @attempts, @firstAttemptAt, @lastError, @leaseToken, @leaseUntil, @deadReason, @deadStatus, @deadResponse, @deadAt)`
+      ).run({
+        messageId: e.messageId,
+        sourceName: e.sourceName,
+        projectId: e.projectId,
+        userKey: e.userKey,
+        body: e.body,
+        receivedAt: e.receivedAt,
+        nextAttemptAt: more.nextAttemptAt ?? e.receivedAt,
+        state,
+        attempts: more.attempts ?? 0,
+        firstAttemptAt: more.firstAttemptAt ?? null,
+        lastError: more.lastError?.slice(0, 500) ?? null,
+        leaseToken: more.leaseToken ?? null,
+        leaseUntil: more.leaseUntil ?? null,
+        deadReason: more.dead?.reason.slice(0, 1000) ?? null,
+        deadStatus: more.dead?.status ?? null,
+        deadResponse: more.dead?.response?.slice(0, 2000) ?? null,
+        deadAt: more.deadAt ?? null
+      }).lastInsertRowid
+    )
+  }
+
+  /**
+   * Saves which events of some inbox rows are done (inside the caller's transaction): a row with none left is
+   * deleted. Returns what to change in memory once the transaction commits.
+   */
+  private writeMarks(marks: ReadonlyMap<InboxRow, readonly number[]>): () => void {
+    const after: Array<[InboxRow, Uint8Array, number]> = []
+    for (const [row, indexes] of marks) {
+      const done = row.done.slice()
+      let left = row.left
+      for (const i of indexes) {
+        if (isDone(done, i)) continue
+        done[i >> 3] = (done[i >> 3] as number) | (1 << (i & 7))
+        left--
+      }
+      if (left <= 0) this.statement('DELETE FROM inbox WHERE id = ?').run(row.id)
+      else this.statement('UPDATE inbox SET done = ? WHERE id = ?').run(Buffer.from(done), row.id)
+      after.push([row, done, left])
+    }
+    return () => {
+      for (const [row, done, left] of after) {
+        row.done = done
+        row.left = left
+      }
+    }
+  }
+
+  /**
+   * Splits the events a settle names into those of the events table (inbox jobs that moved there named by their
+   * id in it; `alias` maps that id back to the job's) and those flying from the inbox. A fenced ref applies only
+   * while its lease holds the event: flying with that token, or (moved) leased with it in the table.
+   */
+  private resolve(refs: readonly JobRef[]): { table: JobRef[]; mem: Flying[]; alias: Map<number, number> } {
+    const table: JobRef[] = []
+    const mem: Flying[] = []
+    const alias = new Map<number, number>()
+    const seen = new Set<number>()
+    for (const ref of refs) {
+      const id = typeof ref === 'number' ? ref : ref.id
+      if (id < INBOX_ID_BASE) {
+        table.push(ref)
+        continue
+      }
+      const lease = typeof ref === 'number' ? undefined : ref.lease
+      const f = this.flying.get(id)
+      if (f !== undefined) {
+        if ((lease === undefined || lease === f.job.lease) && !seen.has(id)) mem.push(f)
+        seen.add(id)
+        continue
+      }
+      const to = this.moved.get(id)
+      if (to === undefined) continue
+      alias.set(to.id, id)
+      table.push(typeof ref === 'number' || lease === undefined ? to.id : { ...ref, id: to.id })
+    }
+    return { table, mem, alias }
+  }
+
+  /**
+   * Writes what happened to flying events (inside the caller's transaction); returns what to change in memory
+   * once it commits. Back to the events table (a retry, a release, a lease taken back), an event takes every
+   * other flying event of its user with it (those as still leased by their lease): the table then holds the
+   * user's events in their order of arrival.
+   */
+  private settleFlying(mem: readonly Flying[], outcome: FlyingOutcome): () => void {
+    if (mem.length === 0) return () => {}
+    const tally = new Tally()
+    const marks = new Map<InboxRow, number[]>()
+    const movedNow: Array<[number, number]> = []
+    const gone = new Set<Flying>()
+    const leave = (f: Flying, tableId?: number) => {
+      markDone(marks, f.row, f.index)
+      gone.add(f)
+      if (tableId !== undefined) movedNow.push([f.job.id, tableId])
+    }
+    if (outcome.kind === 'complete') {
+      for (const f of mem) {
+        tally.add(f.job.projectId, 'undelivered', -1)
+        leave(f)
+      }
+    } else if (outcome.kind === 'dead') {
+      const { info, now } = outcome
+      for (const f of mem) {
+        const id = this.insertRow(f.job, 'dead', {
+          attempts: info.sent ? 1 : 0,
+          firstAttemptAt: info.sent ? now : null,
+          dead: info,
+          deadAt: now
+        })
+        tally.add(f.job.projectId, 'undelivered', -1)
+        tally.add('', 'dead', 1)
+        const bytes = this.statement(`SELECT ${DEAD_BYTES} FROM events WHERE id = ?`).pluck().get(id) as number
+        tally.add('', 'dead_bytes', bytes)
+        leave(f, id)
+      }
+    } else {
+      const named = new Set(mem)
+      const all = new Set<Flying>()
+      for (const f of mem) for (const g of this.flyingUsers.get(f.job.projectId)?.get(f.job.userKey) ?? []) all.add(g)
+      for (const f of [...all].sort((a, b) => a.job.id - b.job.id)) {
+        if (named.has(f)) {
+          leave(
+            f,
+            this.insertRow(f.job, 'pending', {
+              nextAttemptAt: outcome.readyAt ?? f.job.receivedAt,
+              ...(outcome.failed && {
+                attempts: 1,
+                firstAttemptAt: outcome.failed.now,
+                lastError: outcome.failed.error
+              })
+            })
+          )
+          if (outcome.failed) tally.add(f.job.projectId, 'retrying', 1)
+        } else {
+          leave(f, this.insertRow(f.job, 'leased', { leaseToken: f.job.lease, leaseUntil: f.leaseUntil }))
+          tally.add(f.job.projectId, 'leased', 1)
+        }
+      }
+    }
+    this.writeTally(tally)
+    return this.afterCommit(this.writeMarks(marks), gone, movedNow)
+  }
+
+  /** What a write for flying events changes in memory, once its transaction commits. */
+  private afterCommit(
+    applyMarks: () => void,
+    gone: Iterable<Flying>,
+    movedNow: ReadonlyArray<readonly [from: number, to: number]>
+  ): () => void {
+    return () => {
+      applyMarks()
+      for (const f of gone) this.land(f)
+      const at = Date.now()
+      for (const [from, to] of movedNow) this.moved.set(from, { id: to, at })
+    }
   }
 
   /**
@@ -612,16 +1003,23 @@ export class SqliteQueue implements Queue {
   }
 
   async renew(refs: readonly JobRef[], leaseUntil: number): Promise<number[]> {
-    return this.bookkeeping(() => {
-      const ids = this.held(refs)
-      this.update(ids, 'UPDATE events SET lease_until = MAX(COALESCE(lease_until, 0), ?)', leaseUntil)
-      return ids
-    })
+    const { table, mem, alias } = this.resolve(refs)
+    const ids =
+      table.length === 0
+        ? []
+        : this.bookkeeping(() => {
+            const held = this.held(table)
+            this.update(held, 'UPDATE events SET lease_until = MAX(COALESCE(lease_until, 0), ?)', leaseUntil)
+            return held
+          })
+    for (const f of mem) f.leaseUntil = Math.max(f.leaseUntil, leaseUntil)
+    return [...ids.map((id) => alias.get(id) ?? id), ...mem.map((f) => f.job.id)]
   }
 
   async complete(refs: readonly JobRef[]): Promise<void> {
-    this.bookkeeping(() => {
-      const { bare, leases } = splitRefs(refs)
+    const after = this.bookkeeping(() => {
+      const { table, mem } = this.resolve(refs)
+      const { bare, leases } = splitRefs(table)
       // A lease's rows are leased by definition (held() checks it): what they count for is known without reading
       // them; bare ids are read.
       const tally = new Tally()
@@ -637,12 +1035,15 @@ export class SqliteQueue implements Queue {
       this.unholdUsersOf(ids)
       this.update(ids, 'DELETE FROM events')
       this.writeTally(tally)
+      return this.settleFlying(mem, { kind: 'complete' })
     })
+    after()
   }
 
   async release(refs: readonly JobRef[], readyAt: number): Promise<void> {
-    this.bookkeeping(() => {
-      const ids = this.held(refs)
+    const after = this.bookkeeping(() => {
+      const { table, mem } = this.resolve(refs)
+      const ids = this.held(table)
       this.unholdUsersOf(ids)
       this.recount(ids, () =>
         this.update(
@@ -651,12 +1052,15 @@ export class SqliteQueue implements Queue {
           readyAt
         )
       )
+      return this.settleFlying(mem, { kind: 'pending', readyAt })
     })
+    after()
   }
 
   async retry(refs: readonly JobRef[], nextAttemptAt: number, error: string, now: number): Promise<void> {
-    this.bookkeeping(() => {
-      const ids = this.held(refs)
+    const after = this.bookkeeping(() => {
+      const { table, mem } = this.resolve(refs)
+      const ids = this.held(table)
       this.recount(ids, () =>
         this.update(
           ids,
@@ -666,12 +1070,15 @@ export class SqliteQueue implements Queue {
           now
         )
       )
+      return this.settleFlying(mem, { kind: 'pending', readyAt: nextAttemptAt, failed: { error, now } })
     })
+    after()
   }
 
   async deadLetter(refs: readonly JobRef[], info: DeadLetterInfo, now: number): Promise<void> {
-    this.guarded(() => {
-      const ids = this.held(refs)
+    const after = this.guarded(() => {
+      const { table, mem } = this.resolve(refs)
+      const ids = this.held(table)
       this.unholdUsersOf(ids)
       this.recount(ids, () =>
         this.update(
@@ -685,13 +1092,22 @@ export class SqliteQueue implements Queue {
           info.sent ? now : null
         )
       )
+      return this.settleFlying(mem, { kind: 'dead', info, now })
     })()
+    after()
   }
 
   async recoverLeases(now: number): Promise<number> {
-    // The relay calls this periodically: a good moment to re-read the inbox counts, whatever may have moved them.
-    this.inboxEvents = this.countInbox()
-    return this.bookkeeping(() => {
+    // The relay calls this periodically: a good moment to look again for inbox rows, whoever wrote them (an admin
+    // command's replay runs in another process).
+    for (const lane of this.countInbox().keys()) this.inboxMore.add(lane)
+    const forgetBefore = Date.now() - MOVED_KEPT_MS
+    for (const [id, { at }] of this.moved) if (at < forgetBefore) this.moved.delete(id)
+    const expiredFlying = [...this.flying.values()].filter((f) => f.leaseUntil <= now)
+    const { recovered, after } = this.bookkeeping(() => {
+      // Flying events first: those of their users still leased move to the table as leased, and are taken back
+      // below if their lease is past too.
+      const after = this.settleFlying(expiredFlying, { kind: 'pending' })
       const expired = (this.statement(SqliteQueue.DELIVERY_STATEMENTS.expiredLeases).all(now) as Row[]).map((r) =>
         Number(r.id)
       )
@@ -701,8 +1117,10 @@ export class SqliteQueue implements Queue {
       )
       // Held events of a user with nothing in flight and no retry to wait for: ready again (never stranded).
       this.statement(SqliteQueue.DELIVERY_STATEMENTS.unholdFreeUsers).run(now)
-      return expired.length
+      return { recovered: expired.length + expiredFlying.length, after }
     })
+    after()
+    return recovered
   }
 
   async pruneDedup(before: number): Promise<number> {
@@ -737,6 +1155,8 @@ export class SqliteQueue implements Queue {
     const oldestDead = this.statement("SELECT dead_at FROM events WHERE state = 'dead' ORDER BY dead_at LIMIT 1")
       .pluck()
       .get() as number | undefined
+    // Events flying from the inbox are leased in this process's memory only; the counters have them as undelivered.
+    leased += this.flying.size
     return {
       pending: undelivered - leased,
       leased,
@@ -781,9 +1201,20 @@ export class SqliteQueue implements Queue {
         FROM events`
       )
       .get() as Row
-    const inbox = this.db
-      .prepare('SELECT project_id, sum(events) AS n, min(received_at) AS oldest FROM inbox GROUP BY project_id')
-      .all() as Row[]
+    // An inbox row's events not done yet (see InboxRow), per lane.
+    const inbox: Row[] = []
+    const byLane = new Map<string, Row>()
+    for (const r of this.db.prepare('SELECT project_id, events, received_at, done FROM inbox').all() as Row[]) {
+      const left = Number(r.events) - (r.done ? countDone(new Uint8Array(r.done as Buffer)) : 0)
+      const lane = String(r.project_id)
+      let sum = byLane.get(lane)
+      if (sum === undefined) {
+        byLane.set(lane, (sum = { project_id: lane, n: 0, oldest: r.received_at }))
+        inbox.push(sum)
+      }
+      sum.n = Number(sum.n) + left
+      sum.oldest = Math.min(Number(sum.oldest), Number(r.received_at))
+    }
     const lanes: Record<string, number> = {}
     for (const r of [
       ...(this.db
@@ -794,8 +1225,8 @@ export class SqliteQueue implements Queue {
       lanes[String(r.project_id)] = (lanes[String(r.project_id)] ?? 0) + Number(r.n)
     const oldest = [row.oldest, ...inbox.map((r) => r.oldest)].filter((v) => v != null).map(Number)
     return {
-      pending: Number(row.pending ?? 0) + inbox.reduce((sum, r) => sum + Number(r.n), 0),
-      leased: Number(row.leased ?? 0),
+      pending: Number(row.pending ?? 0) + inbox.reduce((sum, r) => sum + Number(r.n), 0) - this.flying.size,
+      leased: Number(row.leased ?? 0) + this.flying.size,
       retrying: Number(row.retrying ?? 0),
       dead: Number(row.dead ?? 0),
       oldestAgeMs: oldest.length === 0 ? 0 : Math.max(0, now - Math.min(...oldest)),
@@ -1002,7 +1433,7 @@ export class SqliteQueue implements Queue {
       this.writeTally(tally)
       return ids.length
     })()
-    for (const [lane, n] of inboxed) this.inboxEvents.set(lane, (this.inboxEvents.get(lane) ?? 0) + n)
+    for (const lane of inboxed.keys()) this.inboxMore.add(lane)
     return replayed
   }
 
