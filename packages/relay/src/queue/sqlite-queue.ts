@@ -25,6 +25,7 @@ import {
   type UserState
 } from './queue'
 import { DiskReserve } from './disk-reserve'
+import { OneFlowError } from '@oneflow-seg/core'
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS events (
@@ -69,6 +70,7 @@ CREATE TABLE IF NOT EXISTS inbox (
 CREATE INDEX IF NOT EXISTS inbox_lane ON inbox (project_id, id);
 CREATE TABLE IF NOT EXISTS counters (lane TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (lane, name)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS owner (id INTEGER PRIMARY KEY CHECK (id = 1), token INTEGER NOT NULL, pid INTEGER NOT NULL, until INTEGER NOT NULL);
 INSERT OR IGNORE INTO probe (id, at) VALUES (1, 0);
 `
 
@@ -88,6 +90,23 @@ function checkpointPages(path: string): number {
     return 1_000
   }
 }
+/** A relay's claim on a SQLite file lasts this long without renewal (ms of real time)… */
+const OWNER_TTL_MS = 15_000
+/** …and is renewed by a lease once less than this much of it is left. */
+const OWNER_RENEW_MS = 10_000
+
+/** Another relay process delivers from this SQLite file: one file serves one relay. */
+export class QueueOwnedError extends OneFlowError {
+  override readonly name = 'QueueOwnedError'
+  readonly code = 'QUEUE_OWNED'
+  readonly remedy = 'fix-config'
+  constructor(path: string, pid: number) {
+    super(
+      `another relay process (pid ${pid}) is delivering from the SQLite queue ${path}; this relay still accepts events into it but delivers none while that one runs. One SQLite file serves one relay: stop the other process, give each relay its own file, or use PostgreSQL ("queue": "postgres://…") to run several`
+    )
+  }
+}
+
 /**
  * How long a settle naming an inbox job finds the events-table row the event moved to (ms of real time); a
  * lease's holder settles long before.
@@ -195,6 +214,16 @@ function markDone(marks: Map<InboxRow, number[]>, row: InboxRow, index: number):
   let list = marks.get(row)
   if (list === undefined) marks.set(row, (list = []))
   list.push(index)
+}
+
+/** Whether a process with this pid runs (on this machine; EPERM: it runs as another user). */
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as { code?: string }).code === 'EPERM'
+  }
 }
 
 function countDone(done: Uint8Array): number {
@@ -477,6 +506,7 @@ export class SqliteQueue implements Queue {
    * older than anything still in the inbox. Then events straight from the inbox, leased in memory.
    */
   async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
+    this.claim(true)
     if (this.laneHasOpenRows(projectId)) {
       const jobs = this.bookkeeping(() => this.leaseFromTable(projectId, limit, leaseMs, now))
       if (jobs.length > 0) return jobs
@@ -542,6 +572,45 @@ export class SqliteQueue implements Queue {
       }
     }
     return []
+  }
+
+  private readonly ownerToken = newLeaseToken()
+  /** Until when (real time) this process's claim on the file lasts, as last written. */
+  private ownedUntil = 0
+
+  /**
+   * Claims the file for this process, or renews the claim (what is in flight lives in this process's memory, so
+   * two relays on one file would each deliver everything). A claim is free when it ran out, or when the process
+   * that made it is gone (a crash, a restart: the pid is not running, or is this process's own). Throws
+   * QueueOwnedError when another live relay holds it (`orThrow`), or returns false.
+   */
+  private claim(orThrow: boolean): boolean {
+    const t = Date.now()
+    if (t < this.ownedUntil - OWNER_TTL_MS + OWNER_RENEW_MS) return true
+    const holder = this.statement('SELECT token, pid, until FROM owner WHERE id = 1').get() as
+      { token: number; pid: number; until: number } | undefined
+    const free =
+      holder === undefined ||
+      holder.token === this.ownerToken ||
+      holder.until < t ||
+      holder.pid === process.pid ||
+      !processRuns(holder.pid)
+    if (free) {
+      const until = t + OWNER_TTL_MS
+      // Guarded by what was read: of two processes claiming at once, one writes.
+      const written = this.statement(
+        `INSERT INTO owner (id, token, pid, until) VALUES (1, @token, @pid, @until)
+         ON CONFLICT (id) DO UPDATE SET token = excluded.token, pid = excluded.pid, until = excluded.until
+         WHERE owner.token = @was`
+      ).run({ token: this.ownerToken, pid: process.pid, until, was: holder?.token ?? null }).changes
+      if (written === 1) {
+        this.ownedUntil = until
+        return true
+      }
+    }
+    this.ownedUntil = 0
+    if (orThrow) throw new QueueOwnedError(this.path, holder?.pid ?? 0)
+    return false
   }
 
   /** Whether a lane has events waiting or in flight in the events table (one seek in events_open). */
@@ -1098,6 +1167,8 @@ export class SqliteQueue implements Queue {
   }
 
   async recoverLeases(now: number): Promise<number> {
+    // Another relay's leases are not this one's to take back (see claim).
+    if (!this.claim(false)) return 0
     // The relay calls this periodically: a good moment to look again for inbox rows, whoever wrote them (an admin
     // command's replay runs in another process).
     for (const lane of this.countInbox().keys()) this.inboxMore.add(lane)
@@ -1460,6 +1531,12 @@ export class SqliteQueue implements Queue {
 
   async close(): Promise<void> {
     await this.commits.flush()
+    // The next relay on this file need not wait for the claim to run out.
+    try {
+      this.statement('UPDATE owner SET until = 0 WHERE token = ?').run(this.ownerToken)
+    } catch {
+      // A file that takes no writes now: the claim runs out by itself.
+    }
     this.db.close()
   }
 }

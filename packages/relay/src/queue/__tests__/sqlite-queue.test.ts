@@ -1,9 +1,10 @@
+import { spawn } from 'node:child_process'
 import { existsSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { SqliteQueue } from '../sqlite-queue'
+import { QueueOwnedError, SqliteQueue } from '../sqlite-queue'
 import type { Job, Queue } from '../queue'
 import { tempDir } from '../../__tests__/helpers'
 import { describeQueue, event, T0 } from './queue-conformance'
@@ -289,4 +290,53 @@ describe('SQLite: events leased straight from the inbox', () => {
       { numRuns: 200 }
     )
   }, 120_000)
+})
+
+describe('SQLite: one relay per file', () => {
+  it('while another live process holds the file, leases refuse with a clear error and recovery takes nothing back; once it is gone, at once', async () => {
+    const path = join(tempDir(), 'queue.db')
+    const q = new SqliteQueue(path, SMALL)
+    const other = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' })
+    try {
+      await q.enqueue([event(1), event(2)])
+      // Another relay's claim, as its queue writes it, with a lease of its own in the table.
+      const db = new Database(path)
+      db.prepare('INSERT INTO owner (id, token, pid, until) VALUES (1, 7, ?, ?)').run(other.pid, Date.now() + 60_000)
+      db.prepare(
+        `INSERT INTO events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state, lease_until, lease_token)
+         VALUES ('theirs', 'web', 'p1', 'u-9', '{}', ?, ?, 'leased', ?, 7)`
+      ).run(T0, T0, T0 + 1_000)
+      db.close()
+      const refused = await q.lease('p1', 10, 60_000, T0 + 10).catch((error: unknown) => error)
+      expect(refused).toBeInstanceOf(QueueOwnedError)
+      expect((refused as Error).message).toContain(`pid ${other.pid}`)
+      expect((refused as Error).message).toContain('one relay')
+      expect(await q.recoverLeases(Number.MAX_SAFE_INTEGER)).toBe(0)
+      other.kill('SIGKILL')
+      await new Promise((resolve) => other.once('exit', resolve))
+      // Its process is gone: the file is free at once, and what it had in flight is taken back.
+      expect(await q.recoverLeases(Number.MAX_SAFE_INTEGER)).toBe(1)
+      expect((await q.lease('p1', 10, 60_000, T0 + 20)).map((j) => j.messageId)).toEqual(['theirs'])
+      expect((await q.lease('p1', 10, 60_000, T0 + 20)).map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
+    } finally {
+      other.kill('SIGKILL')
+      await q.close()
+    }
+  })
+
+  it('a claim that ran out is free even while its process runs (a relay frozen past it)', async () => {
+    const path = join(tempDir(), 'queue.db')
+    const q = new SqliteQueue(path, SMALL)
+    const other = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' })
+    try {
+      await q.enqueue([event(1)])
+      const db = new Database(path)
+      db.prepare('INSERT INTO owner (id, token, pid, until) VALUES (1, 7, ?, ?)').run(other.pid, Date.now() - 1)
+      db.close()
+      expect((await q.lease('p1', 10, 60_000, T0 + 10)).map((j) => j.messageId)).toEqual(['m-1'])
+    } finally {
+      other.kill('SIGKILL')
+      await q.close()
+    }
+  })
 })
