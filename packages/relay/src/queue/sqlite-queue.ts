@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS inbox (
 CREATE INDEX IF NOT EXISTS inbox_lane ON inbox (project_id, id);
 CREATE TABLE IF NOT EXISTS counters (lane TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (lane, name)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS owner (id INTEGER PRIMARY KEY CHECK (id = 1), token INTEGER NOT NULL, pid INTEGER NOT NULL, until INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS owner (id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER NOT NULL, since INTEGER NOT NULL);
 INSERT OR IGNORE INTO probe (id, at) VALUES (1, 0);
 `
 
@@ -90,19 +90,17 @@ function checkpointPages(path: string): number {
     return 1_000
   }
 }
-/** A relay's claim on a SQLite file lasts this long without renewal (ms of real time)… */
-const OWNER_TTL_MS = 15_000
-/** …and is renewed by a lease once less than this much of it is left. */
-const OWNER_RENEW_MS = 10_000
+/** A relay that could not claim its SQLite file tries again at most this often (ms of real time). */
+const CLAIM_RETRY_MS = 1_000
 
 /** Another relay process delivers from this SQLite file: one file serves one relay. */
 export class QueueOwnedError extends OneFlowError {
   override readonly name = 'QueueOwnedError'
   readonly code = 'QUEUE_OWNED'
   readonly remedy = 'fix-config'
-  constructor(path: string, pid: number) {
+  constructor(path: string, pid: number | undefined) {
     super(
-      `another relay process (pid ${pid}) is delivering from the SQLite queue ${path}; this relay still accepts events into it but delivers none while that one runs. One SQLite file serves one relay: stop the other process, give each relay its own file, or use PostgreSQL ("queue": "postgres://…") to run several`
+      `another relay process (${pid === undefined ? 'its pid unknown' : `pid ${pid} where it runs`}) is delivering from the SQLite queue ${path}; this relay still accepts events into it but delivers none while that one runs. One SQLite file serves one relay: stop the other process, give each relay its own file, or use PostgreSQL ("queue": "postgres://…") to run several`
     )
   }
 }
@@ -111,7 +109,7 @@ export class QueueOwnedError extends OneFlowError {
  * How long a settle naming an inbox job finds the events-table row the event moved to (ms of real time); a
  * lease's holder settles long before.
  */
-const MOVED_KEPT_MS = 3_600_000
+const MOVED_KEPT_MS = 600_000
 /** Events in one inbox row at most (a batch request holds up to 2,500). */
 const INBOX_ROW_EVENTS = 500
 /** SQLite's page cache, in KiB (8 MB; the default is 2 MB). */
@@ -214,16 +212,6 @@ function markDone(marks: Map<InboxRow, number[]>, row: InboxRow, index: number):
   let list = marks.get(row)
   if (list === undefined) marks.set(row, (list = []))
   list.push(index)
-}
-
-/** Whether a process with this pid runs (on this machine; EPERM: it runs as another user). */
-function processRuns(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as { code?: string }).code === 'EPERM'
-  }
 }
 
 function countDone(done: Uint8Array): number {
@@ -574,43 +562,47 @@ export class SqliteQueue implements Queue {
     return []
   }
 
-  private readonly ownerToken = newLeaseToken()
-  /** Until when (real time) this process's claim on the file lasts, as last written. */
-  private ownedUntil = 0
+  /**
+   * This process's claim on the file: a connection to `<path>.owner` holding an exclusive lock (an open
+   * `BEGIN EXCLUSIVE`). The kernel drops it when the process ends, however it ends; it does not run out while
+   * the process lives, frozen or not; and it works between containers sharing a volume, whatever their pids.
+   */
+  private ownerLock: Database.Database | undefined
+  private claimTriedAt = -Infinity
 
   /**
-   * Claims the file for this process, or renews the claim (what is in flight lives in this process's memory, so
-   * two relays on one file would each deliver everything). A claim is free when it ran out, or when the process
-   * that made it is gone (a crash, a restart: the pid is not running, or is this process's own). Throws
-   * QueueOwnedError when another live relay holds it (`orThrow`), or returns false.
+   * Claims the file for this process (what is in flight lives in this process's memory, so two relays on one
+   * file would each deliver everything). Throws QueueOwnedError while another process holds it (`orThrow`), or
+   * returns false.
    */
   private claim(orThrow: boolean): boolean {
+    if (this.ownerLock !== undefined || this.path === ':memory:') return true
     const t = Date.now()
-    if (t < this.ownedUntil - OWNER_TTL_MS + OWNER_RENEW_MS) return true
-    const holder = this.statement('SELECT token, pid, until FROM owner WHERE id = 1').get() as
-      { token: number; pid: number; until: number } | undefined
-    const free =
-      holder === undefined ||
-      holder.token === this.ownerToken ||
-      holder.until < t ||
-      holder.pid === process.pid ||
-      !processRuns(holder.pid)
-    if (free) {
-      const until = t + OWNER_TTL_MS
-      // Guarded by what was read: of two processes claiming at once, one writes.
-      const written = this.statement(
-        `INSERT INTO owner (id, token, pid, until) VALUES (1, @token, @pid, @until)
-         ON CONFLICT (id) DO UPDATE SET token = excluded.token, pid = excluded.pid, until = excluded.until
-         WHERE owner.token = @was`
-      ).run({ token: this.ownerToken, pid: process.pid, until, was: holder?.token ?? null }).changes
-      if (written === 1) {
-        this.ownedUntil = until
+    if (t - this.claimTriedAt >= CLAIM_RETRY_MS) {
+      this.claimTriedAt = t
+      const lock = new Database(`${this.path}.owner`, { timeout: 0 })
+      try {
+        lock.exec('BEGIN EXCLUSIVE')
+        this.ownerLock = lock
+      } catch (error) {
+        lock.close()
+        if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error
+      }
+      if (this.ownerLock !== undefined) {
+        // Whatever was written while another process held the file is this one's to deliver now.
+        for (const lane of this.countInbox().keys()) this.inboxMore.add(lane)
+        try {
+          // For the message another relay shows (the lock itself cannot be read while held).
+          this.statement('INSERT OR REPLACE INTO owner (id, pid, since) VALUES (1, ?, ?)').run(process.pid, t)
+        } catch {
+          // Only what the message says: the claim holds without it.
+        }
         return true
       }
     }
-    this.ownedUntil = 0
-    if (orThrow) throw new QueueOwnedError(this.path, holder?.pid ?? 0)
-    return false
+    if (!orThrow) return false
+    const holder = this.statement('SELECT pid FROM owner WHERE id = 1').pluck().get() as number | undefined
+    throw new QueueOwnedError(this.path, holder)
   }
 
   /** Whether a lane has events waiting or in flight in the events table (one seek in events_open). */
@@ -1531,12 +1523,9 @@ export class SqliteQueue implements Queue {
 
   async close(): Promise<void> {
     await this.commits.flush()
-    // The next relay on this file need not wait for the claim to run out.
-    try {
-      this.statement('UPDATE owner SET until = 0 WHERE token = ?').run(this.ownerToken)
-    } catch {
-      // A file that takes no writes now: the claim runs out by itself.
-    }
     this.db.close()
+    // The next relay on this file may claim it at once.
+    this.ownerLock?.close()
+    this.ownerLock = undefined
   }
 }

@@ -293,28 +293,51 @@ describe('SQLite: events leased straight from the inbox', () => {
 })
 
 describe('SQLite: one relay per file', () => {
-  it('while another live process holds the file, leases refuse with a clear error and recovery takes nothing back; once it is gone, at once', async () => {
+  /** Another process holding the file's claim as a relay's queue does: an open exclusive lock on `<path>.owner`. */
+  async function otherClaimant(path: string) {
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        "const db = new (require('better-sqlite3'))(process.argv[1]); db.exec('BEGIN EXCLUSIVE'); console.log('locked'); setInterval(() => {}, 1000)",
+        `${path}.owner`
+      ],
+      { cwd: join(__dirname, '..', '..', '..'), stdio: ['ignore', 'pipe', 'inherit'] }
+    )
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (chunk: Buffer) => chunk.toString().includes('locked') && resolve())
+      child.once('exit', (code) => reject(new Error(`the claimant exited (${code})`)))
+    })
+    // What its queue writes beside the lock, for the message.
+    const db = new Database(path)
+    db.prepare('INSERT OR REPLACE INTO owner (id, pid, since) VALUES (1, ?, ?)').run(child.pid, Date.now())
+    db.close()
+    return child
+  }
+
+  it('while another process holds the file, even frozen, leases refuse with a clear error and recovery takes nothing back; once it is gone, at once', async () => {
     const path = join(tempDir(), 'queue.db')
     const q = new SqliteQueue(path, SMALL)
-    const other = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' })
+    await q.enqueue([event(1), event(2)])
+    const other = await otherClaimant(path)
     try {
-      await q.enqueue([event(1), event(2)])
-      // Another relay's claim, as its queue writes it, with a lease of its own in the table.
+      // A lease of the other relay's, in the table.
       const db = new Database(path)
-      db.prepare('INSERT INTO owner (id, token, pid, until) VALUES (1, 7, ?, ?)').run(other.pid, Date.now() + 60_000)
       db.prepare(
         `INSERT INTO events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state, lease_until, lease_token)
          VALUES ('theirs', 'web', 'p1', 'u-9', '{}', ?, ?, 'leased', ?, 7)`
       ).run(T0, T0, T0 + 1_000)
       db.close()
+      other.kill('SIGSTOP')
       const refused = await q.lease('p1', 10, 60_000, T0 + 10).catch((error: unknown) => error)
       expect(refused).toBeInstanceOf(QueueOwnedError)
       expect((refused as Error).message).toContain(`pid ${other.pid}`)
-      expect((refused as Error).message).toContain('one relay')
+      expect((refused as Error).message).toContain('One SQLite file serves one relay')
       expect(await q.recoverLeases(Number.MAX_SAFE_INTEGER)).toBe(0)
       other.kill('SIGKILL')
       await new Promise((resolve) => other.once('exit', resolve))
-      // Its process is gone: the file is free at once, and what it had in flight is taken back.
+      // Its process is gone: the file is free (tried again after CLAIM_RETRY_MS), and its leases are taken back.
+      await new Promise((resolve) => setTimeout(resolve, 1_100))
       expect(await q.recoverLeases(Number.MAX_SAFE_INTEGER)).toBe(1)
       expect((await q.lease('p1', 10, 60_000, T0 + 20)).map((j) => j.messageId)).toEqual(['theirs'])
       expect((await q.lease('p1', 10, 60_000, T0 + 20)).map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
@@ -324,19 +347,21 @@ describe('SQLite: one relay per file', () => {
     }
   })
 
-  it('a claim that ran out is free even while its process runs (a relay frozen past it)', async () => {
+  it('a second queue on the file in the same process is refused too, and takes it once the first is closed', async () => {
     const path = join(tempDir(), 'queue.db')
-    const q = new SqliteQueue(path, SMALL)
-    const other = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' })
+    const first = new SqliteQueue(path, SMALL)
+    const second = new SqliteQueue(path, SMALL)
     try {
-      await q.enqueue([event(1)])
-      const db = new Database(path)
-      db.prepare('INSERT INTO owner (id, token, pid, until) VALUES (1, 7, ?, ?)').run(other.pid, Date.now() - 1)
-      db.close()
-      expect((await q.lease('p1', 10, 60_000, T0 + 10)).map((j) => j.messageId)).toEqual(['m-1'])
+      await first.enqueue([event(1)])
+      expect((await first.lease('p1', 10, 60_000, T0 + 10)).map((j) => j.messageId)).toEqual(['m-1'])
+      await expect(second.lease('p1', 10, 60_000, T0 + 10)).rejects.toThrow(`pid ${process.pid}`)
+      await first.close()
+      await new Promise((resolve) => setTimeout(resolve, 1_100))
+      // What the first had in flight was in its memory only: the second leases it again.
+      expect((await second.lease('p1', 10, 60_000, T0 + 20)).map((j) => j.messageId)).toEqual(['m-1'])
     } finally {
-      other.kill('SIGKILL')
-      await q.close()
+      await first.close().catch(() => {})
+      await second.close()
     }
   })
 })
