@@ -1,4 +1,4 @@
-import { mkdirSync, statfsSync } from 'node:fs'
+import { mkdirSync, realpathSync, statfsSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 import {
@@ -101,6 +101,18 @@ export class QueueOwnedError extends OneFlowError {
   constructor(path: string, pid: number | undefined) {
     super(
       `another relay process (${pid === undefined ? 'its pid unknown' : `pid ${pid} where it runs`}) is delivering from the SQLite queue ${path}; this relay still accepts events into it but delivers none while that one runs. One SQLite file serves one relay: stop the other process, give each relay its own file, or use PostgreSQL ("queue": "postgres://…") to run several`
+    )
+  }
+}
+
+/** The relay cannot lock `<file>.owner` (beside its SQLite file) for a reason other than another relay holding it. */
+export class QueueClaimError extends OneFlowError {
+  override readonly name = 'QueueClaimError'
+  readonly code = 'QUEUE_CLAIM_FAILED'
+  readonly remedy = 'fix-config'
+  constructor(lockPath: string, cause: unknown) {
+    super(
+      `cannot create or lock ${lockPath}, which keeps a second relay from delivering from the same SQLite queue (${cause instanceof Error ? cause.message : String(cause)}); this relay accepts events but delivers none until it can: give it write access to that file and its directory`
     )
   }
 }
@@ -495,6 +507,7 @@ export class SqliteQueue implements Queue {
    */
   async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
     this.claim(true)
+    if (this.takeOver) await this.recoverLeases(now)
     if (this.laneHasOpenRows(projectId)) {
       const jobs = this.bookkeeping(() => this.leaseFromTable(projectId, limit, leaseMs, now))
       if (jobs.length > 0) return jobs
@@ -569,6 +582,10 @@ export class SqliteQueue implements Queue {
    */
   private ownerLock: Database.Database | undefined
   private claimTriedAt = -Infinity
+  /** Why the last claim failed, when it was not another relay holding the file. */
+  private claimError: QueueClaimError | undefined
+  /** The claim was just taken: the next recovery takes back every lease in the table (their holder is gone). */
+  private takeOver = false
 
   /**
    * Claims the file for this process (what is in flight lives in this process's memory, so two relays on one
@@ -580,16 +597,25 @@ export class SqliteQueue implements Queue {
     const t = Date.now()
     if (t - this.claimTriedAt >= CLAIM_RETRY_MS) {
       this.claimTriedAt = t
-      const lock = new Database(`${this.path}.owner`, { timeout: 0 })
+      this.claimError = undefined
+      // Beside the real file (a symlinked path must not get a lock of its own).
+      const lockPath = `${realpathSync(this.path)}.owner`
+      let lock: Database.Database | undefined
       try {
+        lock = new Database(lockPath, { timeout: 0 })
+        // A real write first: SQLite opens a file it may not write read-only, where BEGIN EXCLUSIVE would succeed
+        // without locking anything (SQLITE_READONLY here); a holder's lock makes it SQLITE_BUSY.
+        lock.pragma('user_version = 1')
         lock.exec('BEGIN EXCLUSIVE')
         this.ownerLock = lock
       } catch (error) {
-        lock.close()
-        if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error
+        lock?.close()
+        if ((error as { code?: string }).code !== 'SQLITE_BUSY') this.claimError = new QueueClaimError(lockPath, error)
       }
       if (this.ownerLock !== undefined) {
-        // Whatever was written while another process held the file is this one's to deliver now.
+        // The lock proves no other relay lives on this file: what it left in flight is taken back at once (the next
+        // recovery), and whatever was written meanwhile is this one's to deliver.
+        this.takeOver = true
         for (const lane of this.countInbox().keys()) this.inboxMore.add(lane)
         try {
           // For the message another relay shows (the lock itself cannot be read while held).
@@ -601,6 +627,7 @@ export class SqliteQueue implements Queue {
       }
     }
     if (!orThrow) return false
+    if (this.claimError) throw this.claimError
     const holder = this.statement('SELECT pid FROM owner WHERE id = 1').pluck().get() as number | undefined
     throw new QueueOwnedError(this.path, holder)
   }
@@ -1161,18 +1188,21 @@ export class SqliteQueue implements Queue {
   async recoverLeases(now: number): Promise<number> {
     // Another relay's leases are not this one's to take back (see claim).
     if (!this.claim(false)) return 0
+    // Just claimed: every lease in the table is a gone process's, whatever its time says.
+    const leasesEndBy = this.takeOver ? Number.MAX_SAFE_INTEGER : now
+    this.takeOver = false
     // The relay calls this periodically: a good moment to look again for inbox rows, whoever wrote them (an admin
     // command's replay runs in another process).
     for (const lane of this.countInbox().keys()) this.inboxMore.add(lane)
     const forgetBefore = Date.now() - MOVED_KEPT_MS
     for (const [id, { at }] of this.moved) if (at < forgetBefore) this.moved.delete(id)
-    const expiredFlying = [...this.flying.values()].filter((f) => f.leaseUntil <= now)
+    const expiredFlying = [...this.flying.values()].filter((f) => f.leaseUntil <= leasesEndBy)
     const { recovered, after } = this.bookkeeping(() => {
       // Flying events first: those of their users still leased move to the table as leased, and are taken back
       // below if their lease is past too.
       const after = this.settleFlying(expiredFlying, { kind: 'pending' })
-      const expired = (this.statement(SqliteQueue.DELIVERY_STATEMENTS.expiredLeases).all(now) as Row[]).map((r) =>
-        Number(r.id)
+      const expired = (this.statement(SqliteQueue.DELIVERY_STATEMENTS.expiredLeases).all(leasesEndBy) as Row[]).map(
+        (r) => Number(r.id)
       )
       this.unholdUsersOf(expired)
       this.recount(expired, () =>

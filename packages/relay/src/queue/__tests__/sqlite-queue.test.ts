@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process'
-import { existsSync, statSync } from 'node:fs'
+import { existsSync, mkdirSync, statSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { QueueOwnedError, SqliteQueue } from '../sqlite-queue'
+import { QueueClaimError, QueueOwnedError, SqliteQueue } from '../sqlite-queue'
 import type { Job, Queue } from '../queue'
 import { tempDir } from '../../__tests__/helpers'
 import { describeQueue, event, T0 } from './queue-conformance'
@@ -119,7 +119,7 @@ describe('SQLite: the delivery path reads partial indexes', () => {
   it('a file made with the old indexes gets the new ones when opened, and its events are delivered in order', async () => {
     const path = join(tempDir(), 'queue.db')
     new SqliteQueue(path, SMALL).close()
-    // What a relay of an older version left: its events split into rows, m-1 leased (by a lease still running),
+    // What a relay of an older version left: its events split into rows, m-1 leased (a lease not yet expired),
     // its indexes, no inbox `done` column and no counters yet.
     const db = new Database(path)
     const insert = db.prepare(
@@ -159,12 +159,11 @@ describe('SQLite: the delivery path reads partial indexes', () => {
       } finally {
         indexes.close()
       }
-      // m-1 is still leased (the lease outlives the restart): u1's next event waits for it, u2's does not.
-      expect((await reopened.lease('p1', 10, 60_000, T0 + 20)).map((j) => j.messageId)).toEqual(['m-2'])
-      expect(await reopened.recoverLeases(T0 + 120_000)).toBe(2)
-      const again = (await reopened.lease('p1', 10, 60_000, T0 + 120_001)).map((j) => j.messageId)
-      expect(again.filter((m) => m !== 'm-2')).toEqual(['m-1', 'm-3'])
-      expect((await reopened.stats(T0 + 120_001)).leased).toBe(again.length)
+      // m-1 was leased by the relay before, which is gone (this one holds the file's claim): its lease is taken
+      // back at once, whatever its time says, and u1's events come in order.
+      const again = (await reopened.lease('p1', 10, 60_000, T0 + 20)).map((j) => j.messageId)
+      expect(again).toEqual(['m-1', 'm-2', 'm-3'])
+      expect((await reopened.stats(T0 + 20)).leased).toBe(again.length)
     } finally {
       await reopened.close()
     }
@@ -336,13 +335,49 @@ describe('SQLite: one relay per file', () => {
       expect(await q.recoverLeases(Number.MAX_SAFE_INTEGER)).toBe(0)
       other.kill('SIGKILL')
       await new Promise((resolve) => other.once('exit', resolve))
-      // Its process is gone: the file is free (tried again after CLAIM_RETRY_MS), and its leases are taken back.
+      // Its process is gone: the file is free (tried again after CLAIM_RETRY_MS), and its lease is taken back at
+      // once, though its time (T0 + 1,000) has not come.
       await new Promise((resolve) => setTimeout(resolve, 1_100))
-      expect(await q.recoverLeases(Number.MAX_SAFE_INTEGER)).toBe(1)
       expect((await q.lease('p1', 10, 60_000, T0 + 20)).map((j) => j.messageId)).toEqual(['theirs'])
       expect((await q.lease('p1', 10, 60_000, T0 + 20)).map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
     } finally {
       other.kill('SIGKILL')
+      await q.close()
+    }
+  })
+
+  it('a symlink to the file is the same file: one claim', async () => {
+    const dir = tempDir()
+    const real = join(dir, 'real', 'queue.db')
+    const first = new SqliteQueue(real, SMALL)
+    mkdirSync(join(dir, 'link'))
+    symlinkSync(real, join(dir, 'link', 'queue.db'))
+    const second = new SqliteQueue(join(dir, 'link', 'queue.db'), SMALL)
+    try {
+      await first.enqueue([event(1)])
+      expect((await first.lease('p1', 10, 60_000, T0 + 10)).map((j) => j.messageId)).toEqual(['m-1'])
+      await expect(second.lease('p1', 10, 60_000, T0 + 10)).rejects.toBeInstanceOf(QueueOwnedError)
+    } finally {
+      await first.close()
+      await second.close()
+    }
+  })
+
+  it('a claim that cannot be made is an error that says so, not "another relay"', async () => {
+    const path = join(tempDir(), 'queue.db')
+    const q = new SqliteQueue(path, SMALL)
+    // Something in the way of the lock file (here a directory; a file this user may not write fails alike).
+    mkdirSync(`${path}.owner`)
+    try {
+      await q.enqueue([event(1)])
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const error = await q.lease('p1', 10, 60_000, T0 + 10).catch((e: unknown) => e)
+        expect(error).toBeInstanceOf(QueueClaimError)
+        expect((error as Error).message).toContain(`${path}.owner`)
+        expect((error as Error).message).toContain('write access')
+      }
+      expect(await q.recoverLeases(T0 + 10)).toBe(0)
+    } finally {
       await q.close()
     }
   })
