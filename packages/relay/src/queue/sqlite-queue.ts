@@ -215,6 +215,18 @@ type FlyingOutcome =
       readonly failed?: { readonly error: string; readonly now: number }
     }
 
+/** A leased job from an event's fields (an inbox event's order), its ids and its lease. */
+function leasedJob(
+  id: number,
+  projectId: string,
+  [messageId, sourceName, userKey, body, receivedAt]: InboxEvent,
+  attempts: number,
+  firstAttemptAt: number | null,
+  lease: number
+): Job & { readonly lease: number } {
+  return { id, messageId, sourceName, projectId, userKey, body, receivedAt, attempts, firstAttemptAt, lease }
+}
+
 function isDone(done: Uint8Array, i: number): boolean {
   return ((done[i >> 3] as number) & (1 << (i & 7))) !== 0
 }
@@ -554,18 +566,14 @@ export class SqliteQueue implements Queue {
           ([id, messageId, sourceName, lane, userKey, body, receivedAt, attempts, firstAttemptAt]) => {
             tally.add(lane, 'leased', 1)
             if (attempts > 0) tally.add(lane, 'retrying', -1)
-            return {
+            return leasedJob(
               id,
-              messageId,
-              sourceName,
-              projectId: lane,
-              userKey,
-              body,
-              receivedAt,
+              lane,
+              [messageId, sourceName, userKey, body, receivedAt],
               attempts,
               firstAttemptAt,
-              lease: token
-            }
+              token
+            )
           }
         )
         this.writeTally(tally)
@@ -734,11 +742,7 @@ export class SqliteQueue implements Queue {
         const gone: Flying[] = []
         for (const user of convert) {
           for (const f of [...(flyingUsers?.get(user) ?? [])].sort((a, b) => a.job.id - b.job.id)) {
-            movedNow.push([
-              f.job.id,
-              this.insertRow(f.job, 'leased', { leaseToken: f.job.lease, leaseUntil: f.leaseUntil })
-            ])
-            tally.add(lane, 'leased', 1)
+            movedNow.push([f.job.id, this.stillLeasedRow(f, tally)])
             markDone(marks, f.row, f.index)
             gone.push(f)
           }
@@ -762,28 +766,26 @@ export class SqliteQueue implements Queue {
       ;(inbox.rows.shift() as InboxRow).events = undefined
     }
     const token = newLeaseToken()
-    return take.map(({ row, index, event: [messageId, sourceName, userKey, body, receivedAt] }) => {
-      const job = {
-        id: INBOX_ID_BASE + row.id * INBOX_SLOT + index,
-        messageId,
-        sourceName,
-        projectId: lane,
-        userKey,
-        body,
-        receivedAt,
-        attempts: 0,
-        firstAttemptAt: null,
-        lease: token
-      }
+    return take.map(({ row, index, event }) => {
+      const job = leasedJob(INBOX_ID_BASE + row.id * INBOX_SLOT + index, lane, event, 0, null, token)
       const f: Flying = { job, row, index, leaseUntil: now + leaseMs }
       this.flying.set(job.id, f)
       let users = this.flyingUsers.get(lane)
       if (users === undefined) this.flyingUsers.set(lane, (users = new Map()))
-      let mine = users.get(userKey)
-      if (mine === undefined) users.set(userKey, (mine = new Set()))
+      let mine = users.get(job.userKey)
+      if (mine === undefined) users.set(job.userKey, (mine = new Set()))
       mine.add(f)
       return job
     })
+  }
+
+  /**
+   * A flying event into the events table, still leased by its lease (same token, same end), counted as leased
+   * there (inside the caller's transaction); returns its id there.
+   */
+  private stillLeasedRow(f: Flying, tally: Tally): number {
+    tally.add(f.job.projectId, 'leased', 1)
+    return this.insertRow(f.job, 'leased', { leaseToken: f.job.lease, leaseUntil: f.leaseUntil })
   }
 
   /** A flying event is no longer in flight here (settled, or moved to the events table). */
@@ -952,8 +954,7 @@ export class SqliteQueue implements Queue {
           )
           if (outcome.failed) tally.add(f.job.projectId, 'retrying', 1)
         } else {
-          leave(f, this.insertRow(f.job, 'leased', { leaseToken: f.job.lease, leaseUntil: f.leaseUntil }))
-          tally.add(f.job.projectId, 'leased', 1)
+          leave(f, this.stillLeasedRow(f, tally))
         }
       }
     }
