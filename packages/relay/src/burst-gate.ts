@@ -6,9 +6,13 @@
  * right after). That slowing is paid from a budget: DEFER_BUDGET_MS at most at a stretch, earned back at
  * DEFER_EARN_RATE of real time, and once spent not used again until DEFER_RESUME_MS is back. However clients
  * send — steadily, or in bursts with short pauses — delivery runs unslowed at least 1 / (1 + DEFER_EARN_RATE) of
- * the time over any long stretch (about 91 %). Time is real time (performance.now), not the relay's injected
+ * the time over any long stretch (about 91 %). Slowing is for clients that keep the thread busy: while it slows,
+ * the thread's busy share is read every USEFUL_WINDOW_MS, and if ingest leaves it idle more than a tenth of the time
+ * (clients sending steadily at a rate the relay keeps up with, not as fast as it answers) holding delivery back buys
+ * them nothing, so it stops until the burst ends. Time is real time (performance.now), not the relay's injected
  * clock: this is about sharing the CPU. See docs/relay-ingest.md.
  */
+import { performance } from 'node:perf_hooks'
 
 /** Ingest is busy while at least BURST_MIN_REQUESTS accepted requests are at most this old (ms)… */
 export const BURST_IDLE_MS = 1_000
@@ -22,6 +26,23 @@ export const DEFER_BUDGET_MS = 30_000
 export const DEFER_EARN_RATE = 0.1
 /** …and, once spent, not used again before this much of it is back (ms), so slowing never flickers on and off. */
 export const DEFER_RESUME_MS = 10_000
+/** While delivery is slowed, the thread's busy share is read once per this long (ms)… */
+export const USEFUL_WINDOW_MS = 1_000
+/** …and below this share, clients do not need the time slowing gives them: it stops until the burst ends. */
+export const USEFUL_MIN_BUSY = 0.9
+
+/** The event loop's time so far (ms), busy and idle: what performance.eventLoopUtilization() reports. */
+export interface LoopTime {
+  readonly active: number
+  readonly idle: number
+}
+
+/** The busy share of the thread between two readings of its loop time (1 when no time passed). */
+function busyShare(from: LoopTime, to: LoopTime): number {
+  const active = to.active - from.active
+  const total = active + to.idle - from.idle
+  return total > 0 ? active / total : 1
+}
 
 export class BurstGate {
   /** When the last BURST_MIN_REQUESTS requests were accepted (a ring; `next` is the oldest). */
@@ -35,8 +56,15 @@ export class BurstGate {
   /** When the budget was last brought up to date, and whether delivery was being slowed since then. */
   private accountedAt: number
   private slowing = false
+  /** Slowing was found not to help this burst's clients: none until the burst ends. */
+  private declined = false
+  /** Since when, and from what loop time, the thread's busy share is being read while slowing. */
+  private window: { at: number; loop: LoopTime } | undefined
 
-  constructor(private readonly now: () => number = () => performance.now()) {
+  constructor(
+    private readonly now: () => number = () => performance.now(),
+    private readonly loopTime: () => LoopTime = () => performance.eventLoopUtilization()
+  ) {
     this.accountedAt = now()
   }
 
@@ -51,10 +79,29 @@ export class BurstGate {
   mayLease(lane: string): boolean {
     const t = this.account()
     // The oldest of the last BURST_MIN_REQUESTS requests is recent: requests are arriving fast.
-    this.slowing = !this.spent && t - (this.recent[this.next] as number) <= BURST_IDLE_MS
+    const burst = t - (this.recent[this.next] as number) <= BURST_IDLE_MS
+    if (!burst) this.declined = false
+    this.slowing = !this.spent && burst && !this.declined && this.stillUseful(t)
     if (this.slowing && t - (this.lastLease.get(lane) ?? -Infinity) < BURST_LEASE_GAP_MS) return false
     this.lastLease.set(lane, t)
     return true
+  }
+
+  /**
+   * Whether slowing, wanted now, still serves clients: false once a full window of it left the thread idle more than
+   * USEFUL_MIN_BUSY allows (then it is declined for the rest of the burst).
+   */
+  private stillUseful(t: number): boolean {
+    if (this.window === undefined || !this.slowing) {
+      this.window = { at: t, loop: this.loopTime() }
+      return true
+    }
+    if (t - this.window.at < USEFUL_WINDOW_MS) return true
+    const loop = this.loopTime()
+    const useful = busyShare(this.window.loop, loop) >= USEFUL_MIN_BUSY
+    this.window = { at: t, loop }
+    if (!useful) this.declined = true
+    return useful
   }
 
   /** Charges the time since the last call to the budget (if delivery was slowed) or earns it back; returns now. */

@@ -6,13 +6,26 @@ import {
   DEFER_BUDGET_MS,
   DEFER_EARN_RATE,
   DEFER_RESUME_MS,
+  USEFUL_MIN_BUSY,
+  USEFUL_WINDOW_MS,
   BurstGate
 } from '../burst-gate'
 
+/** A gate on a fake clock and a fake thread, busy `busy` of the time (all of it unless set). */
 function gate() {
   let t = 1_000_000
-  const g = new BurstGate(() => t)
-  return { g, advance: (ms: number) => (t += ms), now: () => t }
+  const loop = { active: 0, idle: 0 }
+  let busy = 1
+  const g = new BurstGate(
+    () => t,
+    () => ({ ...loop })
+  )
+  const advance = (ms: number) => {
+    loop.active += ms * busy
+    loop.idle += ms * (1 - busy)
+    return (t += ms)
+  }
+  return { g, advance, now: () => t, setBusy: (share: number) => (busy = share) }
 }
 
 /** BURST_MIN_REQUESTS requests at once: a burst. */
@@ -111,5 +124,46 @@ describe('BurstGate: clients first during a burst of ingest', () => {
   it('200 requests/s for ten minutes: delivery unslowed at least 1 / (1 + DEFER_EARN_RATE) of the time', () => {
     const share = deliveryShare((t) => t % 5 === 0, 10 * 60_000)
     expect(share).toBeGreaterThanOrEqual(1 / (1 + DEFER_EARN_RATE) - 0.05)
+  })
+
+  it('stops slowing for the rest of a burst once clients leave the thread idle (a steady rate it keeps up with)', () => {
+    const { g, advance, setBusy } = gate()
+    // Clients send 100 requests/s; answering them keeps the thread busy only half the time.
+    setBusy(USEFUL_MIN_BUSY / 2)
+    const second = () => {
+      let allowed = 0
+      for (let ms = 0; ms < 1_000; ms += 10) {
+        g.ingested()
+        if (g.mayLease('a')) allowed++
+        advance(10)
+      }
+      return allowed
+    }
+    burstOf(g)
+    expect(second()).toBeLessThanOrEqual(1_000 / BURST_LEASE_GAP_MS)
+    // After one window of slowing that bought the clients nothing, every lease goes through…
+    for (let s = 0; s < USEFUL_WINDOW_MS / 1_000; s++) second()
+    expect(second()).toBe(100)
+    // …and stays so while the burst goes on, though delivery now fills the thread.
+    setBusy(1)
+    expect(second()).toBe(100)
+    // A new burst (after a pause longer than BURST_IDLE_MS) that keeps the thread busy is slowed again.
+    advance(BURST_IDLE_MS + 1)
+    g.mayLease('a')
+    burstOf(g)
+    expect(second()).toBeLessThanOrEqual(1_000 / BURST_LEASE_GAP_MS + 1)
+  })
+
+  it('keeps slowing while clients keep the thread busy', () => {
+    const { g, advance, setBusy } = gate()
+    setBusy(USEFUL_MIN_BUSY + (1 - USEFUL_MIN_BUSY) / 2)
+    burstOf(g)
+    let allowed = 0
+    for (let ms = 0; ms < 10 * USEFUL_WINDOW_MS; ms += 10) {
+      g.ingested()
+      if (g.mayLease('a')) allowed++
+      advance(10)
+    }
+    expect(allowed).toBeLessThanOrEqual((10 * USEFUL_WINDOW_MS) / BURST_LEASE_GAP_MS + 1)
   })
 })
