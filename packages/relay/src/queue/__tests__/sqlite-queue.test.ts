@@ -67,6 +67,72 @@ describe('SQLite: each lane splits only its own inbox rows', () => {
   })
 })
 
+describe('SQLite: inbox rows keep every body exactly', () => {
+  it('bodies with newlines, NUL, emoji, lone surrogates and JSON-looking text come back as they went in, in order', async () => {
+    const q = new SqliteQueue(join(tempDir(), 'queue.db'), SMALL)
+    try {
+      const bodies = [
+        JSON.stringify({ type: 'track', event: 'line\nbreak', userId: 'a' }),
+        'raw\nnewline and \u0000 NUL',
+        '\ud800 lone high, \udc00 lone low, \ud83d\ude00 a pair',
+        '',
+        '[1,2,3]\n{"not":"a header"}',
+        '😀'.repeat(1_000)
+      ]
+      await q.enqueue(bodies.map((body, i) => event(i, { body, userKey: 'one-user' })))
+      const jobs = await q.lease('p1', 50, 60_000, T0 + 100)
+      expect(jobs.map((j) => j.body)).toEqual(bodies)
+    } finally {
+      await q.close()
+    }
+  })
+
+  it('reads an inbox row an older version wrote (one JSON array of events) and delivers it in order', async () => {
+    const path = join(tempDir(), 'queue.db')
+    await new SqliteQueue(path, SMALL).close()
+    const db = new Database(path)
+    const old = [1, 2].map((n) => {
+      const e = event(n, { userKey: 'u' })
+      return [e.messageId, e.sourceName, e.userKey, e.body, e.receivedAt]
+    })
+    db.prepare("INSERT INTO inbox (project_id, events, received_at, body) VALUES ('p1', 2, ?, ?)").run(
+      T0 + 1,
+      JSON.stringify(old)
+    )
+    db.prepare("INSERT INTO counters (lane, name, value) VALUES ('p1', 'undelivered', 2)").run()
+    db.close()
+    const q = new SqliteQueue(path, SMALL)
+    try {
+      await q.enqueue([event(3, { userKey: 'u' })])
+      const jobs = await q.lease('p1', 50, 60_000, T0 + 100)
+      expect(jobs.map((j) => [j.messageId, j.body])).toEqual([1, 2, 3].map((n) => [`m-${n}`, event(n).body]))
+    } finally {
+      await q.close()
+    }
+  })
+})
+
+describe('SQLite: a damaged inbox row', () => {
+  it("stops its lane's delivery with an InboxRowError naming it, drops nothing, and leaves other lanes alone", async () => {
+    const path = join(tempDir(), 'queue.db')
+    const q = new SqliteQueue(path, SMALL)
+    try {
+      await q.enqueue([event(1), event(2, { projectId: 'p2' })])
+      const db = new Database(path)
+      db.prepare("UPDATE inbox SET body = substr(body, 1, length(body) - 3) WHERE project_id = 'p1'").run()
+      db.close()
+      await expect(q.lease('p1', 50, 60_000, T0 + 100)).rejects.toMatchObject({
+        name: 'InboxRowError',
+        message: expect.stringMatching(/inbox row \d+ .* \(lane p1\) cannot be read/)
+      })
+      expect((await q.lease('p2', 50, 60_000, T0 + 100)).map((j) => j.messageId)).toEqual(['m-2'])
+      expect((await q.stats(T0 + 100)).lanes.p1).toBe(1)
+    } finally {
+      await q.close()
+    }
+  })
+})
+
 describe('SQLite: the figures are counters, never a scan', () => {
   it('every statement stats() runs reads an index: one entry of it, or the events in flight (never a scan of events or inbox)', () => {
     const q = new SqliteQueue(join(tempDir(), 'queue.db'), SMALL)
