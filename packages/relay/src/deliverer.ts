@@ -234,6 +234,10 @@ export class Deliverer {
             if (jobs.length === 0) break
             this.track(this.deliver(lane, jobs, leasedAt + this.leaseMs))
             if (lane.state.alert) break
+            // A lease and the start of its delivery (mapping its events) run on this thread without a pause; the next
+            // lease waits for pending I/O first, so ingest requests are answered between leases rather than after
+            // all of a lane's (its concurrency, each up to 500 events).
+            await new Promise<void>((resolve) => setImmediate(resolve))
           }
         }
       } catch (error) {
