@@ -1,10 +1,12 @@
 /** The ingest side: Segment's HTTP Tracking API as clients expect it, over real HTTP. */
+import { join } from 'node:path'
 import { deflateRawSync, deflateSync, gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit'
-import { parseConfig } from '../config'
+import { parseConfig, projectIdOf } from '../config'
 import { acceptRequest, writeKeyFromBasic, type Accepted } from '../ingest'
-import { post, startRelay, until, WRITE_KEY, type TestRelay } from './helpers'
+import { SqliteQueue } from '../queue/sqlite-queue'
+import { post, PROJECT_KEY, startRelay, tempDir, until, WRITE_KEY, type TestRelay } from './helpers'
 
 let fake: FakeOneFlowApi
 let relay: TestRelay
@@ -514,6 +516,43 @@ describe('disk cap', () => {
     } finally {
       await capped.stop()
       await stalled.close()
+    }
+  })
+})
+
+describe('ingest between leases', () => {
+  it("answers I/O that is waiting before a lane's next lease, not after all of them", async () => {
+    const dir = tempDir()
+    const queue = new SqliteQueue(join(dir, 'queue.db'), { reserveBytes: 64 * 1024 })
+    const lane = projectIdOf(PROJECT_KEY)
+    // Six leases' worth of backlog in one lane (500 events a lease, 8 leases in flight allowed).
+    await queue.enqueue(
+      Array.from({ length: 3_000 }, (_, i) => ({
+        messageId: `backlog-${i}`,
+        sourceName: 'web',
+        projectId: lane,
+        userKey: `u${i}`,
+        body: JSON.stringify({ type: 'track', event: 'Backlog', userId: `u${i}` }),
+        receivedAt: Date.now()
+      }))
+    )
+    const order: string[] = []
+    const lease = queue.lease.bind(queue)
+    queue.lease = async (...args) => {
+      const jobs = await lease(...args)
+      // What a client's request is to the relay: I/O ready to be handled once the thread yields.
+      if (order.length === 0) setImmediate(() => order.push('io'))
+      order.push(`lease of ${jobs.length}`)
+      return jobs
+    }
+    const fakeApi = await FakeOneFlowApi.start()
+    const r = await startRelay(fakeApi, {}, { queue })
+    try {
+      await until(() => order.filter((o) => o !== 'io').length >= 3, 'three leases')
+      expect(order.slice(0, 3)).toEqual(['lease of 500', 'io', 'lease of 500'])
+    } finally {
+      await r.stop()
+      await fakeApi.close()
     }
   })
 })
