@@ -15,7 +15,7 @@ import { judge } from './delivery-policy'
 import { INITIAL_LANE_STATE, laneReducer, mayLease, sendsFrom, type LaneAction, type LaneState } from './lane-state'
 import type { Metrics } from './metrics'
 import type { QueueHealth } from './queue-health'
-import type { Job, Queue } from './queue/queue'
+import { InboxRowError, type Job, type Queue } from './queue/queue'
 import { RateLimiter, type Clock, type SendLimiter } from './rate-limiter'
 import { OneFlowSink, SegmentSink, type HttpRequest, type JobFate, type Sink, type Unit } from './sinks'
 import type { StatusTracker } from './status'
@@ -43,6 +43,8 @@ export const USER_AGENT = `oneflow-relay/${VERSION} (+https://www.npmjs.com/pack
 const LEASE_MARGIN_MS = 2_000
 /** After a queue error, the delivery loop waits this long before leasing again. */
 const QUEUE_ERROR_PAUSE_MS = 1_000
+/** A lane stopped by a row it cannot read (InboxRowError) tries again this often; the other lanes go on meanwhile. */
+const UNREADABLE_LANE_PAUSE_MS = 60_000
 /** Segment lanes carry survey responses (a few per minute): a modest pace and two requests in flight. */
 const SEGMENT_MAX_REQUESTS_PER_SECOND = 50
 const SEGMENT_CONCURRENCY = 2
@@ -213,31 +215,21 @@ export class Deliverer {
   }
 
   private async run(): Promise<void> {
-    const { clock, queue } = this.deps
+    const { clock } = this.deps
     while (this.running) {
       try {
         await this.recordUnrecorded()
         for (const lane of this.lanes.values()) {
-          while (
-            this.running &&
-            mayLease(lane.state, lane.concurrency, clock.now()) &&
-            this.burst.mayLease(lane.laneId)
-          ) {
-            // A lane paused by an alert sends one probe at a time.
-            const leasedAt = clock.now()
-            const jobs = await queue.lease(
-              lane.laneId,
-              lane.state.alert ? 1 : lane.sink.leaseLimit(),
-              this.leaseMs,
-              leasedAt
-            )
-            if (jobs.length === 0) break
-            this.track(this.deliver(lane, jobs, leasedAt + this.leaseMs))
-            if (lane.state.alert) break
-            // A lease and the start of its delivery (mapping its events) run on this thread without a pause; the next
-            // lease waits for pending I/O first, so ingest requests are answered between leases rather than after
-            // all of a lane's (its concurrency, each up to 500 events).
-            await new Promise<void>((resolve) => setImmediate(resolve))
+          try {
+            await this.leaseWhileAllowed(lane)
+          } catch (error) {
+            if (!(error instanceof InboxRowError)) throw error
+            // One lane's damaged row stops that lane, not the others (they would wait with it on every round).
+            this.dispatch(lane, { type: 'paused', until: clock.now() + UNREADABLE_LANE_PAUSE_MS })
+            if (!this.unreadable.has(lane.laneId)) {
+              this.unreadable.add(lane.laneId)
+              this.deps.logger.error({ lane: lane.label, err: error }, error.message)
+            }
           }
         }
       } catch (error) {
@@ -248,6 +240,27 @@ export class Deliverer {
       }
       this.deps.health.worked('leasing events for delivery')
       await this.idle(50)
+    }
+  }
+
+  /** Lane ids whose unreadable row was logged (once, until the lane leases again). */
+  private readonly unreadable = new Set<string>()
+
+  /** Leases and starts deliveries for `lane` while its state, its concurrency and the burst rule allow. */
+  private async leaseWhileAllowed(lane: Lane): Promise<void> {
+    const { clock, queue } = this.deps
+    while (this.running && mayLease(lane.state, lane.concurrency, clock.now()) && this.burst.mayLease(lane.laneId)) {
+      // A lane paused by an alert sends one probe at a time.
+      const leasedAt = clock.now()
+      const jobs = await queue.lease(lane.laneId, lane.state.alert ? 1 : lane.sink.leaseLimit(), this.leaseMs, leasedAt)
+      if (jobs.length === 0) break
+      this.unreadable.delete(lane.laneId)
+      this.track(this.deliver(lane, jobs, leasedAt + this.leaseMs))
+      if (lane.state.alert) break
+      // A lease and the start of its delivery (mapping its events) run on this thread without a pause; the next
+      // lease waits for pending I/O first, so ingest requests are answered between leases rather than after
+      // all of a lane's (its concurrency, each up to 500 events).
+      await new Promise<void>((resolve) => setImmediate(resolve))
     }
   }
 

@@ -1,7 +1,11 @@
 /** Delivery rules (docs/delivery.md), each with the fault injected at the fake 1Flow API. */
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit'
-import { post, startRelay, until, type TestRelay } from './helpers'
+import { post, PROJECT_KEY, startRelay, tempDir, until, WRITE_KEY, type TestRelay } from './helpers'
+import { projectIdOf } from '../config'
+import { SqliteQueue } from '../queue/sqlite-queue'
 import { systemClock } from '../rate-limiter'
 
 let fake: FakeOneFlowApi
@@ -337,4 +341,50 @@ describe('leases that last as long as their work', () => {
     },
     90_000
   )
+})
+
+describe('a damaged queue row', () => {
+  it('pauses only its own lane: the other project keeps delivering, and the error is logged once', async () => {
+    const dir = tempDir()
+    const queue = new SqliteQueue(join(dir, 'queue.db'), { reserveBytes: 64 * 1024 })
+    const event = (n: number, projectApiKey: string) => ({
+      messageId: `m-${n}`,
+      sourceName: projectApiKey === PROJECT_KEY ? 'web' : 'app',
+      projectId: projectIdOf(projectApiKey),
+      userKey: `u${n}`,
+      body: JSON.stringify({ type: 'track', event: `E${n}`, userId: `u${n}` }),
+      receivedAt: Date.now()
+    })
+    fake.addApiKey('app-project-key')
+    await queue.enqueue([event(1, PROJECT_KEY)])
+    const db = new Database(join(dir, 'queue.db'))
+    db.prepare('UPDATE inbox SET body = substr(body, 1, length(body) - 3)').run()
+    db.close()
+    let damagedLeases = 0
+    const lease = queue.lease.bind(queue)
+    queue.lease = (projectId, ...rest) => {
+      if (projectId === projectIdOf(PROJECT_KEY)) damagedLeases++
+      return lease(projectId, ...rest)
+    }
+    relay = await startRelay(
+      fake,
+      {
+        sources: [
+          { name: 'web', writeKey: WRITE_KEY, projectApiKey: PROJECT_KEY },
+          { name: 'app', writeKey: 'wk_app_0123456789', projectApiKey: 'app-project-key' }
+        ]
+      },
+      { queue }
+    )
+    for (let n = 2; n <= 4; n++) await queue.enqueue([event(n, 'app-project-key')])
+    relay.relay.deliverer.poke()
+    await until(() => fake.accepted.length === 3, 'the other project delivered')
+    expect(events().sort()).toEqual(['E2', 'E3', 'E4'])
+    // Paused for a minute after its first failure, not tried again on every round of the loop (each a second
+    // apart when a lease failed, before).
+    await new Promise((resolve) => setTimeout(resolve, 2_500))
+    expect(damagedLeases).toBe(1)
+    const logged = relay.logs.records().filter((r) => r.msg && /inbox row \d+ .* cannot be read/.test(String(r.msg)))
+    expect(logged).toHaveLength(1)
+  })
 })

@@ -135,6 +135,21 @@ export class UnstorableEventsError extends OneFlowError {
 }
 
 /**
+ * A stored row of a lane that cannot be read (a damaged file, or a bug): the lane's delivery stops at it, nothing is
+ * dropped, and other lanes go on (the deliverer pauses only that lane).
+ */
+export class InboxRowError extends OneFlowError {
+  override readonly name = 'InboxRowError'
+  readonly code = 'QUEUE_INBOX_ROW_UNREADABLE'
+  readonly remedy = 'fix-payload'
+  constructor(path: string, id: number, lane: string, cause: unknown) {
+    super(
+      `inbox row ${id} of the SQLite queue ${path} (lane ${lane}) cannot be read (${cause instanceof Error ? cause.message : String(cause)}); this lane's delivery stops at it, and nothing is dropped. Copy the file and report this; other lanes go on`
+    )
+  }
+}
+
+/**
  * Group commit, for both queues: enqueues that arrive within `windowMs` (or until `maxEvents` wait) are
  * written together by `write` — one transaction, one fsync — and each caller then gets its own answer.
  * Writes run one after another, never overlapping.

@@ -22,7 +22,8 @@ import {
   type Queue,
   type QueueStats,
   type Selection,
-  type UserState
+  type UserState,
+  InboxRowError
 } from './queue'
 import { DiskReserve } from './disk-reserve'
 import { OneFlowError } from '@oneflow-seg/core'
@@ -113,18 +114,6 @@ export class QueueClaimError extends OneFlowError {
   constructor(lockPath: string, cause: unknown) {
     super(
       `cannot create or lock ${lockPath}, which keeps a second relay from delivering from the same SQLite queue (${cause instanceof Error ? cause.message : String(cause)}); this relay accepts events but delivers none until it can: give it write access to that file and its directory`
-    )
-  }
-}
-
-/** An inbox row that cannot be read: a damaged file or a bug; its lane's delivery stops there, nothing is dropped. */
-export class InboxRowError extends OneFlowError {
-  override readonly name = 'InboxRowError'
-  readonly code = 'QUEUE_INBOX_ROW_UNREADABLE'
-  readonly remedy = 'fix-payload'
-  constructor(path: string, id: number, lane: string, cause: unknown) {
-    super(
-      `inbox row ${id} of the SQLite queue ${path} (lane ${lane}) cannot be read (${cause instanceof Error ? cause.message : String(cause)}); this lane's delivery stops at it, and nothing is dropped. Copy the file and report this; other lanes go on`
     )
   }
 }
@@ -724,14 +713,19 @@ export class SqliteQueue implements Queue {
       this.inboxMore.delete(lane)
       return false
     }
+    let read = 0
     for (const [id, body, saved] of rows) {
-      inbox.lastId = id
       let events: InboxEvent[]
       try {
         events = unpackInbox(body)
       } catch (error) {
+        // The lane stops at this row, every time it is read: the rows before it are delivered, none after it
+        // (a user's later events must not overtake the ones it holds).
+        if (read > 0) return true
         throw new InboxRowError(this.path, id, lane, error)
       }
+      inbox.lastId = id
+      read++
       const done = new Uint8Array(Math.ceil(events.length / 8))
       if (saved) done.set(saved.subarray(0, done.length))
       const left = events.length - countDone(done)
@@ -767,7 +761,15 @@ export class SqliteQueue implements Queue {
     while (take.length < limit && take.length + hold.length < maxLook) {
       const row = inbox.rows[r]
       if (row === undefined) {
-        if (!this.readInbox(lane, inbox)) break
+        let more: boolean
+        try {
+          more = this.readInbox(lane, inbox)
+        } catch (error) {
+          // A damaged row further on: lease what comes before it first.
+          if (take.length + hold.length === 0) throw error
+          more = false
+        }
+        if (!more) break
         continue
       }
       const events = row.events as InboxEvent[]

@@ -113,20 +113,30 @@ describe('SQLite: inbox rows keep every body exactly', () => {
 })
 
 describe('SQLite: a damaged inbox row', () => {
-  it("stops its lane's delivery with an InboxRowError naming it, drops nothing, and leaves other lanes alone", async () => {
+  it('stops its lane at that row on every lease (the rows before it delivered, none after), drops nothing, other lanes go on', async () => {
     const path = join(tempDir(), 'queue.db')
     const q = new SqliteQueue(path, SMALL)
     try {
-      await q.enqueue([event(1), event(2, { projectId: 'p2' })])
+      // One user, three requests: the second one's row is damaged.
+      for (const n of [1, 2, 3]) await q.enqueue([event(n, { userKey: 'a' })])
+      await q.enqueue([event(9, { projectId: 'p2' })])
       const db = new Database(path)
-      db.prepare("UPDATE inbox SET body = substr(body, 1, length(body) - 3) WHERE project_id = 'p1'").run()
+      db.prepare(
+        "UPDATE inbox SET body = substr(body, 1, length(body) - 3) WHERE id = (SELECT id FROM inbox WHERE project_id = 'p1' ORDER BY id LIMIT 1 OFFSET 1)"
+      ).run()
       db.close()
-      await expect(q.lease('p1', 50, 60_000, T0 + 100)).rejects.toMatchObject({
-        name: 'InboxRowError',
-        message: expect.stringMatching(/inbox row \d+ .* \(lane p1\) cannot be read/)
-      })
-      expect((await q.lease('p2', 50, 60_000, T0 + 100)).map((j) => j.messageId)).toEqual(['m-2'])
-      expect((await q.stats(T0 + 100)).lanes.p1).toBe(1)
+      const first = await q.lease('p1', 50, 60_000, T0 + 100)
+      expect(first.map((j) => j.messageId)).toEqual(['m-1'])
+      await q.complete(first)
+      for (let attempt = 0; attempt < 3; attempt++) {
+        await expect(q.lease('p1', 50, 60_000, T0 + 100)).rejects.toMatchObject({
+          name: 'InboxRowError',
+          message: expect.stringMatching(/inbox row \d+ .* \(lane p1\) cannot be read/)
+        })
+        await q.recoverLeases(T0 + 200_000)
+      }
+      expect((await q.lease('p2', 50, 60_000, T0 + 100)).map((j) => j.messageId)).toEqual(['m-9'])
+      expect((await q.stats(T0 + 100)).lanes.p1).toBe(2)
     } finally {
       await q.close()
     }
