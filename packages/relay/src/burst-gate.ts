@@ -9,7 +9,7 @@
  * the time over any long stretch (about 91 %). Slowing is for clients that keep the thread busy: while it slows,
  * the thread's busy share is read every USEFUL_WINDOW_MS, and if ingest leaves it idle more than a tenth of the time
  * (clients sending steadily at a rate the relay keeps up with, not as fast as it answers) holding delivery back buys
- * them nothing, so it stops until the burst ends. Time is real time (performance.now), not the relay's injected
+ * them nothing, so it stops until the burst ends or requests come RATE_RISE times faster. Time is real time (performance.now), not the relay's injected
  * clock: this is about sharing the CPU. See docs/relay-ingest.md.
  */
 import { performance } from 'node:perf_hooks'
@@ -28,8 +28,10 @@ export const DEFER_EARN_RATE = 0.1
 export const DEFER_RESUME_MS = 10_000
 /** While delivery is slowed, the thread's busy share is read once per this long (ms)… */
 export const USEFUL_WINDOW_MS = 1_000
-/** …and below this share, clients do not need the time slowing gives them: it stops until the burst ends. */
+/** …and below this share, clients do not need the time slowing gives them: it stops until the burst ends… */
 export const USEFUL_MIN_BUSY = 0.9
+/** …or until requests arrive this many times faster than when it stopped (a blast after a gentle start). */
+export const RATE_RISE = 1.5
 
 /** The event loop's time so far (ms), busy and idle: what performance.eventLoopUtilization() reports. */
 export interface LoopTime {
@@ -56,10 +58,15 @@ export class BurstGate {
   /** When the budget was last brought up to date, and whether delivery was being slowed since then. */
   private accountedAt: number
   private slowing = false
-  /** Slowing was found not to help this burst's clients: none until the burst ends. */
-  private declined = false
-  /** Since when, and from what loop time, the thread's busy share is being read while slowing. */
-  private window: { at: number; loop: LoopTime } | undefined
+  /** Requests accepted so far. */
+  private requests = 0
+  /**
+   * Slowing was found not to help this burst's clients, who sent `rate` requests/ms then: none until the burst ends
+   * or they send RATE_RISE times faster (their rate read each USEFUL_WINDOW_MS from `since`).
+   */
+  private declined: { rate: number; since: { at: number; requests: number } } | undefined
+  /** Since when, and from what loop time and request count, the thread's busy share is read while slowing. */
+  private window: { at: number; loop: LoopTime; requests: number } | undefined
 
   constructor(
     private readonly now: () => number = () => performance.now(),
@@ -73,6 +80,7 @@ export class BurstGate {
     this.account()
     this.recent[this.next] = this.now()
     this.next = (this.next + 1) % BURST_MIN_REQUESTS
+    this.requests++
   }
 
   /** Whether `lane` may lease now; when it may, the lease is counted from now. */
@@ -80,8 +88,8 @@ export class BurstGate {
     const t = this.account()
     // The oldest of the last BURST_MIN_REQUESTS requests is recent: requests are arriving fast.
     const burst = t - (this.recent[this.next] as number) <= BURST_IDLE_MS
-    if (!burst) this.declined = false
-    this.slowing = !this.spent && burst && !this.declined && this.stillUseful(t)
+    if (!burst || this.rateRose(t)) this.declined = undefined
+    this.slowing = !this.spent && burst && this.declined === undefined && this.stillUseful(t)
     if (this.slowing && t - (this.lastLease.get(lane) ?? -Infinity) < BURST_LEASE_GAP_MS) return false
     this.lastLease.set(lane, t)
     return true
@@ -93,15 +101,28 @@ export class BurstGate {
    */
   private stillUseful(t: number): boolean {
     if (this.window === undefined || !this.slowing) {
-      this.window = { at: t, loop: this.loopTime() }
+      this.window = { at: t, loop: this.loopTime(), requests: this.requests }
       return true
     }
     if (t - this.window.at < USEFUL_WINDOW_MS) return true
     const loop = this.loopTime()
     const useful = busyShare(this.window.loop, loop) >= USEFUL_MIN_BUSY
-    this.window = { at: t, loop }
-    if (!useful) this.declined = true
+    if (!useful)
+      this.declined = {
+        rate: (this.requests - this.window.requests) / (t - this.window.at),
+        since: { at: t, requests: this.requests }
+      }
+    this.window = { at: t, loop, requests: this.requests }
     return useful
+  }
+
+  /** While slowing is declined: whether requests now arrive RATE_RISE times faster than when it was (read per window). */
+  private rateRose(t: number): boolean {
+    const declined = this.declined
+    if (declined === undefined || t - declined.since.at < USEFUL_WINDOW_MS) return false
+    const rate = (this.requests - declined.since.requests) / (t - declined.since.at)
+    declined.since = { at: t, requests: this.requests }
+    return rate > declined.rate * RATE_RISE
   }
 
   /** Charges the time since the last call to the budget (if delivery was slowed) or earns it back; returns now. */

@@ -6,6 +6,7 @@ import {
   DEFER_BUDGET_MS,
   DEFER_EARN_RATE,
   DEFER_RESUME_MS,
+  RATE_RISE,
   USEFUL_MIN_BUSY,
   USEFUL_WINDOW_MS,
   BurstGate
@@ -165,5 +166,33 @@ describe('BurstGate: clients first during a burst of ingest', () => {
       advance(10)
     }
     expect(allowed).toBeLessThanOrEqual((10 * USEFUL_WINDOW_MS) / BURST_LEASE_GAP_MS + 1)
+  })
+
+  it('slows again when a gentle start turns into a blast without a pause (requests RATE_RISE times faster)', () => {
+    const { g, advance, setBusy } = gate()
+    /** One second of clients sending `perTenMs` requests every 10 ms; the leases the gate let through. */
+    const second = (perTenMs: number) => {
+      let allowed = 0
+      for (let ms = 0; ms < 1_000; ms += 10) {
+        for (let i = 0; i < perTenMs; i++) g.ingested()
+        if (g.mayLease('a')) allowed++
+        advance(10)
+      }
+      return allowed
+    }
+    // 100 requests/s leave the thread half idle: slowing stops after a window.
+    setBusy(USEFUL_MIN_BUSY / 2)
+    burstOf(g)
+    second(1)
+    second(1)
+    expect(second(1)).toBe(100)
+    // The same clients at the same rate, the thread now busy with delivery: still not slowed.
+    setBusy(1)
+    expect(second(1)).toBe(100)
+    // Then a blast, RATE_RISE × 10 as fast, keeping the thread busy: slowed again within two windows, and kept so.
+    const blast = Math.ceil(RATE_RISE * 10)
+    second(blast)
+    second(blast)
+    for (let s = 0; s < 5; s++) expect(second(blast)).toBeLessThanOrEqual(1_000 / BURST_LEASE_GAP_MS + 1)
   })
 })
