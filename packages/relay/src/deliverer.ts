@@ -43,8 +43,11 @@ export const USER_AGENT = `oneflow-relay/${VERSION} (+https://www.npmjs.com/pack
 const LEASE_MARGIN_MS = 2_000
 /** After a queue error, the delivery loop waits this long before leasing again. */
 const QUEUE_ERROR_PAUSE_MS = 1_000
-/** A lane stopped by a row it cannot read (InboxRowError) tries again this often; the other lanes go on meanwhile. */
-const UNREADABLE_LANE_PAUSE_MS = 60_000
+/**
+ * A lane stopped by a row it cannot read (InboxRowError) leases again after this long (its retries, ready in the
+ * events table, are leased before the inbox is read); its sends and the other lanes go on meanwhile.
+ */
+const UNREADABLE_LANE_RETRY_MS = 1_000
 /** Segment lanes carry survey responses (a few per minute): a modest pace and two requests in flight. */
 const SEGMENT_MAX_REQUESTS_PER_SECOND = 50
 const SEGMENT_CONCURRENCY = 2
@@ -224,10 +227,11 @@ export class Deliverer {
             await this.leaseWhileAllowed(lane)
           } catch (error) {
             if (!(error instanceof InboxRowError)) throw error
-            // One lane's damaged row stops that lane, not the others (they would wait with it on every round).
-            this.dispatch(lane, { type: 'paused', until: clock.now() + UNREADABLE_LANE_PAUSE_MS })
-            if (!this.unreadable.has(lane.laneId)) {
-              this.unreadable.add(lane.laneId)
+            // One lane's damaged row stops that lane's leasing for a moment, not the others (they would wait with it
+            // on every round), nor its sends (retries of events before the row).
+            this.leaseAfter.set(lane.laneId, clock.now() + UNREADABLE_LANE_RETRY_MS)
+            if (!this.unreadable.has(error.message)) {
+              this.unreadable.add(error.message)
               this.deps.logger.error({ lane: lane.label, err: error }, error.message)
             }
           }
@@ -243,18 +247,24 @@ export class Deliverer {
     }
   }
 
-  /** Lane ids whose unreadable row was logged (once, until the lane leases again). */
+  /** The unreadable rows logged (their errors' messages, each naming its row): each is logged once. */
   private readonly unreadable = new Set<string>()
+  /** Lanes that lease again only from a time on (one stopped by an unreadable row). */
+  private readonly leaseAfter = new Map<string, number>()
 
   /** Leases and starts deliveries for `lane` while its state, its concurrency and the burst rule allow. */
   private async leaseWhileAllowed(lane: Lane): Promise<void> {
     const { clock, queue } = this.deps
-    while (this.running && mayLease(lane.state, lane.concurrency, clock.now()) && this.burst.mayLease(lane.laneId)) {
+    while (
+      this.running &&
+      mayLease(lane.state, lane.concurrency, clock.now()) &&
+      clock.now() >= (this.leaseAfter.get(lane.laneId) ?? 0) &&
+      this.burst.mayLease(lane.laneId)
+    ) {
       // A lane paused by an alert sends one probe at a time.
       const leasedAt = clock.now()
       const jobs = await queue.lease(lane.laneId, lane.state.alert ? 1 : lane.sink.leaseLimit(), this.leaseMs, leasedAt)
       if (jobs.length === 0) break
-      this.unreadable.delete(lane.laneId)
       this.track(this.deliver(lane, jobs, leasedAt + this.leaseMs))
       if (lane.state.alert) break
       // A lease and the start of its delivery (mapping its events) run on this thread without a pause; the next

@@ -136,7 +136,7 @@ export class UnstorableEventsError extends OneFlowError {
 
 /**
  * A stored row of a lane that cannot be read (a damaged file, or a bug): the lane's delivery stops at it, nothing is
- * dropped, and other lanes go on (the deliverer pauses only that lane).
+ * dropped, and other lanes go on (the deliverer tries that lane's leases again once a second, and goes on sending).
  */
 export class InboxRowError extends OneFlowError {
   override readonly name = 'InboxRowError'

@@ -765,8 +765,8 @@ export class SqliteQueue implements Queue {
         try {
           more = this.readInbox(lane, inbox)
         } catch (error) {
-          // A damaged row further on: lease what comes before it first.
-          if (take.length + hold.length === 0) throw error
+          // A damaged row further on: lease what comes before it first (any other failure fails the lease).
+          if (!(error instanceof InboxRowError) || take.length + hold.length === 0) throw error
           more = false
         }
         if (!more) break
