@@ -30,8 +30,13 @@ export const DEFER_RESUME_MS = 10_000
 export const USEFUL_WINDOW_MS = 1_000
 /** …and below this share, clients do not need the time slowing gives them: it stops until the burst ends… */
 export const USEFUL_MIN_BUSY = 0.9
-/** …or until requests arrive this many times faster than when it stopped (a blast after a gentle start). */
+/** …or until requests arrive this many times faster than just after it stopped (a blast after a gentle start)… */
 export const RATE_RISE = 1.5
+/**
+ * …both rates read over this long (ms): long enough that clients sending in clumps (a flush a second) read the same
+ * from one reading to the next, whichever clumps a reading's edges cut.
+ */
+export const RATE_WINDOW_MS = 3_000
 
 /** The event loop's time so far (ms), busy and idle: what performance.eventLoopUtilization() reports. */
 export interface LoopTime {
@@ -61,10 +66,11 @@ export class BurstGate {
   /** Requests accepted so far. */
   private requests = 0
   /**
-   * Slowing was found not to help this burst's clients, who sent `rate` requests/ms then: none until the burst ends
-   * or they send RATE_RISE times faster (their rate read each USEFUL_WINDOW_MS from `since`).
+   * Slowing was found not to help this burst's clients: none until the burst ends or they send RATE_RISE times
+   * faster than `base` (requests/ms over the first RATE_WINDOW_MS after it stopped; their rate read each
+   * RATE_WINDOW_MS from `since`).
    */
-  private declined: { rate: number; since: { at: number; requests: number } } | undefined
+  private declined: { base: number | undefined; since: { at: number; requests: number } } | undefined
   /** Since when, and from what loop time and request count, the thread's busy share is read while slowing. */
   private window: { at: number; loop: LoopTime; requests: number } | undefined
 
@@ -107,22 +113,22 @@ export class BurstGate {
     if (t - this.window.at < USEFUL_WINDOW_MS) return true
     const loop = this.loopTime()
     const useful = busyShare(this.window.loop, loop) >= USEFUL_MIN_BUSY
-    if (!useful)
-      this.declined = {
-        rate: (this.requests - this.window.requests) / (t - this.window.at),
-        since: { at: t, requests: this.requests }
-      }
+    if (!useful) this.declined = { base: undefined, since: { at: t, requests: this.requests } }
     this.window = { at: t, loop, requests: this.requests }
     return useful
   }
 
-  /** While slowing is declined: whether requests now arrive RATE_RISE times faster than when it was (read per window). */
+  /** While slowing is declined: whether requests now arrive RATE_RISE times faster than just after it was. */
   private rateRose(t: number): boolean {
     const declined = this.declined
-    if (declined === undefined || t - declined.since.at < USEFUL_WINDOW_MS) return false
+    if (declined === undefined || t - declined.since.at < RATE_WINDOW_MS) return false
     const rate = (this.requests - declined.since.requests) / (t - declined.since.at)
     declined.since = { at: t, requests: this.requests }
-    return rate > declined.rate * RATE_RISE
+    if (declined.base === undefined) {
+      declined.base = rate
+      return false
+    }
+    return rate > declined.base * RATE_RISE
   }
 
   /** Charges the time since the last call to the budget (if delivery was slowed) or earns it back; returns now. */

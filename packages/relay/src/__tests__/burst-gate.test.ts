@@ -7,6 +7,7 @@ import {
   DEFER_EARN_RATE,
   DEFER_RESUME_MS,
   RATE_RISE,
+  RATE_WINDOW_MS,
   USEFUL_MIN_BUSY,
   USEFUL_WINDOW_MS,
   BurstGate
@@ -189,10 +190,29 @@ describe('BurstGate: clients first during a burst of ingest', () => {
     // The same clients at the same rate, the thread now busy with delivery: still not slowed.
     setBusy(1)
     expect(second(1)).toBe(100)
-    // Then a blast, RATE_RISE × 10 as fast, keeping the thread busy: slowed again within two windows, and kept so.
+    // Then a blast, RATE_RISE × 10 as fast, keeping the thread busy: slowed again once a rate reading saw it (after
+    // the reading of the rate it was declined at), and kept so.
     const blast = Math.ceil(RATE_RISE * 10)
-    second(blast)
-    second(blast)
+    for (let ms = 0; ms < 2 * RATE_WINDOW_MS; ms += 1_000) second(blast)
     for (let s = 0; s < 5; s++) expect(second(blast)).toBeLessThanOrEqual(1_000 / BURST_LEASE_GAP_MS + 1)
+  })
+
+  it('clients flushing in clumps once a second (the same rate on average) never have slowing switched back on', () => {
+    const { g, advance, setBusy } = gate()
+    setBusy(USEFUL_MIN_BUSY / 2)
+    // 120 requests in the first 10 ms of each second for ten minutes; the delivery loop asks every 50–200 ms.
+    let seed = 7
+    const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31
+    let refused = 0
+    let next = 0
+    for (let ms = 0; ms < 600_000; ms++) {
+      if (ms % 1_000 < 10) for (let i = 0; i < 12; i++) g.ingested()
+      if (ms >= next) {
+        next = ms + 50 + Math.floor(random() * 150)
+        if (!g.mayLease('a') && ms > 5_000) refused++
+      }
+      advance(1)
+    }
+    expect(refused).toBe(0)
   })
 })
