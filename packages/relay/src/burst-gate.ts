@@ -30,13 +30,13 @@ export const DEFER_RESUME_MS = 10_000
 export const USEFUL_WINDOW_MS = 1_000
 /** …and below this share, clients do not need the time slowing gives them: it stops until the burst ends… */
 export const USEFUL_MIN_BUSY = 0.9
-/** …or until requests arrive this many times faster than just after it stopped (a blast after a gentle start)… */
+/** …or until requests arrive this many times faster than when it stopped (a blast after a gentle start)… */
 export const RATE_RISE = 1.5
 /**
- * …both rates read over this long (ms): long enough that clients sending in clumps (a flush a second) read the same
- * from one reading to the next, whichever clumps a reading's edges cut.
+ * …both rates counted in whole seconds of real time, over the last RATE_SECONDS of them: clients that flush in
+ * clumps once a second then read the same from one second to the next (a window whose edges cut clumps did not).
  */
-export const RATE_WINDOW_MS = 3_000
+export const RATE_SECONDS = 3
 
 /** The event loop's time so far (ms), busy and idle: what performance.eventLoopUtilization() reports. */
 export interface LoopTime {
@@ -63,16 +63,16 @@ export class BurstGate {
   /** When the budget was last brought up to date, and whether delivery was being slowed since then. */
   private accountedAt: number
   private slowing = false
-  /** Requests accepted so far. */
-  private requests = 0
+  /** Requests counted per whole second of real time: the second being counted, its count, the last full ones. */
+  private second = { index: -Infinity, count: 0 }
+  private readonly seconds: number[] = []
   /**
-   * Slowing was found not to help this burst's clients: none until the burst ends or they send RATE_RISE times
-   * faster than `base` (requests/ms over the first RATE_WINDOW_MS after it stopped; their rate read each
-   * RATE_WINDOW_MS from `since`).
+   * Slowing was found not to help this burst's clients, who then sent `base` requests a second (over the last
+   * RATE_SECONDS): none until the burst ends or they send RATE_RISE times as many (`checked`: the last second read).
    */
-  private declined: { base: number | undefined; since: { at: number; requests: number } } | undefined
-  /** Since when, and from what loop time and request count, the thread's busy share is read while slowing. */
-  private window: { at: number; loop: LoopTime; requests: number } | undefined
+  private declined: { base: number; checked: number } | undefined
+  /** Since when, and from what loop time, the thread's busy share is read while slowing. */
+  private window: { at: number; loop: LoopTime } | undefined
 
   constructor(
     private readonly now: () => number = () => performance.now(),
@@ -86,7 +86,8 @@ export class BurstGate {
     this.account()
     this.recent[this.next] = this.now()
     this.next = (this.next + 1) % BURST_MIN_REQUESTS
-    this.requests++
+    this.countSecond(this.now())
+    this.second.count++
   }
 
   /** Whether `lane` may lease now; when it may, the lease is counted from now. */
@@ -107,28 +108,44 @@ export class BurstGate {
    */
   private stillUseful(t: number): boolean {
     if (this.window === undefined || !this.slowing) {
-      this.window = { at: t, loop: this.loopTime(), requests: this.requests }
+      this.window = { at: t, loop: this.loopTime() }
       return true
     }
     if (t - this.window.at < USEFUL_WINDOW_MS) return true
     const loop = this.loopTime()
     const useful = busyShare(this.window.loop, loop) >= USEFUL_MIN_BUSY
-    if (!useful) this.declined = { base: undefined, since: { at: t, requests: this.requests } }
-    this.window = { at: t, loop, requests: this.requests }
+    if (!useful) this.declined = { base: this.rate(t), checked: this.second.index }
+    this.window = { at: t, loop }
     return useful
   }
 
-  /** While slowing is declined: whether requests now arrive RATE_RISE times faster than just after it was. */
+  /** While slowing is declined: whether requests now arrive RATE_RISE times faster than when it was (each second). */
   private rateRose(t: number): boolean {
     const declined = this.declined
-    if (declined === undefined || t - declined.since.at < RATE_WINDOW_MS) return false
-    const rate = (this.requests - declined.since.requests) / (t - declined.since.at)
-    declined.since = { at: t, requests: this.requests }
-    if (declined.base === undefined) {
-      declined.base = rate
-      return false
-    }
+    if (declined === undefined) return false
+    const rate = this.rate(t)
+    if (this.second.index === declined.checked) return false
+    declined.checked = this.second.index
     return rate > declined.base * RATE_RISE
+  }
+
+  /** Requests a second over the last RATE_SECONDS whole seconds before `t` (fewer at the start). */
+  private rate(t: number): number {
+    this.countSecond(t)
+    const n = this.seconds.length
+    return n === 0 ? this.second.count : this.seconds.reduce((a, b) => a + b, 0) / n
+  }
+
+  /** Moves the count on to the second of `t`, keeping the last RATE_SECONDS full ones (empty ones included). */
+  private countSecond(t: number): void {
+    const index = Math.floor(t / 1_000)
+    if (index === this.second.index) return
+    if (Number.isFinite(this.second.index)) {
+      this.seconds.push(this.second.count)
+      for (let i = this.second.index + 1; i < index && this.seconds.length <= RATE_SECONDS; i++) this.seconds.push(0)
+      this.seconds.splice(0, Math.max(0, this.seconds.length - RATE_SECONDS))
+    }
+    this.second = { index, count: 0 }
   }
 
   /** Charges the time since the last call to the budget (if delivery was slowed) or earns it back; returns now. */
