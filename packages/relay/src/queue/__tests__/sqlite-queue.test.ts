@@ -143,6 +143,30 @@ describe('SQLite: a damaged inbox row', () => {
   })
 })
 
+describe('SQLite: a failing inbox read', () => {
+  it('fails the lease (nothing handed out) when reading more rows fails for any reason but a damaged row', async () => {
+    const q = new SqliteQueue(join(tempDir(), 'queue.db'), SMALL)
+    try {
+      for (let n = 0; n < 20; n++) await q.enqueue([event(n)])
+      // The second read of this lease (rows 17 on; a read takes 16) fails as a disk error would.
+      const inner = q as unknown as { readInbox: (...args: unknown[]) => boolean }
+      const read = inner.readInbox.bind(q)
+      let reads = 0
+      inner.readInbox = (...args: unknown[]) => {
+        if (++reads === 2) throw Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR' })
+        return read(...args)
+      }
+      await expect(q.lease('p1', 50, 60_000, T0 + 100)).rejects.toMatchObject({ code: 'SQLITE_IOERR' })
+      // Nothing was handed out: the next lease gets every event, in order.
+      inner.readInbox = read
+      const jobs = await q.lease('p1', 50, 60_000, T0 + 100)
+      expect(jobs.map((j) => j.messageId)).toEqual(Array.from({ length: 20 }, (_, n) => `m-${n}`))
+    } finally {
+      await q.close()
+    }
+  })
+})
+
 describe('SQLite: the figures are counters, never a scan', () => {
   it('every statement stats() runs reads an index: one entry of it, or the events in flight (never a scan of events or inbox)', () => {
     const q = new SqliteQueue(join(tempDir(), 'queue.db'), SMALL)
