@@ -229,7 +229,7 @@ export class Deliverer {
             if (!(error instanceof InboxRowError)) throw error
             // One lane's damaged row stops that lane's leasing for a moment, not the others (they would wait with it
             // on every round), nor its sends (retries of events before the row).
-            this.leaseAfter.set(lane.laneId, clock.now() + UNREADABLE_LANE_RETRY_MS)
+            this.dispatch(lane, { type: 'unreadable', until: clock.now() + UNREADABLE_LANE_RETRY_MS })
             if (!this.unreadable.has(error.message)) {
               this.unreadable.add(error.message)
               this.deps.logger.error({ lane: lane.label, err: error }, error.message)
@@ -249,18 +249,11 @@ export class Deliverer {
 
   /** The unreadable rows logged (their errors' messages, each naming its row): each is logged once. */
   private readonly unreadable = new Set<string>()
-  /** Lanes that lease again only from a time on (one stopped by an unreadable row). */
-  private readonly leaseAfter = new Map<string, number>()
 
   /** Leases and starts deliveries for `lane` while its state, its concurrency and the burst rule allow. */
   private async leaseWhileAllowed(lane: Lane): Promise<void> {
     const { clock, queue } = this.deps
-    while (
-      this.running &&
-      mayLease(lane.state, lane.concurrency, clock.now()) &&
-      clock.now() >= (this.leaseAfter.get(lane.laneId) ?? 0) &&
-      this.burst.mayLease(lane.laneId)
-    ) {
+    while (this.running && mayLease(lane.state, lane.concurrency, clock.now()) && this.burst.mayLease(lane.laneId)) {
       // A lane paused by an alert sends one probe at a time.
       const leasedAt = clock.now()
       const jobs = await queue.lease(lane.laneId, lane.state.alert ? 1 : lane.sink.leaseLimit(), this.leaseMs, leasedAt)

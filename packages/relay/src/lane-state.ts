@@ -21,6 +21,8 @@ export interface LaneState {
   readonly pausedUntil: number
   /** A refused key or a redirect: sending paused until the next probe. */
   readonly alertPausedUntil: number
+  /** A row of the lane the queue cannot read: no lease before this time (sends go on: retries, events before it). */
+  readonly leasesFrom: number
   /** How long the probe after the next alert waits. */
   readonly probeBackoffMs: number
   /** Failed requests in a row (see `judge`). */
@@ -35,11 +37,14 @@ export type LaneAction =
   | { readonly type: 'judged'; readonly verdict: Verdict; readonly now: number }
   /** Nothing may be sent before `until` (the queue holding the shared rate limit failed). */
   | { readonly type: 'paused'; readonly until: number }
+  /** A lease stopped at a row the queue cannot read: the next lease waits until `until`. */
+  | { readonly type: 'unreadable'; readonly until: number }
 
 export const INITIAL_LANE_STATE: LaneState = {
   inFlight: 0,
   pausedUntil: 0,
   alertPausedUntil: 0,
+  leasesFrom: 0,
   probeBackoffMs: PROBE_MIN_MS,
   failures: 0,
   alert: undefined
@@ -53,6 +58,8 @@ export function laneReducer(state: LaneState, action: LaneAction): LaneState {
       return { ...state, inFlight: Math.max(0, state.inFlight - 1) }
     case 'paused':
       return { ...state, pausedUntil: Math.max(state.pausedUntil, action.until) }
+    case 'unreadable':
+      return { ...state, leasesFrom: Math.max(state.leasesFrom, action.until) }
     case 'judged': {
       const { verdict, now } = action
       let next: LaneState = { ...state, failures: verdict.failures }
@@ -78,7 +85,7 @@ export function sendsFrom(state: LaneState): number {
   return Math.max(state.pausedUntil, state.alertPausedUntil)
 }
 
-/** Whether the lane may take another lease at `now`: below its concurrency and not paused. */
+/** Whether the lane may take another lease at `now`: below its concurrency, not paused, not waiting on a bad row. */
 export function mayLease(state: LaneState, concurrency: number, now: number): boolean {
-  return state.inFlight < concurrency && now >= sendsFrom(state)
+  return state.inFlight < concurrency && now >= sendsFrom(state) && now >= state.leasesFrom
 }

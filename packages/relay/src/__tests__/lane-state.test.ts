@@ -31,6 +31,16 @@ describe('a lane’s state (laneReducer)', () => {
     expect(run([{ type: 'settled' }]).inFlight).toBe(0)
   })
 
+  it('a row the queue cannot read holds back leases until the time asked for, never sends', () => {
+    const stopped = run([
+      { type: 'unreadable', until: 5_000 },
+      { type: 'unreadable', until: 3_000 }
+    ])
+    expect(mayLease(stopped, 8, 4_999)).toBe(false)
+    expect(mayLease(stopped, 8, 5_000)).toBe(true)
+    expect(sendsFrom(stopped)).toBe(0)
+  })
+
   it('pauses until the latest pause asked for, never shortening one', () => {
     const paused = run([
       judged(
