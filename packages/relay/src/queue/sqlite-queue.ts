@@ -428,7 +428,6 @@ export class SqliteQueue implements Queue {
     )
     // Ingest writes a request's accepted events as one inbox row (per lane), after the dedup check; lease()
     // hands them out from there (leaseFromInbox). See docs/relay-ingest.md.
-    const insertInbox = this.db.prepare('INSERT INTO inbox (project_id, events, received_at, body) VALUES (?, ?, ?, ?)')
     const writeAll = this.db.transaction((requests: ReadonlyArray<readonly NewEvent[]>) => {
       const inboxed = new Map<string, number>()
       const tally = new Tally()
@@ -460,12 +459,8 @@ export class SqliteQueue implements Queue {
           lane.push([e.messageId, e.sourceName, e.userKey, e.body, e.receivedAt])
           accepted++
         }
-        // At most INBOX_ROW_EVENTS to a row, so reading one (and its JSON) stays small whatever one call enqueues.
         for (const [projectId, lane] of lanes) {
-          for (let at = 0; at < lane.length; at += INBOX_ROW_EVENTS) {
-            const part = lane.slice(at, at + INBOX_ROW_EVENTS)
-            insertInbox.run(projectId, part.length, Math.min(...part.map((e) => e[4])), packInbox(part))
-          }
+          this.writeInbox(projectId, lane)
           inboxed.set(projectId, (inboxed.get(projectId) ?? 0) + lane.length)
           tally.add(projectId, 'undelivered', lane.length)
         }
@@ -683,6 +678,18 @@ export class SqliteQueue implements Queue {
     if (this.claimError) throw this.claimError
     const holder = this.statement('SELECT pid FROM owner WHERE id = 1').pluck().get() as number | undefined
     throw new QueueOwnedError(this.path, holder)
+  }
+
+  /**
+   * Writes a lane's events as inbox rows of at most INBOX_ROW_EVENTS each (so reading one stays small whatever one
+   * call enqueues), each stamped with its earliest arrival (inside the caller's transaction).
+   */
+  private writeInbox(lane: string, events: readonly InboxEvent[]): void {
+    const insert = this.statement('INSERT INTO inbox (project_id, events, received_at, body) VALUES (?, ?, ?, ?)')
+    for (let at = 0; at < events.length; at += INBOX_ROW_EVENTS) {
+      const part = events.slice(at, at + INBOX_ROW_EVENTS)
+      insert.run(lane, part.length, Math.min(...part.map((e) => e[4])), packInbox(part))
+    }
   }
 
   /** Whether a lane has events waiting or in flight in the events table (one seek in events_open). */
@@ -1574,15 +1581,7 @@ export class SqliteQueue implements Queue {
       }
       const tally = new Tally()
       for (const [lane, list] of lanes) {
-        for (let at = 0; at < list.length; at += INBOX_ROW_EVENTS) {
-          const part = list.slice(at, at + INBOX_ROW_EVENTS)
-          this.statement('INSERT INTO inbox (project_id, events, received_at, body) VALUES (?, ?, ?, ?)').run(
-            lane,
-            part.length,
-            now,
-            packInbox(part)
-          )
-        }
+        this.writeInbox(lane, list)
         tally.add(lane, 'undelivered', list.length)
         inboxed.set(lane, list.length)
       }
