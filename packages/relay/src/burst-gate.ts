@@ -33,8 +33,8 @@ export const USEFUL_MIN_BUSY = 0.9
 /** …or until requests arrive this many times faster than when it stopped (a blast after a gentle start)… */
 export const RATE_RISE = 1.5
 /**
- * …both rates counted in whole seconds of real time, over the last RATE_SECONDS of them: clients that flush in
- * clumps once a second then read the same from one second to the next (a window whose edges cut clumps did not).
+ * …both rates counted in whole seconds of real time and averaged over the last RATE_SECONDS of them, so that clients
+ * flushing in clumps once a second read the same from one second to the next.
  */
 export const RATE_SECONDS = 3
 
@@ -83,10 +83,10 @@ export class BurstGate {
 
   /** An ingest request was accepted. */
   ingested(): void {
-    this.account()
-    this.recent[this.next] = this.now()
+    const t = this.account()
+    this.recent[this.next] = t
     this.next = (this.next + 1) % BURST_MIN_REQUESTS
-    this.countSecond(this.now())
+    this.countSecond(t)
     this.second.count++
   }
 
@@ -104,7 +104,7 @@ export class BurstGate {
 
   /**
    * Whether slowing, wanted now, still serves clients: false once a full window of it left the thread idle more than
-   * USEFUL_MIN_BUSY allows (then it is declined for the rest of the burst).
+   * USEFUL_MIN_BUSY allows (then it is declined until the burst ends or the clients' rate rises: see mayLease).
    */
   private stillUseful(t: number): boolean {
     if (this.window === undefined || !this.slowing) {
@@ -142,7 +142,9 @@ export class BurstGate {
     if (index === this.second.index) return
     if (Number.isFinite(this.second.index)) {
       this.seconds.push(this.second.count)
-      for (let i = this.second.index + 1; i < index && this.seconds.length <= RATE_SECONDS; i++) this.seconds.push(0)
+      // Seconds without a request count as 0 (at most RATE_SECONDS of them matter).
+      const empty = Math.min(index - this.second.index - 1, RATE_SECONDS)
+      for (let i = 0; i < empty; i++) this.seconds.push(0)
       this.seconds.splice(0, Math.max(0, this.seconds.length - RATE_SECONDS))
     }
     this.second = { index, count: 0 }
