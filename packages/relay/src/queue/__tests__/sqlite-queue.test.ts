@@ -12,6 +12,16 @@ import { describeQueue, event, T0 } from './queue-conformance'
 /** A small disk reserve: these tests open hundreds of queues. */
 const SMALL = { reserveBytes: 64 * 1024 }
 
+/** Runs `test` on a fresh queue in a new directory, and closes the queue whatever happens. */
+async function withQueue(test: (q: SqliteQueue) => Promise<void>): Promise<void> {
+  const q = new SqliteQueue(join(tempDir(), 'queue.db'), SMALL)
+  try {
+    await test(q)
+  } finally {
+    await q.close()
+  }
+}
+
 describeQueue('SQLite', {
   open: async () => new SqliteQueue(join(tempDir(), 'queue.db'), SMALL),
   reopen: async (queue: Queue) => new SqliteQueue((queue as SqliteQueue).path, SMALL),
@@ -21,8 +31,7 @@ describeQueue('SQLite', {
 
 describe('SQLite: space comes back after a backlog is delivered', () => {
   it('live bytes drop at once; compact() shrinks the file and the WAL', async () => {
-    const q = new SqliteQueue(join(tempDir(), 'queue.db'), SMALL)
-    try {
+    await withQueue(async (q) => {
       const body = JSON.stringify({ type: 'track', event: 'E', userId: 'u', properties: { blob: 'x'.repeat(2_000) } })
       for (let b = 0; b < 10; b++)
         await q.enqueue(Array.from({ length: 200 }, (_, i) => ({ ...event(b * 200 + i), body })))
@@ -39,16 +48,13 @@ describe('SQLite: space comes back after a backlog is delivered', () => {
       const before = fileBytes()
       for (let i = 0; i < 5; i++) await q.compact()
       expect(fileBytes()).toBeLessThan(before / 4)
-    } finally {
-      await q.close()
-    }
+    })
   })
 })
 
 describe('SQLite: each lane splits only its own inbox rows', () => {
   it("a lease on one lane leaves another lane's backlog in the inbox, untouched", async () => {
-    const q = new SqliteQueue(join(tempDir(), 'queue.db'), SMALL)
-    try {
+    await withQueue(async (q) => {
       for (let b = 0; b < 10; b++)
         await q.enqueue(Array.from({ length: 500 }, (_, i) => event(b * 500 + i, { projectId: 'oneflow-lane' })))
       await q.enqueue([event(99_999, { projectId: 'segment-lane' })])
@@ -61,16 +67,13 @@ describe('SQLite: each lane splits only its own inbox rows', () => {
       } finally {
         db.close()
       }
-    } finally {
-      await q.close()
-    }
+    })
   })
 })
 
 describe('SQLite: inbox rows keep every body exactly', () => {
   it('bodies with newlines, NUL, emoji, lone surrogates and JSON-looking text come back as they went in, in order', async () => {
-    const q = new SqliteQueue(join(tempDir(), 'queue.db'), SMALL)
-    try {
+    await withQueue(async (q) => {
       const bodies = [
         JSON.stringify({ type: 'track', event: 'line\nbreak', userId: 'a' }),
         'raw\nnewline and \u0000 NUL',
@@ -82,9 +85,7 @@ describe('SQLite: inbox rows keep every body exactly', () => {
       await q.enqueue(bodies.map((body, i) => event(i, { body, userKey: 'one-user' })))
       const jobs = await q.lease('p1', 50, 60_000, T0 + 100)
       expect(jobs.map((j) => j.body)).toEqual(bodies)
-    } finally {
-      await q.close()
-    }
+    })
   })
 
   it('reads an inbox row an older version wrote (one JSON array of events) and delivers it in order', async () => {
@@ -145,8 +146,7 @@ describe('SQLite: a damaged inbox row', () => {
 
 describe('SQLite: a failing inbox read', () => {
   it('fails the lease (nothing handed out) when reading more rows fails for any reason but a damaged row', async () => {
-    const q = new SqliteQueue(join(tempDir(), 'queue.db'), SMALL)
-    try {
+    await withQueue(async (q) => {
       for (let n = 0; n < 20; n++) await q.enqueue([event(n)])
       // The second read of this lease (rows 17 on; a read takes 16) fails as a disk error would.
       const inner = q as unknown as { readInbox: (...args: unknown[]) => boolean }
@@ -161,9 +161,7 @@ describe('SQLite: a failing inbox read', () => {
       inner.readInbox = read
       const jobs = await q.lease('p1', 50, 60_000, T0 + 100)
       expect(jobs.map((j) => j.messageId)).toEqual(Array.from({ length: 20 }, (_, n) => `m-${n}`))
-    } finally {
-      await q.close()
-    }
+    })
   })
 })
 
@@ -272,14 +270,11 @@ describe('SQLite: the delivery path reads partial indexes', () => {
 
 describe('SQLite: dedup', () => {
   it('forgets exactly the ids seen before the cut, and says how many', async () => {
-    const q = new SqliteQueue(join(tempDir(), 'queue.db'), SMALL)
-    try {
+    await withQueue(async (q) => {
       await q.enqueue([event(1), event(2), event(3)])
       expect(await q.pruneDedup(T0 + 3)).toBe(2)
       expect(await q.enqueue([event(1), event(2), event(3)])).toEqual({ accepted: 2, duplicates: 1 })
-    } finally {
-      await q.close()
-    }
+    })
   })
 })
 
