@@ -23,10 +23,13 @@ import {
   type Queue,
   type QueueStats,
   type Selection,
-  type UserState
+  type UserState,
+  orderingKey
 } from './queue'
+import { INBOX_ROW_EVENTS, type InboxEvent, packInbox, wellFormed } from './inbox'
+import { PgLaneOwners, type TableRow } from './pg-inbox'
 
-const SCHEMA_VERSION = 8
+const SCHEMA_VERSION = 9
 const MIGRATION_LOCK = 727_001
 /** Taken shared by every ingest commit and exclusively by a rotation of the dedup generations. */
 const SEEN_LOCK = 727_002
@@ -83,6 +86,21 @@ const countChange = (changed: string) => `
   HAVING sum(sign) <> 0 OR sum(CASE WHEN state = 'dead' THEN sign * (${DEAD_BYTES}) ELSE 0 END) <> 0
   ORDER BY 1, 2, 3
   ON CONFLICT (project_id, state, retrying, shard) DO UPDATE SET n = c.n + excluded.n, bytes = c.bytes + excluded.bytes`
+
+/** Adds the changes `changed` (rows of project_id and n: events not done yet) to this connection's pending count. */
+const countInbox = (changed: string) => `
+  INSERT INTO relay_counts AS c (project_id, state, retrying, shard, n, bytes)
+  SELECT project_id, 'pending', false, pg_backend_pid(), sum(n), 0 FROM (${changed}) d
+  GROUP BY project_id HAVING sum(n) <> 0 ORDER BY 1
+  ON CONFLICT (project_id, state, retrying, shard) DO UPDATE SET n = c.n + excluded.n`
+
+/** The counters counted again from both tables (after a TRUNCATE of either). */
+const RECOUNT = `
+  DELETE FROM relay_counts;
+  INSERT INTO relay_counts (project_id, state, retrying, shard, n, bytes)
+  SELECT project_id, state, attempts > 0, 0, count(*), coalesce(sum(CASE WHEN state = 'dead' THEN ${DEAD_BYTES} ELSE 0 END), 0)
+  FROM relay_events GROUP BY 1, 2, 3;
+  ${countInbox('SELECT project_id, left_events AS n FROM relay_inbox').replace('pg_backend_pid()', '0')}`
 
 const MIGRATIONS: Record<number, string> = {
   1: `
@@ -244,6 +262,56 @@ const MIGRATIONS: Record<number, string> = {
     CREATE INDEX IF NOT EXISTS relay_events_later ON relay_events (project_id, user_key, next_attempt_at)
       WHERE state = 'pending' AND next_attempt_at > received_at;
     DROP INDEX IF EXISTS relay_events_ready, relay_events_user, relay_events_leased, relay_events_busy;
+  `,
+  // Lane owners and the inbox (docs/relay-queue.md, "PostgreSQL: lane owners"). Ingest writes each request's events
+  // of a lane as one relay_inbox row, stamped with its transaction's id; the lane's owner reads rows by that id and
+  // leases their events from memory. relay_lanes holds each lane's epoch, which every owner write checks.
+  // relay_events keeps what is not in flight from the inbox: retries, users parked behind them, leases given back,
+  // dead letters; relay_events_open finds a user there. The inbox's undelivered events are counted as pending.
+  9: `
+    CREATE TABLE IF NOT EXISTS relay_inbox (
+      id BIGSERIAL PRIMARY KEY,
+      project_id TEXT NOT NULL,
+      xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+      events INTEGER NOT NULL,
+      left_events INTEGER NOT NULL,
+      received_at BIGINT NOT NULL,
+      body TEXT NOT NULL,
+      done BYTEA
+    ) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
+    CREATE INDEX IF NOT EXISTS relay_inbox_lane ON relay_inbox (project_id, xid, id);
+    CREATE TABLE IF NOT EXISTS relay_lanes (project_id TEXT PRIMARY KEY, epoch BIGINT NOT NULL);
+    CREATE INDEX IF NOT EXISTS relay_events_open ON relay_events (project_id, user_key) WHERE state IN ('pending', 'held', 'leased');
+    CREATE OR REPLACE FUNCTION relay_count_inbox() RETURNS trigger LANGUAGE plpgsql AS $count$
+    BEGIN
+      IF TG_OP = 'INSERT' THEN
+        ${countInbox('SELECT project_id, left_events AS n FROM new_rows')};
+      ELSIF TG_OP = 'DELETE' THEN
+        ${countInbox('SELECT project_id, -left_events AS n FROM old_rows')};
+      ELSE
+        ${countInbox('SELECT project_id, left_events AS n FROM new_rows UNION ALL SELECT project_id, -left_events FROM old_rows')};
+      END IF;
+      RETURN NULL;
+    END
+    $count$;
+    DROP TRIGGER IF EXISTS relay_inbox_count_insert ON relay_inbox;
+    DROP TRIGGER IF EXISTS relay_inbox_count_update ON relay_inbox;
+    DROP TRIGGER IF EXISTS relay_inbox_count_delete ON relay_inbox;
+    CREATE TRIGGER relay_inbox_count_insert AFTER INSERT ON relay_inbox REFERENCING NEW TABLE AS new_rows
+      FOR EACH STATEMENT EXECUTE FUNCTION relay_count_inbox();
+    CREATE TRIGGER relay_inbox_count_update AFTER UPDATE ON relay_inbox REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+      FOR EACH STATEMENT EXECUTE FUNCTION relay_count_inbox();
+    CREATE TRIGGER relay_inbox_count_delete AFTER DELETE ON relay_inbox REFERENCING OLD TABLE AS old_rows
+      FOR EACH STATEMENT EXECUTE FUNCTION relay_count_inbox();
+    CREATE OR REPLACE FUNCTION relay_count_truncate() RETURNS trigger LANGUAGE plpgsql AS $truncate$
+    BEGIN
+      ${RECOUNT};
+      RETURN NULL;
+    END
+    $truncate$;
+    DROP TRIGGER IF EXISTS relay_inbox_count_truncate ON relay_inbox;
+    CREATE TRIGGER relay_inbox_count_truncate AFTER TRUNCATE ON relay_inbox
+      FOR EACH STATEMENT EXECUTE FUNCTION relay_count_truncate();
   `
 }
 
@@ -351,7 +419,8 @@ export const OLDEST = `
   SELECT (SELECT min(least(
             (SELECT received_at FROM relay_events e WHERE e.project_id = lane.project_id AND e.state = 'pending' ORDER BY e.id LIMIT 1),
             (SELECT received_at FROM relay_events e WHERE e.project_id = lane.project_id AND e.state = 'held' ORDER BY e.id LIMIT 1),
-            (SELECT min(received_at) FROM relay_events e WHERE e.project_id = lane.project_id AND e.state = 'leased')))
+            (SELECT min(received_at) FROM relay_events e WHERE e.project_id = lane.project_id AND e.state = 'leased'),
+            (SELECT received_at FROM relay_inbox i WHERE i.project_id = lane.project_id ORDER BY i.xid, i.id LIMIT 1)))
           FROM unnest($1::text[]) AS lane(project_id)
          ) AS oldest,
          (SELECT dead_at FROM relay_events WHERE state = 'dead' ORDER BY dead_at LIMIT 1) AS oldest_dead`
@@ -380,6 +449,127 @@ export const LEASE_HOLD = `UPDATE relay_events SET state = 'held' WHERE id = ANY
 /** PostgreSQL text cannot hold NUL; 1Flow's responses, error texts and odd client ids may. */
 const text = (value: string, max = Number.POSITIVE_INFINITY) =>
   (value.includes('\u0000') ? value.replace(/\u0000/g, '') : value).slice(0, max)
+
+/**
+ * A lease of relay_events' ready events of lane `projectId` (inside the owner's transaction, holding the lane lock
+ * shared): retries, users parked behind them, leases taken back. A user in flight from the inbox (`flying`) counts as
+ * blocked. The rows read need no row locks: only the owner writes the lane's pending and leased rows, and the writes
+ * below still change only rows still pending (PENDING_BY_ID), whatever a tool's bare-id write did meanwhile.
+ */
+async function leaseFromTable(
+  c: pg.PoolClient,
+  projectId: string,
+  limit: number,
+  leaseMs: number,
+  now: number,
+  flying: (user: string) => boolean
+): Promise<Job[]> {
+  for (let round = 0; round < LEASE_ROUNDS; round++) {
+    const { rows: found } = await c.query(LEASE_CANDIDATES, [projectId, now, limit])
+    if (found.length === 0) return []
+    const byUser = new Map<string, UserState>(
+      found.map((r: Row) => [
+        String(r.user_key),
+        { blocked: Boolean(r.blocked) || flying(String(r.user_key)), held: Boolean(r.held) }
+      ])
+    )
+    const plan = sortCandidates(
+      found.map((r: Row): Candidate => ({ id: Number(r.id), userKey: String(r.user_key) })),
+      (user) => byUser.get(user) as UserState
+    )
+    if (plan.hold.length > 0) await c.query(LEASE_HOLD, [plan.hold])
+    if (plan.unhold.length > 0)
+      await c.query(
+        "UPDATE relay_events SET state = 'pending' WHERE project_id = $1 AND state = 'held' AND user_key = ANY($2::text[])",
+        [projectId, plan.unhold]
+      )
+    if (plan.lease.length > 0) {
+      const { rows } = await c.query(LEASE_TAKE, [plan.lease, now + leaseMs, newLeaseToken()])
+      return (rows as Row[]).sort((a, b) => Number(a.id) - Number(b.id)).map(rowToJob)
+    }
+  }
+  return []
+}
+
+/** Writes events into relay_events in their order, in one statement (inside the caller's transaction); their ids. */
+async function insertRows(c: pg.PoolClient, rows: readonly TableRow[]): Promise<number[]> {
+  if (rows.length === 0) return []
+  const { rows: ids } = await c.query(
+    `INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state,
+       attempts, first_attempt_at, last_error, lease_token, lease_until, dead_reason, dead_status, dead_response, dead_at)
+     SELECT message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state,
+       attempts, first_attempt_at, last_error, lease_token, lease_until, dead_reason, dead_status, dead_response, dead_at
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[],
+       $9::int[], $10::bigint[], $11::text[], $12::bigint[], $13::bigint[], $14::text[], $15::int[], $16::text[], $17::bigint[])
+       WITH ORDINALITY AS t(message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state,
+         attempts, first_attempt_at, last_error, lease_token, lease_until, dead_reason, dead_status, dead_response, dead_at, ord)
+     ORDER BY ord RETURNING id`,
+    [
+      rows.map((r) => text(r.job.messageId)),
+      rows.map((r) => r.job.sourceName),
+      rows.map((r) => r.job.projectId),
+      rows.map((r) => text(r.job.userKey)),
+      rows.map((r) => text(r.job.body)),
+      rows.map((r) => r.job.receivedAt),
+      rows.map((r) => r.nextAttemptAt ?? r.job.receivedAt),
+      rows.map((r) => r.state),
+      rows.map((r) => r.attempts ?? 0),
+      rows.map((r) => r.firstAttemptAt ?? null),
+      rows.map((r) => (r.lastError === undefined ? null : text(r.lastError, 500))),
+      rows.map((r) => r.leaseToken ?? null),
+      rows.map((r) => r.leaseUntil ?? null),
+      rows.map((r) => (r.dead === undefined ? null : text(r.dead.reason, 1000))),
+      rows.map((r) => r.dead?.status ?? null),
+      rows.map((r) => (r.dead?.response === undefined ? null : text(r.dead.response, 2000))),
+      rows.map((r) => r.deadAt ?? null)
+    ]
+  )
+  // Ids follow the insert's order (ORDER BY ord).
+  return ids.map((r: Row) => Number(r.id)).sort((a, b) => a - b)
+}
+
+/** A body PostgreSQL's text holds as it is: well-formed UTF-16 without NUL (others go escaped in the header). */
+const pgStorable = (body: string) => wellFormed(body) && !body.includes('\u0000')
+
+/**
+ * Each request's fresh events (the first occurrence of each key in `fresh`, which this consumes) as inbox rows: one
+ * per request and lane, at most INBOX_ROW_EVENTS events each, in the request's order.
+ */
+function inboxRows(
+  requests: ReadonlyArray<readonly NewEvent[]>,
+  fresh: Set<string>
+): Array<{ lane: string; events: InboxEvent[] }> {
+  const out: Array<{ lane: string; events: InboxEvent[] }> = []
+  for (const events of requests) {
+    const lanes = new Map<string, InboxEvent[]>()
+    for (const e of events) {
+      if (e.deadReason !== undefined || !fresh.delete(text(dedupKey(e)))) continue
+      let list = lanes.get(e.projectId)
+      if (!list) lanes.set(e.projectId, (list = []))
+      list.push([e.messageId, e.sourceName, orderingKey(e.userKey), e.body, e.receivedAt])
+    }
+    for (const [lane, list] of lanes)
+      for (let at = 0; at < list.length; at += INBOX_ROW_EVENTS)
+        out.push({ lane, events: list.slice(at, at + INBOX_ROW_EVENTS) })
+  }
+  return out
+}
+
+/** Inserts inbox rows in their order (their ids follow it), in one statement. */
+async function insertInbox(c: pg.PoolClient, rows: ReadonlyArray<{ lane: string; events: InboxEvent[] }>): Promise<void> {
+  if (rows.length === 0) return
+  await c.query(
+    `INSERT INTO relay_inbox (project_id, events, left_events, received_at, body)
+     SELECT lane, n, n, received_at, body FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[])
+       WITH ORDINALITY AS t(lane, n, received_at, body, ord) ORDER BY ord`,
+    [
+      rows.map((r) => r.lane),
+      rows.map((r) => r.events.length),
+      rows.map((r) => Math.min(...r.events.map((e) => e[4]))),
+      rows.map((r) => packInbox(r.events, pgStorable))
+    ]
+  )
+}
 
 /** A dedup generation's time range: keys first seen in [from, to); null while it holds none. */
 interface SeenSlot {
@@ -464,14 +654,55 @@ const beginHoldingLane = (projectId: string, purpose: 'lease' | 'settle' | 'reco
 export class PgQueue implements Queue {
   private readonly commits: GroupCommit
 
+  /** The lanes this relay owns, and their events in flight from the inbox (docs/relay-queue.md). */
+  private readonly owners: PgLaneOwners
+
   private constructor(
     private readonly pool: pg.Pool,
     windowMs: number,
     maxEvents: number,
     /** How long a messageId is remembered at least (limits.dedupWindowHours): each generation's time range. */
     private readonly dedupWindowMs: number,
-    private readonly clockAheadToleranceMs: number
+    private readonly clockAheadToleranceMs: number,
+    url: string,
+    timeoutMs: number
   ) {
+    this.owners = new PgLaneOwners({
+      pool,
+      url,
+      timeoutMs,
+      tx: (work, begin) => inTransaction(pool, work, begin),
+      beginOwnerWrite: (lane) => beginHoldingLane(lane, 'settle'),
+      beginTakeover: (lane) => beginHoldingLane(lane, 'recover'),
+      // The key relays of older versions take for each lease: they cannot lease a lane a relay owns.
+      ownerKey: (lane) => lockKey(`leasing:${lane}`),
+      laneState: async (lane, epoch) => {
+        const { rows } = await pool.query(
+          `SELECT EXISTS (SELECT 1 FROM relay_lanes WHERE project_id = $1 AND epoch = $2) AS mine,
+                  EXISTS (SELECT 1 FROM relay_events WHERE project_id = $1 AND state IN ('pending', 'held', 'leased')) AS open`,
+          [lane, epoch]
+        )
+        const r = rows[0] as Row
+        return { mine: Boolean(r.mine), open: Boolean(r.open) }
+      },
+      usersWithOpenRows: async (lane, users) => {
+        if (users.length === 0) return new Set()
+        const { rows } = await pool.query(
+          "SELECT DISTINCT user_key FROM relay_events WHERE project_id = $1 AND user_key = ANY($2::text[]) AND state IN ('pending', 'held', 'leased')",
+          [lane, users.map((u) => text(u))]
+        )
+        return new Set(rows.map((r: Row) => String(r.user_key)))
+      },
+      leaseFromTable: (c, lane, limit, leaseMs, now, flying) => leaseFromTable(c, lane, limit, leaseMs, now, flying),
+      insertRows,
+      takeBackLane: async (c, lane, now) => {
+        await c.query(
+          "UPDATE relay_events SET state = 'pending', lease_until = NULL, lease_token = NULL WHERE project_id = $1 AND state = 'leased'",
+          [lane]
+        )
+        await c.query(UNHOLD_STRANDED, [lane, now])
+      }
+    })
     // SQLSTATE class 22 (data exception: a value PostgreSQL refuses), 23 (integrity), or a value the client
     // cannot serialize: one request's fault, not the database's.
     this.commits = new GroupCommit(
@@ -528,7 +759,9 @@ export class PgQueue implements Queue {
       options.commitWindowMs ?? 2,
       options.commitMaxEvents ?? 4096,
       options.dedupWindowMs ?? DEFAULT_DEDUP_WINDOW_MS,
-      options.clockAheadToleranceMs ?? CLOCK_AHEAD_TOLERANCE_MS
+      options.clockAheadToleranceMs ?? CLOCK_AHEAD_TOLERANCE_MS,
+      url,
+      timeoutMs
     )
     return queue
   }
@@ -613,8 +846,8 @@ export class PgQueue implements Queue {
         const long = (e: NewEvent) => e.dedupFrom !== undefined && e.dedupFrom > e.receivedAt
         const { rows: inserted } = await c.query(
           `WITH incoming AS (
-             SELECT * FROM unnest($1::text[], $2::bytea[], $3::boolean[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::int[], $11::bigint[])
-               AS t(message_key, hash, long, message_id, source_name, project_id, user_key, body, received_at, ord, dedup_from)
+             SELECT * FROM unnest($1::text[], $2::bytea[], $3::boolean[], $4::bigint[])
+               AS t(message_key, hash, long, dedup_from)
            ), seen_before AS (
              SELECT i.message_key FROM incoming i
              WHERE EXISTS (SELECT 1 FROM ${SEEN_TABLES[1 - current.slot]} g WHERE g.key = i.hash)
@@ -629,31 +862,19 @@ export class PgQueue implements Queue {
              SELECT message_key, dedup_from FROM incoming WHERE long AND message_key NOT IN (SELECT message_key FROM seen_before)
              ORDER BY message_key
              ON CONFLICT DO NOTHING RETURNING message_key
-           ), fresh AS (
-             SELECT message_key FROM incoming WHERE NOT long AND hash IN (SELECT key FROM fresh_short)
-             UNION ALL SELECT message_key FROM fresh_long
-           ), stored AS (
-             INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at)
-             SELECT message_id, source_name, project_id, user_key, body, received_at, received_at FROM incoming
-             WHERE message_key IN (SELECT message_key FROM fresh) ORDER BY ord
-             RETURNING id
            )
-           SELECT message_key FROM fresh`,
+           SELECT message_key FROM incoming WHERE NOT long AND hash IN (SELECT key FROM fresh_short)
+           UNION ALL SELECT message_key FROM fresh_long`,
           [
             rows.map(([k]) => k),
             rows.map(([k]) => seenHash(k)),
             rows.map(([, e]) => long(e)),
-            rows.map(([, e]) => text(e.messageId)),
-            rows.map(([, e]) => e.sourceName),
-            rows.map(([, e]) => e.projectId),
-            rows.map(([, e]) => text(e.userKey)),
-            rows.map(([, e]) => text(e.body)),
-            rows.map(([, e]) => e.receivedAt),
-            rows.map((_, i) => i),
             rows.map(([, e]) => e.dedupFrom ?? e.receivedAt)
           ]
         )
-        return new Set(inserted.map((r: Row) => String(r.message_key)))
+        const fresh = new Set(inserted.map((r: Row) => String(r.message_key)))
+        await insertInbox(c, inboxRows(requests, new Set(fresh)))
+        return fresh
       })
       if (fresh === undefined) {
         await this.rotate(at)
@@ -735,40 +956,12 @@ export class PgQueue implements Queue {
     })
   }
 
-  async lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
-    const rows = await this.tx(
-      async (c) => {
-        // One relay at a time leases a project: a user's events can never be in flight on two relays. Every write to a
-        // lane's pending or leased rows holds a lease lock (taken with BEGIN, see beginHoldingLane) or names the state
-        // it expects, so the rows read here need no row locks (each one a WAL record). The writes below still change
-        // only rows still pending (PENDING_BY_ID). A settle may commit while this lease decides: what it decides rests
-        // on one reading (LEASE_CANDIDATES), in which a user is either still blocked or has its events back as
-        // candidates, so no later event of a user is leased ahead of an earlier one (docs/relay-queue.md).
-        for (let round = 0; round < LEASE_ROUNDS; round++) {
-          const { rows: found } = await c.query(LEASE_CANDIDATES, [projectId, now, limit])
-          if (found.length === 0) return []
-          const byUser = new Map<string, UserState>(
-            found.map((r: Row) => [String(r.user_key), { blocked: Boolean(r.blocked), held: Boolean(r.held) }])
-          )
-          const plan = sortCandidates(
-            found.map((r: Row): Candidate => ({ id: Number(r.id), userKey: String(r.user_key) })),
-            (user) => byUser.get(user) as UserState
-          )
-          if (plan.hold.length > 0) await c.query(LEASE_HOLD, [plan.hold])
-          if (plan.unhold.length > 0)
-            await c.query(
-              "UPDATE relay_events SET state = 'pending' WHERE project_id = $1 AND state = 'held' AND user_key = ANY($2::text[])",
-              [projectId, plan.unhold]
-            )
-          if (plan.lease.length > 0) {
-            return (await c.query(LEASE_TAKE, [plan.lease, now + leaseMs, newLeaseToken()])).rows as Row[]
-          }
-        }
-        return []
-      },
-      beginHoldingLane(projectId, 'lease')
-    )
-    return rows.sort((a, b) => Number(a.id) - Number(b.id)).map(rowToJob)
+  /**
+   * Leases a lane's events if this relay owns the lane, or takes it if nobody does (else none): see PgLaneOwners.
+   * One relay leases a lane, so a user's events are never in flight on two relays.
+   */
+  lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
+    return this.owners.lease(projectId, limit, leaseMs, now)
   }
 
   /**
@@ -812,6 +1005,13 @@ export class PgQueue implements Queue {
    * same rows and a renewal are ordered by the rows' locks, and the second finds the first's result.
    */
   async renew(refs: readonly JobRef[], leaseUntil: number): Promise<number[]> {
+    const { table, mem, alias } = this.owners.resolve(refs)
+    const flying = await this.owners.renew(mem, leaseUntil)
+    return [...(await this.renewTable(table, leaseUntil)).map((id) => alias.get(id) ?? id), ...flying]
+  }
+
+  private async renewTable(refs: readonly JobRef[], leaseUntil: number): Promise<number[]> {
+    if (refs.length === 0) return []
     const { bare, leases } = splitRefs(refs)
     const extend =
       "UPDATE relay_events SET lease_until = GREATEST(COALESCE(lease_until, 0), $2) WHERE id = ANY($1::bigint[]) AND state = 'leased'"
@@ -825,20 +1025,28 @@ export class PgQueue implements Queue {
   }
 
   async complete(refs: readonly JobRef[]): Promise<void> {
-    await this.settle(refs, 'DELETE FROM relay_events', [])
+    const { table, mem } = this.owners.resolve(refs)
+    if (table.length > 0) await this.settle(table, 'DELETE FROM relay_events', [])
+    await this.owners.settle(mem, { kind: 'complete' })
   }
 
   async release(refs: readonly JobRef[], readyAt: number): Promise<void> {
+    const { table, mem } = this.owners.resolve(refs)
+    await this.owners.settle(mem, { kind: 'pending', readyAt })
+    if (table.length === 0) return
     await this.settle(
-      refs,
+      table,
       "UPDATE relay_events SET state = 'pending', lease_until = NULL, lease_token = NULL, next_attempt_at = $2",
       [readyAt]
     )
   }
 
   async retry(refs: readonly JobRef[], nextAttemptAt: number, error: string, now: number): Promise<void> {
+    const { table, mem } = this.owners.resolve(refs)
+    await this.owners.settle(mem, { kind: 'pending', readyAt: nextAttemptAt, failed: { error, now } })
+    if (table.length === 0) return
     await this.fenced(
-      refs,
+      table,
       (guard) =>
         `UPDATE relay_events SET state = 'pending', lease_until = NULL, lease_token = NULL, attempts = attempts + 1, next_attempt_at = $2, last_error = $3, first_attempt_at = COALESCE(first_attempt_at, $4) WHERE id = ANY($1::bigint[]) AND ${guard} RETURNING id`,
       [nextAttemptAt, text(error, 500), now]
@@ -846,8 +1054,11 @@ export class PgQueue implements Queue {
   }
 
   async deadLetter(refs: readonly JobRef[], info: DeadLetterInfo, now: number): Promise<void> {
+    const { table, mem } = this.owners.resolve(refs)
+    await this.owners.settle(mem, { kind: 'dead', info, now })
+    if (table.length === 0) return
     await this.settle(
-      refs,
+      table,
       "UPDATE relay_events SET state = 'dead', lease_until = NULL, lease_token = NULL, dead_reason = $2, dead_status = $3, dead_response = $4, dead_at = $5, attempts = attempts + $6, first_attempt_at = COALESCE(first_attempt_at, $7)",
       [
         text(info.reason, 1000),
@@ -861,6 +1072,9 @@ export class PgQueue implements Queue {
   }
 
   async recoverLeases(now: number): Promise<number> {
+    // Events in flight from the inbox whose lease ended first: back to relay_events as ready (their users' other
+    // flying events with them, as still leased, taken back below if their lease ended too).
+    let recovered = await this.owners.recover(now)
     // Lanes with an expired lease (relay_events_leased) or held events (relay_events_held); then, per lane under
     // its lane lock (alone), one guarded statement takes back only rows still leased and expired, whoever looked before,
     // and — in a transaction of its own, so that it can never hold back the recovery — held events whose user has
@@ -870,7 +1084,6 @@ export class PgQueue implements Queue {
       [now]
     )
     const { rows: heldLanes } = await this.pool.query(LANES_WITH_HELD)
-    let recovered = 0
     for (const { project_id: projectId } of expiredLanes as Array<{ project_id: string }>) {
       recovered += await this.tx(
         async (c) => {
@@ -975,6 +1188,11 @@ export class PgQueue implements Queue {
         if (r.retrying) retrying += n
       }
     }
+    // Events in flight from the inbox are counted as pending by the database; this relay knows its own.
+    for (const n of this.owners.flyingPerLane().values()) {
+      leased += n
+      pending -= n
+    }
     const { rows: oldest } = await this.pool.query(OLDEST, [Object.keys(lanes)])
     const o = oldest[0] as Row
     return {
@@ -1003,15 +1221,23 @@ export class PgQueue implements Queue {
        FROM relay_events`
     )
     const row = rows[0] as Row
-    const lanes = await this.pool.query(
-      "SELECT project_id, count(*) AS n FROM relay_events WHERE state <> 'dead' GROUP BY project_id"
+    const { rows: inbox } = await this.pool.query(
+      'SELECT coalesce(sum(left_events), 0) AS n, min(received_at) AS oldest FROM relay_inbox'
     )
+    const lanes = await this.pool.query(
+      `SELECT project_id, sum(n) AS n FROM (
+         SELECT project_id, count(*) AS n FROM relay_events WHERE state <> 'dead' GROUP BY project_id
+         UNION ALL SELECT project_id, sum(left_events) FROM relay_inbox GROUP BY project_id
+       ) t GROUP BY project_id HAVING sum(n) > 0`
+    )
+    const flying = [...this.owners.flyingPerLane().values()].reduce((a, b) => a + b, 0)
+    const oldest = [row.oldest, (inbox[0] as Row).oldest].filter((v) => v != null).map(Number)
     return {
-      pending: Number(row.pending),
-      leased: Number(row.leased),
+      pending: Number(row.pending) + Number((inbox[0] as Row).n) - flying,
+      leased: Number(row.leased) + flying,
       retrying: Number(row.retrying),
       dead: Number(row.dead),
-      oldestAgeMs: row.oldest == null ? 0 : Math.max(0, now - Number(row.oldest)),
+      oldestAgeMs: oldest.length === 0 ? 0 : Math.max(0, now - Math.min(...oldest)),
       lanes: Object.fromEntries(lanes.rows.map((r: Row) => [String(r.project_id), Number(r.n)])),
       deadLetters: {
         count: Number(row.dead),
@@ -1032,7 +1258,7 @@ export class PgQueue implements Queue {
         `SELECT coalesce(sum(pg_total_relation_size(c.oid) * CASE WHEN coalesce(s.n_live_tup + s.n_dead_tup, 0) > 0
                   THEN s.n_live_tup::float8 / (s.n_live_tup + s.n_dead_tup) ELSE 1 END), 0) AS bytes
          FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-         WHERE c.relname IN ('relay_events', 'relay_seen', 'relay_seen_g0', 'relay_seen_g1') AND c.relkind = 'r'`
+         WHERE c.relname IN ('relay_events', 'relay_inbox', 'relay_seen', 'relay_seen_g0', 'relay_seen_g1') AND c.relkind = 'r'`
       )
       this.live = { at: now, bytes: Math.round(Number((rows[0] as Row).bytes)) }
     }
@@ -1113,6 +1339,7 @@ export class PgQueue implements Queue {
 
   async close(): Promise<void> {
     await this.commits.flush()
+    await this.owners.close()
     await this.pool.end()
   }
 }

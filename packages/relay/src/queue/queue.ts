@@ -142,9 +142,9 @@ export class InboxRowError extends OneFlowError {
   override readonly name = 'InboxRowError'
   readonly code = 'QUEUE_INBOX_ROW_UNREADABLE'
   readonly remedy = 'fix-payload'
-  constructor(path: string, id: number, lane: string, cause: unknown) {
+  constructor(where: string, id: number, lane: string, cause: unknown) {
     super(
-      `inbox row ${id} of the SQLite queue ${path} (lane ${lane}) cannot be read (${cause instanceof Error ? cause.message : String(cause)}); this lane's delivery stops at it, and nothing is dropped. Copy the file and report this; other lanes go on`
+      `inbox row ${id} of ${where} (lane ${lane}) cannot be read (${cause instanceof Error ? cause.message : String(cause)}); this lane's delivery stops at it, and nothing is dropped. Copy the file and report this; other lanes go on`
     )
   }
 }

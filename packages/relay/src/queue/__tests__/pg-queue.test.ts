@@ -92,7 +92,7 @@ describe('PostgreSQL: counters under concurrent relays', () => {
     }
   }, 60_000)
 
-  it('a TRUNCATE of the events (an operator emptying the queue) empties the counters too', async () => {
+  it('a TRUNCATE of the queue (an operator emptying it) empties the counters too', async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `truncate_${process.pid}`)
     const q = await PgQueue.open(url)
     try {
@@ -101,7 +101,12 @@ describe('PostgreSQL: counters under concurrent relays', () => {
       const { default: pg } = await import('pg')
       const admin = new pg.Client(url)
       await admin.connect()
+      await admin.query("INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at) VALUES ('t', 'web', 'p1', 'u', '{}', 1, 1)")
+      expect((await q.stats(T0 + 10)).pending).toBe(11)
       await admin.query('TRUNCATE relay_events')
+      // Each table's TRUNCATE counts again from both: the inbox's events still count after the events table's.
+      expect((await q.stats(T0 + 10)).pending).toBe(10)
+      await admin.query('TRUNCATE relay_inbox')
       await admin.end()
       const { bytes: _bytes, ...counted } = await q.stats(T0 + 10)
       expect(counted).toEqual(await q.scanStats(T0 + 10))
@@ -311,17 +316,22 @@ describe('PostgreSQL: indexes (schema 8)', () => {
 
   it('an upgrade from schema 7 keeps events in every state, fences the leases taken before it, and delivers in order', async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `indexes_${process.pid}`)
-    const before = await PgQueue.open(url, FAKE_TIME)
-    // Two users, three events each, interleaved: u-a's first is leased (its others are held behind it by the
-    // lease), u-b's first fails and waits for a retry.
-    const events = [0, 1, 2, 3, 4, 5].map((i) => event(i, { userKey: i % 2 === 0 ? 'u-a' : 'u-b' }))
-    await before.enqueue(events)
-    const first = await before.lease('p1', 1, 60_000, T0 + 10)
-    const second = await before.lease('p1', 10, 60_000, T0 + 10)
-    await before.retry(second, T0 + 1_000, '503', T0 + 10)
-    await before.close()
-    // The same database as schema 7 had it.
-    await sql(url, `${EVENT_INDEXES_BEFORE_8} UPDATE relay_schema SET version = 7`)
+    await (await PgQueue.open(url, FAKE_TIME)).close()
+    // Two users, three events each, interleaved, as a relay of schema 7 left them: u-a's first is leased (its others
+    // are held behind it), u-b's first failed and waits for a retry.
+    await sql(
+      url,
+      `INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state, attempts, lease_until, lease_token)
+       VALUES ('m-0', 'web', 'p1', 'u-a', '{}', ${T0}, ${T0}, 'leased', 0, ${T0 + 60_000}, 42),
+              ('m-1', 'web', 'p1', 'u-b', '{}', ${T0 + 1}, ${T0 + 1_000}, 'pending', 1, NULL, NULL),
+              ('m-2', 'web', 'p1', 'u-a', '{}', ${T0 + 2}, ${T0 + 2}, 'held', 0, NULL, NULL),
+              ('m-3', 'web', 'p1', 'u-b', '{}', ${T0 + 3}, ${T0 + 3}, 'pending', 0, NULL, NULL),
+              ('m-4', 'web', 'p1', 'u-a', '{}', ${T0 + 4}, ${T0 + 4}, 'held', 0, NULL, NULL),
+              ('m-5', 'web', 'p1', 'u-b', '{}', ${T0 + 5}, ${T0 + 5}, 'pending', 0, NULL, NULL)`
+    )
+    const [leasedRow] = await sql(url, "SELECT id FROM relay_events WHERE message_id = 'm-0'")
+    const first = [{ id: Number(leasedRow!.id), lease: 42, projectId: 'p1', userKey: 'u-a' }]
+    const events = [0, 1, 2, 3, 4, 5]
     expect(await sql(url, 'SELECT state, count(*)::int AS n FROM relay_events GROUP BY 1 ORDER BY 1')).toEqual([
       { state: 'held', n: 2 },
       { state: 'leased', n: 1 },
@@ -334,6 +344,7 @@ describe('PostgreSQL: indexes (schema 8)', () => {
         'relay_events_held',
         'relay_events_inflight',
         'relay_events_later',
+        'relay_events_open',
         'relay_events_pkey',
         'relay_events_waiting'
       ])
@@ -363,7 +374,7 @@ describe('PostgreSQL: indexes (schema 8)', () => {
 })
 
 describe('PostgreSQL: migrating under load', () => {
-  it('schema 7 -> 8 while a relay leases and settles on the same table: the migration goes through, no deadlock', async () => {
+  it('schema 7 -> current while a relay leases and settles on the same table: the migration goes through, no deadlock', async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `migrate_busy_${process.pid}`)
     const busy = await PgQueue.open(url, FAKE_TIME)
     // A schema-7 table holding a backlog on three lanes (index builds take long enough to overlap the leases).
@@ -399,7 +410,7 @@ describe('PostgreSQL: migrating under load', () => {
       expect(errors.filter((e) => /deadlock/.test(e))).toEqual([])
       expect(migrated).toBeDefined()
       await migrated?.close()
-      expect(await sql(url, 'SELECT version FROM relay_schema')).toEqual([{ version: 8 }])
+      expect(await sql(url, 'SELECT version FROM relay_schema')).toEqual([{ version: 9 }])
     } finally {
       stop = true
       await Promise.all(work)
@@ -444,24 +455,32 @@ describe('PostgreSQL: the lane locks', () => {
     }
   }
 
-  it('a settle runs beside a lease being decided; leases run one at a time; a relay of an older version runs alone', () =>
+  it('a lane has one owner: another relay, of this version or an older one, cannot lease it; an older relay settling runs alone', () =>
     withOtherSession('locks', async (q, other, url) => {
       await q.enqueue([event(1), event(2), event(3)])
       const jobs = await q.lease('p1', 2, 60_000, T0 + 10)
       expect(jobs.map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
-      // Another relay deciding a lease of the lane, as lease() does.
-      await other.query(
-        `BEGIN; SELECT pg_advisory_xact_lock_shared(${lockKey('lease:p1')}); SELECT pg_advisory_xact_lock(${lockKey('leasing:p1')})`
-      )
+      // The owner's claim is the key an older relay takes for each lease: such a lease waits (here given up).
+      expect((await other.query(`SELECT pg_try_advisory_lock(${lockKey('leasing:p1')}) AS ok`)).rows).toEqual([
+        { ok: false }
+      ])
+      await other.query("SET lock_timeout = '200ms'")
+      await expect(
+        other.query(`BEGIN; SELECT pg_advisory_xact_lock(${lockKey('leasing:p1')})`)
+      ).rejects.toThrow(/lock timeout/)
+      await other.query('ROLLBACK')
+      // A second queue on the database (another relay) leases nothing of the lane while q owns it.
+      const second = await PgQueue.open(url, FAKE_TIME)
+      try {
+        expect(await second.lease('p1', 10, 60_000, T0 + 20)).toEqual([])
+      } finally {
+        await second.close()
+      }
       await q.complete([jobs[0]!])
       expect((await q.stats(T0 + 20)).leased).toBe(1)
-      let leased = false
-      const next = q.lease('p1', 10, 60_000, T0 + 20).then((found) => ((leased = true), found))
-      expect(await waitsForLock(url, () => leased)).toBe(true)
-      expect(leased).toBe(false)
-      await other.query('COMMIT')
-      expect((await next).map((j) => j.messageId)).toEqual(['m-3'])
+      expect((await q.lease('p1', 10, 60_000, T0 + 20)).map((j) => j.messageId)).toEqual(['m-3'])
       // An older relay leases and settles holding the lane lock alone: a settle waits for it.
+      await other.query("SET lock_timeout = 0")
       await other.query(`BEGIN; SELECT pg_advisory_xact_lock(${lockKey('lease:p1')})`)
       let settled = false
       const settling = q.complete([jobs[1]!]).then(() => (settled = true))
@@ -504,8 +523,12 @@ describe('PostgreSQL: plans of the delivery path', () => {
     // Autovacuum must not analyze the table while the test looks at plans made without statistics.
     await sql(url, 'ALTER TABLE relay_events SET (autovacuum_enabled = false)')
     try {
-      for (let b = 0; b < 20; b++)
-        await q.enqueue(Array.from({ length: 1_000 }, (_, i) => event(b * 1_000 + i, { userKey: `u-${i % 300}` })))
+      // Ingest writes the inbox; the events table holds what waits outside it (retries, parked users).
+      await sql(
+        url,
+        `INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at)
+         SELECT 'm-' || g, 'web', 'p1', 'u-' || (g % 300), '{}', ${T0} + g, ${T0} + g FROM generate_series(1, 20000) g`
+      )
       const { default: pg } = await import('pg')
       const c = new pg.Client(url)
       await c.connect()
@@ -583,7 +606,11 @@ describe('PostgreSQL: plans of the delivery path', () => {
     const url = await createDatabase(inject('pgAdminUrl'), `plans_bare_${process.pid}`)
     const q = await PgQueue.open(url, FAKE_TIME)
     try {
-      await q.enqueue([event(1), event(2)])
+      await sql(
+        url,
+        `INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at)
+         VALUES ('m-1', 'web', 'p1', 'u', '{}', ${T0}, ${T0}), ('m-2', 'web', 'p1', 'u', '{}', ${T0}, ${T0})`
+      )
       const [a, b] = (await sql(url, 'SELECT id FROM relay_events ORDER BY id')).map((r) => Number(r.id))
       // What the lease chose is now a dead letter (a bare id: no lease, no lane lock).
       await q.deadLetter([a as number, b as number], { reason: 'operator' }, T0)

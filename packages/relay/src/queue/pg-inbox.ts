@@ -1,0 +1,640 @@
+import pg from 'pg'
+import {
+  countDone,
+  type Flying,
+  type FlyingOutcome,
+  INBOX_ID_BASE,
+  INBOX_SLOT,
+  type InboxEvent,
+  type InboxRow,
+  isDone,
+  leasedJob,
+  markDone,
+  unpackInbox
+} from './inbox'
+import { InboxRowError, LEASE_ROUNDS, newLeaseToken, type Job, type JobRef } from './queue'
+
+/**
+ * A lane's owner on PostgreSQL (docs/relay-queue.md, "PostgreSQL: lane owners"): one relay at a time leases a lane's
+ * events, straight from the lane's inbox rows into its memory, with no write per event. Ownership is a session
+ * advisory lock on a connection of the relay's own, kept alive by a ping each second and ended by PostgreSQL when
+ * the relay dies (its socket closes) or freezes (idle_session_timeout); fencing is the lane's epoch in
+ * relay_lanes, which every write of an owner checks under the lane lock a takeover takes exclusively.
+ */
+
+/** How often an owner's connection is pinged (it must speak at least once per OWNER_IDLE_TIMEOUT_MS). */
+const OWNER_PING_MS = 1_000
+/** How long an owner's connection may stay silent before PostgreSQL ends it, and its lanes are free to take. */
+export const OWNER_IDLE_TIMEOUT_MS = 5_000
+/** How often a relay tries again to own a lane another relay owns. */
+const OWN_RETRY_MS = 1_000
+/** A lane this relay has not leased for this long, with nothing in flight, is let go (another relay may want it). */
+const OWNED_IDLE_MS = 60_000
+/** Inbox rows read per query. */
+const INBOX_READ_ROWS = 16
+/** How long a settle naming an inbox job finds the events-table row the event moved to (ms of real time). */
+const MOVED_KEPT_MS = 600_000
+
+/** The lane lock (shared by an owner's writes and settles, exclusive for recovery and takeover). */
+export type LaneLockKey = (lane: string) => number
+
+/** A lane this relay owns: its epoch, the inbox rows read and not yet wholly taken, and who is in flight. */
+interface OwnedLane {
+  readonly lane: string
+  readonly epoch: number
+  rows: InboxRow[]
+  /** The last inbox row read: (transaction id, row id). */
+  cursor: { xid: string; id: number }
+  /** Per user: their events in flight from the inbox (a user with one is in flight). */
+  readonly users: Map<string, Set<Flying>>
+  /** Operations on the lane run one at a time (a lease, a settle of its flying events, a recovery). */
+  turn: Promise<void>
+  usedAt: number
+}
+
+/** The lane's epoch moved on: another relay owns it now. Nothing was written. */
+class LaneLost extends Error {}
+
+type Row = Record<string, unknown>
+
+/** An event as relay_events stores it, for the rows an owner writes there (parked, retried, dead, moved). */
+export interface TableRow {
+  readonly job: Job
+  readonly state: 'pending' | 'held' | 'leased' | 'dead'
+  readonly nextAttemptAt?: number
+  readonly attempts?: number
+  readonly firstAttemptAt?: number | null
+  readonly lastError?: string
+  readonly leaseToken?: number
+  readonly leaseUntil?: number
+  readonly dead?: { reason: string; status?: number; response?: string }
+  readonly deadAt?: number
+}
+
+/** What the lane owners need of the queue around them. */
+export interface OwnerHost {
+  readonly pool: pg.Pool
+  readonly url: string
+  readonly timeoutMs: number
+  /** Runs `work` in a transaction that begins with `begin`. */
+  tx<T>(work: (c: pg.PoolClient) => Promise<T>, begin: string): Promise<T>
+  /** BEGIN holding the lane lock shared (an owner's write). */
+  beginOwnerWrite(lane: string): string
+  /** BEGIN holding the lane lock exclusively (a takeover). */
+  beginTakeover(lane: string): string
+  /** The advisory lock key that marks a lane's owner. */
+  ownerKey(lane: string): number
+  /**
+   * Whether the lane's epoch is still `epoch` (this relay still owns it), and whether it has events waiting or in
+   * flight in relay_events: one round trip.
+   */
+  laneState(lane: string, epoch: number): Promise<{ mine: boolean; open: boolean }>
+  /** Of `users`, those with events waiting or in flight in relay_events. */
+  usersWithOpenRows(lane: string, users: readonly string[]): Promise<Set<string>>
+  /** Leases from relay_events (inside an owner's transaction); `flying` tells users in flight from the inbox. */
+  leaseFromTable(
+    c: pg.PoolClient,
+    lane: string,
+    limit: number,
+    leaseMs: number,
+    now: number,
+    flying: (user: string) => boolean
+  ): Promise<Job[]>
+  /** Writes events into relay_events (inside the caller's transaction); their ids there, in order. */
+  insertRows(c: pg.PoolClient, rows: readonly TableRow[]): Promise<number[]>
+  /** Takes back every lease of the lane in relay_events, and frees held users with nothing in flight. */
+  takeBackLane(c: pg.PoolClient, lane: string, now: number): Promise<void>
+}
+
+/** The lane owners of one PgQueue. */
+export class PgLaneOwners {
+  private readonly lanes = new Map<string, OwnedLane>()
+  private readonly owning = new Map<string, Promise<OwnedLane | undefined>>()
+  private readonly ownTriedAt = new Map<string, number>()
+  /** Events leased straight from the inbox, by job id. */
+  private readonly flying = new Map<number, Flying>()
+  /** Inbox job ids whose event moved to relay_events, and its id there. */
+  private readonly moved = new Map<number, { readonly id: number; readonly at: number }>()
+  private owner: pg.Client | undefined
+  private connecting: Promise<pg.Client> | undefined
+  private readonly pinger: NodeJS.Timeout
+  private closed = false
+
+  constructor(private readonly host: OwnerHost) {
+    this.pinger = setInterval(() => void this.ping(), OWNER_PING_MS).unref()
+  }
+
+  /** Lanes this relay owns now. */
+  ownedLanes(): string[] {
+    return [...this.lanes.keys()]
+  }
+
+  /** Events in flight from the inbox, per lane. */
+  flyingPerLane(): Map<string, number> {
+    const out = new Map<string, number>()
+    for (const f of this.flying.values()) out.set(f.job.projectId, (out.get(f.job.projectId) ?? 0) + 1)
+    return out
+  }
+
+  private async ownerClient(): Promise<pg.Client> {
+    if (this.owner) return this.owner
+    this.connecting ??= (async () => {
+      const c = new pg.Client({
+        connectionString: this.host.url,
+        connectionTimeoutMillis: this.host.timeoutMs,
+        query_timeout: this.host.timeoutMs + 1000,
+        statement_timeout: this.host.timeoutMs,
+        keepAlive: true
+      })
+      c.on('error', () => this.lost(c))
+      c.on('end', () => this.lost(c))
+      await c.connect()
+      try {
+        // PostgreSQL ends this session once it stays silent this long (a frozen relay): its locks go with it.
+        await c.query(`SET idle_session_timeout = ${OWNER_IDLE_TIMEOUT_MS}`)
+      } catch (error) {
+        await c.end().catch(() => undefined)
+        throw error
+      }
+      if (this.closed) {
+        await c.end().catch(() => undefined)
+        throw new Error('the queue is closed')
+      }
+      this.owner = c
+      return c
+    })().finally(() => (this.connecting = undefined))
+    return this.connecting
+  }
+
+  /** The owner's connection is gone (and with it every lane's lock): what is in flight here is no longer ours. */
+  private lost(c: pg.Client): void {
+    if (this.owner !== c) return
+    this.owner = undefined
+    for (const st of [...this.lanes.values()]) this.forget(st)
+    void c.end().catch(() => undefined)
+  }
+
+  /** Forgets a lane: its events in flight here are no longer this relay's (their settles change nothing). */
+  private forget(st: OwnedLane): void {
+    if (this.lanes.get(st.lane) !== st) return
+    this.lanes.delete(st.lane)
+    for (const set of st.users.values()) for (const f of set) this.flying.delete(f.job.id)
+    st.users.clear()
+  }
+
+  /** Keeps the owner's connection talking while it owns lanes, and lets go of lanes idle for long. */
+  private async ping(): Promise<void> {
+    const c = this.owner
+    if (!c || this.lanes.size === 0) return
+    try {
+      await c.query('SELECT 1')
+      const idleSince = Date.now() - OWNED_IDLE_MS
+      for (const st of [...this.lanes.values()]) {
+        if (st.usedAt >= idleSince || st.users.size > 0) continue
+        this.forget(st)
+        await c.query('SELECT pg_advisory_unlock($1)', [this.host.ownerKey(st.lane)])
+      }
+    } catch {
+      this.lost(c)
+    }
+  }
+
+  /** This relay's claim on a lane: taken if nobody holds it (tried at most once a second), or undefined. */
+  private own(lane: string, now: number): Promise<OwnedLane | undefined> {
+    const held = this.lanes.get(lane)
+    if (held) return Promise.resolve(held)
+    const pending = this.owning.get(lane)
+    if (pending) return pending
+    const t = Date.now()
+    if (t - (this.ownTriedAt.get(lane) ?? -Infinity) < OWN_RETRY_MS) return Promise.resolve(undefined)
+    this.ownTriedAt.set(lane, t)
+    const attempt = this.take(lane, now).finally(() => this.owning.delete(lane))
+    this.owning.set(lane, attempt)
+    return attempt
+  }
+
+  private async take(lane: string, now: number): Promise<OwnedLane | undefined> {
+    const c = await this.ownerClient()
+    const key = this.host.ownerKey(lane)
+    const { rows } = await c.query('SELECT pg_try_advisory_lock($1) AS ok', [key])
+    if (!(rows[0] as Row).ok) return undefined
+    let epoch: number
+    try {
+      // The lane lock exclusively: a previous owner's writes in progress finish first, and any after see the new
+      // epoch and write nothing. Its leases in relay_events are taken back (it can no longer settle them).
+      epoch = await this.host.tx(async (tx) => {
+        const { rows: e } = await tx.query(
+          `INSERT INTO relay_lanes AS l (project_id, epoch) VALUES ($1, 1)
+           ON CONFLICT (project_id) DO UPDATE SET epoch = l.epoch + 1 RETURNING epoch`,
+          [lane]
+        )
+        await this.host.takeBackLane(tx, lane, now)
+        return Number((e[0] as Row).epoch)
+      }, this.host.beginTakeover(lane))
+    } catch (error) {
+      await c.query('SELECT pg_advisory_unlock($1)', [key]).catch(() => undefined)
+      throw error
+    }
+    if (this.owner !== c) return undefined
+    const st: OwnedLane = {
+      lane,
+      epoch,
+      rows: [],
+      cursor: { xid: '0', id: 0 },
+      users: new Map(),
+      turn: Promise.resolve(),
+      usedAt: Date.now()
+    }
+    this.lanes.set(lane, st)
+    return st
+  }
+
+  /** Runs `fn` on the lane when no other operation of it runs. */
+  private async inTurn<T>(st: OwnedLane, fn: () => Promise<T>): Promise<T> {
+    const before = st.turn
+    let done!: () => void
+    st.turn = new Promise<void>((r) => (done = r))
+    await before
+    try {
+      return await fn()
+    } finally {
+      done()
+    }
+  }
+
+  /**
+   * An owner's write: in a transaction holding the lane lock shared, after checking the lane's epoch is still
+   * this owner's. Undefined (nothing written, the lane forgotten) when it is not.
+   */
+  private async write<T>(st: OwnedLane, work: (c: pg.PoolClient) => Promise<T>): Promise<T | undefined> {
+    try {
+      return await this.host.tx(async (c) => {
+        const { rows } = await c.query('SELECT 1 FROM relay_lanes WHERE project_id = $1 AND epoch = $2', [
+          st.lane,
+          st.epoch
+        ])
+        if (rows.length === 0) throw new LaneLost()
+        return work(c)
+      }, this.host.beginOwnerWrite(st.lane))
+    } catch (error) {
+      if (!(error instanceof LaneLost)) throw error
+      this.forget(st)
+      return undefined
+    }
+  }
+
+  /**
+   * Leases a lane's events if this relay owns it (else none): those waiting in relay_events first (retries, users
+   * parked behind them, leases taken back: older than anything in the inbox), then straight from the inbox.
+   */
+  async lease(lane: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
+    const st = await this.own(lane, now)
+    if (!st) return []
+    return this.inTurn(st, async () => {
+      if (this.lanes.get(lane) !== st) return []
+      st.usedAt = Date.now()
+      const { mine, open } = await this.host.laneState(lane, st.epoch)
+      if (!mine) {
+        this.forget(st)
+        return []
+      }
+      if (open) {
+        const jobs = await this.write(st, (c) =>
+          this.host.leaseFromTable(c, lane, limit, leaseMs, now, (user) => st.users.has(user))
+        )
+        if (jobs === undefined) return []
+        if (jobs.length > 0) return jobs
+      }
+      return this.leaseFromInbox(st, limit, leaseMs, now, open)
+    })
+  }
+
+  /**
+   * Reads a lane's next inbox rows: those after the cursor whose transaction ended before every transaction still
+   * running began (below the snapshot's xmin). A transaction's rows are all visible once it ended, and none can
+   * commit later below that bound, so no row is ever skipped (docs/relay-queue.md). False when there are none.
+   */
+  private async readInbox(st: OwnedLane, stopAtBad: boolean): Promise<boolean> {
+    const { rows } = await this.host.pool.query({
+      text: `SELECT id, xid::text AS xid, body, done FROM relay_inbox
+             WHERE project_id = $1 AND (xid, id) > ($2::xid8, $3::bigint) AND xid < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY xid, id LIMIT ${INBOX_READ_ROWS}`,
+      values: [st.lane, st.cursor.xid, st.cursor.id]
+    })
+    if (rows.length === 0) return false
+    let read = 0
+    for (const r of rows as Row[]) {
+      const id = Number(r.id)
+      let events: InboxEvent[]
+      try {
+        events = unpackInbox(String(r.body))
+      } catch (error) {
+        // The lane stops at this row, every time: the rows before it are delivered, none after it.
+        if (read > 0) return true
+        if (stopAtBad) return false
+        throw new InboxRowError('the PostgreSQL queue', id, st.lane, error)
+      }
+      st.cursor = { xid: String(r.xid), id }
+      read++
+      const done = new Uint8Array(Math.ceil(events.length / 8))
+      if (r.done) done.set((r.done as Buffer).subarray(0, done.length))
+      const left = events.length - countDone(done)
+      if (left > 0) st.rows.push({ id, lane: st.lane, events, next: 0, done, left })
+    }
+    return true
+  }
+
+  private async leaseFromInbox(
+    st: OwnedLane,
+    limit: number,
+    leaseMs: number,
+    now: number,
+    tableHasRows: boolean
+  ): Promise<Job[]> {
+    type Taken = { readonly row: InboxRow; readonly index: number; readonly event: InboxEvent }
+    // The events looked at, in order (at most LEASE_ROUNDS leases' worth: a parked backlog of one user is moved,
+    // never walked whole at once).
+    const look: Taken[] = []
+    const maxLook = limit * LEASE_ROUNDS
+    const seen = new Map<InboxRow, number>()
+    for (let r = 0; look.length < maxLook; ) {
+      const row = st.rows[r]
+      if (row === undefined) {
+        if (!(await this.readInbox(st, look.length > 0))) break
+        continue
+      }
+      const events = row.events as InboxEvent[]
+      let at = seen.get(row) ?? row.next
+      for (; at < events.length && look.length < maxLook; at++)
+        if (!isDone(row.done, at)) look.push({ row, index: at, event: events[at] as InboxEvent })
+      seen.set(row, at)
+      if (at >= events.length) r++
+    }
+    if (look.length === 0) return []
+    let inTable = new Set<string>()
+    if (tableHasRows) {
+      const users = [...new Set(look.map((t) => t.event[2]))].filter((u) => !st.users.has(u))
+      inTable = await this.host.usersWithOpenRows(st.lane, users)
+    }
+    const take: Taken[] = []
+    const hold: Taken[] = []
+    const convert = new Set<string>()
+    const leasedUsers = new Set<string>()
+    const tableUsers = new Set<string>()
+    const nextOf = new Map<InboxRow, number>()
+    for (const t of look) {
+      if (take.length >= limit) break
+      nextOf.set(t.row, t.index + 1)
+      const user = t.event[2]
+      let lease = true
+      if (leasedUsers.has(user)) lease = true
+      else if (tableUsers.has(user)) lease = false
+      else if (st.users.has(user)) {
+        convert.add(user)
+        tableUsers.add(user)
+        lease = false
+      } else if (inTable.has(user)) {
+        tableUsers.add(user)
+        lease = false
+      }
+      if (lease) leasedUsers.add(user)
+      ;(lease ? take : hold).push(t)
+    }
+    if (hold.length > 0 || convert.size > 0) {
+      const gone: Flying[] = []
+      for (const user of convert)
+        gone.push(...[...(st.users.get(user) ?? [])].sort((a, b) => a.job.id - b.job.id))
+      const rows: TableRow[] = [
+        ...gone.map((f): TableRow => ({ job: f.job, state: 'leased', leaseToken: f.job.lease, leaseUntil: f.leaseUntil })),
+        ...hold.map(
+          ({ row, index, event }): TableRow => ({
+            job: leasedJob(inboxJobId(row, index), st.lane, event, 0, null, 0),
+            state: 'held'
+          })
+        )
+      ]
+      const marks = new Map<InboxRow, number[]>()
+      for (const f of gone) markDone(marks, f.row, f.index)
+      for (const { row, index } of hold) markDone(marks, row, index)
+      const written = await this.write(st, async (c) => {
+        const ids = await this.host.insertRows(c, rows)
+        return { ids, apply: await writeMarks(c, marks) }
+      })
+      if (!written) return []
+      written.apply()
+      const at = Date.now()
+      gone.forEach((f, i) => {
+        this.land(st, f)
+        this.moved.set(f.job.id, { id: written.ids[i] as number, at })
+      })
+    }
+    for (const [row, next] of nextOf) row.next = Math.max(row.next, next)
+    while (st.rows.length > 0 && (st.rows[0] as InboxRow).next >= ((st.rows[0] as InboxRow).events?.length ?? 0))
+      (st.rows.shift() as InboxRow).events = undefined
+    const token = newLeaseToken()
+    return take.map(({ row, index, event }) => {
+      const job = leasedJob(inboxJobId(row, index), st.lane, event, 0, null, token)
+      const f: Flying = { job, row, index, leaseUntil: now + leaseMs }
+      this.flying.set(job.id, f)
+      let mine = st.users.get(job.userKey)
+      if (mine === undefined) st.users.set(job.userKey, (mine = new Set()))
+      mine.add(f)
+      return job
+    })
+  }
+
+  /** A flying event is no longer in flight here (settled, or moved to relay_events). */
+  private land(st: OwnedLane, f: Flying): void {
+    this.flying.delete(f.job.id)
+    const mine = st.users.get(f.job.userKey)
+    mine?.delete(f)
+    if (mine?.size === 0) st.users.delete(f.job.userKey)
+  }
+
+  /**
+   * Splits the events a settle names into those of relay_events (inbox jobs that moved there named by their id
+   * in it; `alias` maps it back) and those flying from the inbox (only while their lease holds them).
+   */
+  resolve(refs: readonly JobRef[]): { table: JobRef[]; mem: Flying[]; alias: Map<number, number> } {
+    const table: JobRef[] = []
+    const mem: Flying[] = []
+    const alias = new Map<number, number>()
+    const seen = new Set<number>()
+    for (const ref of refs) {
+      const id = typeof ref === 'number' ? ref : ref.id
+      if (id < INBOX_ID_BASE) {
+        table.push(ref)
+        continue
+      }
+      const lease = typeof ref === 'number' ? undefined : ref.lease
+      const f = this.flying.get(id)
+      if (f !== undefined) {
+        if ((lease === undefined || lease === f.job.lease) && !seen.has(id)) mem.push(f)
+        seen.add(id)
+        continue
+      }
+      const to = this.moved.get(id)
+      if (to === undefined) continue
+      alias.set(to.id, id)
+      table.push(typeof ref === 'number' || lease === undefined ? to.id : { ...ref, id: to.id })
+    }
+    return { table, mem, alias }
+  }
+
+  /**
+   * Extends flying leases, only on lanes this relay still owns (read from the database: a relay frozen past its
+   * claim learns here that another relay owns the lane now, before it sends). Returns the ids still held.
+   */
+  async renew(mem: readonly Flying[], leaseUntil: number): Promise<number[]> {
+    const byLane = groupByLane(mem)
+    const out: number[] = []
+    for (const [lane, fs] of byLane) {
+      const st = this.lanes.get(lane)
+      if (!st) continue
+      const { rows } = await this.host.pool.query('SELECT epoch FROM relay_lanes WHERE project_id = $1', [lane])
+      if (rows.length === 0 || Number((rows[0] as Row).epoch) !== st.epoch) {
+        this.forget(st)
+        continue
+      }
+      for (const f of fs) {
+        if (this.flying.get(f.job.id) !== f) continue
+        f.leaseUntil = Math.max(f.leaseUntil, leaseUntil)
+        out.push(f.job.id)
+      }
+    }
+    return out
+  }
+
+  /**
+   * Writes what happened to flying events, lane by lane, each in an owner's transaction. Back to relay_events (a
+   * retry, a release, a lease taken back), an event takes every other flying event of its user with it (those as
+   * still leased by their lease), so the table holds the user's events in their order of arrival.
+   */
+  async settle(mem: readonly Flying[], outcome: FlyingOutcome): Promise<void> {
+    for (const [lane, fs] of groupByLane(mem)) {
+      const st = this.lanes.get(lane)
+      if (!st) continue
+      await this.inTurn(st, async () => {
+        const live = fs.filter((f) => this.flying.get(f.job.id) === f)
+        if (live.length === 0 || this.lanes.get(lane) !== st) return
+        const rows: TableRow[] = []
+        const movers: Flying[] = []
+        const gone: Flying[] = []
+        if (outcome.kind === 'complete') gone.push(...live)
+        else if (outcome.kind === 'dead') {
+          const { info, now } = outcome
+          for (const f of live) {
+            rows.push({
+              job: f.job,
+              state: 'dead',
+              attempts: info.sent ? 1 : 0,
+              firstAttemptAt: info.sent ? now : null,
+              dead: info,
+              deadAt: now
+            })
+            movers.push(f)
+          }
+        } else {
+          const named = new Set(live)
+          const all = new Set<Flying>()
+          for (const f of live) for (const g of st.users.get(f.job.userKey) ?? []) all.add(g)
+          for (const f of [...all].sort((a, b) => a.job.id - b.job.id)) {
+            rows.push(
+              named.has(f)
+                ? {
+                    job: f.job,
+                    state: 'pending',
+                    nextAttemptAt: outcome.readyAt ?? f.job.receivedAt,
+                    ...(outcome.failed && {
+                      attempts: 1,
+                      firstAttemptAt: outcome.failed.now,
+                      lastError: outcome.failed.error
+                    })
+                  }
+                : { job: f.job, state: 'leased', leaseToken: f.job.lease, leaseUntil: f.leaseUntil }
+            )
+            movers.push(f)
+          }
+        }
+        const marks = new Map<InboxRow, number[]>()
+        for (const f of [...gone, ...movers]) markDone(marks, f.row, f.index)
+        const written = await this.write(st, async (c) => {
+          const ids = rows.length > 0 ? await this.host.insertRows(c, rows) : []
+          return { ids, apply: await writeMarks(c, marks) }
+        })
+        if (!written) return
+        written.apply()
+        for (const f of gone) this.land(st, f)
+        const at = Date.now()
+        movers.forEach((f, i) => {
+          this.land(st, f)
+          this.moved.set(f.job.id, { id: written.ids[i] as number, at })
+        })
+      })
+    }
+  }
+
+  /** Flying leases that ended by `leasesEndBy` go back to relay_events as ready; returns how many. */
+  async recover(leasesEndBy: number): Promise<number> {
+    const forgetBefore = Date.now() - MOVED_KEPT_MS
+    for (const [id, { at }] of this.moved) if (at < forgetBefore) this.moved.delete(id)
+    const expired = [...this.flying.values()].filter((f) => f.leaseUntil <= leasesEndBy)
+    await this.settle(expired, { kind: 'pending' })
+    return expired.filter((f) => this.flying.get(f.job.id) !== f).length
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    clearInterval(this.pinger)
+    const c = this.owner
+    this.owner = undefined
+    for (const st of [...this.lanes.values()]) this.forget(st)
+    await c?.end().catch(() => undefined)
+  }
+}
+
+/** An inbox event's job id: above every relay_events id, in arrival order within its row. */
+function inboxJobId(row: InboxRow, index: number): number {
+  return INBOX_ID_BASE + row.id * INBOX_SLOT + index
+}
+
+function groupByLane(mem: readonly Flying[]): Map<string, Flying[]> {
+  const out = new Map<string, Flying[]>()
+  for (const f of mem) {
+    let list = out.get(f.job.projectId)
+    if (!list) out.set(f.job.projectId, (list = []))
+    list.push(f)
+  }
+  return out
+}
+
+/**
+ * Saves which events of some inbox rows are done (inside the caller's transaction), in one statement: a row with
+ * none left is deleted. Returns what to change in memory once the transaction commits.
+ */
+async function writeMarks(c: pg.PoolClient, marks: ReadonlyMap<InboxRow, readonly number[]>): Promise<() => void> {
+  const after: Array<[InboxRow, Uint8Array, number]> = []
+  for (const [row, indexes] of marks) {
+    const done = row.done.slice()
+    let left = row.left
+    for (const i of indexes) {
+      if (isDone(done, i)) continue
+      done[i >> 3] = (done[i >> 3] as number) | (1 << (i & 7))
+      left--
+    }
+    after.push([row, done, left])
+  }
+  if (after.length > 0)
+    await c.query(
+      `WITH marks AS (SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::int[]) AS m(id, done, left_events)),
+       gone AS (DELETE FROM relay_inbox i USING marks m WHERE i.id = m.id AND m.left_events <= 0)
+       UPDATE relay_inbox i SET done = m.done, left_events = m.left_events FROM marks m WHERE i.id = m.id AND m.left_events > 0`,
+      [after.map(([row]) => row.id), after.map(([, done]) => Buffer.from(done)), after.map(([, , left]) => left)]
+    )
+  return () => {
+    for (const [row, done, left] of after) {
+      row.done = done
+      row.left = left
+    }
+  }
+}
