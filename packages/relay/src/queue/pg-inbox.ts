@@ -52,8 +52,8 @@ interface OwnedLane {
   usedAt: number
 }
 
-/** The lane's epoch moved on: another relay owns it now. Nothing was written. */
-class LaneLost extends Error {}
+/** What write() returns when the lane's epoch moved on (another relay owns it now): nothing was written. */
+const LANE_LOST = Symbol('lane lost')
 
 type Row = Record<string, unknown>
 
@@ -156,10 +156,6 @@ export class PgLaneOwners {
         await c.end().catch(() => undefined)
         throw error
       }
-      if (this.closed) {
-        await c.end().catch(() => undefined)
-        throw new Error('the queue is closed')
-      }
       this.owner = c
       return c
     })().finally(() => (this.connecting = undefined))
@@ -170,16 +166,21 @@ export class PgLaneOwners {
   private lost(c: pg.Client): void {
     if (this.owner !== c) return
     this.owner = undefined
-    for (const st of [...this.lanes.values()]) this.forget(st)
+    for (const st of [...this.lanes.values()]) this.forget(st, false)
     void c.end().catch(() => undefined)
   }
 
-  /** Forgets a lane: its events in flight here are no longer this relay's (their settles change nothing). */
-  private forget(st: OwnedLane): void {
+  /**
+   * Forgets a lane: its events in flight here are no longer this relay's (their settles change nothing). Its claim
+   * is let go too (`unlock`), unless the connection holding it is gone anyway.
+   */
+  private forget(st: OwnedLane, unlock = true): void {
     if (this.lanes.get(st.lane) !== st) return
     this.lanes.delete(st.lane)
     for (const set of st.users.values()) for (const f of set) this.flying.delete(f.job.id)
     st.users.clear()
+    if (unlock)
+      void this.owner?.query('SELECT pg_advisory_unlock($1)', [this.host.ownerKey(st.lane)]).catch(() => undefined)
   }
 
   /** Keeps the owner's connection talking while it owns lanes, and lets go of lanes idle for long. */
@@ -190,9 +191,7 @@ export class PgLaneOwners {
       await c.query('SELECT 1')
       const idleSince = Date.now() - OWNED_IDLE_MS
       for (const st of [...this.lanes.values()]) {
-        if (st.usedAt >= idleSince || st.users.size > 0) continue
-        this.forget(st)
-        await c.query('SELECT pg_advisory_unlock($1)', [this.host.ownerKey(st.lane)])
+        if (st.usedAt < idleSince && st.users.size === 0) this.forget(st)
       }
     } catch {
       this.lost(c)
@@ -215,6 +214,10 @@ export class PgLaneOwners {
 
   private async take(lane: string, now: number): Promise<OwnedLane | undefined> {
     const c = await this.ownerClient()
+    if (this.closed) {
+      await c.end().catch(() => undefined)
+      return undefined
+    }
     const key = this.host.ownerKey(lane)
     const { rows } = await c.query('SELECT pg_try_advisory_lock($1) AS ok', [key])
     if (!(rows[0] as Row).ok) return undefined
@@ -249,6 +252,16 @@ export class PgLaneOwners {
     return st
   }
 
+  /**
+   * Runs `fn` (a settle of relay_events rows of `lane`) in the lane's turn while this relay owns the lane: a lease
+   * that found a user in relay_events and parks the user's inbox events behind it must not interleave with the
+   * settle that frees that user (its unhold would miss the rows parked a moment later).
+   */
+  inLaneTurn<T>(lane: string, fn: () => Promise<T>): Promise<T> {
+    const st = this.lanes.get(lane)
+    return st ? this.inTurn(st, fn) : fn()
+  }
+
   /** Runs `fn` on the lane when no other operation of it runs. */
   private async inTurn<T>(st: OwnedLane, fn: () => Promise<T>): Promise<T> {
     const before = st.turn
@@ -267,29 +280,32 @@ export class PgLaneOwners {
    * this owner's. Undefined (nothing written, the lane forgotten) when it is not.
    */
   private async write<T>(st: OwnedLane, work: (c: pg.PoolClient) => Promise<T>): Promise<T | undefined> {
-    try {
-      return await this.host.tx(async (c) => {
-        const { rows } = await c.query('SELECT 1 FROM relay_lanes WHERE project_id = $1 AND epoch = $2', [
-          st.lane,
-          st.epoch
-        ])
-        if (rows.length === 0) throw new LaneLost()
-        return work(c)
-      }, this.host.beginOwnerWrite(st.lane))
-    } catch (error) {
-      if (!(error instanceof LaneLost)) throw error
-      this.forget(st)
-      return undefined
-    }
+    const result = await this.host.tx(async (c): Promise<T | typeof LANE_LOST> => {
+      const { rows } = await c.query('SELECT 1 FROM relay_lanes WHERE project_id = $1 AND epoch = $2', [
+        st.lane,
+        st.epoch
+      ])
+      // Nothing written yet: the transaction commits empty.
+      return rows.length === 0 ? LANE_LOST : work(c)
+    }, this.host.beginOwnerWrite(st.lane))
+    if (result !== LANE_LOST) return result
+    this.forget(st)
+    return undefined
   }
 
   /**
    * Leases a lane's events if this relay owns it (else none): those waiting in relay_events first (retries, users
    * parked behind them, leases taken back: older than anything in the inbox), then straight from the inbox.
    */
-  async lease(lane: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
-    const st = await this.own(lane, now)
-    if (!st) return []
+  lease(lane: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
+    // A lane already owned takes its turn at once (before any settle called after this lease).
+    const held = this.lanes.get(lane)
+    if (held) return this.leaseOwned(held, limit, leaseMs, now)
+    return this.own(lane, now).then((st) => (st ? this.leaseOwned(st, limit, leaseMs, now) : []))
+  }
+
+  private leaseOwned(st: OwnedLane, limit: number, leaseMs: number, now: number): Promise<Job[]> {
+    const lane = st.lane
     return this.inTurn(st, async () => {
       if (this.lanes.get(lane) !== st) return []
       st.usedAt = Date.now()
@@ -357,7 +373,7 @@ export class PgLaneOwners {
     const look: Taken[] = []
     const maxLook = limit * LEASE_ROUNDS
     const seen = new Map<InboxRow, number>()
-    for (let r = 0; look.length < maxLook; ) {
+    for (let r = 0; look.length < maxLook;) {
       const row = st.rows[r]
       if (row === undefined) {
         if (!(await this.readInbox(st, look.length > 0))) break
@@ -402,16 +418,18 @@ export class PgLaneOwners {
     }
     if (hold.length > 0 || convert.size > 0) {
       const gone: Flying[] = []
-      for (const user of convert)
-        gone.push(...[...(st.users.get(user) ?? [])].sort((a, b) => a.job.id - b.job.id))
+      for (const user of convert) gone.push(...[...(st.users.get(user) ?? [])].sort((a, b) => a.job.id - b.job.id))
       const rows: TableRow[] = [
-        ...gone.map((f): TableRow => ({ job: f.job, state: 'leased', leaseToken: f.job.lease, leaseUntil: f.leaseUntil })),
-        ...hold.map(
-          ({ row, index, event }): TableRow => ({
-            job: leasedJob(inboxJobId(row, index), st.lane, event, 0, null, 0),
-            state: 'held'
-          })
-        )
+        ...gone.map((f): TableRow => ({
+          job: f.job,
+          state: 'leased',
+          leaseToken: f.job.lease,
+          leaseUntil: f.leaseUntil
+        })),
+        ...hold.map(({ row, index, event }): TableRow => ({
+          job: leasedJob(inboxJobId(row, index), st.lane, event, 0, null, 0),
+          state: 'held'
+        }))
       ]
       const marks = new Map<InboxRow, number[]>()
       for (const f of gone) markDone(marks, f.row, f.index)
@@ -485,9 +503,13 @@ export class PgLaneOwners {
    * Extends flying leases, only on lanes this relay still owns (read from the database: a relay frozen past its
    * claim learns here that another relay owns the lane now, before it sends). Returns the ids still held.
    */
-  async renew(mem: readonly Flying[], leaseUntil: number): Promise<number[]> {
+  async renew(
+    mem: readonly Flying[],
+    leaseUntil: number
+  ): Promise<{ ids: number[]; moved: Array<{ jobId: number; ref: JobRef }> }> {
     const byLane = groupByLane(mem)
     const out: number[] = []
+    const moved: Array<{ jobId: number; ref: JobRef }> = []
     for (const [lane, fs] of byLane) {
       const st = this.lanes.get(lane)
       if (!st) continue
@@ -497,12 +519,25 @@ export class PgLaneOwners {
         continue
       }
       for (const f of fs) {
-        if (this.flying.get(f.job.id) !== f) continue
+        if (this.flying.get(f.job.id) !== f) {
+          const ref = this.movedRef(f)
+          if (ref) moved.push({ jobId: f.job.id, ref })
+          continue
+        }
         f.leaseUntil = Math.max(f.leaseUntil, leaseUntil)
         out.push(f.job.id)
       }
     }
-    return out
+    return { ids: out, moved }
+  }
+
+  /**
+   * A flying event that moved to relay_events (still leased by its lease) since its settle or renewal named it:
+   * its ref there, for the caller to apply the write to that row instead.
+   */
+  private movedRef(f: Flying): JobRef | undefined {
+    const to = this.moved.get(f.job.id)
+    return to && { id: to.id, lease: f.job.lease, projectId: f.job.projectId }
   }
 
   /**
@@ -510,13 +545,24 @@ export class PgLaneOwners {
    * retry, a release, a lease taken back), an event takes every other flying event of its user with it (those as
    * still leased by their lease), so the table holds the user's events in their order of arrival.
    */
-  async settle(mem: readonly Flying[], outcome: FlyingOutcome): Promise<void> {
+  async settle(mem: readonly Flying[], outcome: FlyingOutcome): Promise<JobRef[]> {
+    const moved: JobRef[] = []
     for (const [lane, fs] of groupByLane(mem)) {
       const st = this.lanes.get(lane)
       if (!st) continue
       await this.inTurn(st, async () => {
-        const live = fs.filter((f) => this.flying.get(f.job.id) === f)
-        if (live.length === 0 || this.lanes.get(lane) !== st) return
+        if (this.lanes.get(lane) !== st) return
+        // A lease in between may have moved some of them to relay_events (their user's next events came): those are
+        // the caller's to settle there.
+        const live: Flying[] = []
+        for (const f of fs) {
+          if (this.flying.get(f.job.id) === f) live.push(f)
+          else {
+            const ref = this.movedRef(f)
+            if (ref) moved.push(ref)
+          }
+        }
+        if (live.length === 0) return
         const rows: TableRow[] = []
         const movers: Flying[] = []
         const gone: Flying[] = []
@@ -572,6 +618,7 @@ export class PgLaneOwners {
         })
       })
     }
+    return moved
   }
 
   /** Flying leases that ended by `leasesEndBy` go back to relay_events as ready; returns how many. */
@@ -579,6 +626,7 @@ export class PgLaneOwners {
     const forgetBefore = Date.now() - MOVED_KEPT_MS
     for (const [id, { at }] of this.moved) if (at < forgetBefore) this.moved.delete(id)
     const expired = [...this.flying.values()].filter((f) => f.leaseUntil <= leasesEndBy)
+    // Those moved meanwhile are leased rows of relay_events now, which the recovery that follows looks at.
     await this.settle(expired, { kind: 'pending' })
     return expired.filter((f) => this.flying.get(f.job.id) !== f).length
   }
@@ -586,9 +634,10 @@ export class PgLaneOwners {
   async close(): Promise<void> {
     this.closed = true
     clearInterval(this.pinger)
+    await this.connecting?.catch(() => undefined)
     const c = this.owner
     this.owner = undefined
-    for (const st of [...this.lanes.values()]) this.forget(st)
+    for (const st of [...this.lanes.values()]) this.forget(st, false)
     await c?.end().catch(() => undefined)
   }
 }

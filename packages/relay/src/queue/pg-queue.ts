@@ -556,7 +556,10 @@ function inboxRows(
 }
 
 /** Inserts inbox rows in their order (their ids follow it), in one statement. */
-async function insertInbox(c: pg.PoolClient, rows: ReadonlyArray<{ lane: string; events: InboxEvent[] }>): Promise<void> {
+async function insertInbox(
+  c: pg.PoolClient,
+  rows: ReadonlyArray<{ lane: string; events: InboxEvent[] }>
+): Promise<void> {
   if (rows.length === 0) return
   await c.query(
     `INSERT INTO relay_inbox (project_id, events, left_events, received_at, body)
@@ -981,9 +984,8 @@ export class PgQueue implements Queue {
     const token = `$${params.length + 2}`
     const statement = sql(`state = 'leased' AND lease_token = ${token}`)
     for (const [lease, { projectId, ids }] of leases) {
-      const { rows } = await this.tx(
-        (c) => c.query(statement, [ids, ...params, lease]),
-        beginHoldingLane(projectId, 'settle')
+      const { rows } = await this.owners.inLaneTurn(projectId, () =>
+        this.tx((c) => c.query(statement, [ids, ...params, lease]), beginHoldingLane(projectId, 'settle'))
       )
       done.push(...rows.map((r: Row) => Number(r.id)))
     }
@@ -1007,7 +1009,9 @@ export class PgQueue implements Queue {
   async renew(refs: readonly JobRef[], leaseUntil: number): Promise<number[]> {
     const { table, mem, alias } = this.owners.resolve(refs)
     const flying = await this.owners.renew(mem, leaseUntil)
-    return [...(await this.renewTable(table, leaseUntil)).map((id) => alias.get(id) ?? id), ...flying]
+    for (const { jobId, ref } of flying.moved) alias.set(typeof ref === 'number' ? ref : ref.id, jobId)
+    const renewed = await this.renewTable([...table, ...flying.moved.map((m) => m.ref)], leaseUntil)
+    return [...renewed.map((id) => alias.get(id) ?? id), ...flying.ids]
   }
 
   private async renewTable(refs: readonly JobRef[], leaseUntil: number): Promise<number[]> {
@@ -1026,13 +1030,13 @@ export class PgQueue implements Queue {
 
   async complete(refs: readonly JobRef[]): Promise<void> {
     const { table, mem } = this.owners.resolve(refs)
+    table.push(...(await this.owners.settle(mem, { kind: 'complete' })))
     if (table.length > 0) await this.settle(table, 'DELETE FROM relay_events', [])
-    await this.owners.settle(mem, { kind: 'complete' })
   }
 
   async release(refs: readonly JobRef[], readyAt: number): Promise<void> {
     const { table, mem } = this.owners.resolve(refs)
-    await this.owners.settle(mem, { kind: 'pending', readyAt })
+    table.push(...(await this.owners.settle(mem, { kind: 'pending', readyAt })))
     if (table.length === 0) return
     await this.settle(
       table,
@@ -1043,7 +1047,7 @@ export class PgQueue implements Queue {
 
   async retry(refs: readonly JobRef[], nextAttemptAt: number, error: string, now: number): Promise<void> {
     const { table, mem } = this.owners.resolve(refs)
-    await this.owners.settle(mem, { kind: 'pending', readyAt: nextAttemptAt, failed: { error, now } })
+    table.push(...(await this.owners.settle(mem, { kind: 'pending', readyAt: nextAttemptAt, failed: { error, now } })))
     if (table.length === 0) return
     await this.fenced(
       table,
@@ -1055,7 +1059,7 @@ export class PgQueue implements Queue {
 
   async deadLetter(refs: readonly JobRef[], info: DeadLetterInfo, now: number): Promise<void> {
     const { table, mem } = this.owners.resolve(refs)
-    await this.owners.settle(mem, { kind: 'dead', info, now })
+    table.push(...(await this.owners.settle(mem, { kind: 'dead', info, now })))
     if (table.length === 0) return
     await this.settle(
       table,

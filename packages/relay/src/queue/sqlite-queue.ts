@@ -180,7 +180,6 @@ type Row = EventRow
 /** A dead letter's size: its event and the service's answer, in bytes. */
 const DEAD_BYTES = 'length(CAST(body AS BLOB)) + coalesce(length(CAST(dead_response AS BLOB)), 0)'
 
-
 /** A leased event's columns, in the order SqliteQueue.LEASED_ROWS selects them. */
 type LeasedRow = [
   id: number,

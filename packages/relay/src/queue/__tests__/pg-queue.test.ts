@@ -13,6 +13,7 @@ import {
   seenHash
 } from '../pg-queue'
 import type { Queue } from '../queue'
+import { packInbox } from '../inbox'
 import { describeQueue, event, T0 } from './queue-conformance'
 
 const urls = new WeakMap<Queue, string>()
@@ -101,7 +102,9 @@ describe('PostgreSQL: counters under concurrent relays', () => {
       const { default: pg } = await import('pg')
       const admin = new pg.Client(url)
       await admin.connect()
-      await admin.query("INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at) VALUES ('t', 'web', 'p1', 'u', '{}', 1, 1)")
+      await admin.query(
+        "INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at) VALUES ('t', 'web', 'p1', 'u', '{}', 1, 1)"
+      )
       expect((await q.stats(T0 + 10)).pending).toBe(11)
       await admin.query('TRUNCATE relay_events')
       // Each table's TRUNCATE counts again from both: the inbox's events still count after the events table's.
@@ -465,9 +468,9 @@ describe('PostgreSQL: the lane locks', () => {
         { ok: false }
       ])
       await other.query("SET lock_timeout = '200ms'")
-      await expect(
-        other.query(`BEGIN; SELECT pg_advisory_xact_lock(${lockKey('leasing:p1')})`)
-      ).rejects.toThrow(/lock timeout/)
+      await expect(other.query(`BEGIN; SELECT pg_advisory_xact_lock(${lockKey('leasing:p1')})`)).rejects.toThrow(
+        /lock timeout/
+      )
       await other.query('ROLLBACK')
       // A second queue on the database (another relay) leases nothing of the lane while q owns it.
       const second = await PgQueue.open(url, FAKE_TIME)
@@ -480,7 +483,7 @@ describe('PostgreSQL: the lane locks', () => {
       expect((await q.stats(T0 + 20)).leased).toBe(1)
       expect((await q.lease('p1', 10, 60_000, T0 + 20)).map((j) => j.messageId)).toEqual(['m-3'])
       // An older relay leases and settles holding the lane lock alone: a settle waits for it.
-      await other.query("SET lock_timeout = 0")
+      await other.query('SET lock_timeout = 0')
       await other.query(`BEGIN; SELECT pg_advisory_xact_lock(${lockKey('lease:p1')})`)
       let settled = false
       const settling = q.complete([jobs[1]!]).then(() => (settled = true))
@@ -626,6 +629,127 @@ describe('PostgreSQL: plans of the delivery path', () => {
       expect((await q.listDead()).map((d) => d.id)).toEqual([a, b])
       const { bytes: _bytes, ...counted } = await q.stats(T0)
       expect(counted).toEqual(await q.scanStats(T0))
+    } finally {
+      await q.close()
+    }
+  })
+})
+
+describe('PostgreSQL: lane owners', () => {
+  it('reads the inbox in commit order: a row committed late is delivered, before rows of requests that overlapped it', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `inbox_order_${process.pid}`)
+    const q = await PgQueue.open(url, FAKE_TIME)
+    const { default: pg } = await import('pg')
+    const slow = new pg.Client(url)
+    await slow.connect()
+    try {
+      await q.enqueue([event(1, { userKey: 'u' })])
+      // Another relay's ingest commit takes its row id, then is slow to commit.
+      await slow.query('BEGIN')
+      await slow.query(
+        'INSERT INTO relay_inbox (project_id, events, left_events, received_at, body) VALUES ($1, 1, 1, $2, $3)',
+        ['p1', T0 + 2, packInbox([['m-late', 'web', 'u', '{"late":true}', T0 + 2]])]
+      )
+      await q.enqueue([event(3, { userKey: 'u' })])
+      const first = await q.lease('p1', 10, 60_000, T0 + 10)
+      expect(first.map((j) => j.messageId)).toEqual(['m-1'])
+      await q.complete(first)
+      // Nothing after a transaction still open is read (it may commit rows before them)...
+      expect(await q.lease('p1', 10, 60_000, T0 + 10)).toEqual([])
+      await slow.query('COMMIT')
+      // ...and once it ends, its row comes first: none is skipped.
+      const rest: string[] = []
+      for (let i = 0; i < 3 && rest.length < 2; i++) {
+        const jobs = await q.lease('p1', 10, 60_000, T0 + 20)
+        rest.push(...jobs.map((j) => j.messageId))
+        await q.complete(jobs)
+      }
+      expect(rest).toEqual(['m-late', 'm-3'])
+      expect(await q.stats(T0 + 30)).toMatchObject({ pending: 0, leased: 0 })
+    } finally {
+      await slow.end()
+      await q.close()
+    }
+  })
+
+  it('a settle named flying events a lease then moved to the events table (their user came again): it applies there', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `moved_${process.pid}`)
+    const q = await PgQueue.open(url, FAKE_TIME)
+    try {
+      await q.enqueue([event(1, { userKey: 'u' })])
+      await q.enqueue([event(2, { userKey: 'u' })])
+      const first = await q.lease('p1', 1, 60_000, T0 + 10)
+      expect(first.map((j) => j.messageId)).toEqual(['m-1'])
+      // The next lease finds u in flight: m-1 moves to the events table (still leased), m-2 is parked behind it.
+      // The settle of m-1, called meanwhile, waits for that lease and then finds m-1 there.
+      const [second, renewed] = await Promise.all([
+        q.lease('p1', 10, 60_000, T0 + 10),
+        q.renew(first, T0 + 90_000),
+        q.complete(first)
+      ])
+      expect(second).toEqual([])
+      expect(renewed).toEqual([first[0]!.id])
+      expect(await sql(url, 'SELECT message_id, state FROM relay_events ORDER BY id')).toEqual([
+        { message_id: 'm-2', state: 'pending' }
+      ])
+      const rest = await q.lease('p1', 10, 60_000, T0 + 20)
+      expect(rest.map((j) => j.messageId)).toEqual(['m-2'])
+      await q.complete(rest)
+      expect(await q.stats(T0 + 30)).toMatchObject({ pending: 0, leased: 0 })
+    } finally {
+      await q.close()
+    }
+  })
+
+  it('a lane taken over: the old owner’s settles and renewals change nothing, and the new owner delivers everything', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `takeover_${process.pid}`)
+    const a = await PgQueue.open(url, FAKE_TIME)
+    const b = await PgQueue.open(url, FAKE_TIME)
+    try {
+      await a.enqueue([1, 2, 3, 4].map((i) => event(i, { userKey: `u-${i % 2}` })))
+      const flying = await a.lease('p1', 2, 60_000, T0 + 10)
+      expect(flying.map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
+      // b cannot lease the lane while a owns it.
+      expect(await b.lease('p1', 10, 60_000, T0 + 10)).toEqual([])
+      // a loses its claim (its session ended: a crash, or frozen past idle_session_timeout); b takes the lane.
+      await sql(
+        url,
+        `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = ${lockKey('leasing:p1') >>> 0}`
+      )
+      let taken: Awaited<ReturnType<PgQueue['lease']>> = []
+      for (let i = 0; i < 40 && taken.length === 0; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        taken = await b.lease('p1', 2, 60_000, T0 + 20)
+      }
+      expect(taken.map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
+      // a, late: its renewal finds nothing held, and its settles write nothing.
+      expect(await a.renew(flying, T0 + 120_000)).toEqual([])
+      await a.retry(flying, T0 + 30, 'late', T0 + 20)
+      await a.deadLetter(flying, { reason: 'late' }, T0 + 20)
+      expect(await sql(url, 'SELECT count(*)::int AS n FROM relay_events')).toEqual([{ n: 0 }])
+      await b.complete(taken)
+      const rest = await b.lease('p1', 10, 60_000, T0 + 30)
+      expect(rest.map((j) => j.messageId)).toEqual(['m-3', 'm-4'])
+      await b.complete(rest)
+      expect(await b.stats(T0 + 40)).toMatchObject({ pending: 0, leased: 0, dead: 0 })
+      expect(await sql(url, 'SELECT count(*)::int AS n FROM relay_inbox')).toEqual([{ n: 0 }])
+    } finally {
+      await Promise.all([a.close(), b.close()])
+    }
+  })
+
+  it('an owner whose epoch moved on (its claim lost, not yet noticed) writes nothing, and its renewals hold nothing', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `fenced_${process.pid}`)
+    const q = await PgQueue.open(url, FAKE_TIME)
+    try {
+      await q.enqueue([1, 2, 3].map((i) => event(i, { userKey: 'u' })))
+      const [job] = await q.lease('p1', 10, 60_000, T0 + 10)
+      // What a takeover by another relay commits.
+      await sql(url, "UPDATE relay_lanes SET epoch = epoch + 1 WHERE project_id = 'p1'")
+      await q.retry([job!], T0 + 20, 'late', T0 + 10)
+      expect(await sql(url, 'SELECT count(*)::int AS n FROM relay_events')).toEqual([{ n: 0 }])
+      expect(await sql(url, 'SELECT left_events FROM relay_inbox')).toEqual([{ left_events: 3 }])
+      expect(await q.renew([job!], T0 + 60_000)).toEqual([])
     } finally {
       await q.close()
     }
