@@ -332,7 +332,8 @@ export class PgLaneOwners {
    */
   private async readInbox(st: OwnedLane, stopAtBad: boolean): Promise<boolean> {
     const { rows } = await this.host.pool.query({
-      text: `SELECT id, xid::text AS xid, body, done FROM relay_inbox
+      // (The transaction id is read as text under another name: ORDER BY xid would otherwise sort that text.)
+      text: `SELECT id, xid::text AS xid_text, body, done FROM relay_inbox
              WHERE project_id = $1 AND (xid, id) > ($2::xid8, $3::bigint) AND xid < pg_snapshot_xmin(pg_current_snapshot())
              ORDER BY xid, id LIMIT ${INBOX_READ_ROWS}`,
       values: [st.lane, st.cursor.xid, st.cursor.id]
@@ -350,7 +351,7 @@ export class PgLaneOwners {
         if (stopAtBad) return false
         throw new InboxRowError('the PostgreSQL queue', id, st.lane, error)
       }
-      st.cursor = { xid: String(r.xid), id }
+      st.cursor = { xid: String(r.xid_text), id }
       read++
       const done = new Uint8Array(Math.ceil(events.length / 8))
       if (r.done) done.set((r.done as Buffer).subarray(0, done.length))

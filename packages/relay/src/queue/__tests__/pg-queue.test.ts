@@ -672,6 +672,34 @@ describe('PostgreSQL: lane owners', () => {
     }
   })
 
+  it('orders inbox rows by transaction id as a number (9 before 10), and skips none across reads', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `inbox_xids_${process.pid}`)
+    const q = await PgQueue.open(url, FAKE_TIME)
+    try {
+      // Rows of long-finished transactions, written out of id order: 40 rows (more than one read) of transaction 10,
+      // then 40 of transaction 9. As text, '10' sorts before '9'.
+      const rows = [
+        ...Array.from({ length: 40 }, (_, i) => ['10', `m-10-${i}`]),
+        ...Array.from({ length: 40 }, (_, i) => ['9', `m-9-${i}`])
+      ]
+      for (const [xid, id] of rows)
+        await sql(
+          url,
+          `INSERT INTO relay_inbox (project_id, xid, events, left_events, received_at, body)
+           VALUES ('p1', '${xid}', 1, 1, ${T0}, '${packInbox([[id as string, 'web', 'u', '{}', T0]])}')`
+        )
+      const order: string[] = []
+      for (let i = 0; i < 100 && order.length < rows.length; i++) {
+        const jobs = await q.lease('p1', 500, 60_000, T0 + 10)
+        order.push(...jobs.map((j) => j.messageId))
+        await q.complete(jobs)
+      }
+      expect(order).toEqual([...rows.slice(40), ...rows.slice(0, 40)].map(([, id]) => id))
+    } finally {
+      await q.close()
+    }
+  })
+
   it('a settle named flying events a lease then moved to the events table (their user came again): it applies there', async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `moved_${process.pid}`)
     const q = await PgQueue.open(url, FAKE_TIME)
