@@ -84,6 +84,8 @@ export interface OwnerHost {
   beginTakeover(lane: string): string
   /** The advisory lock key that marks a lane's owner. */
   ownerKey(lane: string): number
+  /** The lane lock's key (taken shared by an owner's writes). */
+  laneLockKey(lane: string): number
   /**
    * Whether the lane's epoch is still `epoch` (this relay still owns it), and whether it has events waiting or in
    * flight in relay_events: one round trip.
@@ -289,6 +291,35 @@ export class PgLaneOwners {
       return rows.length === 0 ? LANE_LOST : work(c)
     }, this.host.beginOwnerWrite(st.lane))
     if (result !== LANE_LOST) return result
+    this.forget(st)
+    return undefined
+  }
+
+  /**
+   * An owner's write of `done` marks alone (what a delivered lease settles): the lane lock, the epoch check and the
+   * marks in one round trip (one simple query: its statements are one transaction, and none is written unless the
+   * epoch is still this owner's). Undefined when it is not (the lane forgotten).
+   */
+  private async marksOnly(
+    st: OwnedLane,
+    marks: ReadonlyMap<InboxRow, readonly number[]>
+  ): Promise<{ ids: number[]; apply: () => void } | undefined> {
+    const { after, apply } = nextMarks(marks)
+    if (after.length === 0) return { ids: [], apply }
+    const mine = `EXISTS (SELECT 1 FROM relay_lanes WHERE project_id = ${pg.escapeLiteral(st.lane)} AND epoch = ${st.epoch})`
+    // Every value below is a number or hex: nothing a client sent.
+    const results = (await this.host.pool.query(
+      `SELECT pg_advisory_xact_lock_shared(${this.host.laneLockKey(st.lane)});
+       WITH marks AS (
+         SELECT * FROM unnest(ARRAY[${after.map(([row]) => row.id).join(',')}]::bigint[],
+                              ARRAY[${after.map(([, done]) => `decode('${Buffer.from(done).toString('hex')}', 'hex')`).join(',')}]::bytea[],
+                              ARRAY[${after.map(([, , left]) => left).join(',')}]::int[]) AS m(id, done, left_events)
+         WHERE ${mine}
+       ), gone AS (DELETE FROM relay_inbox i USING marks m WHERE i.id = m.id AND m.left_events <= 0)
+       UPDATE relay_inbox i SET done = m.done, left_events = m.left_events FROM marks m WHERE i.id = m.id AND m.left_events > 0;
+       SELECT ${mine} AS mine`
+    )) as unknown as pg.QueryResult[]
+    if ((results[2]?.rows[0] as Row | undefined)?.mine === true) return { ids: [], apply }
     this.forget(st)
     return undefined
   }
@@ -605,10 +636,13 @@ export class PgLaneOwners {
         }
         const marks = new Map<InboxRow, number[]>()
         for (const f of [...gone, ...movers]) markDone(marks, f.row, f.index)
-        const written = await this.write(st, async (c) => {
-          const ids = rows.length > 0 ? await this.host.insertRows(c, rows) : []
-          return { ids, apply: await writeMarks(c, marks) }
-        })
+        const written =
+          rows.length === 0
+            ? await this.marksOnly(st, marks)
+            : await this.write(st, async (c) => ({
+                ids: await this.host.insertRows(c, rows),
+                apply: await writeMarks(c, marks)
+              }))
         if (!written) return
         written.apply()
         for (const f of gone) this.land(st, f)
@@ -663,6 +697,22 @@ function groupByLane(mem: readonly Flying[]): Map<string, Flying[]> {
  * none left is deleted. Returns what to change in memory once the transaction commits.
  */
 async function writeMarks(c: pg.PoolClient, marks: ReadonlyMap<InboxRow, readonly number[]>): Promise<() => void> {
+  const { after, apply } = nextMarks(marks)
+  if (after.length > 0)
+    await c.query(
+      `WITH marks AS (SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::int[]) AS m(id, done, left_events)),
+       gone AS (DELETE FROM relay_inbox i USING marks m WHERE i.id = m.id AND m.left_events <= 0)
+       UPDATE relay_inbox i SET done = m.done, left_events = m.left_events FROM marks m WHERE i.id = m.id AND m.left_events > 0`,
+      [after.map(([row]) => row.id), after.map(([, done]) => Buffer.from(done)), after.map(([, , left]) => left)]
+    )
+  return apply
+}
+
+/** The rows' `done` bitmaps and counts with `marks` set, and how to apply them in memory once written. */
+function nextMarks(marks: ReadonlyMap<InboxRow, readonly number[]>): {
+  after: Array<[InboxRow, Uint8Array, number]>
+  apply: () => void
+} {
   const after: Array<[InboxRow, Uint8Array, number]> = []
   for (const [row, indexes] of marks) {
     const done = row.done.slice()
@@ -674,17 +724,13 @@ async function writeMarks(c: pg.PoolClient, marks: ReadonlyMap<InboxRow, readonl
     }
     after.push([row, done, left])
   }
-  if (after.length > 0)
-    await c.query(
-      `WITH marks AS (SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::int[]) AS m(id, done, left_events)),
-       gone AS (DELETE FROM relay_inbox i USING marks m WHERE i.id = m.id AND m.left_events <= 0)
-       UPDATE relay_inbox i SET done = m.done, left_events = m.left_events FROM marks m WHERE i.id = m.id AND m.left_events > 0`,
-      [after.map(([row]) => row.id), after.map(([, done]) => Buffer.from(done)), after.map(([, , left]) => left)]
-    )
-  return () => {
-    for (const [row, done, left] of after) {
-      row.done = done
-      row.left = left
+  return {
+    after,
+    apply: () => {
+      for (const [row, done, left] of after) {
+        row.done = done
+        row.left = left
+      }
     }
   }
 }

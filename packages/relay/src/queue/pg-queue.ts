@@ -679,6 +679,7 @@ export class PgQueue implements Queue {
       beginTakeover: (lane) => beginHoldingLane(lane, 'recover'),
       // The key relays of older versions take for each lease: they cannot lease a lane a relay owns.
       ownerKey: (lane) => lockKey(`leasing:${lane}`),
+      laneLockKey: (lane) => lockKey(`lease:${lane}`),
       laneState: async (lane, epoch) => {
         const { rows } = await pool.query(
           `SELECT EXISTS (SELECT 1 FROM relay_lanes WHERE project_id = $1 AND epoch = $2) AS mine,
