@@ -32,6 +32,14 @@ const OWN_RETRY_MS = 1_000
 const OWNED_IDLE_MS = 60_000
 /** Inbox rows read per query. */
 const INBOX_READ_ROWS = 16
+/**
+ * A lease trusts what this relay knows of its lane (its epoch; relay_events holding none of the lane's rows unless
+ * this relay wrote them) for this long after the database last confirmed it, and while its claim's connection
+ * answered a ping within CLAIM_FRESH_MS; else it asks first (one round trip). What another process can add meanwhile
+ * is a dead letter replayed by an admin command: an old event, which may then go out after newer ones of its user.
+ */
+const LANE_CHECK_MS = 1_000
+const CLAIM_FRESH_MS = 1_500
 /** How long a settle naming an inbox job finds the events-table row the event moved to (ms of real time). */
 const MOVED_KEPT_MS = 600_000
 
@@ -50,6 +58,10 @@ interface OwnedLane {
   /** Operations on the lane run one at a time (a lease, a settle of its flying events, a recovery). */
   turn: Promise<void>
   usedAt: number
+  /** Whether the lane may have events waiting or in flight in relay_events (true after this owner writes some). */
+  open: boolean
+  /** When the database last confirmed the epoch and `open` (Date.now()). */
+  checkedAt: number
 }
 
 /** What write() returns when the lane's epoch moved on (another relay owns it now): nothing was written. */
@@ -118,6 +130,8 @@ export class PgLaneOwners {
   /** Inbox job ids whose event moved to relay_events, and its id there. */
   private readonly moved = new Map<number, { readonly id: number; readonly at: number }>()
   private owner: pg.Client | undefined
+  /** When the owner's connection last answered (Date.now()). */
+  private answeredAt = 0
   private connecting: Promise<pg.Client> | undefined
   private readonly pinger: NodeJS.Timeout
   private closed = false
@@ -191,6 +205,7 @@ export class PgLaneOwners {
     if (!c || this.lanes.size === 0) return
     try {
       await c.query('SELECT 1')
+      this.answeredAt = Date.now()
       const idleSince = Date.now() - OWNED_IDLE_MS
       for (const st of [...this.lanes.values()]) {
         if (st.usedAt < idleSince && st.users.size === 0) this.forget(st)
@@ -222,6 +237,7 @@ export class PgLaneOwners {
     }
     const key = this.host.ownerKey(lane)
     const { rows } = await c.query('SELECT pg_try_advisory_lock($1) AS ok', [key])
+    this.answeredAt = Date.now()
     if (!(rows[0] as Row).ok) return undefined
     let epoch: number
     try {
@@ -248,7 +264,9 @@ export class PgLaneOwners {
       cursor: { xid: '0', id: 0 },
       users: new Map(),
       turn: Promise.resolve(),
-      usedAt: Date.now()
+      usedAt: Date.now(),
+      open: true,
+      checkedAt: 0
     }
     this.lanes.set(lane, st)
     return st
@@ -339,12 +357,18 @@ export class PgLaneOwners {
     const lane = st.lane
     return this.inTurn(st, async () => {
       if (this.lanes.get(lane) !== st) return []
-      st.usedAt = Date.now()
-      const { mine, open } = await this.host.laneState(lane, st.epoch)
-      if (!mine) {
-        this.forget(st)
-        return []
+      const t = Date.now()
+      st.usedAt = t
+      if (st.open || t - st.checkedAt >= LANE_CHECK_MS || t - this.answeredAt >= CLAIM_FRESH_MS) {
+        const { mine, open } = await this.host.laneState(lane, st.epoch)
+        if (!mine) {
+          this.forget(st)
+          return []
+        }
+        st.open = open
+        st.checkedAt = t
       }
+      const open = st.open
       if (open) {
         const jobs = await this.write(st, (c) =>
           this.host.leaseFromTable(c, lane, limit, leaseMs, now, (user) => st.users.has(user))
@@ -466,6 +490,7 @@ export class PgLaneOwners {
       const marks = new Map<InboxRow, number[]>()
       for (const f of gone) markDone(marks, f.row, f.index)
       for (const { row, index } of hold) markDone(marks, row, index)
+      st.open = true
       const written = await this.write(st, async (c) => {
         const ids = await this.host.insertRows(c, rows)
         return { ids, apply: await writeMarks(c, marks) }
@@ -636,6 +661,7 @@ export class PgLaneOwners {
         }
         const marks = new Map<InboxRow, number[]>()
         for (const f of [...gone, ...movers]) markDone(marks, f.row, f.index)
+        if (rows.length > 0) st.open = true
         const written =
           rows.length === 0
             ? await this.marksOnly(st, marks)
