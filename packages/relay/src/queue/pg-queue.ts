@@ -1089,28 +1089,33 @@ export class PgQueue implements Queue {
       [now]
     )
     const { rows: heldLanes } = await this.pool.query(LANES_WITH_HELD)
+    // Per lane in its owner's turn when this relay owns it (beside no lease of it: see PgLaneOwners.inLaneTurn).
     for (const { project_id: projectId } of expiredLanes as Array<{ project_id: string }>) {
-      recovered += await this.tx(
-        async (c) => {
-          const { rows } = await c.query(
-            `WITH expired AS (
+      recovered += await this.owners.inLaneTurn(projectId, () =>
+        this.tx(
+          async (c) => {
+            const { rows } = await c.query(
+              `WITH expired AS (
              UPDATE relay_events SET state = 'pending', lease_until = NULL, lease_token = NULL
              WHERE project_id = $1 AND state = 'leased' AND lease_until <= $2 RETURNING id
            ) SELECT count(*)::int AS n FROM expired`,
-            [projectId, now]
-          )
-          return Number((rows[0] as Row).n)
-        },
-        beginHoldingLane(projectId, 'recover')
+              [projectId, now]
+            )
+            return Number((rows[0] as Row).n)
+          },
+          beginHoldingLane(projectId, 'recover')
+        )
       )
     }
     const lanes = new Set([...expiredLanes, ...heldLanes].map((r: Row) => String(r.project_id)))
     for (const projectId of lanes)
-      await this.tx(
-        async (c) => {
-          await c.query(UNHOLD_STRANDED, [projectId, now])
-        },
-        beginHoldingLane(projectId, 'recover')
+      await this.owners.inLaneTurn(projectId, () =>
+        this.tx(
+          async (c) => {
+            await c.query(UNHOLD_STRANDED, [projectId, now])
+          },
+          beginHoldingLane(projectId, 'recover')
+        )
       )
     return recovered
   }
