@@ -14,7 +14,7 @@ import {
 } from '../pg-queue'
 import type { Queue } from '../queue'
 import { packInbox } from '../inbox'
-import { describeQueue, event, T0 } from './queue-conformance'
+import { describeQueue, event, leaseProperty, T0 } from './queue-conformance'
 
 const urls = new WeakMap<Queue, string>()
 const FAKE_TIME = { clockAheadToleranceMs: Number.POSITIVE_INFINITY }
@@ -636,6 +636,24 @@ describe('PostgreSQL: plans of the delivery path', () => {
 })
 
 describe('PostgreSQL: lane owners', () => {
+  // A crash is the owner's process gone: its claim ends with its connections, and a new queue takes the lane over.
+  leaseProperty({
+    open: async () => {
+      const url = await createDatabase(inject('pgAdminUrl'), `lease_property_${process.pid}_${n++}`)
+      const queue = await PgQueue.open(url, FAKE_TIME)
+      urls.set(queue, url)
+      return queue
+    },
+    crash: async (queue) => {
+      await queue.close()
+      const again = await PgQueue.open(urls.get(queue) as string, FAKE_TIME)
+      urls.set(again, urls.get(queue) as string)
+      return again
+    },
+    scan: async (queue, now) => (queue as PgQueue).scanStats(now),
+    numRuns: 60
+  })
+
   it('reads the inbox in commit order: a row committed late is delivered, before rows of requests that overlapped it', async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `inbox_order_${process.pid}`)
     const q = await PgQueue.open(url, FAKE_TIME)

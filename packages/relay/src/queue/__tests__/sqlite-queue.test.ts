@@ -2,12 +2,11 @@ import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, statSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
-import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { QueueClaimError, QueueOwnedError, SqliteQueue } from '../sqlite-queue'
-import type { Job, Queue } from '../queue'
+import type { Queue } from '../queue'
 import { tempDir } from '../../__tests__/helpers'
-import { describeQueue, event, T0 } from './queue-conformance'
+import { describeQueue, event, leaseProperty, T0 } from './queue-conformance'
 
 /** A small disk reserve: these tests open hundreds of queues. */
 const SMALL = { reserveBytes: 64 * 1024 }
@@ -279,111 +278,17 @@ describe('SQLite: dedup', () => {
 })
 
 describe('SQLite: events leased straight from the inbox', () => {
-  const op = fc.oneof(
-    fc.record({
-      kind: fc.constant('enqueue' as const),
-      users: fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 6 })
-    }),
-    fc.record({ kind: fc.constant('lease' as const), limit: fc.integer({ min: 1, max: 6 }) }),
-    fc.record({
-      kind: fc.constantFrom('complete' as const, 'retry' as const, 'release' as const, 'dead' as const),
-      pick: fc.array(fc.nat(), { minLength: 1, maxLength: 4 })
-    }),
-    fc.record({ kind: fc.constant('recover' as const), after: fc.integer({ min: 0, max: 3_000 }) }),
-    fc.record({ kind: fc.constant('crash' as const) })
-  )
-
-  it('whatever the order of leases, settles, expiries and crashes: each user in order, one lease at a time, nothing lost, nothing delivered twice but what a crash had in flight', async () => {
-    await fc.assert(
-      fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 60 }), async (ops) => {
-        const path = join(tempDir(), 'queue.db')
-        let q = new SqliteQueue(path, SMALL)
-        let now = T0 + 1_000
-        let seq = 0
-        const userOf = new Map<string, number>()
-        /** Jobs handed out and not settled, with when their lease ends; taken back ones are dropped. */
-        let outstanding: Array<{ job: Job; until: number }> = []
-        const finished = new Map<string, number>()
-        /** Events a crash had in flight: those may be delivered once more. */
-        const mayRepeat = new Set<string>()
-        const finish = (job: Job) => finished.set(job.messageId, (finished.get(job.messageId) ?? 0) + 1)
-        const lease = async (limit: number) => {
-          const jobs = await q.lease('p1', limit, 1_000, now)
-          for (const [i, job] of jobs.entries()) {
-            // Every earlier event of the user is finished, or comes earlier in this same lease.
-            const n = Number(job.messageId.slice(2))
-            for (const [m, user] of userOf)
-              if (user === userOf.get(job.messageId) && Number(m.slice(2)) < n && !finished.has(m))
-                expect(
-                  jobs.slice(0, i).map((j) => j.messageId),
-                  `${job.messageId} before ${m}`
-                ).toContain(m)
-            // …and no other lease holds an event of that user.
-            expect(outstanding.filter((o) => userOf.get(o.job.messageId) === userOf.get(job.messageId))).toEqual([])
-          }
-          outstanding.push(...jobs.map((job) => ({ job, until: now + 1_000 })))
-          return jobs
-        }
-        try {
-          for (const o of ops) {
-            now += 100
-            if (o.kind === 'enqueue') {
-              await q.enqueue(
-                o.users.map((u) => {
-                  const e = event(seq++, { userKey: `u${u}`, receivedAt: now })
-                  userOf.set(e.messageId, u)
-                  return e
-                })
-              )
-            } else if (o.kind === 'lease') await lease(o.limit)
-            else if (o.kind === 'recover') {
-              now += o.after
-              await q.recoverLeases(now)
-              outstanding = outstanding.filter((x) => x.until > now)
-            } else if (o.kind === 'crash') {
-              await q.close()
-              for (const x of outstanding) mayRepeat.add(x.job.messageId)
-              outstanding = []
-              q = new SqliteQueue(path, SMALL)
-              await q.recoverLeases(Number.MAX_SAFE_INTEGER)
-            } else {
-              const picked = [...new Set(o.pick.map((i) => i % Math.max(1, outstanding.length)))]
-                .map((i) => outstanding[i])
-                .filter((x) => x !== undefined)
-              outstanding = outstanding.filter((x) => !picked.includes(x))
-              const jobs = picked.map((x) => x.job)
-              if (o.kind === 'complete') {
-                await q.complete(jobs)
-                jobs.forEach(finish)
-              } else if (o.kind === 'dead') {
-                await q.deadLetter(jobs, { reason: 'refused', sent: true }, now)
-                jobs.forEach(finish)
-              } else if (o.kind === 'retry') await q.retry(jobs, now + 500, 'boom', now)
-              else await q.release(jobs, now)
-            }
-          }
-          // Then everything is delivered.
-          for (let round = 0; round < 200 && finished.size < seq; round++) {
-            now += 2_000
-            await q.recoverLeases(now)
-            outstanding = []
-            const jobs = await lease(100)
-            await q.complete(jobs)
-            jobs.forEach(finish)
-            outstanding = []
-          }
-          expect(finished.size).toBe(seq)
-          for (const [m, times] of finished) if (!mayRepeat.has(m)) expect(times, m).toBe(1)
-          const stats = await q.stats(now)
-          expect([stats.pending, stats.leased]).toEqual([0, 0])
-          expect(q.scanStats(now)).toMatchObject({ pending: 0, leased: 0 })
-        } finally {
-          await q.close()
-        }
-      }),
-      { numRuns: 200 }
-    )
-  }, 120_000)
+  leaseProperty({
+    open: async () => new SqliteQueue(join(tempDir(), 'queue.db'), SMALL),
+    crash: async (q) => {
+      await q.close()
+      const again = new SqliteQueue((q as SqliteQueue).path, SMALL)
+      await again.recoverLeases(Number.MAX_SAFE_INTEGER)
+      return again
+    },
+    scan: async (q, now) => (q as SqliteQueue).scanStats(now),
+    numRuns: 200
+  })
 })
 
 describe('SQLite: one relay per file', () => {
