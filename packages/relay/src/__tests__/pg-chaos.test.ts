@@ -1,7 +1,7 @@
 /**
  * Three relays on one PostgreSQL under load, with everything going wrong at once, as issue reports saw it go
  * wrong on loaded machines: one relay kill -9'd every few seconds (and started again), another frozen (SIGSTOP)
- * past its lease and then resumed, PostgreSQL itself crashing and coming back, 1Flow answering slowly, and a CPU
+ * past its lease and its claim on the project (another relay takes the project over meanwhile) and then resumed, PostgreSQL itself crashing and coming back, 1Flow answering slowly, and a CPU
  * hog beside it all. At the end: every acknowledged event reached 1Flow, nothing is left pending, held or leased,
  * each user's events first arrived in the order they were sent, every repeat is explained by a fault of its own
  * (an event arrives three times only after two faults) and no fault repeats more than one relay had in flight,
@@ -41,9 +41,41 @@ afterAll(async () => {
 })
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** One query on its own connection; undefined while the database does not answer (it may be crashed). */
+async function query(url: string, text: string): Promise<Array<Record<string, unknown>> | undefined> {
+  const { default: pgClient } = await import('pg')
+  const c = new pgClient.Client({ connectionString: url, connectionTimeoutMillis: 2000 })
+  c.on('error', () => undefined)
+  try {
+    await c.connect()
+    return (await c.query(text)).rows as Array<Record<string, unknown>>
+  } catch {
+    return undefined
+  } finally {
+    await c.end().catch(() => undefined)
+  }
+}
+
+/** The process id of the relay owning a project (its claim's connection is named after it), if one does. */
+async function lanesOwner(url: string): Promise<number | undefined> {
+  const rows = await query(
+    url,
+    `SELECT a.application_name AS name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'oneflow-relay owner %'`
+  )
+  const name = rows?.[0]?.name
+  return name === undefined ? undefined : Number(String(name).split(' ').pop())
+}
+
+/** The project's owner epoch (one project here); -1 while unknown. */
+async function laneEpoch(url: string): Promise<number> {
+  const rows = await query(url, 'SELECT max(epoch) AS epoch FROM relay_lanes')
+  return Number(rows?.[0]?.epoch ?? -1)
+}
 const alive = (r: RelayProcess) => r.child.exitCode === null && r.child.signalCode === null
 
-it('3 relays, one killed every 6 s, one frozen past its lease, PostgreSQL restarted, slow 1Flow, CPU hog: nothing lost or stranded, order kept, few duplicates', async () => {
+it('3 relays, one killed every 6 s, the project owner frozen past its claim and lease, PostgreSQL restarted, slow 1Flow, CPU hog: nothing lost or stranded, order kept, few duplicates', async () => {
   hog = spawn('sh', ['-c', 'exec yes > /dev/null'], { stdio: 'ignore' })
   const db = await createDatabase(pg.url, 'pg_chaos')
   const ports = await Promise.all([freePort(), freePort(), freePort()])
@@ -111,12 +143,28 @@ it('3 relays, one killed every 6 s, one frozen past its lease, PostgreSQL restar
       relays[0] = await startRelayProcess(files[0]!, ports[0]!, {}, undefined, 60_000)
     }
   })()
+  // The project's owner among the relays not being killed is frozen past its claim (PostgreSQL ends its session
+  // after idle_session_timeout and another relay takes the project over while it sleeps) and past its lease, then
+  // resumed: what it then writes must change nothing.
+  let takenOver = false
   const freezer = (async () => {
     await at(5000)
+    let frozen: RelayProcess | undefined
+    for (let i = 0; i < 50 && !frozen; i++) {
+      const owner = await lanesOwner(db)
+      frozen = [relays[1]!, relays[2]!].find((r) => r.child.pid === owner)
+      if (!frozen) await sleep(200)
+    }
+    frozen ??= relays[1]!
+    const before = await laneEpoch(db)
     struck('freeze')
-    relays[1]!.child.kill('SIGSTOP')
-    await sleep(LEASE_MS + 4000)
-    relays[1]!.child.kill('SIGCONT')
+    frozen.child.kill('SIGSTOP')
+    const thawAt = Date.now() + LEASE_MS + 4000
+    while (Date.now() < thawAt) {
+      if (!takenOver) takenOver = (await laneEpoch(db)) > before
+      await sleep(500)
+    }
+    frozen.child.kill('SIGCONT')
   })()
   const database = (async () => {
     await at(20_000)
@@ -217,6 +265,7 @@ it('3 relays, one killed every 6 s, one frozen past its lease, PostgreSQL restar
     const struckAt = faults.map((f) => ({ ...f, at: f.at - started, until: f.until - started }))
     writeFileSync(join(dir, 'repeats.json'), JSON.stringify({ faults: struckAt, repeated }))
   }
+  expect(takenOver, 'another relay took the frozen owner’s project over').toBe(true)
   expect(summary.outOfOrder).toEqual([])
   expect(repeatsPerFault.get('unexplained') ?? 0).toBe(0)
   for (const [fault, n] of repeatsPerFault) expect(n, JSON.stringify(fault)).toBeLessThanOrEqual(CONCURRENCY * 500)

@@ -160,7 +160,9 @@ export class PgLaneOwners {
         connectionTimeoutMillis: this.host.timeoutMs,
         query_timeout: this.host.timeoutMs + 1000,
         statement_timeout: this.host.timeoutMs,
-        keepAlive: true
+        keepAlive: true,
+        // Who owns what, for an operator (docs/deploy.md): the lanes' locks in pg_locks, this name in pg_stat_activity.
+        application_name: `oneflow-relay owner ${process.pid}`
       })
       c.on('error', () => this.lost(c))
       c.on('end', () => this.lost(c))
