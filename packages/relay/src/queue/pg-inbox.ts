@@ -367,6 +367,7 @@ export class PgLaneOwners {
           this.forget(st)
           return []
         }
+        if (this.lanes.get(lane) !== st) return []
         st.open = open
         st.checkedAt = t
       }
@@ -375,7 +376,8 @@ export class PgLaneOwners {
         const jobs = await this.write(st, (c) =>
           this.host.leaseFromTable(c, lane, limit, leaseMs, now, (user) => st.users.has(user))
         )
-        if (jobs === undefined) return []
+        // The claim lost meanwhile (its connection ended): its leases in relay_events are the next owner's to take back.
+        if (jobs === undefined || this.lanes.get(lane) !== st) return []
         if (jobs.length > 0) return jobs
       }
       return this.leaseFromInbox(st, limit, leaseMs, now, open)
@@ -505,6 +507,9 @@ export class PgLaneOwners {
         this.moved.set(f.job.id, { id: written.ids[i] as number, at })
       })
     }
+    // Every await above may have seen the claim end (its connection failed): nothing then flies from a lane this relay
+    // no longer owns.
+    if (this.lanes.get(st.lane) !== st) return []
     for (const [row, next] of nextOf) row.next = Math.max(row.next, next)
     while (st.rows.length > 0 && (st.rows[0] as InboxRow).next >= ((st.rows[0] as InboxRow).events?.length ?? 0))
       (st.rows.shift() as InboxRow).events = undefined

@@ -784,6 +784,46 @@ describe('PostgreSQL: lane owners', () => {
     }
   })
 
+  it('a lease under way when the claim ends hands out nothing, and leaves nothing in flight', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `lost_mid_lease_${process.pid}`)
+    const a = await PgQueue.open(url, FAKE_TIME)
+    const { default: pg } = await import('pg')
+    const locker = new pg.Client(url)
+    await locker.connect()
+    let b: PgQueue | undefined
+    try {
+      await a.enqueue([event(0, { userKey: 'x' }), event(1, { userKey: 'y' }), event(2, { userKey: 'z' })])
+      await a.complete(await a.lease('p1', 1, 30_000, T0 + 10))
+      // Past the time a lease trusts what it knows: the next one asks the database, and waits here.
+      await new Promise((resolve) => setTimeout(resolve, 1_100))
+      await locker.query('BEGIN; LOCK TABLE relay_lanes IN ACCESS EXCLUSIVE MODE')
+      const pending = a.lease('p1', 1, 30_000, T0 + 20)
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      // Meanwhile its claim ends (the connection holding it is gone).
+      await sql(
+        url,
+        `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = ${lockKey('leasing:p1') >>> 0}`
+      )
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      await locker.query('COMMIT')
+      expect(await pending).toEqual([])
+      b = await PgQueue.open(url, FAKE_TIME)
+      let rest: string[] = []
+      for (let i = 0; i < 40 && rest.length === 0; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        const jobs = await b.lease('p1', 10, 30_000, T0 + 30)
+        rest = jobs.map((j) => j.messageId)
+        await b.complete(jobs)
+      }
+      expect(rest).toEqual(['m-1', 'm-2'])
+      await a.recoverLeases(T0 + 10_000_000)
+      expect(await a.stats(T0 + 40)).toMatchObject({ pending: 0, leased: 0 })
+    } finally {
+      await locker.end()
+      await Promise.all([a.close(), b?.close()])
+    }
+  })
+
   it('an owner whose epoch moved on (its claim lost, not yet noticed) writes nothing, and its renewals hold nothing', async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `fenced_${process.pid}`)
     const q = await PgQueue.open(url, FAKE_TIME)
