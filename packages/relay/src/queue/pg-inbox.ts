@@ -140,11 +140,6 @@ export class PgLaneOwners {
     this.pinger = setInterval(() => void this.ping(), OWNER_PING_MS).unref()
   }
 
-  /** Lanes this relay owns now. */
-  ownedLanes(): string[] {
-    return [...this.lanes.keys()]
-  }
-
   /** Events in flight from the inbox, per lane. */
   flyingPerLane(): Map<string, number> {
     const out = new Map<string, number>()
@@ -201,10 +196,13 @@ export class PgLaneOwners {
       void this.owner?.query('SELECT pg_advisory_unlock($1)', [this.host.ownerKey(st.lane)]).catch(() => undefined)
   }
 
-  /** Keeps the owner's connection talking while it owns lanes, and lets go of lanes idle for long. */
+  /**
+   * Keeps the claims' connection talking (also while it owns nothing: a relay waiting for a lane tries it once a
+   * second on this connection), and lets go of lanes idle for long.
+   */
   private async ping(): Promise<void> {
     const c = this.owner
-    if (!c || this.lanes.size === 0) return
+    if (!c) return
     try {
       await c.query('SELECT 1')
       this.answeredAt = Date.now()
