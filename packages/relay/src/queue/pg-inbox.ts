@@ -175,6 +175,19 @@ export class PgLaneOwners {
     return this.connecting
   }
 
+  /** The last query sent on the claims' connection: its queries go one after another (pg queues, but not for long). */
+  private claimsQueue: Promise<unknown> = Promise.resolve()
+
+  /** A query on the claims' connection `c`, after the ones sent before it. */
+  private onClaims(c: pg.Client, text: string, values: unknown[] = []): Promise<pg.QueryResult> {
+    const run = this.claimsQueue.then(
+      () => c.query(text, values),
+      () => c.query(text, values)
+    )
+    this.claimsQueue = run.catch(() => undefined)
+    return run
+  }
+
   /** The owner's connection is gone (and with it every lane's lock): what is in flight here is no longer ours. */
   private lost(c: pg.Client): void {
     if (this.owner !== c) return
@@ -192,8 +205,10 @@ export class PgLaneOwners {
     this.lanes.delete(st.lane)
     for (const set of st.users.values()) for (const f of set) this.flying.delete(f.job.id)
     st.users.clear()
-    if (unlock)
-      void this.owner?.query('SELECT pg_advisory_unlock($1)', [this.host.ownerKey(st.lane)]).catch(() => undefined)
+    if (unlock && this.owner)
+      void this.onClaims(this.owner, 'SELECT pg_advisory_unlock($1)', [this.host.ownerKey(st.lane)]).catch(
+        () => undefined
+      )
   }
 
   /**
@@ -204,7 +219,7 @@ export class PgLaneOwners {
     const c = this.owner
     if (!c) return
     try {
-      await c.query('SELECT 1')
+      await this.onClaims(c, 'SELECT 1')
       this.answeredAt = Date.now()
       const idleSince = Date.now() - OWNED_IDLE_MS
       for (const st of [...this.lanes.values()]) {
@@ -236,7 +251,7 @@ export class PgLaneOwners {
       return undefined
     }
     const key = this.host.ownerKey(lane)
-    const { rows } = await c.query('SELECT pg_try_advisory_lock($1) AS ok', [key])
+    const { rows } = await this.onClaims(c, 'SELECT pg_try_advisory_lock($1) AS ok', [key])
     this.answeredAt = Date.now()
     if (!(rows[0] as Row).ok) return undefined
     let epoch: number
@@ -253,7 +268,7 @@ export class PgLaneOwners {
         return Number((e[0] as Row).epoch)
       }, this.host.beginTakeover(lane))
     } catch (error) {
-      await c.query('SELECT pg_advisory_unlock($1)', [key]).catch(() => undefined)
+      await this.onClaims(c, 'SELECT pg_advisory_unlock($1)', [key]).catch(() => undefined)
       throw error
     }
     if (this.owner !== c) return undefined
