@@ -218,7 +218,16 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
     }
   })
 
-  const updateGauges = async () => setQueueGauges(metrics, await figures.get())
+  /** Why delivery waits for something outside the relays, as last logged (once when it starts, once when it ends). */
+  let heldBack: string | undefined
+  const updateGauges = async () => {
+    setQueueGauges(metrics, await figures.get())
+    const now = queue.deliveryHeldBack?.()
+    if (now === heldBack) return
+    if (now) logger.warn({ reason: now }, now)
+    else logger.info('delivery no longer waits for a transaction outside the relays')
+    heldBack = now
+  }
   const cleanUpDeadLetters = async () => {
     const now = clock.now()
     const { expired, overSize } = await queue.pruneDead(

@@ -82,3 +82,23 @@ describe('the shared rate limit failing', () => {
     expect(lines().filter((l) => String(l.msg).startsWith('the queue is failing'))).toEqual([])
   }, 60_000)
 })
+
+describe('delivery held back by something outside the relays', () => {
+  it('is said once when it starts (with the queue’s reason) and once when it ends', async () => {
+    fake = await FakeOneFlowApi.start()
+    const queue: Queue = new SqliteQueue(join(tempDir(), 'relay.db'))
+    // What a PostgreSQL queue reports while a write transaction left open elsewhere holds its inbox back.
+    let held: string | undefined = 'delivery of p waits for a write transaction left open on the PostgreSQL server'
+    queue.deliveryHeldBack = () => held
+    relay = await startRelay(fake, {}, { queue })
+    const said = (text: RegExp) => relay!.logs.records().filter((l) => text.test(String(l.msg)))
+    await until(() => said(/waits for a write transaction/).length > 0, 'the warning', 12_000)
+    // Two more readings of the figures (every 5 s) say nothing new.
+    await new Promise((resolve) => setTimeout(resolve, 10_500))
+    expect(said(/waits for a write transaction/)).toHaveLength(1)
+    expect(said(/waits for a write transaction/)[0]).toMatchObject({ level: 40 })
+    held = undefined
+    await until(() => said(/no longer waits/).length > 0, 'the all-clear', 12_000)
+    expect(said(/no longer waits/)).toHaveLength(1)
+  }, 40_000)
+})

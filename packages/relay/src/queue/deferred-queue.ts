@@ -27,7 +27,7 @@ export interface DeferredQueueOptions {
   readonly random?: () => number
 }
 
-type QueueMethod = Exclude<keyof Queue, 'sharedLimiter' | 'spaceProblem'>
+type QueueMethod = Exclude<keyof Queue, 'sharedLimiter' | 'spaceProblem' | 'deliveryHeldBack'>
 
 export class DeferredQueue implements Queue {
   private queue: Queue | undefined
@@ -90,6 +90,10 @@ export class DeferredQueue implements Queue {
   replayDead: Queue['replayDead'] = async (...a) => this.call('replayDead', ...a)
   purgeDead: Queue['purgeDead'] = async (...a) => this.call('purgeDead', ...a)
   checkWritable: Queue['checkWritable'] = async () => this.call('checkWritable')
+
+  deliveryHeldBack(): string | undefined {
+    return this.queue?.deliveryHeldBack?.()
+  }
 
   /** The real queue's shared limiter, made on first use once the queue is open (a local one if it has none). */
   sharedLimiter(

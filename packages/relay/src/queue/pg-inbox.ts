@@ -40,6 +40,8 @@ const INBOX_READ_ROWS = 16
  */
 const LANE_CHECK_MS = 1_000
 const CLAIM_FRESH_MS = 1_500
+/** How often an owner that reads no inbox row looks whether rows wait behind a transaction open elsewhere. */
+const HELD_BACK_CHECK_MS = 5_000
 /** How long a settle naming an inbox job finds the events-table row the event moved to (ms of real time). */
 const MOVED_KEPT_MS = 600_000
 
@@ -135,9 +137,17 @@ export class PgLaneOwners {
   private connecting: Promise<pg.Client> | undefined
   private readonly pinger: NodeJS.Timeout
   private closed = false
+  /** Per lane: why its unread inbox rows wait (a write transaction open elsewhere), and when that was last looked at. */
+  private readonly heldBack = new Map<string, { waiting: boolean; reason: string | undefined; at: number }>()
 
   constructor(private readonly host: OwnerHost) {
     this.pinger = setInterval(() => void this.ping(), OWNER_PING_MS).unref()
+  }
+
+  /** Why some lane's inbox rows wait behind a transaction outside the relays, or undefined. */
+  deliveryHeldBack(): string | undefined {
+    for (const [lane, { reason }] of this.heldBack) if (reason && this.lanes.has(lane)) return reason
+    return undefined
   }
 
   /** Events in flight from the inbox, per lane. */
@@ -410,7 +420,11 @@ export class PgLaneOwners {
              ORDER BY xid, id LIMIT ${INBOX_READ_ROWS}`,
       values: [st.lane, st.cursor.xid, st.cursor.id]
     })
-    if (rows.length === 0) return false
+    if (rows.length === 0) {
+      await this.lookWhyHeldBack(st)
+      return false
+    }
+    this.heldBack.delete(st.lane)
     let read = 0
     for (const r of rows as Row[]) {
       const id = Number(r.id)
@@ -431,6 +445,34 @@ export class PgLaneOwners {
       if (left > 0) st.rows.push({ id, lane: st.lane, events, next: 0, done, left })
     }
     return true
+  }
+
+  /**
+   * The read found no row: whether rows of the lane wait past the bound, behind a write transaction still open
+   * somewhere on the server (at most every HELD_BACK_CHECK_MS). Reported once two looks in a row found rows waiting
+   * (a relay's own transactions last milliseconds), naming the oldest open write transaction when this relay's role
+   * may see it.
+   */
+  private async lookWhyHeldBack(st: OwnedLane): Promise<void> {
+    const t = Date.now()
+    const last = this.heldBack.get(st.lane)
+    if (last && t - last.at < HELD_BACK_CHECK_MS) return
+    const { rows } = await this.host.pool.query(
+      `SELECT EXISTS (SELECT 1 FROM relay_inbox WHERE project_id = $1 AND (xid, id) > ($2::xid8, $3::bigint)
+                        AND xid >= pg_snapshot_xmin(pg_current_snapshot())) AS waiting,
+              (SELECT format('process %s in database %s (%s), open since %s', pid, datname,
+                             coalesce(nullif(application_name, ''), 'no application name'), xact_start)
+               FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+               ORDER BY age(backend_xid) DESC LIMIT 1) AS oldest`,
+      [st.lane, st.cursor.xid, st.cursor.id]
+    )
+    const r = rows[0] as Row
+    const waiting = Boolean(r.waiting)
+    const reason =
+      waiting && last?.waiting
+        ? `delivery of ${st.lane} waits for a write transaction left open on the PostgreSQL server (${r.oldest ? String(r.oldest) : 'one this database role cannot see'}): no relay reads events queued after it began until it ends. End it, or set idle_in_transaction_session_timeout for its application`
+        : undefined
+    this.heldBack.set(st.lane, { waiting, reason, at: t })
   }
 
   private async leaseFromInbox(

@@ -968,6 +968,10 @@ export class PgQueue implements Queue {
     return this.owners.lease(projectId, limit, leaseMs, now)
   }
 
+  deliveryHeldBack(): string | undefined {
+    return this.owners.deliveryHeldBack()
+  }
+
   /**
    * Runs the statement `sql(guard)` for `refs`: `$1` is the ids, `params` follow, and `guard` is a condition on the
    * rows the statement must add to its WHERE (and to any subquery choosing rows to act for). Bare ids are written at

@@ -372,6 +372,11 @@ export interface Queue {
   ): SendLimiter
   /** Why ingest must wait for room on the queue's disk (it filled up), or undefined; queues without a disk of their own omit it. */
   spaceProblem?(): string | undefined
+  /**
+   * Why delivery of some lane waits for something outside the relays, or undefined (PostgreSQL: a write transaction
+   * left open elsewhere on the server, past which no owner reads its inbox; docs/relay-queue.md).
+   */
+  deliveryHeldBack?(): string | undefined
   /** A real, small write: throws when the queue cannot take writes (readiness, and the probe of a failing queue). */
   checkWritable(): Promise<void>
   close(): Promise<void>

@@ -690,6 +690,34 @@ describe('PostgreSQL: lane owners', () => {
     }
   })
 
+  it('says when delivery waits for a write transaction left open in another database of the server, and when it ends', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `held_back_${process.pid}`)
+    const other = await createDatabase(inject('pgAdminUrl'), `held_back_other_${process.pid}`)
+    const q = await PgQueue.open(url, FAKE_TIME)
+    const { default: pg } = await import('pg')
+    const app = new pg.Client({ connectionString: other, application_name: 'an analytics job' })
+    await app.connect()
+    try {
+      await app.query('CREATE TABLE t (n int)')
+      await app.query('BEGIN')
+      await app.query('INSERT INTO t VALUES (1)')
+      await q.enqueue([event(1)])
+      expect(await q.lease('p1', 10, 60_000, T0 + 10)).toEqual([])
+      // One look is not enough (a relay's own transaction may be that one); two, 5 s apart, are.
+      expect(q.deliveryHeldBack()).toBeUndefined()
+      await new Promise((resolve) => setTimeout(resolve, 5_100))
+      expect(await q.lease('p1', 10, 60_000, T0 + 10)).toEqual([])
+      expect(q.deliveryHeldBack()).toMatch(/write transaction left open.*an analytics job/)
+      await app.query('COMMIT')
+      const jobs = await q.lease('p1', 10, 60_000, T0 + 20)
+      expect(jobs.map((j) => j.messageId)).toEqual(['m-1'])
+      expect(q.deliveryHeldBack()).toBeUndefined()
+    } finally {
+      await app.end()
+      await q.close()
+    }
+  })
+
   it('orders inbox rows by transaction id as a number (9 before 10), and skips none across reads', async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `inbox_xids_${process.pid}`)
     const q = await PgQueue.open(url, FAKE_TIME)
