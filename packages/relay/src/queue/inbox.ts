@@ -1,4 +1,4 @@
-import type { DeadLetterInfo, Job } from './queue'
+import type { DeadLetterInfo, Job, JobRef } from './queue'
 
 /**
  * The inbox both queues share: each request's accepted events of one lane as one row, in one text format, leased
@@ -129,4 +129,118 @@ export function countDone(done: Uint8Array): number {
   let n = 0
   for (let b of done) for (; b !== 0; b &= b - 1) n++
   return n
+}
+
+/**
+ * Splits the events a settle names into those of the events table (inbox jobs that moved there named by their id
+ * in it; `alias` maps that id back to the job's) and those flying from the inbox. A fenced ref applies only while
+ * its lease holds the event: flying with that token, or (moved) leased with it in the table.
+ */
+export function resolveRefs(
+  refs: readonly JobRef[],
+  flying: ReadonlyMap<number, Flying>,
+  moved: ReadonlyMap<number, { readonly id: number }>
+): { table: JobRef[]; mem: Flying[]; alias: Map<number, number> } {
+  const table: JobRef[] = []
+  const mem: Flying[] = []
+  const alias = new Map<number, number>()
+  const seen = new Set<number>()
+  for (const ref of refs) {
+    const id = typeof ref === 'number' ? ref : ref.id
+    if (id < INBOX_ID_BASE) {
+      table.push(ref)
+      continue
+    }
+    const lease = typeof ref === 'number' ? undefined : ref.lease
+    const f = flying.get(id)
+    if (f !== undefined) {
+      if ((lease === undefined || lease === f.job.lease) && !seen.has(id)) mem.push(f)
+      seen.add(id)
+      continue
+    }
+    const to = moved.get(id)
+    if (to === undefined) continue
+    alias.set(to.id, id)
+    table.push(typeof ref === 'number' || lease === undefined ? to.id : { ...ref, id: to.id })
+  }
+  return { table, mem, alias }
+}
+
+/**
+ * The rows' `done` bitmaps and counts of events left with `marks` set (to be saved by the caller; a row with none
+ * left is deleted), and how to apply them in memory once saved.
+ */
+export function nextMarks(marks: ReadonlyMap<InboxRow, readonly number[]>): {
+  after: Array<[InboxRow, Uint8Array, number]>
+  apply: () => void
+} {
+  const after: Array<[InboxRow, Uint8Array, number]> = []
+  for (const [row, indexes] of marks) {
+    const done = row.done.slice()
+    let left = row.left
+    for (const i of indexes) {
+      if (isDone(done, i)) continue
+      done[i >> 3] = (done[i >> 3] as number) | (1 << (i & 7))
+      left--
+    }
+    after.push([row, done, left])
+  }
+  return {
+    after,
+    apply: () => {
+      for (const [row, done, left] of after) {
+        row.done = done
+        row.left = left
+      }
+    }
+  }
+}
+
+/** What an events-table row holds beyond its event, as either queue writes it for an event leaving the inbox. */
+export interface EventRowFields {
+  readonly nextAttemptAt?: number
+  readonly attempts?: number
+  readonly firstAttemptAt?: number | null
+  readonly lastError?: string
+  readonly leaseToken?: number
+  readonly leaseUntil?: number
+  readonly dead?: DeadLetterInfo
+  readonly deadAt?: number
+}
+
+/**
+ * Where a lease puts each inbox event it looks at, in order (one rule for both queues): with its user's earlier
+ * events of this lease, or in the events table behind the user's rows there. A user already flying from an earlier
+ * lease is moved into the table whole (`convert`: its flying events as leased, this one as held), so that each user
+ * is in one place and the table's ids stay the user's order of arrival.
+ */
+export class InboxPlacement {
+  /** Users whose flying events move into the events table with this lease. */
+  readonly convert = new Set<string>()
+  private readonly leased = new Set<string>()
+  private readonly parked = new Set<string>()
+
+  constructor(
+    /** The user has events flying from an earlier lease. */
+    private readonly flying: (user: string) => boolean,
+    /** The user has rows waiting or in flight in the events table. */
+    private readonly inTable: (user: string) => boolean
+  ) {}
+
+  /** Whether this lease takes the user's next inbox event (else it is parked in the table). */
+  leases(user: string): boolean {
+    if (this.leased.has(user)) return true
+    if (this.parked.has(user)) return false
+    if (this.flying(user)) {
+      this.convert.add(user)
+      this.parked.add(user)
+      return false
+    }
+    if (this.inTable(user)) {
+      this.parked.add(user)
+      return false
+    }
+    this.leased.add(user)
+    return true
+  }
 }

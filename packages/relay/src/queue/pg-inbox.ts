@@ -1,6 +1,8 @@
 import pg from 'pg'
 import {
   countDone,
+  type EventRowFields,
+  InboxPlacement,
   type Flying,
   type FlyingOutcome,
   INBOX_ID_BASE,
@@ -10,6 +12,8 @@ import {
   isDone,
   leasedJob,
   markDone,
+  nextMarks,
+  resolveRefs,
   unpackInbox
 } from './inbox'
 import { InboxRowError, LEASE_ROUNDS, newLeaseToken, type Job, type JobRef } from './queue'
@@ -72,17 +76,9 @@ const LANE_LOST = Symbol('lane lost')
 type Row = Record<string, unknown>
 
 /** An event as relay_events stores it, for the rows an owner writes there (parked, retried, dead, moved). */
-export interface TableRow {
+export interface TableRow extends EventRowFields {
   readonly job: Job
   readonly state: 'pending' | 'held' | 'leased' | 'dead'
-  readonly nextAttemptAt?: number
-  readonly attempts?: number
-  readonly firstAttemptAt?: number | null
-  readonly lastError?: string
-  readonly leaseToken?: number
-  readonly leaseUntil?: number
-  readonly dead?: { reason: string; status?: number; response?: string }
-  readonly deadAt?: number
 }
 
 /** What the lane owners need of the queue around them. */
@@ -509,27 +505,16 @@ export class PgLaneOwners {
     }
     const take: Taken[] = []
     const hold: Taken[] = []
-    const convert = new Set<string>()
-    const leasedUsers = new Set<string>()
-    const tableUsers = new Set<string>()
+    const placement = new InboxPlacement(
+      (user) => st.users.has(user),
+      (user) => inTable.has(user)
+    )
+    const convert = placement.convert
     const nextOf = new Map<InboxRow, number>()
     for (const t of look) {
       if (take.length >= limit) break
       nextOf.set(t.row, t.index + 1)
-      const user = t.event[2]
-      let lease = true
-      if (leasedUsers.has(user)) lease = true
-      else if (tableUsers.has(user)) lease = false
-      else if (st.users.has(user)) {
-        convert.add(user)
-        tableUsers.add(user)
-        lease = false
-      } else if (inTable.has(user)) {
-        tableUsers.add(user)
-        lease = false
-      }
-      if (lease) leasedUsers.add(user)
-      ;(lease ? take : hold).push(t)
+      ;(placement.leases(t.event[2]) ? take : hold).push(t)
     }
     if (hold.length > 0 || convert.size > 0) {
       const gone: Flying[] = []
@@ -588,34 +573,9 @@ export class PgLaneOwners {
     if (mine?.size === 0) st.users.delete(f.job.userKey)
   }
 
-  /**
-   * Splits the events a settle names into those of relay_events (inbox jobs that moved there named by their id
-   * in it; `alias` maps it back) and those flying from the inbox (only while their lease holds them).
-   */
+  /** The events a settle names, split as resolveRefs says, by this relay's flying and moved events. */
   resolve(refs: readonly JobRef[]): { table: JobRef[]; mem: Flying[]; alias: Map<number, number> } {
-    const table: JobRef[] = []
-    const mem: Flying[] = []
-    const alias = new Map<number, number>()
-    const seen = new Set<number>()
-    for (const ref of refs) {
-      const id = typeof ref === 'number' ? ref : ref.id
-      if (id < INBOX_ID_BASE) {
-        table.push(ref)
-        continue
-      }
-      const lease = typeof ref === 'number' ? undefined : ref.lease
-      const f = this.flying.get(id)
-      if (f !== undefined) {
-        if ((lease === undefined || lease === f.job.lease) && !seen.has(id)) mem.push(f)
-        seen.add(id)
-        continue
-      }
-      const to = this.moved.get(id)
-      if (to === undefined) continue
-      alias.set(to.id, id)
-      table.push(typeof ref === 'number' || lease === undefined ? to.id : { ...ref, id: to.id })
-    }
-    return { table, mem, alias }
+    return resolveRefs(refs, this.flying, this.moved)
   }
 
   /**
@@ -794,31 +754,4 @@ async function writeMarks(c: pg.PoolClient, marks: ReadonlyMap<InboxRow, readonl
       [after.map(([row]) => row.id), after.map(([, done]) => Buffer.from(done)), after.map(([, , left]) => left)]
     )
   return apply
-}
-
-/** The rows' `done` bitmaps and counts with `marks` set, and how to apply them in memory once written. */
-function nextMarks(marks: ReadonlyMap<InboxRow, readonly number[]>): {
-  after: Array<[InboxRow, Uint8Array, number]>
-  apply: () => void
-} {
-  const after: Array<[InboxRow, Uint8Array, number]> = []
-  for (const [row, indexes] of marks) {
-    const done = row.done.slice()
-    let left = row.left
-    for (const i of indexes) {
-      if (isDone(done, i)) continue
-      done[i >> 3] = (done[i >> 3] as number) | (1 << (i & 7))
-      left--
-    }
-    after.push([row, done, left])
-  }
-  return {
-    after,
-    apply: () => {
-      for (const [row, done, left] of after) {
-        row.done = done
-        row.left = left
-      }
-    }
-  }
 }

@@ -102,6 +102,18 @@ const RECOUNT = `
   FROM relay_events GROUP BY 1, 2, 3;
   ${countInbox('SELECT project_id, left_events AS n FROM relay_inbox').replace('pg_backend_pid()', '0')}`
 
+/** Statement-level triggers `<name>_insert/_update/_delete` on `table`, each calling `fn` with its transition tables. */
+const countingTriggers = (name: string, table: string, fn: string) => `
+    DROP TRIGGER IF EXISTS ${name}_insert ON ${table};
+    DROP TRIGGER IF EXISTS ${name}_update ON ${table};
+    DROP TRIGGER IF EXISTS ${name}_delete ON ${table};
+    CREATE TRIGGER ${name}_insert AFTER INSERT ON ${table} REFERENCING NEW TABLE AS new_rows
+      FOR EACH STATEMENT EXECUTE FUNCTION ${fn}();
+    CREATE TRIGGER ${name}_update AFTER UPDATE ON ${table} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+      FOR EACH STATEMENT EXECUTE FUNCTION ${fn}();
+    CREATE TRIGGER ${name}_delete AFTER DELETE ON ${table} REFERENCING OLD TABLE AS old_rows
+      FOR EACH STATEMENT EXECUTE FUNCTION ${fn}();`
+
 const MIGRATIONS: Record<number, string> = {
   1: `
     CREATE TABLE IF NOT EXISTS relay_events (
@@ -162,15 +174,7 @@ const MIGRATIONS: Record<number, string> = {
       RETURN NULL;
     END
     $count$;
-    DROP TRIGGER IF EXISTS relay_count_insert ON relay_events;
-    DROP TRIGGER IF EXISTS relay_count_update ON relay_events;
-    DROP TRIGGER IF EXISTS relay_count_delete ON relay_events;
-    CREATE TRIGGER relay_count_insert AFTER INSERT ON relay_events REFERENCING NEW TABLE AS new_rows
-      FOR EACH STATEMENT EXECUTE FUNCTION relay_count_events();
-    CREATE TRIGGER relay_count_update AFTER UPDATE ON relay_events REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-      FOR EACH STATEMENT EXECUTE FUNCTION relay_count_events();
-    CREATE TRIGGER relay_count_delete AFTER DELETE ON relay_events REFERENCING OLD TABLE AS old_rows
-      FOR EACH STATEMENT EXECUTE FUNCTION relay_count_events();
+    ${countingTriggers('relay_count', 'relay_events', 'relay_count_events')}
     CREATE OR REPLACE FUNCTION relay_count_truncate() RETURNS trigger LANGUAGE plpgsql AS $truncate$
     BEGIN
       DELETE FROM relay_counts;
@@ -294,15 +298,7 @@ const MIGRATIONS: Record<number, string> = {
       RETURN NULL;
     END
     $count$;
-    DROP TRIGGER IF EXISTS relay_inbox_count_insert ON relay_inbox;
-    DROP TRIGGER IF EXISTS relay_inbox_count_update ON relay_inbox;
-    DROP TRIGGER IF EXISTS relay_inbox_count_delete ON relay_inbox;
-    CREATE TRIGGER relay_inbox_count_insert AFTER INSERT ON relay_inbox REFERENCING NEW TABLE AS new_rows
-      FOR EACH STATEMENT EXECUTE FUNCTION relay_count_inbox();
-    CREATE TRIGGER relay_inbox_count_update AFTER UPDATE ON relay_inbox REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-      FOR EACH STATEMENT EXECUTE FUNCTION relay_count_inbox();
-    CREATE TRIGGER relay_inbox_count_delete AFTER DELETE ON relay_inbox REFERENCING OLD TABLE AS old_rows
-      FOR EACH STATEMENT EXECUTE FUNCTION relay_count_inbox();
+    ${countingTriggers('relay_inbox_count', 'relay_inbox', 'relay_count_inbox')}
     CREATE OR REPLACE FUNCTION relay_count_truncate() RETURNS trigger LANGUAGE plpgsql AS $truncate$
     BEGIN
       ${RECOUNT};

@@ -28,6 +28,8 @@ import {
 import { DiskReserve } from './disk-reserve'
 import {
   countDone,
+  type EventRowFields,
+  InboxPlacement,
   type Flying,
   type FlyingOutcome,
   INBOX_ID_BASE,
@@ -39,7 +41,9 @@ import {
   type LaneInbox,
   leasedJob,
   markDone,
+  nextMarks,
   packInbox,
+  resolveRefs,
   unpackInbox
 } from './inbox'
 import { OneFlowError } from '@oneflow-seg/core'
@@ -649,9 +653,11 @@ export class SqliteQueue implements Queue {
     type Taken = { readonly row: InboxRow; readonly index: number; readonly event: InboxEvent }
     const take: Taken[] = []
     const hold: Taken[] = []
-    const convert = new Set<string>()
-    const leasedUsers = new Set<string>()
-    const tableUsers = new Set<string>()
+    const placement = new InboxPlacement(
+      (user) => flyingUsers?.has(user) === true,
+      (user) => tableHasRows && this.userHasOpenRows(lane, user)
+    )
+    const convert = placement.convert
     const nextOf = new Map<InboxRow, number>()
     // At most this many events looked at (a parked backlog of one user is moved, never walked whole at once).
     const maxLook = limit * LEASE_ROUNDS
@@ -679,20 +685,7 @@ export class SqliteQueue implements Queue {
       nextOf.set(row, at + 1)
       if (isDone(row.done, at)) continue
       const event = events[at] as InboxEvent
-      const user = event[2]
-      let lease = true
-      if (leasedUsers.has(user)) lease = true
-      else if (tableUsers.has(user)) lease = false
-      else if (flyingUsers?.has(user)) {
-        convert.add(user)
-        tableUsers.add(user)
-        lease = false
-      } else if (tableHasRows && this.userHasOpenRows(lane, user)) {
-        tableUsers.add(user)
-        lease = false
-      }
-      if (lease) leasedUsers.add(user)
-      ;(lease ? take : hold).push({ row, index: at, event })
+      ;(placement.leases(event[2]) ? take : hold).push({ row, index: at, event })
     }
     let applyMoves = () => {}
     if (hold.length > 0 || convert.size > 0) {
@@ -763,16 +756,7 @@ export class SqliteQueue implements Queue {
   private insertRow(
     e: Pick<Job, 'messageId' | 'sourceName' | 'projectId' | 'userKey' | 'body' | 'receivedAt'>,
     state: 'pending' | 'held' | 'leased' | 'dead',
-    more: {
-      readonly nextAttemptAt?: number
-      readonly attempts?: number
-      readonly firstAttemptAt?: number | null
-      readonly lastError?: string
-      readonly leaseToken?: number
-      readonly leaseUntil?: number
-      readonly dead?: DeadLetterInfo
-      readonly deadAt?: number
-    } = {}
+    more: EventRowFields = {}
   ): number {
     return Number(
       this.statement(
@@ -807,56 +791,17 @@ export class SqliteQueue implements Queue {
    * deleted. Returns what to change in memory once the transaction commits.
    */
   private writeMarks(marks: ReadonlyMap<InboxRow, readonly number[]>): () => void {
-    const after: Array<[InboxRow, Uint8Array, number]> = []
-    for (const [row, indexes] of marks) {
-      const done = row.done.slice()
-      let left = row.left
-      for (const i of indexes) {
-        if (isDone(done, i)) continue
-        done[i >> 3] = (done[i >> 3] as number) | (1 << (i & 7))
-        left--
-      }
+    const { after, apply } = nextMarks(marks)
+    for (const [row, done, left] of after) {
       if (left <= 0) this.statement('DELETE FROM inbox WHERE id = ?').run(row.id)
       else this.statement('UPDATE inbox SET done = ? WHERE id = ?').run(Buffer.from(done), row.id)
-      after.push([row, done, left])
     }
-    return () => {
-      for (const [row, done, left] of after) {
-        row.done = done
-        row.left = left
-      }
-    }
+    return apply
   }
 
-  /**
-   * Splits the events a settle names into those of the events table (inbox jobs that moved there named by their
-   * id in it; `alias` maps that id back to the job's) and those flying from the inbox. A fenced ref applies only
-   * while its lease holds the event: flying with that token, or (moved) leased with it in the table.
-   */
+  /** The events a settle names, split as resolveRefs says, by this process's flying and moved events. */
   private resolve(refs: readonly JobRef[]): { table: JobRef[]; mem: Flying[]; alias: Map<number, number> } {
-    const table: JobRef[] = []
-    const mem: Flying[] = []
-    const alias = new Map<number, number>()
-    const seen = new Set<number>()
-    for (const ref of refs) {
-      const id = typeof ref === 'number' ? ref : ref.id
-      if (id < INBOX_ID_BASE) {
-        table.push(ref)
-        continue
-      }
-      const lease = typeof ref === 'number' ? undefined : ref.lease
-      const f = this.flying.get(id)
-      if (f !== undefined) {
-        if ((lease === undefined || lease === f.job.lease) && !seen.has(id)) mem.push(f)
-        seen.add(id)
-        continue
-      }
-      const to = this.moved.get(id)
-      if (to === undefined) continue
-      alias.set(to.id, id)
-      table.push(typeof ref === 'number' || lease === undefined ? to.id : { ...ref, id: to.id })
-    }
-    return { table, mem, alias }
+    return resolveRefs(refs, this.flying, this.moved)
   }
 
   /**
