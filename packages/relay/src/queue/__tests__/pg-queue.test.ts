@@ -41,6 +41,49 @@ async function sql(url: string, text: string): Promise<Array<Record<string, unkn
   }
 }
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** A queue on a database of its own and another session on it (another relay, an operator), closed after `test`. */
+async function withOtherSession(
+  name: string,
+  test: (q: PgQueue, other: pg.Client, url: string) => Promise<void>
+): Promise<void> {
+  const url = await createDatabase(inject('pgAdminUrl'), `${name}_${process.pid}`)
+  const q = await PgQueue.open(url, FAKE_TIME)
+  const { default: postgres } = await import('pg')
+  const other = new postgres.Client(url)
+  await other.connect()
+  try {
+    await test(q, other, url)
+  } finally {
+    await other.end()
+    await q.close()
+  }
+}
+
+/**
+ * Waits until a session on `url` is seen waiting for a lock (true), or `finished()` says the call under test
+ * ended first (false): whether that call had to wait, without guessing how long it takes.
+ */
+async function waitsForLock(url: string, finished: () => boolean): Promise<boolean> {
+  for (;;) {
+    if (finished()) return false
+    const waiting = await sql(
+      url,
+      "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    if (waiting.length > 0) return true
+    await sleep(20)
+  }
+}
+/** Ends the session holding `lane`'s owner claim (what a crash, or PostgreSQL's idle_session_timeout, does). */
+async function endClaim(url: string, lane: string): Promise<void> {
+  await sql(
+    url,
+    `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = ${lockKey(`leasing:${lane}`) >>> 0}`
+  )
+}
+
 describeQueue('PostgreSQL', {
   open: async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `conformance_${process.pid}_${n++}`)
@@ -424,40 +467,6 @@ describe('PostgreSQL: migrating under load', () => {
 })
 
 describe('PostgreSQL: the lane locks', () => {
-  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-  /**
-   * Waits until a session on `url` is seen waiting for a lock (true), or `finished()` says the call under test
-   * ended first (false): whether that call had to wait, without guessing how long it takes.
-   */
-  async function waitsForLock(url: string, finished: () => boolean): Promise<boolean> {
-    for (;;) {
-      if (finished()) return false
-      const waiting = await sql(
-        url,
-        "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-      )
-      if (waiting.length > 0) return true
-      await sleep(20)
-    }
-  }
-  /** A queue on a database of its own and another session on it (another relay, an operator), closed after `test`. */
-  async function withOtherSession(
-    name: string,
-    test: (q: PgQueue, other: pg.Client, url: string) => Promise<void>
-  ): Promise<void> {
-    const url = await createDatabase(inject('pgAdminUrl'), `${name}_${process.pid}`)
-    const q = await PgQueue.open(url, FAKE_TIME)
-    const { default: postgres } = await import('pg')
-    const other = new postgres.Client(url)
-    await other.connect()
-    try {
-      await test(q, other, url)
-    } finally {
-      await other.end()
-      await q.close()
-    }
-  }
-
   it('a lane has one owner: another relay, of this version or an older one, cannot lease it; an older relay settling runs alone', () =>
     withOtherSession('locks', async (q, other, url) => {
       await q.enqueue([event(1), event(2), event(3)])
@@ -654,13 +663,8 @@ describe('PostgreSQL: lane owners', () => {
     numRuns: 60
   })
 
-  it('reads the inbox in commit order: a row committed late is delivered, before rows of requests that overlapped it', async () => {
-    const url = await createDatabase(inject('pgAdminUrl'), `inbox_order_${process.pid}`)
-    const q = await PgQueue.open(url, FAKE_TIME)
-    const { default: pg } = await import('pg')
-    const slow = new pg.Client(url)
-    await slow.connect()
-    try {
+  it('reads the inbox in commit order: a row committed late is delivered, before rows of requests that overlapped it', () =>
+    withOtherSession('inbox_order', async (q, slow) => {
       await q.enqueue([event(1, { userKey: 'u' })])
       // Another relay's ingest commit takes its row id, then is slow to commit.
       await slow.query('BEGIN')
@@ -684,11 +688,7 @@ describe('PostgreSQL: lane owners', () => {
       }
       expect(rest).toEqual(['m-late', 'm-3'])
       expect(await q.stats(T0 + 30)).toMatchObject({ pending: 0, leased: 0 })
-    } finally {
-      await slow.end()
-      await q.close()
-    }
-  })
+    }))
 
   it('says when delivery waits for a write transaction left open in another database of the server, and when it ends', async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `held_back_${process.pid}`)
@@ -786,10 +786,7 @@ describe('PostgreSQL: lane owners', () => {
       // b cannot lease the lane while a owns it.
       expect(await b.lease('p1', 10, 60_000, T0 + 10)).toEqual([])
       // a loses its claim (its session ended: a crash, or frozen past idle_session_timeout); b takes the lane.
-      await sql(
-        url,
-        `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = ${lockKey('leasing:p1') >>> 0}`
-      )
+      await endClaim(url, 'p1')
       let taken: Awaited<ReturnType<PgQueue['lease']>> = []
       for (let i = 0; i < 40 && taken.length === 0; i++) {
         await new Promise((resolve) => setTimeout(resolve, 100))
@@ -812,45 +809,38 @@ describe('PostgreSQL: lane owners', () => {
     }
   })
 
-  it('a lease under way when the claim ends hands out nothing, and leaves nothing in flight', async () => {
-    const url = await createDatabase(inject('pgAdminUrl'), `lost_mid_lease_${process.pid}`)
-    const a = await PgQueue.open(url, FAKE_TIME)
-    const { default: pg } = await import('pg')
-    const locker = new pg.Client(url)
-    await locker.connect()
-    let b: PgQueue | undefined
-    try {
-      await a.enqueue([event(0, { userKey: 'x' }), event(1, { userKey: 'y' }), event(2, { userKey: 'z' })])
-      await a.complete(await a.lease('p1', 1, 30_000, T0 + 10))
-      // Past the time a lease trusts what it knows: the next one asks the database, and waits here.
-      await new Promise((resolve) => setTimeout(resolve, 1_100))
-      await locker.query('BEGIN; LOCK TABLE relay_lanes IN ACCESS EXCLUSIVE MODE')
-      const pending = a.lease('p1', 1, 30_000, T0 + 20)
-      await new Promise((resolve) => setTimeout(resolve, 200))
-      // Meanwhile its claim ends (the connection holding it is gone).
-      await sql(
-        url,
-        `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = ${lockKey('leasing:p1') >>> 0}`
-      )
-      await new Promise((resolve) => setTimeout(resolve, 300))
-      await locker.query('COMMIT')
-      expect(await pending).toEqual([])
-      b = await PgQueue.open(url, FAKE_TIME)
-      let rest: string[] = []
-      for (let i = 0; i < 40 && rest.length === 0; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 100))
-        const jobs = await b.lease('p1', 10, 30_000, T0 + 30)
-        rest = jobs.map((j) => j.messageId)
-        await b.complete(jobs)
+  it('a lease under way when the claim ends hands out nothing, and leaves nothing in flight', () =>
+    withOtherSession('lost_mid_lease', async (a, locker, url) => {
+      let b: PgQueue | undefined
+      try {
+        await a.enqueue([event(0, { userKey: 'x' }), event(1, { userKey: 'y' }), event(2, { userKey: 'z' })])
+        await a.complete(await a.lease('p1', 1, 30_000, T0 + 10))
+        // Past the time a lease trusts what it knows: the next one asks the database, and waits here.
+        await new Promise((resolve) => setTimeout(resolve, 1_100))
+        await locker.query('BEGIN; LOCK TABLE relay_lanes IN ACCESS EXCLUSIVE MODE')
+        let settled = false
+        const pending = a.lease('p1', 1, 30_000, T0 + 20).finally(() => (settled = true))
+        expect(await waitsForLock(url, () => settled)).toBe(true)
+        // Meanwhile its claim ends (the connection holding it is gone), and the relay hears of it.
+        await endClaim(url, 'p1')
+        await new Promise((resolve) => setTimeout(resolve, 1_000))
+        await locker.query('COMMIT')
+        expect(await pending).toEqual([])
+        b = await PgQueue.open(url, FAKE_TIME)
+        let rest: string[] = []
+        for (let i = 0; i < 40 && rest.length === 0; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 100))
+          const jobs = await b.lease('p1', 10, 30_000, T0 + 30)
+          rest = jobs.map((j) => j.messageId)
+          await b.complete(jobs)
+        }
+        expect(rest).toEqual(['m-1', 'm-2'])
+        await a.recoverLeases(T0 + 10_000_000)
+        expect(await a.stats(T0 + 40)).toMatchObject({ pending: 0, leased: 0 })
+      } finally {
+        await b?.close()
       }
-      expect(rest).toEqual(['m-1', 'm-2'])
-      await a.recoverLeases(T0 + 10_000_000)
-      expect(await a.stats(T0 + 40)).toMatchObject({ pending: 0, leased: 0 })
-    } finally {
-      await locker.end()
-      await Promise.all([a.close(), b?.close()])
-    }
-  })
+    }))
 
   it('an owner whose epoch moved on (its claim lost, not yet noticed) writes nothing, and its renewals hold nothing', async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `fenced_${process.pid}`)
