@@ -98,11 +98,16 @@ it('shows both directions side by side: the 1Flow project and the Segment lane o
       undefined,
       { timeout: 15_000 }
     )
-    await page.waitForFunction(
-      () => document.querySelector('#lanes tr[data-lane="web"] td:nth-child(4)')?.textContent === '4',
-      undefined,
-      { timeout: 15_000 }
-    )
+    // Delivered counts and the queue's figures are read at different moments: wait for both to show the end state.
+    for (const lane of ['web', 'segment:web'])
+      await page.waitForFunction(
+        (l) => {
+          const cells = document.querySelectorAll(`#lanes tr[data-lane="${l}"] td`)
+          return cells[2]?.textContent === '0' && cells[3]?.textContent === (l === 'web' ? '4' : '1')
+        },
+        lane,
+        { timeout: 15_000 }
+      )
     expect(await row('web')).toEqual(['web', '1Flow', '0', '4', expect.any(String), '400', 'sending'])
     expect(await row('segment:web')).toEqual(['segment:web', 'Segment', '0', '1', expect.any(String), '50', 'sending'])
   } finally {
