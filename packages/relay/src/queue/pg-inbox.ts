@@ -114,8 +114,8 @@ export interface OwnerHost {
   ): Promise<Job[]>
   /** Writes events into relay_events (inside the caller's transaction); their ids there, in order. */
   insertRows(c: pg.PoolClient, rows: readonly TableRow[]): Promise<number[]>
-  /** Takes back every lease of the lane in relay_events, and frees held users with nothing in flight. */
-  takeBackLane(c: pg.PoolClient, lane: string, now: number): Promise<void>
+  /** Takes back every lease of the lane in relay_events, and frees held users with nothing in flight; how many leased. */
+  takeBackLane(c: pg.PoolClient, lane: string, now: number): Promise<number>
 }
 
 /** The lane owners of one PgQueue. */
@@ -133,6 +133,8 @@ export class PgLaneOwners {
   private connecting: Promise<pg.Client> | undefined
   private readonly pinger: NodeJS.Timeout
   private closed = false
+  /** Leases of relay_events that takeovers took back, not yet counted by recover(). */
+  private takenBack = 0
   /** Per lane: why its unread inbox rows wait (a write transaction open elsewhere), and when that was last looked at. */
   private readonly heldBack = new Map<string, { waiting: boolean; reason: string | undefined; at: number }>()
 
@@ -261,6 +263,7 @@ export class PgLaneOwners {
     this.answeredAt = Date.now()
     if (!(rows[0] as Row).ok) return undefined
     let epoch: number
+    let takenBack = 0
     try {
       // The lane lock exclusively: a previous owner's writes in progress finish first, and any after see the new
       // epoch and write nothing. Its leases in relay_events are taken back (it can no longer settle them).
@@ -270,13 +273,14 @@ export class PgLaneOwners {
            ON CONFLICT (project_id) DO UPDATE SET epoch = l.epoch + 1 RETURNING epoch`,
           [lane]
         )
-        await this.host.takeBackLane(tx, lane, now)
+        takenBack = await this.host.takeBackLane(tx, lane, now)
         return Number((e[0] as Row).epoch)
       }, this.host.beginTakeover(lane))
     } catch (error) {
       await this.onClaims(c, 'SELECT pg_advisory_unlock($1)', [key]).catch(() => undefined)
       throw error
     }
+    this.takenBack += takenBack
     if (this.owner !== c) return undefined
     const st: OwnedLane = {
       lane,
@@ -301,6 +305,18 @@ export class PgLaneOwners {
   inLaneTurn<T>(lane: string, fn: () => Promise<T>): Promise<T> {
     const st = this.lanes.get(lane)
     return st ? this.inTurn(st, fn) : fn()
+  }
+
+  /**
+   * Runs `work` as an owner's write of `lane` (in the lane's turn, its epoch checked) when this relay owns the lane or
+   * takes it now (nobody held its claim: the takeover takes its leases back first). Undefined, with nothing done, when
+   * another relay owns it: what is in flight there is that relay's to take back, and a recovery here would only wait
+   * on its lane lock and hold up its writes (docs/relay-queue.md, "Recovery is the owner's").
+   */
+  async asOwner<T>(lane: string, now: number, work: (c: pg.PoolClient) => Promise<T>): Promise<T | undefined> {
+    const st = this.lanes.get(lane) ?? (await this.own(lane, now))
+    if (!st) return undefined
+    return this.inTurn(st, async () => (this.lanes.get(lane) === st ? this.write(st, work) : undefined))
   }
 
   /** Runs `fn` on the lane when no other operation of it runs. */
@@ -704,14 +720,19 @@ export class PgLaneOwners {
     return moved
   }
 
-  /** Flying leases that ended by `leasesEndBy` go back to relay_events as ready; returns how many. */
+  /**
+   * Flying leases that ended by `leasesEndBy` go back to relay_events as ready; returns how many, with the leases
+   * of relay_events that takeovers took back since the last call.
+   */
   async recover(leasesEndBy: number): Promise<number> {
+    const takenBack = this.takenBack
+    this.takenBack = 0
     const forgetBefore = Date.now() - MOVED_KEPT_MS
     for (const [id, { at }] of this.moved) if (at < forgetBefore) this.moved.delete(id)
     const expired = [...this.flying.values()].filter((f) => f.leaseUntil <= leasesEndBy)
     // Those moved meanwhile are leased rows of relay_events now, which the recovery that follows looks at.
     await this.settle(expired, { kind: 'pending' })
-    return expired.filter((f) => this.flying.get(f.job.id) !== f).length
+    return takenBack + expired.filter((f) => this.flying.get(f.job.id) !== f).length
   }
 
   async close(): Promise<void> {

@@ -696,11 +696,12 @@ export class PgQueue implements Queue {
       leaseFromTable: (c, lane, limit, leaseMs, now, flying) => leaseFromTable(c, lane, limit, leaseMs, now, flying),
       insertRows,
       takeBackLane: async (c, lane, now) => {
-        await c.query(
+        const { rowCount } = await c.query(
           "UPDATE relay_events SET state = 'pending', lease_until = NULL, lease_token = NULL WHERE project_id = $1 AND state = 'leased'",
           [lane]
         )
         await c.query(UNHOLD_STRANDED, [lane, now])
+        return rowCount ?? 0
       }
     })
     // SQLSTATE class 22 (data exception: a value PostgreSQL refuses), 23 (integrity), or a value the client
@@ -1080,43 +1081,32 @@ export class PgQueue implements Queue {
     // Events in flight from the inbox whose lease ended first: back to relay_events as ready (their users' other
     // flying events with them, as still leased, taken back below if their lease ended too).
     let recovered = await this.owners.recover(now)
-    // Lanes with an expired lease (relay_events_leased) or held events (relay_events_held); then, per lane under
-    // its lane lock (alone), one guarded statement takes back only rows still leased and expired, whoever looked before,
-    // and — in a transaction of its own, so that it can never hold back the recovery — held events whose user has
-    // nothing in flight any more are made ready.
+    // Lanes with an expired lease (relay_events_leased) or held events (relay_events_held). Each is recovered by its
+    // owner alone: this relay when it owns the lane or nobody does (it takes the lane, and the takeover takes every
+    // lease back), never a lane another relay owns (docs/relay-queue.md, "Recovery is the owner's"). Per lane, one
+    // guarded statement takes back only rows still leased and expired, and, in a write of its own so that it can
+    // never hold back the recovery, held events whose user has nothing in flight any more are made ready.
     const { rows: expiredLanes } = await this.pool.query(
       "SELECT DISTINCT project_id FROM relay_events WHERE state = 'leased' AND lease_until <= $1",
       [now]
     )
     const { rows: heldLanes } = await this.pool.query(LANES_WITH_HELD)
-    // Per lane in its owner's turn when this relay owns it (beside no lease of it: see PgLaneOwners.inLaneTurn).
     for (const { project_id: projectId } of expiredLanes as Array<{ project_id: string }>) {
-      recovered += await this.owners.inLaneTurn(projectId, () =>
-        this.tx(
-          async (c) => {
-            const { rows } = await c.query(
-              `WITH expired AS (
+      const n = await this.owners.asOwner(projectId, now, async (c) => {
+        const { rows } = await c.query(
+          `WITH expired AS (
              UPDATE relay_events SET state = 'pending', lease_until = NULL, lease_token = NULL
              WHERE project_id = $1 AND state = 'leased' AND lease_until <= $2 RETURNING id
            ) SELECT count(*)::int AS n FROM expired`,
-              [projectId, now]
-            )
-            return Number((rows[0] as Row).n)
-          },
-          beginHoldingLane(projectId, 'recover')
+          [projectId, now]
         )
-      )
+        return Number((rows[0] as Row).n)
+      })
+      recovered += n ?? 0
     }
     const lanes = new Set([...expiredLanes, ...heldLanes].map((r: Row) => String(r.project_id)))
     for (const projectId of lanes)
-      await this.owners.inLaneTurn(projectId, () =>
-        this.tx(
-          async (c) => {
-            await c.query(UNHOLD_STRANDED, [projectId, now])
-          },
-          beginHoldingLane(projectId, 'recover')
-        )
-      )
+      await this.owners.asOwner(projectId, now, (c) => c.query(UNHOLD_STRANDED, [projectId, now]))
     return recovered
   }
 

@@ -809,6 +809,46 @@ describe('PostgreSQL: lane owners', () => {
     }
   })
 
+  it('recovery is the owner’s: another relay takes nothing back and never waits on the lane’s lock; once the owner is gone, its recovery takes the lane over', () =>
+    withOtherSession('recovery_owner', async (a, locker, url) => {
+      const b = await PgQueue.open(url, FAKE_TIME)
+      try {
+        await a.enqueue([1, 2, 3, 4].map((i) => event(i, { userKey: `u-${i % 2}` })))
+        // Two events of a's leased from relay_events (released there, leased again), their lease ended by T0 + 1020.
+        await a.release(await a.lease('p1', 2, 60_000, T0 + 10), T0 + 10)
+        const leased = await a.lease('p1', 2, 1_000, T0 + 20)
+        expect(leased.map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
+        // Someone holds the lane's lock (a slow write of the owner, a frozen relay's transaction): b's recovery, long
+        // after the lease ended, neither waits for it (it would fail on the statement timeout) nor takes anything back.
+        await locker.query(`BEGIN; SELECT pg_advisory_xact_lock(${lockKey('lease:p1')})`)
+        expect(await b.recoverLeases(T0 + 10_000_000)).toBe(0)
+        await locker.query('COMMIT')
+        expect(await sql(url, "SELECT count(*)::int AS n FROM relay_events WHERE state = 'leased'")).toEqual([{ n: 2 }])
+        // a's claim ends: b's recovery takes the lane over (tried at most once a second), and b delivers all, in order.
+        await endClaim(url, 'p1')
+        let recovered = 0
+        for (let i = 0; i < 40 && recovered === 0; i++) {
+          await sleep(100)
+          recovered = await b.recoverLeases(T0 + 10_000_000)
+        }
+        // It says how many it took back (a restarted relay logs it), and none is leased any more.
+        expect(recovered).toBe(2)
+        expect(await sql(url, "SELECT count(*)::int AS n FROM relay_events WHERE state = 'leased'")).toEqual([{ n: 0 }])
+        const delivered: string[] = []
+        for (
+          let jobs = await b.lease('p1', 10, 60_000, T0 + 30);
+          jobs.length > 0;
+          jobs = await b.lease('p1', 10, 60_000, T0 + 30)
+        ) {
+          delivered.push(...jobs.map((j) => j.messageId))
+          await b.complete(jobs)
+        }
+        expect(delivered).toEqual(['m-1', 'm-2', 'm-3', 'm-4'])
+      } finally {
+        await b.close()
+      }
+    }))
+
   it('a lease under way when the claim ends hands out nothing, and leaves nothing in flight', () =>
     withOtherSession('lost_mid_lease', async (a, locker, url) => {
       let b: PgQueue | undefined
