@@ -267,7 +267,8 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
         await Promise.race([queue.opened, new Promise((r) => (timer = setTimeout(r, PG_TIMEOUT_MS)))])
         clearTimeout(timer)
       }
-      // One SQLite file has one relay: leases left by a crashed process are ours to take back at once.
+      // One SQLite file has one relay: leases left by a crashed process are ours to take back at once. (On
+      // PostgreSQL a relay takes a lane over when it first leases it, and a later recovery reports what that took back.)
       try {
         const recovered = await queue.recoverLeases(
           queue instanceof SqliteQueue ? Number.MAX_SAFE_INTEGER : clock.now()
@@ -301,9 +302,14 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
       every(PRUNE_EVERY_MS, 'forgetting old message ids', () =>
         queue.pruneDedup(clock.now() - config.limits.dedupWindowHours * 3_600_000)
       )
-      every(Math.min(RECOVER_EVERY_MS, deliverer.leaseMs / 2), 'taking back expired leases', () =>
-        queue.recoverLeases(clock.now())
-      )
+      every(Math.min(RECOVER_EVERY_MS, deliverer.leaseMs / 2), 'taking back expired leases', async () => {
+        const recovered = await queue.recoverLeases(clock.now())
+        if (recovered > 0)
+          logger.warn(
+            { recovered },
+            'took back events whose lease ended, or that a relay that stopped or froze had in flight; they will be delivered again'
+          )
+      })
       every(GAUGES_EVERY_MS, 'reading queue figures', updateGauges)
       every(DEAD_LETTER_CLEANUP_EVERY_MS, 'removing old dead letters', cleanUpDeadLetters)
       every(COMPACT_EVERY_MS, 'compacting the queue', () => queue.compact())

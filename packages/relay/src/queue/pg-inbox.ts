@@ -308,13 +308,13 @@ export class PgLaneOwners {
   }
 
   /**
-   * Runs `work` as an owner's write of `lane` (in the lane's turn, its epoch checked) when this relay owns the lane or
-   * takes it now (nobody held its claim: the takeover takes its leases back first). Undefined, with nothing done, when
-   * another relay owns it: what is in flight there is that relay's to take back, and a recovery here would only wait
-   * on its lane lock and hold up its writes (docs/relay-queue.md, "Recovery is the owner's").
+   * Runs `work` as an owner's write of `lane` (in the lane's turn, its epoch checked) when this relay owns the lane.
+   * Undefined, with nothing done, when it does not: a lane another relay owns is that relay's to recover (a recovery
+   * here would only wait on its lane lock and hold up its writes), and one nobody owns is recovered by the takeover
+   * of the next relay that leases it (docs/relay-queue.md, "Recovery is the owner's").
    */
-  async asOwner<T>(lane: string, now: number, work: (c: pg.PoolClient) => Promise<T>): Promise<T | undefined> {
-    const st = this.lanes.get(lane) ?? (await this.own(lane, now))
+  async asOwner<T>(lane: string, work: (c: pg.PoolClient) => Promise<T>): Promise<T | undefined> {
+    const st = this.lanes.get(lane)
     if (!st) return undefined
     return this.inTurn(st, async () => (this.lanes.get(lane) === st ? this.write(st, work) : undefined))
   }

@@ -1082,17 +1082,18 @@ export class PgQueue implements Queue {
     // flying events with them, as still leased, taken back below if their lease ended too).
     let recovered = await this.owners.recover(now)
     // Lanes with an expired lease (relay_events_leased) or held events (relay_events_held). Each is recovered by its
-    // owner alone: this relay when it owns the lane or nobody does (it takes the lane, and the takeover takes every
-    // lease back), never a lane another relay owns (docs/relay-queue.md, "Recovery is the owner's"). Per lane, one
-    // guarded statement takes back only rows still leased and expired, and, in a write of its own so that it can
-    // never hold back the recovery, held events whose user has nothing in flight any more are made ready.
+    // owner alone: this relay recovers the lanes it owns; another relay's are its own to recover, and a lane nobody
+    // owns has every lease taken back by the takeover of the next relay to lease it (docs/relay-queue.md, "Recovery
+    // is the owner's"). Per lane, one guarded statement takes back only rows still leased and expired, and, in a
+    // write of its own so that it can never hold back the recovery, held events whose user has nothing in flight any
+    // more are made ready.
     const { rows: expiredLanes } = await this.pool.query(
       "SELECT DISTINCT project_id FROM relay_events WHERE state = 'leased' AND lease_until <= $1",
       [now]
     )
     const { rows: heldLanes } = await this.pool.query(LANES_WITH_HELD)
     for (const { project_id: projectId } of expiredLanes as Array<{ project_id: string }>) {
-      const n = await this.owners.asOwner(projectId, now, async (c) => {
+      const n = await this.owners.asOwner(projectId, async (c) => {
         const { rows } = await c.query(
           `WITH expired AS (
              UPDATE relay_events SET state = 'pending', lease_until = NULL, lease_token = NULL
@@ -1106,7 +1107,7 @@ export class PgQueue implements Queue {
     }
     const lanes = new Set([...expiredLanes, ...heldLanes].map((r: Row) => String(r.project_id)))
     for (const projectId of lanes)
-      await this.owners.asOwner(projectId, now, (c) => c.query(UNHOLD_STRANDED, [projectId, now]))
+      await this.owners.asOwner(projectId, (c) => c.query(UNHOLD_STRANDED, [projectId, now]))
     return recovered
   }
 

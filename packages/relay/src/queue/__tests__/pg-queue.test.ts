@@ -809,9 +809,10 @@ describe('PostgreSQL: lane owners', () => {
     }
   })
 
-  it('recovery is the owner’s: another relay takes nothing back and never waits on the lane’s lock; once the owner is gone, its recovery takes the lane over', () =>
+  it('recovery is the owner’s: another relay takes nothing back and never waits on the lane’s lock; the takeover takes the leases back, and the next recovery says so', () =>
     withOtherSession('recovery_owner', async (a, locker, url) => {
       const b = await PgQueue.open(url, FAKE_TIME)
+      const leasedRows = () => sql(url, "SELECT count(*)::int AS n FROM relay_events WHERE state = 'leased'")
       try {
         await a.enqueue([1, 2, 3, 4].map((i) => event(i, { userKey: `u-${i % 2}` })))
         // Two events of a's leased from relay_events (released there, leased again), their lease ended by T0 + 1020.
@@ -823,27 +824,26 @@ describe('PostgreSQL: lane owners', () => {
         await locker.query(`BEGIN; SELECT pg_advisory_xact_lock(${lockKey('lease:p1')})`)
         expect(await b.recoverLeases(T0 + 10_000_000)).toBe(0)
         await locker.query('COMMIT')
-        expect(await sql(url, "SELECT count(*)::int AS n FROM relay_events WHERE state = 'leased'")).toEqual([{ n: 2 }])
-        // a's claim ends: b's recovery takes the lane over (tried at most once a second), and b delivers all, in order.
+        expect(await leasedRows()).toEqual([{ n: 2 }])
+        // a's claim ends (a crash): the lane is nobody's, and b's recovery still leaves it to the next owner.
         await endClaim(url, 'p1')
-        let recovered = 0
-        for (let i = 0; i < 40 && recovered === 0; i++) {
+        await sleep(200)
+        expect(await b.recoverLeases(T0 + 10_000_000)).toBe(0)
+        expect(await leasedRows()).toEqual([{ n: 2 }])
+        // b's lease takes the lane over (tried at most once a second), which takes a's leases back: b delivers all,
+        // in order, and its next recovery counts the two it took back (a relay logs that).
+        let first: Awaited<ReturnType<PgQueue['lease']>> = []
+        for (let i = 0; i < 40 && first.length === 0; i++) {
           await sleep(100)
-          recovered = await b.recoverLeases(T0 + 10_000_000)
+          first = await b.lease('p1', 2, 60_000, T0 + 30)
         }
-        // It says how many it took back (a restarted relay logs it), and none is leased any more.
-        expect(recovered).toBe(2)
-        expect(await sql(url, "SELECT count(*)::int AS n FROM relay_events WHERE state = 'leased'")).toEqual([{ n: 0 }])
-        const delivered: string[] = []
-        for (
-          let jobs = await b.lease('p1', 10, 60_000, T0 + 30);
-          jobs.length > 0;
-          jobs = await b.lease('p1', 10, 60_000, T0 + 30)
-        ) {
-          delivered.push(...jobs.map((j) => j.messageId))
-          await b.complete(jobs)
-        }
-        expect(delivered).toEqual(['m-1', 'm-2', 'm-3', 'm-4'])
+        expect(first.map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
+        expect(await b.recoverLeases(T0 + 40)).toBe(2)
+        await b.complete(first)
+        const rest = await b.lease('p1', 10, 60_000, T0 + 50)
+        expect(rest.map((j) => j.messageId)).toEqual(['m-3', 'm-4'])
+        await b.complete(rest)
+        expect(await b.stats(T0 + 60)).toMatchObject({ pending: 0, leased: 0 })
       } finally {
         await b.close()
       }
