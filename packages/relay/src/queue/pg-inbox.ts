@@ -49,6 +49,22 @@ const HELD_BACK_CHECK_MS = 5_000
 /** How long a settle naming an inbox job finds the events-table row the event moved to (ms of real time). */
 const MOVED_KEPT_MS = 600_000
 
+/**
+ * Ends the sessions of this database holding advisory lock ($1, $2) that are stuck writing a result to a client that
+ * does not read it (a frozen relay), with a statement older than $3 ms.
+ */
+const END_STUCK_HOLDERS = `
+  SELECT pg_terminate_backend(a.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+  WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::oid AND l.objid = $2::oid AND l.objsubid = 1
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND a.pid <> pg_backend_pid()
+    AND a.state = 'active' AND a.wait_event = 'ClientWrite' AND a.query_start < now() - make_interval(secs => $3::int / 1000.0)`
+
+/** pg_locks' (classid, objid) of the advisory lock taken with bigint `key`: its high and low 32 bits. */
+export function advisoryLockId(key: number): [number, number] {
+  const k = BigInt.asUintN(64, BigInt(key))
+  return [Number(k >> 32n), Number(k & 0xffffffffn)]
+}
+
 /** The lane lock (shared by an owner's writes and settles, exclusive for recovery and takeover). */
 export type LaneLockKey = (lane: string) => number
 
@@ -262,6 +278,13 @@ export class PgLaneOwners {
     const { rows } = await this.onClaims(c, 'SELECT pg_try_advisory_lock($1) AS ok', [key])
     this.answeredAt = Date.now()
     if (!(rows[0] as Row).ok) return undefined
+    // A previous owner frozen while PostgreSQL was sending it a large result (a lease's events) holds the lane lock
+    // for as long as it stays frozen: PostgreSQL cannot cancel a statement while it writes to the client, so neither
+    // the statement timeout nor the idle timeouts end it. Such a session (waiting to write, its statement older than
+    // any statement timeout of a relay lets it be) is ended first; without the right to, the takeover waits as before.
+    await this.host.pool
+      .query(END_STUCK_HOLDERS, [...advisoryLockId(this.host.laneLockKey(lane)), this.host.timeoutMs])
+      .catch(() => undefined)
     let epoch: number
     let takenBack = 0
     try {

@@ -14,6 +14,7 @@ import {
 } from '../pg-queue'
 import type { Queue } from '../queue'
 import { packInbox } from '../inbox'
+import { advisoryLockId } from '../pg-inbox'
 import { describeQueue, event, leaseProperty, T0 } from './queue-conformance'
 
 const urls = new WeakMap<Queue, string>()
@@ -848,6 +849,60 @@ describe('PostgreSQL: lane owners', () => {
         await b.close()
       }
     }))
+
+  it('names an advisory lock as pg_locks shows it, for negative keys too', () =>
+    withOtherSession('lock_ids', async (_q, other) => {
+      for (const key of [lockKey('lease:p1'), -5, -2_147_483_648, 2_147_483_647]) {
+        await other.query('SELECT pg_advisory_lock($1::bigint)', [key])
+        const { rows } = await other.query(
+          "SELECT classid::bigint AS c, objid::bigint AS o FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        )
+        expect(rows.map((r: Record<string, string>) => [Number(r.c), Number(r.o)])).toEqual([advisoryLockId(key)])
+        await other.query('SELECT pg_advisory_unlock_all()')
+      }
+    }))
+
+  it('a takeover ends a frozen owner’s session stuck sending it a large result while holding the lane’s lock (no timeout of PostgreSQL’s ends it)', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `stuck_writer_${process.pid}`)
+    const a = await PgQueue.open(url, FAKE_TIME)
+    // b's statement timeout (1 s) is what it takes a session past it to be: stuck.
+    const b = await PgQueue.open(url, { ...FAKE_TIME, timeoutMs: 1_000 })
+    const { default: postgres } = await import('pg')
+    // a's connection, frozen mid-lease: the lane lock held shared, a large result on its way, the client not reading.
+    const frozen = new postgres.Client({ connectionString: url, statement_timeout: 1_000 })
+    await frozen.connect()
+    frozen.on('error', () => undefined)
+    try {
+      await a.enqueue([event(1, { userKey: 'x' }), event(2, { userKey: 'y' })])
+      expect((await a.lease('p1', 1, 60_000, T0 + 10)).map((j) => j.messageId)).toEqual(['m-1'])
+      const stuck = frozen
+        .query(
+          `BEGIN; SELECT pg_advisory_xact_lock_shared(${lockKey('lease:p1')}); SELECT repeat('x', 1000) FROM generate_series(1, 50000)`
+        )
+        .then(
+          () => 'answered',
+          (error: Error) => error.message
+        )
+      ;(frozen as unknown as { connection: { stream: { pause(): void } } }).connection.stream.pause()
+      // a's claim ends (PostgreSQL's idle_session_timeout for a frozen relay); b leases, taking the lane over.
+      await endClaim(url, 'p1')
+      let taken: string[] = []
+      for (let i = 0; i < 30 && taken.length === 0; i++) {
+        await sleep(250)
+        taken = (await b.lease('p1', 10, 60_000, T0 + 20).catch(() => [])).map((j) => j.messageId)
+      }
+      expect(taken).toEqual(['m-1', 'm-2'])
+      // The stuck session was ended, not waited for: its statement never answered.
+      expect(
+        await sql(url, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'ClientWrite'")
+      ).toEqual([{ n: 0 }])
+      ;(frozen as unknown as { connection: { stream: { resume(): void } } }).connection.stream.resume()
+      expect(await stuck).not.toBe('answered')
+    } finally {
+      await frozen.end().catch(() => undefined)
+      await Promise.all([a.close(), b.close()])
+    }
+  })
 
   it('a lease under way when the claim ends hands out nothing, and leaves nothing in flight', () =>
     withOtherSession('lost_mid_lease', async (a, locker, url) => {
