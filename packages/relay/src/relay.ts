@@ -307,7 +307,7 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
         if (recovered > 0)
           logger.warn(
             { recovered },
-            'took back events whose lease ended, or that a relay that stopped or froze had in flight; they will be delivered again'
+            'took back leased events (their lease ended, or another relay had their project and lost it); they will be delivered again'
           )
       })
       every(GAUGES_EVERY_MS, 'reading queue figures', updateGauges)

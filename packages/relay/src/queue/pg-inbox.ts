@@ -342,6 +342,15 @@ export class PgLaneOwners {
     return this.inTurn(st, async () => (this.lanes.get(lane) === st ? this.write(st, work) : undefined))
   }
 
+  /** A lane's events are being worked on (renewed): it is in use, not to be let go as idle. */
+  touch(lanes: Iterable<string>): void {
+    const t = Date.now()
+    for (const lane of lanes) {
+      const st = this.lanes.get(lane)
+      if (st) st.usedAt = t
+    }
+  }
+
   /** Runs `fn` on the lane when no other operation of it runs. */
   private async inTurn<T>(st: OwnedLane, fn: () => Promise<T>): Promise<T> {
     const before = st.turn
@@ -743,19 +752,21 @@ export class PgLaneOwners {
     return moved
   }
 
-  /**
-   * Flying leases that ended by `leasesEndBy` go back to relay_events as ready; returns how many, with the leases
-   * of relay_events that takeovers took back since the last call.
-   */
-  async recover(leasesEndBy: number): Promise<number> {
-    const takenBack = this.takenBack
+  /** Leases of relay_events that takeovers took back since the last call (counted once). */
+  takeTakenBack(): number {
+    const n = this.takenBack
     this.takenBack = 0
+    return n
+  }
+
+  /** Flying leases that ended by `leasesEndBy` go back to relay_events as ready; returns how many. */
+  async recover(leasesEndBy: number): Promise<number> {
     const forgetBefore = Date.now() - MOVED_KEPT_MS
     for (const [id, { at }] of this.moved) if (at < forgetBefore) this.moved.delete(id)
     const expired = [...this.flying.values()].filter((f) => f.leaseUntil <= leasesEndBy)
     // Those moved meanwhile are leased rows of relay_events now, which the recovery that follows looks at.
     await this.settle(expired, { kind: 'pending' })
-    return takenBack + expired.filter((f) => this.flying.get(f.job.id) !== f).length
+    return expired.filter((f) => this.flying.get(f.job.id) !== f).length
   }
 
   async close(): Promise<void> {

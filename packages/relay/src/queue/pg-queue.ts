@@ -1009,6 +1009,9 @@ export class PgQueue implements Queue {
    * same rows and a renewal are ordered by the rows' locks, and the second finds the first's result.
    */
   async renew(refs: readonly JobRef[], leaseUntil: number): Promise<number[]> {
+    // Deliveries under way keep their lanes in use: a lane whose long deliveries fill its concurrency (no lease for a
+    // minute) must not be let go while its leases in relay_events are live (the next owner would take them back).
+    this.owners.touch(new Set(refs.flatMap((r) => (typeof r === 'number' ? [] : [r.projectId]))))
     const { table, mem, alias } = this.owners.resolve(refs)
     const flying = await this.owners.renew(mem, leaseUntil)
     for (const { jobId, ref } of flying.moved) alias.set(typeof ref === 'number' ? ref : ref.id, jobId)
@@ -1108,7 +1111,8 @@ export class PgQueue implements Queue {
     const lanes = new Set([...expiredLanes, ...heldLanes].map((r: Row) => String(r.project_id)))
     for (const projectId of lanes)
       await this.owners.asOwner(projectId, (c) => c.query(UNHOLD_STRANDED, [projectId, now]))
-    return recovered
+    // With the leases takeovers took back (counted here, once the recovery went through, so a failed one loses none).
+    return recovered + this.owners.takeTakenBack()
   }
 
   /**

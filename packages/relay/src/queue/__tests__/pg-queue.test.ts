@@ -812,7 +812,8 @@ describe('PostgreSQL: lane owners', () => {
 
   it('recovery is the owner’s: another relay takes nothing back and never waits on the lane’s lock; the takeover takes the leases back, and the next recovery says so', () =>
     withOtherSession('recovery_owner', async (a, locker, url) => {
-      const b = await PgQueue.open(url, FAKE_TIME)
+      // (b's statement timeout is short: one of its recoveries below is made to fail on it.)
+      const b = await PgQueue.open(url, { ...FAKE_TIME, timeoutMs: 1_000 })
       const leasedRows = () => sql(url, "SELECT count(*)::int AS n FROM relay_events WHERE state = 'leased'")
       try {
         await a.enqueue([1, 2, 3, 4].map((i) => event(i, { userKey: `u-${i % 2}` })))
@@ -839,6 +840,10 @@ describe('PostgreSQL: lane owners', () => {
           first = await b.lease('p1', 2, 60_000, T0 + 30)
         }
         expect(first.map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
+        // A recovery that fails (the table locked past b's statement timeout) loses none of that count.
+        await locker.query('BEGIN; LOCK TABLE relay_events IN ACCESS EXCLUSIVE MODE')
+        await expect(b.recoverLeases(T0 + 40)).rejects.toThrow(/timeout/)
+        await locker.query('COMMIT')
         expect(await b.recoverLeases(T0 + 40)).toBe(2)
         await b.complete(first)
         const rest = await b.lease('p1', 10, 60_000, T0 + 50)
