@@ -65,7 +65,7 @@ export function advisoryLockId(key: number): [number, number] {
   return [Number(k >> 32n), Number(k & 0xffffffffn)]
 }
 
-/** The lane lock (shared by an owner's writes and settles, exclusive for recovery and takeover). */
+/** The lane lock (shared by an owner's writes, settles and recovery, exclusive for a takeover). */
 export type LaneLockKey = (lane: string) => number
 
 /** A lane this relay owns: its epoch, the inbox rows read and not yet wholly taken, and who is in flight. */
@@ -149,7 +149,7 @@ export class PgLaneOwners {
   private connecting: Promise<pg.Client> | undefined
   private readonly pinger: NodeJS.Timeout
   private closed = false
-  /** Leases of relay_events that takeovers took back, not yet counted by recover(). */
+  /** Leases of relay_events that takeovers took back, not yet counted (takeTakenBack). */
   private takenBack = 0
   /** Per lane: why its unread inbox rows wait (a write transaction open elsewhere), and when that was last looked at. */
   private readonly heldBack = new Map<string, { waiting: boolean; reason: string | undefined; at: number }>()

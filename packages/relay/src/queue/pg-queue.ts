@@ -627,7 +627,7 @@ export function lockKey(name: string): number {
  *
  * - `lease`: one lease of the lane at a time (the leasing lock, exclusive), beside settles (the lane lock, shared);
  * - `settle`: the lane lock shared: settles run beside each other and beside leases;
- * - `recover`: the lane lock alone, so nothing else writes the lane's rows meanwhile.
+ * - `recover`: the lane lock alone, so nothing else writes the lane's rows meanwhile (a takeover).
  *
  * Relays of an older version take the lane lock exclusively for their leases and settles (which decided from two
  * readings, and relied on settles waiting): they run alone, as before.
