@@ -102,6 +102,8 @@ export interface OwnerHost {
   readonly pool: pg.Pool
   readonly url: string
   readonly timeoutMs: number
+  /** How long an owned lane may go unused before it is let go (OWNED_IDLE_MS unless given). */
+  readonly ownedIdleMs?: number
   /** Runs `work` in a transaction that begins with `begin`. */
   tx<T>(work: (c: pg.PoolClient) => Promise<T>, begin: string): Promise<T>
   /** BEGIN holding the lane lock shared (an owner's write). */
@@ -245,7 +247,7 @@ export class PgLaneOwners {
     try {
       await this.onClaims(c, 'SELECT 1')
       this.answeredAt = Date.now()
-      const idleSince = Date.now() - OWNED_IDLE_MS
+      const idleSince = Date.now() - (this.host.ownedIdleMs ?? OWNED_IDLE_MS)
       for (const st of [...this.lanes.values()]) {
         if (st.usedAt < idleSince && st.users.size === 0) this.forget(st)
       }

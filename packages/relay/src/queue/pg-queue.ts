@@ -664,11 +664,13 @@ export class PgQueue implements Queue {
     private readonly dedupWindowMs: number,
     private readonly clockAheadToleranceMs: number,
     url: string,
-    timeoutMs: number
+    timeoutMs: number,
+    ownedIdleMs: number | undefined
   ) {
     this.owners = new PgLaneOwners({
       pool,
       url,
+      ownedIdleMs,
       timeoutMs,
       tx: (work, begin) => inTransaction(pool, work, begin),
       beginOwnerWrite: (lane) => beginHoldingLane(lane, 'settle'),
@@ -730,6 +732,8 @@ export class PgQueue implements Queue {
        * that drive their own timeline far from today's pass Infinity.
        */
       clockAheadToleranceMs?: number
+      /** How long a lane this relay owns may go unused before it is let go (default 60 s; tests shorten it). */
+      ownedIdleMs?: number
     } = {}
   ): Promise<PgQueue> {
     const timeoutMs = options.timeoutMs ?? PG_TIMEOUT_MS
@@ -762,7 +766,8 @@ export class PgQueue implements Queue {
       options.dedupWindowMs ?? DEFAULT_DEDUP_WINDOW_MS,
       options.clockAheadToleranceMs ?? CLOCK_AHEAD_TOLERANCE_MS,
       url,
-      timeoutMs
+      timeoutMs,
+      options.ownedIdleMs
     )
     return queue
   }

@@ -909,6 +909,40 @@ describe('PostgreSQL: lane owners', () => {
     }
   })
 
+  it('a lane whose leases are being renewed is in use: not let go as idle, nor taken over, while they are live', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `renewed_in_use_${process.pid}`)
+    // a lets a lane go after 1 s without a lease (instead of a minute): its deliveries, renewed, keep it.
+    const a = await PgQueue.open(url, { ...FAKE_TIME, ownedIdleMs: 1_000 })
+    const b = await PgQueue.open(url, FAKE_TIME)
+    try {
+      await a.enqueue([event(1, { userKey: 'x' }), event(2, { userKey: 'x' })])
+      await a.release(await a.lease('p1', 1, 60_000, T0 + 10), T0 + 10)
+      // A lease from relay_events (a long delivery: no lease of the lane meanwhile, only renewals every 100 ms).
+      const leased = await a.lease('p1', 1, 60_000, T0 + 20)
+      expect(leased.map((j) => j.messageId)).toEqual(['m-1'])
+      let stop = false
+      const renewals: number[][] = []
+      const renewing = (async () => {
+        while (!stop) {
+          renewals.push(await a.renew(leased, T0 + 120_000))
+          await sleep(100)
+        }
+      })()
+      // Meanwhile b tries to lease the lane, for several times a's idle limit.
+      const tookByB: string[] = []
+      for (const until = Date.now() + 4_500; Date.now() < until; await sleep(200))
+        tookByB.push(...(await b.lease('p1', 10, 60_000, T0 + 30)).map((j) => j.messageId))
+      stop = true
+      await renewing
+      expect(tookByB).toEqual([])
+      expect(renewals.every((ids) => ids.length === 1 && ids[0] === leased[0]!.id)).toBe(true)
+      await a.complete(leased)
+      expect((await a.lease('p1', 10, 60_000, T0 + 40)).map((j) => j.messageId)).toEqual(['m-2'])
+    } finally {
+      await Promise.all([a.close(), b.close()])
+    }
+  })
+
   it('a lease under way when the claim ends hands out nothing, and leaves nothing in flight', () =>
     withOtherSession('lost_mid_lease', async (a, locker, url) => {
       let b: PgQueue | undefined
