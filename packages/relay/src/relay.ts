@@ -269,15 +269,16 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
       }
       // One SQLite file has one relay: leases left by a crashed process are ours to take back at once. (On
       // PostgreSQL a relay takes a lane over when it first leases it, and a later recovery reports what that took back.)
+      /** Takes back leases ended by `now`, saying how many (`what`) when there were any. */
+      const takeBack = async (now: number, what: string) => {
+        const recovered = await queue.recoverLeases(now)
+        if (recovered > 0) logger.warn({ recovered }, `${what}; they will be delivered again`)
+      }
       try {
-        const recovered = await queue.recoverLeases(
-          queue instanceof SqliteQueue ? Number.MAX_SAFE_INTEGER : clock.now()
+        await takeBack(
+          queue instanceof SqliteQueue ? Number.MAX_SAFE_INTEGER : clock.now(),
+          'took back events left in flight by a previous process'
         )
-        if (recovered > 0)
-          logger.warn(
-            { recovered },
-            'took back events left in flight by a previous process; they will be delivered again'
-          )
       } catch (error) {
         // A queue that cannot be reached yet: the periodic recovery below takes them back once it can.
         health.failed(error, 'taking back expired leases')
@@ -302,14 +303,12 @@ export async function createRelay(config: RelayConfig, options: RelayOptions = {
       every(PRUNE_EVERY_MS, 'forgetting old message ids', () =>
         queue.pruneDedup(clock.now() - config.limits.dedupWindowHours * 3_600_000)
       )
-      every(Math.min(RECOVER_EVERY_MS, deliverer.leaseMs / 2), 'taking back expired leases', async () => {
-        const recovered = await queue.recoverLeases(clock.now())
-        if (recovered > 0)
-          logger.warn(
-            { recovered },
-            'took back leased events (their lease ended, or another relay had their project and lost it); they will be delivered again'
-          )
-      })
+      every(Math.min(RECOVER_EVERY_MS, deliverer.leaseMs / 2), 'taking back expired leases', () =>
+        takeBack(
+          clock.now(),
+          'took back leased events (their lease ended, or another relay had their project and lost it)'
+        )
+      )
       every(GAUGES_EVERY_MS, 'reading queue figures', updateGauges)
       every(DEAD_LETTER_CLEANUP_EVERY_MS, 'removing old dead letters', cleanUpDeadLetters)
       every(COMPACT_EVERY_MS, 'compacting the queue', () => queue.compact())

@@ -627,19 +627,19 @@ export function lockKey(name: string): number {
  *
  * - `lease`: one lease of the lane at a time (the leasing lock, exclusive), beside settles (the lane lock, shared);
  * - `settle`: the lane lock shared: settles run beside each other and beside leases;
- * - `recover`: the lane lock alone, so nothing else writes the lane's rows meanwhile (a takeover).
+ * - `takeover`: the lane lock alone, so nothing else writes the lane's rows meanwhile.
  *
  * Relays of an older version take the lane lock exclusively for their leases and settles (which decided from two
  * readings, and relied on settles waiting): they run alone, as before.
  */
-const beginHoldingLane = (projectId: string, purpose: 'lease' | 'settle' | 'recover') => {
+const beginHoldingLane = (projectId: string, purpose: 'lease' | 'settle' | 'takeover') => {
   const lane = lockKey(`lease:${projectId}`)
   switch (purpose) {
     case 'lease':
       return `${BEGIN_INDEXED}; SELECT pg_advisory_xact_lock_shared(${lane}); SELECT pg_advisory_xact_lock(${lockKey(`leasing:${projectId}`)})`
     case 'settle':
       return `${BEGIN_INDEXED}; SELECT pg_advisory_xact_lock_shared(${lane})`
-    case 'recover':
+    case 'takeover':
       return `${BEGIN_INDEXED}; SELECT pg_advisory_xact_lock(${lane})`
   }
 }
@@ -674,7 +674,7 @@ export class PgQueue implements Queue {
       timeoutMs,
       tx: (work, begin) => inTransaction(pool, work, begin),
       beginOwnerWrite: (lane) => beginHoldingLane(lane, 'settle'),
-      beginTakeover: (lane) => beginHoldingLane(lane, 'recover'),
+      beginTakeover: (lane) => beginHoldingLane(lane, 'takeover'),
       // The key relays of older versions take for each lease: they cannot lease a lane a relay owns.
       ownerKey: (lane) => lockKey(`leasing:${lane}`),
       laneLockKey: (lane) => lockKey(`lease:${lane}`),

@@ -445,7 +445,7 @@ describe('PostgreSQL: migrating under load', () => {
       }
     })
     try {
-      await new Promise((resolve) => setTimeout(resolve, 300))
+      await sleep(300)
       // The lock is waited for (up to 2 s) and may be given up under a long transaction; a deadlock must never be.
       let migrated: PgQueue | undefined
       const errors: string[] = []
@@ -706,7 +706,7 @@ describe('PostgreSQL: lane owners', () => {
       expect(await q.lease('p1', 10, 60_000, T0 + 10)).toEqual([])
       // One look is not enough (a relay's own transaction may be that one); two, 5 s apart, are.
       expect(q.deliveryHeldBack()).toBeUndefined()
-      await new Promise((resolve) => setTimeout(resolve, 5_100))
+      await sleep(5_100)
       expect(await q.lease('p1', 10, 60_000, T0 + 10)).toEqual([])
       expect(q.deliveryHeldBack()).toMatch(/write transaction left open.*an analytics job/)
       await app.query('COMMIT')
@@ -790,7 +790,7 @@ describe('PostgreSQL: lane owners', () => {
       await endClaim(url, 'p1')
       let taken: Awaited<ReturnType<PgQueue['lease']>> = []
       for (let i = 0; i < 40 && taken.length === 0; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 100))
+        await sleep(100)
         taken = await b.lease('p1', 2, 60_000, T0 + 20)
       }
       expect(taken.map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
@@ -950,20 +950,20 @@ describe('PostgreSQL: lane owners', () => {
         await a.enqueue([event(0, { userKey: 'x' }), event(1, { userKey: 'y' }), event(2, { userKey: 'z' })])
         await a.complete(await a.lease('p1', 1, 30_000, T0 + 10))
         // Past the time a lease trusts what it knows: the next one asks the database, and waits here.
-        await new Promise((resolve) => setTimeout(resolve, 1_100))
+        await sleep(1_100)
         await locker.query('BEGIN; LOCK TABLE relay_lanes IN ACCESS EXCLUSIVE MODE')
         let settled = false
         const pending = a.lease('p1', 1, 30_000, T0 + 20).finally(() => (settled = true))
         expect(await waitsForLock(url, () => settled)).toBe(true)
         // Meanwhile its claim ends (the connection holding it is gone), and the relay hears of it.
         await endClaim(url, 'p1')
-        await new Promise((resolve) => setTimeout(resolve, 1_000))
+        await sleep(1_000)
         await locker.query('COMMIT')
         expect(await pending).toEqual([])
         b = await PgQueue.open(url, FAKE_TIME)
         let rest: string[] = []
         for (let i = 0; i < 40 && rest.length === 0; i++) {
-          await new Promise((resolve) => setTimeout(resolve, 100))
+          await sleep(100)
           const jobs = await b.lease('p1', 10, 30_000, T0 + 30)
           rest = jobs.map((j) => j.messageId)
           await b.complete(jobs)
