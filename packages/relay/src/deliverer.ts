@@ -516,6 +516,10 @@ export class Deliverer {
         )
       metrics.paused.set({ project: lane.label, reason: verdict.alert.cause }, 1)
     }
+    // The lane's pause is kept for whichever relay owns the lane next (PostgreSQL), should this one die or let the lane
+    // go while it waits. Not kept (the queue failing), it costs that relay one request, which the service answers the same.
+    if (verdict.pauseUntil !== undefined)
+      void this.deps.queue.pauseLane?.(lane.laneId, verdict.pauseUntil).catch(() => undefined)
     if (verdict.retryAfterMs !== undefined) {
       metrics.paused.set({ project: lane.label, reason: 'retry_after' }, 1)
       setTimeout(

@@ -2,8 +2,10 @@
  * Three relay processes on one PostgreSQL database, load spread across them, one of them killed with
  * SIGKILL mid-run: every acknowledged event reaches 1Flow, duplicates come only from what the killed relay
  * had in flight, and the combined request rate seen at 1Flow stays within the one, shared limit. And with a slow
- * 1Flow (110 ms answers in single mode, 400 ms in batch mode) and no fault, every event arrives once, in order.
+ * 1Flow (110 ms answers in single mode, 400 ms in batch mode) and no fault, every event arrives once, in order. And
+ * a pause 1Flow asked of the relay delivering a project holds for the relay that delivers it after.
  */
+import pg from 'pg'
 import { afterAll, beforeAll, expect, inject, it } from 'vitest'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit'
 import { createDatabase } from '@oneflow-seg/testkit/postgres'
@@ -95,31 +97,9 @@ it.each([
     fake.reset()
     fake.setLatency(latencyMs)
     const db = await createDatabase(inject('pgAdminUrl'), `multi_slow_${mode}_${process.pid}`)
-    const ports = await Promise.all([freePort(), freePort(), freePort()])
-    const relays: RelayProcess[] = await Promise.all(
-      ports.map((port) =>
-        startRelayProcess(
-          writeConfig(
-            {
-              listen: { host: '127.0.0.1', port },
-              queue: db,
-              // Request timeouts of 3 s: a loaded machine can take over a second to answer in 110 ms, and a
-              // request given up on is sent again, a duplicate this test is not about.
-              oneflow: {
-                apiBaseUrl: fake.url,
-                mode,
-                maxRequestsPerSecond: 50,
-                concurrency: 2,
-                requestTimeoutMs: 3_000
-              },
-              sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: 'test-project-key' }]
-            },
-            tempDir()
-          ),
-          port
-        )
-      )
-    )
+    // Request timeouts of 3 s: a loaded machine can take over a second to answer in 110 ms, and a request given up
+    // on is sent again, a duplicate this test is not about.
+    const relays = await relaysOn(db, 3, { mode, maxRequestsPerSecond: 50, concurrency: 2, requestTimeoutMs: 3_000 })
     try {
       // 24 requests of 10 events for 12 users, round-robin over the relays, each sent once the one before it was
       // acknowledged: the order of a user's events is the order sent.
@@ -148,3 +128,78 @@ it.each([
   },
   150_000
 )
+
+/** `count` relay processes on database `db`, with these settings for 1Flow. */
+async function relaysOn(db: string, count: number, oneflow: Record<string, unknown>): Promise<RelayProcess[]> {
+  const ports = await Promise.all(Array.from({ length: count }, () => freePort()))
+  return Promise.all(
+    ports.map((port) =>
+      startRelayProcess(
+        writeConfig(
+          {
+            listen: { host: '127.0.0.1', port },
+            queue: db,
+            oneflow: { apiBaseUrl: fake.url, ...oneflow },
+            sources: [{ name: 'web', writeKey: WRITE_KEY, projectApiKey: 'test-project-key' }]
+          },
+          tempDir()
+        ),
+        port
+      )
+    )
+  )
+}
+
+/** One query on a connection of its own. */
+async function sql(url: string, text: string): Promise<Array<Record<string, unknown>>> {
+  const c = new pg.Client(url)
+  await c.connect()
+  try {
+    return (await c.query(text)).rows as Array<Record<string, unknown>>
+  } finally {
+    await c.end()
+  }
+}
+
+it('2 relays on one database: the one that heard Retry-After dies; the other sends nothing to 1Flow before the pause ends, then everything', async () => {
+  fake.reset()
+  const db = await createDatabase(inject('pgAdminUrl'), `multi_pause_${process.pid}`)
+  const relays = await relaysOn(db, 2, { maxRequestsPerSecond: 50, requestTimeoutMs: 3_000 })
+  const batch = (from: number) =>
+    Array.from({ length: 5 }, (_, i) => ({
+      type: 'track',
+      event: 'Paused',
+      userId: `user-${from + i}`,
+      messageId: `p${from + i}`,
+      properties: { n: from + i }
+    }))
+  try {
+    fake.inject({ kind: 'status', status: 429, retryAfter: '6', times: 1 })
+    expect((await post(relays[0]!.url, '/v1/batch', { batch: batch(0) }, WRITE_KEY)).status).toBe(200)
+    await until(() => fake.requests.some((r) => r.status === 429), '1Flow answering 429', 20_000)
+    const paused = fake.requests.find((r) => r.status === 429)!.at
+    // The relay that heard it has written the pause down; then it dies.
+    await until(
+      async () => (await sql(db, 'SELECT paused_until FROM relay_lanes'))[0]?.paused_until != null,
+      'the pause recorded',
+      10_000
+    )
+    const owner = await sql(
+      db,
+      "SELECT application_name AS name FROM pg_stat_activity WHERE application_name LIKE 'oneflow-relay owner %'"
+    )
+    const dying = relays.find((r) => owner.some((o) => String(o.name).endsWith(` ${r.child.pid}`)))!
+    dying.child.kill('SIGKILL')
+    await dying.exited
+    const survivor = relays.find((r) => r !== dying)!
+    expect((await post(survivor.url, '/v1/batch', { batch: batch(5) }, WRITE_KEY)).status).toBe(200)
+    const delivered = () => new Set(fake.accepted.map((m) => (m.body.properties as { n: number }).n))
+    await until(() => delivered().size === 10, 'all 10 events at 1Flow', 60_000)
+    // Nothing reached 1Flow between its 429 and the end of the pause it asked for.
+    const early = fake.requests.filter((r) => r.at > paused && r.at < paused + 6_000)
+    expect(early.map((r) => r.at - paused)).toEqual([])
+  } finally {
+    for (const r of relays) r.child.kill('SIGTERM')
+    await Promise.all(relays.map((r) => r.exited))
+  }
+}, 90_000)

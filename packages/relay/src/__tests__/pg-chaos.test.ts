@@ -99,7 +99,7 @@ async function recordEpochs(db: Observer): Promise<void> {
       INSERT INTO chaos_epochs VALUES (NEW.epoch, extract(epoch FROM clock_timestamp()) * 1000);
       RETURN NULL;
     END $$;
-    CREATE TRIGGER chaos_epoch AFTER INSERT OR UPDATE ON relay_lanes FOR EACH ROW EXECUTE FUNCTION chaos_epoch()`)
+    CREATE TRIGGER chaos_epoch AFTER INSERT OR UPDATE OF epoch ON relay_lanes FOR EACH ROW EXECUTE FUNCTION chaos_epoch()`)
   if (!done) throw new Error('could not add the epoch log')
 }
 

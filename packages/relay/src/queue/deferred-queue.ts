@@ -27,7 +27,7 @@ export interface DeferredQueueOptions {
   readonly random?: () => number
 }
 
-type QueueMethod = Exclude<keyof Queue, 'sharedLimiter' | 'spaceProblem' | 'deliveryHeldBack'>
+type QueueMethod = Exclude<keyof Queue, 'sharedLimiter' | 'spaceProblem' | 'deliveryHeldBack' | 'pauseLane'>
 
 export class DeferredQueue implements Queue {
   private queue: Queue | undefined
@@ -93,6 +93,11 @@ export class DeferredQueue implements Queue {
 
   deliveryHeldBack(): string | undefined {
     return this.queue?.deliveryHeldBack?.()
+  }
+
+  /** Kept by the real queue once it is open (nothing was leased before, so nothing was sent to pause). */
+  async pauseLane(lane: string, until: number): Promise<void> {
+    await this.queue?.pauseLane?.(lane, until)
   }
 
   /** The real queue's shared limiter, made on first use once the queue is open (a local one if it has none). */

@@ -84,6 +84,13 @@ interface OwnedLane {
   open: boolean
   /** When the database last confirmed the epoch and `open` (Date.now()). */
   checkedAt: number
+  /** Nothing of the lane is leased before this (the lease's clock): a pause 1Flow asked for, as relay_lanes has it. */
+  pausedUntil: number
+  /**
+   * Held users may have nothing in flight any more (a takeover took the previous owner's leases back, or it had users
+   * parked behind events in flight from the inbox): each lease first frees one bounded step of them, until none is left.
+   */
+  stranded: boolean
 }
 
 /** What write() returns when the lane's epoch moved on (another relay owns it now): nothing was written. */
@@ -118,7 +125,7 @@ export interface OwnerHost {
    * Whether the lane's epoch is still `epoch` (this relay still owns it), and whether it has events waiting or in
    * flight in relay_events: one round trip.
    */
-  laneState(lane: string, epoch: number): Promise<{ mine: boolean; open: boolean }>
+  laneState(lane: string, epoch: number): Promise<{ mine: boolean; open: boolean; pausedUntil: number }>
   /** Of `users`, those with events waiting or in flight in relay_events. */
   usersWithOpenRows(lane: string, users: readonly string[]): Promise<Set<string>>
   /** Leases from relay_events (inside an owner's transaction); `flying` tells users in flight from the inbox. */
@@ -132,8 +139,13 @@ export interface OwnerHost {
   ): Promise<Job[]>
   /** Writes events into relay_events (inside the caller's transaction); their ids there, in order. */
   insertRows(c: pg.PoolClient, rows: readonly TableRow[]): Promise<number[]>
-  /** Takes back every lease of the lane in relay_events, and frees held users with nothing in flight; how many leased. */
-  takeBackLane(c: pg.PoolClient, lane: string, now: number): Promise<number>
+  /** Takes back every lease of the lane in relay_events (inside a takeover's transaction); how many. */
+  takeBackLane(c: pg.PoolClient, lane: string): Promise<number>
+  /**
+   * Makes ready one bounded step of the lane's held events whose user has nothing in flight and no retry to wait for
+   * (inside an owner's transaction): true when the step was full (more may wait).
+   */
+  unholdStranded(c: pg.PoolClient, lane: string, now: number): Promise<boolean>
 }
 
 /** The lane owners of one PgQueue. */
@@ -257,7 +269,7 @@ export class PgLaneOwners {
   }
 
   /** This relay's claim on a lane: taken if nobody holds it (tried at most once a second), or undefined. */
-  private own(lane: string, now: number): Promise<OwnedLane | undefined> {
+  private own(lane: string): Promise<OwnedLane | undefined> {
     const held = this.lanes.get(lane)
     if (held) return Promise.resolve(held)
     const pending = this.owning.get(lane)
@@ -265,12 +277,12 @@ export class PgLaneOwners {
     const t = Date.now()
     if (t - (this.ownTriedAt.get(lane) ?? -Infinity) < OWN_RETRY_MS) return Promise.resolve(undefined)
     this.ownTriedAt.set(lane, t)
-    const attempt = this.take(lane, now).finally(() => this.owning.delete(lane))
+    const attempt = this.take(lane).finally(() => this.owning.delete(lane))
     this.owning.set(lane, attempt)
     return attempt
   }
 
-  private async take(lane: string, now: number): Promise<OwnedLane | undefined> {
+  private async take(lane: string): Promise<OwnedLane | undefined> {
     const c = await this.ownerClient()
     if (this.closed) {
       await c.end().catch(() => undefined)
@@ -288,17 +300,21 @@ export class PgLaneOwners {
       .query(END_STUCK_HOLDERS, [...advisoryLockId(this.host.laneLockKey(lane)), this.host.timeoutMs])
       .catch(() => undefined)
     let epoch: number
+    let pausedUntil = 0
     let takenBack = 0
     try {
       // The lane lock exclusively: a previous owner's writes in progress finish first, and any after see the new
-      // epoch and write nothing. Its leases in relay_events are taken back (it can no longer settle them).
+      // epoch and write nothing. Its leases in relay_events are taken back (it can no longer settle them): at most
+      // what it had in flight. The users it left held are freed after, by this owner's leases (`stranded`): however
+      // large the backlog parked behind them, the takeover is one short transaction (docs/relay-queue.md).
       epoch = await this.host.tx(async (tx) => {
         const { rows: e } = await tx.query(
           `INSERT INTO relay_lanes AS l (project_id, epoch) VALUES ($1, 1)
-           ON CONFLICT (project_id) DO UPDATE SET epoch = l.epoch + 1 RETURNING epoch`,
+           ON CONFLICT (project_id) DO UPDATE SET epoch = l.epoch + 1 RETURNING epoch, paused_until`,
           [lane]
         )
-        takenBack = await this.host.takeBackLane(tx, lane, now)
+        takenBack = await this.host.takeBackLane(tx, lane)
+        pausedUntil = Number((e[0] as Row).paused_until ?? 0)
         return Number((e[0] as Row).epoch)
       }, this.host.beginTakeover(lane))
     } catch (error) {
@@ -316,7 +332,9 @@ export class PgLaneOwners {
       turn: Promise.resolve(),
       usedAt: Date.now(),
       open: true,
-      checkedAt: 0
+      checkedAt: 0,
+      pausedUntil,
+      stranded: true
     }
     this.lanes.set(lane, st)
     return st
@@ -342,6 +360,25 @@ export class PgLaneOwners {
     const st = this.lanes.get(lane)
     if (!st) return undefined
     return this.inTurn(st, async () => (this.lanes.get(lane) === st ? this.write(st, work) : undefined))
+  }
+
+  /**
+   * Frees the held users of `lane` with nothing in flight, a bounded step per owner write (the lane's leases may run
+   * between them), if this relay owns the lane; else nothing (see asOwner).
+   */
+  async unstrand(lane: string, now: number): Promise<void> {
+    for (;;) {
+      const more = await this.asOwner(lane, (c) => this.host.unholdStranded(c, lane, now))
+      if (!more) break
+    }
+    const st = this.lanes.get(lane)
+    if (st) st.stranded = false
+  }
+
+  /** A pause of `lane` until `until` (see PgQueue.pauseLane), known here at once if this relay owns the lane. */
+  notePause(lane: string, until: number): void {
+    const st = this.lanes.get(lane)
+    if (st) st.pausedUntil = Math.max(st.pausedUntil, until)
   }
 
   /** A lane's events are being worked on (renewed): it is in use, not to be let go as idle. */
@@ -421,7 +458,7 @@ export class PgLaneOwners {
     // A lane already owned takes its turn at once (before any settle called after this lease).
     const held = this.lanes.get(lane)
     if (held) return this.leaseOwned(held, limit, leaseMs, now)
-    return this.own(lane, now).then((st) => (st ? this.leaseOwned(st, limit, leaseMs, now) : []))
+    return this.own(lane).then((st) => (st ? this.leaseOwned(st, limit, leaseMs, now) : []))
   }
 
   private leaseOwned(st: OwnedLane, limit: number, leaseMs: number, now: number): Promise<Job[]> {
@@ -431,7 +468,7 @@ export class PgLaneOwners {
       const t = Date.now()
       st.usedAt = t
       if (st.open || t - st.checkedAt >= LANE_CHECK_MS || t - this.answeredAt >= CLAIM_FRESH_MS) {
-        const { mine, open } = await this.host.laneState(lane, st.epoch)
+        const { mine, open, pausedUntil } = await this.host.laneState(lane, st.epoch)
         if (!mine) {
           this.forget(st)
           return []
@@ -439,7 +476,17 @@ export class PgLaneOwners {
         if (this.lanes.get(lane) !== st) return []
         st.open = open
         st.checkedAt = t
+        st.pausedUntil = Math.max(st.pausedUntil, pausedUntil)
       }
+      if (st.stranded) {
+        // One step; a step that fails (a slow statement) is tried again by the next lease, and the periodic recovery.
+        const more = await this.write(st, (c) => this.host.unholdStranded(c, lane, now)).catch(() => true)
+        if (more === undefined || this.lanes.get(lane) !== st) return []
+        if (!more) st.stranded = false
+        st.open = true
+      }
+      // 1Flow asked for a pause (this relay heard it, or the one before it): nothing is leased until it ends.
+      if (now < st.pausedUntil) return []
       const open = st.open
       if (open) {
         const jobs = await this.write(st, (c) =>

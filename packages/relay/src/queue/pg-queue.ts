@@ -29,7 +29,7 @@ import {
 import { INBOX_ROW_EVENTS, type InboxEvent, packInbox, wellFormed } from './inbox'
 import { PgLaneOwners, type TableRow } from './pg-inbox'
 
-const SCHEMA_VERSION = 9
+const SCHEMA_VERSION = 10
 const MIGRATION_LOCK = 727_001
 /** Taken shared by every ingest commit and exclusively by a rotation of the dedup generations. */
 const SEEN_LOCK = 727_002
@@ -308,6 +308,18 @@ const MIGRATIONS: Record<number, string> = {
     DROP TRIGGER IF EXISTS relay_inbox_count_truncate ON relay_inbox;
     CREATE TRIGGER relay_inbox_count_truncate AFTER TRUNCATE ON relay_inbox
       FOR EACH STATEMENT EXECUTE FUNCTION relay_count_truncate();
+  `,
+  // A pause 1Flow asked of a lane (Retry-After, or failures in a row), as the relay that heard it wrote it: whoever
+  // owns the lane next sends nothing before it (docs/relay-queue.md, "A pause is the lane's").
+  // The table is altered only when the column is missing: ALTER TABLE locks it even when IF NOT EXISTS finds the
+  // column, and a migration from before 8 already holds relay_events, which a relay's owner write takes after
+  // relay_lanes (a deadlock).
+  10: `
+    DO $add$ BEGIN
+      IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'relay_lanes'::regclass AND attname = 'paused_until') THEN
+        ALTER TABLE relay_lanes ADD COLUMN paused_until BIGINT;
+      END IF;
+    END $add$;
   `
 }
 
@@ -330,17 +342,28 @@ const UNHOLD_USERS_OF = (guard: string) => `
   )`
 
 /**
- * Held events of lane `$1` whose user has nothing in flight and no retry to wait for (at `$2`): ready again. Each
- * held user is looked at once (the partial index relay_events_held), with one seek per state.
+ * Held events of lane `$1` whose user has nothing in flight and no retry to wait for (at `$2`): ready again, the
+ * oldest `$3` of them (a user with more keeps the rest held, behind the ones made ready: their order holds), and how
+ * many. Each held user is looked at once (the partial index relay_events_held), with one seek per state. Bounded, so
+ * that each statement stays short whatever the backlog parked in relay_events: unbounded, one statement made
+ * tens of thousands of rows ready, and on a loaded machine outlived its statement timeout every time it was tried
+ * (docs/relay-queue.md, "Stranded users, a bounded step at a time"). The rows are locked in id order, as settles lock them.
  */
 const UNHOLD_STRANDED = `
   WITH held_users AS (SELECT DISTINCT user_key FROM relay_events WHERE project_id = $1 AND state = 'held'),
   stranded AS (
     SELECT u.user_key FROM held_users u
     WHERE NOT ${USER_BLOCKED}
-  )
-  UPDATE relay_events e SET state = 'pending' FROM stranded s
-  WHERE e.project_id = $1 AND e.state = 'held' AND e.user_key = s.user_key`
+  ),
+  chunk AS (
+    SELECT e.id FROM relay_events e JOIN stranded s ON e.user_key = s.user_key
+    WHERE e.project_id = $1 AND e.state = 'held' ORDER BY e.id LIMIT $3 FOR UPDATE OF e
+  ),
+  unheld AS (UPDATE relay_events e SET state = 'pending' FROM chunk c WHERE e.id = c.id AND e.state = 'held' RETURNING 1)
+  SELECT count(*)::int AS n FROM unheld`
+
+/** Held events UNHOLD_STRANDED makes ready per statement. */
+export const UNHOLD_STEP = 2_000
 
 /** Lanes with held events, one index seek each (a loose scan of relay_events_held), never a scan of the table. */
 const LANES_WITH_HELD = `
@@ -681,11 +704,12 @@ export class PgQueue implements Queue {
       laneState: async (lane, epoch) => {
         const { rows } = await pool.query(
           `SELECT EXISTS (SELECT 1 FROM relay_lanes WHERE project_id = $1 AND epoch = $2) AS mine,
-                  EXISTS (SELECT 1 FROM relay_events WHERE project_id = $1 AND state IN ('pending', 'held', 'leased')) AS open`,
+                  EXISTS (SELECT 1 FROM relay_events WHERE project_id = $1 AND state IN ('pending', 'held', 'leased')) AS open,
+                  (SELECT paused_until FROM relay_lanes WHERE project_id = $1) AS paused_until`,
           [lane, epoch]
         )
         const r = rows[0] as Row
-        return { mine: Boolean(r.mine), open: Boolean(r.open) }
+        return { mine: Boolean(r.mine), open: Boolean(r.open), pausedUntil: Number(r.paused_until ?? 0) }
       },
       usersWithOpenRows: async (lane, users) => {
         if (users.length === 0) return new Set()
@@ -697,13 +721,16 @@ export class PgQueue implements Queue {
       },
       leaseFromTable: (c, lane, limit, leaseMs, now, flying) => leaseFromTable(c, lane, limit, leaseMs, now, flying),
       insertRows,
-      takeBackLane: async (c, lane, now) => {
+      takeBackLane: async (c, lane) => {
         const { rowCount } = await c.query(
           "UPDATE relay_events SET state = 'pending', lease_until = NULL, lease_token = NULL WHERE project_id = $1 AND state = 'leased'",
           [lane]
         )
-        await c.query(UNHOLD_STRANDED, [lane, now])
         return rowCount ?? 0
+      },
+      unholdStranded: async (c, lane, now) => {
+        const { rows } = await c.query(UNHOLD_STRANDED, [lane, now, UNHOLD_STEP])
+        return Number((rows[0] as Row).n) >= UNHOLD_STEP
       }
     })
     // SQLSTATE class 22 (data exception: a value PostgreSQL refuses), 23 (integrity), or a value the client
@@ -975,6 +1002,19 @@ export class PgQueue implements Queue {
   }
 
   /**
+   * 1Flow asked that nothing more be sent on `projectId` before `until`: written for every relay, so that whoever owns
+   * the lane next (this relay died, or let the lane go while it waited) waits too. Any relay that heard it may write
+   * it, owner or not (it is 1Flow's word, true whoever heard it), and a pause is only ever made longer, never shorter.
+   */
+  async pauseLane(projectId: string, until: number): Promise<void> {
+    this.owners.notePause(projectId, until)
+    await this.pool.query(
+      'UPDATE relay_lanes SET paused_until = GREATEST(COALESCE(paused_until, 0), $2) WHERE project_id = $1',
+      [projectId, Math.round(until)]
+    )
+  }
+
+  /**
    * Runs the statement `sql(guard)` for `refs`: `$1` is the ids, `params` follow, and `guard` is a condition on the
    * rows the statement must add to its WHERE (and to any subquery choosing rows to act for). Bare ids are written at
    * once (guard TRUE); each lease's ids in a transaction holding its lane's lock shared (beside leases and other
@@ -1092,9 +1132,9 @@ export class PgQueue implements Queue {
     // Lanes with an expired lease (relay_events_leased) or held events (relay_events_held). Each is recovered by its
     // owner alone: this relay recovers the lanes it owns; another relay's are its own to recover, and a lane nobody
     // owns has every lease taken back by the takeover of the next relay to lease it (docs/relay-queue.md, "Recovery
-    // is the owner's"). Per lane, one guarded statement takes back only rows still leased and expired, and, in a
-    // write of its own so that it can never hold back the recovery, held events whose user has nothing in flight any
-    // more are made ready.
+    // is the owner's"). Per lane, one guarded statement takes back only rows still leased and expired, and, in writes
+    // of their own (a bounded step each, the lane's leases between them), held events whose user has nothing in
+    // flight any more are made ready.
     const { rows: expiredLanes } = await this.pool.query(
       "SELECT DISTINCT project_id FROM relay_events WHERE state = 'leased' AND lease_until <= $1",
       [now]
@@ -1114,8 +1154,7 @@ export class PgQueue implements Queue {
       recovered += n ?? 0
     }
     const lanes = new Set([...expiredLanes, ...heldLanes].map((r: Row) => String(r.project_id)))
-    for (const projectId of lanes)
-      await this.owners.asOwner(projectId, (c) => c.query(UNHOLD_STRANDED, [projectId, now]))
+    for (const projectId of lanes) await this.owners.unstrand(projectId, now)
     // With the leases takeovers took back (counted here, once the recovery went through, so a failed one loses none).
     return recovered + this.owners.takeTakenBack()
   }

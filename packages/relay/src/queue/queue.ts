@@ -377,6 +377,12 @@ export interface Queue {
    * left open elsewhere on the server, past which no owner reads its inbox; docs/relay-queue.md).
    */
   deliveryHeldBack?(): string | undefined
+  /**
+   * 1Flow asked that nothing more be sent on a lane before `until` (Retry-After, or failures in a row): kept for the
+   * relays that may own the lane after this one, which lease none of its events before then (PostgreSQL). A local
+   * queue has one relay, whose deliverer keeps the pause itself, and omits it.
+   */
+  pauseLane?(lane: string, until: number): Promise<void>
   /** A real, small write: throws when the queue cannot take writes (readiness, and the probe of a failing queue). */
   checkWritable(): Promise<void>
   close(): Promise<void>

@@ -457,7 +457,7 @@ describe('PostgreSQL: migrating under load', () => {
       expect(errors.filter((e) => /deadlock/.test(e))).toEqual([])
       expect(migrated).toBeDefined()
       await migrated?.close()
-      expect(await sql(url, 'SELECT version FROM relay_schema')).toEqual([{ version: 9 }])
+      expect(await sql(url, 'SELECT version FROM relay_schema')).toEqual([{ version: 10 }])
     } finally {
       stop = true
       await Promise.all(work)
@@ -809,6 +809,89 @@ describe('PostgreSQL: lane owners', () => {
       await Promise.all([a.close(), b.close()])
     }
   })
+
+  it('a pause 1Flow asked for is the lane’s: its next owner leases nothing before it ends, whoever heard it, and it is never shortened', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `pause_${process.pid}`)
+    const [a, b, c] = await Promise.all([1, 2, 3].map(() => PgQueue.open(url, FAKE_TIME)))
+    try {
+      await a!.enqueue([1, 2, 3, 4].map((i) => event(i, { userKey: `u-${i % 2}` })))
+      const first = await a!.lease('p1', 1, 60_000, T0 + 10)
+      expect(first.map((j) => j.messageId)).toEqual(['m-1'])
+      // 1Flow answers a's request with Retry-After: 60 (the deliverer pauses the lane and retries m-1 after it).
+      await a!.pauseLane('p1', T0 + 60_000)
+      await a!.retry(first, T0 + 60_000, '429', T0 + 20)
+      expect(await a!.lease('p1', 10, 60_000, T0 + 20)).toEqual([])
+      // a dies; b takes the lane over, and leases nothing while the pause lasts.
+      await endClaim(url, 'p1')
+      const epoch = async () => Number((await sql(url, 'SELECT epoch FROM relay_lanes'))[0]?.epoch)
+      for (let i = 0; i < 40 && (await epoch()) < 2; i++) {
+        await sleep(100)
+        expect(await b!.lease('p1', 10, 60_000, T0 + 30)).toEqual([])
+      }
+      expect(await epoch()).toBe(2)
+      // c, not the owner, heard a shorter pause (a request of its own that was late): it shortens nothing.
+      await c!.pauseLane('p1', T0 + 40_000)
+      expect(await b!.lease('p1', 10, 60_000, T0 + 59_000)).toEqual([])
+      // (Nor for the owner after b: what it would read.)
+      expect(await sql(url, 'SELECT paused_until::float8 AS until FROM relay_lanes')).toEqual([{ until: T0 + 60_000 }])
+      // A longer one lengthens it, for the owner too (which looks at its lane again within a second).
+      await c!.pauseLane('p1', T0 + 90_000)
+      await sleep(1_100)
+      expect(await b!.lease('p1', 10, 60_000, T0 + 61_000)).toEqual([])
+      // Then the retry first, and the inbox after it.
+      expect((await b!.lease('p1', 10, 60_000, T0 + 90_000)).map((j) => j.messageId)).toEqual(['m-1'])
+      expect((await b!.lease('p1', 10, 60_000, T0 + 90_000)).map((j) => j.messageId)).toEqual(['m-2', 'm-4'])
+    } finally {
+      await Promise.all([a!.close(), b!.close(), c!.close()])
+    }
+  })
+
+  it('a takeover is one short transaction whatever is parked behind the users it frees: they are freed after, each in order', () =>
+    withOtherSession('takeover_short', async (a, other, url) => {
+      const b = await PgQueue.open(url, { ...FAKE_TIME, timeoutMs: 2_000 })
+      try {
+        await a.enqueue([event(1, { userKey: 'w' })])
+        expect((await a.lease('p1', 1, 60_000, T0 + 10)).map((j) => j.messageId)).toEqual(['m-1'])
+        // Users a had parked in relay_events behind events it had in flight: 5,000 held events of 3 users.
+        await other.query(
+          `INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state)
+           SELECT 'h-' || g, 'web', 'p1', 'u-' || (g % 3), '{}', ${T0} + g, ${T0} + g, 'held' FROM generate_series(1, 5000) g`
+        )
+        // A statement elsewhere holds the oldest of them (as a slow one would): freeing them has to wait for it.
+        await other.query('BEGIN')
+        await other.query("SELECT 1 FROM relay_events WHERE message_id = 'h-1' FOR UPDATE")
+        // a dies: b takes the lane over all the same (the takeover frees nobody itself), and delivers what it can: m-1.
+        await endClaim(url, 'p1')
+        const epoch = async () => Number((await sql(url, 'SELECT epoch FROM relay_lanes'))[0]?.epoch)
+        const delivered: string[] = []
+        for (let i = 0; i < 20 && (await epoch()) < 2; i++) {
+          await sleep(100)
+          const jobs = await b.lease('p1', 500, 60_000, T0 + 20)
+          delivered.push(...jobs.map((j) => j.messageId))
+          await b.complete(jobs)
+        }
+        expect(await epoch()).toBe(2)
+        expect(delivered).toEqual(['m-1'])
+        await other.query('ROLLBACK')
+        // Then the held users: each user's events in the order they came.
+        for (let i = 0; i < 100 && delivered.length < 5001; i++) {
+          const jobs = await b.lease('p1', 500, 60_000, T0 + 30)
+          delivered.push(...jobs.map((j) => j.messageId))
+          await b.complete(jobs)
+        }
+        expect(delivered.length).toBe(5001)
+        expect(new Set(delivered).size).toBe(5001)
+        for (let u = 0; u < 3; u++) {
+          const mine = delivered
+            .filter((id) => id.startsWith('h-') && Number(id.slice(2)) % 3 === u)
+            .map((id) => Number(id.slice(2)))
+          expect(mine).toEqual([...mine].sort((x, y) => x - y))
+        }
+      } finally {
+        await other.query('ROLLBACK').catch(() => undefined)
+        await b.close()
+      }
+    }))
 
   it('recovery is the owner’s: another relay takes nothing back and never waits on the lane’s lock; the takeover takes the leases back, and the next recovery says so', () =>
     withOtherSession('recovery_owner', async (a, locker, url) => {
