@@ -214,7 +214,10 @@ it('3 relays, one killed every 6 s, the project owner frozen past its claim and 
     frozen.child.kill('SIGCONT')
     thawedAt = Date.now()
   })()
+  // After the frozen relay is resumed: a crash ends every claim, and the takeover after it must not pass for one
+  // that came while the owner slept.
   const database = (async () => {
+    await freezer
     await at(20_000)
     const crashed = Date.now()
     pg.crash()

@@ -367,12 +367,13 @@ export class PgLaneOwners {
    * between them), if this relay owns the lane; else nothing (see asOwner).
    */
   async unstrand(lane: string, now: number): Promise<void> {
+    const st = this.lanes.get(lane)
     for (;;) {
       const more = await this.asOwner(lane, (c) => this.host.unholdStranded(c, lane, now))
       if (!more) break
     }
-    const st = this.lanes.get(lane)
-    if (st) st.stranded = false
+    // (Not a claim taken again meanwhile: that one has its own stranded users to free.)
+    if (st && this.lanes.get(lane) === st) st.stranded = false
   }
 
   /** A pause of `lane` until `until` (see PgQueue.pauseLane), known here at once if this relay owns the lane. */

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import pg from 'pg'
 import { AdaptiveLimit, type Clock, type SendLimiter } from '../rate-limiter'
+import { MAX_RETRY_AFTER_MS } from '@oneflow-seg/core'
 import {
   dedupKey,
   GroupCommit,
@@ -324,30 +325,38 @@ const MIGRATIONS: Record<number, string> = {
 }
 
 /**
- * Events held behind the events `$1` that meet `guard` (their users') become pending again: what blocked them is
- * settled. The held rows are locked in id order first: settles run beside each other (docs/relay-queue.md, "The
- * lane's locks"), and two that free the same user's rows (a caller settling one lease's outcomes at once) would
- * otherwise take them in any order and could deadlock.
+ * Held events one statement makes ready at most (the oldest first): a statement that made every held event of a
+ * user ready at once outlived its statement timeout on a loaded machine once thousands were parked, every time it was
+ * tried, and the lane stopped (docs/relay-queue.md, "Held events, a bounded step at a time"). A user with more keeps
+ * the newer ones held, and is freed further by the next lease round, settle or recovery.
+ */
+export const UNHOLD_STEP = 2_000
+
+/**
+ * Events held behind the events `$1` that meet `guard` (their users') become pending again, each user's oldest
+ * UNHOLD_STEP (so that each has a ready event for the next lease round to find): what blocked them is settled. The held rows are locked in id order first: settles run beside each other
+ * (docs/relay-queue.md, "The lane's locks"), and two that free the same user's rows (a caller settling one lease's
+ * outcomes at once) would otherwise take them in any order and could deadlock.
  */
 const UNHOLD_USERS_OF = (guard: string) => `
   unheld AS (
     UPDATE relay_events e SET state = 'pending'
     FROM (
-      SELECT h.id FROM relay_events h
-      JOIN (SELECT DISTINCT project_id, user_key FROM relay_events WHERE id = ANY($1::bigint[]) AND ${guard}) u
-        ON h.project_id = u.project_id AND h.user_key = u.user_key
-      WHERE h.state = 'held' ORDER BY h.id FOR UPDATE OF h
+      SELECT id FROM relay_events WHERE id IN (
+        SELECT h.id FROM (SELECT DISTINCT project_id, user_key FROM relay_events WHERE id = ANY($1::bigint[]) AND ${guard}) u
+        CROSS JOIN LATERAL (
+          SELECT id FROM relay_events h WHERE h.project_id = u.project_id AND h.user_key = u.user_key AND h.state = 'held'
+          ORDER BY h.id LIMIT ${UNHOLD_STEP}
+        ) h
+      ) ORDER BY id FOR UPDATE
     ) x
     WHERE e.id = x.id AND e.state = 'held'
   )`
 
 /**
  * Held events of lane `$1` whose user has nothing in flight and no retry to wait for (at `$2`): ready again, the
- * oldest `$3` of them (a user with more keeps the rest held, behind the ones made ready: their order holds), and how
- * many. Each held user is looked at once (the partial index relay_events_held), with one seek per state. Bounded, so
- * that each statement stays short whatever the backlog parked in relay_events: unbounded, one statement made
- * tens of thousands of rows ready, and on a loaded machine outlived its statement timeout every time it was tried
- * (docs/relay-queue.md, "Stranded users, a bounded step at a time"). The rows are locked in id order, as settles lock them.
+ * oldest `$3` of them (see UNHOLD_STEP), and how many. Each held user is looked at once (the partial index
+ * relay_events_held), with one seek per state. The rows are locked in id order, as settles lock them.
  */
 const UNHOLD_STRANDED = `
   WITH held_users AS (SELECT DISTINCT user_key FROM relay_events WHERE project_id = $1 AND state = 'held'),
@@ -361,9 +370,6 @@ const UNHOLD_STRANDED = `
   ),
   unheld AS (UPDATE relay_events e SET state = 'pending' FROM chunk c WHERE e.id = c.id AND e.state = 'held' RETURNING 1)
   SELECT count(*)::int AS n FROM unheld`
-
-/** Held events UNHOLD_STRANDED makes ready per statement. */
-export const UNHOLD_STEP = 2_000
 
 /** Lanes with held events, one index seek each (a loose scan of relay_events_held), never a scan of the table. */
 const LANES_WITH_HELD = `
@@ -497,9 +503,14 @@ async function leaseFromTable(
       (user) => byUser.get(user) as UserState
     )
     if (plan.hold.length > 0) await c.query(LEASE_HOLD, [plan.hold])
+    // The oldest step of these users' held events (locked in id order, as settles lock them); a user with more is
+    // skipped again by the next round, which frees the next step.
     if (plan.unhold.length > 0)
       await c.query(
-        "UPDATE relay_events SET state = 'pending' WHERE project_id = $1 AND state = 'held' AND user_key = ANY($2::text[])",
+        `UPDATE relay_events e SET state = 'pending' FROM (
+           SELECT id FROM relay_events WHERE project_id = $1 AND state = 'held' AND user_key = ANY($2::text[])
+           ORDER BY id LIMIT ${UNHOLD_STEP} FOR UPDATE
+         ) x WHERE e.id = x.id AND e.state = 'held'`,
         [projectId, plan.unhold]
       )
     if (plan.lease.length > 0) {
@@ -1008,9 +1019,14 @@ export class PgQueue implements Queue {
    */
   async pauseLane(projectId: string, until: number): Promise<void> {
     this.owners.notePause(projectId, until)
+    // Believed at most the longest pause 1Flow may ask for, plus clockAheadToleranceMs, past the database's clock: a
+    // relay whose clock runs a day ahead must not pause the lane for a day (it could never be shortened).
+    const ahead = Number.isFinite(this.clockAheadToleranceMs) ? MAX_RETRY_AFTER_MS + this.clockAheadToleranceMs : null
     await this.pool.query(
-      'UPDATE relay_lanes SET paused_until = GREATEST(COALESCE(paused_until, 0), $2) WHERE project_id = $1',
-      [projectId, Math.round(until)]
+      `UPDATE relay_lanes SET paused_until = GREATEST(COALESCE(paused_until, 0),
+         LEAST($2::bigint, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $3::bigint))
+       WHERE project_id = $1`,
+      [projectId, Math.round(until), ahead]
     )
   }
 
@@ -1154,7 +1170,11 @@ export class PgQueue implements Queue {
       recovered += n ?? 0
     }
     const lanes = new Set([...expiredLanes, ...heldLanes].map((r: Row) => String(r.project_id)))
-    for (const projectId of lanes) await this.owners.unstrand(projectId, now)
+    // A lane whose step fails (a slow statement) leaves the others their turn; the failure is reported at the end.
+    let failed: unknown
+    for (const projectId of lanes)
+      await this.owners.unstrand(projectId, now).catch((error: unknown) => (failed ??= error))
+    if (failed !== undefined) throw failed
     // With the leases takeovers took back (counted here, once the recovery went through, so a failed one loses none).
     return recovered + this.owners.takeTakenBack()
   }

@@ -846,6 +846,61 @@ describe('PostgreSQL: lane owners', () => {
     }
   })
 
+  it('a pause heard by a relay whose clock runs a day ahead lasts at most the longest pause 1Flow may ask for', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `pause_skew_${process.pid}`)
+    // Today's timeline and the default clock tolerance (60 s), as a deployment runs.
+    const [owner, skewed] = await Promise.all([PgQueue.open(url), PgQueue.open(url)])
+    try {
+      const now = Date.now()
+      await owner.enqueue([event(1, { receivedAt: now }), event(2, { receivedAt: now })])
+      await owner.release(await owner.lease('p1', 1, 60_000, now), now)
+      // The skewed relay heard Retry-After: 300 at what its clock calls now: a day from now.
+      await skewed.pauseLane('p1', now + 86_400_000 + 300_000)
+      const [row] = await sql(url, 'SELECT paused_until::float8 AS until FROM relay_lanes')
+      expect(Number(row!.until) - Date.now()).toBeLessThanOrEqual(300_000 + 60_000)
+      // The owner (its lane looked at again within a second) leases nothing meanwhile, and everything after.
+      await sleep(1_100)
+      expect(await owner.lease('p1', 10, 60_000, Date.now() + 1_000)).toEqual([])
+      const later = Date.now() + 361_000
+      expect((await owner.lease('p1', 10, 60_000, later)).map((j) => j.messageId)).toEqual(['m-1'])
+    } finally {
+      await Promise.all([owner.close(), skewed.close()])
+    }
+  })
+
+  it('held events are made ready a bounded step per statement, however many one user has parked behind a retry; the user’s events then arrive in order', () =>
+    withOtherSession('held_steps', async (a, other) => {
+      // Every statement's count of rows going from held to pending, as the database saw it.
+      await other.query(`
+        CREATE TABLE unheld_log (n INTEGER NOT NULL);
+        CREATE FUNCTION unheld_log() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          INSERT INTO unheld_log SELECT count(*) FROM old_rows o JOIN new_rows n USING (id) WHERE o.state = 'held' AND n.state = 'pending';
+          RETURN NULL;
+        END $$;
+        CREATE TRIGGER unheld_log AFTER UPDATE ON relay_events REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+          FOR EACH STATEMENT EXECUTE FUNCTION unheld_log()`)
+      await a.enqueue([event(1, { userKey: 'u' })])
+      await a.retry(await a.lease('p1', 1, 60_000, T0 + 10), T0 + 100, 'failed once', T0 + 10)
+      const blocker = await a.lease('p1', 10, 60_000, T0 + 200)
+      expect(blocker.map((j) => j.messageId)).toEqual(['m-1'])
+      // 5,000 of the user's later events parked behind it.
+      await other.query(
+        `INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state)
+         SELECT 'h-' || g, 'web', 'p1', 'u', '{}', ${T0} + 1000 + g, ${T0} + 1000 + g, 'held' FROM generate_series(1, 5000) g`
+      )
+      await a.complete(blocker)
+      const delivered: string[] = []
+      for (let i = 0; i < 100 && delivered.length < 5000; i++) {
+        const jobs = await a.lease('p1', 500, 60_000, T0 + 300)
+        delivered.push(...jobs.map((j) => j.messageId))
+        await a.complete(jobs)
+      }
+      expect(delivered).toEqual(Array.from({ length: 5000 }, (_, i) => `h-${i + 1}`))
+      const { rows } = await other.query('SELECT max(n)::int AS most, sum(n)::int AS total FROM unheld_log')
+      expect(rows[0]).toEqual({ most: 2000, total: 5000 })
+    }))
+
   it('a takeover is one short transaction whatever is parked behind the users it frees: they are freed after, each in order', () =>
     withOtherSession('takeover_short', async (a, other, url) => {
       const b = await PgQueue.open(url, { ...FAKE_TIME, timeoutMs: 2_000 })
