@@ -21,7 +21,7 @@
  * BENCH_ONLY=ingest,limiter,sustained runs only those parts.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -58,6 +58,14 @@ function batchBody(): string {
   })
 }
 
+/** Temporary directories of this run (configs, SQLite queues of hundreds of MB): removed at the end. */
+const made: string[] = []
+function scratch(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  made.push(dir)
+  return dir
+}
+
 async function startRelays(
   queue: string,
   count: number,
@@ -69,7 +77,7 @@ async function startRelays(
   const urls: string[] = []
   for (let i = 0; i < count; i++) {
     const port = firstPort + i
-    const dir = mkdtempSync(join(tmpdir(), 'relay-scale-'))
+    const dir = scratch('relay-scale-')
     const config = join(dir, 'relay.json')
     writeFileSync(
       config,
@@ -264,7 +272,7 @@ async function sustained(port: number): Promise<{ eventsPerS: number; ingestPerS
   }, 250)
   const deliveredNow = () => delivered + oneflow.accepted.length
   const relays = await startRelays(
-    `sqlite:${join(mkdtempSync(join(tmpdir(), 'relay-scale-sustained-')), 'relay.db')}`,
+    `sqlite:${join(scratch('relay-scale-sustained-'), 'relay.db')}`,
     1,
     oneflow.url,
     port,
@@ -301,7 +309,7 @@ try {
   if (ONLY.has('limiter')) limiterPerS = await limiterCeiling(await createDatabase(postgres.url, 'scale_limiter'))
   if (ONLY.has('sustained')) steady = await sustained(18800)
   const runs: Array<[string, string, number]> = [
-    ['sqlite_1', `sqlite:${join(mkdtempSync(join(tmpdir(), 'relay-scale-sqlite-')), 'relay.db')}`, 1],
+    ['sqlite_1', `sqlite:${join(scratch('relay-scale-sqlite-'), 'relay.db')}`, 1],
     ['postgres_1', await createDatabase(postgres.url, 'scale_one'), 1],
     ['postgres_3', await createDatabase(postgres.url, 'scale_three'), 3]
   ]
@@ -329,6 +337,7 @@ try {
 } finally {
   postgres.stop()
   await fake.close()
+  for (const dir of made) rmSync(dir, { recursive: true, force: true })
 }
 console.log(
   JSON.stringify({
