@@ -2,6 +2,7 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
+import pg from 'pg'
 import type { FakeOneFlowApi } from '@oneflow-seg/testkit'
 import { createLogger } from '../logger'
 import { parseConfig } from '../config'
@@ -82,5 +83,16 @@ export async function until(check: () => boolean | Promise<boolean>, what: strin
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+/** One statement on a connection of its own (what an operator or another relay would run); its rows. */
+export async function sql(url: string, text: string): Promise<Array<Record<string, unknown>>> {
+  const client = new pg.Client(url)
+  await client.connect()
+  try {
+    return (await client.query(text)).rows as Array<Record<string, unknown>>
+  } finally {
+    await client.end()
   }
 }

@@ -5,11 +5,10 @@
  * 1Flow (110 ms answers in single mode, 400 ms in batch mode) and no fault, every event arrives once, in order. And
  * a pause 1Flow asked of the relay delivering a project holds for the relay that delivers it after.
  */
-import pg from 'pg'
 import { afterAll, beforeAll, expect, inject, it } from 'vitest'
 import { FakeOneFlowApi } from '@oneflow-seg/testkit'
 import { createDatabase } from '@oneflow-seg/testkit/postgres'
-import { post, tempDir, until } from './helpers'
+import { post, sql, tempDir, until } from './helpers'
 import { freePort, startRelayProcess, writeConfig, type RelayProcess } from './process'
 
 const WRITE_KEY = 'wk_multi'
@@ -148,17 +147,6 @@ async function relaysOn(db: string, count: number, oneflow: Record<string, unkno
       )
     )
   )
-}
-
-/** One query on a connection of its own. */
-async function sql(url: string, text: string): Promise<Array<Record<string, unknown>>> {
-  const c = new pg.Client(url)
-  await c.connect()
-  try {
-    return (await c.query(text)).rows as Array<Record<string, unknown>>
-  } finally {
-    await c.end()
-  }
 }
 
 it('2 relays on one database: the one that heard Retry-After dies; the other sends nothing to 1Flow before the pause ends, then everything', async () => {

@@ -334,9 +334,10 @@ export const UNHOLD_STEP = 2_000
 
 /**
  * Events held behind the events `$1` that meet `guard` (their users') become pending again, each user's oldest
- * UNHOLD_STEP (so that each has a ready event for the next lease round to find): what blocked them is settled. The held rows are locked in id order first: settles run beside each other
- * (docs/relay-queue.md, "The lane's locks"), and two that free the same user's rows (a caller settling one lease's
- * outcomes at once) would otherwise take them in any order and could deadlock.
+ * UNHOLD_STEP (so that each has a ready event for the next lease round to find): what blocked them is settled. The
+ * held rows are locked in id order first: settles run beside each other (docs/relay-queue.md, "The lane's locks"),
+ * and two that free the same user's rows (a caller settling one lease's outcomes at once) would otherwise take them
+ * in any order and could deadlock.
  */
 const UNHOLD_USERS_OF = (guard: string) => `
   unheld AS (

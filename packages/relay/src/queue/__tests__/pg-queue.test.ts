@@ -16,6 +16,7 @@ import type { Queue } from '../queue'
 import { packInbox } from '../inbox'
 import { advisoryLockId } from '../pg-inbox'
 import { describeQueue, event, leaseProperty, T0 } from './queue-conformance'
+import { sql } from '../../__tests__/helpers'
 
 const urls = new WeakMap<Queue, string>()
 const FAKE_TIME = { clockAheadToleranceMs: Number.POSITIVE_INFINITY }
@@ -29,18 +30,6 @@ const EVENT_INDEXES_BEFORE_8 = `
   CREATE INDEX relay_events_leased ON relay_events (lease_until) WHERE state = 'leased';
   CREATE INDEX relay_events_busy ON relay_events (project_id, user_key, state, next_attempt_at)
     WHERE state = 'leased' OR (state = 'pending' AND next_attempt_at > received_at);`
-
-/** One statement on a connection of its own (what an operator or an older relay would run). */
-async function sql(url: string, text: string): Promise<Array<Record<string, unknown>>> {
-  const { default: pg } = await import('pg')
-  const client = new pg.Client(url)
-  await client.connect()
-  try {
-    return (await client.query(text)).rows as Array<Record<string, unknown>>
-  } finally {
-    await client.end()
-  }
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
