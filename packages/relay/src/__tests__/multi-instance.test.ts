@@ -10,6 +10,9 @@ import { FakeOneFlowApi } from '@oneflow-seg/testkit'
 import { createDatabase } from '@oneflow-seg/testkit/postgres'
 import { post, sql, tempDir, until } from './helpers'
 import { freePort, startRelayProcess, writeConfig, type RelayProcess } from './process'
+import { projectIdOf } from '../config'
+import { DEFAULT_BUCKETS, laneOf } from '../queue/buckets'
+import { lockKey } from '../queue/pg-queue'
 
 const WRITE_KEY = 'wk_multi'
 const LIMIT = 40
@@ -153,11 +156,12 @@ it('2 relays on one database: the one that heard Retry-After dies; the other sen
   fake.reset()
   const db = await createDatabase(inject('pgAdminUrl'), `multi_pause_${process.pid}`)
   const relays = await relaysOn(db, 2, { maxRequestsPerSecond: 50, requestTimeoutMs: 3_000 })
+  // The first five are one user's: in one bucket, whose owner hears the 429 (the project is spread over buckets).
   const batch = (from: number) =>
     Array.from({ length: 5 }, (_, i) => ({
       type: 'track',
       event: 'Paused',
-      userId: `user-${from + i}`,
+      userId: from === 0 ? 'user-0' : `user-${from + i}`,
       messageId: `p${from + i}`,
       properties: { n: from + i }
     }))
@@ -168,14 +172,17 @@ it('2 relays on one database: the one that heard Retry-After dies; the other sen
     const paused = fake.requests.find((r) => r.status === 429)!.at
     // The relay that heard it has written the pause down; then it dies.
     await until(
-      async () => (await sql(db, 'SELECT paused_until FROM relay_lanes'))[0]?.paused_until != null,
+      async () => (await sql(db, 'SELECT max(paused_until) AS p FROM relay_lanes'))[0]?.p != null,
       'the pause recorded',
       10_000
     )
+    const lane = laneOf(projectIdOf('test-project-key'), 'user-0', DEFAULT_BUCKETS)
     const owner = await sql(
       db,
-      "SELECT application_name AS name FROM pg_stat_activity WHERE application_name LIKE 'oneflow-relay owner %'"
+      `SELECT a.application_name AS name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+       WHERE l.locktype = 'advisory' AND l.granted AND l.objid = ${lockKey(`leasing:${lane}`) >>> 0}`
     )
+    expect(owner).toHaveLength(1)
     const dying = relays.find((r) => owner.some((o) => String(o.name).endsWith(` ${r.child.pid}`)))!
     dying.child.kill('SIGKILL')
     await dying.exited

@@ -18,6 +18,9 @@ import { FakeOneFlowApi } from '@oneflow-seg/testkit'
 import { createDatabase, startThrowawayPostgres, type ThrowawayPostgres } from '@oneflow-seg/testkit/postgres'
 import { post, tempDir, until } from './helpers'
 import { freePort, runCli, startRelayProcess, writeConfig, type RelayProcess } from './process'
+import { projectIdOf } from '../config'
+import { DEFAULT_BUCKETS, lanesOf } from '../queue/buckets'
+import { lockKey } from '../queue/pg-queue'
 
 const WRITE_KEY = 'wk_pg_chaos_0123456789'
 const LIMIT = 2
@@ -77,26 +80,35 @@ function observer(url: string) {
 }
 type Observer = ReturnType<typeof observer>
 
-/** The process id of the relay owning a project (its claim's connection is named after it), if one does. */
-async function lanesOwner(db: Observer): Promise<number | undefined> {
+/** The project's lanes: its buckets (docs/relay-queue.md, "Buckets"), each with an owner of its own. */
+const LANES = lanesOf(projectIdOf('test-project-key'), DEFAULT_BUCKETS)
+
+/** Per relay process id, the project's buckets it owns (its claims' connection is named after it). */
+async function bucketOwners(db: Observer): Promise<Map<number, string[]>> {
   const rows = await db.query(
-    `SELECT a.application_name AS name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    `SELECT a.application_name AS name, l.objid::bigint AS objid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
      WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'oneflow-relay owner %'`
   )
-  const name = rows?.[0]?.name
-  return name === undefined ? undefined : Number(String(name).split(' ').pop())
+  const out = new Map<number, string[]>()
+  for (const r of rows ?? []) {
+    const lane = LANES.find((l) => lockKey(`leasing:${l}`) >>> 0 === Number(r.objid))
+    if (lane === undefined) continue
+    const pid = Number(String(r.name).split(' ').pop())
+    out.set(pid, [...(out.get(pid) ?? []), lane])
+  }
+  return out
 }
 
 /**
- * Every change of a project's owner epoch from now on, with when PostgreSQL made it (a trigger of the test's: what
- * the database did, however late the test looks).
+ * Every change of a lane's owner epoch from now on, with when PostgreSQL made it (a trigger of the test's: what the
+ * database did, however late the test looks).
  */
 async function recordEpochs(db: Observer): Promise<void> {
   const done = await db.query(`
-    CREATE TABLE chaos_epochs (epoch BIGINT NOT NULL, at_ms DOUBLE PRECISION NOT NULL);
+    CREATE TABLE chaos_epochs (lane TEXT NOT NULL, epoch BIGINT NOT NULL, at_ms DOUBLE PRECISION NOT NULL);
     CREATE FUNCTION chaos_epoch() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-      INSERT INTO chaos_epochs VALUES (NEW.epoch, extract(epoch FROM clock_timestamp()) * 1000);
+      INSERT INTO chaos_epochs VALUES (NEW.project_id, NEW.epoch, extract(epoch FROM clock_timestamp()) * 1000);
       RETURN NULL;
     END $$;
     CREATE TRIGGER chaos_epoch AFTER INSERT OR UPDATE OF epoch ON relay_lanes FOR EACH ROW EXECUTE FUNCTION chaos_epoch()`)
@@ -179,8 +191,8 @@ it('3 relays, one killed every 6 s, the project owner frozen past its claim and 
   // The project's owner among the relays not being killed is frozen past its claim (PostgreSQL ends its session
   // after idle_session_timeout and another relay takes the project over while it sleeps) and past its lease, then
   // resumed: what it then writes must change nothing.
-  /** Whether the relay frozen held the project's claim then; when it was frozen and resumed. */
-  let frozenOwned = false
+  /** The buckets the relay frozen owned then; when it was frozen and resumed. */
+  let frozenLanes: string[] = []
   let frozenPid: number | undefined
   let frozenAt = 0
   let thawedAt = 0
@@ -189,11 +201,11 @@ it('3 relays, one killed every 6 s, the project owner frozen past its claim and 
     await at(5000)
     let frozen: RelayProcess | undefined
     for (let i = 0; i < 50 && !frozen; i++) {
-      const owner = await lanesOwner(watch)
-      frozen = [relays[1]!, relays[2]!].find((r) => r.child.pid === owner)
+      const owners = await bucketOwners(watch)
+      frozen = [relays[1]!, relays[2]!].find((r) => (owners.get(r.child.pid as number) ?? []).length > 0)
+      frozenLanes = frozen ? (owners.get(frozen.child.pid as number) as string[]) : []
       if (!frozen) await sleep(200)
     }
-    frozenOwned = frozen !== undefined
     frozen ??= relays[1]!
     frozenPid = frozen.child.pid
     frozenAt = Date.now()
@@ -297,15 +309,16 @@ it('3 relays, one killed every 6 s, the project owner frozen past its claim and 
     firstOrder.set(user, [...(firstOrder.get(user) ?? []), Number(n)])
   }
   const outOfOrder = [...firstOrder].filter(([, ns]) => ns.some((n, i) => i > 0 && n < ns[i - 1]!))
-  // Another relay took the project over while its owner slept: an epoch change from a second after the freeze (a
-  // takeover the frozen relay itself had in flight could still commit at once) until it was resumed.
+  // Another relay took a bucket of the frozen one over while it slept: an epoch change of one of its buckets from a
+  // second after the freeze (a takeover the frozen relay itself had in flight could still commit at once) until it
+  // was resumed.
   let logged: Array<Record<string, unknown>> | undefined
   for (let i = 0; i < 10 && !logged; i++) {
-    logged = await watch.query('SELECT epoch, at_ms FROM chaos_epochs ORDER BY at_ms')
+    logged = await watch.query('SELECT lane, epoch, at_ms FROM chaos_epochs ORDER BY at_ms')
     if (!logged) await sleep(500)
   }
-  const epochs = (logged ?? []).map((r) => ({ epoch: Number(r.epoch), at: Number(r.at_ms) }))
-  const takeover = epochs.find((e) => e.at >= frozenAt + 1000 && e.at <= thawedAt)
+  const epochs = (logged ?? []).map((r) => ({ lane: String(r.lane), epoch: Number(r.epoch), at: Number(r.at_ms) }))
+  const takeover = epochs.find((e) => frozenLanes.includes(e.lane) && e.at >= frozenAt + 1000 && e.at <= thawedAt)
   const summary = {
     acked: acked.size,
     delivered: delivered.length,
@@ -314,12 +327,12 @@ it('3 relays, one killed every 6 s, the project owner frozen past its claim and 
     thrice: thrice.length,
     outOfOrder: outOfOrder.map(([u]) => u),
     maxPerSecond: fake.maxRequestsInWindow(1000),
-    // Whether another relay took the frozen owner's project over while it slept.
-    frozenOwned,
+    // The buckets the frozen relay owned, and whether another relay took one over while it slept.
+    frozenOwned: frozenLanes.length,
     takenOver: takeover !== undefined,
     takenOverAfterMs: takeover && Math.round(takeover.at - frozenAt),
-    // When the owner epoch moved (ms from the start), and when the owner was frozen and resumed.
-    epochsAt: epochs.map((e) => Math.round(e.at - started)),
+    // When the frozen relay's buckets' epochs moved (ms from the start), and when it was frozen and resumed.
+    epochsAt: epochs.filter((e) => frozenLanes.includes(e.lane)).map((e) => Math.round(e.at - started)),
     frozen: [frozenAt - started, thawedAt - started],
     drainedMs
   }
@@ -341,7 +354,7 @@ it('3 relays, one killed every 6 s, the project owner frozen past its claim and 
   }
   // The frozen owner's claim ends after idle_session_timeout (5 s), and another relay takes the project over within
   // the 15 s freeze: nothing it waits for is the frozen relay's (docs/relay-queue.md, "Recovery is the owner's").
-  expect(summary.frozenOwned, 'the relay frozen owned the project').toBe(true)
+  expect(summary.frozenOwned, 'the relay frozen owned buckets of the project').toBeGreaterThan(0)
   expect(summary.takenOver).toBe(true)
   expect(summary.outOfOrder).toEqual([])
   expect(repeatsPerFault.get('unexplained') ?? 0).toBe(0)

@@ -17,6 +17,7 @@ import {
   unpackInbox
 } from './inbox'
 import { InboxRowError, LEASE_ROUNDS, newLeaseToken, type Job, type JobRef } from './queue'
+import { projectOf } from './buckets'
 
 /**
  * A lane's owner on PostgreSQL (docs/relay-queue.md, "PostgreSQL: lane owners"): one relay at a time leases a lane's
@@ -34,8 +35,12 @@ export const OWNER_IDLE_TIMEOUT_MS = 5_000
 const OWN_RETRY_MS = 1_000
 /** A lane this relay has not leased for this long, with nothing in flight, is let go (another relay may want it). */
 const OWNED_IDLE_MS = 60_000
-/** Inbox rows read per query. */
+/**
+ * Inbox rows read per query: 16 rows of a project's requests, or with buckets (each request's events split over
+ * them, so smaller rows) up to 64 of a bucket's.
+ */
 const INBOX_READ_ROWS = 16
+const INBOX_READ_ROWS_MAX = 64
 /**
  * A lease trusts what this relay knows of its lane (its epoch; relay_events holding none of the lane's rows unless
  * this relay wrote them) for this long after the database last confirmed it, and while its claim's connection
@@ -53,6 +58,10 @@ const MOVED_KEPT_MS = 600_000
  * Ends the sessions of this database holding advisory lock ($1, $2) that are stuck writing a result to a client that
  * does not read it (a frozen relay), with a statement older than $3 ms.
  */
+/** The relays with a claims connection on this database (this one's included): their application_name. */
+const RELAYS = `(SELECT count(*)::int FROM pg_stat_activity
+  WHERE datname = current_database() AND application_name LIKE 'oneflow-relay owner %')`
+
 const END_STUCK_HOLDERS = `
   SELECT pg_terminate_backend(a.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
   WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::oid AND l.objid = $2::oid AND l.objsubid = 1
@@ -91,6 +100,11 @@ interface OwnedLane {
    * parked behind events in flight from the inbox): each lease first frees one bounded step of them, until none is left.
    */
   stranded: boolean
+  /**
+   * A bucket this relay owns beyond its share of the project (more relays came): nothing more is leased from it, and
+   * it is let go once nothing of it is in flight here, for a relay with fewer to take.
+   */
+  yielding: boolean
 }
 
 /** What write() returns when the lane's epoch moved on (another relay owns it now): nothing was written. */
@@ -121,6 +135,10 @@ export interface OwnerHost {
   ownerKey(lane: string): number
   /** The lane lock's key (taken shared by an owner's writes). */
   laneLockKey(lane: string): number
+  /** How many buckets each project is spread over (1: the project is the lane). */
+  readonly buckets: number
+  /** Until when 1Flow asked that nothing of `project` be sent, as relay_lanes has it (0: no pause). */
+  projectPausedUntil(project: string): Promise<number>
   /**
    * Whether the lane's epoch is still `epoch` (this relay still owns it), and whether it has events waiting or in
    * flight in relay_events: one round trip.
@@ -167,6 +185,15 @@ export class PgLaneOwners {
   private takenBack = 0
   /** Per lane: why its unread inbox rows wait (a write transaction open elsewhere), and when that was last looked at. */
   private readonly heldBack = new Map<string, { waiting: boolean; reason: string | undefined; at: number }>()
+  /**
+   * Per lane: its relay_events rows this relay holds leased, and when each lease ends (the lease's clock). A bucket is
+   * let go only once it has none (the next owner would take them back and send them again).
+   */
+  private readonly tableLeased = new Map<string, Map<number, number>>()
+  /** Relays with a claims connection on this database, this one included, as last counted. */
+  private relays = 1
+  /** Per project: the bucket its next lease looks at first (leases go round the buckets this relay owns). */
+  private readonly nextBucket = new Map<string, number>()
 
   constructor(private readonly host: OwnerHost) {
     this.pinger = setInterval(() => void this.ping(), OWNER_PING_MS).unref()
@@ -243,6 +270,7 @@ export class PgLaneOwners {
     this.lanes.delete(st.lane)
     for (const set of st.users.values()) for (const f of set) this.flying.delete(f.job.id)
     st.users.clear()
+    this.tableLeased.delete(st.lane)
     if (unlock && this.owner)
       void this.onClaims(this.owner, 'SELECT pg_advisory_unlock($1)', [this.host.ownerKey(st.lane)]).catch(
         () => undefined
@@ -257,15 +285,77 @@ export class PgLaneOwners {
     const c = this.owner
     if (!c) return
     try {
-      await this.onClaims(c, 'SELECT 1')
+      const { rows } = await this.onClaims(c, `SELECT ${RELAYS} AS relays`)
       this.answeredAt = Date.now()
+      this.relays = Math.max(1, Number((rows[0] as Row).relays))
       const idleSince = Date.now() - (this.host.ownedIdleMs ?? OWNED_IDLE_MS)
       for (const st of [...this.lanes.values()]) {
         if (st.usedAt < idleSince && st.users.size === 0) this.forget(st)
       }
+      this.rebalance()
     } catch {
       this.lost(c)
     }
+  }
+
+  /** The buckets of a project one relay owns at most: an even share among the relays counted. */
+  private share(): number {
+    return Math.ceil(this.host.buckets / this.relays)
+  }
+
+  /**
+   * Each project's buckets beyond this relay's share (the ones it took last) yield: nothing more is leased from them,
+   * and each is let go once none of its events is in flight here. A relay that came or went changes the share.
+   */
+  private rebalance(): void {
+    if (this.host.buckets <= 1) return
+    const byProject = new Map<string, OwnedLane[]>()
+    for (const st of this.lanes.values()) {
+      const project = projectOf(st.lane)
+      let owned = byProject.get(project)
+      if (!owned) byProject.set(project, (owned = []))
+      owned.push(st)
+    }
+    const share = this.share()
+    for (const owned of byProject.values()) {
+      owned.forEach((st, i) => (st.yielding = i >= share))
+      for (const st of owned) if (st.yielding && st.users.size === 0 && !this.hasTableLeases(st.lane)) this.forget(st)
+    }
+  }
+
+  /** Whether this relay holds leases of the lane's relay_events rows that have not ended by the last lease's clock. */
+  private hasTableLeases(lane: string): boolean {
+    const leased = this.tableLeased.get(lane)
+    if (!leased) return false
+    for (const [id, until] of leased) if (until <= this.leaseNow) leased.delete(id)
+    if (leased.size === 0) this.tableLeased.delete(lane)
+    return leased.size > 0
+  }
+
+  /** The latest time a lease was asked for (the leases' clock). */
+  private leaseNow = 0
+
+  /** This relay leased relay_events rows `ids` of `lane` until `until`. */
+  private noteTableLeases(lane: string, ids: Iterable<number>, until: number): void {
+    let leased = this.tableLeased.get(lane)
+    for (const id of ids) {
+      if (!leased) this.tableLeased.set(lane, (leased = new Map()))
+      leased.set(id, until)
+    }
+  }
+
+  /**
+   * Leases of relay_events rows that a settle named (done with, whatever it changed), or a renewal extended
+   * (`until`) or found no longer held (`until` undefined).
+   */
+  tableLeasesEnded(lane: string, ids: readonly number[], until?: number): void {
+    const leased = this.tableLeased.get(lane)
+    if (!leased) return
+    for (const id of ids) {
+      if (until === undefined) leased.delete(id)
+      else if (leased.has(id)) leased.set(id, Math.max(leased.get(id) as number, until))
+    }
+    if (leased.size === 0) this.tableLeased.delete(lane)
   }
 
   /** This relay's claim on a lane: taken if nobody holds it (tried at most once a second), or undefined. */
@@ -289,8 +379,9 @@ export class PgLaneOwners {
       return undefined
     }
     const key = this.host.ownerKey(lane)
-    const { rows } = await this.onClaims(c, 'SELECT pg_try_advisory_lock($1) AS ok', [key])
+    const { rows } = await this.onClaims(c, `SELECT pg_try_advisory_lock($1) AS ok, ${RELAYS} AS relays`, [key])
     this.answeredAt = Date.now()
+    this.relays = Math.max(1, Number((rows[0] as Row).relays))
     if (!(rows[0] as Row).ok) return undefined
     // A previous owner frozen while PostgreSQL was sending it a large result (a lease's events) holds the lane lock
     // for as long as it stays frozen: PostgreSQL cannot cancel a statement while it writes to the client, so neither
@@ -308,10 +399,12 @@ export class PgLaneOwners {
       // what it had in flight. The users it left held are freed after, by this owner's leases (`stranded`): however
       // large the backlog parked behind them, the takeover is one short transaction (docs/relay-queue.md).
       epoch = await this.host.tx(async (tx) => {
+        // (A pause is the project's: on its own row, which is the lane's without buckets.)
         const { rows: e } = await tx.query(
           `INSERT INTO relay_lanes AS l (project_id, epoch) VALUES ($1, 1)
-           ON CONFLICT (project_id) DO UPDATE SET epoch = l.epoch + 1 RETURNING epoch, paused_until`,
-          [lane]
+           ON CONFLICT (project_id) DO UPDATE SET epoch = l.epoch + 1
+           RETURNING epoch, (SELECT paused_until FROM relay_lanes WHERE project_id = $2) AS paused_until`,
+          [lane, projectOf(lane)]
         )
         takenBack = await this.host.takeBackLane(tx, lane)
         pausedUntil = Number((e[0] as Row).paused_until ?? 0)
@@ -334,7 +427,8 @@ export class PgLaneOwners {
       open: true,
       checkedAt: 0,
       pausedUntil,
-      stranded: true
+      stranded: true,
+      yielding: false
     }
     this.lanes.set(lane, st)
     return st
@@ -377,9 +471,9 @@ export class PgLaneOwners {
   }
 
   /** A pause of `lane` until `until` (see PgQueue.pauseLane), known here at once if this relay owns the lane. */
-  notePause(lane: string, until: number): void {
-    const st = this.lanes.get(lane)
-    if (st) st.pausedUntil = Math.max(st.pausedUntil, until)
+  notePause(project: string, until: number): void {
+    for (const st of this.lanes.values())
+      if (projectOf(st.lane) === project) st.pausedUntil = Math.max(st.pausedUntil, until)
   }
 
   /** A lane's events are being worked on (renewed): it is in use, not to be let go as idle. */
@@ -431,24 +525,60 @@ export class PgLaneOwners {
     st: OwnedLane,
     marks: ReadonlyMap<InboxRow, readonly number[]>
   ): Promise<{ ids: number[]; apply: () => void } | undefined> {
-    const { after, apply } = nextMarks(marks)
-    if (after.length === 0) return { ids: [], apply }
-    const mine = `EXISTS (SELECT 1 FROM relay_lanes WHERE project_id = ${pg.escapeLiteral(st.lane)} AND epoch = ${st.epoch})`
-    // Every value below is a number or hex: nothing a client sent.
+    const [result] = await this.marksOnlyOf([{ st, marks }])
+    return result
+  }
+
+  /**
+   * marksOnly for several lanes (a project's buckets) in one round trip: each lane's lock shared (in key order), and
+   * each lane's marks written only if its epoch is still this owner's. Per lane, in order, what marksOnly returns.
+   */
+  private async marksOnlyOf(
+    work: ReadonlyArray<{ st: OwnedLane; marks: ReadonlyMap<InboxRow, readonly number[]> }>
+  ): Promise<Array<{ ids: number[]; apply: () => void } | undefined>> {
+    const next = work.map(({ st, marks }) => ({ st, ...nextMarks(marks) }))
+    const rows = next.flatMap(({ st, after }) => after.map((a) => ({ st, a })))
+    if (rows.length === 0) return next.map(({ apply }) => ({ ids: [], apply }))
+    const lanes = next.map(({ st }) => st)
+    const list = (values: Array<string | number>, type: string) => `ARRAY[${values.join(',')}]::${type}[]`
+    const locks = [...new Set(lanes.map((st) => this.host.laneLockKey(st.lane)))].sort((a, b) => a - b)
+    // Every value below is a number, hex, or a lane name escaped as a literal: nothing a client sent.
     const results = (await this.host.pool.query(
-      `SELECT pg_advisory_xact_lock_shared(${this.host.laneLockKey(st.lane)});
+      `SELECT ${locks.map((k) => `pg_advisory_xact_lock_shared(${k})`).join(', ')};
        WITH marks AS (
-         SELECT * FROM unnest(ARRAY[${after.map(([row]) => row.id).join(',')}]::bigint[],
-                              ARRAY[${after.map(([, done]) => `decode('${Buffer.from(done).toString('hex')}', 'hex')`).join(',')}]::bytea[],
-                              ARRAY[${after.map(([, , left]) => left).join(',')}]::int[]) AS m(id, done, left_events)
-         WHERE ${mine}
+         SELECT m.* FROM unnest(${list(
+           rows.map(({ a: [row] }) => row.id),
+           'bigint'
+         )}, ${list(
+           rows.map(({ a: [, done] }) => `decode('${Buffer.from(done).toString('hex')}', 'hex')`),
+           'bytea'
+         )}, ${list(
+           rows.map(({ a: [, , left] }) => left),
+           'int'
+         )}, ${list(
+           rows.map(({ st }) => pg.escapeLiteral(st.lane)),
+           'text'
+         )}, ${list(
+           rows.map(({ st }) => st.epoch),
+           'bigint'
+         )}) AS m(id, done, left_events, lane, epoch)
+         WHERE EXISTS (SELECT 1 FROM relay_lanes l WHERE l.project_id = m.lane AND l.epoch = m.epoch)
        ), gone AS (DELETE FROM relay_inbox i USING marks m WHERE i.id = m.id AND m.left_events <= 0)
        UPDATE relay_inbox i SET done = m.done, left_events = m.left_events FROM marks m WHERE i.id = m.id AND m.left_events > 0;
-       SELECT ${mine} AS mine`
+       SELECT l.project_id AS lane FROM relay_lanes l JOIN unnest(${list(
+         lanes.map((st) => pg.escapeLiteral(st.lane)),
+         'text'
+       )}, ${list(
+         lanes.map((st) => st.epoch),
+         'bigint'
+       )}) AS o(lane, epoch) ON l.project_id = o.lane AND l.epoch = o.epoch`
     )) as unknown as pg.QueryResult[]
-    if ((results[2]?.rows[0] as Row | undefined)?.mine === true) return { ids: [], apply }
-    this.forget(st)
-    return undefined
+    const mine = new Set((results[2]?.rows ?? []).map((r) => String((r as Row).lane)))
+    return next.map(({ st, apply }) => {
+      if (mine.has(st.lane)) return { ids: [], apply }
+      this.forget(st)
+      return undefined
+    })
   }
 
   /**
@@ -456,10 +586,65 @@ export class PgLaneOwners {
    * parked behind them, leases taken back: older than anything in the inbox), then straight from the inbox.
    */
   lease(lane: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
+    this.leaseNow = Math.max(this.leaseNow, now)
     // A lane already owned takes its turn at once (before any settle called after this lease).
     const held = this.lanes.get(lane)
     if (held) return this.leaseOwned(held, limit, leaseMs, now)
     return this.own(lane).then((st) => (st ? this.leaseOwned(st, limit, leaseMs, now) : []))
+  }
+
+  /**
+   * Leases events of a project spread over buckets (`lanes`, one per bucket), up to `limit` from the buckets this
+   * relay owns, starting each time after the last one that gave some (so that each bucket has its turn). A bucket
+   * nobody owns is taken while this relay owns fewer than its share (the buckets over the relays counted; see
+   * rebalance), so that several relays drain one project. Each bucket's events are a lease of their own (their own
+   * token), in id order.
+   */
+  async leaseProject(
+    project: string,
+    lanes: readonly string[],
+    limit: number,
+    leaseMs: number,
+    now: number
+  ): Promise<Job[]> {
+    this.leaseNow = Math.max(this.leaseNow, now)
+    // A pause another bucket's owner heard holds here from its next lease (each bucket's own look at relay_lanes
+    // comes a second apart at most: see leaseOwned).
+    const pausedUntil = await this.host.projectPausedUntil(project)
+    if (now < pausedUntil) {
+      this.notePause(project, pausedUntil)
+      return []
+    }
+    const n = lanes.length
+    // A first look at a random bucket: relays starting together do not all try the same ones first.
+    const start = this.nextBucket.get(project) ?? Math.floor(Math.random() * n)
+    const out: Job[] = []
+    for (let i = 0; i < n && out.length < limit; i++) {
+      const at = (start + i) % n
+      const lane = lanes[at] as string
+      let st = this.lanes.get(lane)
+      // One lease of a bucket in flight at a time: a second one would meet its users again (a bucket has a fraction
+      // of the project's) and park their events in relay_events, a write per event (docs/relay-queue.md, "Buckets").
+      if (st && (st.yielding || st.users.size > 0 || this.hasTableLeases(lane))) continue
+      if (!st) {
+        if (this.ownedOf(project) >= this.share()) continue
+        st = await this.own(lane)
+        if (!st) continue
+      }
+      const jobs = await this.leaseOwned(st, limit - out.length, leaseMs, now)
+      if (jobs.length > 0) {
+        this.nextBucket.set(project, (at + 1) % n)
+        out.push(...jobs)
+      }
+    }
+    return out.sort((a, b) => a.id - b.id)
+  }
+
+  /** How many of the project's buckets this relay owns and leases from (not yielding). */
+  private ownedOf(project: string): number {
+    let n = 0
+    for (const st of this.lanes.values()) if (!st.yielding && projectOf(st.lane) === project) n++
+    return n
   }
 
   private leaseOwned(st: OwnedLane, limit: number, leaseMs: number, now: number): Promise<Job[]> {
@@ -495,7 +680,14 @@ export class PgLaneOwners {
         )
         // The claim lost meanwhile (its connection ended): its leases in relay_events are the next owner's to take back.
         if (jobs === undefined || this.lanes.get(lane) !== st) return []
-        if (jobs.length > 0) return jobs
+        if (jobs.length > 0) {
+          this.noteTableLeases(
+            lane,
+            jobs.map((j) => j.id),
+            now + leaseMs
+          )
+          return jobs
+        }
       }
       return this.leaseFromInbox(st, limit, leaseMs, now, open)
     })
@@ -511,7 +703,7 @@ export class PgLaneOwners {
       // (The transaction id is read as text under another name: ORDER BY xid would otherwise sort that text.)
       text: `SELECT id, xid::text AS xid_text, body, done FROM relay_inbox
              WHERE project_id = $1 AND (xid, id) > ($2::xid8, $3::bigint) AND xid < pg_snapshot_xmin(pg_current_snapshot())
-             ORDER BY xid, id LIMIT ${INBOX_READ_ROWS}`,
+             ORDER BY xid, id LIMIT ${Math.min(INBOX_READ_ROWS * this.host.buckets, INBOX_READ_ROWS_MAX)}`,
       values: [st.lane, st.cursor.xid, st.cursor.id]
     })
     if (rows.length === 0) {
@@ -564,7 +756,7 @@ export class PgLaneOwners {
     const waiting = Boolean(r.waiting)
     const reason =
       waiting && last?.waiting
-        ? `delivery of ${st.lane} waits for a write transaction left open on the PostgreSQL server (${r.oldest ? String(r.oldest) : 'one this database role cannot see'}): no relay reads events queued after it began until it ends. End it, or set idle_in_transaction_session_timeout for its application`
+        ? `delivery of ${projectOf(st.lane)} waits for a write transaction left open on the PostgreSQL server (${r.oldest ? String(r.oldest) : 'one this database role cannot see'}): no relay reads events queued after it began until it ends. End it, or set idle_in_transaction_session_timeout for its application`
         : undefined
     this.heldBack.set(st.lane, { waiting, reason, at: t })
   }
@@ -643,6 +835,7 @@ export class PgLaneOwners {
       gone.forEach((f, i) => {
         this.land(st, f)
         this.moved.set(f.job.id, { id: written.ids[i] as number, at })
+        this.noteTableLeases(st.lane, [written.ids[i] as number], f.leaseUntil)
       })
     }
     // Every await above may have seen the claim end (its connection failed): nothing then flies from a lane this relay
@@ -723,8 +916,11 @@ export class PgLaneOwners {
    * still leased by their lease), so the table holds the user's events in their order of arrival.
    */
   async settle(mem: readonly Flying[], outcome: FlyingOutcome): Promise<JobRef[]> {
+    const groups = groupByLane(mem)
+    // Delivered events of several buckets (a lease of a project draws from each this relay owns): one write.
+    if (outcome.kind === 'complete' && groups.size > 1) return this.completeAll(groups)
     const moved: JobRef[] = []
-    for (const [lane, fs] of groupByLane(mem)) {
+    for (const [lane, fs] of groups) {
       const st = this.lanes.get(lane)
       if (!st) continue
       await this.inTurn(st, async () => {
@@ -796,10 +992,55 @@ export class PgLaneOwners {
         movers.forEach((f, i) => {
           this.land(st, f)
           this.moved.set(f.job.id, { id: written.ids[i] as number, at })
+          // Still leased by the caller's lease there: this relay holds it until that lease settles.
+          if ((rows[i] as TableRow).state === 'leased')
+            this.noteTableLeases(st.lane, [written.ids[i] as number], f.leaseUntil)
         })
       })
     }
     return moved
+  }
+
+  /** Delivered flying events of several lanes, written in one round trip in the lanes' turns (see marksOnlyOf). */
+  private async completeAll(groups: ReadonlyMap<string, readonly Flying[]>): Promise<JobRef[]> {
+    const moved: JobRef[] = []
+    const owned = [...groups.keys()]
+      .sort()
+      .map((lane) => this.lanes.get(lane))
+      .filter((st): st is OwnedLane => st !== undefined)
+    await this.inTurns(owned, async () => {
+      const work: Array<{ st: OwnedLane; live: Flying[]; marks: Map<InboxRow, number[]> }> = []
+      for (const st of owned) {
+        if (this.lanes.get(st.lane) !== st) continue
+        const live: Flying[] = []
+        for (const f of groups.get(st.lane) ?? []) {
+          if (this.flying.get(f.job.id) === f) live.push(f)
+          else {
+            const ref = this.movedRef(f)
+            if (ref) moved.push(ref)
+          }
+        }
+        if (live.length === 0) continue
+        const marks = new Map<InboxRow, number[]>()
+        for (const f of live) markDone(marks, f.row, f.index)
+        work.push({ st, live, marks })
+      }
+      if (work.length === 0) return
+      const written = await this.marksOnlyOf(work)
+      work.forEach(({ st, live }, i) => {
+        const w = written[i]
+        if (!w) return
+        w.apply()
+        for (const f of live) this.land(st, f)
+      })
+    })
+    return moved
+  }
+
+  /** Runs `fn` in the turns of all `lanes` (taken in the order given: callers sort them, so that none waits in a cycle). */
+  private inTurns<T>(lanes: readonly OwnedLane[], fn: () => Promise<T>, at = 0): Promise<T> {
+    const st = lanes[at]
+    return st ? this.inTurn(st, () => this.inTurns(lanes, fn, at + 1)) : fn()
   }
 
   /** Leases of relay_events that takeovers took back since the last call (counted once). */

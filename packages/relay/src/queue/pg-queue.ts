@@ -29,8 +29,9 @@ import {
 } from './queue'
 import { INBOX_ROW_EVENTS, type InboxEvent, packInbox, wellFormed } from './inbox'
 import { PgLaneOwners, type TableRow } from './pg-inbox'
+import { BucketsSettingError, DEFAULT_BUCKETS, laneOf, lanesOf, MAX_BUCKETS, projectOf } from './buckets'
 
-const SCHEMA_VERSION = 10
+const SCHEMA_VERSION = 11
 const MIGRATION_LOCK = 727_001
 /** Taken shared by every ingest commit and exclusively by a rotation of the dedup generations. */
 const SEEN_LOCK = 727_002
@@ -321,7 +322,10 @@ const MIGRATIONS: Record<number, string> = {
         ALTER TABLE relay_lanes ADD COLUMN paused_until BIGINT;
       END IF;
     END $add$;
-  `
+  `,
+  // Settings of the queue itself, fixed when it is created: `buckets` (docs/relay-queue.md, "Buckets"), written by
+  // migrate() once the migrations ran.
+  11: `CREATE TABLE IF NOT EXISTS relay_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)`
 }
 
 /**
@@ -564,20 +568,24 @@ const pgStorable = (body: string) => wellFormed(body) && !body.includes('\u0000'
 
 /**
  * Each request's fresh events (the first occurrence of each key in `fresh`, which this consumes) as inbox rows: one
- * per request and lane, at most INBOX_ROW_EVENTS events each, in the request's order.
+ * per request and lane (a project's bucket among `buckets`), at most INBOX_ROW_EVENTS events each, in the request's
+ * order.
  */
 function inboxRows(
   requests: ReadonlyArray<readonly NewEvent[]>,
-  fresh: Set<string>
+  fresh: Set<string>,
+  buckets: number
 ): Array<{ lane: string; events: InboxEvent[] }> {
   const out: Array<{ lane: string; events: InboxEvent[] }> = []
   for (const events of requests) {
     const lanes = new Map<string, InboxEvent[]>()
     for (const e of events) {
       if (e.deadReason !== undefined || !fresh.delete(text(dedupKey(e)))) continue
-      let list = lanes.get(e.projectId)
-      if (!list) lanes.set(e.projectId, (list = []))
-      list.push([e.messageId, e.sourceName, orderingKey(e.userKey), e.body, e.receivedAt])
+      const user = orderingKey(e.userKey)
+      const lane = laneOf(e.projectId, user, buckets)
+      let list = lanes.get(lane)
+      if (!list) lanes.set(lane, (list = []))
+      list.push([e.messageId, e.sourceName, user, e.body, e.receivedAt])
     }
     for (const [lane, list] of lanes)
       for (let at = 0; at < list.length; at += INBOX_ROW_EVENTS)
@@ -700,7 +708,9 @@ export class PgQueue implements Queue {
     private readonly clockAheadToleranceMs: number,
     url: string,
     timeoutMs: number,
-    ownedIdleMs: number | undefined
+    ownedIdleMs: number | undefined,
+    /** How many buckets each project is spread over (docs/relay-queue.md, "Buckets"): the database's setting. */
+    readonly buckets: number
   ) {
     this.owners = new PgLaneOwners({
       pool,
@@ -713,12 +723,17 @@ export class PgQueue implements Queue {
       // The key relays of older versions take for each lease: they cannot lease a lane a relay owns.
       ownerKey: (lane) => lockKey(`leasing:${lane}`),
       laneLockKey: (lane) => lockKey(`lease:${lane}`),
+      buckets,
+      projectPausedUntil: async (project) => {
+        const { rows } = await pool.query('SELECT paused_until FROM relay_lanes WHERE project_id = $1', [project])
+        return Number((rows[0] as Row | undefined)?.paused_until ?? 0)
+      },
       laneState: async (lane, epoch) => {
         const { rows } = await pool.query(
           `SELECT EXISTS (SELECT 1 FROM relay_lanes WHERE project_id = $1 AND epoch = $2) AS mine,
                   EXISTS (SELECT 1 FROM relay_events WHERE project_id = $1 AND state IN ('pending', 'held', 'leased')) AS open,
-                  (SELECT paused_until FROM relay_lanes WHERE project_id = $1) AS paused_until`,
-          [lane, epoch]
+                  (SELECT paused_until FROM relay_lanes WHERE project_id = $3) AS paused_until`,
+          [lane, epoch, projectOf(lane)]
         )
         const r = rows[0] as Row
         return { mine: Boolean(r.mine), open: Boolean(r.open), pausedUntil: Number(r.paused_until ?? 0) }
@@ -773,10 +788,18 @@ export class PgQueue implements Queue {
       clockAheadToleranceMs?: number
       /** How long a lane this relay owns may go unused before it is let go (default 60 s; tests shorten it). */
       ownedIdleMs?: number
+      /**
+       * How many buckets each project is spread over if this call creates the queue (DEFAULT_BUCKETS); a queue that
+       * exists keeps its own (see buckets).
+       */
+      buckets?: number
     } = {}
   ): Promise<PgQueue> {
     const timeoutMs = options.timeoutMs ?? PG_TIMEOUT_MS
-    await PgQueue.migrate(url, timeoutMs)
+    const wanted = options.buckets ?? DEFAULT_BUCKETS
+    if (!Number.isInteger(wanted) || wanted < 1 || wanted > MAX_BUCKETS)
+      throw new RangeError(`buckets must be a whole number from 1 to ${MAX_BUCKETS}, not ${wanted}`)
+    const buckets = await PgQueue.migrate(url, timeoutMs, wanted)
     const pool = new pg.Pool({
       connectionString: url,
       max: options.poolSize ?? 10,
@@ -806,7 +829,8 @@ export class PgQueue implements Queue {
       options.clockAheadToleranceMs ?? CLOCK_AHEAD_TOLERANCE_MS,
       url,
       timeoutMs,
-      options.ownedIdleMs
+      options.ownedIdleMs,
+      buckets
     )
     return queue
   }
@@ -821,7 +845,7 @@ export class PgQueue implements Queue {
    * lock, so relays already running are not stalled behind it; it is tried again. Relays starting meanwhile wait
    * for the one migrating (MIGRATION_LOCK).
    */
-  private static async migrate(url: string, timeoutMs: number): Promise<void> {
+  private static async migrate(url: string, timeoutMs: number, buckets: number): Promise<number> {
     const c = new pg.Client({
       connectionString: url,
       connectionTimeoutMillis: timeoutMs,
@@ -838,12 +862,22 @@ export class PgQueue implements Queue {
       const { rows } = await c.query('SELECT version FROM relay_schema')
       let version = rows.length > 0 ? Number(rows[0].version) : 0
       if (rows.length === 0) await c.query('INSERT INTO relay_schema (version) VALUES (0)')
+      const created = version === 0
       while (version < SCHEMA_VERSION) {
         version++
         await c.query(MIGRATIONS[version] as string)
         await c.query('UPDATE relay_schema SET version = $1', [version])
       }
+      // A queue created now spreads projects over buckets; one upgraded from before them keeps one per project: its
+      // events already queued are each in their project's lane, and moving them is not built (docs/relay-queue.md).
+      await c.query("INSERT INTO relay_settings (name, value) VALUES ('buckets', $1) ON CONFLICT DO NOTHING", [
+        String(created ? buckets : 1)
+      ])
+      const { rows: setting } = await c.query("SELECT value FROM relay_settings WHERE name = 'buckets'")
       await c.query('COMMIT')
+      const n = Number((setting[0] as Row).value)
+      if (!Number.isInteger(n) || n < 1 || n > MAX_BUCKETS) throw new BucketsSettingError((setting[0] as Row).value)
+      return n
     } finally {
       await c.end().catch(() => undefined)
     }
@@ -918,7 +952,7 @@ export class PgQueue implements Queue {
           ]
         )
         const fresh = new Set(inserted.map((r: Row) => String(r.message_key)))
-        await insertInbox(c, inboxRows(requests, new Set(fresh)))
+        await insertInbox(c, inboxRows(requests, new Set(fresh), this.buckets))
         return fresh
       })
       if (fresh === undefined) {
@@ -947,7 +981,8 @@ export class PgQueue implements Queue {
       [
         dead.map((e) => text(e.messageId)),
         dead.map((e) => e.sourceName),
-        dead.map((e) => e.projectId),
+        // In their user's lane: a replayed dead letter is delivered by that lane's owner.
+        dead.map((e) => laneOf(e.projectId, orderingKey(e.userKey), this.buckets)),
         dead.map((e) => text(e.userKey)),
         dead.map((e) => text(e.body)),
         dead.map((e) => e.receivedAt),
@@ -1006,7 +1041,8 @@ export class PgQueue implements Queue {
    * One relay leases a lane, so a user's events are never in flight on two relays.
    */
   lease(projectId: string, limit: number, leaseMs: number, now: number): Promise<Job[]> {
-    return this.owners.lease(projectId, limit, leaseMs, now)
+    if (this.buckets <= 1) return this.owners.lease(projectId, limit, leaseMs, now)
+    return this.owners.leaseProject(projectId, lanesOf(projectId, this.buckets), limit, leaseMs, now)
   }
 
   deliveryHeldBack(): string | undefined {
@@ -1023,10 +1059,12 @@ export class PgQueue implements Queue {
     // Believed at most the longest pause 1Flow may ask for, plus clockAheadToleranceMs, past the database's clock: a
     // relay whose clock runs a day ahead must not pause the lane for a day (it could never be shortened).
     const ahead = Number.isFinite(this.clockAheadToleranceMs) ? MAX_RETRY_AFTER_MS + this.clockAheadToleranceMs : null
+    // On the project's row: with buckets, every bucket's owner reads it there (a row of epoch 0 until someone owns
+    // the project itself, which only a queue without buckets does).
     await this.pool.query(
-      `UPDATE relay_lanes SET paused_until = GREATEST(COALESCE(paused_until, 0),
-         LEAST($2::bigint, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $3::bigint))
-       WHERE project_id = $1`,
+      `INSERT INTO relay_lanes AS l (project_id, epoch, paused_until)
+       VALUES ($1, 0, LEAST($2::bigint, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $3::bigint))
+       ON CONFLICT (project_id) DO UPDATE SET paused_until = GREATEST(COALESCE(l.paused_until, 0), excluded.paused_until)`,
       [projectId, Math.round(until), ahead]
     )
   }
@@ -1051,6 +1089,7 @@ export class PgQueue implements Queue {
       const { rows } = await this.owners.inLaneTurn(projectId, () =>
         this.tx((c) => c.query(statement, [ids, ...params, lease]), beginHoldingLane(projectId, 'settle'))
       )
+      this.owners.tableLeasesEnded(projectId, ids)
       done.push(...rows.map((r: Row) => Number(r.id)))
     }
     return done
@@ -1088,9 +1127,16 @@ export class PgQueue implements Queue {
       "UPDATE relay_events SET lease_until = GREATEST(COALESCE(lease_until, 0), $2) WHERE id = ANY($1::bigint[]) AND state = 'leased'"
     if (bare.length > 0) await this.pool.query(extend, [bare, leaseUntil])
     const renewed = [...bare]
-    for (const [token, { ids }] of leases) {
+    for (const [token, { projectId, ids }] of leases) {
       const { rows } = await this.pool.query(`${extend} AND lease_token = $3 RETURNING id`, [ids, leaseUntil, token])
-      renewed.push(...rows.map((r: Row) => Number(r.id)))
+      const held = rows.map((r: Row) => Number(r.id))
+      const kept = new Set(held)
+      this.owners.tableLeasesEnded(projectId, held, leaseUntil)
+      this.owners.tableLeasesEnded(
+        projectId,
+        ids.filter((id) => !kept.has(id))
+      )
+      renewed.push(...held)
     }
     return renewed
   }
@@ -1242,6 +1288,7 @@ export class PgQueue implements Queue {
     let dead = 0
     let deadBytes = 0
     const lanes: Record<string, number> = {}
+    const laneIds = new Set<string>()
     for (const r of rows as Row[]) {
       const n = Number(r.n)
       if (n === 0) continue
@@ -1251,7 +1298,10 @@ export class PgQueue implements Queue {
         deadBytes += Number(r.bytes)
         continue
       }
-      lanes[String(r.project_id)] = (lanes[String(r.project_id)] ?? 0) + n
+      // Per project: a project's buckets are lanes of their own here, one lane outside the queue.
+      const project = projectOf(String(r.project_id))
+      lanes[project] = (lanes[project] ?? 0) + n
+      laneIds.add(String(r.project_id))
       if (state === 'leased') leased += n
       else {
         pending += n
@@ -1263,7 +1313,7 @@ export class PgQueue implements Queue {
       leased += n
       pending -= n
     }
-    const { rows: oldest } = await this.pool.query(OLDEST, [Object.keys(lanes)])
+    const { rows: oldest } = await this.pool.query(OLDEST, [[...laneIds]])
     const o = oldest[0] as Row
     return {
       pending,
@@ -1308,7 +1358,11 @@ export class PgQueue implements Queue {
       retrying: Number(row.retrying),
       dead: Number(row.dead),
       oldestAgeMs: oldest.length === 0 ? 0 : Math.max(0, now - Math.min(...oldest)),
-      lanes: Object.fromEntries(lanes.rows.map((r: Row) => [String(r.project_id), Number(r.n)])),
+      lanes: lanes.rows.reduce((out: Record<string, number>, r: Row) => {
+        const project = projectOf(String(r.project_id))
+        out[project] = (out[project] ?? 0) + Number(r.n)
+        return out
+      }, {}),
       deadLetters: {
         count: Number(row.dead),
         bytes: Number(row.dead_bytes ?? 0),

@@ -1,5 +1,6 @@
 import { OneFlowError } from '@oneflow-seg/core'
 import type { Clock, SendLimiter } from '../rate-limiter'
+import { projectOf } from './buckets'
 
 /** An event accepted at ingest (or from a 1Flow webhook), as the queue stores it. */
 export interface NewEvent {
@@ -28,6 +29,11 @@ export interface NewEvent {
 
 /** A queued event leased for delivery. */
 export interface Job extends Omit<NewEvent, 'dedupFrom' | 'origin' | 'deadReason'> {
+  /**
+   * The queue lane it is in: its project, or on a PostgreSQL queue with buckets its project's bucket (`<project>#<n>`,
+   * see buckets.ts). Settles and renewals name it back as it is; the deliverer knows the project from its lease.
+   */
+  readonly projectId: string
   readonly id: number
   readonly attempts: number
   readonly firstAttemptAt: number | null
@@ -117,6 +123,8 @@ export function rowToJob(r: EventRow): Job {
 export function rowToDeadLetter(r: EventRow): DeadLetter {
   return {
     ...rowToJob(r),
+    // Its project, as a bucket's lane is named after it (PostgreSQL, buckets.ts).
+    projectId: projectOf(String(r.project_id)),
     reason: String(r.dead_reason ?? ''),
     ...(r.dead_status != null && { status: Number(r.dead_status) }),
     ...(r.dead_response != null && { response: String(r.dead_response) }),

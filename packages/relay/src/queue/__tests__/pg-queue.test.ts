@@ -15,11 +15,17 @@ import {
 import type { Queue } from '../queue'
 import { packInbox } from '../inbox'
 import { advisoryLockId } from '../pg-inbox'
+import { lanesOf } from '../buckets'
 import { describeQueue, event, leaseProperty, T0 } from './queue-conformance'
-import { sql } from '../../__tests__/helpers'
+import { sql, until } from '../../__tests__/helpers'
 
 const urls = new WeakMap<Queue, string>()
-const FAKE_TIME = { clockAheadToleranceMs: Number.POSITIVE_INFINITY }
+/**
+ * The suite's timeline (T0) is not today's: arrival times are believed whatever the database's clock says. One bucket
+ * per project: the tests of a lane's owner below look at the one lane of project p1 (buckets have tests of their own).
+ */
+const FAKE_TIME = { clockAheadToleranceMs: Number.POSITIVE_INFINITY, buckets: 1 }
+const IN_BUCKETS = { clockAheadToleranceMs: Number.POSITIVE_INFINITY, buckets: 8 }
 let n = 0
 
 /** relay_events' indexes as schema 7 had them (schema 5 and 6 lacked relay_events_busy), in place of schema 8's. */
@@ -74,22 +80,32 @@ async function endClaim(url: string, lane: string): Promise<void> {
   )
 }
 
-describeQueue('PostgreSQL', {
-  open: async () => {
-    const url = await createDatabase(inject('pgAdminUrl'), `conformance_${process.pid}_${n++}`)
-    // The suite's timeline (T0) is not today's: arrival times are believed whatever the database's clock says.
-    const queue = await PgQueue.open(url, FAKE_TIME)
-    urls.set(queue, url)
-    return queue
-  },
-  reopen: async (queue: Queue) => {
-    const again = await PgQueue.open(urls.get(queue) as string, FAKE_TIME)
+/** Queues opened with `options`: each `open` on a database of its own, `reopen` on the same one again. */
+function pgQueues(name: string, options: Parameters<typeof PgQueue.open>[1]) {
+  const reopen = async (queue: Queue) => {
+    const again = await PgQueue.open(urls.get(queue) as string, options)
     urls.set(again, urls.get(queue) as string)
     return again
-  },
-  scan: async (queue: Queue, now: number) => (queue as PgQueue).scanStats(now),
-  statsRuns: 12
-})
+  }
+  return {
+    open: async () => {
+      const url = await createDatabase(inject('pgAdminUrl'), `${name}_${process.pid}_${n++}`)
+      const queue = await PgQueue.open(url, options)
+      urls.set(queue, url)
+      return queue
+    },
+    reopen,
+    // A crash is the owner's process gone: its claim ends with its connections, and a new queue takes the lane over.
+    crash: async (queue: Queue) => {
+      await queue.close()
+      return reopen(queue)
+    },
+    scan: async (queue: Queue, now: number) => (queue as PgQueue).scanStats(now)
+  }
+}
+
+describeQueue('PostgreSQL', { ...pgQueues('conformance', FAKE_TIME), statsRuns: 12 })
+describeQueue('PostgreSQL, projects in buckets', { ...pgQueues('conformance_buckets', IN_BUCKETS), statsRuns: 12 })
 
 describe('PostgreSQL: counters under concurrent relays', () => {
   it('two relays enqueueing, leasing and settling at once: no deadlock, and the counters equal a scan', async () => {
@@ -446,7 +462,7 @@ describe('PostgreSQL: migrating under load', () => {
       expect(errors.filter((e) => /deadlock/.test(e))).toEqual([])
       expect(migrated).toBeDefined()
       await migrated?.close()
-      expect(await sql(url, 'SELECT version FROM relay_schema')).toEqual([{ version: 10 }])
+      expect(await sql(url, 'SELECT version FROM relay_schema')).toEqual([{ version: 11 }])
     } finally {
       stop = true
       await Promise.all(work)
@@ -635,23 +651,7 @@ describe('PostgreSQL: plans of the delivery path', () => {
 })
 
 describe('PostgreSQL: lane owners', () => {
-  // A crash is the owner's process gone: its claim ends with its connections, and a new queue takes the lane over.
-  leaseProperty({
-    open: async () => {
-      const url = await createDatabase(inject('pgAdminUrl'), `lease_property_${process.pid}_${n++}`)
-      const queue = await PgQueue.open(url, FAKE_TIME)
-      urls.set(queue, url)
-      return queue
-    },
-    crash: async (queue) => {
-      await queue.close()
-      const again = await PgQueue.open(urls.get(queue) as string, FAKE_TIME)
-      urls.set(again, urls.get(queue) as string)
-      return again
-    },
-    scan: async (queue, now) => (queue as PgQueue).scanStats(now),
-    numRuns: 60
-  })
+  leaseProperty({ ...pgQueues('lease_property', FAKE_TIME), numRuns: 60 })
 
   it('reads the inbox in commit order: a row committed late is delivered, before rows of requests that overlapped it', () =>
     withOtherSession('inbox_order', async (q, slow) => {
@@ -838,7 +838,7 @@ describe('PostgreSQL: lane owners', () => {
   it('a pause heard by a relay whose clock runs a day ahead lasts at most the longest pause 1Flow may ask for', async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `pause_skew_${process.pid}`)
     // Today's timeline and the default clock tolerance (60 s), as a deployment runs.
-    const [owner, skewed] = await Promise.all([PgQueue.open(url), PgQueue.open(url)])
+    const [owner, skewed] = await Promise.all([PgQueue.open(url, { buckets: 1 }), PgQueue.open(url, { buckets: 1 })])
     try {
       const now = Date.now()
       await owner.enqueue([event(1, { receivedAt: now }), event(2, { receivedAt: now })])
@@ -1117,6 +1117,171 @@ describe('PostgreSQL: lane owners', () => {
       expect(await q.renew([job!], T0 + 60_000)).toEqual([])
     } finally {
       await q.close()
+    }
+  })
+})
+
+describe('PostgreSQL: projects in buckets', () => {
+  leaseProperty({ ...pgQueues('lease_buckets', IN_BUCKETS), numRuns: 40 })
+
+  /** The relays' owner claims on the buckets of `project`: per claims session, how many. */
+  const bucketClaims = async (url: string, project: string) => {
+    const keys = lanesOf(project, 8).map((lane) => lockKey(`leasing:${lane}`) >>> 0)
+    const rows = await sql(
+      url,
+      `SELECT pid, count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = ANY(ARRAY[${keys.join(',')}]::oid[]) GROUP BY pid`
+    )
+    return rows.map((r) => Number(r.n)).sort()
+  }
+
+  it('three relays share a project: each takes its share of the buckets, and together they deliver every event once, each user in order', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `buckets_share_${process.pid}`)
+    const relays = await Promise.all([0, 1, 2].map(() => PgQueue.open(url, IN_BUCKETS)))
+    try {
+      // Each relay's claims connection opens with its first lease (of an empty project here): from then on each counts
+      // the other two, and takes at most three of a project's eight buckets.
+      await Promise.all(relays.map((q) => q.lease('p0', 1, 60_000, T0)))
+      const users = 30
+      await relays[0]!.enqueue(
+        Array.from({ length: users * 10 }, (_, i) => event(i, { userKey: `u-${i % users}`, receivedAt: T0 }))
+      )
+      const leased: Array<{ relay: number; user: string; n: number }> = []
+      // The first to lease takes three buckets, not all eight.
+      const solo = await relays[0]!.lease('p1', 500, 60_000, T0 + 5)
+      for (const j of solo) leased.push({ relay: 0, user: j.userKey, n: Number(j.messageId.slice(2)) })
+      await relays[0]!.complete(solo)
+      expect(await bucketClaims(url, 'p1')).toEqual([3])
+      let now = T0 + 10
+      while (leased.length < users * 10 && now < T0 + 10_000) {
+        now += 10
+        await Promise.all(
+          relays.map(async (q, relay) => {
+            const jobs = await q.lease('p1', 20, 60_000, now)
+            for (const j of jobs) leased.push({ relay, user: j.userKey, n: Number(j.messageId.slice(2)) })
+            await q.complete(jobs)
+          })
+        )
+      }
+      expect(new Set(leased.map((l) => l.n)).size).toBe(users * 10)
+      expect(leased).toHaveLength(users * 10)
+      for (let u = 0; u < users; u++) {
+        const ns = leased.filter((l) => l.user === `u-${u}`).map((l) => l.n)
+        expect(ns).toEqual([...ns].sort((a, b) => a - b))
+      }
+      // All three worked on the project, none on more than its share of the buckets.
+      expect(new Set(leased.map((l) => l.relay)).size).toBe(3)
+      expect(await bucketClaims(url, 'p1')).toEqual([2, 3, 3])
+      const { bytes: _bytes, ...counted } = await relays[1]!.stats(now)
+      expect(counted).toMatchObject({ pending: 0, leased: 0, lanes: {} })
+    } finally {
+      await Promise.all(relays.map((q) => q.close()))
+    }
+  }, 60_000)
+
+  it.each(['the inbox', 'relay_events (retries)'])(
+    'a relay that comes later gets buckets only once nothing of them is in flight elsewhere (leased from %s): nothing is sent twice',
+    async (from) => {
+      const url = await createDatabase(inject('pgAdminUrl'), `buckets_handover_${process.pid}_${n++}`)
+      const a = await PgQueue.open(url, IN_BUCKETS)
+      let b: PgQueue | undefined
+      try {
+        const batch = (from: number) =>
+          Array.from({ length: 40 }, (_, i) => event(from + i, { userKey: `u-${i}`, receivedAt: T0 }))
+        await a.enqueue(batch(0))
+        // Alone, a owns every bucket, and has the first event of each of the forty users in flight.
+        let first = await a.lease('p1', 500, 60_000, T0 + 10)
+        expect(first).toHaveLength(40)
+        if (from !== 'the inbox') {
+          // Sent, failed, and leased again from relay_events, where a retry waits.
+          await a.retry(first, T0 + 15, '1Flow answered 503', T0 + 12)
+          first = await a.lease('p1', 500, 60_000, T0 + 15)
+          expect(first.map((j) => j.attempts)).toEqual(Array.from({ length: 40 }, () => 1))
+        }
+        expect(await bucketClaims(url, 'p1')).toEqual([8])
+        await a.enqueue([...batch(40), ...batch(80)])
+        b = await PgQueue.open(url, IN_BUCKETS)
+        expect(await b.lease('p1', 500, 60_000, T0 + 20)).toEqual([])
+        // a counts b (once a second) and gives up half of its buckets, but none while its events are in flight.
+        await sleep(2_500)
+        expect(await b.lease('p1', 500, 60_000, T0 + 30)).toEqual([])
+        expect(await bucketClaims(url, 'p1')).toEqual([8])
+        await a.complete(first)
+        // a lets go of the buckets it yields (at its next look, within a second); b takes them (it tries each once a
+        // second).
+        await until(async () => JSON.stringify(await bucketClaims(url, 'p1')) === '[4]', 'a keeping four buckets')
+        let second: Awaited<ReturnType<PgQueue['lease']>> = []
+        await until(async () => (second = await b!.lease('p1', 500, 60_000, T0 + 40)).length > 0, 'b leasing')
+        expect(await bucketClaims(url, 'p1')).toEqual([4, 4])
+        // Nothing was taken back from a, and b sends nothing a sent.
+        expect(await b.recoverLeases(T0 + 40)).toBe(0)
+        const sent = new Set(first.map((j) => j.messageId))
+        expect(second.filter((j) => sent.has(j.messageId))).toEqual([])
+        const all = [...first, ...second]
+        await b.complete(second)
+        for (let now = T0 + 50; all.length < 120 && now < T0 + 5_000; now += 10)
+          for (const q of [a, b]) {
+            const jobs = await q.lease('p1', 500, 60_000, now)
+            all.push(...jobs)
+            await q.complete(jobs)
+          }
+        expect(all.map((j) => j.messageId).sort()).toEqual(Array.from({ length: 120 }, (_, i) => `m-${i}`).sort())
+      } finally {
+        await Promise.all([a.close(), b?.close()])
+      }
+    },
+    60_000
+  )
+
+  it("a pause 1Flow asked for is the project's: the owner of every bucket waits for it, whoever heard it", async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `buckets_pause_${process.pid}`)
+    const [owner, other] = await Promise.all([PgQueue.open(url, IN_BUCKETS), PgQueue.open(url, IN_BUCKETS)])
+    try {
+      // The owner has just leased from every bucket, twice: it looked at each one's state in relay_lanes a moment ago,
+      // and looks again only a second later.
+      const users = (from: number) => Array.from({ length: 20 }, (_, i) => event(from + i, { userKey: `u-${i}` }))
+      await owner.enqueue(users(0))
+      const first = await owner.lease('p1', 100, 60_000, T0 + 10)
+      expect(first).toHaveLength(20)
+      expect(await bucketClaims(url, 'p1')).toEqual([8])
+      await owner.complete(first)
+      expect(await owner.lease('p1', 100, 60_000, T0 + 20)).toEqual([])
+      await owner.enqueue(users(100))
+      // The other relay heard 429 with Retry-After (it owns none of the buckets).
+      await other.pauseLane('p1', T0 + 10_000)
+      expect(await owner.lease('p1', 100, 60_000, T0 + 100)).toEqual([])
+      expect(await owner.lease('p1', 100, 60_000, T0 + 9_999)).toEqual([])
+      expect(await owner.lease('p1', 100, 60_000, T0 + 10_000)).toHaveLength(20)
+    } finally {
+      await Promise.all([owner.close(), other.close()])
+    }
+  })
+
+  it('a queue keeps the buckets it was created with; one upgraded from before buckets keeps one per project', async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `buckets_setting_${process.pid}`)
+    const q = await PgQueue.open(url, { ...IN_BUCKETS, buckets: 4 })
+    expect(q.buckets).toBe(4)
+    await q.enqueue([event(1, { userKey: 'alice' }), event(2, { userKey: 'bob', deadReason: 'refused at ingest' })])
+    // Outside the queue, each of its lanes is the project.
+    expect((await q.stats(T0 + 10)).lanes).toEqual({ p1: 1 })
+    expect((await q.listDead()).map((d) => d.projectId)).toEqual(['p1'])
+    await q.close()
+    const again = await PgQueue.open(url, IN_BUCKETS)
+    expect(again.buckets).toBe(4)
+    const leased = await again.lease('p1', 10, 60_000, T0 + 20)
+    expect(leased.map((j) => j.messageId)).toEqual(['m-1'])
+    await again.complete(leased)
+    await again.close()
+    // A queue of schema 10 (before buckets), with events in its project's one lane.
+    await sql(url, 'DROP TABLE relay_settings; UPDATE relay_schema SET version = 10')
+    const upgraded = await PgQueue.open(url, IN_BUCKETS)
+    try {
+      expect(upgraded.buckets).toBe(1)
+      await upgraded.enqueue([event(3, { userKey: 'carol' })])
+      expect(await sql(url, 'SELECT project_id FROM relay_inbox')).toEqual([{ project_id: 'p1' }])
+      await sql(url, "UPDATE relay_settings SET value = 'many'")
+      await expect(PgQueue.open(url, IN_BUCKETS)).rejects.toThrow(/buckets = "many"/)
+    } finally {
+      await upgraded.close()
     }
   })
 })

@@ -149,9 +149,11 @@ export function describeQueue(name: string, factory: QueueFactory): void {
 
     it("holds back a user's later events while an earlier one is in flight or waiting for a retry", async () => {
       const q = await fresh()
-      await q.enqueue([event(1, { userKey: 'alice' }), event(2, { userKey: 'bob' })])
+      // (Alone when leased: which of several users' events a lease of one takes is the driver's choice.)
+      await q.enqueue([event(1, { userKey: 'alice' })])
       const [first] = await q.lease('p1', 1, 60_000, T0 + 10)
       expect(first?.messageId).toBe('m-1')
+      await q.enqueue([event(2, { userKey: 'bob' })])
       await q.enqueue([event(3, { userKey: 'alice' }), event(4, { userKey: 'carol' })])
       expect((await q.lease('p1', 10, 60_000, T0 + 20)).map((j) => j.messageId)).toEqual(['m-2', 'm-4'])
       await q.retry([first!.id], T0 + 5_000, '503', T0 + 30)
@@ -190,9 +192,9 @@ export function describeQueue(name: string, factory: QueueFactory): void {
 
     it('a released event waiting for its lane to resume keeps its user behind it (another relay must not overtake)', async () => {
       const q = await fresh()
-      await q.enqueue([event(1, { userKey: 'alice' }), event(2, { userKey: 'bob' })])
+      await q.enqueue([event(1, { userKey: 'alice' })])
       const [head] = await q.lease('p1', 1, 60_000, T0 + 10)
-      await q.enqueue([event(3, { userKey: 'alice' })])
+      await q.enqueue([event(2, { userKey: 'bob' }), event(3, { userKey: 'alice' })])
       await q.release([head!.id], T0 + 1_000)
       expect((await q.lease('p1', 10, 60_000, T0 + 100)).map((j) => j.messageId)).toEqual(['m-2'])
       expect((await q.lease('p1', 10, 60_000, T0 + 1_000)).map((j) => j.messageId)).toEqual(['m-1', 'm-3'])
@@ -219,7 +221,14 @@ export function describeQueue(name: string, factory: QueueFactory): void {
         if (how === 'release') await q.release([head!.id], T0 + 30)
         if (how === 'recoverLeases') expect(await q.recoverLeases(T0 + 5_000)).toBe(1)
         const expected = how === 'release' || how === 'recoverLeases' ? ['m-1', 'm-2', 'm-3'] : ['m-2', 'm-3']
-        expect((await q.lease('p1', 10, 60_000, T0 + 5_000)).map((j) => j.messageId)).toEqual(expected)
+        // In one lease, or (a driver that left them unread behind their user) one after another.
+        const got: string[] = []
+        for (let i = 0; i < expected.length && got.length < expected.length; i++) {
+          const jobs = await q.lease('p1', 10, 60_000, T0 + 5_000)
+          got.push(...jobs.map((j) => j.messageId))
+          await q.complete(jobs)
+        }
+        expect(got).toEqual(expected)
       }
     )
 
@@ -259,8 +268,9 @@ export function describeQueue(name: string, factory: QueueFactory): void {
 
     it('takes back expired leases (a crashed worker) and only those', async () => {
       const q = await fresh()
-      await q.enqueue([event(1), event(2)])
+      await q.enqueue([event(1)])
       await q.lease('p1', 1, 1_000, T0 + 10)
+      await q.enqueue([event(2)])
       await q.lease('p1', 1, 60_000, T0 + 10)
       expect(await q.recoverLeases(T0 + 2_000)).toBe(1)
       expect((await q.lease('p1', 10, 60_000, T0 + 2_000)).map((j) => j.messageId)).toEqual(['m-1'])
