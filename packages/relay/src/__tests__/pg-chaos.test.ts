@@ -1,7 +1,7 @@
 /**
  * Three relays on one PostgreSQL under load, with everything going wrong at once, as issue reports saw it go
  * wrong on loaded machines: one relay kill -9'd every few seconds (and started again), another frozen (SIGSTOP)
- * past its lease and its claim on the project (another relay takes the project over meanwhile) and then resumed, PostgreSQL itself crashing and coming back, 1Flow answering slowly, and a CPU
+ * past its lease and its claims on the project's buckets (another relay takes one over meanwhile) and then resumed, PostgreSQL itself crashing and coming back, 1Flow answering slowly, and a CPU
  * hog beside it all. At the end: every acknowledged event reached 1Flow, nothing is left pending, held or leased,
  * each user's events first arrived in the order they were sent, every repeat is explained by a fault of its own
  * (an event arrives three times only after two faults) and no fault repeats more than one relay had in flight,
@@ -117,7 +117,7 @@ async function recordEpochs(db: Observer): Promise<void> {
 
 const alive = (r: RelayProcess) => r.child.exitCode === null && r.child.signalCode === null
 
-it('3 relays, one killed every 6 s, the project owner frozen past its claim and lease, PostgreSQL restarted, slow 1Flow, CPU hog: nothing lost or stranded, order kept, few duplicates', async () => {
+it('3 relays, one killed every 6 s, an owner of buckets frozen past its claim and lease, PostgreSQL restarted, slow 1Flow, CPU hog: nothing lost or stranded, order kept, few duplicates', async () => {
   hog = spawn('sh', ['-c', 'exec yes > /dev/null'], { stdio: 'ignore' })
   const db = await createDatabase(pg.url, 'pg_chaos')
   const ports = await Promise.all([freePort(), freePort(), freePort()])
@@ -188,9 +188,9 @@ it('3 relays, one killed every 6 s, the project owner frozen past its claim and 
       relays[0] = await startRelayProcess(files[0]!, ports[0]!, {}, undefined, 60_000)
     }
   })()
-  // The project's owner among the relays not being killed is frozen past its claim (PostgreSQL ends its session
-  // after idle_session_timeout and another relay takes the project over while it sleeps) and past its lease, then
-  // resumed: what it then writes must change nothing.
+  // A relay owning buckets of the project, among those not being killed, is frozen past its claim (PostgreSQL ends
+  // its session after idle_session_timeout and another relay takes a bucket over while it sleeps) and past its
+  // lease, then resumed: what it then writes must change nothing.
   /** The buckets the relay frozen owned then; when it was frozen and resumed. */
   let frozenLanes: string[] = []
   let frozenPid: number | undefined
@@ -352,7 +352,7 @@ it('3 relays, one killed every 6 s, the project owner frozen past its claim and 
     console.log(`pg chaos, no takeover (frozen ${frozenPid}): ${JSON.stringify(debugSamples)}`)
     relays.forEach((r, i) => console.log(`pg chaos, relay ${i} (${r.child.pid}):\n${r.output().slice(-20_000)}`))
   }
-  // The frozen owner's claim ends after idle_session_timeout (5 s), and another relay takes the project over within
+  // The frozen owner's claim ends after idle_session_timeout (5 s), and another relay takes a bucket over within
   // the 15 s freeze: nothing it waits for is the frozen relay's (docs/relay-queue.md, "Recovery is the owner's").
   expect(summary.frozenOwned, 'the relay frozen owned buckets of the project').toBeGreaterThan(0)
   expect(summary.takenOver).toBe(true)
