@@ -31,6 +31,8 @@ import { projectOf } from './buckets'
 const OWNER_PING_MS = 1_000
 /** How long an owner's connection may stay silent before PostgreSQL ends it, and its lanes are free to take. */
 export const OWNER_IDLE_TIMEOUT_MS = 5_000
+/** A lease of a project with buckets reads its pause from relay_lanes at most this often (ms of real time). */
+const PAUSE_CHECK_MS = 50
 /** How often a relay tries again to own a lane another relay owns. */
 const OWN_RETRY_MS = 1_000
 /** A lane this relay has not leased for this long, with nothing in flight, is let go (another relay may want it). */
@@ -192,6 +194,8 @@ export class PgLaneOwners {
   private readonly tableLeased = new Map<string, Map<number, number>>()
   /** Relays with a claims connection on this database, this one included, as last counted. */
   private relays = 1
+  /** Per project: its pause as last read from relay_lanes, and when (Date.now()). */
+  private readonly pauseSeen = new Map<string, { until: number; at: number }>()
   /** Per project: the bucket its next lease looks at first (leases go round the buckets this relay owns). */
   private readonly nextBucket = new Map<string, number>()
 
@@ -610,7 +614,10 @@ export class PgLaneOwners {
     this.leaseNow = Math.max(this.leaseNow, now)
     // A pause another bucket's owner heard holds here from its next lease (each bucket's own look at relay_lanes
     // comes a second apart at most: see leaseOwned).
-    const pausedUntil = await this.host.projectPausedUntil(project)
+    const seen = this.pauseSeen.get(project)
+    const t = Date.now()
+    const pausedUntil = seen && t - seen.at < PAUSE_CHECK_MS ? seen.until : await this.host.projectPausedUntil(project)
+    if (!seen || t - seen.at >= PAUSE_CHECK_MS) this.pauseSeen.set(project, { until: pausedUntil, at: t })
     if (now < pausedUntil) {
       this.notePause(project, pausedUntil)
       return []

@@ -1248,6 +1248,8 @@ describe('PostgreSQL: projects in buckets', () => {
       await owner.enqueue(users(100))
       // The other relay heard 429 with Retry-After (it owns none of the buckets).
       await other.pauseLane('p1', T0 + 10_000)
+      // (A relay reads the project's pause at most every 50 ms.)
+      await sleep(100)
       expect(await owner.lease('p1', 100, 60_000, T0 + 100)).toEqual([])
       expect(await owner.lease('p1', 100, 60_000, T0 + 9_999)).toEqual([])
       expect(await owner.lease('p1', 100, 60_000, T0 + 10_000)).toHaveLength(20)
