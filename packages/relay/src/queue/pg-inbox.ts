@@ -60,15 +60,22 @@ const MOVED_KEPT_MS = 600_000
  * Ends the sessions of this database holding advisory lock ($1, $2) that are stuck writing a result to a client that
  * does not read it (a frozen relay), with a statement older than $3 ms.
  */
-/** The relays with a claims connection on this database (this one's included): their application_name. */
-const RELAYS = `(SELECT count(*)::int FROM pg_stat_activity
-  WHERE datname = current_database() AND application_name LIKE 'oneflow-relay owner %')`
-
 const END_STUCK_HOLDERS = `
   SELECT pg_terminate_backend(a.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
   WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::oid AND l.objid = $2::oid AND l.objsubid = 1
     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND a.pid <> pg_backend_pid()
     AND a.state = 'active' AND a.wait_event = 'ClientWrite' AND a.query_start < now() - make_interval(secs => $3::int / 1000.0)`
+
+/**
+ * Per advisory lock key in `$1` (a project's interest lock, see PgLaneOwners.interest), how many sessions of this
+ * database hold it: the relays that deliver the project.
+ */
+const RELAYS_OF = `
+  SELECT k::text AS key, (SELECT count(*)::int FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid = ((k >> 32) & 4294967295)::oid AND l.objid = (k & 4294967295)::oid) AS relays
+  FROM unnest($1::bigint[]) AS k`
 
 /** pg_locks' (classid, objid) of the advisory lock taken with bigint `key`: its high and low 32 bits. */
 export function advisoryLockId(key: number): [number, number] {
@@ -192,8 +199,11 @@ export class PgLaneOwners {
    * let go only once it has none (the next owner would take them back and send them again).
    */
   private readonly tableLeased = new Map<string, Map<number, number>>()
-  /** Relays with a claims connection on this database, this one included, as last counted. */
-  private relays = 1
+  /**
+   * Per project with buckets this relay delivers: the relays that deliver it, this one included, as last counted. Each
+   * such relay holds the project's interest lock (shared, on its claims connection, so it ends with the relay).
+   */
+  private readonly interest = new Map<string, number>()
   /** Per project: its pause as last read from relay_lanes, and when (Date.now()). */
   private readonly pauseSeen = new Map<string, { until: number; at: number }>()
   /** Per project: the bucket its next lease looks at first (leases go round the buckets this relay owns). */
@@ -261,6 +271,8 @@ export class PgLaneOwners {
   private lost(c: pg.Client): void {
     if (this.owner !== c) return
     this.owner = undefined
+    // Its interest locks went with it: taken again on the next connection.
+    this.interest.clear()
     for (const st of [...this.lanes.values()]) this.forget(st, false)
     void c.end().catch(() => undefined)
   }
@@ -289,9 +301,8 @@ export class PgLaneOwners {
     const c = this.owner
     if (!c) return
     try {
-      const { rows } = await this.onClaims(c, `SELECT ${RELAYS} AS relays`)
+      await this.countRelays(c)
       this.answeredAt = Date.now()
-      this.relays = Math.max(1, Number((rows[0] as Row).relays))
       const idleSince = Date.now() - (this.host.ownedIdleMs ?? OWNED_IDLE_MS)
       for (const st of [...this.lanes.values()]) {
         if (st.usedAt < idleSince && st.users.size === 0) this.forget(st)
@@ -302,9 +313,43 @@ export class PgLaneOwners {
     }
   }
 
-  /** The buckets of a project one relay owns at most: an even share among the relays counted. */
-  private share(): number {
-    return Math.ceil(this.host.buckets / this.relays)
+  /** The buckets of `project` one relay owns at most: an even share among the relays that deliver it. */
+  private share(project: string): number {
+    return Math.ceil(this.host.buckets / Math.max(1, this.interest.get(project) ?? 1))
+  }
+
+  /** The key of `project`'s interest lock, and its (classid, objid) as pg_locks shows them. */
+  private interestKey(project: string): number {
+    return this.host.ownerKey(`interest:${project}`)
+  }
+
+  /**
+   * Counts, for each project this relay delivers, the relays that deliver it (on the claims connection `c`, with the
+   * ping): relays with other projects in their config do not count toward this one's share.
+   */
+  private async countRelays(c: pg.Client): Promise<void> {
+    const projects = [...this.interest.keys()]
+    if (projects.length === 0) {
+      await this.onClaims(c, 'SELECT 1')
+      return
+    }
+    const keys = projects.map((p) => BigInt.asIntN(64, BigInt(this.interestKey(p))).toString())
+    const { rows } = await this.onClaims(c, RELAYS_OF, [keys])
+    const byKey = new Map((rows as Row[]).map((r) => [String(r.key), Number(r.relays)]))
+    projects.forEach((p, i) => {
+      if (this.interest.has(p)) this.interest.set(p, Math.max(1, byKey.get(keys[i] as string) ?? 1))
+    })
+  }
+
+  /** This relay delivers `project` (with buckets): its interest lock taken (once per claims connection), relays counted. */
+  private async interested(project: string): Promise<void> {
+    if (this.interest.has(project)) return
+    const c = await this.ownerClient()
+    // A shared lock: any number of relays hold it at once, and nobody takes it exclusively.
+    await this.onClaims(c, 'SELECT pg_try_advisory_lock_shared($1)', [this.interestKey(project)])
+    if (this.owner !== c) return
+    this.interest.set(project, 1)
+    await this.countRelays(c)
   }
 
   /**
@@ -320,8 +365,8 @@ export class PgLaneOwners {
       if (!owned) byProject.set(project, (owned = []))
       owned.push(st)
     }
-    const share = this.share()
-    for (const owned of byProject.values()) {
+    for (const [project, owned] of byProject) {
+      const share = this.share(project)
       owned.forEach((st, i) => (st.yielding = i >= share))
       for (const st of owned) if (st.yielding && st.users.size === 0 && !this.hasTableLeases(st.lane)) this.forget(st)
     }
@@ -383,9 +428,8 @@ export class PgLaneOwners {
       return undefined
     }
     const key = this.host.ownerKey(lane)
-    const { rows } = await this.onClaims(c, `SELECT pg_try_advisory_lock($1) AS ok, ${RELAYS} AS relays`, [key])
+    const { rows } = await this.onClaims(c, 'SELECT pg_try_advisory_lock($1) AS ok', [key])
     this.answeredAt = Date.now()
-    this.relays = Math.max(1, Number((rows[0] as Row).relays))
     if (!(rows[0] as Row).ok) return undefined
     // A previous owner frozen while PostgreSQL was sending it a large result (a lease's events) holds the lane lock
     // for as long as it stays frozen: PostgreSQL cannot cancel a statement while it writes to the client, so neither
@@ -612,8 +656,8 @@ export class PgLaneOwners {
     now: number
   ): Promise<Job[]> {
     this.leaseNow = Math.max(this.leaseNow, now)
-    // A pause another bucket's owner heard holds here from its next lease (each bucket's own look at relay_lanes
-    // comes a second apart at most: see leaseOwned).
+    await this.interested(project)
+    // A pause another bucket's owner heard holds here within PAUSE_CHECK_MS.
     const seen = this.pauseSeen.get(project)
     const t = Date.now()
     const pausedUntil = seen && t - seen.at < PAUSE_CHECK_MS ? seen.until : await this.host.projectPausedUntil(project)
@@ -634,7 +678,7 @@ export class PgLaneOwners {
       // of the project's) and park their events in relay_events, a write per event (docs/relay-queue.md, "Buckets").
       if (st && (st.yielding || st.users.size > 0 || this.hasTableLeases(lane))) continue
       if (!st) {
-        if (this.ownedOf(project) >= this.share()) continue
+        if (this.ownedOf(project) >= this.share(project)) continue
         st = await this.own(lane)
         if (!st) continue
       }

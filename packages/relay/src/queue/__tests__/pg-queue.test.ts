@@ -1134,49 +1134,59 @@ describe('PostgreSQL: projects in buckets', () => {
     return rows.map((r) => Number(r.n)).sort()
   }
 
-  it('three relays share a project: each takes its share of the buckets, and together they deliver every event once, each user in order', async () => {
-    const url = await createDatabase(inject('pgAdminUrl'), `buckets_share_${process.pid}`)
-    const relays = await Promise.all([0, 1, 2].map(() => PgQueue.open(url, IN_BUCKETS)))
-    try {
-      // Each relay's claims connection opens with its first lease (of an empty project here): from then on each counts
-      // the other two, and takes at most three of a project's eight buckets.
-      await Promise.all(relays.map((q) => q.lease('p0', 1, 60_000, T0)))
-      const users = 30
-      await relays[0]!.enqueue(
-        Array.from({ length: users * 10 }, (_, i) => event(i, { userKey: `u-${i % users}`, receivedAt: T0 }))
-      )
-      const leased: Array<{ relay: number; user: string; n: number }> = []
-      // The first to lease takes three buckets, not all eight.
-      const solo = await relays[0]!.lease('p1', 500, 60_000, T0 + 5)
-      for (const j of solo) leased.push({ relay: 0, user: j.userKey, n: Number(j.messageId.slice(2)) })
-      await relays[0]!.complete(solo)
-      expect(await bucketClaims(url, 'p1')).toEqual([3])
-      let now = T0 + 10
-      while (leased.length < users * 10 && now < T0 + 10_000) {
-        now += 10
-        await Promise.all(
-          relays.map(async (q, relay) => {
-            const jobs = await q.lease('p1', 20, 60_000, now)
-            for (const j of jobs) leased.push({ relay, user: j.userKey, n: Number(j.messageId.slice(2)) })
-            await q.complete(jobs)
-          })
+  it.each([
+    { who: 'all three deliver it', deliver: [0, 1, 2], claims: [2, 3, 3] },
+    { who: 'two of three deliver it, the third other projects', deliver: [0, 1], claims: [4, 4] }
+  ])(
+    'relays share the buckets of a project ($who): each owns its share, every bucket is owned, every event delivered once, each user in order',
+    async ({ deliver, claims }) => {
+      const url = await createDatabase(inject('pgAdminUrl'), `buckets_share_${process.pid}_${n++}`)
+      const relays = await Promise.all([0, 1, 2].map(() => PgQueue.open(url, IN_BUCKETS)))
+      const mine = deliver.map((i) => relays[i]!)
+      try {
+        // Every relay delivers p0; some deliver p1 too. The first to lease p1 counts only itself and takes all eight
+        // buckets, then (within a second) counts the others and lets go of those beyond its share, which they take.
+        await Promise.all(relays.map((q) => q.lease('p0', 1, 60_000, T0)))
+        await until(
+          async () => {
+            await Promise.all(mine.map((q) => q.lease('p1', 1, 60_000, T0)))
+            return JSON.stringify(await bucketClaims(url, 'p1')) === JSON.stringify(claims)
+          },
+          `p1's buckets owned ${JSON.stringify(claims)}`,
+          20_000
         )
+        const users = 30
+        await relays[2]!.enqueue(
+          Array.from({ length: users * 10 }, (_, i) => event(i, { userKey: `u-${i % users}`, receivedAt: T0 }))
+        )
+        const leased: Array<{ relay: number; user: string; n: number }> = []
+        let now = T0 + 10
+        while (leased.length < users * 10 && now < T0 + 10_000) {
+          now += 10
+          await Promise.all(
+            mine.map(async (q, relay) => {
+              const jobs = await q.lease('p1', 20, 60_000, now)
+              for (const j of jobs) leased.push({ relay, user: j.userKey, n: Number(j.messageId.slice(2)) })
+              await q.complete(jobs)
+            })
+          )
+        }
+        expect(new Set(leased.map((l) => l.n)).size).toBe(users * 10)
+        expect(leased).toHaveLength(users * 10)
+        for (let u = 0; u < users; u++) {
+          const ns = leased.filter((l) => l.user === `u-${u}`).map((l) => l.n)
+          expect(ns).toEqual([...ns].sort((a, b) => a - b))
+        }
+        expect(new Set(leased.map((l) => l.relay)).size).toBe(deliver.length)
+        expect(await bucketClaims(url, 'p1')).toEqual(claims)
+        const { bytes: _bytes, ...counted } = await relays[2]!.stats(now)
+        expect(counted).toMatchObject({ pending: 0, leased: 0, lanes: {} })
+      } finally {
+        await Promise.all(relays.map((q) => q.close()))
       }
-      expect(new Set(leased.map((l) => l.n)).size).toBe(users * 10)
-      expect(leased).toHaveLength(users * 10)
-      for (let u = 0; u < users; u++) {
-        const ns = leased.filter((l) => l.user === `u-${u}`).map((l) => l.n)
-        expect(ns).toEqual([...ns].sort((a, b) => a - b))
-      }
-      // All three worked on the project, none on more than its share of the buckets.
-      expect(new Set(leased.map((l) => l.relay)).size).toBe(3)
-      expect(await bucketClaims(url, 'p1')).toEqual([2, 3, 3])
-      const { bytes: _bytes, ...counted } = await relays[1]!.stats(now)
-      expect(counted).toMatchObject({ pending: 0, leased: 0, lanes: {} })
-    } finally {
-      await Promise.all(relays.map((q) => q.close()))
-    }
-  }, 60_000)
+    },
+    60_000
+  )
 
   it.each(['the inbox', 'relay_events (retries)'])(
     'a relay that comes later gets buckets only once nothing of them is in flight elsewhere (leased from %s): nothing is sent twice',
