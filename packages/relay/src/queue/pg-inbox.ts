@@ -33,6 +33,8 @@ const OWNER_PING_MS = 1_000
 export const OWNER_IDLE_TIMEOUT_MS = 5_000
 /** A lease of a project with buckets reads its pause from relay_lanes at most this often (ms of real time). */
 const PAUSE_CHECK_MS = 50
+/** A bucket with an unreadable inbox row is tried again this long after (ms of real time), as the deliverer does a lane. */
+const UNREADABLE_BUCKET_RETRY_MS = 1_000
 /** How often a relay tries again to own a lane another relay owns. */
 const OWN_RETRY_MS = 1_000
 /** A lane this relay has not leased for this long, with nothing in flight, is let go (another relay may want it). */
@@ -114,6 +116,8 @@ interface OwnedLane {
    * it is let go once nothing of it is in flight here, for a relay with fewer to take.
    */
   yielding: boolean
+  /** A bucket whose next inbox row cannot be read is passed over by the project's leases until then (Date.now()). */
+  unreadableUntil: number
 }
 
 /** What write() returns when the lane's epoch moved on (another relay owns it now): nothing was written. */
@@ -476,7 +480,8 @@ export class PgLaneOwners {
       checkedAt: 0,
       pausedUntil,
       stranded: true,
-      yielding: false
+      yielding: false,
+      unreadableUntil: 0
     }
     this.lanes.set(lane, st)
     return st
@@ -670,24 +675,41 @@ export class PgLaneOwners {
     // A first look at a random bucket: relays starting together do not all try the same ones first.
     const start = this.nextBucket.get(project) ?? Math.floor(Math.random() * n)
     const out: Job[] = []
+    let unreadable: InboxRowError | undefined
     for (let i = 0; i < n && out.length < limit; i++) {
       const at = (start + i) % n
       const lane = lanes[at] as string
       let st = this.lanes.get(lane)
       // One lease of a bucket in flight at a time: a second one would meet its users again (a bucket has a fraction
       // of the project's) and park their events in relay_events, a write per event (docs/relay-queue.md, "Buckets").
-      if (st && (st.yielding || st.users.size > 0 || this.hasTableLeases(lane))) continue
-      if (!st) {
-        if (this.ownedOf(project) >= this.share(project)) continue
-        st = await this.own(lane)
-        if (!st) continue
+      if (st && (st.yielding || st.users.size > 0 || this.hasTableLeases(lane) || st.unreadableUntil > Date.now()))
+        continue
+      let jobs: Job[]
+      try {
+        if (!st) {
+          if (this.ownedOf(project) >= this.share(project)) continue
+          st = await this.own(lane)
+          if (!st) continue
+        }
+        jobs = await this.leaseOwned(st, limit - out.length, leaseMs, now)
+      } catch (error) {
+        // A damaged row stops its bucket, not the project's others (they have other users). What this call leased
+        // already goes out: a failing database shows again on the next lease.
+        if (error instanceof InboxRowError && st) {
+          st.unreadableUntil = Date.now() + UNREADABLE_BUCKET_RETRY_MS
+          unreadable ??= error
+          continue
+        }
+        if (out.length > 0) break
+        throw error
       }
-      const jobs = await this.leaseOwned(st, limit - out.length, leaseMs, now)
       if (jobs.length > 0) {
         this.nextBucket.set(project, (at + 1) % n)
         out.push(...jobs)
       }
     }
+    // Said when nothing else went out (the deliverer logs it once, and pauses the project's leases for a second).
+    if (unreadable && out.length === 0) throw unreadable
     return out.sort((a, b) => a.id - b.id)
   }
 

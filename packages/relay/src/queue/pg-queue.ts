@@ -329,6 +329,29 @@ const MIGRATIONS: Record<number, string> = {
 }
 
 /**
+ * On a queue created with buckets: a write of an event to a lane that is not a bucket (`<project>#<n>`) fails. Only a
+ * relay of a version before buckets writes one (it would put a project's events in a lane no relay of this version
+ * reads, and a user's events out of order). Its ingest then answers 503 (not a client's fault: the error is not
+ * SQLSTATE class 22 or 23) and logs this message, so its events are sent again to a relay that can take them.
+ */
+const BUCKETED_LANES_ONLY = `
+  CREATE OR REPLACE FUNCTION relay_bucketed_lanes() RETURNS trigger LANGUAGE plpgsql AS $only$
+  DECLARE lane TEXT;
+  BEGIN
+    SELECT project_id INTO lane FROM new_rows WHERE position('#' IN project_id) = 0 LIMIT 1;
+    IF lane IS NOT NULL THEN
+      RAISE EXCEPTION 'this queue spreads each project over buckets of its users, and a relay of a version before them wrote an event to lane % of %: upgrade every relay that uses this database', lane, TG_TABLE_NAME
+        USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    RETURN NULL;
+  END $only$;
+  CREATE OR REPLACE TRIGGER relay_inbox_bucketed AFTER INSERT ON relay_inbox REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION relay_bucketed_lanes();
+  CREATE OR REPLACE TRIGGER relay_events_bucketed AFTER INSERT ON relay_events REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION relay_bucketed_lanes();
+`
+
+/**
  * Held events one statement makes ready at most (the oldest first): a statement that made every held event of a
  * user ready at once outlived its statement timeout on a loaded machine once thousands were parked, every time it was
  * tried, and the lane stopped (docs/relay-queue.md, "Held events, a bounded step at a time"). A user with more keeps
@@ -874,6 +897,7 @@ export class PgQueue implements Queue {
         String(created ? buckets : 1)
       ])
       const { rows: setting } = await c.query("SELECT value FROM relay_settings WHERE name = 'buckets'")
+      if (created && buckets > 1) await c.query(BUCKETED_LANES_ONLY)
       await c.query('COMMIT')
       const n = Number((setting[0] as Row).value)
       if (!Number.isInteger(n) || n < 1 || n > MAX_BUCKETS) throw new BucketsSettingError((setting[0] as Row).value)

@@ -12,10 +12,10 @@ import {
   PgQueue,
   seenHash
 } from '../pg-queue'
-import type { Queue } from '../queue'
+import { InboxRowError, type Queue } from '../queue'
 import { packInbox } from '../inbox'
 import { advisoryLockId } from '../pg-inbox'
-import { lanesOf } from '../buckets'
+import { laneOf, lanesOf } from '../buckets'
 import { describeQueue, event, leaseProperty, T0 } from './queue-conformance'
 import { sql, until } from '../../__tests__/helpers'
 
@@ -105,7 +105,11 @@ function pgQueues(name: string, options: Parameters<typeof PgQueue.open>[1]) {
 }
 
 describeQueue('PostgreSQL', { ...pgQueues('conformance', FAKE_TIME), statsRuns: 12 })
-describeQueue('PostgreSQL, projects in buckets', { ...pgQueues('conformance_buckets', IN_BUCKETS), statsRuns: 12 })
+describeQueue('PostgreSQL, projects in buckets', {
+  ...pgQueues('conformance_buckets', IN_BUCKETS),
+  statsRuns: 12,
+  oldestFirstAcrossUsers: false
+})
 
 describe('PostgreSQL: counters under concurrent relays', () => {
   it('two relays enqueueing, leasing and settling at once: no deadlock, and the counters equal a scan', async () => {
@@ -152,7 +156,7 @@ describe('PostgreSQL: counters under concurrent relays', () => {
       const admin = new pg.Client(url)
       await admin.connect()
       await admin.query(
-        "INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at) VALUES ('t', 'web', 'p1', 'u', '{}', 1, 1)"
+        "INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at) VALUES ('t', 'web', 'p1#0', 'u', '{}', 1, 1)"
       )
       expect((await q.stats(T0 + 10)).pending).toBe(11)
       await admin.query('TRUNCATE relay_events')
@@ -1268,6 +1272,40 @@ describe('PostgreSQL: projects in buckets', () => {
     }
   })
 
+  it("a damaged inbox row stops its bucket only: the project's other buckets are delivered, and the row is reported", async () => {
+    const url = await createDatabase(inject('pgAdminUrl'), `buckets_damaged_${process.pid}`)
+    const q = await PgQueue.open(url, IN_BUCKETS)
+    try {
+      await q.enqueue(Array.from({ length: 40 }, (_, i) => event(i, { userKey: `u-${i}` })))
+      const bad = laneOf('p1', 'u-0', 8)
+      await sql(url, `UPDATE relay_inbox SET body = 'not an inbox row' WHERE project_id = '${bad}'`)
+      const stuck = Array.from({ length: 40 }, (_, i) => i).filter((i) => laneOf('p1', `u-${i}`, 8) === bad)
+      const delivered: string[] = []
+      const errors: unknown[] = []
+      for (let at = T0 + 10; errors.length === 0 && at < T0 + 200; at++) {
+        try {
+          const jobs = await q.lease('p1', 500, 60_000, at)
+          delivered.push(...jobs.map((j) => j.messageId))
+          await q.complete(jobs)
+        } catch (error) {
+          errors.push(error)
+        }
+        await sleep(20)
+      }
+      expect(delivered.sort()).toEqual(
+        Array.from({ length: 40 }, (_, i) => i)
+          .filter((i) => !stuck.includes(i))
+          .map((i) => `m-${i}`)
+          .sort()
+      )
+      // Said once nothing else is left to lease (the deliverer logs it and tries again a second later).
+      expect(errors[0]).toBeInstanceOf(InboxRowError)
+      expect(String(errors[0])).toContain(bad)
+    } finally {
+      await q.close()
+    }
+  })
+
   it('a queue keeps the buckets it was created with; one upgraded from before buckets keeps one per project', async () => {
     const url = await createDatabase(inject('pgAdminUrl'), `buckets_setting_${process.pid}`)
     const q = await PgQueue.open(url, { ...IN_BUCKETS, buckets: 4 })
@@ -1276,6 +1314,16 @@ describe('PostgreSQL: projects in buckets', () => {
     // Outside the queue, each of its lanes is the project.
     expect((await q.stats(T0 + 10)).lanes).toEqual({ p1: 1 })
     expect((await q.listDead()).map((d) => d.projectId)).toEqual(['p1'])
+    // A relay of a version before buckets would write a project's events to the project's own lane: refused, as a
+    // database not ready for it (503 to its clients, who send them again), not as a bad request.
+    for (const insert of [
+      "INSERT INTO relay_inbox (project_id, events, left_events, received_at, body) VALUES ('p1', 1, 1, 0, '')",
+      "INSERT INTO relay_events (message_id, source_name, project_id, user_key, body, received_at, next_attempt_at, state) VALUES ('old', 'web', 'p1', 'u', '{}', 0, 0, 'pending')"
+    ])
+      await expect(sql(url, insert)).rejects.toMatchObject({
+        code: '55000',
+        message: expect.stringMatching(/before them wrote an event to lane p1 .*upgrade every relay/)
+      })
     await q.close()
     const again = await PgQueue.open(url, IN_BUCKETS)
     expect(again.buckets).toBe(4)
@@ -1284,7 +1332,11 @@ describe('PostgreSQL: projects in buckets', () => {
     await again.complete(leased)
     await again.close()
     // A queue of schema 10 (before buckets), with events in its project's one lane.
-    await sql(url, 'DROP TABLE relay_settings; UPDATE relay_schema SET version = 10')
+    await sql(
+      url,
+      `DROP TABLE relay_settings; UPDATE relay_schema SET version = 10;
+       DROP TRIGGER relay_inbox_bucketed ON relay_inbox; DROP TRIGGER relay_events_bucketed ON relay_events`
+    )
     const upgraded = await PgQueue.open(url, IN_BUCKETS)
     try {
       expect(upgraded.buckets).toBe(1)

@@ -14,6 +14,11 @@ export interface QueueFactory {
   /** The figures by a full scan, which stats() must equal; with `statsRuns`, how many generated sequences. */
   scan?(queue: Queue, now: number): Promise<Omit<QueueStats, 'bytes'>>
   statsRuns?: number
+  /**
+   * Whether a lease takes the project's oldest ready events whoever's they are (true unless said): a PostgreSQL queue
+   * with buckets takes each bucket's oldest, and passes over a bucket with a lease in flight.
+   */
+  oldestFirstAcrossUsers?: boolean
 }
 
 export const T0 = 1_800_000_000_000
@@ -146,6 +151,14 @@ export function describeQueue(name: string, factory: QueueFactory): void {
       expect((await q.stats(T0 + 100)).lanes).toEqual({ p1: 1, p2: 15 })
       expect((await q.lease('p2', 100, 60_000, T0 + 100)).map((j) => j.messageId)).toHaveLength(15)
     })
+
+    if (factory.oldestFirstAcrossUsers !== false)
+      it("a lease of one takes the project's oldest ready event, whoever's it is", async () => {
+        const q = await fresh()
+        await q.enqueue([event(1, { userKey: 'alice' }), event(2, { userKey: 'bob' }), event(3, { userKey: 'carol' })])
+        expect((await q.lease('p1', 1, 60_000, T0 + 10)).map((j) => j.messageId)).toEqual(['m-1'])
+        expect((await q.lease('p1', 1, 60_000, T0 + 10)).map((j) => j.messageId)).toEqual(['m-2'])
+      })
 
     it("holds back a user's later events while an earlier one is in flight or waiting for a retry", async () => {
       const q = await fresh()
