@@ -40,11 +40,11 @@ const OWN_RETRY_MS = 1_000
 /** A lane this relay has not leased for this long, with nothing in flight, is let go (another relay may want it). */
 const OWNED_IDLE_MS = 60_000
 /**
- * Inbox rows read per query: 16 rows of a project's requests, or with buckets (each request's events split over
- * them, so smaller rows) up to 64 of a bucket's.
+ * Inbox rows read per query (a row holds a commit's events of its lane, up to INBOX_ROW_EVENTS), and the events after
+ * which no further row is read: what a lane keeps read ahead in memory.
  */
 const INBOX_READ_ROWS = 16
-const INBOX_READ_ROWS_MAX = 64
+const INBOX_READ_EVENTS = 1_000
 /**
  * A lease trusts what this relay knows of its lane (its epoch; relay_events holding none of the lane's rows unless
  * this relay wrote them) for this long after the database last confirmed it, and while its claim's connection
@@ -774,9 +774,16 @@ export class PgLaneOwners {
   private async readInbox(st: OwnedLane, stopAtBad: boolean): Promise<boolean> {
     const { rows } = await this.host.pool.query({
       // (The transaction id is read as text under another name: ORDER BY xid would otherwise sort that text.)
-      text: `SELECT id, xid::text AS xid_text, body, done FROM relay_inbox
-             WHERE project_id = $1 AND (xid, id) > ($2::xid8, $3::bigint) AND xid < pg_snapshot_xmin(pg_current_snapshot())
-             ORDER BY xid, id LIMIT ${Math.min(INBOX_READ_ROWS * this.host.buckets, INBOX_READ_ROWS_MAX)}`,
+      // Up to INBOX_READ_ROWS rows, fewer once they hold INBOX_READ_EVENTS (a row holds up to 500): the rows' bodies
+      // are read only for those returned.
+      text: `SELECT i.id, i.xid::text AS xid_text, i.body, i.done FROM (
+               SELECT id, xid, sum(events) OVER (ORDER BY xid, id) - events AS before FROM (
+                 SELECT id, xid, events FROM relay_inbox
+                 WHERE project_id = $1 AND (xid, id) > ($2::xid8, $3::bigint) AND xid < pg_snapshot_xmin(pg_current_snapshot())
+                 ORDER BY xid, id LIMIT ${INBOX_READ_ROWS}
+               ) r
+             ) w JOIN relay_inbox i ON i.id = w.id
+             WHERE w.before < ${INBOX_READ_EVENTS} ORDER BY w.xid, w.id`,
       values: [st.lane, st.cursor.xid, st.cursor.id]
     })
     if (rows.length === 0) {

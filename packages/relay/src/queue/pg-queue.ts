@@ -590,18 +590,18 @@ async function insertRows(c: pg.PoolClient, rows: readonly TableRow[]): Promise<
 const pgStorable = (body: string) => wellFormed(body) && !body.includes('\u0000')
 
 /**
- * Each request's fresh events (the first occurrence of each key in `fresh`, which this consumes) as inbox rows: one
- * per request and lane (a project's bucket among `buckets`), at most INBOX_ROW_EVENTS events each, in the request's
- * order.
+ * A commit's fresh events (the first occurrence of each key in `fresh`, which this consumes) as inbox rows: one per
+ * lane (a project's bucket among `buckets`) for all the commit's requests, in their order, at most INBOX_ROW_EVENTS
+ * events each. One row per request and lane would make a commit of 30 requests 240 rows with 8 buckets, each a heap
+ * tuple, an index entry and WAL to write, read, mark and delete (docs/relay-queue.md, "Buckets").
  */
 function inboxRows(
   requests: ReadonlyArray<readonly NewEvent[]>,
   fresh: Set<string>,
   buckets: number
 ): Array<{ lane: string; events: InboxEvent[] }> {
-  const out: Array<{ lane: string; events: InboxEvent[] }> = []
-  for (const events of requests) {
-    const lanes = new Map<string, InboxEvent[]>()
+  const lanes = new Map<string, InboxEvent[]>()
+  for (const events of requests)
     for (const e of events) {
       if (e.deadReason !== undefined || !fresh.delete(text(dedupKey(e)))) continue
       const user = orderingKey(e.userKey)
@@ -610,10 +610,10 @@ function inboxRows(
       if (!list) lanes.set(lane, (list = []))
       list.push([e.messageId, e.sourceName, user, e.body, e.receivedAt])
     }
-    for (const [lane, list] of lanes)
-      for (let at = 0; at < list.length; at += INBOX_ROW_EVENTS)
-        out.push({ lane, events: list.slice(at, at + INBOX_ROW_EVENTS) })
-  }
+  const out: Array<{ lane: string; events: InboxEvent[] }> = []
+  for (const [lane, list] of lanes)
+    for (let at = 0; at < list.length; at += INBOX_ROW_EVENTS)
+      out.push({ lane, events: list.slice(at, at + INBOX_ROW_EVENTS) })
   return out
 }
 
