@@ -41,7 +41,7 @@ const OWN_RETRY_MS = 1_000
 const OWNED_IDLE_MS = 60_000
 /**
  * Inbox rows read per query (a row holds a commit's events of its lane, up to INBOX_ROW_EVENTS), and the events after
- * which no further row is read: what a lane keeps read ahead in memory.
+ * which a read takes no further row (a lease reads again while it needs more, up to LEASE_ROUNDS leases' worth).
  */
 const INBOX_READ_ROWS = 16
 const INBOX_READ_EVENTS = 1_000
@@ -70,14 +70,18 @@ const END_STUCK_HOLDERS = `
 
 /**
  * Per advisory lock key in `$1` (a project's interest lock, see PgLaneOwners.interest), how many sessions of this
- * database hold it: the relays that deliver the project.
+ * database hold it: the relays that deliver the project. pg_locks is read once (each read takes every partition of
+ * the server's lock table), whatever the number of projects.
  */
 const RELAYS_OF = `
-  SELECT k::text AS key, (SELECT count(*)::int FROM pg_locks l
-    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND l.classid = ((k >> 32) & 4294967295)::oid AND l.objid = (k & 4294967295)::oid) AS relays
-  FROM unnest($1::bigint[]) AS k`
+  WITH held AS MATERIALIZED (
+    SELECT classid, objid FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND objsubid = 1
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  )
+  SELECT k::text AS key, count(h.objid)::int AS relays FROM unnest($1::bigint[]) AS k
+  LEFT JOIN held h ON h.classid = ((k >> 32) & 4294967295)::oid AND h.objid = (k & 4294967295)::oid
+  GROUP BY k`
 
 /** pg_locks' (classid, objid) of the advisory lock taken with bigint `key`: its high and low 32 bits. */
 export function advisoryLockId(key: number): [number, number] {
@@ -675,6 +679,7 @@ export class PgLaneOwners {
     // A first look at a random bucket: relays starting together do not all try the same ones first.
     const start = this.nextBucket.get(project) ?? Math.floor(Math.random() * n)
     const out: Job[] = []
+    const from = new Set<OwnedLane>()
     let unreadable: InboxRowError | undefined
     for (let i = 0; i < n && out.length < limit; i++) {
       const at = (start + i) % n
@@ -706,11 +711,16 @@ export class PgLaneOwners {
       if (jobs.length > 0) {
         this.nextBucket.set(project, (at + 1) % n)
         out.push(...jobs)
+        from.add(st)
       }
     }
+    // A bucket given up meanwhile (its claim's connection ended during a later bucket's lease): its events are no
+    // longer this relay's to send (their next owner sends them).
+    const kept = new Set([...from].filter((st) => this.lanes.get(st.lane) === st).map((st) => st.lane))
+    const leased = kept.size === from.size ? out : out.filter((j) => kept.has(j.projectId))
     // Said when nothing else went out (the deliverer logs it once, and pauses the project's leases for a second).
-    if (unreadable && out.length === 0) throw unreadable
-    return out.sort((a, b) => a.id - b.id)
+    if (unreadable && leased.length === 0) throw unreadable
+    return leased.sort((a, b) => a.id - b.id)
   }
 
   /** How many of the project's buckets this relay owns and leases from (not yielding). */
