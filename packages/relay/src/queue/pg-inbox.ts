@@ -35,6 +35,11 @@ export const OWNER_IDLE_TIMEOUT_MS = 5_000
 const PAUSE_CHECK_MS = 50
 /** A bucket with an unreadable inbox row is tried again this long after (ms of real time), as the deliverer does a lane. */
 const UNREADABLE_BUCKET_RETRY_MS = 1_000
+/**
+ * For this long after PostgreSQL started, a lane claimed before it is taken only by the relay that owned it then
+ * (reclaim): every claim ended with the restart, and a takeover would send again what that owner had in flight.
+ */
+export const RESTART_GRACE_MS = 10_000
 /** How often a relay tries again to own a lane another relay owns. */
 const OWN_RETRY_MS = 1_000
 /** A lane this relay has not leased for this long, with nothing in flight, is let go (another relay may want it). */
@@ -122,6 +127,14 @@ interface OwnedLane {
   yielding: boolean
   /** A bucket whose next inbox row cannot be read is passed over by the project's leases until then (Date.now()). */
   unreadableUntil: number
+  /**
+   * The claim's connection ended (a PostgreSQL restart, a network cut) while this relay owned the lane: nothing more
+   * is leased from it until the claim is taken again with the epoch unchanged (reclaim), which keeps what is in
+   * flight here; settles still write, fenced by the epoch (docs/relay-queue.md, "A claim lost and taken back").
+   */
+  suspended: boolean
+  /** A write of the lane failed in a way that may have committed: memory may not match the tables any more. */
+  doubt: boolean
 }
 
 /** What write() returns when the lane's epoch moved on (another relay owns it now): nothing was written. */
@@ -198,6 +211,8 @@ export class PgLaneOwners {
   private connecting: Promise<pg.Client> | undefined
   private readonly pinger: NodeJS.Timeout
   private closed = false
+  /** Lanes taken back with what was in flight after their claim's connection ended (reclaim): for tests. */
+  reclaimed = 0
   /** Leases of relay_events that takeovers took back, not yet counted (takeTakenBack). */
   private takenBack = 0
   /** Per lane: why its unread inbox rows wait (a write transaction open elsewhere), and when that was last looked at. */
@@ -257,9 +272,77 @@ export class PgLaneOwners {
         throw error
       }
       this.owner = c
+      await this.reclaim(c)
       return c
     })().finally(() => (this.connecting = undefined))
     return this.connecting
+  }
+
+  /**
+   * Takes back, on the new claims connection `c`, the lanes whose claim ended with the previous one (`suspended`). A
+   * lane whose epoch did not move meanwhile was owned by nobody else: its claim is taken again and what is in flight
+   * here stays this relay's, so nothing of it is sent twice. One whose epoch moved, or held by another relay now, is
+   * forgotten, as any lane another relay took over. One with a write in doubt (it may have committed, and memory
+   * may not say so) is taken over afresh by this relay, which holds its claim: its events in flight are sent again.
+   */
+  private reclaim(c: pg.Client): Promise<void> {
+    // One at a time: a claim taken twice on one session would need two unlocks to be let go.
+    const run = this.reclaiming.then(() => this.reclaimOnce(c))
+    this.reclaiming = run
+    return run
+  }
+
+  private reclaiming: Promise<void> = Promise.resolve()
+
+  private async reclaimOnce(c: pg.Client): Promise<void> {
+    const lanes = [...this.lanes.values()].filter((st) => st.suspended)
+    if (lanes.length === 0 || this.owner !== c) return
+    const keys = lanes.map((st) => this.host.ownerKey(st.lane))
+    try {
+      const { rows: locked } = await this.onClaims(
+        c,
+        'SELECT k.i, pg_try_advisory_lock(k.key) AS ok FROM unnest($1::bigint[]) WITH ORDINALITY AS k(key, i)',
+        [keys]
+      )
+      const ok = new Set((locked as Row[]).filter((r) => r.ok).map((r) => Number(r.i) - 1))
+      // Read after the claims are held (a statement of its own, so its snapshot is newer than any takeover before).
+      const { rows: epochs } = await this.onClaims(
+        c,
+        'SELECT project_id, epoch FROM relay_lanes WHERE project_id = ANY($1::text[])',
+        [lanes.map((st) => st.lane)]
+      ).catch(async (error: unknown) => {
+        // The claims are let go again: the next try takes each once more, and one taken twice would stay held.
+        const taken = [...ok].map((i) => keys[i] as number)
+        await this.onClaims(c, 'SELECT pg_advisory_unlock(k) FROM unnest($1::bigint[]) AS k', [taken]).catch(
+          () => undefined
+        )
+        throw error
+      })
+      const epochOf = new Map((epochs as Row[]).map((r) => [String(r.project_id), Number(r.epoch)]))
+      for (const [i, st] of lanes.entries()) {
+        if (this.owner !== c) return
+        if (this.lanes.get(st.lane) !== st) {
+          // Forgotten meanwhile (a write found its epoch moved): the claim just taken is let go again.
+          if (ok.has(i)) await this.onClaims(c, 'SELECT pg_advisory_unlock($1)', [keys[i]]).catch(() => undefined)
+          continue
+        }
+        if (!ok.has(i)) {
+          this.forget(st)
+          continue
+        }
+        if (epochOf.get(st.lane) === st.epoch && !st.doubt) {
+          st.suspended = false
+          st.checkedAt = 0
+          this.reclaimed++
+          continue
+        }
+        // Claimed here, but this relay's memory of the lane cannot be trusted: a takeover of its own.
+        this.forget(st)
+        await this.takeOver(c, st.lane, keys[i] as number).catch(() => undefined)
+      }
+    } catch {
+      // The connection failed again: the lanes stay suspended, and the next connection tries again.
+    }
   }
 
   /** The last query sent on the claims' connection: its queries go one after another (pg queues, but not for long). */
@@ -275,19 +358,27 @@ export class PgLaneOwners {
     return run
   }
 
-  /** The owner's connection is gone (and with it every lane's lock): what is in flight here is no longer ours. */
+  /**
+   * The owner's connection is gone, and with it every lane's claim: nothing more is leased from them until the next
+   * connection takes them back (reclaim), which keeps what is in flight here when nobody else took a lane meanwhile.
+   */
   private lost(c: pg.Client): void {
     if (this.owner !== c) return
     this.owner = undefined
     // Its interest locks went with it: taken again on the next connection.
     this.interest.clear()
-    for (const st of [...this.lanes.values()]) this.forget(st, false)
+    for (const st of this.lanes.values()) st.suspended = true
     void c.end().catch(() => undefined)
+  }
+
+  /** Whether this relay owns `st`, with its claim held: what a lease needs (a settle needs only the epoch). */
+  private holds(st: OwnedLane): boolean {
+    return this.lanes.get(st.lane) === st && !st.suspended
   }
 
   /**
    * Forgets a lane: its events in flight here are no longer this relay's (their settles change nothing). Its claim
-   * is let go too (`unlock`), unless the connection holding it is gone anyway.
+   * is let go too (`unlock`), unless the connection holding it is gone anyway (a suspended lane's).
    */
   private forget(st: OwnedLane, unlock = true): void {
     if (this.lanes.get(st.lane) !== st) return
@@ -295,7 +386,7 @@ export class PgLaneOwners {
     for (const set of st.users.values()) for (const f of set) this.flying.delete(f.job.id)
     st.users.clear()
     this.tableLeased.delete(st.lane)
-    if (unlock && this.owner)
+    if (unlock && !st.suspended && this.owner)
       void this.onClaims(this.owner, 'SELECT pg_advisory_unlock($1)', [this.host.ownerKey(st.lane)]).catch(
         () => undefined
       )
@@ -307,13 +398,20 @@ export class PgLaneOwners {
    */
   private async ping(): Promise<void> {
     const c = this.owner
-    if (!c) return
+    if (!c) {
+      // Lanes whose claim ended with the last connection are taken back on a new one as soon as PostgreSQL answers.
+      if (!this.closed && [...this.lanes.values()].some((st) => st.suspended))
+        await this.ownerClient().catch(() => undefined)
+      return
+    }
     try {
+      // (A reclaim that failed on a connection that lived on, a statement timeout, is tried again here.)
+      if ([...this.lanes.values()].some((st) => st.suspended)) await this.reclaim(c)
       await this.countRelays(c)
       this.answeredAt = Date.now()
       const idleSince = Date.now() - (this.host.ownedIdleMs ?? OWNED_IDLE_MS)
       for (const st of [...this.lanes.values()]) {
-        if (st.usedAt < idleSince && st.users.size === 0) this.forget(st)
+        if (st.usedAt < idleSince && st.users.size === 0 && !st.suspended) this.forget(st)
       }
       this.rebalance()
     } catch {
@@ -436,9 +534,23 @@ export class PgLaneOwners {
       return undefined
     }
     const key = this.host.ownerKey(lane)
-    const { rows } = await this.onClaims(c, 'SELECT pg_try_advisory_lock($1) AS ok', [key])
+    // Just after PostgreSQL started, a lane claimed before it is left to its owner of then (RESTART_GRACE_MS), which
+    // takes it back with what it has in flight (reclaim): taken over here, that would be sent again.
+    const { rows } = await this.onClaims(
+      c,
+      `SELECT CASE WHEN now() < pg_postmaster_start_time() + make_interval(secs => $3::int / 1000.0)
+                    AND EXISTS (SELECT 1 FROM relay_lanes WHERE project_id = $2
+                                AND coalesce(claimed_at, '-infinity') < pg_postmaster_start_time())
+              THEN false ELSE pg_try_advisory_lock($1) END AS ok`,
+      [key, lane, RESTART_GRACE_MS]
+    )
     this.answeredAt = Date.now()
     if (!(rows[0] as Row).ok) return undefined
+    return this.takeOver(c, lane, key)
+  }
+
+  /** Takes a lane over, its claim (`key`) held on `c`: a new epoch, and the previous owner's leases taken back. */
+  private async takeOver(c: pg.Client, lane: string, key: number): Promise<OwnedLane | undefined> {
     // A previous owner frozen while PostgreSQL was sending it a large result (a lease's events) holds the lane lock
     // for as long as it stays frozen: PostgreSQL cannot cancel a statement while it writes to the client, so neither
     // the statement timeout nor the idle timeouts end it. Such a session (waiting to write, its statement older than
@@ -457,8 +569,8 @@ export class PgLaneOwners {
       epoch = await this.host.tx(async (tx) => {
         // (A pause is the project's: on its own row, which is the lane's without buckets.)
         const { rows: e } = await tx.query(
-          `INSERT INTO relay_lanes AS l (project_id, epoch) VALUES ($1, 1)
-           ON CONFLICT (project_id) DO UPDATE SET epoch = l.epoch + 1
+          `INSERT INTO relay_lanes AS l (project_id, epoch, claimed_at) VALUES ($1, 1, now())
+           ON CONFLICT (project_id) DO UPDATE SET epoch = l.epoch + 1, claimed_at = now()
            RETURNING epoch, (SELECT paused_until FROM relay_lanes WHERE project_id = $2) AS paused_until`,
           [lane, projectOf(lane)]
         )
@@ -485,7 +597,9 @@ export class PgLaneOwners {
       pausedUntil,
       stranded: true,
       yielding: false,
-      unreadableUntil: 0
+      unreadableUntil: 0,
+      suspended: false,
+      doubt: false
     }
     this.lanes.set(lane, st)
     return st
@@ -560,14 +674,20 @@ export class PgLaneOwners {
    * this owner's. Undefined (nothing written, the lane forgotten) when it is not.
    */
   private async write<T>(st: OwnedLane, work: (c: pg.PoolClient) => Promise<T>): Promise<T | undefined> {
-    const result = await this.host.tx(async (c): Promise<T | typeof LANE_LOST> => {
-      const { rows } = await c.query('SELECT 1 FROM relay_lanes WHERE project_id = $1 AND epoch = $2', [
-        st.lane,
-        st.epoch
-      ])
-      // Nothing written yet: the transaction commits empty.
-      return rows.length === 0 ? LANE_LOST : work(c)
-    }, this.host.beginOwnerWrite(st.lane))
+    const result = await this.host
+      .tx(async (c): Promise<T | typeof LANE_LOST> => {
+        const { rows } = await c.query('SELECT 1 FROM relay_lanes WHERE project_id = $1 AND epoch = $2', [
+          st.lane,
+          st.epoch
+        ])
+        // Nothing written yet: the transaction commits empty.
+        return rows.length === 0 ? LANE_LOST : work(c)
+      }, this.host.beginOwnerWrite(st.lane))
+      .catch((error: unknown) => {
+        // (Failed before its COMMIT went out, the transaction rolled back.)
+        if ((error as { [COMMIT_SENT]?: boolean })?.[COMMIT_SENT] && mayHaveCommitted(error)) st.doubt = true
+        throw error
+      })
     if (result !== LANE_LOST) return result
     this.forget(st)
     return undefined
@@ -600,8 +720,9 @@ export class PgLaneOwners {
     const list = (values: Array<string | number>, type: string) => `ARRAY[${values.join(',')}]::${type}[]`
     const locks = [...new Set(lanes.map((st) => this.host.laneLockKey(st.lane)))].sort((a, b) => a - b)
     // Every value below is a number, hex, or a lane name escaped as a literal: nothing a client sent.
-    const results = (await this.host.pool.query(
-      `SELECT ${locks.map((k) => `pg_advisory_xact_lock_shared(${k})`).join(', ')};
+    const results = (await this.host.pool
+      .query(
+        `SELECT ${locks.map((k) => `pg_advisory_xact_lock_shared(${k})`).join(', ')};
        WITH marks AS (
          SELECT m.* FROM unnest(${list(
            rows.map(({ a: [row] }) => row.id),
@@ -629,7 +750,11 @@ export class PgLaneOwners {
          lanes.map((st) => st.epoch),
          'bigint'
        )}) AS o(lane, epoch) ON l.project_id = o.lane AND l.epoch = o.epoch`
-    )) as unknown as pg.QueryResult[]
+      )
+      .catch((error: unknown) => {
+        if (mayHaveCommitted(error)) for (const st of lanes) st.doubt = true
+        throw error
+      })) as unknown as pg.QueryResult[]
     const mine = new Set((results[2]?.rows ?? []).map((r) => String((r as Row).lane)))
     return next.map(({ st, apply }) => {
       if (mine.has(st.lane)) return { ids: [], apply }
@@ -687,7 +812,15 @@ export class PgLaneOwners {
       let st = this.lanes.get(lane)
       // One lease of a bucket in flight at a time: a second one would meet its users again (a bucket has a fraction
       // of the project's) and park their events in relay_events, a write per event (docs/relay-queue.md, "Buckets").
-      if (st && (st.yielding || st.users.size > 0 || this.hasTableLeases(lane) || st.unreadableUntil > Date.now()))
+      // (A bucket whose claim ended with its connection waits to be taken back: see reclaim.)
+      if (
+        st &&
+        (st.suspended ||
+          st.yielding ||
+          st.users.size > 0 ||
+          this.hasTableLeases(lane) ||
+          st.unreadableUntil > Date.now())
+      )
         continue
       let jobs: Job[]
       try {
@@ -716,7 +849,7 @@ export class PgLaneOwners {
     }
     // A bucket given up meanwhile (its claim's connection ended during a later bucket's lease): its events are no
     // longer this relay's to send (their next owner sends them).
-    const kept = new Set([...from].filter((st) => this.lanes.get(st.lane) === st).map((st) => st.lane))
+    const kept = new Set([...from].filter((st) => this.holds(st)).map((st) => st.lane))
     const leased = kept.size === from.size ? out : out.filter((j) => kept.has(j.projectId))
     // Said when nothing else went out (the deliverer logs it once, and pauses the project's leases for a second).
     if (unreadable && leased.length === 0) throw unreadable
@@ -733,7 +866,7 @@ export class PgLaneOwners {
   private leaseOwned(st: OwnedLane, limit: number, leaseMs: number, now: number): Promise<Job[]> {
     const lane = st.lane
     return this.inTurn(st, async () => {
-      if (this.lanes.get(lane) !== st) return []
+      if (!this.holds(st)) return []
       const t = Date.now()
       st.usedAt = t
       if (st.open || t - st.checkedAt >= LANE_CHECK_MS || t - this.answeredAt >= CLAIM_FRESH_MS) {
@@ -742,7 +875,7 @@ export class PgLaneOwners {
           this.forget(st)
           return []
         }
-        if (this.lanes.get(lane) !== st) return []
+        if (!this.holds(st)) return []
         st.open = open
         st.checkedAt = t
         st.pausedUntil = Math.max(st.pausedUntil, pausedUntil)
@@ -750,7 +883,7 @@ export class PgLaneOwners {
       if (st.stranded) {
         // One step; a step that fails (a slow statement) is tried again by the next lease, and the periodic recovery.
         const more = await this.write(st, (c) => this.host.unholdStranded(c, lane, now)).catch(() => true)
-        if (more === undefined || this.lanes.get(lane) !== st) return []
+        if (more === undefined || !this.holds(st)) return []
         if (!more) st.stranded = false
         st.open = true
       }
@@ -762,7 +895,7 @@ export class PgLaneOwners {
           this.host.leaseFromTable(c, lane, limit, leaseMs, now, (user) => st.users.has(user))
         )
         // The claim lost meanwhile (its connection ended): its leases in relay_events are the next owner's to take back.
-        if (jobs === undefined || this.lanes.get(lane) !== st) return []
+        if (jobs === undefined || !this.holds(st)) return []
         if (jobs.length > 0) {
           this.noteTableLeases(
             lane,
@@ -930,7 +1063,7 @@ export class PgLaneOwners {
     }
     // Every await above may have seen the claim end (its connection failed): nothing then flies from a lane this relay
     // no longer owns.
-    if (this.lanes.get(st.lane) !== st) return []
+    if (!this.holds(st)) return []
     for (const [row, next] of nextOf) row.next = Math.max(row.next, next)
     while (st.rows.length > 0 && (st.rows[0] as InboxRow).next >= ((st.rows[0] as InboxRow).events?.length ?? 0))
       (st.rows.shift() as InboxRow).events = undefined
@@ -972,7 +1105,8 @@ export class PgLaneOwners {
     const moved: Array<{ jobId: number; ref: JobRef }> = []
     for (const [lane, fs] of byLane) {
       const st = this.lanes.get(lane)
-      if (!st) continue
+      // (Not while its claim is lost: nothing more goes out under it until it is taken back.)
+      if (!st || st.suspended) continue
       const { rows } = await this.host.pool.query('SELECT epoch FROM relay_lanes WHERE project_id = $1', [lane])
       if (rows.length === 0 || Number((rows[0] as Row).epoch) !== st.epoch) {
         this.forget(st)
@@ -1159,6 +1293,28 @@ export class PgLaneOwners {
     for (const st of [...this.lanes.values()]) this.forget(st, false)
     await c?.end().catch(() => undefined)
   }
+}
+
+/** Set on an error a transaction's COMMIT failed with (see mayHaveCommitted). */
+export const COMMIT_SENT = Symbol('commit sent')
+
+/**
+ * Whether a write that failed with `error` may have committed: its connection broke after the statement went out,
+ * or it never heard back. Not an error PostgreSQL answered for a statement (the transaction rolled back) nor a
+ * failed connect (nothing was sent).
+ */
+export function mayHaveCommitted(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown }
+  if (typeof code === 'string') {
+    // A connect refused or unresolved, or PostgreSQL starting up or shutting down (57P03: only when connecting).
+    if (['ECONNREFUSED', 'ENOENT', 'ENOTFOUND', 'EAI_AGAIN', '57P03'].includes(code)) return false
+    // An SQLSTATE for the statement, not for the connection ending (class 08, 57P01 and 57P02 end the session).
+    if (/^[0-9A-Z]{5}$/.test(code)) return code.startsWith('08') || code === '57P01' || code === '57P02'
+  }
+  // Waiting for a connection (the pool's timeout, or the connect's): nothing was sent.
+  return !(
+    typeof message === 'string' && /timeout exceeded when trying to connect|due to connection timeout/.test(message)
+  )
 }
 
 /** An inbox event's job id: above every relay_events id, in arrival order within its row. */

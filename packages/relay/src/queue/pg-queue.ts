@@ -28,10 +28,10 @@ import {
   orderingKey
 } from './queue'
 import { INBOX_ROW_EVENTS, type InboxEvent, packInbox, wellFormed } from './inbox'
-import { PgLaneOwners, type TableRow } from './pg-inbox'
+import { COMMIT_SENT, PgLaneOwners, type TableRow } from './pg-inbox'
 import { BucketsSettingError, DEFAULT_BUCKETS, laneOf, lanesOf, MAX_BUCKETS, projectOf } from './buckets'
 
-const SCHEMA_VERSION = 11
+const SCHEMA_VERSION = 12
 const MIGRATION_LOCK = 727_001
 /** Taken shared by every ingest commit and exclusively by a rotation of the dedup generations. */
 const SEEN_LOCK = 727_002
@@ -316,16 +316,25 @@ const MIGRATIONS: Record<number, string> = {
   // The table is altered only when the column is missing: ALTER TABLE locks it even when IF NOT EXISTS finds the
   // column, and a migration from before 8 already holds relay_events, which a relay's owner write takes after
   // relay_lanes (a deadlock).
-  10: `
-    DO $add$ BEGIN
-      IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'relay_lanes'::regclass AND attname = 'paused_until') THEN
-        ALTER TABLE relay_lanes ADD COLUMN paused_until BIGINT;
-      END IF;
-    END $add$;
-  `,
+  10: addLaneColumn('paused_until BIGINT'),
   // Settings of the queue itself, fixed when it is created: `buckets` (docs/relay-queue.md, "Buckets"), written by
   // migrate() once the migrations ran.
-  11: `CREATE TABLE IF NOT EXISTS relay_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)`
+  11: `CREATE TABLE IF NOT EXISTS relay_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)`,
+  // When a lane's owner of the moment took it: just after a PostgreSQL restart, a lane claimed before it is left to
+  // that owner for a few seconds to take back with what it has in flight (docs/relay-queue.md, "A claim lost and
+  // taken back"). Altered only when the column is missing, as 10.
+  12: addLaneColumn('claimed_at TIMESTAMPTZ')
+}
+
+/** A migration adding a column (`name type`) to relay_lanes, altering the table only when the column is missing. */
+function addLaneColumn(column: string): string {
+  const [name] = column.split(' ')
+  return `
+    DO $add$ BEGIN
+      IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'relay_lanes'::regclass AND attname = '${name}') THEN
+        ALTER TABLE relay_lanes ADD COLUMN ${column};
+      END IF;
+    END $add$;`
 }
 
 /**
@@ -438,7 +447,11 @@ async function inTransaction<T>(
     try {
       await client.query(begin)
       const result = await work(client)
-      await client.query('COMMIT')
+      await client.query('COMMIT').catch((error: unknown) => {
+        // Whether it committed may be unknown (the connection ended): the caller can tell this from a rollback.
+        if (error && typeof error === 'object') Object.assign(error, { [COMMIT_SENT]: true })
+        throw error
+      })
       client.release()
       return result
     } catch (error) {

@@ -1,6 +1,6 @@
-import { describe, expect, inject, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import type pg from 'pg'
-import { createDatabase } from '@oneflow-seg/testkit/postgres'
+import { createDatabase, startThrowawayPostgres, type ThrowawayPostgres } from '@oneflow-seg/testkit/postgres'
 import { systemClock } from '../../rate-limiter'
 import {
   BEGIN_INDEXED,
@@ -12,9 +12,9 @@ import {
   PgQueue,
   seenHash
 } from '../pg-queue'
-import { InboxRowError, type Queue } from '../queue'
+import { InboxRowError, type Job, type Queue } from '../queue'
 import { packInbox } from '../inbox'
-import { advisoryLockId } from '../pg-inbox'
+import { advisoryLockId, mayHaveCommitted } from '../pg-inbox'
 import { laneOf, lanesOf } from '../buckets'
 import { describeQueue, event, leaseProperty, T0 } from './queue-conformance'
 import { sql, until } from '../../__tests__/helpers'
@@ -72,8 +72,14 @@ async function waitsForLock(url: string, finished: () => boolean): Promise<boole
     await sleep(20)
   }
 }
-/** Ends the session holding `lane`'s owner claim (what a crash, or PostgreSQL's idle_session_timeout, does). */
-async function endClaim(url: string, lane: string): Promise<void> {
+/**
+ * `owner` frozen, as far as its claims go (a relay frozen, or one that died with its process still here): its claims'
+ * pinger stops, so it takes nothing back on a new connection (an owner that is alive does, see "a claim lost and
+ * taken back"). Then the session holding `lane`'s claim ends, as PostgreSQL's idle_session_timeout ends a frozen
+ * relay's (or a crash does).
+ */
+async function endClaim(url: string, lane: string, owner: PgQueue): Promise<void> {
+  clearInterval((owner as unknown as { owners: { pinger: NodeJS.Timeout } }).owners.pinger)
   await sql(
     url,
     `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = ${lockKey(`leasing:${lane}`) >>> 0}`
@@ -466,7 +472,7 @@ describe('PostgreSQL: migrating under load', () => {
       expect(errors.filter((e) => /deadlock/.test(e))).toEqual([])
       expect(migrated).toBeDefined()
       await migrated?.close()
-      expect(await sql(url, 'SELECT version FROM relay_schema')).toEqual([{ version: 11 }])
+      expect(await sql(url, 'SELECT version FROM relay_schema')).toEqual([{ version: 12 }])
     } finally {
       stop = true
       await Promise.all(work)
@@ -780,7 +786,7 @@ describe('PostgreSQL: lane owners', () => {
       // b cannot lease the lane while a owns it.
       expect(await b.lease('p1', 10, 60_000, T0 + 10)).toEqual([])
       // a loses its claim (its session ended: a crash, or frozen past idle_session_timeout); b takes the lane.
-      await endClaim(url, 'p1')
+      await endClaim(url, 'p1', a)
       let taken: Awaited<ReturnType<PgQueue['lease']>> = []
       for (let i = 0; i < 40 && taken.length === 0; i++) {
         await sleep(100)
@@ -815,7 +821,7 @@ describe('PostgreSQL: lane owners', () => {
       await a!.retry(first, T0 + 60_000, '429', T0 + 20)
       expect(await a!.lease('p1', 10, 60_000, T0 + 20)).toEqual([])
       // a dies; b takes the lane over, and leases nothing while the pause lasts.
-      await endClaim(url, 'p1')
+      await endClaim(url, 'p1', a!)
       const epoch = async () => Number((await sql(url, 'SELECT epoch FROM relay_lanes'))[0]?.epoch)
       for (let i = 0; i < 40 && (await epoch()) < 2; i++) {
         await sleep(100)
@@ -909,7 +915,7 @@ describe('PostgreSQL: lane owners', () => {
         await other.query('BEGIN')
         await other.query("SELECT 1 FROM relay_events WHERE message_id = 'h-1' FOR UPDATE")
         // a dies: b takes the lane over all the same (the takeover frees nobody itself), and delivers what it can: m-1.
-        await endClaim(url, 'p1')
+        await endClaim(url, 'p1', a)
         const epoch = async () => Number((await sql(url, 'SELECT epoch FROM relay_lanes'))[0]?.epoch)
         const delivered: string[] = []
         for (let i = 0; i < 20 && (await epoch()) < 2; i++) {
@@ -959,7 +965,7 @@ describe('PostgreSQL: lane owners', () => {
         await locker.query('COMMIT')
         expect(await leasedRows()).toEqual([{ n: 2 }])
         // a's claim ends (a crash): the lane is nobody's, and b's recovery still leaves it to the next owner.
-        await endClaim(url, 'p1')
+        await endClaim(url, 'p1', a)
         await sleep(200)
         expect(await b.recoverLeases(T0 + 10_000_000)).toBe(0)
         expect(await leasedRows()).toEqual([{ n: 2 }])
@@ -1021,7 +1027,7 @@ describe('PostgreSQL: lane owners', () => {
         )
       ;(frozen as unknown as { connection: { stream: { pause(): void } } }).connection.stream.pause()
       // a's claim ends (PostgreSQL's idle_session_timeout for a frozen relay); b leases, taking the lane over.
-      await endClaim(url, 'p1')
+      await endClaim(url, 'p1', a)
       let taken: string[] = []
       for (let i = 0; i < 30 && taken.length === 0; i++) {
         await sleep(250)
@@ -1087,7 +1093,7 @@ describe('PostgreSQL: lane owners', () => {
         const pending = a.lease('p1', 1, 30_000, T0 + 20).finally(() => (settled = true))
         expect(await waitsForLock(url, () => settled)).toBe(true)
         // Meanwhile its claim ends (the connection holding it is gone), and the relay hears of it.
-        await endClaim(url, 'p1')
+        await endClaim(url, 'p1', a)
         await sleep(1_000)
         await locker.query('COMMIT')
         expect(await pending).toEqual([])
@@ -1347,5 +1353,169 @@ describe('PostgreSQL: projects in buckets', () => {
     } finally {
       await upgraded.close()
     }
+  })
+})
+
+describe('PostgreSQL: a claim lost and taken back', () => {
+  // A server of these tests' own: they crash it.
+  let server: ThrowawayPostgres
+  beforeAll(async () => {
+    server = await startThrowawayPostgres()
+  }, 60_000)
+  afterAll(() => server?.stop())
+
+  /** How many lanes `q` took back with what it had in flight after its claims' connection ended. */
+  const reclaimed = (q: PgQueue) => (q as unknown as { owners: { reclaimed: number } }).owners.reclaimed
+  const epochs = async (url: string) =>
+    (await sql(url, "SELECT epoch FROM relay_lanes WHERE project_id LIKE 'p1#%' ORDER BY project_id")).map((r) =>
+      Number(r.epoch)
+    )
+
+  it('an owner keeps what it has in flight across a PostgreSQL restart: nobody takes its buckets meanwhile, nothing is leased twice', async () => {
+    const url = await createDatabase(server.url, `restart_kept_${process.pid}`)
+    const a = await PgQueue.open(url, IN_BUCKETS)
+    const b = await PgQueue.open(url, IN_BUCKETS)
+    try {
+      const batch = (from: number) =>
+        Array.from({ length: 40 }, (_, i) => event(from + i, { userKey: `u-${i}`, receivedAt: T0 }))
+      await a.enqueue(batch(0))
+      // a owns every bucket, with the first event of each of the forty users in flight.
+      const leased: Job[] = await a.lease('p1', 500, 60_000, T0 + 10)
+      expect(leased).toHaveLength(40)
+      const owned = (await epochs(url)).length
+      expect(owned).toBe(8)
+      // PostgreSQL crashes while those are with 1Flow, and comes back: every claim ended with its connection. a is
+      // slow to connect again (its claims' pinger, which would within a second, is stopped: its next lease will).
+      clearInterval((a as unknown as { owners: { pinger: NodeJS.Timeout } }).owners.pinger)
+      server.crash()
+      await sleep(500)
+      server.restart()
+      // For a while b, which owned none of them, takes none of the buckets: they are left to a.
+      const until = Date.now() + 2_000
+      while (Date.now() < until) {
+        leased.push(...(await b.lease('p1', 500, 60_000, T0 + 20).catch(() => [])))
+        await sleep(100)
+      }
+      expect(leased).toHaveLength(40)
+      // a's next lease connects again and takes every bucket back, with what it has in flight (so it leases nothing
+      // of those users yet).
+      expect(await a.lease('p1', 500, 60_000, T0 + 20)).toEqual([])
+      expect(reclaimed(a)).toBe(owned)
+      expect(await epochs(url)).toEqual(Array.from({ length: owned }, () => 1))
+      // 1Flow's answers are written, and delivery goes on from there: every event once, each user in order.
+      await a.complete(leased.slice())
+      await a.enqueue(batch(40))
+      let now = T0 + 30
+      while (leased.length < 80 && now < T0 + 20_000) {
+        now += 10
+        for (const q of [a, b]) {
+          const jobs = await q.lease('p1', 500, 60_000, now)
+          leased.push(...jobs)
+          await q.complete(jobs)
+        }
+        await sleep(20)
+      }
+      expect(leased.map((j) => j.messageId).sort()).toEqual(Array.from({ length: 80 }, (_, i) => `m-${i}`).sort())
+      for (let u = 0; u < 40; u++)
+        expect(leased.filter((j) => j.userKey === `u-${u}`).map((j) => j.messageId)).toEqual([`m-${u}`, `m-${u + 40}`])
+      expect(await a.stats(now)).toMatchObject({ pending: 0, leased: 0 })
+    } finally {
+      await Promise.all([a.close(), b.close()])
+    }
+  }, 60_000)
+
+  it.each([
+    {
+      when: 'while it committed',
+      kept: false,
+      // A deferred trigger runs in COMMIT: the relay waits for its answer, not knowing whether it commits (it did not).
+      slow: `CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON relay_events DEFERRABLE INITIALLY DEFERRED
+               FOR EACH ROW EXECUTE FUNCTION slow()`
+    },
+    {
+      when: 'in a one-round-trip write',
+      kept: false,
+      delivered: true,
+      slow: 'CREATE TRIGGER slow BEFORE UPDATE ON relay_inbox FOR EACH ROW EXECUTE FUNCTION slow()'
+    },
+    {
+      when: 'before it committed',
+      kept: true,
+      // The insert itself is slow: the transaction never reached COMMIT, so it rolled back.
+      slow: 'CREATE TRIGGER slow BEFORE INSERT ON relay_events FOR EACH ROW EXECUTE FUNCTION slow()'
+    }
+  ])(
+    'an owner whose write PostgreSQL crashed $when: a write that may have committed makes it take its lane over afresh (kept: $kept)',
+    async ({ when, kept, slow, delivered }) => {
+      const url = await createDatabase(server.url, `restart_doubt_${process.pid}_${n++}`)
+      const a = await PgQueue.open(url, FAKE_TIME)
+      try {
+        await a.enqueue([1, 2, 3, 4].map((i) => event(i, { userKey: `u-${i % 2}` })))
+        const flying = await a.lease('p1', 2, 60_000, T0 + 10)
+        expect(flying.map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
+        await sql(
+          url,
+          `CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$; ${slow}`
+        )
+        // 1Flow answered 503 (or took them): the outcome is being written when PostgreSQL crashes.
+        const retry = (delivered ? a.complete(flying) : a.retry(flying, T0 + 20, '1Flow answered 503', T0 + 15)).then(
+          () => undefined,
+          (error: unknown) => error
+        )
+        await until(
+          async () => (await sql(url, "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep'")).length > 0,
+          `the retry's write ${when}`
+        )
+        server.crash()
+        expect(await retry).toBeInstanceOf(Error)
+        server.restart()
+        await sql(url, `DROP TRIGGER slow ON ${delivered ? 'relay_inbox' : 'relay_events'}`)
+        const epoch = async () => Number((await sql(url, 'SELECT epoch FROM relay_lanes'))[0]?.epoch)
+        if (!kept) {
+          // a took its lane over itself (its memory of the lane could not be trusted): a new epoch, and every event
+          // of the lane is leased again, those it had in flight too.
+          await until(async () => (await epoch()) === 2, 'a taking its lane over')
+          expect(reclaimed(a)).toBe(0)
+          let again: Job[] = []
+          await until(async () => (again = await a.lease('p1', 10, 60_000, T0 + 30)).length > 0, 'a leasing again')
+          expect(again.map((j) => j.messageId)).toEqual(['m-1', 'm-2', 'm-3', 'm-4'])
+          // The lease from before is nothing any more: its retry writes nothing.
+          await a.retry(flying, T0 + 40, 'late', T0 + 35)
+          expect(await sql(url, 'SELECT count(*)::int AS n FROM relay_events')).toEqual([{ n: 0 }])
+          await a.complete(again)
+        } else {
+          // a took its lane back as it was (within a second, on its next connection): the retry is written now, as
+          // the deliverer does with an outcome the queue failed to record, and the rest follows each user's retry.
+          await until(() => reclaimed(a) === 1, 'a taking its lane back')
+          expect(await epoch()).toBe(1)
+          await a.retry(flying, T0 + 20, '1Flow answered 503', T0 + 15)
+          expect(await sql(url, 'SELECT count(*)::int AS n FROM relay_events')).toEqual([{ n: 2 }])
+          const after: string[] = []
+          for (let now = T0 + 30; after.length < 4 && now < T0 + 1_000; now += 10) {
+            const jobs = await a.lease('p1', 10, 60_000, now)
+            after.push(...jobs.map((j) => j.messageId))
+            await a.complete(jobs)
+          }
+          expect(after.sort()).toEqual(['m-1', 'm-2', 'm-3', 'm-4'])
+        }
+        expect(await a.stats(T0 + 2_000)).toMatchObject({ pending: 0, leased: 0 })
+      } finally {
+        await a.close()
+      }
+    },
+    60_000
+  )
+
+  it('tells a write that may have committed from one that cannot have', () => {
+    const pgError = (code: string) => Object.assign(new Error('x'), { code })
+    expect(mayHaveCommitted(new Error('Connection terminated unexpectedly'))).toBe(true)
+    expect(mayHaveCommitted(pgError('ECONNRESET'))).toBe(true)
+    expect(mayHaveCommitted(pgError('57P01'))).toBe(true)
+    expect(mayHaveCommitted(pgError('08006'))).toBe(true)
+    expect(mayHaveCommitted(pgError('ECONNREFUSED'))).toBe(false)
+    expect(mayHaveCommitted(pgError('57P03'))).toBe(false)
+    expect(mayHaveCommitted(pgError('57014'))).toBe(false)
+    expect(mayHaveCommitted(pgError('40P01'))).toBe(false)
+    expect(mayHaveCommitted(new Error('timeout exceeded when trying to connect'))).toBe(false)
   })
 })
