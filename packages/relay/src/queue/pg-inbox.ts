@@ -295,42 +295,52 @@ export class PgLaneOwners {
   private reclaiming: Promise<void> = Promise.resolve()
 
   private async reclaimOnce(c: pg.Client): Promise<void> {
-    const lanes = [...this.lanes.values()].filter((st) => st.suspended)
+    let lanes = [...this.lanes.values()].filter((st) => st.suspended)
     if (lanes.length === 0 || this.owner !== c) return
-    const keys = lanes.map((st) => this.host.ownerKey(st.lane))
+    const epochsOf = async (of: readonly OwnedLane[]) => {
+      const { rows } = await this.onClaims(
+        c,
+        'SELECT project_id, epoch FROM relay_lanes WHERE project_id = ANY($1::text[])',
+        [of.map((st) => st.lane)]
+      )
+      return new Map((rows as Row[]).map((r) => [String(r.project_id), Number(r.epoch)]))
+    }
     try {
+      // A lane another relay took over meanwhile is forgotten without trying its claim: its owner, which remembers
+      // it, may be taking it back too.
+      const before = await epochsOf(lanes)
+      for (const st of lanes) if (before.get(st.lane) !== st.epoch) this.forget(st)
+      lanes = lanes.filter((st) => this.lanes.get(st.lane) === st)
+      if (lanes.length === 0 || this.owner !== c) return
+      const keys = lanes.map((st) => this.host.ownerKey(st.lane))
       const { rows: locked } = await this.onClaims(
         c,
         'SELECT k.i, pg_try_advisory_lock(k.key) AS ok FROM unnest($1::bigint[]) WITH ORDINALITY AS k(key, i)',
         [keys]
       )
       const ok = new Set((locked as Row[]).filter((r) => r.ok).map((r) => Number(r.i) - 1))
-      // Read after the claims are held (a statement of its own, so its snapshot is newer than any takeover before).
-      const { rows: epochs } = await this.onClaims(
-        c,
-        'SELECT project_id, epoch FROM relay_lanes WHERE project_id = ANY($1::text[])',
-        [lanes.map((st) => st.lane)]
-      ).catch(async (error: unknown) => {
+      const unlock = (taken: readonly number[]) =>
+        this.onClaims(c, 'SELECT pg_advisory_unlock(k) FROM unnest($1::bigint[]) AS k', [taken]).catch(() => undefined)
+      // Read again once the claims are held (a statement of its own: its snapshot is newer than any takeover before).
+      const epochOf = await epochsOf(lanes).catch(async (error: unknown) => {
         // The claims are let go again: the next try takes each once more, and one taken twice would stay held.
-        const taken = [...ok].map((i) => keys[i] as number)
-        await this.onClaims(c, 'SELECT pg_advisory_unlock(k) FROM unnest($1::bigint[]) AS k', [taken]).catch(
-          () => undefined
-        )
+        await unlock([...ok].map((i) => keys[i] as number))
         throw error
       })
-      const epochOf = new Map((epochs as Row[]).map((r) => [String(r.project_id), Number(r.epoch)]))
       for (const [i, st] of lanes.entries()) {
         if (this.owner !== c) return
-        if (this.lanes.get(st.lane) !== st) {
-          // Forgotten meanwhile (a write found its epoch moved): the claim just taken is let go again.
-          if (ok.has(i)) await this.onClaims(c, 'SELECT pg_advisory_unlock($1)', [keys[i]]).catch(() => undefined)
-          continue
-        }
-        if (!ok.has(i)) {
+        const key = keys[i] as number
+        const ours = epochOf.get(st.lane) === st.epoch
+        if (this.lanes.get(st.lane) !== st || !ours) {
+          // Forgotten meanwhile (a write found its epoch moved), or taken over: the claim just taken is let go.
+          if (ok.has(i)) await unlock([key])
           this.forget(st)
           continue
         }
-        if (epochOf.get(st.lane) === st.epoch && !st.doubt) {
+        // Another relay holds the claim and has not taken the lane over (yet): tried again at the next ping, and
+        // forgotten once its epoch moves.
+        if (!ok.has(i)) continue
+        if (!st.doubt) {
           st.suspended = false
           st.checkedAt = 0
           this.reclaimed++
@@ -338,7 +348,7 @@ export class PgLaneOwners {
         }
         // Claimed here, but this relay's memory of the lane cannot be trusted: a takeover of its own.
         this.forget(st)
-        await this.takeOver(c, st.lane, keys[i] as number).catch(() => undefined)
+        await this.takeOver(c, st.lane, key).catch(() => undefined)
       }
     } catch {
       // The connection failed again: the lanes stay suspended, and the next connection tries again.

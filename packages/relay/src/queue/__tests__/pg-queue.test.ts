@@ -1424,6 +1424,36 @@ describe('PostgreSQL: a claim lost and taken back', () => {
     }
   }, 60_000)
 
+  it('a relay resumed after its buckets were taken over takes none of them back from their new owner across a restart', async () => {
+    const url = await createDatabase(server.url, `restart_stale_${process.pid}`)
+    const a = await PgQueue.open(url, IN_BUCKETS)
+    const b = await PgQueue.open(url, IN_BUCKETS)
+    try {
+      await a.enqueue(Array.from({ length: 40 }, (_, i) => event(i, { userKey: `u-${i}`, receivedAt: T0 })))
+      expect(await a.lease('p1', 500, 60_000, T0 + 10)).toHaveLength(40)
+      // a is frozen past its claims; b takes every bucket over, and has the forty events in flight itself.
+      await endClaim(url, laneOf('p1', 'u-0', 8), a)
+      let taken: Job[] = []
+      await until(async () => (taken = [...taken, ...(await b.lease('p1', 500, 60_000, T0 + 20))]).length === 40, 'b')
+      expect(await epochs(url)).toEqual(Array.from({ length: 8 }, () => 2))
+      // PostgreSQL restarts; a, awake now, connects again before b does.
+      clearInterval((b as unknown as { owners: { pinger: NodeJS.Timeout } }).owners.pinger)
+      server.crash()
+      await sleep(500)
+      server.restart()
+      expect(await a.lease('p1', 500, 60_000, T0 + 30)).toEqual([])
+      expect(reclaimed(a)).toBe(0)
+      // b takes every bucket back, with what it has in flight; nothing moved.
+      expect(await b.lease('p1', 500, 60_000, T0 + 30)).toEqual([])
+      expect(reclaimed(b)).toBe(8)
+      expect(await epochs(url)).toEqual(Array.from({ length: 8 }, () => 2))
+      await b.complete(taken)
+      expect(await b.stats(T0 + 40)).toMatchObject({ pending: 0, leased: 0 })
+    } finally {
+      await Promise.all([a.close(), b.close()])
+    }
+  }, 60_000)
+
   it.each([
     {
       when: 'while it committed',
