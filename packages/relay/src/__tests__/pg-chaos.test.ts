@@ -294,6 +294,12 @@ it('3 relays, one killed every 6 s, an owner of buckets frozen past its claim an
       repeatsPerFault.set(fault ?? 'unexplained', (repeatsPerFault.get(fault ?? 'unexplained') ?? 0) + 1)
     }
   }
+  // Repeats only the PostgreSQL restart explains (their earlier send in no other fault's window): each owner takes
+  // its buckets back with what it has in flight, so only a bucket with a write in doubt at the crash repeats any
+  // (docs/relay-queue.md, "A claim lost and taken back").
+  const onlyRestart = [...sends.values()].filter(
+    (s) => s.length > 1 && s.slice(0, -1).some((t) => faults.every((f) => (f.kind === 'postgres') === window(f, t)))
+  ).length
   const causes = Object.fromEntries(
     [...repeatsPerFault].map(([f, n]) => [f === 'unexplained' ? f : `${f.kind}@${f.at - started}ms`, n])
   )
@@ -324,6 +330,7 @@ it('3 relays, one killed every 6 s, an owner of buckets frozen past its claim an
     delivered: delivered.length,
     duplicates,
     causes,
+    onlyRestart,
     thrice: thrice.length,
     outOfOrder: outOfOrder.map(([u]) => u),
     maxPerSecond: fake.maxRequestsInWindow(1000),

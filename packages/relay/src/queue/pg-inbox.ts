@@ -133,8 +133,12 @@ interface OwnedLane {
    * flight here; settles still write, fenced by the epoch (docs/relay-queue.md, "A claim lost and taken back").
    */
   suspended: boolean
-  /** A write of the lane failed in a way that may have committed: memory may not match the tables any more. */
-  doubt: boolean
+  /**
+   * A write of the lane's inbox marks failed in a way that may have committed (its connection ended after its COMMIT
+   * went out): the marks it meant to leave, for the next write (or the reclaim) to read back whether it did
+   * (resolveDoubt). Until then memory may be behind the tables.
+   */
+  inDoubt: ReadonlyArray<readonly [InboxRow, Uint8Array, number]> | undefined
 }
 
 /** What write() returns when the lane's epoch moved on (another relay owns it now): nothing was written. */
@@ -213,6 +217,8 @@ export class PgLaneOwners {
   private closed = false
   /** Lanes taken back with what was in flight after their claim's connection ended (reclaim): for tests. */
   reclaimed = 0
+  /** Lanes taken over afresh because a write in doubt had committed (see resolveDoubt): for tests. */
+  takenAfresh = 0
   /** Leases of relay_events that takeovers took back, not yet counted (takeTakenBack). */
   private takenBack = 0
   /** Per lane: why its unread inbox rows wait (a write transaction open elsewhere), and when that was last looked at. */
@@ -340,14 +346,21 @@ export class PgLaneOwners {
         // Another relay holds the claim and has not taken the lane over (yet): tried again at the next ping, and
         // forgotten once its epoch moves.
         if (!ok.has(i)) continue
-        if (!st.doubt) {
+        const trusted = await this.inTurn(st, () => this.resolveDoubt(st)).catch(() => undefined)
+        if (trusted === undefined) {
+          // Not read (the database failed again): tried again at the next ping, from the claim on.
+          await unlock([key])
+          continue
+        }
+        if (trusted) {
           st.suspended = false
           st.checkedAt = 0
           this.reclaimed++
           continue
         }
-        // Claimed here, but this relay's memory of the lane cannot be trusted: a takeover of its own.
+        // Claimed here, but a write in doubt did commit and memory is behind the tables: a takeover of its own.
         this.forget(st)
+        this.takenAfresh++
         await this.takeOver(c, st.lane, key).catch(() => undefined)
       }
     } catch {
@@ -609,7 +622,7 @@ export class PgLaneOwners {
       yielding: false,
       unreadableUntil: 0,
       suspended: false,
-      doubt: false
+      inDoubt: undefined
     }
     this.lanes.set(lane, st)
     return st
@@ -683,7 +696,15 @@ export class PgLaneOwners {
    * An owner's write: in a transaction holding the lane lock shared, after checking the lane's epoch is still
    * this owner's. Undefined (nothing written, the lane forgotten) when it is not.
    */
-  private async write<T>(st: OwnedLane, work: (c: pg.PoolClient) => Promise<T>): Promise<T | undefined> {
+  private async write<T>(
+    st: OwnedLane,
+    work: (c: pg.PoolClient) => Promise<T>,
+    marks?: ReadonlyArray<readonly [InboxRow, Uint8Array, number]>
+  ): Promise<T | undefined> {
+    if (!(await this.resolveDoubt(st))) {
+      this.forget(st)
+      return undefined
+    }
     const result = await this.host
       .tx(async (c): Promise<T | typeof LANE_LOST> => {
         const { rows } = await c.query('SELECT 1 FROM relay_lanes WHERE project_id = $1 AND epoch = $2', [
@@ -695,12 +716,53 @@ export class PgLaneOwners {
       }, this.host.beginOwnerWrite(st.lane))
       .catch((error: unknown) => {
         // (Failed before its COMMIT went out, the transaction rolled back.)
-        if ((error as { [COMMIT_SENT]?: boolean })?.[COMMIT_SENT] && mayHaveCommitted(error)) st.doubt = true
+        if (marks && (error as { [COMMIT_SENT]?: boolean })?.[COMMIT_SENT] && mayHaveCommitted(error))
+          st.inDoubt = marks
         throw error
       })
     if (result !== LANE_LOST) return result
     this.forget(st)
     return undefined
+  }
+
+  /**
+   * An owner's write of events leaving the inbox for relay_events (`rows`, with their `marks` as done): their ids
+   * there, and what to change in memory once it committed. Undefined when the lane is no longer this owner's.
+   */
+  private writeMoving(
+    st: OwnedLane,
+    rows: readonly TableRow[],
+    marks: ReadonlyMap<InboxRow, readonly number[]>
+  ): Promise<{ ids: number[]; apply: () => void } | undefined> {
+    const { after, apply } = nextMarks(marks)
+    return this.write(
+      st,
+      async (c) => {
+        const ids = await this.host.insertRows(c, rows)
+        await saveMarks(c, after)
+        return { ids, apply }
+      },
+      after
+    )
+  }
+
+  /**
+   * Whether this relay's memory of the lane can be trusted: true unless a write of its marks is in doubt and read
+   * back as committed (or as neither before nor after it). Each row that write changed has its count of events left
+   * as memory has it (the write did not commit: the doubt is cleared) or as the write left it (deleted at 0).
+   * Only the owner writes a lane's marks, so nothing else can have changed them meanwhile.
+   */
+  private async resolveDoubt(st: OwnedLane): Promise<boolean> {
+    const marks = st.inDoubt
+    if (!marks) return true
+    const { rows } = await this.host.pool.query(
+      'SELECT id, left_events FROM relay_inbox WHERE id = ANY($1::bigint[])',
+      [marks.map(([row]) => row.id)]
+    )
+    const left = new Map((rows as Row[]).map((r) => [Number(r.id), Number(r.left_events)]))
+    const untouched = marks.every(([row, , after]) => after !== row.left && left.get(row.id) === row.left)
+    if (untouched) st.inDoubt = undefined
+    return untouched
   }
 
   /**
@@ -721,6 +783,17 @@ export class PgLaneOwners {
    * each lane's marks written only if its epoch is still this owner's. Per lane, in order, what marksOnly returns.
    */
   private async marksOnlyOf(
+    work: ReadonlyArray<{ st: OwnedLane; marks: ReadonlyMap<InboxRow, readonly number[]> }>
+  ): Promise<Array<{ ids: number[]; apply: () => void } | undefined>> {
+    // A lane whose write in doubt had committed is forgotten: nothing of it is written (undefined).
+    for (const { st } of work) if (!(await this.resolveDoubt(st))) this.forget(st)
+    const live = work.filter(({ st }) => this.lanes.get(st.lane) === st)
+    const written = live.length > 0 ? await this.writeMarksOf(live) : []
+    return work.map((w) => (live.includes(w) ? written[live.indexOf(w)] : undefined))
+  }
+
+  /** marksOnlyOf's round trip, for lanes with no write in doubt. */
+  private async writeMarksOf(
     work: ReadonlyArray<{ st: OwnedLane; marks: ReadonlyMap<InboxRow, readonly number[]> }>
   ): Promise<Array<{ ids: number[]; apply: () => void } | undefined>> {
     const next = work.map(({ st, marks }) => ({ st, ...nextMarks(marks) }))
@@ -762,7 +835,8 @@ export class PgLaneOwners {
        )}) AS o(lane, epoch) ON l.project_id = o.lane AND l.epoch = o.epoch`
       )
       .catch((error: unknown) => {
-        if (mayHaveCommitted(error)) for (const st of lanes) st.doubt = true
+        // One simple query is one transaction, sent whole: any answer lost may hide its commit.
+        if (mayHaveCommitted(error)) for (const { st, after } of next) if (after.length > 0) st.inDoubt = after
         throw error
       })) as unknown as pg.QueryResult[]
     const mine = new Set((results[2]?.rows ?? []).map((r) => String((r as Row).lane)))
@@ -1058,10 +1132,7 @@ export class PgLaneOwners {
       for (const f of gone) markDone(marks, f.row, f.index)
       for (const { row, index } of hold) markDone(marks, row, index)
       st.open = true
-      const written = await this.write(st, async (c) => {
-        const ids = await this.host.insertRows(c, rows)
-        return { ids, apply: await writeMarks(c, marks) }
-      })
+      const written = await this.writeMoving(st, rows, marks)
       if (!written) return []
       written.apply()
       const at = Date.now()
@@ -1212,13 +1283,7 @@ export class PgLaneOwners {
         const marks = new Map<InboxRow, number[]>()
         for (const f of [...gone, ...movers]) markDone(marks, f.row, f.index)
         if (rows.length > 0) st.open = true
-        const written =
-          rows.length === 0
-            ? await this.marksOnly(st, marks)
-            : await this.write(st, async (c) => ({
-                ids: await this.host.insertRows(c, rows),
-                apply: await writeMarks(c, marks)
-              }))
+        const written = rows.length === 0 ? await this.marksOnly(st, marks) : await this.writeMoving(st, rows, marks)
         if (!written) return
         written.apply()
         for (const f of gone) this.land(st, f)
@@ -1344,10 +1409,12 @@ function groupByLane(mem: readonly Flying[]): Map<string, Flying[]> {
 
 /**
  * Saves which events of some inbox rows are done (inside the caller's transaction), in one statement: a row with
- * none left is deleted. Returns what to change in memory once the transaction commits.
+ * none left is deleted. `after` is nextMarks'.
  */
-async function writeMarks(c: pg.PoolClient, marks: ReadonlyMap<InboxRow, readonly number[]>): Promise<() => void> {
-  const { after, apply } = nextMarks(marks)
+async function saveMarks(
+  c: pg.PoolClient,
+  after: ReadonlyArray<readonly [InboxRow, Uint8Array, number]>
+): Promise<void> {
   if (after.length > 0)
     await c.query(
       `WITH marks AS (SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::int[]) AS m(id, done, left_events)),
@@ -1355,5 +1422,4 @@ async function writeMarks(c: pg.PoolClient, marks: ReadonlyMap<InboxRow, readonl
        UPDATE relay_inbox i SET done = m.done, left_events = m.left_events FROM marks m WHERE i.id = m.id AND m.left_events > 0`,
       [after.map(([row]) => row.id), after.map(([, done]) => Buffer.from(done)), after.map(([, , left]) => left)]
     )
-  return apply
 }

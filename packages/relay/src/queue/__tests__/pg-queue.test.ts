@@ -18,6 +18,7 @@ import { advisoryLockId, mayHaveCommitted } from '../pg-inbox'
 import { laneOf, lanesOf } from '../buckets'
 import { describeQueue, event, leaseProperty, T0 } from './queue-conformance'
 import { sql, until } from '../../__tests__/helpers'
+import { FreezableProxy } from '../../__tests__/freezable-proxy'
 
 const urls = new WeakMap<Queue, string>()
 /**
@@ -1454,83 +1455,115 @@ describe('PostgreSQL: a claim lost and taken back', () => {
     }
   }, 60_000)
 
+  /** The outcome of `flying` being written: a retry (1Flow answered 503) or a delivered lease. */
+  const outcome = (a: PgQueue, flying: Job[], delivered: boolean) =>
+    delivered ? a.complete(flying) : a.retry(flying, T0 + 20, '1Flow answered 503', T0 + 15)
+  /** Leases and completes `p1` until nothing is left: the ids leased, in order. */
+  const drain = async (a: PgQueue) => {
+    const out: string[] = []
+    for (let now = T0 + 30; now < T0 + 1_000; now += 10) {
+      const jobs = await a.lease('p1', 10, 60_000, now)
+      out.push(...jobs.map((j) => j.messageId))
+      await a.complete(jobs)
+      if (jobs.length === 0 && (await a.stats(now)).pending === 0) break
+    }
+    return out
+  }
+  /**
+   * Enqueues four events of two users, leases the first two, makes the write `slow` (a trigger) and starts writing
+   * their outcome: once PostgreSQL is in the middle of it, the error it ends with (or undefined), when it ends.
+   */
+  const slowWrite = async (a: PgQueue, url: string, slow: string, delivered: boolean) => {
+    await a.enqueue([1, 2, 3, 4].map((i) => event(i, { userKey: `u-${i % 2}` })))
+    const flying = await a.lease('p1', 2, 60_000, T0 + 10)
+    expect(flying.map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
+    await sql(url, `${SLOW} ${slow}`)
+    const written = outcome(a, flying, delivered).then(
+      () => undefined,
+      (error: unknown) => error
+    )
+    await until(
+      async () => (await sql(url, "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep'")).length > 0,
+      'the write under way'
+    )
+    return { flying, written }
+  }
+  /** A trigger function that sleeps 1 s (made slow, a write is cut off in the middle). */
+  const SLOW = `CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$;`
+  const slowCommit = `CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON relay_events DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION slow()`
+  const slowMarks = 'CREATE TRIGGER slow BEFORE UPDATE ON relay_inbox FOR EACH ROW EXECUTE FUNCTION slow()'
+
   it.each([
+    // A deferred trigger runs in COMMIT: the relay waits for its answer, not knowing whether it commits.
+    { when: 'in its COMMIT', delivered: false, slow: slowCommit },
+    { when: 'in a one-round-trip write', delivered: true, slow: slowMarks },
+    // The insert itself is slow: the transaction never reached COMMIT (not even in doubt).
     {
-      when: 'while it committed',
-      kept: false,
-      // A deferred trigger runs in COMMIT: the relay waits for its answer, not knowing whether it commits (it did not).
-      slow: `CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON relay_events DEFERRABLE INITIALLY DEFERRED
-               FOR EACH ROW EXECUTE FUNCTION slow()`
-    },
-    {
-      when: 'in a one-round-trip write',
-      kept: false,
-      delivered: true,
-      slow: 'CREATE TRIGGER slow BEFORE UPDATE ON relay_inbox FOR EACH ROW EXECUTE FUNCTION slow()'
-    },
-    {
-      when: 'before it committed',
-      kept: true,
-      // The insert itself is slow: the transaction never reached COMMIT, so it rolled back.
+      when: 'before its COMMIT',
+      delivered: false,
       slow: 'CREATE TRIGGER slow BEFORE INSERT ON relay_events FOR EACH ROW EXECUTE FUNCTION slow()'
     }
   ])(
-    'an owner whose write PostgreSQL crashed $when: a write that may have committed makes it take its lane over afresh (kept: $kept)',
-    async ({ when, kept, slow, delivered }) => {
+    'an owner whose write PostgreSQL crashed $when finds it did not commit, and takes its lane back as it was',
+    async ({ delivered, slow }) => {
       const url = await createDatabase(server.url, `restart_doubt_${process.pid}_${n++}`)
       const a = await PgQueue.open(url, FAKE_TIME)
       try {
-        await a.enqueue([1, 2, 3, 4].map((i) => event(i, { userKey: `u-${i % 2}` })))
-        const flying = await a.lease('p1', 2, 60_000, T0 + 10)
-        expect(flying.map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
-        await sql(
-          url,
-          `CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$; ${slow}`
-        )
-        // 1Flow answered 503 (or took them): the outcome is being written when PostgreSQL crashes.
-        const retry = (delivered ? a.complete(flying) : a.retry(flying, T0 + 20, '1Flow answered 503', T0 + 15)).then(
-          () => undefined,
-          (error: unknown) => error
-        )
-        await until(
-          async () => (await sql(url, "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep'")).length > 0,
-          `the retry's write ${when}`
-        )
+        const { flying, written } = await slowWrite(a, url, slow, delivered)
         server.crash()
-        expect(await retry).toBeInstanceOf(Error)
+        expect(await written).toBeInstanceOf(Error)
         server.restart()
-        await sql(url, `DROP TRIGGER slow ON ${delivered ? 'relay_inbox' : 'relay_events'}`)
-        const epoch = async () => Number((await sql(url, 'SELECT epoch FROM relay_lanes'))[0]?.epoch)
-        if (!kept) {
-          // a took its lane over itself (its memory of the lane could not be trusted): a new epoch, and every event
-          // of the lane is leased again, those it had in flight too.
-          await until(async () => (await epoch()) === 2, 'a taking its lane over')
-          expect(reclaimed(a)).toBe(0)
-          let again: Job[] = []
-          await until(async () => (again = await a.lease('p1', 10, 60_000, T0 + 30)).length > 0, 'a leasing again')
-          expect(again.map((j) => j.messageId)).toEqual(['m-1', 'm-2', 'm-3', 'm-4'])
-          // The lease from before is nothing any more: its retry writes nothing.
-          await a.retry(flying, T0 + 40, 'late', T0 + 35)
-          expect(await sql(url, 'SELECT count(*)::int AS n FROM relay_events')).toEqual([{ n: 0 }])
-          await a.complete(again)
-        } else {
-          // a took its lane back as it was (within a second, on its next connection): the retry is written now, as
-          // the deliverer does with an outcome the queue failed to record, and the rest follows each user's retry.
-          await until(() => reclaimed(a) === 1, 'a taking its lane back')
-          expect(await epoch()).toBe(1)
-          await a.retry(flying, T0 + 20, '1Flow answered 503', T0 + 15)
-          expect(await sql(url, 'SELECT count(*)::int AS n FROM relay_events')).toEqual([{ n: 2 }])
-          const after: string[] = []
-          for (let now = T0 + 30; after.length < 4 && now < T0 + 1_000; now += 10) {
-            const jobs = await a.lease('p1', 10, 60_000, now)
-            after.push(...jobs.map((j) => j.messageId))
-            await a.complete(jobs)
-          }
-          expect(after.sort()).toEqual(['m-1', 'm-2', 'm-3', 'm-4'])
-        }
-        expect(await a.stats(T0 + 2_000)).toMatchObject({ pending: 0, leased: 0 })
+        await sql(url, `DROP TRIGGER slow ON ${slow === slowMarks ? 'relay_inbox' : 'relay_events'}`)
+        // a takes its lane back (within a second, on its next connection), having read back that the write did not
+        // commit: nothing was taken over, and the outcome is written now, as the deliverer does once the queue works.
+        await until(() => reclaimed(a) === 1, 'a taking its lane back')
+        expect(await sql(url, 'SELECT epoch::int FROM relay_lanes')).toEqual([{ epoch: 1 }])
+        await outcome(a, flying, delivered)
+        expect(await drain(a)).toEqual(delivered ? ['m-3', 'm-4'] : ['m-1', 'm-2', 'm-3', 'm-4'])
       } finally {
         await a.close()
+      }
+    },
+    60_000
+  )
+
+  it.each([
+    { what: 'a retry', delivered: false, slow: slowCommit },
+    { what: 'a delivered lease', delivered: true, slow: slowMarks }
+  ])(
+    'an owner whose write of $what committed but whose answer was lost takes its lane over afresh: nothing twice in the tables',
+    async ({ delivered, slow }) => {
+      const url = await createDatabase(server.url, `restart_lost_answer_${process.pid}_${n++}`)
+      // The relay reaches PostgreSQL through a proxy that can stop forwarding, then cut every connection.
+      const proxy = await FreezableProxy.start(Number(new URL(url).port))
+      const through = new URL(url)
+      through.port = String(proxy.port)
+      const a = await PgQueue.open(through.toString(), FAKE_TIME)
+      const afresh = () => (a as unknown as { owners: { takenAfresh: number } }).owners.takenAfresh
+      try {
+        const { written } = await slowWrite(a, url, slow, delivered)
+        // Its answer never reaches the relay: the write commits, then the connections are cut.
+        proxy.freeze()
+        await until(
+          async () => (await sql(url, "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep'")).length === 0,
+          'the write committed'
+        )
+        proxy.thaw()
+        expect(mayHaveCommitted(await written)).toBe(true)
+        await sql(url, `DROP TRIGGER slow ON ${delivered ? 'relay_inbox' : 'relay_events'}`)
+        // a reads back that the write committed: memory is behind the tables, so it takes its lane over itself.
+        await until(
+          async () => (await sql(url, 'SELECT epoch::int FROM relay_lanes'))[0]?.epoch === 2,
+          'a taking its lane over afresh'
+        )
+        expect([afresh(), reclaimed(a)]).toEqual([1, 0])
+        // The retry was written once (two rows, not four), and a delivered lease is not delivered again.
+        expect(await sql(url, 'SELECT count(*)::int AS n FROM relay_events')).toEqual([{ n: delivered ? 0 : 2 }])
+        expect(await drain(a)).toEqual(delivered ? ['m-3', 'm-4'] : ['m-1', 'm-2', 'm-3', 'm-4'])
+      } finally {
+        await a.close()
+        await proxy.close()
       }
     },
     60_000
