@@ -5,7 +5,8 @@
  * hog beside it all. At the end: every acknowledged event reached 1Flow, nothing is left pending, held or leased,
  * each user's events first arrived in the order they were sent, every repeat is explained by a fault of its own
  * (an event arrives three times only after two faults) and no fault repeats more than one relay had in flight,
- * and 1Flow never saw more than the one shared limit per second. The issue's "duplicates within 1 % of what was
+ * and 1Flow never saw more than the one shared limit per second. The PostgreSQL restart itself repeats next to
+ * nothing (each owner takes its buckets back with what it has in flight); the issue's "duplicates within 1 % of what was
  * acknowledged" is not asserted: one kill -9 while a 500-event batch is in flight repeats 500 events, several
  * percent of a run this size (docs/relay-queue.md, "The chaos test").
  */

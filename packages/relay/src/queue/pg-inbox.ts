@@ -361,7 +361,12 @@ export class PgLaneOwners {
         // Claimed here, but a write in doubt did commit and memory is behind the tables: a takeover of its own.
         this.forget(st)
         this.takenAfresh++
-        await this.takeOver(c, st.lane, key).catch(() => undefined)
+        // (As a take: a lease asking for the lane meanwhile waits for it, rather than take the claim a second time.)
+        const attempt = this.takeOver(c, st.lane, key)
+          .catch(() => undefined)
+          .finally(() => this.owning.delete(st.lane))
+        this.owning.set(st.lane, attempt)
+        await attempt
       }
     } catch {
       // The connection failed again: the lanes stay suspended, and the next connection tries again.
