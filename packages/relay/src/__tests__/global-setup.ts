@@ -1,10 +1,17 @@
-/** Starts one throwaway PostgreSQL cluster for the relay's tests (or uses ONEFLOW_TEST_PG_URL) and stops it at the end. */
+/**
+ * Starts one throwaway PostgreSQL cluster for the relay's tests (or uses ONEFLOW_TEST_PG_URL) and stops it at the end,
+ * and makes the directory the tests' temporary files go in (tempDir), deleted at the end.
+ */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { TestProject } from 'vitest/node'
 import { startThrowawayPostgres } from '@oneflow-seg/testkit/postgres'
 
 declare module 'vitest' {
   export interface ProvidedContext {
     pgAdminUrl: string
+    tmpRoot: string
   }
 }
 
@@ -12,5 +19,10 @@ export default async function setup(project: TestProject): Promise<() => void> {
   const external = process.env.ONEFLOW_TEST_PG_URL
   const cluster = external ? undefined : await startThrowawayPostgres()
   project.provide('pgAdminUrl', external ?? (cluster as { url: string }).url)
-  return () => cluster?.stop()
+  const tmpRoot = mkdtempSync(join(tmpdir(), 'oneflow-relay-tests-'))
+  project.provide('tmpRoot', tmpRoot)
+  return () => {
+    cluster?.stop()
+    rmSync(tmpRoot, { recursive: true, force: true })
+  }
 }

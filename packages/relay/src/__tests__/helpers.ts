@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import pg from 'pg'
+import { inject } from 'vitest'
 import type { FakeOneFlowApi } from '@oneflow-seg/testkit'
 import { createLogger } from '../logger'
 import { parseConfig } from '../config'
@@ -27,7 +28,8 @@ export class LogCapture extends Writable {
 }
 
 export function tempDir(prefix = 'oneflow-relay-'): string {
-  return mkdtempSync(join(tmpdir(), prefix))
+  // In the run's own directory (global-setup.ts), deleted when the run ends.
+  return mkdtempSync(join(inject('tmpRoot') ?? tmpdir(), prefix))
 }
 
 export interface TestRelay {
