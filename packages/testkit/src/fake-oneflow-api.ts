@@ -47,6 +47,8 @@ export interface RecordedRequest {
 
 export interface AcceptedMessage {
   readonly at: number
+  /** The TCP port the request came from (which client sent it: a test can tell its processes' connections apart). */
+  readonly fromPort: number | undefined
   readonly apiKey: string
   readonly via: '/identify' | '/track' | '/batch'
   readonly type: 'identify' | 'track'
@@ -276,7 +278,13 @@ export class FakeOneFlowApi {
       record(200, undefined, JSON.parse(raw.toString('utf8')))
       if (current)
         for (const m of messages)
-          this.accepted.push({ at, apiKey: apiKey as string, via: path as AcceptedMessage['via'], ...m })
+          this.accepted.push({
+            at,
+            fromPort: req.socket.remotePort,
+            apiKey: apiKey as string,
+            via: path as AcceptedMessage['via'],
+            ...m
+          })
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ success: true }))
     } catch (error) {
       if (!(error instanceof Rejection)) throw error

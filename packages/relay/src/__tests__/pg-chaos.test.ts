@@ -11,7 +11,7 @@
  * percent of a run this size (docs/relay-queue.md, "The chaos test").
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import postgres from 'pg'
 import { afterAll, beforeAll, expect, it } from 'vitest'
@@ -116,6 +116,42 @@ async function recordEpochs(db: Observer): Promise<void> {
   if (!done) throw new Error('could not add the epoch log')
 }
 
+/**
+ * Which relay process each connection to 1Flow comes from: its local port, mapped to the process holding the socket
+ * (read from /proc every 100 ms while the connections are open; a request waits 300 ms for its answer). A relay's
+ * port is what the fake 1Flow records of each request.
+ */
+function connectionOwners(fakePort: number, pids: () => number[]) {
+  const owner = new Map<number, number>()
+  const look = () => {
+    // Socket inode → local port, for connections to the fake.
+    const byInode = new Map<string, number>()
+    for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/)
+      if (f.length < 10 || parseInt(f[2]!.split(':')[1]!, 16) !== fakePort) continue
+      byInode.set(f[9]!, parseInt(f[1]!.split(':')[1]!, 16))
+    }
+    for (const pid of pids()) {
+      let fds: string[] = []
+      try {
+        fds = readdirSync(`/proc/${pid}/fd`)
+      } catch {
+        continue
+      }
+      for (const fd of fds) {
+        try {
+          const port = byInode.get(/^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1] ?? '')
+          if (port !== undefined) owner.set(port, pid)
+        } catch {
+          // Closed meanwhile.
+        }
+      }
+    }
+  }
+  const timer = setInterval(look, 100)
+  return { owner, stop: () => clearInterval(timer) }
+}
+
 const alive = (r: RelayProcess) => r.child.exitCode === null && r.child.signalCode === null
 
 it('3 relays, one killed every 6 s, an owner of buckets frozen past its claim and lease, PostgreSQL restarted, slow 1Flow, CPU hog: nothing lost or stranded, order kept, few duplicates', async () => {
@@ -139,6 +175,11 @@ it('3 relays, one killed every 6 s, an owner of buckets frozen past its claim an
     )
   )
   const relays: RelayProcess[] = await Promise.all(ports.map((port, i) => startRelayProcess(files[i]!, port)))
+  const connections = connectionOwners(Number(new URL(fake.url).port), () =>
+    relays.map((r) => r.child.pid).filter((pid): pid is number => pid !== undefined)
+  )
+  /** Relay processes killed or frozen, and when: a repeat of what one of them sent before is excused (see below). */
+  const struckPids: Array<{ pid: number; at: number }> = []
   // (Started, the relays have made their tables.)
   const watch = observer(db)
   await recordEpochs(watch)
@@ -178,10 +219,17 @@ it('3 relays, one killed every 6 s, an owner of buckets frozen past its claim an
   /** When each fault struck: a request 1Flow saw up to one timeout before it may have been answered unrecorded. */
   const faults: Array<{ kind: string; at: number; until: number }> = []
   const struck = (kind: string, until = Date.now()) => faults.push({ kind, at: Date.now(), until })
+  /** When PostgreSQL answered again after its crash. */
+  let back!: (t: number) => void
+  const restarted = new Promise<number>((resolve) => (back = resolve))
   const killer = (async () => {
     for (let t = 6000; t < LOAD_MS; t += 6000) {
-      await at(t)
+      // Not while the relays take their buckets back after PostgreSQL's restart (within a second or two): a kill then
+      // repeats what the restart left unrecorded, two faults at once that the check of repeats below cannot tell apart.
+      const settled = t > 18_000 ? (await restarted) - started + 3000 : 0
+      await at(Math.max(t, settled))
       struck('kill')
+      struckPids.push({ pid: relays[0]!.child.pid as number, at: Date.now() })
       relays[0]!.child.kill('SIGKILL')
       await relays[0]!.exited
       await sleep(500)
@@ -211,6 +259,7 @@ it('3 relays, one killed every 6 s, an owner of buckets frozen past its claim an
     frozenPid = frozen.child.pid
     frozenAt = Date.now()
     struck('freeze')
+    struckPids.push({ pid: frozen.child.pid as number, at: Date.now() })
     frozen.child.kill('SIGSTOP')
     const thawAt = Date.now() + LEASE_MS + 4000
     while (Date.now() < thawAt) {
@@ -236,6 +285,7 @@ it('3 relays, one killed every 6 s, an owner of buckets frozen past its claim an
     pg.crash()
     await sleep(3000)
     pg.restart()
+    back(Date.now())
     faults.push({ kind: 'postgres', at: crashed, until: Date.now() })
   })()
   await at(LOAD_MS)
@@ -280,9 +330,16 @@ it('3 relays, one killed every 6 s, an owner of buckets frozen past its claim an
   // sent, a resumed relay sending what another had taken over) is a bug, however few. And a fault can repeat at
   // most what one relay had in flight: `concurrency` requests of up to 500 events.
   const sends = new Map<string, number[]>()
+  /** Per event, who sent each copy (the relay process, when known). */
+  const sentBy = new Map<string, Array<number | undefined>>()
+  connections.stop()
   for (const m of fake.accepted) {
     const id = String((m.body.properties as { id: string }).id)
     sends.set(id, [...(sends.get(id) ?? []), m.at])
+    sentBy.set(id, [
+      ...(sentBy.get(id) ?? []),
+      m.fromPort === undefined ? undefined : connections.owner.get(m.fromPort)
+    ])
   }
   const window = (f: (typeof faults)[number], at: number) =>
     at >= f.at - REQUEST_TIMEOUT_MS - 1000 && at <= f.until + 1000
@@ -301,6 +358,25 @@ it('3 relays, one killed every 6 s, an owner of buckets frozen past its claim an
   const onlyRestart = [...sends.values()].filter(
     (s) => s.length > 1 && s.slice(0, -1).some((t) => faults.every((f) => (f.kind === 'postgres') === window(f, t)))
   ).length
+  // The issue's bound, "duplicates within 1 % of what was acknowledged", for the repeats the relays can avoid: those
+  // not excused by the sender of the copy before having been killed or frozen while that request could still be
+  // awaiting its answer (1Flow took a batch from a relay that died before it could record the answer: at least once,
+  // that goes out again). A copy whose sender was not seen (its connection closed before /proc was read) is excused
+  // as the per-fault check does: by a kill or freeze in its window.
+  let unexcused = 0
+  let unknownSender = 0
+  for (const [id, at] of sends) {
+    const by = sentBy.get(id) ?? []
+    for (let i = 0; i + 1 < at.length; i++) {
+      const pid = by[i]
+      if (pid === undefined) unknownSender++
+      const excused =
+        pid === undefined
+          ? faults.some((f) => f.kind !== 'postgres' && window(f, at[i]!))
+          : struckPids.some((s) => s.pid === pid && s.at >= at[i]! - 1000 && s.at <= at[i]! + REQUEST_TIMEOUT_MS + 1000)
+      if (!excused) unexcused++
+    }
+  }
   const causes = Object.fromEntries(
     [...repeatsPerFault].map(([f, n]) => [f === 'unexplained' ? f : `${f.kind}@${f.at - started}ms`, n])
   )
@@ -332,6 +408,12 @@ it('3 relays, one killed every 6 s, an owner of buckets frozen past its claim an
     duplicates,
     causes,
     onlyRestart,
+    unexcused,
+    unknownSender,
+    // Of the copies 1Flow took, the share whose relay process was seen (the check above relies on it).
+    sendersSeenPct: Math.round(
+      (100 * [...sentBy.values()].flat().filter((p) => p !== undefined).length) / delivered.length
+    ),
     thrice: thrice.length,
     outOfOrder: outOfOrder.map(([u]) => u),
     maxPerSecond: fake.maxRequestsInWindow(1000),
@@ -366,6 +448,7 @@ it('3 relays, one killed every 6 s, an owner of buckets frozen past its claim an
   expect(summary.takenOver).toBe(true)
   expect(summary.outOfOrder).toEqual([])
   expect(repeatsPerFault.get('unexplained') ?? 0).toBe(0)
+  expect(summary.unexcused).toBeLessThanOrEqual(acked.size / 100)
   for (const [fault, n] of repeatsPerFault) expect(n, JSON.stringify(fault)).toBeLessThanOrEqual(CONCURRENCY * 500)
   expect(summary.maxPerSecond).toBeLessThanOrEqual(LIMIT)
 
