@@ -67,6 +67,8 @@ export const INBOX_SLOT = 4096
 export interface InboxRow {
   readonly id: number
   readonly lane: string
+  /** The transaction that wrote it (PostgreSQL's inbox: what a lane taken back checks, see PgLaneOwners.reclaim). */
+  readonly xid?: string
   /** Its events, until every one was taken (then dropped: the jobs in flight hold their own). */
   events: InboxEvent[] | undefined
   /** The next event to take. */

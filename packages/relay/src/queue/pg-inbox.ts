@@ -323,7 +323,12 @@ export class PgLaneOwners {
         c,
         'SELECT k.i, pg_try_advisory_lock(k.key) AS ok FROM unnest($1::bigint[]) WITH ORDINALITY AS k(key, i)',
         [keys]
-      )
+      ).catch((error: unknown) => {
+        // Its answer lost, some claims may be held unknown to this relay (taken twice by the next try, a single
+        // unlock would leave them held): the connection is ended, and every claim with it.
+        this.lost(c)
+        throw error
+      })
       const ok = new Set((locked as Row[]).filter((r) => r.ok).map((r) => Number(r.i) - 1))
       const unlock = (taken: readonly number[]) =>
         this.onClaims(c, 'SELECT pg_advisory_unlock(k) FROM unnest($1::bigint[]) AS k', [taken]).catch(() => undefined)
@@ -346,7 +351,9 @@ export class PgLaneOwners {
         // Another relay holds the claim and has not taken the lane over (yet): tried again at the next ping, and
         // forgotten once its epoch moves.
         if (!ok.has(i)) continue
-        const trusted = await this.inTurn(st, () => this.resolveDoubt(st)).catch(() => undefined)
+        const trusted = await this.inTurn(st, async () => (await this.resolveDoubt(st)) && this.sameHistory(st)).catch(
+          () => undefined
+        )
         if (trusted === undefined) {
           // Not read (the database failed again): tried again at the next ping, from the claim on.
           await unlock([key])
@@ -433,8 +440,9 @@ export class PgLaneOwners {
       return
     }
     try {
-      // (A reclaim that failed on a connection that lived on, a statement timeout, is tried again here.)
-      if ([...this.lanes.values()].some((st) => st.suspended)) await this.reclaim(c)
+      // (A reclaim that failed on a connection that lived on, a statement timeout, is tried again here; not waited
+      // for: it may wait on a lane's writes, and the claims connection must go on talking meanwhile.)
+      if ([...this.lanes.values()].some((st) => st.suspended)) void this.reclaim(c)
       await this.countRelays(c)
       this.answeredAt = Date.now()
       const idleSince = Date.now() - (this.host.ownedIdleMs ?? OWNED_IDLE_MS)
@@ -563,15 +571,23 @@ export class PgLaneOwners {
     }
     const key = this.host.ownerKey(lane)
     // Just after PostgreSQL started, a lane claimed before it is left to its owner of then (RESTART_GRACE_MS), which
-    // takes it back with what it has in flight (reclaim): taken over here, that would be sent again.
+    // takes it back with what it has in flight (reclaim): taken over here, that would be sent again. Started: the
+    // server, or its processes again after one crashed (the postmaster stays up then, and restarts the checkpointer
+    // with the rest; a role without pg_read_all_stats may not see when, and gets no grace for that case).
     const { rows } = await this.onClaims(
       c,
-      `SELECT CASE WHEN now() < pg_postmaster_start_time() + make_interval(secs => $3::int / 1000.0)
+      `WITH s AS (SELECT greatest(pg_postmaster_start_time(),
+                    (SELECT backend_start FROM pg_stat_activity WHERE backend_type = 'checkpointer')) AS started)
+       SELECT CASE WHEN now() < s.started + make_interval(secs => $3::int / 1000.0)
                     AND EXISTS (SELECT 1 FROM relay_lanes WHERE project_id = $2
-                                AND coalesce(claimed_at, '-infinity') < pg_postmaster_start_time())
-              THEN false ELSE pg_try_advisory_lock($1) END AS ok`,
+                                AND coalesce(claimed_at, '-infinity') < s.started)
+              THEN false ELSE pg_try_advisory_lock($1) END AS ok FROM s`,
       [key, lane, RESTART_GRACE_MS]
-    )
+    ).catch((error: unknown) => {
+      // Its answer lost, the claim may be held unknown to this relay: the connection is ended, and its claims with it.
+      this.lost(c)
+      throw error
+    })
     this.answeredAt = Date.now()
     if (!(rows[0] as Row).ok) return undefined
     return this.takeOver(c, lane, key)
@@ -752,17 +768,46 @@ export class PgLaneOwners {
   }
 
   /**
+   * Whether the lane's inbox is still what this relay read (taking it back after its claim's connection ended): every
+   * row it holds in memory is there, written by the same transaction, and transaction ids went on from its cursor. A
+   * server that lost its last commits (`synchronous_commit = off`, a failover to a standby behind) hands out ids
+   * again: a cursor kept would skip the rows written under ids reused, and marks written by row id would land on them.
+   */
+  private async sameHistory(st: OwnedLane): Promise<boolean> {
+    const held = new Map<number, string | undefined>()
+    for (const row of st.rows) held.set(row.id, row.xid)
+    for (const set of st.users.values()) for (const f of set) held.set(f.row.id, f.row.xid)
+    const { rows } = await this.host.pool.query(
+      `SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax,
+              (SELECT coalesce(json_object_agg(id, xid::text), '{}') FROM relay_inbox WHERE id = ANY($1::bigint[])) AS rows`,
+      [[...held.keys()]]
+    )
+    const r = rows[0] as Row
+    if (st.cursor.xid !== '0' && BigInt(String(r.xmax)) <= BigInt(st.cursor.xid)) return false
+    const now = r.rows as Record<string, string>
+    return [...held].every(([id, xid]) => xid !== undefined && now[String(id)] === xid)
+  }
+
+  /**
    * Whether this relay's memory of the lane can be trusted: true unless a write of its marks is in doubt and read
    * back as committed (or as neither before nor after it). Each row that write changed has its count of events left
    * as memory has it (the write did not commit: the doubt is cleared) or as the write left it (deleted at 0).
    * Only the owner writes a lane's marks, so nothing else can have changed them meanwhile.
    */
   private async resolveDoubt(st: OwnedLane): Promise<boolean> {
+    if (!st.inDoubt) return true
     const marks = st.inDoubt
     if (!marks) return true
-    const { rows } = await this.host.pool.query(
-      'SELECT id, left_events FROM relay_inbox WHERE id = ANY($1::bigint[])',
-      [marks.map(([row]) => row.id)]
+    // Holding the lane lock exclusively: a write cut off from this relay may still be committing on the server (a
+    // network cut, a slow disk), holding the lock shared until it ends. Read before then, it would look uncommitted.
+    const rows = await this.host.tx(
+      async (c) =>
+        (
+          await c.query('SELECT id, left_events FROM relay_inbox WHERE id = ANY($1::bigint[])', [
+            marks.map(([row]) => row.id)
+          ])
+        ).rows,
+      this.host.beginTakeover(st.lane)
     )
     const left = new Map((rows as Row[]).map((r) => [Number(r.id), Number(r.left_events)]))
     const untouched = marks.every(([row, , after]) => after !== row.left && left.get(row.id) === row.left)
@@ -1040,7 +1085,7 @@ export class PgLaneOwners {
       const done = new Uint8Array(Math.ceil(events.length / 8))
       if (r.done) done.set((r.done as Buffer).subarray(0, done.length))
       const left = events.length - countDone(done)
-      if (left > 0) st.rows.push({ id, lane: st.lane, events, next: 0, done, left })
+      if (left > 0) st.rows.push({ id, lane: st.lane, xid: String(r.xid_text), events, next: 0, done, left })
     }
     return true
   }

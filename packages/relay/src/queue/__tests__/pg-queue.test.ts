@@ -1473,11 +1473,11 @@ describe('PostgreSQL: a claim lost and taken back', () => {
    * Enqueues four events of two users, leases the first two, makes the write `slow` (a trigger) and starts writing
    * their outcome: once PostgreSQL is in the middle of it, the error it ends with (or undefined), when it ends.
    */
-  const slowWrite = async (a: PgQueue, url: string, slow: string, delivered: boolean) => {
+  const slowWrite = async (a: PgQueue, url: string, slow: string, delivered: boolean, seconds = 1) => {
     await a.enqueue([1, 2, 3, 4].map((i) => event(i, { userKey: `u-${i % 2}` })))
     const flying = await a.lease('p1', 2, 60_000, T0 + 10)
     expect(flying.map((j) => j.messageId)).toEqual(['m-1', 'm-2'])
-    await sql(url, `${SLOW} ${slow}`)
+    await sql(url, `${SLOW.replace('pg_sleep(1)', `pg_sleep(${seconds})`)} ${slow}`)
     const written = outcome(a, flying, delivered).then(
       () => undefined,
       (error: unknown) => error
@@ -1529,11 +1529,14 @@ describe('PostgreSQL: a claim lost and taken back', () => {
   )
 
   it.each([
-    { what: 'a retry', delivered: false, slow: slowCommit },
-    { what: 'a delivered lease', delivered: true, slow: slowMarks }
+    { what: 'a retry', delivered: false, slow: slowCommit, cut: 'after it committed', seconds: 1 },
+    { what: 'a delivered lease', delivered: true, slow: slowMarks, cut: 'after it committed', seconds: 1 },
+    // The server goes on committing after the relay lost the connection: read back too early, the write would look
+    // as if it had not committed, and be written twice.
+    { what: 'a retry', delivered: false, slow: slowCommit, cut: 'while it was committing', seconds: 3 }
   ])(
-    'an owner whose write of $what committed but whose answer was lost takes its lane over afresh: nothing twice in the tables',
-    async ({ delivered, slow }) => {
+    'an owner whose write of $what committed but whose answer was lost ($cut) takes its lane over afresh: nothing twice in the tables',
+    async ({ delivered, slow, cut, seconds }) => {
       const url = await createDatabase(server.url, `restart_lost_answer_${process.pid}_${n++}`)
       // The relay reaches PostgreSQL through a proxy that can stop forwarding, then cut every connection.
       const proxy = await FreezableProxy.start(Number(new URL(url).port))
@@ -1542,13 +1545,14 @@ describe('PostgreSQL: a claim lost and taken back', () => {
       const a = await PgQueue.open(through.toString(), FAKE_TIME)
       const afresh = () => (a as unknown as { owners: { takenAfresh: number } }).owners.takenAfresh
       try {
-        const { written } = await slowWrite(a, url, slow, delivered)
-        // Its answer never reaches the relay: the write commits, then the connections are cut.
+        const { written } = await slowWrite(a, url, slow, delivered, seconds)
+        // Its answer never reaches the relay: the connections are cut, once the write committed or while it commits.
         proxy.freeze()
-        await until(
-          async () => (await sql(url, "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep'")).length === 0,
-          'the write committed'
-        )
+        if (cut === 'after it committed')
+          await until(
+            async () => (await sql(url, "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep'")).length === 0,
+            'the write committed'
+          )
         proxy.thaw()
         expect(mayHaveCommitted(await written)).toBe(true)
         await sql(url, `DROP TRIGGER slow ON ${delivered ? 'relay_inbox' : 'relay_events'}`)
@@ -1568,6 +1572,129 @@ describe('PostgreSQL: a claim lost and taken back', () => {
     },
     60_000
   )
+
+  it('one backend of PostgreSQL crashing (the server stays up, and ends every session) is a restart too: nobody takes the buckets meanwhile', async () => {
+    const url = await createDatabase(server.url, `restart_backend_${process.pid}`)
+    const a = await PgQueue.open(url, IN_BUCKETS)
+    const b = await PgQueue.open(url, IN_BUCKETS)
+    const { default: postgres } = await import('pg')
+    const victim = new postgres.Client(url)
+    victim.on('error', () => undefined)
+    try {
+      await a.enqueue(Array.from({ length: 40 }, (_, i) => event(i, { userKey: `u-${i}`, receivedAt: T0 })))
+      const leased: Job[] = await a.lease('p1', 500, 60_000, T0 + 10)
+      expect(leased).toHaveLength(40)
+      clearInterval((a as unknown as { owners: { pinger: NodeJS.Timeout } }).owners.pinger)
+      const started = await sql(url, 'SELECT pg_postmaster_start_time()::text AS t')
+      // A backend killed (the OOM killer): PostgreSQL ends every session and starts its processes again.
+      await victim.connect()
+      process.kill(Number((await victim.query('SELECT pg_backend_pid() AS p')).rows[0].p), 'SIGKILL')
+      await until(async () => (await sql(url, 'SELECT 1').catch(() => undefined)) !== undefined, 'PostgreSQL back')
+      expect(await sql(url, 'SELECT pg_postmaster_start_time()::text AS t')).toEqual(started)
+      const until2 = Date.now() + 2_000
+      while (Date.now() < until2) {
+        leased.push(...(await b.lease('p1', 500, 60_000, T0 + 20).catch(() => [])))
+        await sleep(100)
+      }
+      expect(leased).toHaveLength(40)
+      expect(await a.lease('p1', 500, 60_000, T0 + 20)).toEqual([])
+      expect(reclaimed(a)).toBe(8)
+    } finally {
+      await victim.end().catch(() => undefined)
+      await Promise.all([a.close(), b.close()])
+    }
+  }, 60_000)
+
+  it('a server that lost its last commits hands out transaction and row ids again: the owner takes its lane over afresh, and reads what comes after', async () => {
+    const url = await createDatabase(server.url, `restart_lost_commits_${process.pid}`)
+    // Commits acknowledged before they are on disk, and the WAL written seldom: a crash loses the last ones.
+    await sql(server.url, "ALTER SYSTEM SET wal_writer_delay = '10s'")
+    await sql(server.url, "ALTER SYSTEM SET wal_writer_flush_after = '512MB'")
+    await sql(server.url, 'SELECT pg_reload_conf()')
+    await sql(server.url, `ALTER DATABASE ${new URL(url).pathname.slice(1)} SET synchronous_commit = off`)
+    const a = await PgQueue.open(url, FAKE_TIME)
+    const afresh = () => (a as unknown as { owners: { takenAfresh: number } }).owners.takenAfresh
+    try {
+      await a.enqueue([event(1, { userKey: 'u-1' })])
+      await a.complete(await a.lease('p1', 10, 60_000, T0 + 10))
+      // Everything so far on disk, the lane's epoch with it; then four events queued and leased, and lost in the crash.
+      await sql(server.url, 'CHECKPOINT')
+      for (const i of [2, 3, 4, 5]) await a.enqueue([event(i, { userKey: `u-${i}` })])
+      const flying: Job[] = []
+      await until(async () => (flying.push(...(await a.lease('p1', 10, 60_000, T0 + 20))), flying.length === 4), 'a')
+      server.crash()
+      await sleep(300)
+      server.restart()
+      await until(() => afresh() === 1, 'a taking its lane over afresh')
+      expect(reclaimed(a)).toBe(0)
+      // The answers for what was in flight change nothing; events queued now get the ids used before the crash.
+      await a.complete(flying)
+      for (const i of [6, 7]) await a.enqueue([event(i, { userKey: `u-${i}` })])
+      const later: string[] = []
+      for (let now = T0 + 30; later.length < 2 && now < T0 + 3_000; now += 10) {
+        const jobs = await a.lease('p1', 10, 60_000, now)
+        later.push(...jobs.map((j) => j.messageId))
+        await a.complete(jobs)
+        await sleep(20)
+      }
+      expect(later).toEqual(['m-6', 'm-7'])
+    } finally {
+      await a.close()
+      await sql(server.url, 'ALTER SYSTEM RESET wal_writer_delay')
+      await sql(server.url, 'ALTER SYSTEM RESET wal_writer_flush_after')
+      await sql(server.url, 'SELECT pg_reload_conf()')
+    }
+  }, 60_000)
+
+  it('a reclaim whose claims were taken but whose answer was lost ends its connection: no claim is left held twice', async () => {
+    const url = await createDatabase(server.url, `restart_lock_answer_${process.pid}`)
+    const a = await PgQueue.open(url, { ...FAKE_TIME, ownedIdleMs: 1_500 })
+    const b = await PgQueue.open(url, FAKE_TIME)
+    const owners = (a as unknown as { owners: { pinger: NodeJS.Timeout; owner?: pg.Client; ping(): Promise<void> } })
+      .owners
+    const { default: postgres } = await import('pg')
+    const query = postgres.Client.prototype.query
+    try {
+      await a.enqueue([event(1, { userKey: 'u-1' })])
+      const flying = await a.lease('p1', 10, 60_000, T0 + 10)
+      clearInterval(owners.pinger)
+      const before = owners.owner
+      await sql(
+        url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'oneflow-relay owner%'"
+      )
+      await until(() => owners.owner !== before, 'a hearing its claims connection end')
+      // The reclaim's claims are taken on the server, but the answer fails on the way (a client-side timeout).
+      let lost = 0
+      ;(postgres.Client.prototype as unknown as { query: unknown }).query = function (
+        this: pg.Client,
+        ...args: unknown[]
+      ) {
+        const sent = (query as (...a: unknown[]) => Promise<unknown>).apply(this, args)
+        if (lost === 0 && typeof args[0] === 'string' && args[0].includes('pg_try_advisory_lock(k.key)')) {
+          lost++
+          return sent.then(() => Promise.reject(new Error('Query read timeout')))
+        }
+        return sent
+      }
+      await owners.ping()
+      postgres.Client.prototype.query = query
+      expect(lost).toBe(1)
+      // Taken back on the next connection, delivered, and let go once idle: b can take the lane then.
+      await owners.ping()
+      expect(reclaimed(a)).toBe(1)
+      await a.complete(flying)
+      await sleep(1_700)
+      await owners.ping()
+      await b.enqueue([event(2, { userKey: 'u-2' })])
+      let got: Job[] = []
+      await until(async () => (got = await b.lease('p1', 10, 60_000, T0 + 20)).length > 0, 'b taking the lane')
+      expect(got.map((j) => j.messageId)).toEqual(['m-2'])
+    } finally {
+      postgres.Client.prototype.query = query
+      await Promise.all([a.close(), b.close()])
+    }
+  }, 60_000)
 
   it('tells a write that may have committed from one that cannot have', () => {
     const pgError = (code: string) => Object.assign(new Error('x'), { code })
