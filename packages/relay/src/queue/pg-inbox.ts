@@ -287,9 +287,10 @@ export class PgLaneOwners {
   /**
    * Takes back, on the new claims connection `c`, the lanes whose claim ended with the previous one (`suspended`). A
    * lane whose epoch did not move meanwhile was owned by nobody else: its claim is taken again and what is in flight
-   * here stays this relay's, so nothing of it is sent twice. One whose epoch moved, or held by another relay now, is
-   * forgotten, as any lane another relay took over. One with a write in doubt (it may have committed, and memory
-   * may not say so) is taken over afresh by this relay, which holds its claim: its events in flight are sent again.
+   * here stays this relay's, so nothing of it is sent twice. One whose epoch moved is forgotten, as any lane another
+   * relay took over; one whose claim another relay holds, the epoch unchanged, is tried again at the next ping. One
+   * whose memory cannot be trusted (a write in doubt did commit, or the server lost commits: see resolveDoubt and
+   * sameHistory) is taken over afresh by this relay, which holds its claim: its events in flight are sent again.
    */
   private reclaim(c: pg.Client): Promise<void> {
     // One at a time: a claim taken twice on one session would need two unlocks to be let go.
