@@ -73,6 +73,21 @@ async function waitsForLock(url: string, finished: () => boolean): Promise<boole
     await sleep(20)
   }
 }
+/** What the tests look at inside a queue's lane owners (PgLaneOwners): its claims' pinger, counters and connection. */
+function ownersOf(q: PgQueue) {
+  return (
+    q as unknown as {
+      owners: {
+        pinger: NodeJS.Timeout
+        reclaimed: number
+        takenAfresh: number
+        owner?: pg.Client
+        ping(): Promise<void>
+      }
+    }
+  ).owners
+}
+
 /**
  * `owner` frozen, as far as its claims go (a relay frozen, or one that died with its process still here): its claims'
  * pinger stops, so it takes nothing back on a new connection (an owner that is alive does, see "a claim lost and
@@ -80,7 +95,7 @@ async function waitsForLock(url: string, finished: () => boolean): Promise<boole
  * relay's (or a crash does).
  */
 async function endClaim(url: string, lane: string, owner: PgQueue): Promise<void> {
-  clearInterval((owner as unknown as { owners: { pinger: NodeJS.Timeout } }).owners.pinger)
+  clearInterval(ownersOf(owner).pinger)
   await sql(
     url,
     `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = ${lockKey(`leasing:${lane}`) >>> 0}`
@@ -1366,7 +1381,23 @@ describe('PostgreSQL: a claim lost and taken back', () => {
   afterAll(() => server?.stop())
 
   /** How many lanes `q` took back with what it had in flight after its claims' connection ended. */
-  const reclaimed = (q: PgQueue) => (q as unknown as { owners: { reclaimed: number } }).owners.reclaimed
+  const reclaimed = (q: PgQueue) => ownersOf(q).reclaimed
+  /**
+   * After a restart, for 2 s, `other` (which owned none of the buckets) takes none of them: `leased` stays as it is.
+   * Then `owner`'s next lease connects again and takes every bucket back with what it has in flight (so it leases
+   * nothing of those users yet): `owned` of them.
+   */
+  const leftToOwner = async (owner: PgQueue, other: PgQueue, leased: Job[], owned: number) => {
+    const before = leased.length
+    const end = Date.now() + 2_000
+    while (Date.now() < end) {
+      leased.push(...(await other.lease('p1', 500, 60_000, T0 + 20).catch(() => [])))
+      await sleep(100)
+    }
+    expect(leased).toHaveLength(before)
+    expect(await owner.lease('p1', 500, 60_000, T0 + 20)).toEqual([])
+    expect(reclaimed(owner)).toBe(owned)
+  }
   const epochs = async (url: string) =>
     (await sql(url, "SELECT epoch FROM relay_lanes WHERE project_id LIKE 'p1#%' ORDER BY project_id")).map((r) =>
       Number(r.epoch)
@@ -1387,21 +1418,12 @@ describe('PostgreSQL: a claim lost and taken back', () => {
       expect(owned).toBe(8)
       // PostgreSQL crashes while those are with 1Flow, and comes back: every claim ended with its connection. a is
       // slow to connect again (its claims' pinger, which would within a second, is stopped: its next lease will).
-      clearInterval((a as unknown as { owners: { pinger: NodeJS.Timeout } }).owners.pinger)
+      clearInterval(ownersOf(a).pinger)
       server.crash()
       await sleep(500)
       server.restart()
-      // For a while b, which owned none of them, takes none of the buckets: they are left to a.
-      const until = Date.now() + 2_000
-      while (Date.now() < until) {
-        leased.push(...(await b.lease('p1', 500, 60_000, T0 + 20).catch(() => [])))
-        await sleep(100)
-      }
-      expect(leased).toHaveLength(40)
-      // a's next lease connects again and takes every bucket back, with what it has in flight (so it leases nothing
-      // of those users yet).
-      expect(await a.lease('p1', 500, 60_000, T0 + 20)).toEqual([])
-      expect(reclaimed(a)).toBe(owned)
+      // The buckets are left to a, which takes them back.
+      await leftToOwner(a, b, leased, owned)
       expect(await epochs(url)).toEqual(Array.from({ length: owned }, () => 1))
       // 1Flow's answers are written, and delivery goes on from there: every event once, each user in order.
       await a.complete(leased.slice())
@@ -1438,7 +1460,7 @@ describe('PostgreSQL: a claim lost and taken back', () => {
       await until(async () => (taken = [...taken, ...(await b.lease('p1', 500, 60_000, T0 + 20))]).length === 40, 'b')
       expect(await epochs(url)).toEqual(Array.from({ length: 8 }, () => 2))
       // PostgreSQL restarts; a, awake now, connects again before b does.
-      clearInterval((b as unknown as { owners: { pinger: NodeJS.Timeout } }).owners.pinger)
+      clearInterval(ownersOf(b).pinger)
       server.crash()
       await sleep(500)
       server.restart()
@@ -1543,7 +1565,7 @@ describe('PostgreSQL: a claim lost and taken back', () => {
       const through = new URL(url)
       through.port = String(proxy.port)
       const a = await PgQueue.open(through.toString(), FAKE_TIME)
-      const afresh = () => (a as unknown as { owners: { takenAfresh: number } }).owners.takenAfresh
+      const afresh = () => ownersOf(a).takenAfresh
       try {
         const { written } = await slowWrite(a, url, slow, delivered, seconds)
         // Its answer never reaches the relay: the connections are cut, once the write committed or while it commits.
@@ -1584,21 +1606,14 @@ describe('PostgreSQL: a claim lost and taken back', () => {
       await a.enqueue(Array.from({ length: 40 }, (_, i) => event(i, { userKey: `u-${i}`, receivedAt: T0 })))
       const leased: Job[] = await a.lease('p1', 500, 60_000, T0 + 10)
       expect(leased).toHaveLength(40)
-      clearInterval((a as unknown as { owners: { pinger: NodeJS.Timeout } }).owners.pinger)
+      clearInterval(ownersOf(a).pinger)
       const started = await sql(url, 'SELECT pg_postmaster_start_time()::text AS t')
       // A backend killed (the OOM killer): PostgreSQL ends every session and starts its processes again.
       await victim.connect()
       process.kill(Number((await victim.query('SELECT pg_backend_pid() AS p')).rows[0].p), 'SIGKILL')
       await until(async () => (await sql(url, 'SELECT 1').catch(() => undefined)) !== undefined, 'PostgreSQL back')
       expect(await sql(url, 'SELECT pg_postmaster_start_time()::text AS t')).toEqual(started)
-      const until2 = Date.now() + 2_000
-      while (Date.now() < until2) {
-        leased.push(...(await b.lease('p1', 500, 60_000, T0 + 20).catch(() => [])))
-        await sleep(100)
-      }
-      expect(leased).toHaveLength(40)
-      expect(await a.lease('p1', 500, 60_000, T0 + 20)).toEqual([])
-      expect(reclaimed(a)).toBe(8)
+      await leftToOwner(a, b, leased, 8)
     } finally {
       await victim.end().catch(() => undefined)
       await Promise.all([a.close(), b.close()])
@@ -1613,7 +1628,7 @@ describe('PostgreSQL: a claim lost and taken back', () => {
     await sql(server.url, 'SELECT pg_reload_conf()')
     await sql(server.url, `ALTER DATABASE ${new URL(url).pathname.slice(1)} SET synchronous_commit = off`)
     const a = await PgQueue.open(url, FAKE_TIME)
-    const afresh = () => (a as unknown as { owners: { takenAfresh: number } }).owners.takenAfresh
+    const afresh = () => ownersOf(a).takenAfresh
     try {
       await a.enqueue([event(1, { userKey: 'u-1' })])
       await a.complete(await a.lease('p1', 10, 60_000, T0 + 10))
@@ -1650,8 +1665,7 @@ describe('PostgreSQL: a claim lost and taken back', () => {
     const url = await createDatabase(server.url, `restart_lock_answer_${process.pid}`)
     const a = await PgQueue.open(url, { ...FAKE_TIME, ownedIdleMs: 1_500 })
     const b = await PgQueue.open(url, FAKE_TIME)
-    const owners = (a as unknown as { owners: { pinger: NodeJS.Timeout; owner?: pg.Client; ping(): Promise<void> } })
-      .owners
+    const owners = ownersOf(a)
     const { default: postgres } = await import('pg')
     const query = postgres.Client.prototype.query
     try {
